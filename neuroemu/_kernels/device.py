@@ -1,0 +1,231 @@
+"""Device physics kernels: pulses, RESET, drift, read noise, programming by target.
+
+Arrays are flat views of a tile's device state laid out as (side, device, synapse): the device
+at (side s, device d, synapse k) sits at index ``(s * n_dev + d) * M + k`` with ``M`` synapses.
+All conductances are in µS, times in s.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .rng import normal, uniform
+
+# Pulse laws.
+PCM_SET = 0  # Nandakumar et al. 2018: state- and history-dependent stochastic SET
+CONSTANT = 1  # constant step, hard bounds
+SOFT_BOUNDS = 2  # step shrinks linearly towards the bound it moves to
+EXP_STEP = 3  # exponential step (aihwkit ExpStepDevice)
+
+# Read-noise laws.
+READ_LINEAR = 0  # σ = rel·G + abs
+READ_1F = 1  # accumulating 1/f noise (Joshi et al. 2020)
+
+_ROUND_SALT = 0x5851F42D4C957F2D  # separates the rounding stream from the step-noise stream
+
+
+class DeviceParams(NamedTuple):
+    """Card numbers a kernel needs (floats only; see neuroemu.cards for their meaning)."""
+
+    p_factor: float  # exp(-1/decay_pulses)
+    mean_g: float
+    mean_0: float
+    mean_p: float
+    std_g: float
+    std_0: float
+    std_p: float
+    dw_std: float
+    es_a: float
+    es_b: float
+    es_A_up: float
+    es_A_down: float
+    es_gamma_up: float
+    es_gamma_down: float
+    g_min: float
+    g_max: float
+    g_mid: float
+    levels: float  # 0 = continuous
+    reset_mean: float
+    reset_std: float
+    read_rel: float
+    read_abs: float
+    t0: float
+    t_offset: float
+    q: float
+    q_exp: float
+    q_floor: float
+    q_max: float
+    t_read: float
+
+
+@njit(cache=True, inline="always")
+def _round_levels(g, prm, seed, key, m):
+    """Stochastic rounding of g to the card's level grid (unbiased: E[result] = g)."""
+    step = (prm.g_max - prm.g_min) / (prm.levels - 1.0)
+    x = (g - prm.g_min) / step
+    lo = np.floor(x)
+    if uniform(seed ^ _ROUND_SALT, key, m) < x - lo:
+        lo += 1.0
+    return prm.g_min + lo * step
+
+
+@njit(cache=True, inline="always")
+def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
+    """One programming pulse on one device. Returns (g, p).
+
+    ``sign`` > 0 moves the conductance up, < 0 down (ignored by PCM_SET, which only SETs).
+    ``up``/``down`` are the device's step sizes (device-to-device spread applied), ``lo``/``hi``
+    its bounds. The random number is keyed by (seed, key, m): key = device index, m = pulse number.
+    """
+    xi = normal(seed, key, m)
+    if law == PCM_SET:
+        p = p * prm.p_factor
+        mean = prm.mean_g * g + prm.mean_0 + prm.mean_p * p
+        std = prm.std_g * g + prm.std_0 + prm.std_p * p
+        g = g + mean + std * xi
+    else:
+        noise = 1.0 + prm.dw_std * xi
+        if sign > 0:
+            if law == CONSTANT:
+                y = 1.0
+            elif law == SOFT_BOUNDS:
+                y = (hi - g) / (hi - prm.g_mid)
+            else:
+                z = 2.0 * prm.es_a * (g - prm.g_mid) / (hi - lo) + prm.es_b
+                y = max(1.0 - prm.es_A_up * np.exp(prm.es_gamma_up * z), 0.0)
+            g = g + y * up * noise
+        else:
+            if law == CONSTANT:
+                y = 1.0
+            elif law == SOFT_BOUNDS:
+                y = (g - lo) / (prm.g_mid - lo)
+            else:
+                z = 2.0 * prm.es_a * (g - prm.g_mid) / (hi - lo) + prm.es_b
+                y = max(1.0 - prm.es_A_down * np.exp(-prm.es_gamma_down * z), 0.0)
+            g = g - y * down * noise
+    g = min(max(g, lo), hi)
+    if prm.levels > 0.0:
+        g = _round_levels(g, prm, seed, key, m)
+    return g, p
+
+
+@njit(cache=True)
+def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, counts, start, n_dev, bidir, law, prm, seed, t):
+    """Apply signed pulse counts to a tile, synapse by synapse.
+
+    counts[k] pulses go to synapse k: bidirectional devices get |n| up (n > 0) or down (n < 0)
+    pulses on side 0; SET-only devices get |n| SETs on side 0 (n > 0) or side 1 (n < 0). The pulses
+    go round-robin over the ``n_dev`` devices of that side starting at ``start[k]`` (``start`` may be
+    empty: start at device 0). Stuck devices take the pulse (it is counted) but do not move.
+    """
+    m_syn = counts.size
+    for k in range(m_syn):
+        n = counts[k]
+        if n == 0:
+            continue
+        sign = 1 if n > 0 else -1
+        side = 0 if (bidir or n > 0) else 1
+        s0 = start[k] if start.size > 0 else 0
+        for m in range(abs(n)):
+            idx = (side * n_dev + (s0 + m) % n_dev) * m_syn + k
+            npulse[idx] += 1
+            tprog[idx] = t
+            if stuck[idx] == 0:
+                g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx],
+                                           sign, prm, seed, idx, m)
+
+
+@njit(cache=True)
+def reset_devices(g, p, tprog, nreset, lo, hi, stuck, index, prm, seed, t):
+    """RESET the devices at ``index``: G ~ N(reset_mean, reset_std) clipped to the bounds, P = 1."""
+    for j in range(index.size):
+        idx = index[j]
+        nreset[idx] += 1
+        tprog[idx] = t
+        p[idx] = 1.0
+        if stuck[idx] == 0:
+            v = prm.reset_mean + prm.reset_std * normal(seed, idx, 0)
+            g[idx] = min(max(v, lo[idx]), hi[idx])
+
+
+@njit(cache=True, inline="always")
+def drift_factor(nu, age, prm):
+    """(max(age + t_offset, t0)/t0)^-ν: no drift before t0 after programming."""
+    if nu == 0.0:
+        return 1.0
+    r = (age + prm.t_offset) / prm.t0
+    if r <= 1.0:
+        return 1.0
+    return r ** (-nu)
+
+
+@njit(cache=True, inline="always")
+def read_std(g_prog, g_drift, age, read_law, prm):
+    """Standard deviation of one read of a device (µS)."""
+    if read_law == READ_LINEAR:
+        return prm.read_rel * abs(g_drift) + prm.read_abs
+    q = min(prm.q / max((abs(g_prog) / prm.g_max) ** prm.q_exp, prm.q_floor), prm.q_max)
+    tt = age + prm.t0
+    return abs(g_drift) * q * np.sqrt(np.log((tt + prm.t_read) / (2.0 * prm.t_read)))
+
+
+@njit(cache=True)
+def read_devices(g, tprog, nu, t, read_law, prm, seed, noisy, out):
+    """Conductance of each device at time t (drift), plus one read of noise when ``noisy``.
+
+    Reads are clipped at 0 (a conductance is never negative).
+    """
+    for idx in range(g.size):
+        age = t - tprog[idx]
+        gd = g[idx] * drift_factor(nu[idx], age, prm)
+        if noisy:
+            gd = max(gd + read_std(g[idx], gd, age, read_law, prm) * normal(seed, idx, 0), 0.0)
+        out[idx] = gd
+    return out
+
+
+@njit(cache=True)
+def tile_weights(g, tprog, nu, t, n_side, n_dev, g_ref, inv_scale, read_law, prm, w, var):
+    """Effective weights of a tile at time t and the per-read noise variance of each weight.
+
+    w[k] = (Σ_d G(+) − Σ_d G(−)) / scale (or − n_dev·g_ref for one-sided tiles), with drift;
+    var[k] = Σ over the synapse's devices of σ_read² / scale². With var, one MVM read with per-device
+    Gaussian noise equals the noiseless MVM plus output noise of variance Σ_i x_i² var_i.
+    """
+    m_syn = w.size
+    for k in range(m_syn):
+        acc = 0.0
+        v = 0.0
+        for s in range(n_side):
+            sgn = 1.0 if s == 0 else -1.0
+            for d in range(n_dev):
+                idx = (s * n_dev + d) * m_syn + k
+                age = t - tprog[idx]
+                gd = g[idx] * drift_factor(nu[idx], age, prm)
+                acc += sgn * gd
+                sd = read_std(g[idx], gd, age, read_law, prm)
+                v += sd * sd
+        if n_side == 1:
+            acc -= n_dev * g_ref
+        w[k] = acc * inv_scale
+        var[k] = v * inv_scale * inv_scale
+
+
+@njit(cache=True)
+def program_inference(g_target, prm, c0, c1, c2, prog_scale, nu_coef, seed, g_out, nu_out):
+    """Program PCM to targets with Joshi et al. 2020 statistics (aihwkit PCMLikeNoiseModel).
+
+    g_prog = max(0, g_t + σ_prog ξ₁), σ_prog = (c0 + c1 ĝ + c2 ĝ²)·prog_scale, ĝ = g_t/g_max;
+    ν = |μ_ν + σ_ν ξ₂| with μ_ν, σ_ν clipped affine functions of ln ĝ (nu_coef = (μ_a, μ_b, μ_lo,
+    μ_hi, σ_a, σ_b, σ_lo, σ_hi)).
+    """
+    for i in range(g_target.size):
+        gt = g_target[i]
+        gh = gt / prm.g_max
+        sig = (c0 + c1 * gh + c2 * gh * gh) * prog_scale
+        g_out[i] = max(gt + sig * normal(seed, i, 0), 0.0)
+        lg = np.log(max(gh, 1e-7))
+        mu = min(max(nu_coef[0] * lg + nu_coef[1], nu_coef[2]), nu_coef[3])
+        sn = min(max(nu_coef[4] * lg + nu_coef[5], nu_coef[6]), nu_coef[7])
+        nu_out[i] = abs(mu + sn * normal(seed, i, 1))

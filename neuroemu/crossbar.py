@@ -1,0 +1,453 @@
+"""Crossbar tiles: weights stored as device conductances, read through a DAC/ADC periphery.
+
+A :class:`Tile` holds an ``(out, in)`` weight matrix on devices of one card:
+
+* **SET-only and inference PCM** (``pcm_set``, ``pcm_inference``) use differential pairs with
+  ``n_devices`` devices per side: ``W = (Σ G⁺ − Σ G⁻) / scale``. Potentiation is a SET on a G⁺
+  device, depression a SET on a G⁻ device.
+* **Bidirectional devices** (``pulsed``, ``quantized``, ``ideal``) use ``n_devices`` devices against a
+  fixed reference conductance at mid-range: ``W = (Σ G − n·g_mid) / scale``.
+
+``scale`` (µS per weight unit) defaults to the value that maps ``w_max`` to a full side (pairs) or
+to a full half-range (reference mapping).
+
+Reads: :meth:`Tile.forward` computes ``y = W x`` and :meth:`Tile.backward` ``d Wᵀ`` the way an
+analog array does: the input is normalised by max|x| (noise management) and quantised by a DAC,
+every device read adds its read noise (card), the output gets additive noise, an ADC quantises and
+saturates. Per-device read noise is applied in its exactly equivalent output-referred form: one
+read of ``Σ_i x_i (w_ij + σ_ij ξ_ij)`` is Gaussian with variance ``Σ_i x_i² σ_ij²``, so the tile keeps
+the per-weight variance next to the weights and draws one normal per output, not one per device.
+Boolean (spike) inputs skip the DAC and only touch the rows of active inputs.
+
+Writes: :meth:`Tile.pulse` sends signed pulse counts per synapse through the card's physics;
+:meth:`Tile.write` programs target weights (exactly, rounded to the card's levels; cards with a
+programming-noise model add it); :meth:`Tile.reset` RESETs devices; :meth:`Tile.refresh`
+re-balances saturated differential pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from ._kernels import device as K
+from ._kernels import periphery as P
+from .cards import Card, load_card
+from .errors import ConfigError
+
+_LAWS = {"constant": K.CONSTANT, "soft_bounds": K.SOFT_BOUNDS, "exp_step": K.EXP_STEP}
+
+
+def as_rng(rng: Any) -> np.random.Generator:
+    """A numpy Generator from a Generator, a seed or None."""
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**63 - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Periphery:
+    """Peripheral circuits of a tile. Defaults follow IBM aihwkit's analog tile (papers.md §1c).
+
+    dac_bits / adc_bits: resolution (0 = off). adc_range: output saturation |y| in weight × normalised
+    input units (0 = none). out_noise: additive Gaussian output noise (same units). read_noise: apply
+    the card's per-device read noise. noise_management: normalise inputs by max|x| before the DAC.
+    bound_management: when an output saturates, re-read it with the input halved, up to this many
+    times.
+    """
+
+    dac_bits: int = 7
+    adc_bits: int = 9
+    adc_range: float = 12.0
+    out_noise: float = 0.06
+    read_noise: bool = True
+    noise_management: bool = True
+    bound_management: int = 0
+
+    @classmethod
+    def ideal(cls) -> "Periphery":
+        """Exact float reads (no DAC, ADC, saturation or noise)."""
+        return cls(0, 0, 0.0, 0.0, False, False, 0)
+
+    def __post_init__(self):
+        for name in ("dac_bits", "adc_bits", "bound_management"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 24:
+                raise ConfigError(f"periphery.{name}: expected an integer in [0, 24], got {v!r}")
+        for name in ("adc_range", "out_noise"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ConfigError(f"periphery.{name}: expected a number >= 0, got {v!r}")
+
+
+def device_params(card: Card) -> K.DeviceParams:
+    """The kernel parameter tuple of a card."""
+    p = card.params
+    g = lambda k, d=0.0: float(p.get(k, d))  # noqa: E731
+    g_min, g_max = g("g_min"), g("g_max")
+    return K.DeviceParams(
+        p_factor=math.exp(-1.0 / p["decay_pulses"]) if "decay_pulses" in p else 1.0,
+        mean_g=g("mean_g"), mean_0=g("mean_0"), mean_p=g("mean_p"),
+        std_g=g("std_g"), std_0=g("std_0"), std_p=g("std_p"),
+        dw_std=g("dw_min_std"), es_a=g("es_a"), es_b=g("es_b"), es_A_up=g("es_A_up"),
+        es_A_down=g("es_A_down"), es_gamma_up=g("es_gamma_up"), es_gamma_down=g("es_gamma_down"),
+        g_min=g_min, g_max=g_max, g_mid=0.5 * (g_min + g_max), levels=float(card.levels),
+        reset_mean=g("reset_mean", 0.5 * (g_min + g_max)), reset_std=g("reset_std"),
+        read_rel=g("read_noise_rel"), read_abs=g("read_noise_abs"),
+        t0=g("drift_t0", 1.0), t_offset=g("drift_t0") if card.kind == "pcm_inference" else g("drift_t_offset"),
+        q=g("read_q"), q_exp=g("read_q_exp"), q_floor=g("read_q_floor", 1e-3), q_max=g("read_q_max"),
+        t_read=g("t_read", 1.0),
+    )
+
+
+def pulse_law(card: Card) -> int:
+    if card.kind == "pcm_set":
+        return K.PCM_SET
+    if card.kind == "pulsed":
+        return _LAWS[card.params["law"]]
+    return K.CONSTANT
+
+
+class Tile:
+    """A weight matrix of shape ``(out_size, in_size)`` on a crossbar of devices.
+
+    Parameters
+    ----------
+    out_size, in_size: matrix shape.
+    card: a :class:`~neuroemu.cards.Card`, a card name or a path to a card file.
+    n_devices: devices per side of each synapse.
+    w_max: the weight that maps to the full conductance range of one side (default 1).
+    scale: µS per weight unit; overrides ``w_max``.
+    periphery: :class:`Periphery` (default aihwkit-like); ``Periphery.ideal()`` for exact reads.
+    rng: seed or Generator; device-to-device variation is drawn once here.
+    """
+
+    def __init__(self, out_size: int, in_size: int, card: Card | str = "ideal", *, n_devices: int = 1,
+                 w_max: float = 1.0, scale: float | None = None, periphery: Periphery | None = None,
+                 rng: Any = None):
+        self.card = card if isinstance(card, Card) else load_card(card)
+        if not (isinstance(n_devices, int) and n_devices >= 1):
+            raise ConfigError(f"n_devices: expected an integer >= 1, got {n_devices!r}")
+        if out_size < 1 or in_size < 1:
+            raise ConfigError(f"tile shape: expected positive sizes, got ({out_size}, {in_size})")
+        self.shape = (int(out_size), int(in_size))
+        self.n_devices = n_devices
+        self.periphery = periphery if periphery is not None else Periphery()
+        self.rng = as_rng(rng)
+        c, p = self.card, self.card.params
+        self.differential = c.kind in ("pcm_set", "pcm_inference")
+        self.n_side = 2 if self.differential else 1
+        self.prm = device_params(c)
+        self.law = pulse_law(c)
+        self.read_law = K.READ_1F if c.kind == "pcm_inference" else K.READ_LINEAR
+        g_range = self.prm.g_max - self.prm.g_min
+        if scale is None:
+            if not w_max > 0:
+                raise ConfigError(f"w_max: expected a number > 0, got {w_max!r}")
+            scale = n_devices * g_range / (w_max if self.differential else 2.0 * w_max)
+        if not scale > 0:
+            raise ConfigError(f"scale: expected a number > 0 (µS per weight unit), got {scale!r}")
+        self.scale = float(scale)
+        self.t = 0.0
+        m = self.shape[0] * self.shape[1]
+        size = self.n_side * n_devices * m
+        self._dev_shape = (self.n_side, n_devices, *self.shape)
+        self.g = np.empty(size)
+        self.p = np.ones(size)
+        self.tprog = np.zeros(size)
+        self.npulse = np.zeros(size, dtype=np.int64)
+        self.nreset = np.zeros(size, dtype=np.int64)
+        self.nwrite = 0
+        self.n_refresh = 0
+        self._draw_variation(size)
+        self._version = 0
+        self._cache_key = None
+        self.reset()
+        self.nreset[:] = 0  # the factory RESET is not part of any experiment's write budget
+
+    # ------------------------------------------------------------------ construction
+    def _draw_variation(self, size: int) -> None:
+        c, p, prm, rng = self.card, self.card.params, self.prm, self.rng
+        self.lo = np.full(size, prm.g_min)
+        self.hi = np.full(size, prm.g_max)
+        self.up = np.zeros(size)
+        self.down = np.zeros(size)
+        self.nu = np.zeros(size)
+        if c.kind == "pulsed":
+            gain = np.maximum(1.0 + p["dw_min_dtod"] * rng.standard_normal(size), 0.0)
+            r = p["up_down_dtod"] * rng.standard_normal(size)
+            ud = p["up_down"]
+            up_bias, down_bias = (0.0, -ud) if ud > 0 else (ud, 0.0)
+            self.up = p["dw_min"] * np.abs(up_bias + gain + r)
+            self.down = p["dw_min"] * np.abs(down_bias + gain - r)
+            bd = p["bounds_dtod"]
+            fh = np.maximum(1.0 + bd * rng.standard_normal(size), 0.05)
+            fl = np.maximum(1.0 + bd * rng.standard_normal(size), 0.05)
+            self.hi = prm.g_mid + (prm.g_max - prm.g_mid) * fh
+            self.lo = np.maximum(prm.g_mid - (prm.g_mid - prm.g_min) * fl, 0.0)
+        elif c.kind in ("ideal", "quantized"):
+            self.up[:] = self.down[:] = c.nominal_step
+        if c.kind in ("pcm_set", "pulsed") and p["drift_nu"] > 0:
+            self.nu = np.abs(p["drift_nu"] + p["drift_nu_std"] * rng.standard_normal(size))
+        u = rng.random(size)
+        self.stuck = np.zeros(size, dtype=np.int8)
+        self.stuck[u < p["p_stuck_off"]] = 1
+        self.stuck[(u >= p["p_stuck_off"]) & (u < p["p_stuck_off"] + p["p_stuck_on"])] = 2
+
+    # ------------------------------------------------------------------ state access
+    def _changed(self) -> None:
+        self._version += 1
+
+    @property
+    def n_synapses(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def advance(self, dt: float) -> None:
+        """Let ``dt`` seconds pass (devices drift)."""
+        if dt < 0:
+            raise ValueError(f"advance: dt must be >= 0, got {dt}")
+        self.t += float(dt)
+
+    def conductances(self, *, noisy: bool = False, rng: Any = None) -> np.ndarray:
+        """Device conductances (µS) at the current time, shape (sides, n_devices, out, in).
+
+        With ``noisy`` every device is read once with its read noise.
+        """
+        out = np.empty_like(self.g)
+        seed = _seed(as_rng(rng) if rng is not None else self.rng) if noisy else 0
+        K.read_devices(self.g, self.tprog, self.nu, self.t, self.read_law, self.prm, seed, noisy, out)
+        return out.reshape(self._dev_shape)
+
+    def _weights_and_var(self) -> tuple[np.ndarray, np.ndarray]:
+        key = (self.t, self._version)
+        if self._cache_key != key:
+            w = np.empty(self.n_synapses)
+            var = np.empty(self.n_synapses)
+            K.tile_weights(self.g, self.tprog, self.nu, self.t, self.n_side, self.n_devices, self.prm.g_mid,
+                           1.0 / self.scale, self.read_law, self.prm, w, var)
+            self._w64 = w.reshape(self.shape)
+            self._w = self._w64.astype(np.float32)
+            self._wT = np.ascontiguousarray(self._w.T)
+            self._var = var.reshape(self.shape).astype(np.float32)
+            self._varT = np.ascontiguousarray(self._var.T)
+            self._has_var = bool(self.periphery.read_noise and var.any())
+            self._cache_key = key
+        return self._w64, self._var
+
+    def weights(self) -> np.ndarray:
+        """Effective weights at the current time (with drift, without read noise), float64."""
+        return self._weights_and_var()[0].copy()
+
+    def read_weights(self, rng: Any = None) -> np.ndarray:
+        """Effective weights from one noisy read of every device."""
+        g = self.conductances(noisy=True, rng=rng).reshape(self.n_side, self.n_devices, -1).sum(axis=1)
+        w = g[0] - (g[1] if self.differential else self.n_devices * self.prm.g_mid)
+        return (w / self.scale).reshape(self.shape)
+
+    @property
+    def w_range(self) -> tuple[float, float]:
+        """Nominal (min, max) weight the tile can represent."""
+        n, prm = self.n_devices, self.prm
+        if self.differential:
+            span = n * (prm.g_max - prm.g_min) / self.scale
+            return -span, span
+        return n * (prm.g_min - prm.g_mid) / self.scale, n * (prm.g_max - prm.g_mid) / self.scale
+
+    # ------------------------------------------------------------------ reads
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = x Wᵀ through the periphery. x: (batch, in) float, or bool spikes. Returns float32."""
+        self._weights_and_var()
+        return self._read(x, self._w, self._wT, self._varT, self.shape[1])
+
+    def backward(self, d: np.ndarray) -> np.ndarray:
+        """x = d W (the transposed read) through the periphery. d: (batch, out). Returns float32."""
+        self._weights_and_var()
+        return self._read(d, self._wT, self._w, self._var, self.shape[0])
+
+    def _read(self, x, w_cols, w_rows, var_rows, n_in):
+        """y = x @ w_cols.T; ``w_rows`` = w_cols.T contiguous (rows per input), ``var_rows`` likewise."""
+        x = np.asarray(x)
+        squeeze = x.ndim == 1
+        x2 = x.reshape(1, -1) if squeeze else x
+        if x2.ndim != 2 or x2.shape[1] != n_in:
+            raise ValueError(f"tile read: expected input of shape (batch, {n_in}), got {x.shape}")
+        per = self.periphery
+        n = x2.shape[0]
+        scale = np.ones(n, np.float32)
+        if x2.dtype == np.bool_:
+            xq = x2
+            y = P.spike_mvm(x2, w_rows, np.empty((n, w_rows.shape[1]), np.float32))
+            var = P.spike_mvm(x2, var_rows, np.empty_like(y)) if self._has_var else np.empty((0, 0), np.float32)
+        else:
+            xq = np.empty(x2.shape, np.float32)
+            levels = 2**per.dac_bits - 2 if per.dac_bits else 0
+            P.dac(np.ascontiguousarray(x2, dtype=np.float32), levels, per.noise_management, xq, scale)
+            y = xq @ w_rows
+            var = (xq * xq) @ var_rows if self._has_var else np.empty((0, 0), np.float32)
+        self._periph_out(y, scale, var)
+        if per.bound_management and per.adc_range > 0 and xq.dtype != np.bool_:
+            self._bound_manage(xq, w_rows, var_rows, y, scale)
+        return y[0] if squeeze else y
+
+    def _periph_out(self, y, scale, var):
+        per = self.periphery
+        levels = 2**per.adc_bits - 2 if per.adc_bits else 0
+        clipped = np.zeros(y.shape[0], np.int8)
+        P.adc(y, scale, var, float(per.out_noise), levels, float(per.adc_range), _seed(self.rng), clipped)
+        return clipped
+
+    def _bound_manage(self, xq, w_rows, var_rows, y, scale):
+        """Re-read saturated rows with the input halved (aihwkit's bound management)."""
+        per = self.periphery
+        rows = np.flatnonzero(np.abs(y).max(axis=1) >= per.adc_range * scale * (1 - 1e-9)) if y.size else []
+        factor = 1.0
+        for _ in range(per.bound_management):
+            if len(rows) == 0:
+                break
+            factor *= 2.0
+            xs = xq[rows] / factor
+            ys = xs @ w_rows
+            var = (xs * xs) @ var_rows if self._has_var else np.empty((0, 0), np.float32)
+            s = scale[rows] * factor
+            clipped = self._periph_out(ys, s, var)
+            y[rows] = ys
+            rows = rows[clipped.astype(bool)]
+
+    # ------------------------------------------------------------------ writes
+    def pulse(self, counts: np.ndarray, start: np.ndarray | None = None) -> None:
+        """Apply signed pulse counts (shape (out, in), int): n > 0 raises the weight by n pulses,
+        n < 0 lowers it. ``start`` (same shape) picks the first device of the round-robin when
+        ``n_devices`` > 1 (a multi-device scheme's arbitration counter)."""
+        if not self.card.pulsable:
+            raise ConfigError(f"card {self.card.name} (kind {self.card.kind}) is programmed by target "
+                              "and cannot take pulses; use the 'ideal' update scheme")
+        counts = np.ascontiguousarray(counts, dtype=np.int32).reshape(-1)
+        if counts.size != self.n_synapses:
+            raise ValueError(f"pulse: expected counts of shape {self.shape}")
+        st = (np.ascontiguousarray(start, dtype=np.int32).reshape(-1) if start is not None
+              else np.empty(0, np.int32))
+        K.pulse_tile(self.g, self.p, self.tprog, self.npulse, self.up, self.down, self.lo, self.hi, self.stuck,
+                     counts, st, self.n_devices, not self.differential, self.law, self.prm, _seed(self.rng), self.t)
+        self._changed()
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        """RESET all devices of the synapses where ``mask`` (shape (out, in)) is True (all if None)."""
+        if mask is None:
+            index = np.arange(self.g.size)
+        else:
+            k = np.flatnonzero(np.asarray(mask).reshape(-1))
+            base = np.arange(self.n_side * self.n_devices)[:, None] * self.n_synapses
+            index = (base + k[None, :]).reshape(-1)
+        if self.card.kind == "pcm_inference":  # unprogrammed: no conductance, no drift
+            self.g[index] = self.prm.g_min
+            self.nu[index] = 0.0
+            self.tprog[index] = self.t
+        else:
+            K.reset_devices(self.g, self.p, self.tprog, self.nreset, self.lo, self.hi, self.stuck,
+                            index.astype(np.int64), self.prm, _seed(self.rng), self.t)
+        self._apply_stuck()
+        self._changed()
+
+    def _apply_stuck(self) -> None:
+        self.g[self.stuck == 1] = self.lo[self.stuck == 1]
+        self.g[self.stuck == 2] = self.hi[self.stuck == 2]
+
+    def write(self, w: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Program target weights (shape (out, in)) where ``mask`` is True (all if None).
+
+        The weight is spread evenly over the ``n_devices`` devices of its side (pairs: the other side
+        is set to g_min). Targets are clipped to each device's bounds and rounded to the card's
+        levels; ``pcm_inference`` cards add their programming noise and draw each device's drift
+        exponent from its target state. Written devices restart their drift clock.
+        """
+        w = np.broadcast_to(np.asarray(w, dtype=np.float64), self.shape).reshape(-1)
+        k = np.arange(self.n_synapses) if mask is None else np.flatnonzero(np.asarray(mask).reshape(-1))
+        prm, n = self.prm, self.n_devices
+        per_dev = w[k] * self.scale / n
+        if self.differential:
+            tgt = np.stack([prm.g_min + np.maximum(per_dev, 0.0), prm.g_min + np.maximum(-per_dev, 0.0)])
+        else:
+            tgt = (prm.g_mid + per_dev)[None, :]
+        index = (np.arange(self.n_side)[:, None, None] * n + np.arange(n)[None, :, None]) * self.n_synapses \
+            + k[None, None, :]
+        index = index.reshape(-1)
+        tgt = np.broadcast_to(tgt[:, None, :], (self.n_side, n, k.size)).reshape(-1)
+        tgt = np.clip(tgt, self.lo[index], self.hi[index])
+        if self.card.levels:
+            step = (prm.g_max - prm.g_min) / (self.card.levels - 1)
+            tgt = prm.g_min + np.rint((tgt - prm.g_min) / step) * step
+        if self.card.kind == "pcm_inference":
+            p = self.card.params
+            g_out, nu_out = np.empty_like(tgt), np.empty_like(tgt)
+            coef = np.array([p["nu_mu_a"], p["nu_mu"], p["nu_mu_lo"], p["nu_mu_hi"],
+                             p["nu_sig_a"], p["nu_sig"], p["nu_sig_lo"], p["nu_sig_hi"]])
+            K.program_inference(np.ascontiguousarray(tgt), self.prm, p["prog_c0"], p["prog_c1"], p["prog_c2"],
+                                p["g_max"] / p["prog_ref"], coef, _seed(self.rng), g_out, nu_out)
+            tgt = g_out
+            self.nu[index] = nu_out
+        self.g[index] = tgt
+        self.tprog[index] = self.t
+        self.p[index] = 1.0
+        self.nwrite += int(k.size)
+        self._apply_stuck()
+        self._changed()
+
+    def refresh(self, high: float, min_common: float | None = None, *, max_pulses: int = 100) -> int:
+        """Re-balance saturating differential pairs; returns the number of synapses refreshed.
+
+        A synapse is refreshed when the mean conductance of one of its sides is at least ``high`` µS
+        *and* the other side holds at least ``min_common`` µS above g_min (default: one nominal pulse)
+        — i.e. when a common-mode conductance can be removed. Its weight is read (noisy), both sides
+        are RESET, and the weight is programmed back onto one side by SET pulses with read-verify
+        (at most ``max_pulses`` rounds). The weight is never lost: the read value is what gets
+        re-programmed. One-sided (bidirectional) tiles need no refresh and return 0.
+        """
+        if not self.differential or not self.card.pulsable:
+            return 0
+        if min_common is None:
+            min_common = self.card.nominal_step
+        g = self.conductances().reshape(2, self.n_devices, -1).mean(axis=1)
+        hi_side = np.maximum(g[0], g[1])
+        lo_side = np.minimum(g[0], g[1]) - self.prm.g_min
+        mask = (hi_side >= high) & (lo_side >= min_common)
+        count = int(mask.sum())
+        if count == 0:
+            return 0
+        target = self.read_weights().reshape(-1)[mask]
+        m2 = mask.reshape(self.shape)
+        self.reset(m2)
+        self.program_verify(target, m2, max_pulses=max_pulses)
+        self.n_refresh += count
+        return count
+
+    def program_verify(self, target: np.ndarray, mask: np.ndarray, *, max_pulses: int = 100,
+                       tol: float | None = None) -> None:
+        """Move the weights at ``mask`` towards ``target`` by single pulses with a noisy read after
+        each round, until within ``tol`` (default half a nominal pulse) or ``max_pulses`` rounds."""
+        k = np.flatnonzero(np.asarray(mask).reshape(-1))
+        step = self.card.nominal_step / self.scale
+        tol = 0.5 * step if tol is None else tol
+        start = np.zeros(self.n_synapses, np.int32)
+        for i in range(max_pulses):
+            err = target - self.read_weights().reshape(-1)[k]
+            need = np.abs(err) > tol
+            if not need.any():
+                break
+            counts = np.zeros(self.n_synapses, np.int32)
+            counts[k[need]] = np.sign(err[need]).astype(np.int32)
+            start[:] = i % self.n_devices
+            self.pulse(counts, start)
+
+    def energy(self) -> float:
+        """Write energy spent so far (pJ) from the card's energy per pulse and per RESET."""
+        p = self.card.params
+        return float(self.npulse.sum() * p["energy_per_pulse"] + self.nreset.sum() * p["energy_per_reset"])
+
+    def __repr__(self) -> str:
+        return (f"Tile({self.shape[0]}x{self.shape[1]}, card={self.card.name}, n_devices={self.n_devices}, "
+                f"scale={self.scale:g} uS/w, t={self.t:g} s)")

@@ -1,0 +1,19 @@
+"""Datasets and encoders."""
+
+from neuroemu.data.fashion_mnist import (
+    CLASS_NAMES,
+    fetch_fashion_mnist,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    read_idx,
+    write_idx,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "fetch_fashion_mnist",
+    "find_fashion_mnist",
+    "load_fashion_mnist",
+    "read_idx",
+    "write_idx",
+]
