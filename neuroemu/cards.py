@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -88,7 +89,7 @@ def _f(dim=None, lo=-math.inf, hi=math.inf, default=None, doc="", lo_open=False)
 
 # Fields every kind accepts (all optional).
 COMMON: dict[str, Field] = {
-    "levels": Field(None, 2, 2**24, 0, int, "number of stored conductance levels (0 = continuous)"),
+    "levels": Field(None, 0, 2**24, 0, int, "number of stored conductance levels (0 = continuous, else >= 2)"),
     "p_stuck_off": _f(None, 0, 1, 0.0, "fraction of devices stuck at g_min"),
     "p_stuck_on": _f(None, 0, 1, 0.0, "fraction of devices stuck at g_max"),
     "read_noise_rel": _f(None, 0, 10, 0.0, "read noise std as a fraction of G (per read)"),
@@ -323,6 +324,8 @@ def _check_consistency(kind: str, p: Mapping[str, Any], where: str) -> None:
         raise CardError(f"{where}.g_min: expected g_min < g_max ({p['g_max']:g} uS), got {p['g_min']:g} uS")
     if kind == "pulsed" and p["law"] not in ("constant", "soft_bounds", "exp_step"):
         raise CardError(f"{where}.law: expected one of constant, soft_bounds, exp_step; got {p['law']!r}")
+    if p["levels"] == 1:
+        raise CardError(f"{where}.levels: expected 0 (continuous) or an integer >= 2, got 1")
     if p["p_stuck_off"] + p["p_stuck_on"] > 1:
         raise CardError(f"{where}.p_stuck_on: expected p_stuck_off + p_stuck_on <= 1")
 
@@ -380,6 +383,18 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
                 MappingProxyType(values), where)
 
 
+class _CardLoader(yaml.SafeLoader):
+    """YAML loader that reads exponent floats without a dot (``12e-6``) as numbers, as YAML 1.2 does;
+    PyYAML's YAML 1.1 rules would read them as strings."""
+
+
+_CardLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def cards_dir() -> Path:
     """Directory of the cards shipped with neuroemu (a checkout's ``devices/`` or the installed copy)."""
     here = Path(__file__).resolve().parent
@@ -403,7 +418,7 @@ def load_card(name_or_path: str | Path) -> Card:
     if not path.is_file():
         raise CardError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CardLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""

@@ -165,6 +165,8 @@ class Tile:
         self.nwrite = 0
         self.n_refresh = 0
         self._draw_variation(size)
+        self.alpha = 1.0  # global drift compensation factor applied to outputs
+        self._drift_ref: float | None = None
         self._version = 0
         self._cache_key = None
         self.reset()
@@ -289,6 +291,8 @@ class Tile:
             P.dac(np.ascontiguousarray(x2, dtype=np.float32), levels, per.noise_management, xq, scale)
             y = xq @ w_rows
             var = (xq * xq) @ var_rows if self._has_var else np.empty((0, 0), np.float32)
+        if self.alpha != 1.0:
+            scale *= np.float32(self.alpha)
         self._periph_out(y, scale, var)
         if per.bound_management and per.adc_range > 0 and xq.dtype != np.bool_:
             self._bound_manage(xq, w_rows, var_rows, y, scale)
@@ -317,6 +321,21 @@ class Tile:
             clipped = self._periph_out(ys, s, var)
             y[rows] = ys
             rows = rows[clipped.astype(bool)]
+
+    def compensate_drift(self) -> float:
+        """Global drift compensation (Joshi et al. 2020; aihwkit GlobalDriftCompensation).
+
+        The first call (right after programming) reads the tile with an identity input and stores
+        ``ref = mean|y|``; later calls read it again and set ``alpha = ref / mean|y(t)|``, by which
+        every output is then multiplied (a digital scale factor in the periphery). Returns alpha.
+        """
+        self.alpha = 1.0
+        eye = np.eye(self.shape[1], dtype=np.float32)
+        level = max(float(np.abs(self.forward(eye)).mean()), 1e-12)
+        if self._drift_ref is None:
+            self._drift_ref = level
+        self.alpha = self._drift_ref / level
+        return self.alpha
 
     # ------------------------------------------------------------------ writes
     def pulse(self, counts: np.ndarray, start: np.ndarray | None = None) -> None:
@@ -394,6 +413,7 @@ class Tile:
         self.tprog[index] = self.t
         self.p[index] = 1.0
         self.nwrite += int(k.size)
+        self._drift_ref, self.alpha = None, 1.0  # a new programming needs a new drift reference
         self._apply_stuck()
         self._changed()
 
@@ -427,19 +447,29 @@ class Tile:
 
     def program_verify(self, target: np.ndarray, mask: np.ndarray, *, max_pulses: int = 100,
                        tol: float | None = None) -> None:
-        """Move the weights at ``mask`` towards ``target`` by single pulses with a noisy read after
-        each round, until within ``tol`` (default half a nominal pulse) or ``max_pulses`` rounds."""
+        """Move the weights at ``mask`` towards ``target`` (one value per masked synapse, or a full
+        (out, in) array) by single pulses, each round followed by
+        a noisy read. A synapse stops once its read is within ``tol`` (default half a nominal pulse)
+        or once its error changes sign (it overshot: more pulses would only chase read noise and
+        pile conductance onto both sides). At most ``max_pulses`` rounds."""
         k = np.flatnonzero(np.asarray(mask).reshape(-1))
-        step = self.card.nominal_step / self.scale
-        tol = 0.5 * step if tol is None else tol
+        target = np.asarray(target, dtype=np.float64).reshape(-1)
+        if target.size == self.n_synapses and k.size != self.n_synapses:
+            target = target[k]
+        tol = 0.5 * self.card.nominal_step / self.scale if tol is None else tol
         start = np.zeros(self.n_synapses, np.int32)
+        active = np.ones(k.size, bool)
+        first_sign = None
         for i in range(max_pulses):
             err = target - self.read_weights().reshape(-1)[k]
-            need = np.abs(err) > tol
-            if not need.any():
+            sign = np.sign(err)
+            if first_sign is None:
+                first_sign = sign
+            active &= (np.abs(err) > tol) & (sign == first_sign)
+            if not active.any():
                 break
             counts = np.zeros(self.n_synapses, np.int32)
-            counts[k[need]] = np.sign(err[need]).astype(np.int32)
+            counts[k[active]] = sign[active].astype(np.int32)
             start[:] = i % self.n_devices
             self.pulse(counts, start)
 

@@ -67,6 +67,8 @@ def _round_levels(g, prm, seed, key, m):
     lo = np.floor(x)
     if uniform(seed ^ _ROUND_SALT, key, m) < x - lo:
         lo += 1.0
+    # a device whose own bound lies beyond g_min/g_max (bounds_dtod) still has only `levels` values
+    lo = min(max(lo, 0.0), prm.levels - 1.0)
     return prm.g_min + lo * step
 
 

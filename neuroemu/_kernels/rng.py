@@ -67,7 +67,8 @@ def key(seed, a):
 @njit(cache=True, inline="always")
 def hash_k(k, b):
     """64-bit hash of element b of stream k."""
-    return mix64(k + uint64(b) * _GOLDEN + uint64(1))
+    # uint64(k): an int64 k would make numba promote the sum to float64 and lose the hash.
+    return mix64(uint64(k) + uint64(b) * _GOLDEN + uint64(1))
 
 
 @njit(cache=True, inline="always")

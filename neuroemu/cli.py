@@ -1,0 +1,136 @@
+"""The ``neuroemu`` command.
+
+    neuroemu devices                              list the device cards
+    neuroemu devices show NAME_OR_PATH            print a card (validated, canonical units)
+    neuroemu devices response NAME_OR_PATH        conductance statistics after each pulse
+    neuroemu devices plot NAME_OR_PATH --out DIR  device figures as PNG
+    neuroemu run CONFIG.yaml --out DIR [--set key=value ...]
+    neuroemu data fashion-mnist                   find or fetch Fashion-MNIST, print its directory
+
+Errors caused by input (cards, configs, data) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from .errors import NeuroemuError
+
+
+def _cmd_devices(args) -> int:
+    from .cards import list_cards, load_card
+
+    if args.action is None:
+        for name in list_cards():
+            card = load_card(name)
+            print(f"{name:<22} {card.kind:<14} {card.description}")
+        return 0
+    if args.target is None:
+        raise NeuroemuError(f"devices {args.action}: expected a card name or a path to a card file")
+    card = load_card(args.target)
+    if args.action == "show":
+        print(f"# {card.path}")
+        print(yaml.safe_dump(card.to_dict(), sort_keys=False, allow_unicode=True), end="")
+    elif args.action == "response":
+        from .response import pulse_response
+
+        res = pulse_response(card, pulses=args.pulses, devices=args.devices, seed=args.seed)
+        if args.json:
+            print(json.dumps({k: res[k] for k in ("unit", "pulses", "mean", "std")}))
+        else:
+            print(f"{card.name}: conductance after each pulse over {args.devices} devices (seed {args.seed})")
+            print(f"{'pulse':>5} {'mean (' + res['unit'] + ')':>12} {'std':>10}")
+            for n, m, s in zip(res["pulses"], res["mean"], res["std"]):
+                print(f"{n:>5} {m:>12.4f} {s:>10.4f}")
+    elif args.action == "plot":
+        from .plot import device_figures
+
+        if not args.out:
+            raise NeuroemuError("devices plot: expected --out DIR")
+        for path in device_figures(card, args.out, seed=args.seed):
+            print(path)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .experiments import run_experiment
+
+    summary = run_experiment(args.config, args.out, args.set, workers=args.workers, quiet=args.quiet)
+    rows = summary["table"]
+    if rows:
+        keys = ["run", "test_acc", "test_acc_std", "pulses_per_synapse", "refreshes", "energy_uJ"]
+        width = max(len(r["run"]) for r in rows)
+        print(f"{'run':<{width}}  {'test acc %':>12}  {'pulses/syn':>10}  {'refreshes':>9}  {'energy uJ':>10}")
+        for r in rows:
+            acc = f"{r[keys[1]]:.2f}±{r[keys[2]]:.2f}"
+            print(f"{r['run']:<{width}}  {acc:>12}  {r[keys[3]]:>10.2f}  {r[keys[4]]:>9.0f}  {r[keys[5]]:>10.3g}")
+    print(f"results: {args.out}/RESULTS.md")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from .data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
+
+    path = find_fashion_mnist(args.dir) or fetch_fashion_mnist(args.dir)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="neuroemu", description="Neuromorphic hardware emulation: device cards, "
+                                "crossbars, update schemes and experiments on emulated chips.")
+    p.add_argument("--version", action="version", version=f"neuroemu {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("devices", help="list, show, characterise and plot device cards")
+    d.add_argument("action", nargs="?", choices=["show", "response", "plot"])
+    d.add_argument("target", nargs="?", help="card name or path to a card YAML file")
+    d.add_argument("--pulses", type=int, default=20, help="response: number of pulses (default 20)")
+    d.add_argument("--devices", type=int, default=1000, help="response: number of fresh devices (default 1000)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--json", action="store_true", help="response: print JSON")
+    d.add_argument("--out", help="plot: output directory")
+    d.set_defaults(func=_cmd_devices)
+
+    r = sub.add_parser("run", help="run an experiment config")
+    r.add_argument("config", help="experiment YAML, e.g. examples/fmnist_crossbar/config.yaml")
+    r.add_argument("--out", required=True, help="results directory")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (dotted key, YAML value), e.g. --set train.epochs=1")
+    r.add_argument("--workers", type=int, default=None, help="worker processes (default: config 'workers')")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(func=_cmd_run)
+
+    g = sub.add_parser("data", help="find or fetch a dataset and print its directory")
+    g.add_argument("dataset", choices=["fashion-mnist"])
+    g.add_argument("--dir", default=None, help="directory to use (default: search, then fetch into the cache)")
+    g.set_defaults(func=_cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "pulses", 1) < 1 or getattr(args, "devices", 1) < 1:
+        print("neuroemu: error: --pulses and --devices must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except NeuroemuError as exc:
+        print(f"neuroemu: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        kept = f"; finished runs are kept in {out}/runs and are not recomputed on restart" if out else ""
+        print(f"neuroemu: interrupted{kept}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Experiments that ``neuroemu run CONFIG.yaml`` executes.
+
+An experiment module provides ``NAME``, ``SCHEMA`` (see :mod:`neuroemu.config`), ``check(cfg, where)``
+(cross-field validation), ``jobs(cfg)`` (independent jobs, each with an ``id``), ``run_job(job)``
+(module-level, runs in a worker process), ``prepare(cfg)`` (fetch data once, before workers start) and
+``report(cfg, results, out_dir, meta)`` (tables and figures).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import apply_overrides, dump_yaml, load_yaml, validate
+from ..errors import ConfigError
+from ..io import atomic_write_json, versions
+from ..runner import run_jobs
+from . import crossbar_mlp
+
+EXPERIMENTS = {crossbar_mlp.NAME: crossbar_mlp}
+
+
+def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load, override and validate an experiment config. Returns (module, resolved config)."""
+    where = f"{config_path}:"
+    raw = load_yaml(config_path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} expected a mapping at the top level")
+    apply_overrides(raw, overrides or [])
+    name = raw.get("experiment")
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"{where} experiment: expected one of {', '.join(EXPERIMENTS)}, got {name!r}")
+    module = EXPERIMENTS[name]
+    cfg = validate(raw, module.SCHEMA, where)
+    return module, module.check(cfg, where)
+
+
+def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None, *,
+                   workers: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run an experiment; write config.yaml, metrics.csv, summary.json, RESULTS.md and figures/."""
+    module, cfg = resolve(config_path, overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, out / "config.yaml")
+    log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    module.prepare(cfg)
+    job_list = module.jobs(cfg)
+    log(f"{len(job_list)} job(s) -> {out}")
+    results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], log=log)
+    command = "neuroemu run " + " ".join(shlex.quote(a) for a in [str(config_path), "--out", str(out_dir)] +
+                                         [x for o in (overrides or []) for x in ("--set", o)])
+    meta = {"command": command, "config": str(config_path), "versions": versions(),
+            "wall_time_s": time.perf_counter() - start}
+    summary = module.report(cfg, results, out, meta)
+    atomic_write_json(out / "summary.json", {"meta": meta, **summary})
+    return summary

@@ -1,0 +1,440 @@
+"""Fashion-MNIST MLP trained by backprop with its weights on crossbar tiles.
+
+Every layer's weight matrix lives on a :class:`~neuroemu.crossbar.Tile` of one device card and is
+read through the tile's periphery (DAC, read noise, output noise, ADC) in the forward and the
+backward pass. After each mini-batch the backprop update ``ΔW = −lr · dᵀx`` goes to the layer's
+update scheme, which turns it into pulses on the devices. Biases are digital (float) and trained by
+plain SGD. The same network is trained once per run: (card, scheme, devices per synapse,
+periphery), over one or more seeds; the result table compares test accuracy, pulses and write
+energy, and test accuracy after the chip has drifted for the configured delays.
+
+A run with ``deploy: true`` trains on the ideal float chip and then programs the trained weights
+onto the run's card once (the inference use of e.g. ``pcm_joshi2020``), with optional global drift
+compensation.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..cards import load_card
+from ..config import Opt
+from ..crossbar import Periphery, Tile
+from ..errors import ConfigError
+
+NAME = "crossbar_mlp"
+
+
+def _check_layers(value, where):
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"{where}: expected a list of positive layer sizes, e.g. [256], got {value!r}")
+    return value
+
+
+def _check_seeds(value, where):
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ConfigError(f"{where}: expected a non-empty list of integer seeds >= 0, got {value!r}")
+    return value
+
+
+def _check_delays(value, where):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ConfigError(f"{where}: expected a list of delays in seconds >= 0, got {value!r}")
+    return [float(v) for v in value]
+
+
+PERIPHERY = {
+    "dac_bits": Opt("int", 7, 0, 24, doc="input DAC resolution (0 = off)"),
+    "adc_bits": Opt("int", 9, 0, 24, doc="output ADC resolution (0 = off)"),
+    "adc_range": Opt("float", 12.0, 0, doc="ADC saturation |y| (0 = none)"),
+    "out_noise": Opt("float", 0.06, 0, doc="additive output noise std"),
+    "read_noise": Opt("bool", True, doc="per-device read noise from the card"),
+    "noise_management": Opt("bool", True),
+    "bound_management": Opt("int", 0, 0, 24),
+}
+
+SCHEMA: dict[str, Any] = {
+    "experiment": Opt("str", NAME, choices=(NAME,)),
+    "description": Opt("str", ""),
+    "seeds": Opt("list", [0], check=_check_seeds),
+    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "data": {
+        "dir": Opt("str", None, nullable=True, doc="directory with the Fashion-MNIST IDX files"),
+        "train_limit": Opt("int", None, 1, 60000, nullable=True),
+        "test_limit": Opt("int", None, 1, 10000, nullable=True),
+        "download": Opt("bool", True, doc="fetch the data when it is missing"),
+    },
+    "model": {"hidden": Opt("list", [256], check=_check_layers)},
+    "train": {
+        "epochs": Opt("int", 3, 1, 10000),
+        "batch_size": Opt("int", 100, 1, 60000),
+        "lr": Opt("float", 0.05, 1e-12, 1e6),
+        "seconds_per_batch": Opt("float", 0.01, 0, doc="emulated chip time per mini-batch (drift clock)"),
+        "init_gain": Opt("float", 1.0, 0, 100, doc="scale of the uniform ±sqrt(1/fan_in) initialisation"),
+    },
+    "hardware": {
+        "w_max": Opt("float", 1.0, 1e-9, 1e9, doc="weight mapped to a full conductance side"),
+        "n_devices": Opt("int", 1, 1, 64),
+        "periphery": PERIPHERY,
+    },
+    "eval": {
+        "batch_size": Opt("int", 1000, 1, 100000),
+        "delays": Opt("list", [1.0, 3600.0, 86400.0], check=_check_delays,
+                      doc="seconds after training at which test accuracy is measured again (drift)"),
+        "drift_compensation": Opt("bool", True, doc="global drift compensation at the delayed evaluations"),
+    },
+    "runs": Opt("list", doc="list of runs: {card, scheme, ...}"),
+}
+
+RUN = {
+    "name": Opt("str", None, nullable=True),
+    "card": Opt("str"),
+    "scheme": Opt("str"),
+    "scheme_params": Opt("dict", {}),
+    "n_devices": Opt("int", None, 1, 64, nullable=True),
+    "w_max": Opt("float", None, 1e-9, 1e9, nullable=True),
+    "levels": Opt("int", None, 2, 2**24, nullable=True),
+    "bits": Opt("int", None, 1, 24, nullable=True),
+    "periphery": Opt("any", None, nullable=True, doc="'ideal' or overrides of hardware.periphery"),
+    "deploy": Opt("bool", False, doc="train on the ideal chip, then program the weights onto this card"),
+}
+
+
+def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate the runs (cards exist, schemes are known and fit the card); fill in run names."""
+    from ..config import validate
+    from ..schemes import SCHEMES
+
+    runs = []
+    names = set()
+    if not cfg["runs"]:
+        raise ConfigError(f"{where} runs: expected at least one run")
+    for i, raw in enumerate(cfg["runs"]):
+        w = f"{where} runs[{i}]"
+        run = validate(raw, RUN, w)
+        try:
+            card = load_card(run["card"])
+        except Exception as exc:  # CardError: re-raise with the config location
+            raise ConfigError(f"{w}.card: {exc}") from None
+        if run["scheme"] not in SCHEMES:
+            raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
+        if not card.pulsable and run["scheme"] != "ideal" and not run["deploy"]:
+            raise ConfigError(f"{w}.scheme: card {card.name} is programmed by target, not by pulses; "
+                              "use scheme 'ideal' or deploy: true")
+        per = run["periphery"]
+        if per is not None and per != "ideal":
+            run["periphery"] = validate(per, {k: Opt(v.kind, None, v.lo, v.hi, nullable=True)
+                                              for k, v in PERIPHERY.items()}, f"{w}.periphery")
+        if run["name"] is None:
+            n = run["n_devices"]
+            run["name"] = f"{card.name}/{run['scheme']}" + (f"/N{n}" if n and n > 1 else "") + \
+                ("/deploy" if run["deploy"] else "")
+        if run["name"] in names:
+            raise ConfigError(f"{w}.name: duplicate run name {run['name']!r}; give the runs distinct names")
+        names.add(run["name"])
+        runs.append(run)
+    cfg["runs"] = runs
+    return cfg
+
+
+def prepare(cfg: dict[str, Any]) -> None:
+    """Make sure the data is there once, before worker processes start."""
+    from ..data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
+
+    d = cfg["data"]
+    if find_fashion_mnist(d["dir"]) is None:
+        if not d["download"]:
+            from ..errors import DataError
+
+            raise DataError("Fashion-MNIST not found and data.download is false; run `neuroemu data fashion-mnist` "
+                            "or set NEUROEMU_FASHION_MNIST to a directory with the IDX files")
+        fetch_fashion_mnist(d["dir"])
+
+
+def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """One job per (run, seed), each carrying everything it needs (JSON-serialisable)."""
+    common = {k: cfg[k] for k in ("data", "model", "train", "hardware", "eval")}
+    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, **common}
+            for run in cfg["runs"] for seed in cfg["seeds"]]
+
+
+# ---------------------------------------------------------------------------------------- network
+def _periphery(job: dict[str, Any]) -> Periphery:
+    per = job["run"]["periphery"]
+    if per == "ideal":
+        return Periphery.ideal()
+    base = dict(job["hardware"]["periphery"])
+    base.update({k: v for k, v in (per or {}).items() if v is not None})
+    return Periphery(**base)
+
+
+def _card(run: dict[str, Any]):
+    card = load_card(run["card"])
+    if run["levels"] is not None:
+        card = card.with_levels(run["levels"])
+    if run["bits"] is not None:
+        card = card.with_levels(bits=run["bits"])
+    return card
+
+
+class Network:
+    """MLP whose weights sit on tiles, each trained through an update scheme."""
+
+    def __init__(self, sizes: list[int], card, scheme: str, scheme_params: dict, *, periphery: Periphery,
+                 n_devices: int, w_max: float, rng: np.random.Generator, init_gain: float = 1.0,
+                 weights: list[np.ndarray] | None = None):
+        from ..schemes import make_scheme
+
+        self.tiles, self.schemes, self.biases = [], [], []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if weights is None:
+                bound = init_gain * np.sqrt(1.0 / n_in)
+                w = rng.uniform(-bound, bound, (n_out, n_in))
+            else:
+                w = weights[i]
+            scale = None
+            if weights is not None and card.kind == "pcm_inference":  # aihwkit mapping: max|W| -> g_max
+                scale = n_devices * (card["g_max"] - card["g_min"]) / max(float(np.abs(w).max()), 1e-12)
+            tile = Tile(n_out, n_in, card, n_devices=n_devices, w_max=w_max, scale=scale, periphery=periphery,
+                        rng=rng)
+            tile.write(w)
+            self.tiles.append(tile)
+            self.schemes.append(make_scheme(scheme, tile, rng=rng, **scheme_params))
+            self.biases.append(np.zeros(n_out, np.float32))
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        acts = [x]
+        h = x
+        for i, (s, b) in enumerate(zip(self.schemes, self.biases)):
+            z = s.forward(h) + b
+            h = np.maximum(z, 0.0) if i < len(self.schemes) - 1 else z
+            acts.append(h)
+        return h, acts
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float]:
+        logits, acts = self.forward(x)
+        p = _softmax(logits)
+        n = x.shape[0]
+        loss = float(-np.log(p[np.arange(n), y] + 1e-12).mean())
+        acc = float((logits.argmax(1) == y).mean())
+        d = p
+        d[np.arange(n), y] -= 1.0
+        d /= n
+        for i in range(len(self.schemes) - 1, -1, -1):
+            d_prev = self.schemes[i].backward(d) * (acts[i] > 0) if i > 0 else None
+            self.schemes[i].update(acts[i], d, lr)
+            self.biases[i] -= lr * d.sum(axis=0)
+            d = d_prev
+        return loss, acc
+
+    def advance(self, dt: float) -> None:
+        for s in self.schemes:
+            for t in _scheme_tiles(s):
+                t.advance(dt)
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray, batch: int) -> float:
+        correct = 0
+        for i in range(0, len(x), batch):
+            logits, _ = self.forward(x[i:i + batch])
+            correct += int((logits.argmax(1) == y[i:i + batch]).sum())
+        return correct / len(x)
+
+
+def _scheme_tiles(scheme) -> list[Tile]:
+    return list(getattr(scheme, "tiles", None) or [scheme.tile])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------- one job
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one (run, seed). Module-level so that worker processes can run it."""
+    from ..data import load_fashion_mnist
+    from ..record import Recorder
+
+    run, tr, hw, ev, data = job["run"], job["train"], job["hardware"], job["eval"], job["data"]
+    seed_seq = np.random.SeedSequence([job["seed"], zlib.crc32(run["name"].encode())])
+    rng_chip, rng_data = (np.random.default_rng(s) for s in seed_seq.spawn(2))
+    xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
+    xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
+    sizes = [xtr.shape[1], *job["model"]["hidden"], 10]
+    n_dev = run["n_devices"] or hw["n_devices"]
+    w_max = run["w_max"] or hw["w_max"]
+    card = _card(run)
+    deploy = run["deploy"]
+    if deploy:
+        net = Network(sizes, load_card("ideal"), "ideal", {}, periphery=Periphery.ideal(), n_devices=1,
+                      w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip)
+    else:
+        net = Network(sizes, card, run["scheme"], run["scheme_params"], periphery=_periphery(job),
+                      n_devices=n_dev, w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip)
+    rec = Recorder()
+    metrics = []
+    t_start = time.perf_counter()
+    bs = tr["batch_size"]
+    for epoch in range(1, tr["epochs"] + 1):
+        order = rng_data.permutation(len(xtr))
+        losses, accs = [], []
+        for i in range(0, len(order) - bs + 1, bs):
+            idx = order[i:i + bs]
+            loss, acc = net.train_step(xtr[idx], ytr[idx], tr["lr"])
+            losses.append(loss)
+            accs.append(acc)
+            net.advance(tr["seconds_per_batch"])
+        if not np.isfinite(np.mean(losses)):
+            raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower train.lr")
+        test_acc = net.accuracy(xte, yte, ev["batch_size"])
+        stats = _device_stats(net)
+        metrics.append({"run": run["name"], "seed": job["seed"], "epoch": epoch, "train_loss": float(np.mean(losses)),
+                        "train_acc": float(np.mean(accs)), "test_acc": test_acc, **stats})
+        rec.observe(epoch, {f"layer{i + 1}": t for i, t in enumerate(net.tiles)}, test_acc=test_acc)
+    train_time = time.perf_counter() - t_start
+    if deploy:
+        net = _deploy(net, sizes, card, job, n_dev, w_max, rng_chip)
+        rec.observe(tr["epochs"] + 1, {f"layer{i + 1}": t for i, t in enumerate(net.tiles)})
+    final = net.accuracy(xte, yte, ev["batch_size"])
+    at_delay = {}
+    elapsed = 0.0
+    for delay in ev["delays"]:
+        net.advance(delay - elapsed)
+        elapsed = delay
+        if ev["drift_compensation"]:
+            for t in net.tiles:
+                t.compensate_drift()
+        at_delay[f"{delay:g}"] = net.accuracy(xte, yte, ev["batch_size"])
+    n_syn = sum(t.n_synapses for t in net.tiles)
+    stats = _device_stats(net)
+    edges, _, counts = rec.histograms("layer1")
+    return {
+        "run": run["name"], "card": card.name, "scheme": "ideal" if deploy else run["scheme"],
+        "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], "test_acc": final,
+        "test_acc_after": at_delay, "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / n_syn,
+        "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"], "train_time_s": train_time,
+        "metrics": metrics, "device_summary": rec.summary(),
+        "g_hist": {"edges": np.asarray(edges).tolist(), "counts": np.asarray(counts)[-1].tolist()},
+        "pulse_hist": _pulse_hist(net.tiles[0]),
+    }
+
+
+def _device_stats(net: Network) -> dict[str, float]:
+    pulses = refresh = energy = 0.0
+    for s in net.schemes:
+        st = s.stats()
+        pulses += st["pulses"]
+        refresh += st["refreshes"]
+        energy += st["energy_pJ"]
+    return {"pulses": int(pulses), "refreshes": int(refresh), "energy_pJ": float(energy)}
+
+
+def _pulse_hist(tile: Tile) -> dict[str, list]:
+    counts = tile.npulse.reshape(tile.n_side, tile.n_devices, -1).sum(axis=(0, 1))
+    top = max(int(counts.max()), 1)
+    edges = np.unique(np.concatenate([[0, 1], np.geomspace(1, top + 1, 20).round()]))
+    hist, _ = np.histogram(counts, bins=edges)
+    return {"edges": edges.tolist(), "counts": hist.tolist()}
+
+
+def _deploy(trained: Network, sizes, card, job, n_dev, w_max, rng) -> Network:
+    """Program the trained float weights onto the run's card (one write, then inference)."""
+    net = Network(sizes, card, "ideal", {}, periphery=_periphery(job), n_devices=n_dev, w_max=w_max, rng=rng,
+                  weights=[t.weights() for t in trained.tiles])
+    net.biases = [b.copy() for b in trained.biases]
+    if job["eval"]["drift_compensation"]:
+        for t in net.tiles:
+            t.compensate_drift()
+    return net
+
+
+# ---------------------------------------------------------------------------------------- report
+def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, Any]]:
+    """One row per run: mean and std over seeds of accuracy, pulses, refreshes, energy."""
+    rows = []
+    for name in dict.fromkeys(r["run"] for r in results):
+        rs = [r for r in results if r["run"] == name]
+        acc = np.array([r["test_acc"] for r in rs]) * 100
+        row = {"run": name, "card": rs[0]["card"], "scheme": rs[0]["scheme"], "deploy": rs[0]["deploy"],
+               "n_devices": rs[0]["n_devices"], "seeds": len(rs), "test_acc": float(acc.mean()),
+               "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0}
+        for d in delays:
+            row[f"acc_after_{d:g}s"] = float(np.mean([r["test_acc_after"][f"{d:g}"] for r in rs]) * 100)
+        row.update({
+            "pulses_per_synapse": float(np.mean([r["pulses_per_synapse"] for r in rs])),
+            "refreshes": float(np.mean([r["refreshes"] for r in rs])),
+            "energy_uJ": float(np.mean([r["energy_pJ"] for r in rs]) * 1e-6),
+            "train_time_s": float(np.mean([r["train_time_s"] for r in rs])),
+        })
+        rows.append(row)
+    return rows
+
+
+def _fmt_delay(d: float) -> str:
+    for unit, sec in (("d", 86400), ("h", 3600), ("min", 60)):
+        if d >= sec:
+            return f"{d / sec:g} {unit}"
+    return f"{d:g} s"
+
+
+def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:
+    head = ["run", "test acc. (%)"] + [f"after {_fmt_delay(d)}" for d in delays] + \
+        ["pulses / synapse", "refreshes", "write energy (µJ)", "train time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        acc = f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["seeds"] > 1 else "")
+        cells = [r["run"], acc] + [f"{r[f'acc_after_{d:g}s']:.2f}" for d in delays] + \
+            [f"{r['pulses_per_synapse']:.2f}", f"{r['refreshes']:.0f}", f"{r['energy_uJ']:.3g}",
+             f"{r['train_time_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write metrics.csv, RESULTS.md and figures; return the summary (for summary.json)."""
+    from pathlib import Path
+
+    from .. import plot
+    from ..io import atomic_write_text, write_csv
+
+    out = Path(out)
+    delays = cfg["eval"]["delays"]
+    metrics = [m for r in results for m in r["metrics"]]
+    write_csv(out / "metrics.csv", metrics)
+    rows = table(results, delays)
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    figures = plot.experiment_figures(rows, metrics, results, delays, figs)
+    seeds = ", ".join(map(str, cfg["seeds"]))
+    text = f"""# Fashion-MNIST MLP on emulated crossbars
+
+{cfg['description'] or 'Backprop-trained MLP whose weights live on crossbar tiles; one run per device card and update scheme.'}
+
+Produced by:
+
+```
+{meta['command']}
+```
+
+* network: 784-{'-'.join(map(str, cfg['model']['hidden']))}-10, ReLU, softmax cross-entropy; digital biases
+* training: {cfg['train']['epochs']} epoch(s), batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']:g},
+  {cfg['data']['train_limit'] or 60000} training / {cfg['data']['test_limit'] or 10000} test images; seeds {seeds}
+* periphery (unless a run says otherwise): {cfg['hardware']['periphery']}
+* test accuracy is measured on the emulated chip (noisy analog reads) right after training and again
+  after the chip has drifted for each delay (global drift compensation: {cfg['eval']['drift_compensation']})
+* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
+
+{markdown_table(rows, delays)}
+
+Pulses per synapse count every device pulse (programming and refresh) over all layers divided by
+the number of synapses; write energy uses the card's energy per pulse and per RESET (0 where the
+card gives none).
+
+""" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
+    atomic_write_text(out / "RESULTS.md", text)
+    return {"table": rows, "figures": [str(p) for p in figures]}

@@ -1,0 +1,540 @@
+"""Plots of device statistics and experiment results.
+
+Each figure comes as a pair: ``compute_*`` returns plain data (dicts of lists, json-ready) and
+``plot_*(data, *, ax=None, **kwargs) -> Axes`` draws it. Pass ``ax`` to draw into your own figure;
+without it a new figure is made with ``matplotlib.pyplot``. matplotlib is imported only inside the
+functions that draw, and nothing here changes rcParams, styles or the backend.
+
+:func:`device_figures` writes the PNGs of ``neuroemu devices plot NAME --out DIR``. It builds its
+figures with ``matplotlib.figure.Figure`` on an Agg canvas, so it works without a display and
+leaves pyplot's figure list untouched.
+
+Units: conductances in µS, time in s, weights in units of the tile's ``w_max`` (1 = the full
+conductance range of one side).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import response
+from .cards import Card, load_card
+from .crossbar import Periphery, Tile
+
+G_LABEL = "conductance G (µS)"
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _axes(ax):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots()
+    return ax
+
+
+def _file_figure(**kwargs):
+    """A figure on an Agg canvas, not registered with pyplot (for writing files)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _card(card: Card | str) -> Card:
+    return card if isinstance(card, Card) else load_card(card)
+
+
+def citation_short(card: Card | str) -> str:
+    """Short form of a card's source citation: "Nandakumar et al. 2018", "Gokmen & Vlasov 2016".
+
+    Falls back to the citation's first clause when it does not start with author names.
+    """
+    cit = _card(card).source.get("citation", "").strip()
+    pieces = [p.strip() for p in cit.split(",")]
+    authors = []
+    for p in pieces:
+        words = p.split()
+        if 1 <= len(words) <= 5 and all(w[:1].isupper() for w in words) and any(w.endswith(".") for w in words[:-1]):
+            authors.append(words[-1])
+        else:
+            break
+    if not authors:
+        head = re.split(r"[;(]", cit)[0].strip().rstrip(",")
+        return head if len(head) <= 48 else head[:45].rstrip() + "..."
+    years = re.findall(r"\((?:[^()]*\b)?((?:19|20)\d\d)\)", cit) or re.findall(r"\b((?:19|20)\d\d)\b", cit)
+    who = authors[0] if len(authors) == 1 else (" & ".join(authors) if len(authors) == 2 else f"{authors[0]} et al.")
+    return f"{who} {years[-1]}" if years else who
+
+
+def _title(card: Card, what: str) -> str:
+    return f"{card.name}: {what}\n{citation_short(card)}"
+
+
+# ---------------------------------------------------------------------------------------- pulse response
+def compute_pulse_response(card: Card | str, pulses: int = 20, devices: int = 1000, seed: Any = 0, *,
+                           direction: str = "up") -> dict[str, Any]:
+    """Mean ± std conductance after each pulse (see :func:`neuroemu.response.pulse_response`)."""
+    return response.pulse_response(card, pulses, devices, seed, direction=direction)
+
+
+def plot_pulse_response(data: Mapping[str, Any], *, ax=None, label: str | None = None, color=None,
+                        bounds: bool = True, **kwargs):
+    """Mean conductance vs pulse number with a ±1 std band. Pulse 0 is the RESET state.
+
+    Call twice on the same ``ax`` to compare directions or cards. ``kwargs`` go to ``ax.plot``.
+    """
+    ax = _axes(ax)
+    n = np.concatenate([[0], np.asarray(data["pulses"])])
+    mean = np.concatenate([[data.get("initial_mean", np.nan)], np.asarray(data["mean"], float)])
+    std = np.concatenate([[data.get("initial_std", np.nan)], np.asarray(data["std"], float)])
+    if label is None:
+        label = f"{data['card']} ({data.get('direction', 'up')})"
+    marker = "o" if n.size <= 60 else None
+    (line,) = ax.plot(n, mean, color=color, marker=marker, ms=3, label=f"{label}: mean", **kwargs)
+    color = line.get_color()
+    ax.fill_between(n, mean - std, mean + std, color=color, alpha=0.25, lw=0, label=f"{label}: ±1 std")
+    if bounds and "g_max" in data:
+        ax.axhline(data["g_max"], color="0.4", ls=":", lw=1)
+        ax.axhline(data["g_min"], color="0.4", ls=":", lw=1)
+    ax.set_xlabel("pulse number")
+    ax.set_ylabel(G_LABEL)
+    ax.set_xlim(0, n[-1])
+    ax.legend(fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------- drift
+def compute_drift(card: Card | str, g0_values: Sequence[float] | None = None, times: Sequence[float] | None = None,
+                  devices: int = 1000, seed: Any = 0) -> dict[str, Any]:
+    """Mean ± std conductance vs time after programming (see :func:`neuroemu.response.drift_curve`).
+
+    Defaults: G0 at 25, 50, 75 and 100 % of the card's range; times from 1 s to 10^7 s (about 4
+    months), logarithmically spaced.
+    """
+    card = _card(card)
+    if g0_values is None:
+        lo, hi = float(card.params["g_min"]), float(card.params["g_max"])
+        g0_values = [lo + f * (hi - lo) for f in (0.25, 0.5, 0.75, 1.0)]
+    if times is None:
+        times = np.logspace(0, 7, 36)
+    return response.drift_curve(card, g0_values, times, devices, seed)
+
+
+def plot_drift(data: Mapping[str, Any], *, ax=None, **kwargs):
+    """Conductance vs time since programming (log time axis), one mean ± std band per G0."""
+    ax = _axes(ax)
+    t = np.asarray(data["times"], float)
+    order = np.argsort(t)
+    t = t[order]
+    for g0, mean, std in zip(data["g0"], data["mean"], data["std"]):
+        mean = np.asarray(mean, float)[order]
+        std = np.asarray(std, float)[order]
+        (line,) = ax.plot(t, mean, label=f"G0 = {g0:.3g} µS", **kwargs)
+        color = line.get_color()
+        ax.fill_between(t, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+    if np.all(t > 0):
+        ax.set_xscale("log")
+    ax.set_xlabel("time since programming (s)")
+    ax.set_ylabel(G_LABEL)
+    ax.legend(fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------- read noise
+def compute_read_noise(card: Card | str, g_values: Sequence[float] | None = None, reads: int = 2000,
+                       seed: Any = 0, *, t: float = 0.0) -> dict[str, Any]:
+    """Std of one read vs G (see :func:`neuroemu.response.read_noise_curve`).
+
+    Default G: 12 values evenly spaced from 5 % to 100 % of the card's range.
+    """
+    card = _card(card)
+    if g_values is None:
+        lo, hi = float(card.params["g_min"]), float(card.params["g_max"])
+        g_values = np.linspace(lo + 0.05 * (hi - lo), hi, 12)
+    return response.read_noise_curve(card, g_values, reads, seed, t=t)
+
+
+def plot_read_noise(data: Mapping[str, Any], *, ax=None, color=None, **kwargs):
+    """Measured read-noise std vs conductance; the card's linear law as a dashed line when it has one."""
+    ax = _axes(ax)
+    g = np.asarray(data["g"], float)
+    ax.plot(g, data["std"], "o-", color=color, ms=4, label=f"measured ({data.get('reads', '?')} reads)", **kwargs)
+    if data.get("model_std") is not None:
+        ax.plot(g, data["model_std"], "--", color="0.3", lw=1, label="card: σ = rel·G + abs")
+    ax.set_xlabel(G_LABEL)
+    ax.set_ylabel("read noise σ (µS)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------- histograms
+def compute_conductance_histograms(snapshots: Mapping[str, Any], *, bins: int = 50,
+                                   g_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Histograms of device conductances for several snapshots.
+
+    ``snapshots`` maps a label to a :class:`~neuroemu.crossbar.Tile` (its noiseless conductances
+    now) or to an array of conductances (µS). Bins are shared: ``g_range`` or the first tile's card
+    range, else the range of the data. Values outside are counted in the edge bins.
+    """
+    if not snapshots:
+        raise ValueError("snapshots: expected at least one snapshot")
+    values = {}
+    for label, snap in snapshots.items():
+        if isinstance(snap, Tile):
+            if g_range is None:
+                g_range = (snap.prm.g_min, snap.prm.g_max)
+            snap = snap.conductances()
+        values[str(label)] = np.asarray(snap, float).reshape(-1)
+    if g_range is None:
+        allv = np.concatenate(list(values.values()))
+        g_range = (float(allv.min()), float(allv.max()) if allv.max() > allv.min() else float(allv.min()) + 1.0)
+    edges = np.linspace(g_range[0], g_range[1], bins + 1)
+    counts = []
+    for v in values.values():
+        idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1)
+        counts.append(np.bincount(idx, minlength=bins).tolist())
+    return {"unit": "uS", "edges": edges.tolist(), "labels": list(values), "counts": counts}
+
+
+def histograms_from_recorder(recorder, name: str, steps: Iterable[int] | None = None) -> dict[str, Any]:
+    """The conductance histograms a :class:`~neuroemu.record.Recorder` kept for tile ``name``, in the
+    format of :func:`compute_conductance_histograms` (``steps``: which snapshots; default up to 5
+    evenly spaced)."""
+    edges, st, counts = recorder.histograms(name)
+    if steps is None:
+        pick = np.unique(np.linspace(0, len(st) - 1, min(5, len(st))).round().astype(int))
+    else:
+        wanted = list(steps)
+        missing = sorted(set(wanted) - set(st.tolist()))
+        if missing:
+            raise ValueError(f"steps {missing} were not observed for tile {name!r}")
+        pick = [int(np.flatnonzero(st == s)[0]) for s in wanted]
+    return {"unit": "uS", "edges": edges.tolist(), "labels": [f"step {st[i]}" for i in pick],
+            "counts": [counts[i].tolist() for i in pick]}
+
+
+def plot_conductance_histograms(data: Mapping[str, Any], *, ax=None, density: bool = False, **kwargs):
+    """Snapshots overlaid as step histograms on one axes (``density``: fraction of devices per bin)."""
+    ax = _axes(ax)
+    edges = np.asarray(data["edges"], float)
+    for label, c in zip(data["labels"], data["counts"]):
+        c = np.asarray(c, float)
+        if density and c.sum() > 0:
+            c = c / c.sum()
+        ax.stairs(c, edges, label=label, lw=1.5, **kwargs)
+    ax.set_xlabel(G_LABEL)
+    ax.set_ylabel("fraction of devices" if density else "devices (count)")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.legend(fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------- programming
+def compute_programmed_vs_target(card: Card | str, targets: Sequence[float] | None = None, seed: Any = 0, *,
+                                 method: str = "write", max_pulses: int = 100, t: float = 0.0) -> dict[str, Any]:
+    """Programmed vs target weights (see :func:`neuroemu.response.programmed_vs_target`).
+
+    Default targets: 400 values uniform over 1.1× the tile's nominal weight range (so clipping at
+    the bounds shows).
+    """
+    card = _card(card)
+    if targets is None:
+        lo, hi = Tile(1, 1, card, periphery=Periphery.ideal(), rng=0).w_range
+        mid, half = 0.5 * (lo + hi), 0.55 * (hi - lo)
+        targets = np.random.default_rng(seed).uniform(mid - half, mid + half, 400)
+    return response.programmed_vs_target(card, targets, seed, method=method, max_pulses=max_pulses, t=t)
+
+
+def plot_programmed_vs_target(data: Mapping[str, Any], *, ax=None, color=None, **kwargs):
+    """Scatter of programmed vs target weight with the identity line and the rms error in the legend."""
+    ax = _axes(ax)
+    x = np.asarray(data["target"], float)
+    y = np.asarray(data["programmed"], float)
+    lo, hi = data.get("w_range", (x.min(), x.max()))
+    inside = (x >= lo) & (x <= hi)
+    rms = float(np.sqrt(np.mean((y[inside] - x[inside]) ** 2))) if inside.any() else float("nan")
+    ax.scatter(x, y, s=6, alpha=0.6, color=color, label=f"programmed (rms error {rms:.3g})",
+               **kwargs)
+    span = [min(x.min(), y.min()), max(x.max(), y.max())]
+    ax.plot(span, span, "k--", lw=1, label="identity")
+    ax.set_xlabel("target weight (w_max units)")
+    ax.set_ylabel("programmed weight (w_max units)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------- experiments
+def _is_acc(name: str) -> bool:
+    return "acc" in name.lower()
+
+
+def _percent(values: np.ndarray, metric: str, percent: bool | None) -> bool:
+    if percent is not None:
+        return percent
+    v = values[np.isfinite(values)]
+    return _is_acc(metric) and v.size > 0 and v.min() >= 0 and v.max() <= 1
+
+
+def _metric_label(metric: str, percent: bool) -> str:
+    text = metric.replace("_", " ")
+    if percent:
+        return f"{text} (%)"
+    return f"{text} (fraction)" if _is_acc(metric) else text
+
+
+def compute_accuracy_bars(rows: Iterable[Mapping[str, Any]], *, metric: str = "accuracy", group: str = "card",
+                          hue: str = "scheme") -> dict[str, Any]:
+    """Mean ± std (over rows, e.g. seeds) of ``metric`` per (``group``, ``hue``) pair.
+
+    Groups and hues keep the order they first appear in. Missing pairs hold NaN (n = 0).
+    """
+    rows = list(rows)
+    groups: dict[str, None] = {}
+    hues: dict[str, None] = {}
+    vals: dict[tuple[str, str], list[float]] = {}
+    for i, r in enumerate(rows):
+        for key in (metric, group, hue):
+            if key not in r:
+                raise ValueError(f"row {i}: missing field {key!r} (has {', '.join(map(str, r))})")
+        g, h = str(r[group]), str(r[hue])
+        groups.setdefault(g)
+        hues.setdefault(h)
+        vals.setdefault((g, h), []).append(float(r[metric]))
+    mean = [[float(np.mean(vals[g, h])) if (g, h) in vals else math.nan for h in hues] for g in groups]
+    std = [[float(np.std(vals[g, h])) if (g, h) in vals else math.nan for h in hues] for g in groups]
+    n = [[len(vals.get((g, h), [])) for h in hues] for g in groups]
+    return {"metric": metric, "group": group, "hue": hue, "groups": list(groups), "hues": list(hues),
+            "mean": mean, "std": std, "n": n}
+
+
+def plot_accuracy_bars(rows, *, ax=None, metric: str = "accuracy", group: str = "card", hue: str = "scheme",
+                       percent: bool | None = None, **kwargs):
+    """Grouped bars: one group per ``group`` value (card), one bar per ``hue`` value (scheme), error
+    bars ±1 std over repeated rows (seeds). ``rows``: result dicts, or the output of
+    :func:`compute_accuracy_bars`. Accuracies in [0, 1] are shown in % unless ``percent=False``."""
+    data = rows if isinstance(rows, Mapping) and "groups" in rows else compute_accuracy_bars(
+        rows, metric=metric, group=group, hue=hue)
+    ax = _axes(ax)
+    mean = np.asarray(data["mean"], float).reshape(len(data["groups"]), len(data["hues"]))
+    std = np.asarray(data["std"], float).reshape(mean.shape)
+    n = np.asarray(data["n"]).reshape(mean.shape)
+    pct = _percent(mean, data["metric"], percent)
+    f = 100.0 if pct else 1.0
+    x = np.arange(len(data["groups"]))
+    width = 0.8 / max(len(data["hues"]), 1)
+    for j, h in enumerate(data["hues"]):
+        err = np.where(n[:, j] > 1, std[:, j], np.nan) * f
+        ax.bar(x - 0.4 + (j + 0.5) * width, mean[:, j] * f, width, yerr=err, capsize=2, label=h, **kwargs)
+    ax.set_xticks(x, data["groups"])
+    ax.set_xlabel(data["group"])
+    ax.set_ylabel(_metric_label(data["metric"], pct))
+    ax.legend(title=data["hue"], fontsize="small")
+    return ax
+
+
+def compute_learning_curves(metrics_rows: Iterable[Mapping[str, Any]], *, x: str = "epoch",
+                            y: str = "test_accuracy", run: str | Sequence[str] = "run") -> dict[str, Any]:
+    """``y`` vs ``x`` per run from metrics rows (rows lacking ``x`` or ``y`` are skipped).
+
+    ``run`` names the field(s) that identify a run (e.g. ``("card", "scheme", "seed")``); rows
+    without them belong to one unnamed run.
+    """
+    keys = [run] if isinstance(run, str) else list(run)
+    runs: dict[str, dict[str, list[float]]] = {}
+    for r in metrics_rows:
+        if r.get(x, "") == "" or r.get(y, "") == "":
+            continue
+        label = " ".join(str(r[k]) for k in keys if k in r) or "run"
+        d = runs.setdefault(label, {"x": [], "y": []})
+        d["x"].append(float(r[x]))
+        d["y"].append(float(r[y]))
+    for d in runs.values():
+        order = np.argsort(d["x"], kind="stable")
+        d["x"] = [d["x"][i] for i in order]
+        d["y"] = [d["y"][i] for i in order]
+    return {"x": x, "y": y, "runs": runs}
+
+
+def plot_learning_curves(metrics_rows, *, ax=None, x: str = "epoch", y: str = "test_accuracy",
+                         run: str | Sequence[str] = "run", percent: bool | None = None, **kwargs):
+    """``y`` (default test accuracy) vs ``x`` (default epoch), one line per run. ``metrics_rows``:
+    rows of a metrics.csv (:func:`neuroemu.record.read_csv`) or :func:`compute_learning_curves` output."""
+    data = metrics_rows if isinstance(metrics_rows, Mapping) and "runs" in metrics_rows else \
+        compute_learning_curves(metrics_rows, x=x, y=y, run=run)
+    ax = _axes(ax)
+    allv = np.array([v for d in data["runs"].values() for v in d["y"]], float)
+    pct = _percent(allv, data["y"], percent)
+    f = 100.0 if pct else 1.0
+    for label, d in data["runs"].items():
+        ax.plot(d["x"], np.asarray(d["y"]) * f, marker="o" if len(d["x"]) <= 30 else None, ms=3, label=label,
+                **kwargs)
+    ax.set_xlabel(data["x"].replace("_", " "))
+    ax.set_ylabel(_metric_label(data["y"], pct))
+    if data["runs"]:
+        ax.legend(fontsize="small")
+    return ax
+
+
+# ---------------------------------------------------------------------------------------- device figures
+def _save(fig, path: Path, dpi: int) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=dpi, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _figure_pulses(card: Card) -> int:
+    if card.kind == "pcm_set":
+        return 40
+    span = float(card.params["g_max"] - card.params["g_min"])
+    return int(min(max(math.ceil(0.6 * span / card.nominal_step), 10), 3000))
+
+
+def device_figures(card: Card | str, out_dir: str | os.PathLike, seed: Any = 0, *, devices: int = 1000,
+                   dpi: int = 120) -> list[Path]:
+    """Write the device PNGs of a card into ``out_dir``; returns their paths.
+
+    * ``<name>_pulse_response.png`` — from RESET, SET pulses (``pcm_set``) or up and down pulses
+      (bidirectional cards) until 10 % past the bound; skipped for cards programmed by target.
+    * ``<name>_drift.png`` — conductance vs time for four G0.
+    * ``<name>_read_noise.png`` — single-read std vs G.
+    * ``<name>_programmed_vs_target.png`` — ``pcm_set`` cards by SET pulses with read-verify (how
+      they are really written), other cards by target (``Tile.write``).
+    """
+    card = _card(card)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    size = (6.4, 4.6)
+    if card.pulsable:
+        fig = _file_figure(figsize=size, layout="constrained")
+        ax = fig.add_subplot()
+        n = _figure_pulses(card)
+        directions = ("up", "down") if card.bidirectional else ("up",)
+        for d in directions:
+            data = compute_pulse_response(card, n, devices, seed, direction=d)
+            plot_pulse_response(data, ax=ax, label=("SET" if card.kind == "pcm_set" else d), bounds=(d == "up"))
+        ax.set_title(_title(card, f"pulse response ({devices} devices)"), fontsize="medium")
+        paths.append(_save(fig, out / f"{card.name}_pulse_response.png", dpi))
+
+    fig = _file_figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    plot_drift(compute_drift(card, devices=devices, seed=seed), ax=ax)
+    drifts = card.kind == "pcm_inference" or card.params.get("drift_nu", 0.0) > 0
+    ax.set_title(_title(card, "drift" if drifts else "drift (this card does not drift)"), fontsize="medium")
+    paths.append(_save(fig, out / f"{card.name}_drift.png", dpi))
+
+    fig = _file_figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    data = compute_read_noise(card, reads=max(devices, 1000), seed=seed)
+    plot_read_noise(data, ax=ax)
+    noisy = any(s > 0 for s in data["std"])
+    what = "read noise" if noisy else "read noise (none in this card)"
+    if card.kind == "pcm_inference":
+        what = "read noise just after programming (1/f: grows with time)"
+    ax.set_title(_title(card, what), fontsize="medium")
+    paths.append(_save(fig, out / f"{card.name}_read_noise.png", dpi))
+
+    fig = _file_figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    method = "verify" if card.kind == "pcm_set" else "write"
+    plot_programmed_vs_target(compute_programmed_vs_target(card, seed=seed, method=method), ax=ax)
+    how = "SET pulses with read-verify" if method == "verify" else "write by target"
+    ax.set_title(_title(card, f"programmed vs target ({how})"), fontsize="medium")
+    paths.append(_save(fig, out / f"{card.name}_programmed_vs_target.png", dpi))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- experiment figures
+def compute_run_bars(rows: Iterable[Mapping[str, Any]], metric: str, *, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Per-run values of ``metric`` (with ``<metric>_std`` when present) and of ``extra`` columns,
+    from the result table of an experiment (one row per run)."""
+    rows = list(rows)
+    return {"metric": metric, "runs": [str(r["run"]) for r in rows],
+            "value": [float(r[metric]) for r in rows],
+            "std": [float(r.get(f"{metric}_std", 0.0)) for r in rows],
+            "extra": {e: [float(r[e]) for r in rows] for e in extra}}
+
+
+def plot_run_bars(data: Mapping[str, Any], *, ax=None, xlabel: str | None = None, log: bool = False, **kwargs):
+    """Horizontal bars, one per run (first run on top), with ±std error bars and the ``extra``
+    columns as markers on the same axis (e.g. accuracy after drift delays)."""
+    ax = _axes(ax)
+    y = np.arange(len(data["runs"]))[::-1]
+    std = np.asarray(data["std"], float)
+    ax.barh(y, data["value"], xerr=np.where(std > 0, std, np.nan), capsize=2, color="0.75",
+            label=data["metric"].replace("_", " "), **kwargs)
+    for (name, vals), marker in zip(data["extra"].items(), "os^vD<>"):
+        ax.plot(vals, y, marker, ms=4, ls="none", label=name.replace("_", " "))
+    ax.set_yticks(y, data["runs"], fontsize="small")
+    ax.set_xlabel(xlabel or data["metric"].replace("_", " "))
+    if log:
+        ax.set_xscale("symlog", linthresh=1.0)
+    if data["extra"]:
+        ax.legend(fontsize="small", loc="lower right")
+    return ax
+
+
+def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]],
+                       results: Sequence[Mapping[str, Any]], delays: Sequence[float], out_dir) -> list[Path]:
+    """Figures of a crossbar experiment: accuracy per run (and after drift), learning curves,
+    pulses and write energy per run, final layer-1 conductance histograms per run."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    n = len(rows)
+    tall = (7.5, 1.2 + 0.32 * n)
+
+    fig = _file_figure(figsize=tall, layout="constrained")
+    acc = compute_run_bars(rows, "test_acc", extra=[f"acc_after_{d:g}s" for d in delays])
+    ax = plot_run_bars(acc, ax=fig.add_subplot(), xlabel="test accuracy (%)")
+    lo = min([v for v in acc["value"] + [x for e in acc["extra"].values() for x in e] if v > 0] or [0])
+    ax.set_xlim(max(0.0, lo - 5), 100)
+    ax.set_title("Fashion-MNIST test accuracy on the emulated chip", fontsize="medium")
+    paths.append(_save(fig, out / "accuracy.png", 120))
+
+    fig = _file_figure(figsize=(7.5, 4.8), layout="constrained")
+    plot_learning_curves(metrics, ax=fig.add_subplot(), y="test_acc", run="run")
+    paths.append(_save(fig, out / "learning_curves.png", 120))
+
+    fig = _file_figure(figsize=(11, 1.2 + 0.32 * n), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2, sharey=True)
+    plot_run_bars(compute_run_bars(rows, "pulses_per_synapse"), ax=ax1, log=True, xlabel="pulses per synapse")
+    plot_run_bars(compute_run_bars(rows, "energy_uJ"), ax=ax2, log=True, xlabel="write energy (µJ)")
+    paths.append(_save(fig, out / "pulses_energy.png", 120))
+
+    ncol = 4
+    nrow = math.ceil(len(results) / ncol)
+    fig = _file_figure(figsize=(3.2 * ncol, 2.4 * nrow), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrow, ncol)).reshape(-1)
+    for ax, r in zip(axes, results):
+        edges = np.asarray(r["g_hist"]["edges"], float)
+        ax.stairs(np.asarray(r["g_hist"]["counts"], float), edges, fill=True, alpha=0.7)
+        ax.set_title(f"{r['run']} (seed {r['seed']})", fontsize="x-small")
+        ax.set_xlabel(G_LABEL, fontsize="x-small")
+        ax.tick_params(labelsize="x-small")
+    for ax in axes[len(results):]:
+        ax.set_visible(False)
+    fig.suptitle("layer-1 device conductances after training", fontsize="medium")
+    paths.append(_save(fig, out / "conductances.png", 110))
+    return paths
+
+
+__all__ = [
+    "citation_short", "compute_accuracy_bars", "compute_run_bars", "experiment_figures", "plot_run_bars", "compute_conductance_histograms", "compute_drift",
+    "compute_learning_curves", "compute_programmed_vs_target", "compute_pulse_response", "compute_read_noise",
+    "device_figures", "histograms_from_recorder", "plot_accuracy_bars", "plot_conductance_histograms",
+    "plot_drift", "plot_learning_curves", "plot_programmed_vs_target", "plot_pulse_response", "plot_read_noise",
+]

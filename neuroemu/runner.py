@@ -1,0 +1,105 @@
+"""Run many independent jobs (runs × seeds) with resume: a finished job is never recomputed.
+
+Each job is a JSON-serialisable dict with a unique ``id``. Its result is written atomically to
+``<out>/runs/<id>.json`` together with a hash of the job; on restart, jobs whose result file exists
+with the same hash are loaded instead of recomputed, so an interrupted run keeps everything it had
+finished. Jobs run serially or in local worker processes (BLAS and numba pinned to one thread per
+worker so that workers do not oversubscribe the cores).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .io import atomic_write_json
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def job_hash(job: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
+
+
+def result_path(out_dir: Path, job: dict[str, Any]) -> Path:
+    return Path(out_dir) / "runs" / f"{slug(job['id'])}.json"
+
+
+def load_finished(out_dir: Path, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result of ``job`` if it finished with the same settings, else None."""
+    p = result_path(out_dir, job)
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data["result"] if data.get("hash") == job_hash(job) else None
+
+
+def _pin_threads() -> None:
+    for v in _THREAD_VARS:
+        os.environ[v] = "1"
+
+
+def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], out_dir: str | Path, *,
+             workers: int = 1, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``fn(job)`` for every job not finished before; return results in job order.
+
+    ``fn`` must be a module-level function (it is pickled to worker processes). Results are saved
+    as soon as each job ends. Ctrl-C stops the remaining jobs; finished ones stay on disk.
+    """
+    out_dir = Path(out_dir)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for job in jobs:
+        done = load_finished(out_dir, job)
+        if done is not None:
+            results[job["id"]] = done
+            log(f"[done before] {job['id']}")
+        else:
+            todo.append(job)
+
+    def finish(job, res):
+        atomic_write_json(result_path(out_dir, job), {"job": job, "hash": job_hash(job), "result": res})
+        results[job["id"]] = res
+
+    if workers <= 1 or len(todo) <= 1:
+        for i, job in enumerate(todo, 1):
+            log(f"[{i}/{len(todo)}] {job['id']}")
+            finish(job, fn(job))
+    else:
+        saved = {v: os.environ.get(v) for v in _THREAD_VARS}
+        _pin_threads()  # inherited by the spawned workers before they import numpy
+        try:
+            ctx = mp.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+                futures = {ex.submit(fn, job): job for job in todo}
+                try:
+                    for n, fut in enumerate(cf.as_completed(futures), 1):
+                        job = futures[fut]
+                        finish(job, fut.result())
+                        log(f"[{n}/{len(todo)}] finished {job['id']}")
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        finally:
+            for v, val in saved.items():
+                if val is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = val
+    return [results[j["id"]] for j in jobs]
