@@ -245,9 +245,13 @@ class Card:
         """Limit any card to ``levels`` (or ``2**bits``) evenly spaced conductance values."""
         if (levels is None) == (bits is None):
             raise CardError(f"{self.name}: give exactly one of levels or bits")
+        v = bits if bits is not None else levels
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            what = "bits" if bits is not None else "levels"
+            raise CardError(f"{self.name}: {what}: expected an integer >= 0, got {v!r}")
         n = 2**bits if bits is not None else levels
         if self.kind == "quantized":
-            b = math.log2(n)
+            b = math.log2(n) if n > 0 else 0.5
             if b != int(b):
                 raise CardError(f"{self.name}: quantized cards take a power of two levels, got {n}")
             return self.with_params(bits=int(b))
@@ -348,7 +352,7 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
     for key in ("schema", "name", "kind", "source", "parameters"):
         if key not in data:
             raise CardError(f"{where}: missing required field '{key}'")
-    if data["schema"] != SCHEMA_VERSION:
+    if isinstance(data["schema"], bool) or data["schema"] != SCHEMA_VERSION:
         raise CardError(f"{where}: schema: expected {SCHEMA_VERSION}, got {data['schema']!r}")
     name = data["name"]
     if not isinstance(name, str) or not name:

@@ -399,7 +399,8 @@ class Tile:
         tgt = np.clip(tgt, self.lo[index], self.hi[index])
         if self.card.levels:
             step = (prm.g_max - prm.g_min) / (self.card.levels - 1)
-            tgt = prm.g_min + np.rint((tgt - prm.g_min) / step) * step
+            level = np.clip(np.rint((tgt - prm.g_min) / step), 0, self.card.levels - 1)
+            tgt = prm.g_min + level * step
         if self.card.kind == "pcm_inference":
             p = self.card.params
             g_out, nu_out = np.empty_like(tgt), np.empty_like(tgt)

@@ -193,7 +193,7 @@ def test_unknown_unit(tmp_path, line, bad, expect):
     expect_error(write(tmp_path, good_text(**{line: bad})), *expect)
 
 
-@pytest.mark.parametrize("version", ["2", "0", "'1'"])
+@pytest.mark.parametrize("version", ["2", "0", "'1'", "true"])
 def test_bad_schema_version(tmp_path, version):
     expect_error(write(tmp_path, good_text(**{"schema: 1": f"schema: {version}"})), "schema: expected 1, got")
 
@@ -270,6 +270,16 @@ def test_with_levels_and_bits_work_for_every_kind(name):
         card.with_levels(4, bits=2)
     with pytest.raises(CardError, match="exactly one of levels or bits"):
         card.with_levels()
+    for bad in (-1, 2.5, True):
+        with pytest.raises(CardError, match="levels: expected an integer >= 0"):
+            card.with_levels(bad)
+    with pytest.raises(CardError, match="bits: expected an integer >= 0"):
+        card.with_levels(bits=-1)
+    if card.kind == "quantized":
+        with pytest.raises(CardError, match="power of two"):
+            card.with_levels(0)
+    else:
+        assert card.with_levels(12).with_levels(0).levels == 0  # 0 turns the knob off again
     assert card.levels == (15 if card.kind == "quantized" else 0)  # the original is unchanged (frozen)
 
 

@@ -233,7 +233,8 @@ def test_read_devices_matches_twin(card, law, noisy, seed, rng):
         np.testing.assert_array_equal(out, ref)
     else:
         np.testing.assert_allclose(out, ref, rtol=RTOL_TRANSCENDENTAL, atol=1e-15)
-    assert np.all(out >= 0.0)
+    if not noisy:
+        assert np.all(out >= 0.0)  # drift never makes a conductance negative; read noise may
 
 
 @pytest.mark.parametrize("n_side,n_dev", [(1, 1), (1, 3), (2, 1), (2, 4)])

@@ -102,3 +102,21 @@ def test_spike_mvm_matches_twin(dtype, rng):
     # against a dense product (different summation order: float tolerance)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, active.astype(dtype) @ w, rtol=rtol, atol=rtol * 10)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0)])
+def test_empty_shapes(shape):
+    x = np.zeros(shape, F32)
+    out, scale = np.empty_like(x), np.full(shape[0], 7, F32)
+    K.dac(x, 126, True, out, scale)
+    r_out, r_scale = R.dac(x, 126, True)
+    np.testing.assert_array_equal(out, r_out)
+    np.testing.assert_array_equal(scale, r_scale)
+    np.testing.assert_array_equal(scale, 1.0)
+    y = np.zeros(shape, F32)
+    clipped = np.full(shape[0], 3, np.int8)
+    K.adc(y, np.ones(shape[0], F32), np.empty((0, 0), F32), 0.06, 510, 12.0, 1, clipped)
+    r_y, r_clipped = R.adc(np.zeros(shape, F32), np.ones(shape[0], F32), np.empty((0, 0), F32), 0.06, 510, 12.0, 1)
+    np.testing.assert_array_equal(y, r_y)
+    np.testing.assert_array_equal(clipped, r_clipped)
+    np.testing.assert_array_equal(clipped, 0)

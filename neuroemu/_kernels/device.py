@@ -176,13 +176,16 @@ def read_std(g_prog, g_drift, age, read_law, prm):
 def read_devices(g, tprog, nu, t, read_law, prm, seed, noisy, out):
     """Conductance of each device at time t (drift), plus one read of noise when ``noisy``.
 
-    Reads are clipped at 0 (a conductance is never negative).
+    Read noise is noise of the measured read current, Gaussian and not clipped (a single noisy read
+    of a device near 0 µS can come out negative). This keeps per-device reads exactly equivalent to
+    the output-referred noise of a tile read. (aihwkit's PCM model clamps such reads at 0; the
+    difference only touches devices within a few σ of 0 µS.)
     """
     for idx in range(g.size):
         age = t - tprog[idx]
         gd = g[idx] * drift_factor(nu[idx], age, prm)
         if noisy:
-            gd = max(gd + read_std(g[idx], gd, age, read_law, prm) * normal(seed, idx, 0), 0.0)
+            gd = gd + read_std(g[idx], gd, age, read_law, prm) * normal(seed, idx, 0)
         out[idx] = gd
     return out
 

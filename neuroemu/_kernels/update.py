@@ -8,17 +8,24 @@ and a negative one on side 1. ``arb`` is a per-synapse arbitration counter (empt
 device 0): pulses go round-robin over the ``n_dev`` devices of a side starting at ``arb[k]``, and
 the counter advances by the number of pulses issued (Boybat et al. 2018).
 
-Stochastic pulse coincidences (Gokmen & Vlasov 2016) are drawn as follows. For sample ``b`` of a
-call keyed by ``seed``, column ``j`` gets a bit mask of ``BL`` slots with K ~ Binomial(BL, p_j) set
-bits: K from one uniform by inverse CDF, then K distinct positions by Floyd's sampling algorithm
-(complement when K > BL/2). Rows likewise. Synapse (i, j) receives one pulse for every slot where
-both fire, i.e. popcount(mask_i & mask_j) pulses, in slot order. The kernel does not test every
-(row, column) pair: it lists, per (sample, slot), the columns that fire and, per row, the (sample,
-slot) events where the row fires, then walks row by row, so the work is proportional to the
-number of coincidences and each row's device state stays in cache. Pulses of one synapse are
-applied in (sample, slot) order; different synapses are independent, so the visiting order does
-not change the result. The step noise of the pulse at slot t of sample b on device ``idx`` is keyed
-by (dseed, b·BL + t, idx).
+Stochastic pulse coincidences (Gokmen & Vlasov 2016). For a call keyed by ``seed`` and sample ``b``
+the streams are kc = key(seed, 4b), kcp = key(seed, 4b+1) (columns) and kr = key(seed, 4b+2),
+krp = key(seed, 4b+3) (rows). Column j (row i alike) gets a mask of BL slots:
+
+* K ~ Binomial(BL, p) from u = uniform_k(kc, j) by inverse CDF (:func:`binomial_inv`);
+* K distinct slots by Floyd's algorithm (:func:`floyd_mask`) fed by 32-bit fields of
+  hash_k(kcp, 32j + 0), hash_k(kcp, 32j + 1), ... (low half first); slot t = (field·(i+1)) >> 32,
+  whose bias is below BL/2³² (for K > BL/2 the BL − K empty slots are drawn instead).
+
+Synapse (i, j) receives popcount(mask_i & mask_j) pulses, one per coincident slot, in slot order;
+the step noise of the pulse in slot t of sample b on device ``idx`` is keyed by (dseed, b·BL + t,
+idx). The kernel computes the common case (p ≤ 1/2, K ≤ 4, BL ≥ 8) in a branch-free loop the
+compiler vectorises, and everything else with the scalar functions; both give the same bits.
+It never tests every (row, column) pair: it lists, per (sample, slot), the columns that fire and,
+per row, the (sample, slot) events where the row fires, then walks row by row (each row's device
+state is brought into cache by one sequential pass first), so the work is proportional to the
+number of coincidences. Pulses of one synapse keep (sample, slot) order; different synapses are
+independent, so the visiting order does not change the result.
 """
 
 import math
@@ -27,30 +34,33 @@ import numpy as np
 from numba import njit, uint64
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from .device import PCM_SET
 from .device import drift_factor as _drift
 from .device import pulse_one
 from .device import read_std as _read_std
-from .rng import key, uniform_k
+from .rng import hash_k, key, uniform_k
 
 _ONE = uint64(1)
 _ZERO = uint64(0)
 _FULL = uint64(0xFFFFFFFFFFFFFFFF)
+_M32 = uint64(0xFFFFFFFF)
+_S32 = uint64(32)
 
 #: Largest supported bit length (one uint64 mask per row/column).
 MAX_BL = 64
+_SLOW = 255  # marker: this mask needs the scalar path
 
 
 @njit(cache=True, inline="always")
 def ipow(q, n):
-    """q**n for an integer n >= 0 by binary powering (a fixed sequence of multiplications, so the
-    numpy twin reproduces it bit for bit)."""
+    """q**n for an integer 0 <= n < 128 by binary powering (a fixed sequence of multiplications, so
+    vectorised and scalar code and the numpy twin agree bit for bit)."""
     r = 1.0
     b = q
-    while n > 0:
-        if n & 1:
+    for s in range(7):
+        if (n >> s) & 1:
             r *= b
         b *= b
-        n >>= 1
     return r
 
 
@@ -77,25 +87,76 @@ def binomial_inv(u, n, p):
 
 
 @njit(cache=True, inline="always")
-def draw_mask(kk, base, n_set, bl):
-    """A uint64 with ``n_set`` distinct bits set among the low ``bl``, uniformly (Floyd's algorithm);
-    uniforms are elements base, base+1, ... of stream kk (at most 32 of them)."""
+def _field(kp, base, c):
+    h = hash_k(kp, base + (c >> 1))
+    return (h >> _S32) if c & 1 else (h & _M32)
+
+
+@njit(cache=True, inline="always")
+def _floyd_step(mask, f, i):
+    """One step of Floyd's sampling: draw t in [0, i] from the 32-bit field f; take i if t is taken."""
+    t = (f * uint64(i + 1)) >> _S32
+    bt = _ONE << t
+    bi = _ONE << uint64(i)
+    return mask | (bi if (mask & bt) != _ZERO else bt)
+
+
+@njit(cache=True)
+def floyd_mask(kp, base, n_set, bl):
+    """A uint64 with ``n_set`` distinct bits set among the low ``bl``, uniformly (Floyd's algorithm)."""
     comp = n_set > bl // 2
     m = bl - n_set if comp else n_set
     mask = _ZERO
     c = 0
     for i in range(bl - m, bl):
-        t = int(uniform_k(kk, base + c) * (i + 1))
+        mask = _floyd_step(mask, _field(kp, base, c), i)
         c += 1
-        bit = _ONE << uint64(t)
-        if mask & bit:
-            mask |= _ONE << uint64(i)
-        else:
-            mask |= bit
     if comp:
         full = _FULL if bl == 64 else (_ONE << uint64(bl)) - _ONE
         mask = full ^ mask
     return mask
+
+
+@njit(cache=True, error_model="numpy")
+def _draw_fast(v, fac, bl, ku, kp, kout, mout):
+    """Masks of one sample's columns (or rows) with firing probability min(fac·|v|, 1), in a
+    branch-free loop. kout[j] = K (0..4) and mout[j] = mask, or kout[j] = _SLOW where the scalar
+    path must decide (p > 1/2 or K > 4)."""
+    c1 = bl / 1.0
+    c2 = (bl - 1) / 2.0
+    c3 = (bl - 2) / 3.0
+    c4 = (bl - 3) / 4.0
+    for j in range(v.size):
+        p = min(fac * abs(float(v[j])), 1.0)
+        u = uniform_k(ku, j)
+        q = 1.0 - p
+        f = ipow(q, bl)
+        r = p / q
+        cdf0 = f
+        f = f * r * c1
+        cdf1 = cdf0 + f
+        f = f * r * c2
+        cdf2 = cdf1 + f
+        f = f * r * c3
+        cdf3 = cdf2 + f
+        f = f * r * c4
+        cdf4 = cdf3 + f
+        kk = np.int64(u >= cdf0) + np.int64(u >= cdf1) + np.int64(u >= cdf2) + np.int64(u >= cdf3)
+        h0 = hash_k(kp, uint64(32 * j))
+        h1 = hash_k(kp, uint64(32 * j + 1))
+        f0 = h0 & _M32
+        f1 = h0 >> _S32
+        f2 = h1 & _M32
+        f3 = h1 >> _S32
+        m1 = _floyd_step(_ZERO, f0, bl - 1)
+        m2 = _floyd_step(_floyd_step(_ZERO, f0, bl - 2), f1, bl - 1)
+        m3 = _floyd_step(_floyd_step(_floyd_step(_ZERO, f0, bl - 3), f1, bl - 2), f2, bl - 1)
+        m4 = _floyd_step(_floyd_step(_floyd_step(_floyd_step(_ZERO, f0, bl - 4), f1, bl - 3), f2, bl - 2), f3,
+                         bl - 1)
+        m = m1 if kk == 1 else (m2 if kk == 2 else (m3 if kk == 3 else (m4 if kk == 4 else _ZERO)))
+        slow = (u >= cdf4) or (p > 0.5)
+        kout[j] = _SLOW if slow else kk
+        mout[j] = m
 
 
 @njit(cache=True)
@@ -106,48 +167,76 @@ def _grow(a, need):
 
 
 @njit(cache=True)
-def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, arb,
-                       n_dev, bidir, law, prm, t):
-    """Stochastic pulse-coincidence update for ΔW = -lr·dᵀx, samples in order. Returns pulses issued.
+def _masks(v, fac, bl, ku, kp, kout, mout, lst):
+    """Masks of one sample's columns (or rows); returns the number of non-empty ones, listed in
+    ``lst`` (ascending), with kout/mout holding each one's exact K and mask."""
+    n = v.size
+    if bl >= 8:
+        _draw_fast(v, fac, bl, ku, kp, kout, mout)
+    else:
+        for j in range(n):
+            kout[j] = _SLOW
+    nl = 0
+    for j in range(n):  # branch-free compaction
+        lst[nl] = j
+        nl += kout[j] != 0
+    m = 0
+    for q in range(nl):
+        j = lst[q]
+        if kout[j] == _SLOW:
+            p = min(fac * abs(float(v[j])), 1.0)
+            kk = binomial_inv(uniform_k(ku, j), bl, p)
+            if kk == 0:
+                continue
+            kout[j] = kk
+            mout[j] = floyd_mask(kp, 32 * j, kk, bl)
+        lst[m] = j
+        m += 1
+    return m
 
-    x: (batch, n_in), d: (batch, n_out) (float32 or float64, C-contiguous). ``c_ab`` = A·B =
-    lr/(Δw_pulse·BL). With ``balance`` the factors are rebalanced per sample so that both sides have
-    the same largest probability: A = sqrt(c_ab·x_max/d_max), B = sqrt(c_ab·d_max/x_max); otherwise
-    A = B = sqrt(c_ab). Column j fires with p = min(B|x_j|, 1) per slot, row i with min(A|d_i|, 1);
-    a coincidence moves device (i, j) in direction -sign(x_j·d_i). Masks are keyed by ``seed``,
-    step noise by ``dseed`` (see the module docstring).
+
+@njit(cache=True)
+def coincidence_draw(x, d, c_ab, balance, bl, seed):
+    """Draw the pulse coincidences of ΔW = -lr·dᵀx (see the module docstring).
+
+    x: (batch, n_in), d: (batch, n_out), float32 or float64. ``c_ab`` = A·B = lr/(Δw_pulse·BL). With
+    ``balance`` the factors are rebalanced per sample so that both sides have the same largest
+    probability: A = sqrt(c_ab·x_max/d_max), B = sqrt(c_ab·d_max/x_max); otherwise A = B =
+    sqrt(c_ab). Column j fires with p = min(B|x_j|, 1) per slot, row i with min(A|d_i|, 1).
+
+    Returns (coff, cols, rstart, events): the columns firing in slot t of sample b are
+    cols[coff[e]:coff[e+1]], e = b·BL + t, stored as j (x_j > 0) or ~j (x_j < 0); the events of row i
+    are events[rstart[i]:rstart[i+1]] in (sample, slot) order, stored as e (d_i > 0) or ~e.
     """
     nb, n_in = x.shape
     n_out = d.shape[1]
-    m_syn = n_in * n_out
     n_e = nb * bl
     coff = np.zeros(n_e + 1, np.int64)
-    cols = np.empty(max(64, 4 * n_in * nb), np.int32)
-    ev_row = np.empty(max(64, 2 * n_out * nb), np.int32)
+    cols = np.empty(max(64, 2 * n_in * nb), np.int32)
+    ev_row = np.empty(max(64, n_out * nb), np.int32)
     ev_e = np.empty(ev_row.size, np.int32)
     tmp_j = np.empty(n_in * bl, np.int32)
     tmp_t = np.empty(n_in * bl, np.int32)
+    kc_out = np.empty(n_in, np.uint8)
+    mc_out = np.empty(n_in, np.uint64)
+    kr_out = np.empty(n_out, np.uint8)
+    mr_out = np.empty(n_out, np.uint64)
+    lst = np.empty(max(n_in, n_out), np.int64)
     cnt = np.zeros(bl, np.int64)
     nxt = np.zeros(bl, np.int64)
     n_cols = 0
     n_ev = 0
-    # ---- phase 1: draw the masks of every sample; list firing columns per (sample, slot) and
-    # firing (sample, slot) events per row.
     for b in range(nb):
         e0 = b * bl
-        xm = 0.0
-        for j in range(n_in):
-            a = abs(float(x[b, j]))
-            if a > xm:
-                xm = a
-        dm = 0.0
-        for i in range(n_out):
-            a = abs(float(d[b, i]))
-            if a > dm:
-                dm = a
         for s in range(bl):
             coff[e0 + s] = n_cols
-        if not (xm > 0.0 and dm > 0.0) or not (math.isfinite(xm) and math.isfinite(dm)):
+        xm = 0.0
+        for j in range(n_in):
+            xm = max(xm, abs(float(x[b, j])))
+        dm = 0.0
+        for i in range(n_out):
+            dm = max(dm, abs(float(d[b, i])))
+        if not (xm > 0.0 and dm > 0.0 and math.isfinite(xm) and math.isfinite(dm)):
             continue
         if balance:
             fa = math.sqrt(c_ab * xm / dm)
@@ -155,34 +244,25 @@ def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse
         else:
             fa = math.sqrt(c_ab)
             fb = fa
-        kc = key(seed, 4 * b)
-        kcp = key(seed, 4 * b + 1)
-        kr = key(seed, 4 * b + 2)
-        krp = key(seed, 4 * b + 3)
+        # columns: slot lists of this sample
+        xb = x[b]
+        nl = _masks(xb, fb, bl, key(seed, 4 * b), key(seed, 4 * b + 1), kc_out, mc_out, lst)
+        if nl == 0:
+            continue
         for s in range(bl):
             cnt[s] = 0
         npair = 0
-        for j in range(n_in):
-            xv = float(x[b, j])
-            if xv == 0.0:
-                continue
-            pj = fb * abs(xv)
-            if pj > 1.0:
-                pj = 1.0
-            kk = binomial_inv(uniform_k(kc, j), bl, pj)
-            if kk == 0:
-                continue
-            mask = draw_mask(kcp, 64 * j, kk, bl)
-            sj = j if xv > 0.0 else ~j
-            while mask != _ZERO:
-                s = trailing_zeros(mask)
-                mask &= mask - _ONE
+        for q in range(nl):
+            j = lst[q]
+            sj = j if xb[j] > 0 else ~j
+            m = mc_out[j]
+            while m != _ZERO:
+                s = trailing_zeros(m)
+                m &= m - _ONE
                 tmp_j[npair] = sj
                 tmp_t[npair] = s
                 cnt[s] += 1
                 npair += 1
-        if npair == 0:
-            continue
         if n_cols + npair > cols.size:
             cols = _grow(cols, n_cols + npair)
         pos = n_cols
@@ -195,75 +275,121 @@ def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse
             cols[nxt[s]] = tmp_j[q]
             nxt[s] += 1
         n_cols = pos
-        for i in range(n_out):
-            dv = float(d[b, i])
-            if dv == 0.0:
-                continue
-            pi = fa * abs(dv)
-            if pi > 1.0:
-                pi = 1.0
-            kk = binomial_inv(uniform_k(kr, i), bl, pi)
-            if kk == 0:
-                continue
-            mask = draw_mask(krp, 64 * i, kk, bl)
-            if n_ev + kk > ev_row.size:
-                ev_row = _grow(ev_row, n_ev + kk)
-                ev_e = _grow(ev_e, n_ev + kk)
-            while mask != _ZERO:
-                s = trailing_zeros(mask)
-                mask &= mask - _ONE
-                if cnt[s] == 0:
-                    continue
-                ev_row[n_ev] = i
-                ev_e[n_ev] = e0 + s if dv > 0.0 else ~(e0 + s)
-                n_ev += 1
+        # rows: events where a row fires in a slot that has columns
+        db = d[b]
+        nl = _masks(db, fa, bl, key(seed, 4 * b + 2), key(seed, 4 * b + 3), kr_out, mr_out, lst)
+        if n_ev + bl * nl > ev_row.size:
+            ev_row = _grow(ev_row, n_ev + bl * nl)
+            ev_e = _grow(ev_e, n_ev + bl * nl)
+        for q in range(nl):
+            i = lst[q]
+            pos_d = db[i] > 0
+            m = mr_out[i]
+            while m != _ZERO:
+                s = trailing_zeros(m)
+                m &= m - _ONE
+                if cnt[s] != 0:
+                    ev_row[n_ev] = i
+                    ev_e[n_ev] = e0 + s if pos_d else ~(e0 + s)
+                    n_ev += 1
     coff[n_e] = n_cols
-    # ---- phase 2: events grouped by row (stable: (sample, slot) order kept), then the pulses.
+    # events grouped by row, stable (keeps (sample, slot) order within a row)
     rstart = np.zeros(n_out + 1, np.int64)
     for q in range(n_ev):
         rstart[ev_row[q] + 1] += 1
     for i in range(n_out):
         rstart[i + 1] += rstart[i]
     fill = rstart[:n_out].copy()
-    order = np.empty(n_ev, np.int32)
+    events = np.empty(n_ev, np.int32)
     for q in range(n_ev):
         r = ev_row[q]
-        order[fill[r]] = ev_e[q]
+        events[fill[r]] = ev_e[q]
         fill[r] += 1
+    return coff, cols, rstart, events
+
+
+@njit(cache=True)
+def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, arb, n_dev,
+                      bidir, law, prm, dseed, t):
+    """Apply drawn coincidences (see :func:`coincidence_draw`) row by row. Returns (pulses issued, a
+    checksum of the device state read while prefetching each row, which callers ignore)."""
+    n_out = rstart.size - 1
+    m_syn = n_out * n_in
+    n_side = 1 if bidir else 2
     has_arb = arb.size > 0
+    simple = bidir and not has_arb and law != PCM_SET
     total = 0
+    check = 0.0
     for i in range(n_out):
+        q0 = rstart[i]
+        q1 = rstart[i + 1]
+        if q0 == q1:
+            continue
         base = i * n_in
-        for q in range(rstart[i], rstart[i + 1]):
-            es = order[q]
+        # one sequential pass over the row's state: the pulses below then hit the cache
+        for sd in range(n_side):
+            for dv in range(n_dev):
+                o = (sd * n_dev + dv) * m_syn + base
+                acc = 0.0
+                for j in range(o, o + n_in):
+                    acc += g[j] + up[j] + down[j] + lo[j] + hi[j] + tprog[j] + npulse[j] + stuck[j]
+                check += acc
+        for q in range(q0, q1):
+            es = events[q]
             if es >= 0:
                 e = es
-                sd = 1
+                sdn = 1
             else:
                 e = ~es
-                sd = -1
+                sdn = -1
             c0 = coff[e]
             c1 = coff[e + 1]
             total += c1 - c0
-            for c in range(c0, c1):
-                v = cols[c]
-                if v >= 0:
-                    k = base + v
-                    sgn = -sd
-                else:
-                    k = base + ~v
-                    sgn = sd
-                side = 0 if (bidir or sgn > 0) else 1
-                dev = 0
-                if has_arb:
-                    dev = arb[k]
-                    arb[k] = dev + 1 if dev + 1 < n_dev else 0
-                idx = (side * n_dev + dev) * m_syn + k
-                npulse[idx] += 1
-                tprog[idx] = t
-                if stuck[idx] == 0:
-                    g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn,
-                                               prm, dseed, e, idx)
+            if simple:
+                for c in range(c0, c1):
+                    v = cols[c]
+                    if v >= 0:
+                        idx = base + v
+                        sgn = -sdn
+                    else:
+                        idx = base + ~v
+                        sgn = sdn
+                    npulse[idx] += 1
+                    tprog[idx] = t
+                    if stuck[idx] == 0:
+                        dd = up[idx] if sgn > 0 else down[idx]
+                        gi, _ = pulse_one(law, g[idx], 1.0, dd, dd, lo[idx], hi[idx], sgn, prm, dseed, e, idx)
+                        g[idx] = gi
+            else:
+                for c in range(c0, c1):
+                    v = cols[c]
+                    if v >= 0:
+                        k = base + v
+                        sgn = -sdn
+                    else:
+                        k = base + ~v
+                        sgn = sdn
+                    side = 0 if (bidir or sgn > 0) else 1
+                    dev = 0
+                    if has_arb:
+                        dev = arb[k]
+                        arb[k] = dev + 1 if dev + 1 < n_dev else 0
+                    idx = (side * n_dev + dev) * m_syn + k
+                    npulse[idx] += 1
+                    tprog[idx] = t
+                    if stuck[idx] == 0:
+                        g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn,
+                                                   prm, dseed, e, idx)
+    return total, check
+
+
+@njit(cache=True)
+def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, arb,
+                       n_dev, bidir, law, prm, t):
+    """Draw and apply a stochastic pulse-coincidence update; returns the number of pulses issued."""
+    coff, cols, rstart, events = coincidence_draw(x, d, c_ab, balance, bl, seed)
+    total, _ = coincidence_apply(coff, cols, rstart, events, x.shape[1], g, p, tprog, npulse, up, down, lo, hi,
+                                 stuck, arb, n_dev, bidir, law, prm, dseed, t)
     return total
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neuroemu._kernels.device import (CONSTANT, EXP_STEP, PCM_SET, READ_LINEAR, SOFT_BOUNDS,  # noqa: F401
+from neuroemu._kernels.device import (CONSTANT, EXP_STEP, PCM_SET, READ_LINEAR, SOFT_BOUNDS,
                                       _ROUND_SALT)
 
 from . import rng as R
@@ -118,13 +118,13 @@ def read_std(g_prog, g_drift, age, read_law, prm):
 
 
 def read_devices(g, tprog, nu, t, read_law, prm, seed, noisy):
-    """Conductance of every device at time t, plus one noisy read when ``noisy`` (clipped at 0)."""
+    """Conductance of every device at time t, plus one noisy read when ``noisy`` (not clipped)."""
     g = np.asarray(g, dtype=np.float64)
     age = t - np.asarray(tprog)
     gd = g * drift_factor(nu, age, prm)
     if noisy:
         idx = np.arange(g.size)
-        gd = np.maximum(gd + read_std(g, gd, age, read_law, prm) * R.normal(seed, idx, 0), 0.0)
+        gd = gd + read_std(g, gd, age, read_law, prm) * R.normal(seed, idx, 0)
     return gd
 
 
