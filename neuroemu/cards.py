@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -38,6 +37,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import CardError
+from .io import yaml_load
 
 SCHEMA_VERSION = 1
 
@@ -387,18 +387,6 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
                 MappingProxyType(values), where)
 
 
-class _CardLoader(yaml.SafeLoader):
-    """YAML loader that reads exponent floats without a dot (``12e-6``) as numbers, as YAML 1.2 does;
-    PyYAML's YAML 1.1 rules would read them as strings."""
-
-
-_CardLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
 def cards_dir() -> Path:
     """Directory of the cards shipped with neuroemu (a checkout's ``devices/`` or the installed copy)."""
     here = Path(__file__).resolve().parent
@@ -422,7 +410,7 @@ def load_card(name_or_path: str | Path) -> Card:
     if not path.is_file():
         raise CardError(f"{path}: no such file")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CardLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from .errors import ConfigError
+from .io import atomic_write_text, yaml_load
 
 _REQUIRED = object()
 
@@ -123,7 +124,7 @@ def load_yaml(path: str | Path) -> Any:
     if not p.is_file():
         raise ConfigError(f"{p}: no such file")
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
@@ -137,7 +138,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "--
             raise ConfigError(f"{where} {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"{where} {item!r}: value is not valid YAML") from None
         parts = key.strip().split(".")
@@ -175,6 +176,4 @@ def _list_item(node: list, part: str, item: str, where: str):
 
 def dump_yaml(data: Any, path: str | Path) -> None:
     """Write YAML atomically."""
-    from .io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

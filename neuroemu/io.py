@@ -7,10 +7,30 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader that reads exponent floats without a dot (``1e-3``, ``12e-6``) as numbers,
+    as YAML 1.2 does; PyYAML's YAML 1.1 rules would read them as strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text safely (exponent floats are numbers)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -31,8 +31,11 @@ independent, so the visiting order does not change the result.
 import math
 
 import numpy as np
-from numba import njit, uint64
+from llvmlite import ir
+from numba import njit, types, uint64
+from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 
 from .device import PCM_SET
 from .device import drift_factor as _drift
@@ -45,6 +48,30 @@ _ZERO = uint64(0)
 _FULL = uint64(0xFFFFFFFFFFFFFFFF)
 _M32 = uint64(0xFFFFFFFF)
 _S32 = uint64(32)
+
+# The typed-pointer name; LLVM versions with opaque pointers re-mangle it when they read the module.
+_PREFETCH = "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to fetch arr[idx] into cache for writing (a no-op for the program's result)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            _PREFETCH)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
 
 #: Largest supported bit length (one uint64 mask per row/column).
 MAX_BL = 64
@@ -120,12 +147,10 @@ def floyd_mask(kp, base, n_set, bl):
 @njit(cache=True, error_model="numpy")
 def _draw_fast(v, fac, bl, ku, kp, kout, mout):
     """Masks of one sample's columns (or rows) with firing probability min(fac·|v|, 1), in a
-    branch-free loop. kout[j] = K (0..4) and mout[j] = mask, or kout[j] = _SLOW where the scalar
-    path must decide (p > 1/2 or K > 4)."""
+    branch-free loop the compiler vectorises. kout[j] = K (0..2) and mout[j] = the mask, or
+    kout[j] = _SLOW where the scalar path must decide (p > 1/2 or K > 2; needs BL >= 4)."""
     c1 = bl / 1.0
     c2 = (bl - 1) / 2.0
-    c3 = (bl - 2) / 3.0
-    c4 = (bl - 3) / 4.0
     for j in range(v.size):
         p = min(fac * abs(float(v[j])), 1.0)
         u = uniform_k(ku, j)
@@ -137,24 +162,14 @@ def _draw_fast(v, fac, bl, ku, kp, kout, mout):
         cdf1 = cdf0 + f
         f = f * r * c2
         cdf2 = cdf1 + f
-        f = f * r * c3
-        cdf3 = cdf2 + f
-        f = f * r * c4
-        cdf4 = cdf3 + f
-        kk = np.int64(u >= cdf0) + np.int64(u >= cdf1) + np.int64(u >= cdf2) + np.int64(u >= cdf3)
-        h0 = hash_k(kp, uint64(32 * j))
-        h1 = hash_k(kp, uint64(32 * j + 1))
-        f0 = h0 & _M32
-        f1 = h0 >> _S32
-        f2 = h1 & _M32
-        f3 = h1 >> _S32
+        kk = np.int64(u >= cdf0) + np.int64(u >= cdf1)
+        h = hash_k(kp, uint64(32 * j))
+        f0 = h & _M32
+        f1 = h >> _S32
         m1 = _floyd_step(_ZERO, f0, bl - 1)
         m2 = _floyd_step(_floyd_step(_ZERO, f0, bl - 2), f1, bl - 1)
-        m3 = _floyd_step(_floyd_step(_floyd_step(_ZERO, f0, bl - 3), f1, bl - 2), f2, bl - 1)
-        m4 = _floyd_step(_floyd_step(_floyd_step(_floyd_step(_ZERO, f0, bl - 4), f1, bl - 3), f2, bl - 2), f3,
-                         bl - 1)
-        m = m1 if kk == 1 else (m2 if kk == 2 else (m3 if kk == 3 else (m4 if kk == 4 else _ZERO)))
-        slow = (u >= cdf4) or (p > 0.5)
+        m = m1 if kk == 1 else (m2 if kk == 2 else _ZERO)
+        slow = (u >= cdf2) or (p > 0.5)
         kout[j] = _SLOW if slow else kk
         mout[j] = m
 
@@ -167,11 +182,27 @@ def _grow(a, need):
 
 
 @njit(cache=True)
+def _absmax(v):
+    """max|v| of a finite vector, with eight independent accumulators (no loop-carried latency)."""
+    acc = np.zeros(8)
+    n8 = v.size - v.size % 8
+    for j in range(0, n8, 8):
+        for s in range(8):
+            acc[s] = max(acc[s], abs(float(v[j + s])))
+    m = 0.0
+    for s in range(8):
+        m = max(m, acc[s])
+    for j in range(n8, v.size):
+        m = max(m, abs(float(v[j])))
+    return m
+
+
+@njit(cache=True)
 def _masks(v, fac, bl, ku, kp, kout, mout, lst):
     """Masks of one sample's columns (or rows); returns the number of non-empty ones, listed in
     ``lst`` (ascending), with kout/mout holding each one's exact K and mask."""
     n = v.size
-    if bl >= 8:
+    if bl >= 4:
         _draw_fast(v, fac, bl, ku, kp, kout, mout)
     else:
         for j in range(n):
@@ -230,12 +261,8 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
         e0 = b * bl
         for s in range(bl):
             coff[e0 + s] = n_cols
-        xm = 0.0
-        for j in range(n_in):
-            xm = max(xm, abs(float(x[b, j])))
-        dm = 0.0
-        for i in range(n_out):
-            dm = max(dm, abs(float(d[b, i])))
+        xm = _absmax(x[b])
+        dm = _absmax(d[b])
         if not (xm > 0.0 and dm > 0.0 and math.isfinite(xm) and math.isfinite(dm)):
             continue
         if balance:
@@ -308,32 +335,52 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
     return coff, cols, rstart, events
 
 
+@njit(cache=True, inline="always")
+def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, lo_i, hi_i, m_syn, n_planes):
+    """Prefetch elements [lo_i, hi_i) (one index per cache line) of every device plane of the state."""
+    for pl in range(n_planes):
+        o = pl * m_syn
+        for j in range(o + lo_i, o + hi_i, 8):
+            prefetch(g, j)
+            prefetch(tprog, j)
+            prefetch(npulse, j)
+            prefetch(up, j)
+            prefetch(down, j)
+            prefetch(lo, j)
+            prefetch(hi, j)
+            if pcm:
+                prefetch(p, j)
+            if (j & 63) < 8:
+                prefetch(stuck, j)
+    if arb.size > 0:
+        for j in range(lo_i, hi_i, 8):
+            prefetch(arb, j)
+
+
 @njit(cache=True)
 def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, arb, n_dev,
                       bidir, law, prm, dseed, t):
-    """Apply drawn coincidences (see :func:`coincidence_draw`) row by row. Returns (pulses issued, a
-    checksum of the device state read while prefetching each row, which callers ignore)."""
+    """Apply drawn coincidences (see :func:`coincidence_draw`) row by row; returns the pulses issued.
+
+    While a row is processed, the next row's device state is prefetched a slice per event, so its
+    pulses find their (scattered) synapses in cache.
+    """
     n_out = rstart.size - 1
     m_syn = n_out * n_in
-    n_side = 1 if bidir else 2
+    n_planes = (1 if bidir else 2) * n_dev
     has_arb = arb.size > 0
-    simple = bidir and not has_arb and law != PCM_SET
+    pcm = law == PCM_SET
+    simple = bidir and not has_arb and not pcm
     total = 0
-    check = 0.0
     for i in range(n_out):
         q0 = rstart[i]
         q1 = rstart[i + 1]
         if q0 == q1:
             continue
         base = i * n_in
-        # one sequential pass over the row's state: the pulses below then hit the cache
-        for sd in range(n_side):
-            for dv in range(n_dev):
-                o = (sd * n_dev + dv) * m_syn + base
-                acc = 0.0
-                for j in range(o, o + n_in):
-                    acc += g[j] + up[j] + down[j] + lo[j] + hi[j] + tprog[j] + npulse[j] + stuck[j]
-                check += acc
+        nxt = base + n_in  # next row: prefetched in slices, one per event of this row
+        nxt_end = nxt + n_in if i + 1 < n_out else nxt
+        chunk = ((n_in + (q1 - q0) - 1) // (q1 - q0) + 7) // 8 * 8
         for q in range(q0, q1):
             es = events[q]
             if es >= 0:
@@ -345,6 +392,10 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
             c0 = coff[e]
             c1 = coff[e + 1]
             total += c1 - c0
+            if nxt < nxt_end:
+                stop = min(nxt + chunk, nxt_end)
+                _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, nxt, stop, m_syn, n_planes)
+                nxt = stop
             if simple:
                 for c in range(c0, c1):
                     v = cols[c]
@@ -380,7 +431,7 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
                     if stuck[idx] == 0:
                         g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn,
                                                    prm, dseed, e, idx)
-    return total, check
+    return total
 
 
 @njit(cache=True)
@@ -388,28 +439,66 @@ def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse
                        n_dev, bidir, law, prm, t):
     """Draw and apply a stochastic pulse-coincidence update; returns the number of pulses issued."""
     coff, cols, rstart, events = coincidence_draw(x, d, c_ab, balance, bl, seed)
-    total, _ = coincidence_apply(coff, cols, rstart, events, x.shape[1], g, p, tprog, npulse, up, down, lo, hi,
-                                 stuck, arb, n_dev, bidir, law, prm, dseed, t)
-    return total
+    return coincidence_apply(coff, cols, rstart, events, x.shape[1], g, p, tprog, npulse, up, down, lo, hi,
+                             stuck, arb, n_dev, bidir, law, prm, dseed, t)
 
 
 @njit(cache=True, inline="always")
-def _pulses(k, n, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm, seed, t):
-    """|n| pulses on synapse k with pulse_tile's keying (seed, device index, pulse number)."""
-    sign = 1 if n > 0 else -1
-    side = 0 if (bidir or n > 0) else 1
-    na = abs(n)
-    s0 = arb[k] if arb.size > 0 else 0
-    for m in range(na):
-        idx = (side * n_dev + (s0 + m) % n_dev) * m_syn + k
-        npulse[idx] += 1
-        tprog[idx] = t
-        if stuck[idx] == 0:
-            g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sign, prm,
-                                       seed, idx, m)
+def _prefetch_synapse(k, g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, m_syn, n_planes):
+    for pl in range(n_planes):
+        j = pl * m_syn + k
+        prefetch(g, j)
+        prefetch(tprog, j)
+        prefetch(npulse, j)
+        prefetch(up, j)
+        prefetch(down, j)
+        prefetch(lo, j)
+        prefetch(hi, j)
+        prefetch(stuck, j)
+        if pcm:
+            prefetch(p, j)
     if arb.size > 0:
-        arb[k] = (s0 + na) % n_dev
-    return na
+        prefetch(arb, k)
+
+
+_AHEAD = 16  # synapses prefetched ahead of the one being pulsed
+
+
+@njit(cache=True)
+def _pulse_list(ks, counts, n_list, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law,
+                prm, seed, t):
+    """counts[q] signed pulses on synapse ks[q] for q < n_list, with pulse_tile's keying (seed,
+    device index, pulse number) and the round-robin start taken from and advanced in ``arb``."""
+    n_planes = (1 if bidir else 2) * n_dev
+    pcm = law == PCM_SET
+    has_arb = arb.size > 0
+    total = 0
+    for q in range(n_list):
+        if q + _AHEAD < n_list:
+            _prefetch_synapse(ks[q + _AHEAD], g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, m_syn,
+                              n_planes)
+        n = counts[q]
+        if n == 0:
+            continue
+        k = ks[q]
+        sign = 1 if n > 0 else -1
+        side = 0 if (bidir or n > 0) else 1
+        na = abs(n)
+        dev = arb[k] if has_arb else 0
+        for m in range(na):
+            idx = (side * n_dev + dev) * m_syn + k
+            npulse[idx] += 1
+            tprog[idx] = t
+            if stuck[idx] == 0:
+                g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sign, prm,
+                                           seed, idx, m)
+            dev += 1
+            if dev == n_dev:
+                dev = 0
+        if has_arb:
+            arb[k] = dev
+        total += na
+    return total
 
 
 @njit(cache=True)
@@ -418,34 +507,42 @@ def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, 
     """Signed pulse counts ``counts[q]`` on synapses ``ks[q]``: :func:`.device.pulse_tile` restricted
     to the listed synapses (same random keys), with the start device taken from and advanced in
     ``arb``. Returns pulses issued."""
-    total = 0
-    for q in range(ks.size):
-        n = counts[q]
-        if n != 0:
-            total += _pulses(ks[q], n, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir,
-                             law, prm, seed, t)
-    return total
+    return _pulse_list(ks, counts, ks.size, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir,
+                       law, prm, seed, t)
 
 
-@njit(cache=True)
+_BLOCK = 4096  # synapses per accumulate block (their pulse counts stay in L1)
+
+
+@njit(cache=True, error_model="numpy")
 def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, n_dev, bidir, law,
                      prm, seed, t):
-    """Mixed-precision transfer (Nandakumar et al. 2020), one pass over the synapses.
+    """Mixed-precision transfer (Nandakumar et al. 2020).
 
     chi[k] += alpha·dw[k]; n = trunc(chi[k]/eps); chi[k] -= n·eps; n pulses go to synapse k
     (pulse_tile keying; round-robin from ``arb``). ``dw`` may be float32 (it is widened first).
-    Returns pulses issued.
+    Works in blocks: a vectorised pass updates the accumulator and lists the synapses that fire,
+    then their pulses are applied with the device state prefetched ahead. Returns pulses issued.
     """
     m_syn = chi.size
+    nbuf = np.empty(_BLOCK, np.int64)
+    ks = np.empty(_BLOCK, np.int64)
+    cnt = np.empty(_BLOCK, np.int64)
     total = 0
-    for k in range(m_syn):
-        c = chi[k] + alpha * float(dw[k])
-        n = np.trunc(c / eps)
-        if n != 0.0:
-            c -= n * eps
-            total += _pulses(k, np.int64(n), arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev,
-                             bidir, law, prm, seed, t)
-        chi[k] = c
+    for k0 in range(0, m_syn, _BLOCK):
+        k1 = min(k0 + _BLOCK, m_syn)
+        for k in range(k0, k1):
+            c = chi[k] + alpha * float(dw[k])
+            n = np.trunc(c / eps)
+            chi[k] = c - n * eps if n != 0.0 else c
+            nbuf[k - k0] = np.int64(n)
+        m = 0
+        for k in range(k0, k1):  # branch-free compaction
+            ks[m] = k
+            cnt[m] = nbuf[k - k0]
+            m += nbuf[k - k0] != 0
+        total += _pulse_list(ks, cnt, m, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law,
+                             prm, seed, t)
     return total
 
 

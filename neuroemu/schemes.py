@@ -1,0 +1,667 @@
+"""Weight-update schemes: what the hardware does with the weight change a learning rule wants.
+
+A learning rule returns the update it *wants* (ΔW in weight units); a scheme turns it into device
+operations on a :class:`~neuroemu.crossbar.Tile` (exact writes, or programming pulses) and owns the
+digital side state this needs (accumulators, arbitration counters, refresh policy)::
+
+    scheme = make_scheme("mixed_precision", tile, rng=0)
+    scheme.update(x, d, lr)      # wanted ΔW = -lr · dᵀx   (x: (batch, in), d: (batch, out))
+    scheme.apply(dw)             # wanted ΔW given densely, shape (out, in)
+    y = scheme.forward(x)        # what the network reads
+    scheme.stats()               # pulses, refreshes, energy_pJ, ...
+
+Schemes (registry :data:`SCHEMES`; papers.md §1c and §2):
+
+========================  ==================================================================
+``ideal``                 exact float write of W + ΔW (the only scheme for programmed-once cards)
+``digital``               low-precision digital accumulator, transfer in steps of ε (Demirag 2021)
+``sign``                  one pulse with the sign of ΔW where |ΔW| > θ (Demirag 2021)
+``stochastic``            one pulse with probability |ΔW|/Δw_pulse (Demirag 2021)
+``stochastic_coincidence``  stochastic pulse trains, coincidences program (Gokmen & Vlasov 2016)
+``multi_device``          trunc(|ΔW|/Δw_pulse) pulses round-robin over N devices (Boybat 2018)
+``mixed_precision``       float accumulator, transfer whole pulses, keep the rest (Nandakumar 2020)
+``tiki_taka``             fast tile A takes the SGD pulses, columns transferred to C (Gokmen 2020)
+========================  ==================================================================
+
+Δw_pulse is the nominal weight change of one pulse: ``card.nominal_step / tile.scale`` (the tile
+scale already counts the N devices of a synapse, so with N devices one pulse on one device moves
+the weight by Δw_pulse). Every pulse scheme takes a refresh policy for differential (SET-only)
+tiles: ``refresh_every`` (updates; 0 = off) and ``refresh_high`` (µS, default 0.75·g_max) call
+:meth:`Tile.refresh` — saturating pairs are re-programmed without losing their weight. On
+one-sided (bidirectional) tiles a refresh is a no-op.
+
+Randomness comes from the scheme's own generator (``rng``: Generator, seed or None); pulse
+kernels are keyed by seeds drawn from it, so the same seeds give the same result bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from ._kernels import device as _K
+from ._kernels import periphery as _P
+from ._kernels import update as _U
+from .cards import Card, load_card
+from .crossbar import Periphery, Tile, as_rng
+from .errors import ConfigError
+
+__all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
+           "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme"]
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**63 - 1))
+
+
+def _touched(tile: Tile) -> None:
+    """Tell a tile that its device arrays were written by a kernel outside its own methods."""
+    tile._changed()
+
+
+# ---------------------------------------------------------------------------------------- parameters
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """Schema of one scheme parameter. ``kind``: "float", "int", "bool", "card" or "periphery".
+    ``default`` may be a callable of the scheme (a default that depends on the tile)."""
+
+    kind: str
+    default: Any = None
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    doc: str = ""
+    optional: bool = False  # None is accepted (and means "derive it")
+
+    def expected(self) -> str:
+        if self.kind in ("float", "int"):
+            lo_b = "(" if self.lo_open else "["
+            rng = f" in {lo_b}{self.lo:g}, {self.hi:g}]" if (self.lo > -math.inf or self.hi < math.inf) else ""
+            what = "a number" if self.kind == "float" else "an integer"
+            return what + rng
+        return {"bool": "true or false", "card": "a device card name, path or Card",
+                "periphery": "a Periphery or a mapping of its fields"}[self.kind]
+
+    def check(self, scheme: str, name: str, value: Any) -> Any:
+        def bad():
+            return ConfigError(f"scheme '{scheme}': {name}: expected {self.expected()}, got {value!r}")
+
+        if value is None and self.optional:
+            return None
+        if self.kind == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise bad()
+            return bool(value)
+        if self.kind == "card":
+            if isinstance(value, Card):
+                return value
+            if isinstance(value, str):
+                return load_card(value)
+            raise bad()
+        if self.kind == "periphery":
+            if isinstance(value, Periphery):
+                return value
+            if isinstance(value, dict):
+                try:
+                    return Periphery(**value)
+                except TypeError as exc:
+                    raise ConfigError(f"scheme '{scheme}': {name}: {exc}") from None
+            raise bad()
+        if isinstance(value, (bool, np.bool_)):
+            raise bad()
+        if self.kind == "int":
+            if not isinstance(value, (int, np.integer)):
+                raise bad()
+            value = int(value)
+        else:
+            if not isinstance(value, (int, float, np.integer, np.floating)):
+                raise bad()
+            value = float(value)
+            if not math.isfinite(value):
+                raise bad()
+        below = value <= self.lo if self.lo_open else value < self.lo
+        if below or value > self.hi:
+            raise bad()
+        return value
+
+
+def _refresh_high_default(s: "Scheme") -> float:
+    return 0.75 * s.tile.prm.g_max
+
+
+_REFRESH = {
+    "refresh_every": Param("int", 0, 0, 2**62, doc="run the refresh policy every this many updates (0 = off)"),
+    "refresh_high": Param("float", _refresh_high_default, 0.0, math.inf, lo_open=True,
+                          doc="µS: refresh pairs whose higher side reaches this (default 0.75·g_max)"),
+}
+
+
+# ---------------------------------------------------------------------------------------- base class
+class Scheme:
+    """Base class: validates parameters, implements the default read path and the bookkeeping.
+
+    Subclasses set ``name``, ``PARAMS`` and implement :meth:`_apply` (and may override
+    :meth:`update`). ``pulsed`` schemes need a card that takes pulses and get the refresh policy.
+    """
+
+    name = "base"
+    PARAMS: dict[str, Param] = {}
+    pulsed = True
+
+    def __init__(self, tile: Tile, *, rng: Any = None, **params: Any):
+        if not isinstance(tile, Tile):
+            raise ConfigError(f"scheme '{self.name}': tile: expected a neuroemu Tile, got {type(tile).__name__}")
+        self.tile = tile
+        self.rng = as_rng(rng)
+        if self.name != "ideal" and not tile.card.pulsable:
+            raise ConfigError(f"scheme '{self.name}': card {tile.card.name} (kind {tile.card.kind}) is programmed "
+                              "by target (its writes carry programming noise) and takes no pulses; "
+                              "expected scheme 'ideal'")
+        schema = {**self.PARAMS, **(_REFRESH if self.pulsed else {})}
+        unknown = sorted(set(params) - set(schema))
+        if unknown:
+            exp = ", ".join(sorted(schema)) or "(none)"
+            raise ConfigError(f"scheme '{self.name}': unknown parameter '{unknown[0]}'; expected one of: {exp}")
+        self.params: dict[str, Any] = {}
+        for key, spec in schema.items():
+            if key in params:
+                self.params[key] = spec.check(self.name, key, params[key])
+            else:
+                self.params[key] = spec.default(self) if callable(spec.default) else spec.default
+        if self.pulsed:
+            g_max = tile.prm.g_max
+            if self.params["refresh_high"] > g_max:
+                raise ConfigError(f"scheme '{self.name}': refresh_high: expected a conductance in (0, {g_max:g}] uS "
+                                  f"(the card's g_max), got {self.params['refresh_high']!r}")
+        self.n_updates = 0
+        self.n_pulses = 0
+        self.n_refreshes = 0
+        self.n_refresh_checks = 0
+        self._nwrite0 = tile.nwrite
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def dw_pulse(self) -> float:
+        """Nominal weight change of one pulse on the scheme's tile (weight units)."""
+        return self.tile.card.nominal_step / self.tile.scale
+
+    def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
+        """Apply the wanted change ΔW = -lr · dᵀx (x: (batch, in), d: (batch, out))."""
+        x2, d2, lr = self._batch(x, d, lr)
+        self.apply(-lr * (d2.astype(np.float64).T @ x2.astype(np.float64)))
+
+    def apply(self, dw: np.ndarray) -> None:
+        """Apply a wanted change ΔW (shape (out, in), weight units)."""
+        self._apply(self._dense(dw))
+        self._after_update()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = x Wᵀ as the network reads it (through the tile periphery)."""
+        return self.tile.forward(x)
+
+    def backward(self, d: np.ndarray) -> np.ndarray:
+        """d W as the network reads it (the transposed read)."""
+        return self.tile.backward(d)
+
+    def weights(self) -> np.ndarray:
+        """Effective weights the network sees (float64, without read noise)."""
+        return self.tile.weights()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: updates, pulses issued by the scheme, refreshes (synapses re-programmed),
+        refresh_checks (runs of the policy), writes (synapses programmed by target), energy_pJ
+        (write energy spent on the scheme's tiles, from the card)."""
+        return {
+            "scheme": self.name,
+            "updates": self.n_updates,
+            "pulses": int(self.n_pulses),
+            "refreshes": self.n_refreshes,
+            "refresh_checks": self.n_refresh_checks,
+            "writes": int(sum(t.nwrite for t in self._tiles()) - self._nwrite0),
+            "energy_pJ": float(sum(t.energy() for t in self._tiles())),
+        }
+
+    def refresh(self) -> int:
+        """Run the refresh policy now; returns the number of synapses refreshed."""
+        self.n_refresh_checks += 1
+        frac = self.params["refresh_high"] / self.tile.prm.g_max
+        n = 0
+        for t in self._tiles():
+            n += t.refresh(frac * t.prm.g_max)
+        self.n_refreshes += n
+        return n
+
+    def __repr__(self) -> str:
+        p = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({self.tile!r}, {p})"
+
+    # ------------------------------------------------------------------ helpers
+    def _tiles(self) -> list[Tile]:
+        return [self.tile]
+
+    def _apply(self, dw: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _after_update(self) -> None:
+        self.n_updates += 1
+        if self.pulsed:
+            every = self.params["refresh_every"]
+            if every and self.n_updates % every == 0:
+                self.refresh()
+
+    def _dense(self, dw: np.ndarray) -> np.ndarray:
+        dw = np.asarray(dw, dtype=np.float64)
+        if dw.shape != self.tile.shape:
+            raise ValueError(f"scheme '{self.name}': apply: expected dw of shape {self.tile.shape}, got {dw.shape}")
+        if not np.isfinite(dw).all():
+            raise ValueError(f"scheme '{self.name}': apply: dw contains NaN or inf")
+        return dw
+
+    def _batch(self, x: np.ndarray, d: np.ndarray, lr: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Check and shape (x, d, lr); x and d come back 2-d, float32 if they were, else float64."""
+        out_size, in_size = self.tile.shape
+        x = np.asarray(x)
+        d = np.asarray(d)
+        x2 = x.reshape(1, -1) if x.ndim == 1 else x
+        d2 = d.reshape(1, -1) if d.ndim == 1 else d
+        if x2.ndim != 2 or x2.shape[1] != in_size or d2.ndim != 2 or d2.shape[1] != out_size \
+                or x2.shape[0] != d2.shape[0]:
+            raise ValueError(f"scheme '{self.name}': update: expected x of shape (batch, {in_size}) and d of shape "
+                             f"(batch, {out_size}), got {x.shape} and {d.shape}")
+        x2 = np.ascontiguousarray(x2, dtype=np.float32 if x2.dtype in (np.float32, np.bool_) else np.float64)
+        d2 = np.ascontiguousarray(d2, dtype=np.float32 if d2.dtype == np.float32 else np.float64)
+        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(lr):
+            raise ValueError(f"scheme '{self.name}': update: expected a finite learning rate, got {lr!r}")
+        if not (np.isfinite(x2).all() and np.isfinite(d2).all()):
+            raise ValueError(f"scheme '{self.name}': update: x or d contains NaN or inf")
+        return x2, d2, float(lr)
+
+
+class _PulseScheme(Scheme):
+    """A scheme that programs by pulses; holds the per-synapse arbitration counter (Boybat et al.
+    2018) that spreads a synapse's pulses round-robin over its N devices."""
+
+    def __init__(self, tile: Tile, *, rng: Any = None, **params: Any):
+        super().__init__(tile, rng=rng, **params)
+        self._arb = self._new_arb(tile)
+
+    @staticmethod
+    def _new_arb(tile: Tile) -> np.ndarray:
+        return np.zeros(tile.n_synapses, np.int64) if tile.n_devices > 1 else np.empty(0, np.int64)
+
+    def _pulse(self, counts: np.ndarray, tile: Tile | None = None, arb: np.ndarray | None = None) -> int:
+        """Signed pulse counts (shape (out, in)) on ``tile`` (default the scheme's), round-robin over
+        its devices from the arbitration counter; returns the pulses issued."""
+        tile = self.tile if tile is None else tile
+        arb = self._arb if arb is None else arb
+        flat = np.asarray(counts).reshape(-1)
+        ks = np.flatnonzero(flat)
+        if ks.size == 0:
+            return 0
+        n = _U.pulse_sparse(ks, flat[ks].astype(np.int64), arb, tile.g, tile.p, tile.tprog, tile.npulse, tile.up,
+                            tile.down, tile.lo, tile.hi, tile.stuck, tile.n_synapses, tile.n_devices,
+                            not tile.differential, tile.law, tile.prm, _seed(self.rng), tile.t)
+        _touched(tile)
+        return int(n)
+
+
+def _coincidence(scheme: Scheme, tile: Tile, arb: np.ndarray, x: np.ndarray, d: np.ndarray, lr: float) -> int:
+    """Stochastic pulse-coincidence update of ``tile`` for ΔW = -lr·dᵀx; returns pulses issued."""
+    if lr == 0.0:
+        return 0
+    if lr < 0.0:  # -lr·dᵀx = -|lr|·(-d)ᵀx
+        d, lr = -d, -lr
+    bl = scheme.params["bl"]
+    c_ab = lr / (tile.card.nominal_step / tile.scale * bl)
+    n = _U.coincidence_update(x, d, c_ab, scheme.params["update_management"], bl, _seed(scheme.rng),
+                              _seed(scheme.rng), tile.g, tile.p, tile.tprog, tile.npulse, tile.up, tile.down, tile.lo,
+                              tile.hi, tile.stuck, arb, tile.n_devices, not tile.differential, tile.law, tile.prm,
+                              tile.t)
+    _touched(tile)
+    return int(n)
+
+
+_COINCIDENCE = {
+    "bl": Param("int", 31, 1, _U.MAX_BL, doc="bit length: slots per pulse train"),
+    "update_management": Param("bool", True, doc="rebalance A and B per sample by sqrt(x_max/d_max)"),
+}
+
+
+# ---------------------------------------------------------------------------------------- schemes
+class IdealScheme(Scheme):
+    """Exact float write: ``tile.write(clip(W + ΔW, w_range))`` where ΔW ≠ 0.
+
+    The reference every device scheme is compared against (the FP32 baseline of Demirag et al.,
+    arXiv:2108.01804, 2021). On programmed-once cards (``pcm_inference``, Joshi et al. 2020) it is
+    the only valid scheme, and every write carries the card's programming noise.
+    """
+
+    name = "ideal"
+    pulsed = False
+
+    def _apply(self, dw):
+        mask = dw != 0.0
+        if mask.any():
+            lo, hi = self.tile.w_range
+            self.tile.write(np.clip(self.tile.weights() + dw, lo, hi), mask)
+
+
+class DigitalScheme(Scheme):
+    """Low-precision digital accumulator (the digital baseline of Demirag, Frenkel, Payvand,
+    Indiveri, arXiv:2108.01804, 2021): χ += ΔW; q = trunc(χ/ε)·ε; χ -= q; the weights where q ≠ 0
+    are written to W + q. ``epsilon`` (weight units, default 0.125) is the transfer step.
+    """
+
+    name = "digital"
+    pulsed = False
+    PARAMS = {"epsilon": Param("float", 0.125, 0.0, math.inf, lo_open=True, doc="transfer step (weight units)")}
+
+    def __init__(self, tile, *, rng=None, **params):
+        super().__init__(tile, rng=rng, **params)
+        self.chi = np.zeros(tile.shape)
+        self.n_transfers = 0
+
+    def _apply(self, dw):
+        eps = self.params["epsilon"]
+        self.chi += dw
+        q = np.trunc(self.chi / eps) * eps
+        self.chi -= q
+        mask = q != 0.0
+        if mask.any():
+            lo, hi = self.tile.w_range
+            self.tile.write(np.clip(self.tile.weights() + q, lo, hi), mask)
+            self.n_transfers += int(mask.sum())
+
+    def stats(self):
+        return {**super().stats(), "transfers": self.n_transfers}
+
+
+class SignScheme(_PulseScheme):
+    """One pulse with the sign of ΔW on every synapse where |ΔW| > θ (Demirag et al. 2021, the
+    "sign" scheme; θ is their stop-learning threshold). ``threshold`` in weight units, default half
+    the nominal pulse."""
+
+    name = "sign"
+    PARAMS = {"threshold": Param("float", lambda s: 0.5 * s.dw_pulse, 0.0, math.inf,
+                                 doc="weight units (default: half the nominal pulse)")}
+
+    def _apply(self, dw):
+        counts = np.where(np.abs(dw) > self.params["threshold"], np.sign(dw), 0.0)
+        self.n_pulses += self._pulse(counts)
+
+
+class StochasticScheme(_PulseScheme):
+    """One pulse with the sign of ΔW, fired with probability min(1, |ΔW|/Δw_pulse) (stochastic
+    rounding to zero or one pulse; Demirag et al. 2021, the "stochastic" scheme)."""
+
+    name = "stochastic"
+
+    def _apply(self, dw):
+        prob = np.minimum(np.abs(dw) / self.dw_pulse, 1.0)
+        fire = self.rng.random(dw.shape) < prob
+        self.n_pulses += self._pulse(np.where(fire, np.sign(dw), 0.0))
+
+
+class StochasticCoincidenceScheme(_PulseScheme):
+    """Stochastic pulse-coincidence update of the outer product (Gokmen & Vlasov, Front. Neurosci.
+    10, 333, 2016; update management as in IBM aihwkit, papers.md §1c).
+
+    For every sample, column j sends a train of ``bl`` slots, each a pulse with probability
+    B|x_j|; row i one with probability A|d_i|; every coincidence is one device pulse in direction
+    −sign(x_j d_i), so E[ΔW_ij] = −BL·A·B·Δw_pulse·x_j d_i = −lr·x_j d_i with A·B = lr/(Δw_pulse·BL).
+    With ``update_management`` A and B are rebalanced per sample by sqrt(x_max/d_max), so both
+    sides have the same largest probability. Probabilities are clipped to 1, which caps the
+    change of one sample at BL pulses per synapse (the update is then smaller than wanted).
+    Samples are applied in order. Only :meth:`update` is supported: a dense ΔW has no factors.
+    """
+
+    name = "stochastic_coincidence"
+    PARAMS = dict(_COINCIDENCE)
+
+    def update(self, x, d, lr):
+        x2, d2, lr = self._batch(x, d, lr)
+        self.n_pulses += _coincidence(self, self.tile, self._arb, x2, d2, lr)
+        self._after_update()
+
+    def apply(self, dw):
+        raise ConfigError(f"scheme '{self.name}': apply(dw) is not supported: the coincidence update needs the "
+                          "factors x and d; call update(x, d, lr), or choose a scheme that takes a dense ΔW "
+                          "(e.g. 'mixed_precision' or 'stochastic')")
+
+
+class MultiDeviceScheme(_PulseScheme):
+    """Multi-memristive synapse (Boybat et al., Nat. Commun. 9, 2514, 2018): n = trunc(|ΔW|/Δw_pulse)
+    pulses with the sign of ΔW, one at a time round-robin over the N devices of the synapse's side,
+    chosen by a per-synapse arbitration counter that advances by n (mod N). The sub-pulse remainder
+    is dropped (no accumulator)."""
+
+    name = "multi_device"
+
+    def _apply(self, dw):
+        self.n_pulses += self._pulse(np.trunc(dw / self.dw_pulse))
+
+
+class MixedPrecisionScheme(_PulseScheme):
+    """Mixed-precision training (Nandakumar et al., Front. Neurosci. 14, 406, 2020): a float
+    accumulator χ += ΔW per synapse; n = trunc(χ/ε) pulses go to the device (round-robin when N > 1)
+    and χ -= n·ε keeps the sub-pulse remainder. ``epsilon`` overrides ε = Δw_pulse.
+
+    :meth:`update` computes dᵀx in float32 when x and d are float32 (as a float32 SGD step would),
+    and accumulates in float64; the accumulate-and-pulse pass is one kernel.
+    """
+
+    name = "mixed_precision"
+    PARAMS = {"epsilon": Param("float", None, 0.0, math.inf, lo_open=True, optional=True,
+                               doc="transfer step in weight units (default: Δw_pulse)")}
+
+    def __init__(self, tile, *, rng=None, **params):
+        super().__init__(tile, rng=rng, **params)
+        self.chi = np.zeros(tile.n_synapses)
+
+    @property
+    def epsilon(self) -> float:
+        e = self.params["epsilon"]
+        return self.dw_pulse if e is None else e
+
+    def update(self, x, d, lr):
+        x2, d2, lr = self._batch(x, d, lr)
+        if x2.dtype != d2.dtype:
+            x2, d2 = x2.astype(np.float64), d2.astype(np.float64)
+        self._accumulate(d2.T @ x2, -lr)
+        self._after_update()
+
+    def _apply(self, dw):
+        self._accumulate(dw, 1.0)
+
+    def _accumulate(self, g: np.ndarray, alpha: float) -> None:
+        t = self.tile
+        g = np.ascontiguousarray(g).reshape(-1)
+        n = _U.accumulate_pulse(self.chi, g, float(alpha), float(self.epsilon), self._arb, t.g, t.p, t.tprog,
+                                t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.n_devices, not t.differential, t.law,
+                                t.prm, _seed(self.rng), t.t)
+        if n:
+            _touched(t)
+        self.n_pulses += int(n)
+
+    def stats(self):
+        return {**super().stats(), "accumulator_abs_mean": float(np.abs(self.chi).mean())}
+
+
+class TikiTakaScheme(_PulseScheme):
+    """Tiki-Taka (Gokmen & Haensch, Front. Neurosci. 14, 103, 2020): the gradient goes to a fast
+    tile A as stochastic coincidence pulses; every ``transfer_every`` updates one column of A
+    (cycling over the columns) is read through A's periphery with a one-hot input (a noisy read)
+    and transferred to the slow tile C (the tile given) as n = trunc(transfer_lr·a/Δw_pulse(C))
+    pulses. The weight the network sees is C + γ·A (``gamma``, default 0: C alone).
+
+    The transferred amount is *not* subtracted from A: A is meant to be a fast, near-symmetric
+    device that keeps integrating the gradient, and its decay towards its symmetry point does the
+    forgetting (Gokmen & Haensch 2020). A is created here with the shape, card, devices per
+    synapse, weight range and periphery of C unless ``a_card``, ``a_n_devices``, ``a_w_max``,
+    ``a_periphery`` say otherwise; its device variation is drawn from the scheme's generator.
+
+    :meth:`apply` (a dense ΔW, for rules that do not give factors) puts ΔW on A by stochastic
+    rounding: floor(|ΔW|/Δw_pulse(A)) pulses plus one more with the fractional probability.
+    The refresh policy covers both tiles (``refresh_high`` scales with each tile's g_max).
+    """
+
+    name = "tiki_taka"
+    PARAMS = {
+        **_COINCIDENCE,
+        "gamma": Param("float", 0.0, doc="weight seen = C + gamma·A"),
+        "transfer_every": Param("int", 1, 1, 2**62, doc="updates between column transfers"),
+        "transfer_lr": Param("float", 1.0, 0.0, math.inf, lo_open=True, doc="scale of a transferred column"),
+        "a_card": Param("card", None, optional=True, doc="card of the fast tile A (default: C's)"),
+        "a_n_devices": Param("int", None, 1, 1024, optional=True, doc="devices per synapse of A (default: C's)"),
+        "a_w_max": Param("float", None, 0.0, math.inf, lo_open=True, optional=True,
+                         doc="weight range of A (default: C's)"),
+        "a_periphery": Param("periphery", None, optional=True, doc="periphery of A (default: C's)"),
+    }
+
+    def __init__(self, tile, *, rng=None, **params):
+        super().__init__(tile, rng=rng, **params)
+        p = self.params
+        card = p["a_card"] if p["a_card"] is not None else tile.card
+        if not card.pulsable:
+            raise ConfigError(f"scheme '{self.name}': a_card: expected a card that takes pulses, got {card.name} "
+                              f"(kind {card.kind})")
+        self.fast = Tile(*tile.shape, card, n_devices=p["a_n_devices"] or tile.n_devices,
+                         w_max=p["a_w_max"] or tile.w_range[1],
+                         periphery=p["a_periphery"] if p["a_periphery"] is not None else tile.periphery,
+                         rng=_seed(self.rng))
+        self._arb_fast = self._new_arb(self.fast)
+        self._nwrite0 += self.fast.nwrite
+        self.n_pulses_fast = 0
+        self.n_pulses_transfer = 0
+        self.n_transfers = 0
+        self._next_col = 0
+
+    @property
+    def slow(self) -> Tile:
+        """The slow tile C (the tile the scheme was made with)."""
+        return self.tile
+
+    def update(self, x, d, lr):
+        x2, d2, lr = self._batch(x, d, lr)
+        n = _coincidence(self, self.fast, self._arb_fast, x2, d2, lr)
+        self.n_pulses_fast += n
+        self.n_pulses += n
+        self._after_fast()
+
+    def _apply(self, dw):
+        a = self.fast
+        step = a.card.nominal_step / a.scale
+        r = np.abs(dw) / step
+        n = np.floor(r) + (self.rng.random(dw.shape) < r - np.floor(r))
+        k = self._pulse(np.sign(dw) * n, a, self._arb_fast)
+        self.n_pulses_fast += k
+        self.n_pulses += k
+
+    def apply(self, dw):
+        self._apply(self._dense(dw))
+        self._after_fast()
+
+    def _after_fast(self):
+        if (self.n_updates + 1) % self.params["transfer_every"] == 0:
+            self._transfer()
+        self._after_update()
+
+    def _transfer(self) -> None:
+        """Read the next column of A and pulse it onto C."""
+        j = self._next_col
+        self._next_col = (j + 1) % self.tile.shape[1]
+        a_col = read_column(self.fast, j, _seed(self.fast.rng))
+        n = np.trunc(self.params["transfer_lr"] * a_col.astype(np.float64) / self.dw_pulse)
+        counts = np.zeros(self.tile.shape)
+        counts[:, j] = n
+        k = self._pulse(counts)
+        self.n_pulses_transfer += k
+        self.n_pulses += k
+        self.n_transfers += 1
+
+    def forward(self, x):
+        y = self.tile.forward(x)
+        g = self.params["gamma"]
+        return y + np.float32(g) * self.fast.forward(x) if g else y
+
+    def backward(self, d):
+        y = self.tile.backward(d)
+        g = self.params["gamma"]
+        return y + np.float32(g) * self.fast.backward(d) if g else y
+
+    def weights(self):
+        g = self.params["gamma"]
+        w = self.tile.weights()
+        return w + g * self.fast.weights() if g else w
+
+    def _tiles(self):
+        return [self.tile, self.fast]
+
+    def stats(self):
+        return {**super().stats(), "pulses_fast": int(self.n_pulses_fast),
+                "pulses_transfer": int(self.n_pulses_transfer), "transfers": self.n_transfers}
+
+
+# ---------------------------------------------------------------------------------------- reads
+def read_column(tile: Tile, j: int, seed: int) -> np.ndarray:
+    """Column j of ``tile`` read with a one-hot input through its periphery: the same numbers
+    ``tile.forward(e_j)`` returns when its output noise is keyed by ``seed``, computed from that
+    column's devices only (float32, shape (out,)). Saturated outputs with bound management on are
+    re-read by :meth:`Tile.forward` itself."""
+    out_size, in_size = tile.shape
+    per = tile.periphery
+    w = np.empty(out_size)
+    var = np.empty(out_size)
+    _U.column_weights(tile.g, tile.tprog, tile.nu, tile.t, tile.n_side, tile.n_devices, tile.prm.g_mid,
+                      1.0 / tile.scale, tile.read_law, tile.prm, int(j), in_size, w, var)
+    # the DAC's value for the one-hot entry (1 on most grids; the nearest level below 1 on others)
+    one = np.ones((1, 1), np.float32)
+    xq = np.empty((1, 1), np.float32)
+    scale = np.empty(1, np.float32)
+    levels = 2**per.dac_bits - 2 if per.dac_bits else 0
+    _P.dac(one, levels, per.noise_management, xq, scale)
+    v = xq[0, 0]
+    y = (v * w.astype(np.float32)).reshape(1, -1)
+    prm = tile.prm
+    # as Tile.forward: per-device read noise is on when the periphery reads it and the card has any
+    has_var = bool(per.read_noise and (prm.read_rel > 0 or prm.read_abs > 0 or tile.read_law != _K.READ_LINEAR))
+    v32 = ((v * v) * var.astype(np.float32)).reshape(1, -1) if has_var else np.empty((0, 0), np.float32)
+    clipped = np.zeros(1, np.int8)
+    adc_levels = 2**per.adc_bits - 2 if per.adc_bits else 0
+    _P.adc(y, scale, v32, float(per.out_noise), adc_levels, float(per.adc_range), seed, clipped)
+    if clipped[0] and per.bound_management and per.adc_range > 0:
+        e = np.zeros((1, in_size), np.float32)
+        e[0, j] = 1.0
+        return tile.forward(e)[0]
+    return y[0]
+
+
+# ---------------------------------------------------------------------------------------- registry
+SCHEMES: dict[str, type[Scheme]] = {
+    cls.name: cls for cls in (IdealScheme, DigitalScheme, SignScheme, StochasticScheme, StochasticCoincidenceScheme,
+                              MultiDeviceScheme, MixedPrecisionScheme, TikiTakaScheme)
+}
+
+
+def make_scheme(name: str, tile: Tile, *, rng: Any = None, **params: Any) -> Scheme:
+    """Build the update scheme ``name`` (a key of :data:`SCHEMES`) on ``tile``.
+
+    ``rng`` (Generator, seed or None) drives the scheme's randomness; ``params`` are the scheme's
+    parameters (see each class). Unknown names or parameters and bad values raise
+    :class:`~neuroemu.errors.ConfigError` naming the field and what was expected.
+    """
+    if not isinstance(name, str) or name not in SCHEMES:
+        raise ConfigError(f"scheme: expected one of {', '.join(SCHEMES)}, got {name!r}")
+    return SCHEMES[name](tile, rng=rng, **params)
+
+
+def describe(name: str) -> dict[str, str]:
+    """Parameter names of scheme ``name`` with their documentation."""
+    cls = SCHEMES[name]
+    schema: dict[str, Param] = {**cls.PARAMS, **(_REFRESH if cls.pulsed else {})}
+    return {k: f"{v.doc} (expected {v.expected()})" for k, v in schema.items()}
+

@@ -1,0 +1,163 @@
+"""Plain Python/numpy twins of :mod:`neuroemu._kernels.update`.
+
+The coincidence twin is the textbook formulation: for every sample, draw each column's and each
+row's bit mask, then for every (row, column) pair apply popcount(mask_i & mask_j) pulses in slot
+order. The kernel gets the same result from per-slot lists walked row by row. Random numbers come
+from the rng twin (:mod:`tests.reference.rng`), device physics from the device twin
+(:mod:`tests.reference.device`); what is checked here is which pulse goes to which device, with
+which random key, in which order. Functions work in place on the arrays they are given, like the
+kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import device as D
+from . import rng as R
+
+M32 = (1 << 32) - 1
+
+
+def key(seed: int, a: int) -> int:
+    return int(R.key(seed, a))
+
+
+def hash_k(k: int, b: int) -> int:
+    return int(R.hash_k(k, b))
+
+
+def uniform_k(k: int, b: int) -> float:
+    return float(R.uniform_k(k, b))
+
+
+def ipow(q: float, n: int) -> float:
+    r, b = 1.0, q
+    while n > 0:
+        if n & 1:
+            r *= b
+        b *= b
+        n >>= 1
+    return r
+
+
+def binomial_inv(u: float, n: int, p: float) -> int:
+    if p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    flip = p > 0.5
+    if flip:
+        p = 1.0 - p
+    q = 1.0 - p
+    f = ipow(q, n)
+    cdf = f
+    r = p / q
+    k = 0
+    while u >= cdf and k < n:
+        f = f * r * ((n - k) / (k + 1.0))
+        k += 1
+        cdf += f
+    return n - k if flip else k
+
+
+def floyd_mask(kp: int, base: int, n_set: int, bl: int) -> int:
+    comp = n_set > bl // 2
+    m = bl - n_set if comp else n_set
+    mask = 0
+    for c, i in enumerate(range(bl - m, bl)):
+        h = hash_k(kp, base + (c >> 1))
+        f = (h >> 32) if c & 1 else (h & M32)
+        t = (f * (i + 1)) >> 32
+        mask |= (1 << i) if mask & (1 << t) else (1 << t)
+    if comp:
+        mask = ((1 << bl) - 1) ^ mask
+    return mask
+
+
+def draw_masks(v: np.ndarray, fac: float, bl: int, ku: int, kp: int) -> list[int]:
+    """Bit masks of one sample's columns (or rows), firing probability min(fac·|v|, 1)."""
+    out = []
+    for j in range(v.size):
+        p = min(fac * abs(float(v[j])), 1.0)
+        kk = binomial_inv(uniform_k(ku, j), bl, p)
+        out.append(floyd_mask(kp, 32 * j, kk, bl) if kk else 0)
+    return out
+
+
+def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, arb,
+                       n_dev, bidir, law, prm, t) -> int:
+    """Twin of ``coincidence_update``: same arguments, same effect on the arrays, pulses issued."""
+    nb, n_in = x.shape
+    n_out = d.shape[1]
+    m_syn = n_in * n_out
+    total = 0
+    for b in range(nb):
+        xm = max(abs(float(v)) for v in x[b])
+        dm = max(abs(float(v)) for v in d[b])
+        if not (xm > 0.0 and dm > 0.0):
+            continue
+        if balance:
+            fa = math.sqrt(c_ab * xm / dm)
+            fb = math.sqrt(c_ab * dm / xm)
+        else:
+            fa = fb = math.sqrt(c_ab)
+        cm = draw_masks(x[b], fb, bl, key(seed, 4 * b), key(seed, 4 * b + 1))
+        rm = draw_masks(d[b], fa, bl, key(seed, 4 * b + 2), key(seed, 4 * b + 3))
+        for i in range(n_out):
+            for j in range(n_in):
+                both = rm[i] & cm[j]
+                if not both:
+                    continue
+                sgn = -1 if (x[b, j] > 0) == (d[b, i] > 0) else 1
+                k = i * n_in + j
+                side = 0 if (bidir or sgn > 0) else 1
+                for s in range(bl):  # slots in order
+                    if not (both >> s) & 1:
+                        continue
+                    dev = 0
+                    if arb.size:
+                        dev = int(arb[k])
+                        arb[k] = (dev + 1) % n_dev
+                    idx = (side * n_dev + dev) * m_syn + k
+                    npulse[idx] += 1
+                    tprog[idx] = t
+                    if stuck[idx] == 0:
+                        gi, pi = D.pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn, prm,
+                                             dseed, b * bl + s, idx)
+                        g[idx], p[idx] = float(gi), float(pi)
+                    total += 1
+    return total
+
+
+def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm,
+                 seed, t) -> int:
+    """Twin of ``pulse_sparse``: dense counts through the ``pulse_tile`` twin, then the counter."""
+    dense = np.zeros(m_syn, np.int64)
+    dense[ks] = counts
+    start = arb if arb.size else np.empty(0, np.int64)
+    g[:], p[:], tprog[:], npulse[:] = D.pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, dense, start, n_dev,
+                                                   bidir, law, prm, seed, t)
+    if arb.size:
+        arb[:] = (arb + np.abs(dense)) % n_dev
+    return int(np.abs(dense).sum())
+
+
+def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, n_dev, bidir, law, prm,
+                     seed, t) -> int:
+    """Twin of ``accumulate_pulse``: the accumulator in numpy, the pulses through ``pulse_tile``."""
+    c = chi + alpha * np.asarray(dw, dtype=np.float64)
+    n = np.trunc(c / eps)
+    chi[:] = np.where(n != 0.0, c - n * eps, c)
+    ks = np.flatnonzero(n)
+    return pulse_sparse(ks, n[ks].astype(np.int64), arb, g, p, tprog, npulse, up, down, lo, hi, stuck, chi.size,
+                        n_dev, bidir, law, prm, seed, t)
+
+
+def column_weights(g, tprog, nu, t, n_side, n_dev, g_ref, inv_scale, read_law, prm, j, n_in, w, var):
+    """Twin of ``column_weights``: the whole tile through the ``tile_weights`` twin, then column j."""
+    w_all, v_all = D.tile_weights(g, tprog, nu, t, n_side, n_dev, g_ref, inv_scale, read_law, prm)
+    w[:] = w_all.reshape(-1, n_in)[:, j]
+    var[:] = v_all.reshape(-1, n_in)[:, j]

@@ -1,0 +1,165 @@
+"""The `neuroemu` command: devices subcommands, `run` end to end on tiny synthetic data, errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from neuroemu.cards import cards_dir, list_cards
+from neuroemu.cli import main
+from neuroemu.data.fashion_mnist import write_idx
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_devices_lists_every_card_name_first(capsys):
+    code, out, _ = run_cli(["devices"], capsys)
+    assert code == 0
+    names = [line.split()[0] for line in out.strip().splitlines()]
+    assert names == list_cards()
+    assert {"pcm_nandakumar2018", "pcm_joshi2020", "rram_gong2018", "linear_step", "quantized", "ideal"} <= set(names)
+
+
+def test_devices_show_prints_a_valid_card(capsys):
+    code, out, _ = run_cli(["devices", "show", "pcm_nandakumar2018"], capsys)
+    assert code == 0
+    data = yaml.safe_load(out)
+    assert data["name"] == "pcm_nandakumar2018"
+    assert data["parameters"]["g_max"] == {"value": 12.0, "unit": "uS"}
+
+
+def test_devices_show_user_file_and_bad_card_error(tmp_path, capsys):
+    src = cards_dir() / "linear_step.yaml"
+    good = tmp_path / "linear_step.yaml"
+    good.write_text(src.read_text())
+    assert run_cli(["devices", "show", str(good)], capsys)[0] == 0
+    bad = tmp_path / "my_rram.yaml"
+    bad.write_text(src.read_text().replace("name: linear_step", "name: my_rram").replace("dw_min:", "dw_mim:"))
+    code, out, err = run_cli(["devices", "show", str(bad)], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert str(bad) in err and "dw_mim" in err and "dw_min" in err
+
+
+def test_out_of_range_card_field_is_one_line_error(tmp_path, capsys):
+    src = cards_dir() / "pcm_nandakumar2018.yaml"
+    bad = tmp_path / "pcm_nandakumar2018.yaml"
+    bad.write_text(src.read_text().replace("drift_nu: 0.04", "drift_nu: 4.0"))
+    code, _, err = run_cli(["devices", "show", str(bad)], capsys)
+    assert code == 2 and "drift_nu" in err and "[0, 1]" in err and str(bad) in err
+
+
+def test_devices_response_json(capsys):
+    code, out, _ = run_cli(["devices", "response", "pcm_nandakumar2018", "--pulses", "5", "--devices", "2000",
+                            "--seed", "0", "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["unit"] == "uS" and data["pulses"] == [1, 2, 3, 4, 5]
+    assert all(b > a for a, b in zip(data["mean"], data["mean"][1:]))  # SET pulses raise G on average
+    code, _, err = run_cli(["devices", "response", "pcm_joshi2020", "--json"], capsys)
+    assert code == 2 and "pulses" in err
+
+
+def test_devices_plot_writes_pngs(tmp_path, capsys):
+    code, out, _ = run_cli(["devices", "plot", "rram_gong2018", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    paths = [Path(p) for p in out.split()]
+    assert len(paths) == 4 and all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "fmnist"
+    d.mkdir()
+    for split, n in (("train", 300), ("t10k", 100)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        # class-dependent images so that a network can learn something
+        x = (rng.random((n, 28, 28)) * 60 + (y[:, None, None] * 19)).astype(np.uint8)
+        write_idx(d / f"{split}-images-idx3-ubyte.gz", x)
+        write_idx(d / f"{split}-labels-idx1-ubyte.gz", y)
+    return d
+
+
+def write_config(path, data_dir, runs=None, **extra):
+    cfg = {
+        "experiment": "crossbar_mlp", "seeds": [0], "workers": 1,
+        "data": {"dir": str(data_dir), "download": False},
+        "model": {"hidden": [16]},
+        "train": {"epochs": 2, "batch_size": 50, "lr": 0.1},
+        "eval": {"delays": [3600]},
+        "runs": runs or [{"name": "fp32", "card": "ideal", "scheme": "ideal", "periphery": "ideal"},
+                         {"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_run_end_to_end_and_resume(tmp_path, tiny_data, capsys):
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_data)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["run", str(cfg), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    for name in ("config.yaml", "metrics.csv", "summary.json", "RESULTS.md"):
+        assert (out / name).stat().st_size > 0
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert "accuracy.png" in figures and len(figures) >= 3
+    summary = json.loads((out / "summary.json").read_text())
+    runs = [r["run"] for r in summary["table"]]
+    assert runs == ["fp32", "pcm_nandakumar2018/mixed_precision"]
+    assert summary["table"][1]["pulses_per_synapse"] > 0 and summary["table"][0]["pulses_per_synapse"] == 0
+    assert summary["meta"]["versions"]["numpy"] == np.__version__
+    lines = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 2 * 2  # header + runs x epochs
+    assert "fp32" in (out / "RESULTS.md").read_text()
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["hardware"]["periphery"]["adc_bits"] == 9  # defaults filled in
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert len(before) == 2
+    # second invocation: nothing is recomputed
+    code, _, err = run_cli(["run", str(cfg), "--out", str(out)], capsys)
+    assert code == 0 and err.count("[done before]") == 2
+    assert before == {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    # a changed setting recomputes only what it touches
+    code, _, err = run_cli(["run", str(cfg), "--out", str(out), "--set", "runs.1.scheme=sign"], capsys)
+    assert code == 0 and err.count("[done before]") == 1
+
+
+def test_run_config_errors_are_one_line(tmp_path, tiny_data, capsys):
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_data)
+    code, _, err = run_cli(["run", str(cfg), "--out", str(tmp_path / "o"), "--set", "train.lr=-1"], capsys)
+    assert code == 2 and "train.lr" in err and str(cfg) in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["run", str(cfg), "--out", str(tmp_path / "o"), "--set", "train.epohcs=2"], capsys)
+    assert code == 2 and "epohcs" in err and "epochs" in err
+    bad = write_config(tmp_path / "bad.yaml", tiny_data, runs=[{"card": "pcm_nandakumar2019", "scheme": "ideal"}])
+    code, _, err = run_cli(["run", str(bad), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "runs[0].card" in err and "pcm_nandakumar2018" in err
+    bad = write_config(tmp_path / "bad2.yaml", tiny_data, runs=[{"card": "pcm_joshi2020", "scheme": "sign"}])
+    code, _, err = run_cli(["run", str(bad), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "runs[0].scheme" in err
+    code, _, err = run_cli(["run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "missing.yaml" in err
+
+
+def test_shipped_example_config_validates():
+    from neuroemu.experiments import resolve
+
+    root = Path(__file__).resolve().parents[1]
+    module, cfg = resolve(root / "examples" / "fmnist_crossbar" / "config.yaml")
+    assert len(cfg["runs"]) >= 10
+    assert {r["scheme"] for r in cfg["runs"]} >= {"ideal", "digital", "sign", "stochastic", "stochastic_coincidence",
+                                                 "multi_device", "mixed_precision", "tiki_taka"}
+
+
+def test_console_script_entry_point_runs():
+    res = subprocess.run([sys.executable, "-m", "neuroemu", "devices"], capture_output=True, text=True)
+    assert res.returncode == 0 and "pcm_nandakumar2018" in res.stdout

@@ -1,0 +1,494 @@
+"""Tests for the weight-update schemes and their kernels (tiny shapes)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuroemu import ConfigError, Periphery, Tile, load_card
+from neuroemu._kernels import update as U
+from neuroemu.schemes import SCHEMES, make_scheme, read_column
+
+from tests.reference import update as RU
+
+IDEAL = Periphery.ideal()
+PULSE_SCHEMES = ["sign", "stochastic", "stochastic_coincidence", "multi_device", "mixed_precision", "tiki_taka"]
+ALL = ["ideal", "digital", *PULSE_SCHEMES]
+
+
+def tile(card="ideal", shape=(4, 5), seed=0, **kw):
+    kw.setdefault("periphery", IDEAL)
+    return Tile(*shape, card, rng=seed, **kw)
+
+
+def quiet_linear(**changes):
+    """linear_step without any variation or noise: every pulse moves G by exactly dw_min."""
+    return load_card("linear_step").with_params(dw_min_dtod=0.0, dw_min_std=0.0, up_down_dtod=0.0, bounds_dtod=0.0,
+                                                reset_std=0.0, **changes)
+
+
+# ------------------------------------------------------------------------------------------ registry
+def test_registry_names():
+    assert set(SCHEMES) == {"ideal", "digital", "sign", "stochastic", "stochastic_coincidence", "multi_device",
+                            "mixed_precision", "tiki_taka"}
+
+
+def test_unknown_scheme_name():
+    with pytest.raises(ConfigError, match="expected one of .*mixed_precision.*got 'mixed'"):
+        make_scheme("mixed", tile())
+
+
+def test_unknown_param_names_field_and_choices():
+    with pytest.raises(ConfigError, match="unknown parameter 'epsilom'.*expected one of: epsilon"):
+        make_scheme("mixed_precision", tile(), epsilom=0.1)
+    with pytest.raises(ConfigError, match="unknown parameter 'epsilon'.*expected one of: \\(none\\)"):
+        make_scheme("ideal", tile(), epsilon=0.1)
+
+
+@pytest.mark.parametrize("name, params, field", [
+    ("digital", {"epsilon": 0.0}, "epsilon"),
+    ("digital", {"epsilon": "0.1"}, "epsilon"),
+    ("mixed_precision", {"epsilon": -1.0}, "epsilon"),
+    ("sign", {"threshold": float("nan")}, "threshold"),
+    ("stochastic_coincidence", {"bl": 0}, "bl"),
+    ("stochastic_coincidence", {"bl": 65}, "bl"),
+    ("stochastic_coincidence", {"bl": 3.0}, "bl"),
+    ("stochastic_coincidence", {"update_management": 1}, "update_management"),
+    ("tiki_taka", {"transfer_every": 0}, "transfer_every"),
+    ("tiki_taka", {"transfer_lr": 0.0}, "transfer_lr"),
+    ("tiki_taka", {"gamma": True}, "gamma"),
+    ("tiki_taka", {"a_periphery": {"dac_bit": 3}}, "a_periphery"),
+    ("multi_device", {"refresh_every": -1}, "refresh_every"),
+    ("sign", {"refresh_high": 0.0}, "refresh_high"),
+    ("sign", {"refresh_high": 1e3}, "refresh_high"),
+])
+def test_bad_param_values(name, params, field):
+    with pytest.raises(ConfigError, match=f"scheme '{name}': {field}"):
+        make_scheme(name, tile(), **params)
+
+
+def test_inference_card_takes_only_ideal():
+    t = tile("pcm_joshi2020")
+    for name in ["digital", *PULSE_SCHEMES]:
+        with pytest.raises(ConfigError, match="expected scheme 'ideal'"):
+            make_scheme(name, t)
+    s = make_scheme("ideal", t, rng=0)
+    dw = np.full(t.shape, 0.3)
+    s.apply(dw)
+    assert abs(s.weights().mean() - 0.3) < 0.1  # programming noise, but the write happened
+    assert s.stats()["writes"] == t.n_synapses
+
+
+def test_coincidence_needs_factors():
+    s = make_scheme("stochastic_coincidence", tile())
+    with pytest.raises(ConfigError, match="needs the factors"):
+        s.apply(np.zeros((4, 5)))
+
+
+def test_shape_errors():
+    s = make_scheme("mixed_precision", tile())
+    with pytest.raises(ValueError, match="shape"):
+        s.apply(np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="x of shape"):
+        s.update(np.zeros((2, 4)), np.zeros((2, 4)), 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        s.update(np.full((2, 5), np.nan), np.zeros((2, 4)), 0.1)
+
+
+# ------------------------------------------------------------------------------------------ direction
+def _wanted(shape, seed=1):
+    """A wanted ΔW pattern: positive on the first half of the synapses, negative on the rest."""
+    dw = np.ones(shape)
+    dw.reshape(-1)[dw.size // 2:] = -1.0
+    return np.random.default_rng(seed).permutation(dw.reshape(-1)).reshape(shape)
+
+
+@pytest.mark.parametrize("card", ["ideal", "pcm_nandakumar2018"])
+@pytest.mark.parametrize("name", ALL)
+def test_moves_weights_in_wanted_direction(name, card):
+    t = tile(card, shape=(6, 8), seed=3)
+    sign = _wanted(t.shape)
+    step = t.card.nominal_step / t.scale
+    params = {"transfer_lr": 4.0} if name == "tiki_taka" else {}
+    s = make_scheme(name, t, rng=4, **params)
+    w0 = s.weights()
+    if name in ("stochastic_coincidence", "tiki_taka"):
+        # rank-one wanted change -lr·dᵀx with d = -sign pattern's row factor, x = column factor
+        u, v = np.ones(6), np.ones(8)
+        u[:3] = -1.0
+        v[4:] = -1.0
+        sign = np.outer(u, v)
+        x = np.tile(v, (4, 1))
+        d = np.tile(-u, (4, 1))
+        for _ in range(12):
+            s.update(x, d, lr=3 * step)
+    else:
+        for _ in range(3):
+            s.apply(sign * 3.0 * step if name != "digital" else sign * 0.2)
+    dw = s.weights() - w0
+    assert np.all(np.sign(dw) == sign), (name, card, dw)
+    if name != "ideal" and name != "digital":
+        assert s.stats()["pulses"] > 0
+
+
+# ------------------------------------------------------------------------------------------ schemes
+def test_ideal_is_exact_and_clipped():
+    t = tile()
+    s = make_scheme("ideal", t)
+    dw = np.linspace(-0.3, 0.3, 20).reshape(4, 5)
+    s.apply(dw)
+    np.testing.assert_allclose(s.weights(), dw, atol=1e-12)
+    s.apply(np.full((4, 5), 5.0))
+    np.testing.assert_allclose(s.weights(), t.w_range[1])
+    assert s.stats()["pulses"] == 0
+
+
+def test_digital_quantises_and_keeps_remainder():
+    t = tile()
+    s = make_scheme("digital", t, epsilon=0.125)
+    dw = np.zeros((4, 5))
+    dw[0, 0], dw[1, 1], dw[2, 2] = 0.3, -0.2, 0.1
+    s.apply(dw)
+    w = s.weights()
+    assert w[0, 0] == pytest.approx(0.25)  # trunc(0.3/0.125)·0.125
+    assert w[1, 1] == pytest.approx(-0.125)  # trunc towards zero
+    assert w[2, 2] == 0.0 and s.chi[2, 2] == pytest.approx(0.1)
+    s.apply(dw)  # χ = 0.05 + 0.3 = 0.35 -> 0.25 more; χ(2,2) = 0.2 -> 0.125
+    w = s.weights()
+    assert w[0, 0] == pytest.approx(0.5)
+    assert w[2, 2] == pytest.approx(0.125)
+    assert s.chi[0, 0] == pytest.approx(0.1)
+    assert s.stats()["transfers"] == 5
+
+
+def test_sign_threshold():
+    t = tile(shape=(1, 4))
+    step = t.card.nominal_step / t.scale
+    s = make_scheme("sign", t, threshold=0.4 * step)
+    s.apply(np.array([[0.39 * step, 0.41 * step, -10 * step, 100 * step]]))
+    n = t.npulse.reshape(t.shape)
+    np.testing.assert_array_equal(n, [[0, 1, 1, 1]])
+    np.testing.assert_allclose(s.weights(), [[0.0, step, -step, step]], atol=1e-12)
+    assert make_scheme("sign", tile()).params["threshold"] == pytest.approx(0.5 * step)
+
+
+def test_stochastic_expectation():
+    t = tile(shape=(100, 100), seed=1)
+    step = t.card.nominal_step / t.scale
+    s = make_scheme("stochastic", t, rng=2)
+    s.apply(np.full(t.shape, 0.3 * step))
+    n = s.stats()["pulses"]
+    sd = np.sqrt(1e4 * 0.3 * 0.7)
+    assert abs(n - 3000) < 5 * sd
+    assert s.weights().mean() == pytest.approx(0.3 * step, rel=5 * sd / 3000)
+    s.apply(np.full(t.shape, -2.0 * step))  # probability clipped to 1: every synapse gets one pulse
+    assert s.stats()["pulses"] == n + 10000
+
+
+def test_multi_device_round_robin():
+    t = tile("linear_step", shape=(2, 3), n_devices=4)
+    step = t.card.nominal_step / t.scale
+    s = make_scheme("multi_device", t)
+    dw = np.zeros(t.shape)
+    dw[0, 0] = 8.2 * step  # 8 pulses, remainder dropped
+    s.apply(dw)
+    per_dev = t.npulse.reshape(1, 4, *t.shape)[0, :, 0, 0]
+    np.testing.assert_array_equal(per_dev, [2, 2, 2, 2])
+    dw[0, 0] = -3.0 * step  # the arbitration counter continues where it stopped
+    s.apply(dw)
+    np.testing.assert_array_equal(t.npulse.reshape(1, 4, *t.shape)[0, :, 0, 0], [3, 3, 3, 2])
+    assert s.stats()["pulses"] == 11
+    assert t.npulse.sum() == 11
+
+
+def test_multi_device_pcm_sides():
+    t = tile("pcm_nandakumar2018", shape=(1, 2), n_devices=2)
+    step = t.card.nominal_step / t.scale
+    s = make_scheme("multi_device", t)
+    s.apply(np.array([[4.0 * step, -3.0 * step]]))
+    n = t.npulse.reshape(2, 2, 1, 2)
+    np.testing.assert_array_equal(n[0, :, 0, 0], [2, 2])  # potentiation: SETs on G+
+    np.testing.assert_array_equal(n[1, :, 0, 1], [2, 1])  # depression: SETs on G-
+    assert n[1, :, 0, 0].sum() == 0 and n[0, :, 0, 1].sum() == 0
+
+
+def test_mixed_precision_keeps_remainder():
+    t = tile(shape=(2, 2))
+    step = t.card.nominal_step / t.scale
+    s = make_scheme("mixed_precision", t)
+    dw = np.zeros(t.shape)
+    dw[1, 0] = 0.3 * step
+    for i in range(3):
+        s.apply(dw)
+        assert s.stats()["pulses"] == 0
+    s.apply(dw)
+    assert s.stats()["pulses"] == 1 and t.npulse.sum() == 1
+    assert s.weights()[1, 0] == pytest.approx(step)
+    assert s.chi[2] == pytest.approx(0.2 * step)
+
+
+def test_mixed_precision_update_matches_apply():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 5)).astype(np.float32)
+    d = rng.normal(size=(3, 4)).astype(np.float32)
+    a = make_scheme("mixed_precision", tile(seed=1), rng=2, epsilon=0.01)
+    b = make_scheme("mixed_precision", tile(seed=1), rng=2, epsilon=0.01)
+    a.update(x, d, 0.05)
+    b.apply(-0.05 * (d.T.astype(np.float64) @ x.astype(np.float64)))
+    np.testing.assert_allclose(a.weights(), b.weights(), atol=0.0101)
+    np.testing.assert_allclose(a.chi, b.chi, atol=1e-6)
+
+
+def test_tiki_taka_transfers_into_slow_tile():
+    c = tile("linear_step", shape=(3, 4), seed=5)
+    step = c.card.nominal_step / c.scale
+    s = make_scheme("tiki_taka", c, rng=6, transfer_every=2)
+    assert s.fast is not c and s.fast.shape == c.shape and s.fast.card is c.card
+    x = np.ones((2, 4))
+    d = -np.ones((2, 3))
+    w_c0 = c.weights()
+    for _ in range(40):
+        s.update(x, d, lr=2 * step)
+    st = s.stats()
+    assert st["transfers"] == 20 and st["pulses_transfer"] > 0
+    assert st["pulses"] == st["pulses_fast"] + st["pulses_transfer"]
+    assert (c.weights() - w_c0).mean() > 5 * step  # C learned through the transfers
+    np.testing.assert_array_equal(s.weights(), c.weights())  # gamma = 0: C alone
+    g = make_scheme("tiki_taka", tile("linear_step", shape=(3, 4), seed=5), rng=6, gamma=0.5)
+    g.update(x, d, lr=2 * step)
+    np.testing.assert_allclose(g.weights(), g.slow.weights() + 0.5 * g.fast.weights())
+    np.testing.assert_allclose(g.forward(np.eye(4)), g.weights().T, atol=1e-6)
+
+
+def test_tiki_taka_apply_and_overrides():
+    c = tile("pcm_nandakumar2018", shape=(3, 4))
+    s = make_scheme("tiki_taka", c, rng=1, a_card="linear_step", a_w_max=0.5)
+    assert s.fast.card.name == "linear_step" and s.fast.w_range[1] == pytest.approx(0.5)
+    step_a = s.fast.card.nominal_step / s.fast.scale
+    s.apply(np.full(c.shape, 2.5 * step_a))
+    assert 2 * 12 <= s.stats()["pulses_fast"] <= 3 * 12
+    assert s.stats()["transfers"] == 1
+
+
+# ------------------------------------------------------------------------------------------ refresh
+def test_refresh_via_scheme_counts_and_keeps_weights():
+    t = tile("pcm_nandakumar2018", shape=(3, 4), seed=2)
+    step = t.card.nominal_step / t.scale
+    s = make_scheme("multi_device", t, rng=3, refresh_every=3, refresh_high=3.0)
+    up = np.full(t.shape, 6.0 * step)
+    up[0] = 0.0
+    s.apply(up)  # G+ high on rows 1, 2
+    s.apply(-up * 4 / 6)  # and G- too on the same synapses: a common mode to remove
+    w_before = s.weights()
+    g_before = t.conductances()[:, 0]
+    due = (g_before.max(axis=0) >= 3.0) & (g_before.min(axis=0) - t.prm.g_min >= t.card.nominal_step)
+    assert due[1:].sum() >= 6 and not due[0].any()
+    s.apply(np.zeros(t.shape))  # third update: the policy runs
+    st = s.stats()
+    assert st["refresh_checks"] == 1 and st["refreshes"] == due.sum()
+    g_after = t.conductances()[:, 0]
+    assert (g_after.min(axis=0)[due] < 0.5).all()  # one side of each refreshed pair back near RESET
+    # the weight survives, within one re-programming SET step (a fresh device's first step is
+    # 1.8 ± 1.7 µS: program-and-verify stops when it lands within half a pulse or overshoots)
+    err = np.abs(s.weights() - w_before)
+    assert err.max() < 6.0 / t.scale and err[due].mean() < 2.5 / t.scale
+    np.testing.assert_array_equal(s.weights()[~due], w_before[~due])
+    assert st["energy_pJ"] > 0
+
+
+def test_refresh_on_bidirectional_tile_is_noop():
+    s = make_scheme("sign", tile("linear_step"), refresh_every=1)
+    s.apply(np.full((4, 5), 1.0))
+    assert s.stats()["refreshes"] == 0 and s.stats()["refresh_checks"] == 1
+
+
+# ------------------------------------------------------------------------------------------ reproducible
+@pytest.mark.parametrize("name", ALL)
+def test_same_seed_same_result(name):
+    def run():
+        t = tile("pcm_nandakumar2018", shape=(5, 6), seed=11)
+        s = make_scheme(name, t, rng=12)
+        rng = np.random.default_rng(13)
+        for _ in range(3):
+            x = rng.random((4, 6))
+            d = rng.normal(size=(4, 5))
+            s.update(x, d, 0.5)
+        return t.g.copy(), s.stats()
+
+    (g1, s1), (g2, s2) = run(), run()
+    np.testing.assert_array_equal(g1, g2)
+    assert s1 == s2
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def test_binomial_and_floyd_kernels_match_twin():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 65))
+        p = float(rng.choice([rng.random(), rng.random() * 0.05, 1.0, 0.0, 0.5]))
+        u = float(rng.random())
+        k = U.binomial_inv(u, n, p)
+        assert k == RU.binomial_inv(u, n, p)
+        kp = int(rng.integers(0, 2**63))
+        m = U.floyd_mask(np.uint64(kp), 32 * 7, k, n)
+        assert int(m) == RU.floyd_mask(kp, 32 * 7, k, n)
+        assert bin(int(m)).count("1") == k and int(m) < 2**n
+
+
+def test_binomial_distribution():
+    rng = np.random.default_rng(1)
+    u = rng.random(20000)
+    for n, p in [(31, 0.05), (31, 0.8), (7, 0.3)]:
+        k = np.array([U.binomial_inv(v, n, p) for v in u])
+        assert k.mean() == pytest.approx(n * p, abs=5 * np.sqrt(n * p * (1 - p) / u.size))
+        assert k.var() == pytest.approx(n * p * (1 - p), rel=0.06)
+
+
+def test_floyd_positions_uniform():
+    counts = np.zeros(31)
+    for j in range(6000):
+        m = int(U.floyd_mask(np.uint64(12345), 32 * j, 2, 31))
+        counts += [(m >> t) & 1 for t in range(31)]
+    expected = 2 * 6000 / 31
+    assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_fast_mask_path_matches_scalar_path():
+    rng = np.random.default_rng(2)
+    v = np.concatenate([rng.random(500) * 0.2, rng.random(100), np.zeros(20), [1.0, -0.7]])
+    for bl in (4, 8, 31, 64):
+        kout = np.empty(v.size, np.uint8)
+        mout = np.empty(v.size, np.uint64)
+        ku, kp = np.uint64(RU.key(9, 0)), np.uint64(RU.key(9, 1))
+        U._draw_fast(v, 0.3, bl, ku, kp, kout, mout)
+        want = RU.draw_masks(v, 0.3, bl, int(ku), int(kp))
+        fast = kout != U._SLOW
+        assert fast.sum() > v.size // 2
+        for j in np.flatnonzero(fast):
+            assert int(mout[j]) == want[j] and kout[j] == bin(want[j]).count("1")
+
+
+def _state(t):
+    return [a.copy() for a in (t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck)]
+
+
+@pytest.mark.parametrize("card, n_dev, bl, balance, dtype", [
+    ("linear_step", 1, 31, True, np.float32),
+    ("linear_step", 2, 5, False, np.float64),
+    ("pcm_nandakumar2018", 1, 31, True, np.float64),
+    ("pcm_nandakumar2018", 3, 64, True, np.float32),
+    ("stuck", 1, 16, True, np.float64),
+    ("quantized", 1, 31, True, np.float64),
+])
+def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype):
+    if card == "stuck":
+        card = load_card("rram_gong2018").with_params(p_stuck_off=0.2, p_stuck_on=0.1)
+    t = tile(card, shape=(6, 9), n_devices=n_dev, seed=4)
+    t.t = 3.5
+    rng = np.random.default_rng(5)
+    x = rng.random((5, 9)) * (rng.random((5, 9)) < 0.7)
+    x[:, 0] = -0.6  # negative inputs
+    x[2] = 0.0  # an all-zero sample
+    d = rng.normal(size=(5, 6)) * 0.3
+    x, d = x.astype(dtype), d.astype(dtype)
+    c_ab = 1.0  # large enough for p > 1/2 and K > 2 somewhere (the scalar path)
+    arb_k = np.zeros(t.n_synapses, np.int64) if n_dev > 1 else np.empty(0, np.int64)
+    arb_r = arb_k.copy()
+    sk, sr = _state(t), _state(t)
+    bidir = not t.differential
+    n_k = U.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sk, arb_k, n_dev, bidir, t.law, t.prm, t.t)
+    n_r = RU.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sr, arb_r, n_dev, bidir, t.law, t.prm, t.t)
+    assert n_k == n_r > 20
+    for a, b in zip(sk, sr):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(arb_k, arb_r)
+    assert sk[3].sum() == n_k
+
+
+@pytest.mark.parametrize("update_management", [True, False])
+def test_coincidence_expected_change(update_management):
+    """E[ΔW] = -lr·dᵀx on a linear device without noise (each pulse is exactly Δw_pulse)."""
+    t = tile(quiet_linear(), shape=(6, 7), seed=0)
+    step = t.card.nominal_step / t.scale
+    s = make_scheme("stochastic_coincidence", t, rng=1, update_management=update_management)
+    rng = np.random.default_rng(2)
+    x = rng.random((3, 7))
+    x[:, 0] = 0.0
+    x[:, 1] *= -1
+    d = rng.normal(size=(3, 6))
+    lr = 0.4 * step
+    w0 = s.weights()
+    n_rep = 400
+    for _ in range(n_rep):
+        s.update(x, d, lr)
+    got = s.weights() - w0
+    want = -n_rep * lr * d.T @ x
+    # pulse counts are sums of Bernoulli trials: sd ≈ sqrt(mean number of pulses)·Δw_pulse
+    sd = np.sqrt(n_rep * lr * np.abs(d).T @ np.abs(x) / step) * step + 1e-12
+    z = (got - want) / sd
+    assert np.abs(z).max() < 5.0
+    assert np.abs(z.mean()) < 5.0 / np.sqrt(z.size)
+    np.testing.assert_array_equal(got[:, 0], 0.0)
+    assert s.stats()["pulses"] == t.npulse.sum()
+
+
+def test_pulse_sparse_and_accumulate_match_twins():
+    for card, n_dev in [("pcm_nandakumar2018", 2), ("rram_gong2018", 1), ("quantized", 3)]:
+        t = tile(card, shape=(4, 6), n_devices=n_dev, seed=8)
+        rng = np.random.default_rng(9)
+        ks = np.flatnonzero(rng.random(24) < 0.6)
+        counts = rng.integers(-5, 6, ks.size)
+        arb = np.zeros(24, np.int64) if n_dev > 1 else np.empty(0, np.int64)
+        a1, a2 = arb.copy(), arb.copy()
+        s1, s2 = _state(t), _state(t)
+        n1 = U.pulse_sparse(ks, counts.astype(np.int64), a1, *s1, 24, n_dev, not t.differential, t.law, t.prm, 3, 1.0)
+        n2 = RU.pulse_sparse(ks, counts, a2, *s2, 24, n_dev, not t.differential, t.law, t.prm, 3, 1.0)
+        assert n1 == n2 == np.abs(counts).sum()
+        for a, b in zip(s1 + [a1], s2 + [a2]):
+            np.testing.assert_array_equal(a, b)
+        chi1 = rng.normal(size=24) * 0.1
+        chi2 = chi1.copy()
+        dw = rng.normal(size=24).astype(np.float32)
+        eps = 0.07
+        n1 = U.accumulate_pulse(chi1, dw, -0.3, eps, a1, *s1, n_dev, not t.differential, t.law, t.prm, 4, 2.0)
+        n2 = RU.accumulate_pulse(chi2, dw, -0.3, eps, a2, *s2, n_dev, not t.differential, t.law, t.prm, 4, 2.0)
+        assert n1 == n2 > 0
+        np.testing.assert_array_equal(chi1, chi2)
+        assert np.abs(chi1).max() < eps
+        for a, b in zip(s1 + [a1], s2 + [a2]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("card", ["pcm_nandakumar2018", "linear_step", "ideal"])
+def test_column_read_matches_forward(card):
+    t = Tile(5, 7, card, rng=3, n_devices=2)  # default (noisy) periphery
+    t.pulse(np.random.default_rng(0).integers(-3, 4, t.shape))
+    t.advance(100.0)
+    w, v = np.empty(5), np.empty(5)
+    w2, v2 = np.empty(5), np.empty(5)
+    args = (t.g, t.tprog, t.nu, t.t, t.n_side, t.n_devices, t.prm.g_mid, 1.0 / t.scale, t.read_law, t.prm)
+    U.column_weights(*args, 4, 7, w, v)
+    RU.column_weights(*args, 4, 7, w2, v2)
+    np.testing.assert_array_equal(w, w2)
+    np.testing.assert_array_equal(v, v2)
+    probe = copy.deepcopy(t.rng)
+    seed = int(probe.integers(0, 2**63 - 1))
+    e = np.zeros((1, 7), np.float32)
+    e[0, 4] = 1.0
+    np.testing.assert_array_equal(read_column(t, 4, seed), t.forward(e)[0])
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+def test_benchmark_smoke():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_update.py"
+    spec = importlib.util.spec_from_file_location("bench_update", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.main(["--quick", "--size", "64", "32", "--batch", "8", "--repeat", "2"])
+    assert {r["scheme"] for r in rows} >= {"float32 SGD", "stochastic_coincidence", "mixed_precision", "tiki_taka"}
+    for r in rows:
+        assert r["ms"] > 0 and r["ratio"] > 0
