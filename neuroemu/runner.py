@@ -16,10 +16,12 @@ import multiprocessing as mp
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from .io import atomic_write_json
+from .errors import NeuroemuError
+from .io import atomic_write_json, atomic_write_text
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -58,7 +60,9 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
     """Run ``fn(job)`` for every job not finished before; return results in job order.
 
     ``fn`` must be a module-level function (it is pickled to worker processes). Results are saved
-    as soon as each job ends. Ctrl-C stops the remaining jobs; finished ones stay on disk.
+    as soon as each job ends. A job that raises does not stop the others: its traceback goes to
+    ``<out>/runs/<id>.error.txt`` and, once all jobs have ended, :class:`JobsFailed` names the failed
+    jobs. Ctrl-C stops the remaining jobs; finished ones stay on disk.
     """
     out_dir = Path(out_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -72,14 +76,30 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
         else:
             todo.append(job)
 
+    failed: dict[str, str] = {}
+
     def finish(job, res):
         atomic_write_json(result_path(out_dir, job), {"job": job, "hash": job_hash(job), "result": res})
         results[job["id"]] = res
 
+    def fail(job, exc):
+        text = "".join(traceback.format_exception(exc))
+        path = result_path(out_dir, job).with_suffix(".error.txt")
+        atomic_write_text(path, text)
+        failed[job["id"]] = f"{type(exc).__name__}: {exc}"
+        log(f"FAILED {job['id']}: {type(exc).__name__}: {exc} (traceback in {path})")
+
     if workers <= 1 or len(todo) <= 1:
         for i, job in enumerate(todo, 1):
             log(f"[{i}/{len(todo)}] {job['id']}")
-            finish(job, fn(job))
+            try:
+                res = fn(job)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded, reported after the other jobs
+                fail(job, exc)
+            else:
+                finish(job, res)
     else:
         saved = {v: os.environ.get(v) for v in _THREAD_VARS}
         _pin_threads()  # inherited by the spawned workers before they import numpy
@@ -90,6 +110,10 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
                 try:
                     for n, fut in enumerate(cf.as_completed(futures), 1):
                         job = futures[fut]
+                        exc = fut.exception()
+                        if exc is not None:
+                            fail(job, exc)
+                            continue
                         finish(job, fut.result())
                         log(f"[{n}/{len(todo)}] finished {job['id']}")
                 except BaseException:
@@ -102,4 +126,16 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
                     os.environ.pop(v, None)
                 else:
                     os.environ[v] = val
+    if failed:
+        raise JobsFailed(failed, [results[j["id"]] for j in jobs if j["id"] in results])
     return [results[j["id"]] for j in jobs]
+
+
+class JobsFailed(NeuroemuError):
+    """Some jobs raised; ``failed`` maps job id to the error, ``results`` holds the finished ones."""
+
+    def __init__(self, failed: dict[str, str], results: list[dict[str, Any]]):
+        self.failed, self.results = failed, results
+        first = next(iter(failed.items()))
+        super().__init__(f"{len(failed)} job(s) failed (first: {first[0]}: {first[1]}); finished jobs are "
+                         "saved and are not recomputed on the next run")

@@ -47,10 +47,11 @@ from ._kernels import periphery as _P
 from ._kernels import update as _U
 from .cards import Card, load_card
 from .crossbar import Periphery, Tile, as_rng
-from .errors import ConfigError
+from .errors import CardError, ConfigError
 
 __all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
-           "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme"]
+           "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column",
+           "describe"]
 
 
 def _seed(rng: np.random.Generator) -> int:
@@ -99,7 +100,10 @@ class Param:
             if isinstance(value, Card):
                 return value
             if isinstance(value, str):
-                return load_card(value)
+                try:
+                    return load_card(value)
+                except CardError as exc:
+                    raise ConfigError(f"scheme '{scheme}': {name}: {exc}") from None
             raise bad()
         if self.kind == "periphery":
             if isinstance(value, Periphery):
@@ -293,16 +297,20 @@ class _PulseScheme(Scheme):
     def _new_arb(tile: Tile) -> np.ndarray:
         return np.zeros(tile.n_synapses, np.int64) if tile.n_devices > 1 else np.empty(0, np.int64)
 
-    def _pulse(self, counts: np.ndarray, tile: Tile | None = None, arb: np.ndarray | None = None) -> int:
-        """Signed pulse counts (shape (out, in)) on ``tile`` (default the scheme's), round-robin over
-        its devices from the arbitration counter; returns the pulses issued."""
+    def _pulse(self, counts: np.ndarray, tile: Tile | None = None, arb: np.ndarray | None = None,
+               ks: np.ndarray | None = None) -> int:
+        """Signed pulse counts on ``tile`` (default the scheme's), round-robin over its devices from
+        the arbitration counter; returns the pulses issued. ``counts`` has the tile's shape, or, with
+        ``ks`` (flat synapse indices), one entry per listed synapse."""
         tile = self.tile if tile is None else tile
         arb = self._arb if arb is None else arb
         flat = np.asarray(counts).reshape(-1)
-        ks = np.flatnonzero(flat)
+        if ks is None:
+            ks = np.flatnonzero(flat)
+            flat = flat[ks]
         if ks.size == 0:
             return 0
-        n = _U.pulse_sparse(ks, flat[ks].astype(np.int64), arb, tile.g, tile.p, tile.tprog, tile.npulse, tile.up,
+        n = _U.pulse_sparse(ks, flat.astype(np.int64), arb, tile.g, tile.p, tile.tprog, tile.npulse, tile.up,
                             tile.down, tile.lo, tile.hi, tile.stuck, tile.n_synapses, tile.n_devices,
                             not tile.differential, tile.law, tile.prm, _seed(self.rng), tile.t)
         _touched(tile)
@@ -353,12 +361,22 @@ class IdealScheme(Scheme):
 class DigitalScheme(Scheme):
     """Low-precision digital accumulator (the digital baseline of Demirag, Frenkel, Payvand,
     Indiveri, arXiv:2108.01804, 2021): χ += ΔW; q = trunc(χ/ε)·ε; χ -= q; the weights where q ≠ 0
-    are written to W + q. ``epsilon`` (weight units, default 0.125) is the transfer step.
+    are written to W + q. ``epsilon`` (weight units) is the transfer step: by default one level of
+    the card when the card has levels (e.g. the LSB of a ``quantized`` card), else 0.125.
     """
 
     name = "digital"
     pulsed = False
-    PARAMS = {"epsilon": Param("float", 0.125, 0.0, math.inf, lo_open=True, doc="transfer step (weight units)")}
+    PARAMS = {"epsilon": Param("float", lambda s: s.level_step or 0.125, 0.0, math.inf, lo_open=True,
+                               doc="transfer step (weight units; default: one card level, else 0.125)")}
+
+    @property
+    def level_step(self) -> float | None:
+        """Weight change of one conductance level of the card (None for continuous cards)."""
+        levels = self.tile.card.levels
+        if not levels:
+            return None
+        return (self.tile.prm.g_max - self.tile.prm.g_min) / (levels - 1) / self.tile.scale
 
     def __init__(self, tile, *, rng=None, **params):
         super().__init__(tile, rng=rng, **params)
@@ -401,9 +419,11 @@ class StochasticScheme(_PulseScheme):
     name = "stochastic"
 
     def _apply(self, dw):
-        prob = np.minimum(np.abs(dw) / self.dw_pulse, 1.0)
-        fire = self.rng.random(dw.shape) < prob
-        self.n_pulses += self._pulse(np.where(fire, np.sign(dw), 0.0))
+        flat = dw.reshape(-1)
+        ks = np.flatnonzero(flat)
+        v = flat[ks]
+        fire = self.rng.random(ks.size) < np.minimum(np.abs(v) / self.dw_pulse, 1.0)
+        self.n_pulses += self._pulse(np.sign(v[fire]), ks=ks[fire])
 
 
 class StochasticCoincidenceScheme(_PulseScheme):
@@ -493,8 +513,8 @@ class MixedPrecisionScheme(_PulseScheme):
 
 class TikiTakaScheme(_PulseScheme):
     """Tiki-Taka (Gokmen & Haensch, Front. Neurosci. 14, 103, 2020): the gradient goes to a fast
-    tile A as stochastic coincidence pulses; every ``transfer_every`` updates one column of A
-    (cycling over the columns) is read through A's periphery with a one-hot input (a noisy read)
+    tile A as stochastic coincidence pulses; every ``transfer_every`` updates the next
+    ``transfer_columns`` columns of A (cycling over the columns) are read through A's periphery with a one-hot input (a noisy read)
     and transferred to the slow tile C (the tile given) as n = trunc(transfer_lr·a/Δw_pulse(C))
     pulses. The weight the network sees is C + γ·A (``gamma``, default 0: C alone).
 
@@ -515,6 +535,7 @@ class TikiTakaScheme(_PulseScheme):
         "gamma": Param("float", 0.0, doc="weight seen = C + gamma·A"),
         "transfer_every": Param("int", 1, 1, 2**62, doc="updates between column transfers"),
         "transfer_lr": Param("float", 1.0, 0.0, math.inf, lo_open=True, doc="scale of a transferred column"),
+        "transfer_columns": Param("int", 1, 1, 2**31, doc="columns read and transferred per transfer"),
         "a_card": Param("card", None, optional=True, doc="card of the fast tile A (default: C's)"),
         "a_n_devices": Param("int", None, 1, 1024, optional=True, doc="devices per synapse of A (default: C's)"),
         "a_w_max": Param("float", None, 0.0, math.inf, lo_open=True, optional=True,
@@ -571,17 +592,17 @@ class TikiTakaScheme(_PulseScheme):
         self._after_update()
 
     def _transfer(self) -> None:
-        """Read the next column of A and pulse it onto C."""
-        j = self._next_col
-        self._next_col = (j + 1) % self.tile.shape[1]
-        a_col = read_column(self.fast, j, _seed(self.fast.rng))
-        n = np.trunc(self.params["transfer_lr"] * a_col.astype(np.float64) / self.dw_pulse)
-        counts = np.zeros(self.tile.shape)
-        counts[:, j] = n
-        k = self._pulse(counts)
-        self.n_pulses_transfer += k
-        self.n_pulses += k
-        self.n_transfers += 1
+        """Read the next ``transfer_columns`` columns of A and pulse them onto C."""
+        out_size, in_size = self.tile.shape
+        for _ in range(min(self.params["transfer_columns"], in_size)):
+            j = self._next_col
+            self._next_col = (j + 1) % in_size
+            a_col = read_column(self.fast, j, _seed(self.fast.rng))
+            n = np.trunc(self.params["transfer_lr"] * a_col.astype(np.float64) / self.dw_pulse)
+            k = self._pulse(n, ks=np.arange(out_size) * in_size + j)
+            self.n_pulses_transfer += k
+            self.n_pulses += k
+            self.n_transfers += 1
 
     def forward(self, x):
         y = self.tile.forward(x)

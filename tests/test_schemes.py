@@ -492,3 +492,10 @@ def test_benchmark_smoke():
     assert {r["scheme"] for r in rows} >= {"float32 SGD", "stochastic_coincidence", "mixed_precision", "tiki_taka"}
     for r in rows:
         assert r["ms"] > 0 and r["ratio"] > 0
+
+
+def test_bad_card_param_is_config_error():
+    with pytest.raises(ConfigError, match="scheme 'tiki_taka': a_card: .*no such device card"):
+        make_scheme("tiki_taka", tile(), a_card="pcm_nobody1999")
+    with pytest.raises(ConfigError, match="a_card: expected a card that takes pulses"):
+        make_scheme("tiki_taka", tile(), a_card="pcm_joshi2020")

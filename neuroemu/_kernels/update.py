@@ -19,13 +19,16 @@ krp = key(seed, 4b+3) (rows). Column j (row i alike) gets a mask of BL slots:
 
 Synapse (i, j) receives popcount(mask_i & mask_j) pulses, one per coincident slot, in slot order;
 the step noise of the pulse in slot t of sample b on device ``idx`` is keyed by (dseed, b·BL + t,
-idx). The kernel computes the common case (p ≤ 1/2, K ≤ 4, BL ≥ 8) in a branch-free loop the
+idx). The kernel computes the common case (p ≤ 1/2, K ≤ 2, BL ≥ 4) in a branch-free loop the
 compiler vectorises, and everything else with the scalar functions; both give the same bits.
 It never tests every (row, column) pair: it lists, per (sample, slot), the columns that fire and,
-per row, the (sample, slot) events where the row fires, then walks row by row (each row's device
-state is brought into cache by one sequential pass first), so the work is proportional to the
-number of coincidences. Pulses of one synapse keep (sample, slot) order; different synapses are
+per row, the (sample, slot) events where the row fires, then walks row by row (the next row's
+device state is prefetched meanwhile), so the work is proportional to the number of
+coincidences. Pulses of one synapse keep (sample, slot) order; different synapses are
 independent, so the visiting order does not change the result.
+
+Cost: every pulse draws its own step noise and updates ~8 device arrays, so a pulsed update costs
+far more than the float SGD step it emulates (benchmarks/bench_update.py measures it).
 """
 
 import math
@@ -114,12 +117,6 @@ def binomial_inv(u, n, p):
 
 
 @njit(cache=True, inline="always")
-def _field(kp, base, c):
-    h = hash_k(kp, base + (c >> 1))
-    return (h >> _S32) if c & 1 else (h & _M32)
-
-
-@njit(cache=True, inline="always")
 def _floyd_step(mask, f, i):
     """One step of Floyd's sampling: draw t in [0, i] from the 32-bit field f; take i if t is taken."""
     t = (f * uint64(i + 1)) >> _S32
@@ -134,9 +131,15 @@ def floyd_mask(kp, base, n_set, bl):
     comp = n_set > bl // 2
     m = bl - n_set if comp else n_set
     mask = _ZERO
+    h = _ZERO
     c = 0
     for i in range(bl - m, bl):
-        mask = _floyd_step(mask, _field(kp, base, c), i)
+        if c & 1:
+            f = h >> _S32
+        else:
+            h = hash_k(kp, base + (c >> 1))
+            f = h & _M32
+        mask = _floyd_step(mask, f, i)
         c += 1
     if comp:
         full = _FULL if bl == 64 else (_ONE << uint64(bl)) - _ONE
@@ -525,22 +528,28 @@ def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo
     then their pulses are applied with the device state prefetched ahead. Returns pulses issued.
     """
     m_syn = chi.size
-    nbuf = np.empty(_BLOCK, np.int64)
+    nbuf = np.empty(_BLOCK)
     ks = np.empty(_BLOCK, np.int64)
     cnt = np.empty(_BLOCK, np.int64)
     total = 0
     for k0 in range(0, m_syn, _BLOCK):
         k1 = min(k0 + _BLOCK, m_syn)
-        for k in range(k0, k1):
-            c = chi[k] + alpha * float(dw[k])
+        ch = chi[k0:k1]
+        d = dw[k0:k1]
+        nz = 0
+        for kk in range(k1 - k0):  # vectorised
+            c = ch[kk] + alpha * float(d[kk])
             n = np.trunc(c / eps)
-            chi[k] = c - n * eps if n != 0.0 else c
-            nbuf[k - k0] = np.int64(n)
+            ch[kk] = c - n * eps if n != 0.0 else c
+            nbuf[kk] = n
+            nz += n != 0.0
+        if nz == 0:
+            continue
         m = 0
-        for k in range(k0, k1):  # branch-free compaction
-            ks[m] = k
-            cnt[m] = nbuf[k - k0]
-            m += nbuf[k - k0] != 0
+        for kk in range(k1 - k0):  # branch-free compaction
+            ks[m] = k0 + kk
+            cnt[m] = np.int64(nbuf[kk])
+            m += nbuf[kk] != 0.0
         total += _pulse_list(ks, cnt, m, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law,
                              prm, seed, t)
     return total

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import apply_overrides, dump_yaml, load_yaml, validate
 from ..errors import ConfigError
 from ..io import atomic_write_json, versions
-from ..runner import run_jobs
+from ..runner import JobsFailed, run_jobs
 from . import crossbar_mlp
 
 EXPERIMENTS = {crossbar_mlp.NAME: crossbar_mlp}
@@ -50,11 +50,17 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     module.prepare(cfg)
     job_list = module.jobs(cfg)
     log(f"{len(job_list)} job(s) -> {out}")
-    results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], log=log)
+    failure = None
+    try:
+        results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], log=log)
+    except JobsFailed as exc:  # report what finished, then fail
+        results, failure = exc.results, exc
     command = "neuroemu run " + " ".join(shlex.quote(a) for a in [str(config_path), "--out", str(out_dir)] +
                                          [x for o in (overrides or []) for x in ("--set", o)])
     meta = {"command": command, "config": str(config_path), "versions": versions(),
             "wall_time_s": time.perf_counter() - start}
-    summary = module.report(cfg, results, out, meta)
-    atomic_write_json(out / "summary.json", {"meta": meta, **summary})
+    summary = module.report(cfg, results, out, meta) if results else {"table": []}
+    atomic_write_json(out / "summary.json", {"meta": meta, "failed": failure.failed if failure else {}, **summary})
+    if failure is not None:
+        raise failure
     return summary

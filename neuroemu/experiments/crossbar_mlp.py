@@ -297,9 +297,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                         "train_acc": float(np.mean(accs)), "test_acc": test_acc, **stats})
         rec.observe(epoch, {f"layer{i + 1}": t for i, t in enumerate(net.tiles)}, test_acc=test_acc)
     train_time = time.perf_counter() - t_start
-    if deploy:
+    if deploy:  # from here on the chip is the programmed one: record it afresh
         net = _deploy(net, sizes, card, job, n_dev, w_max, rng_chip)
-        rec.observe(tr["epochs"] + 1, {f"layer{i + 1}": t for i, t in enumerate(net.tiles)})
+        rec = Recorder()
+        rec.observe(tr["epochs"], {f"layer{i + 1}": t for i, t in enumerate(net.tiles)})
     final = net.accuracy(xte, yte, ev["batch_size"])
     at_delay = {}
     elapsed = 0.0
