@@ -9,8 +9,10 @@ rule wants into device pulses.
 from .cards import Card, list_cards, load_card
 from .crossbar import Periphery, Tile
 from .errors import CardError, ConfigError, DataError, NeuroemuError
+from .record import Recorder
+from .schemes import SCHEMES, make_scheme
 
 __version__ = "0.1.0"
 
-__all__ = ["Card", "CardError", "ConfigError", "DataError", "NeuroemuError", "Periphery", "Tile",
-           "list_cards", "load_card", "__version__"]
+__all__ = ["Card", "CardError", "ConfigError", "DataError", "NeuroemuError", "Periphery", "Recorder", "SCHEMES",
+           "Tile", "list_cards", "load_card", "make_scheme", "__version__"]

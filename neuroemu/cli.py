@@ -32,6 +32,8 @@ def _cmd_devices(args) -> int:
     if args.target is None:
         raise NeuroemuError(f"devices {args.action}: expected a card name or a path to a card file")
     card = load_card(args.target)
+    if args.levels is not None or args.bits is not None:
+        card = card.with_levels(args.levels, bits=args.bits)
     if args.action == "show":
         print(f"# {card.path}")
         print(yaml.safe_dump(card.to_dict(), sort_keys=False, allow_unicode=True), end="")
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pulses", type=int, default=20, help="response: number of pulses (default 20)")
     d.add_argument("--devices", type=int, default=1000, help="response: number of fresh devices (default 1000)")
     d.add_argument("--seed", type=int, default=0)
+    lv = d.add_mutually_exclusive_group()
+    lv.add_argument("--levels", type=int, help="limit the card to this many conductance levels")
+    lv.add_argument("--bits", type=int, help="limit the card to 2^bits conductance levels")
     d.add_argument("--json", action="store_true", help="response: print JSON")
     d.add_argument("--out", help="plot: output directory")
     d.set_defaults(func=_cmd_devices)

@@ -46,7 +46,8 @@ def as_rng(rng: Any) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-def _seed(rng: np.random.Generator) -> int:
+def draw_seed(rng: np.random.Generator) -> int:
+    """A kernel seed drawn from a Generator (kernels key their random numbers by it)."""
     return int(rng.integers(0, 2**63 - 1))
 
 
@@ -139,7 +140,7 @@ class Tile:
         self.n_devices = n_devices
         self.periphery = periphery if periphery is not None else Periphery()
         self.rng = as_rng(rng)
-        c, p = self.card, self.card.params
+        c = self.card
         self.differential = c.kind in ("pcm_set", "pcm_inference")
         self.n_side = 2 if self.differential else 1
         self.prm = device_params(c)
@@ -202,7 +203,8 @@ class Tile:
         self.stuck[(u >= p["p_stuck_off"]) & (u < p["p_stuck_off"] + p["p_stuck_on"])] = 2
 
     # ------------------------------------------------------------------ state access
-    def _changed(self) -> None:
+    def mark_changed(self) -> None:
+        """Invalidate the cached weights; call after writing the device arrays directly."""
         self._version += 1
 
     @property
@@ -221,7 +223,7 @@ class Tile:
         With ``noisy`` every device is read once with its read noise.
         """
         out = np.empty_like(self.g)
-        seed = _seed(as_rng(rng) if rng is not None else self.rng) if noisy else 0
+        seed = draw_seed(as_rng(rng) if rng is not None else self.rng) if noisy else 0
         K.read_devices(self.g, self.tprog, self.nu, self.t, self.read_law, self.prm, seed, noisy, out)
         return out.reshape(self._dev_shape)
 
@@ -302,7 +304,7 @@ class Tile:
         per = self.periphery
         levels = 2**per.adc_bits - 2 if per.adc_bits else 0
         clipped = np.zeros(y.shape[0], np.int8)
-        P.adc(y, scale, var, float(per.out_noise), levels, float(per.adc_range), _seed(self.rng), clipped)
+        P.adc(y, scale, var, float(per.out_noise), levels, float(per.adc_range), draw_seed(self.rng), clipped)
         return clipped
 
     def _bound_manage(self, xq, w_rows, var_rows, y, scale):
@@ -351,8 +353,8 @@ class Tile:
         st = (np.ascontiguousarray(start, dtype=np.int32).reshape(-1) if start is not None
               else np.empty(0, np.int32))
         K.pulse_tile(self.g, self.p, self.tprog, self.npulse, self.up, self.down, self.lo, self.hi, self.stuck,
-                     counts, st, self.n_devices, not self.differential, self.law, self.prm, _seed(self.rng), self.t)
-        self._changed()
+                     counts, st, self.n_devices, not self.differential, self.law, self.prm, draw_seed(self.rng), self.t)
+        self.mark_changed()
 
     def reset(self, mask: np.ndarray | None = None) -> None:
         """RESET all devices of the synapses where ``mask`` (shape (out, in)) is True (all if None)."""
@@ -368,9 +370,9 @@ class Tile:
             self.tprog[index] = self.t
         else:
             K.reset_devices(self.g, self.p, self.tprog, self.nreset, self.lo, self.hi, self.stuck,
-                            index.astype(np.int64), self.prm, _seed(self.rng), self.t)
+                            index.astype(np.int64), self.prm, draw_seed(self.rng), self.t)
         self._apply_stuck()
-        self._changed()
+        self.mark_changed()
 
     def _apply_stuck(self) -> None:
         self.g[self.stuck == 1] = self.lo[self.stuck == 1]
@@ -407,7 +409,7 @@ class Tile:
             coef = np.array([p["nu_mu_a"], p["nu_mu"], p["nu_mu_lo"], p["nu_mu_hi"],
                              p["nu_sig_a"], p["nu_sig"], p["nu_sig_lo"], p["nu_sig_hi"]])
             K.program_inference(np.ascontiguousarray(tgt), self.prm, p["prog_c0"], p["prog_c1"], p["prog_c2"],
-                                p["g_max"] / p["prog_ref"], coef, _seed(self.rng), g_out, nu_out)
+                                p["g_max"] / p["prog_ref"], coef, draw_seed(self.rng), g_out, nu_out)
             tgt = g_out
             self.nu[index] = nu_out
         self.g[index] = tgt
@@ -416,7 +418,7 @@ class Tile:
         self.nwrite += int(k.size)
         self._drift_ref, self.alpha = None, 1.0  # a new programming needs a new drift reference
         self._apply_stuck()
-        self._changed()
+        self.mark_changed()
 
     def refresh(self, high: float, min_common: float | None = None, *, max_pulses: int = 100) -> int:
         """Re-balance saturating differential pairs; returns the number of synapses refreshed.

@@ -458,14 +458,17 @@ def device_figures(card: Card | str, out_dir: str | os.PathLike, seed: Any = 0, 
 
 
 # ---------------------------------------------------------------------------------------- experiment figures
-def compute_run_bars(rows: Iterable[Mapping[str, Any]], metric: str, *, extra: Sequence[str] = ()) -> dict[str, Any]:
-    """Per-run values of ``metric`` (with ``<metric>_std`` when present) and of ``extra`` columns,
-    from the result table of an experiment (one row per run)."""
+def compute_run_bars(rows: Iterable[Mapping[str, Any]], metric: str, *,
+                     extra: Mapping[str, str] | Sequence[str] = ()) -> dict[str, Any]:
+    """Per-run values of ``metric`` (with ``<metric>_std`` when present) and of ``extra`` columns
+    (a list of column names, or a mapping label -> column), from the result table of an experiment
+    (one row per run)."""
     rows = list(rows)
+    extra = dict(extra) if isinstance(extra, Mapping) else {e.replace("_", " "): e for e in extra}
     return {"metric": metric, "runs": [str(r["run"]) for r in rows],
             "value": [float(r[metric]) for r in rows],
             "std": [float(r.get(f"{metric}_std", 0.0)) for r in rows],
-            "extra": {e: [float(r[e]) for r in rows] for e in extra}}
+            "extra": {label: [float(r[col]) for r in rows] for label, col in extra.items()}}
 
 
 def plot_run_bars(data: Mapping[str, Any], *, ax=None, xlabel: str | None = None, log: bool = False, **kwargs):
@@ -477,14 +480,22 @@ def plot_run_bars(data: Mapping[str, Any], *, ax=None, xlabel: str | None = None
     ax.barh(y, data["value"], xerr=np.where(std > 0, std, np.nan), capsize=2, color="0.75",
             label=data["metric"].replace("_", " "), **kwargs)
     for (name, vals), marker in zip(data["extra"].items(), "os^vD<>"):
-        ax.plot(vals, y, marker, ms=4, ls="none", label=name.replace("_", " "))
+        ax.plot(vals, y, marker, ms=4, ls="none", label=name)
     ax.set_yticks(y, data["runs"], fontsize="small")
     ax.set_xlabel(xlabel or data["metric"].replace("_", " "))
     if log:
         ax.set_xscale("symlog", linthresh=1.0)
     if data["extra"]:
-        ax.legend(fontsize="small", loc="lower right")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return ax
+
+
+def delay_label(d: float) -> str:
+    """A delay in seconds as '30 s', '5 min', '1 h', '30 d'."""
+    for unit, sec in (("d", 86400), ("h", 3600), ("min", 60)):
+        if d >= sec:
+            return f"{d / sec:g} {unit}"
+    return f"{d:g} s"
 
 
 def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]],
@@ -495,10 +506,10 @@ def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapp
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     n = len(rows)
-    tall = (7.5, 1.2 + 0.32 * n)
+    tall = (9.0, 1.2 + 0.32 * n)
 
     fig = _file_figure(figsize=tall, layout="constrained")
-    acc = compute_run_bars(rows, "test_acc", extra=[f"acc_after_{d:g}s" for d in delays])
+    acc = compute_run_bars(rows, "test_acc", extra={f"after {delay_label(d)}": f"acc_after_{d:g}s" for d in delays})
     ax = plot_run_bars(acc, ax=fig.add_subplot(), xlabel="test accuracy (%)")
     lo = min([v for v in acc["value"] + [x for e in acc["extra"].values() for x in e] if v > 0] or [0])
     ax.set_xlim(max(0.0, lo - 5), 100)

@@ -1,39 +1,51 @@
-"""Progress display: tqdm when installed, a plain text line otherwise; silent when disabled."""
+"""Progress of a long run: a tqdm bar when tqdm is installed and stderr is a terminal, plain text
+lines otherwise (logs and CI get one line per finished item).
+
+``Progress(total, desc)`` counts finished items; ``step(message)`` advances by one and shows the
+message with elapsed time and an estimate of the time left. ``enabled=False`` silences it.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
-
-T = TypeVar("T")
 
 
-def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", enabled: bool = True) -> Iterator[T]:
-    """Iterate over ``items`` showing progress on stderr."""
-    if not enabled:
-        yield from items
-        return
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        yield from tqdm(items, total=total, desc=desc, leave=False, file=sys.stderr)
-        return
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    last = 0.0
-    start = time.monotonic()
-    i = 0
-    for i, item in enumerate(items, 1):
-        yield item
-        now = time.monotonic()
-        if now - last > 1.0 or i == total:
-            last = now
-            of = f"/{total}" if total else ""
-            sys.stderr.write(f"\r{desc} {i}{of} ({now - start:.0f} s)")
-            sys.stderr.flush()
-    if i:
-        sys.stderr.write("\r" + " " * 60 + "\r")
-        sys.stderr.flush()
+class Progress:
+    def __init__(self, total: int, desc: str = "", *, enabled: bool = True):
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.done = 0
+        self.start = time.monotonic()
+        self._bar = None
+        if enabled and total > 0 and sys.stderr.isatty():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+
+    def log(self, message: str) -> None:
+        """Print a line without breaking the bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def step(self, message: str = "") -> None:
+        """One more item finished."""
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        line = f"[{self.done}/{self.total}] {message} ({elapsed:.0f} s elapsed, ~{left:.0f} s left)"
+        self.log(line)
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

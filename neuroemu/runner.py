@@ -15,13 +15,13 @@ import json
 import multiprocessing as mp
 import os
 import re
-import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import NeuroemuError
 from .io import atomic_write_json, atomic_write_text
+from .progress import Progress
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -56,7 +56,7 @@ def _pin_threads() -> None:
 
 
 def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], out_dir: str | Path, *,
-             workers: int = 1, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             workers: int = 1, quiet: bool = False) -> list[dict[str, Any]]:
     """Run ``fn(job)`` for every job not finished before; return results in job order.
 
     ``fn`` must be a module-level function (it is pickled to worker processes). Results are saved
@@ -65,33 +65,35 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
     jobs. Ctrl-C stops the remaining jobs; finished ones stay on disk.
     """
     out_dir = Path(out_dir)
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     results: dict[str, dict[str, Any]] = {}
     todo = []
     for job in jobs:
         done = load_finished(out_dir, job)
         if done is not None:
             results[job["id"]] = done
-            log(f"[done before] {job['id']}")
         else:
             todo.append(job)
+    bar = Progress(len(todo), "jobs", enabled=not quiet)
+    for job in jobs:
+        if job["id"] in results:
+            bar.log(f"[done before] {job['id']}")
 
     failed: dict[str, str] = {}
 
     def finish(job, res):
         atomic_write_json(result_path(out_dir, job), {"job": job, "hash": job_hash(job), "result": res})
         results[job["id"]] = res
+        bar.step(f"finished {job['id']}")
 
     def fail(job, exc):
         text = "".join(traceback.format_exception(exc))
         path = result_path(out_dir, job).with_suffix(".error.txt")
         atomic_write_text(path, text)
         failed[job["id"]] = f"{type(exc).__name__}: {exc}"
-        log(f"FAILED {job['id']}: {type(exc).__name__}: {exc} (traceback in {path})")
+        bar.step(f"FAILED {job['id']}: {type(exc).__name__}: {exc} (traceback in {path})")
 
     if workers <= 1 or len(todo) <= 1:
-        for i, job in enumerate(todo, 1):
-            log(f"[{i}/{len(todo)}] {job['id']}")
+        for job in todo:
             try:
                 res = fn(job)
             except (KeyboardInterrupt, SystemExit):
@@ -108,14 +110,13 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
                 futures = {ex.submit(fn, job): job for job in todo}
                 try:
-                    for n, fut in enumerate(cf.as_completed(futures), 1):
+                    for fut in cf.as_completed(futures):
                         job = futures[fut]
                         exc = fut.exception()
                         if exc is not None:
                             fail(job, exc)
-                            continue
-                        finish(job, fut.result())
-                        log(f"[{n}/{len(todo)}] finished {job['id']}")
+                        else:
+                            finish(job, fut.result())
                 except BaseException:
                     for f in futures:
                         f.cancel()
@@ -126,6 +127,7 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
                     os.environ.pop(v, None)
                 else:
                     os.environ[v] = val
+    bar.close()
     if failed:
         raise JobsFailed(failed, [results[j["id"]] for j in jobs if j["id"] in results])
     return [results[j["id"]] for j in jobs]

@@ -46,21 +46,12 @@ from ._kernels import device as _K
 from ._kernels import periphery as _P
 from ._kernels import update as _U
 from .cards import Card, load_card
-from .crossbar import Periphery, Tile, as_rng
+from .crossbar import Periphery, Tile, as_rng, draw_seed
 from .errors import CardError, ConfigError
 
 __all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
            "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column",
            "describe"]
-
-
-def _seed(rng: np.random.Generator) -> int:
-    return int(rng.integers(0, 2**63 - 1))
-
-
-def _touched(tile: Tile) -> None:
-    """Tell a tile that its device arrays were written by a kernel outside its own methods."""
-    tile._changed()
 
 
 # ---------------------------------------------------------------------------------------- parameters
@@ -312,8 +303,8 @@ class _PulseScheme(Scheme):
             return 0
         n = _U.pulse_sparse(ks, flat.astype(np.int64), arb, tile.g, tile.p, tile.tprog, tile.npulse, tile.up,
                             tile.down, tile.lo, tile.hi, tile.stuck, tile.n_synapses, tile.n_devices,
-                            not tile.differential, tile.law, tile.prm, _seed(self.rng), tile.t)
-        _touched(tile)
+                            not tile.differential, tile.law, tile.prm, draw_seed(self.rng), tile.t)
+        tile.mark_changed()
         return int(n)
 
 
@@ -325,11 +316,11 @@ def _coincidence(scheme: Scheme, tile: Tile, arb: np.ndarray, x: np.ndarray, d: 
         d, lr = -d, -lr
     bl = scheme.params["bl"]
     c_ab = lr / (tile.card.nominal_step / tile.scale * bl)
-    n = _U.coincidence_update(x, d, c_ab, scheme.params["update_management"], bl, _seed(scheme.rng),
-                              _seed(scheme.rng), tile.g, tile.p, tile.tprog, tile.npulse, tile.up, tile.down, tile.lo,
+    n = _U.coincidence_update(x, d, c_ab, scheme.params["update_management"], bl, draw_seed(scheme.rng),
+                              draw_seed(scheme.rng), tile.g, tile.p, tile.tprog, tile.npulse, tile.up, tile.down, tile.lo,
                               tile.hi, tile.stuck, arb, tile.n_devices, not tile.differential, tile.law, tile.prm,
                               tile.t)
-    _touched(tile)
+    tile.mark_changed()
     return int(n)
 
 
@@ -502,9 +493,9 @@ class MixedPrecisionScheme(_PulseScheme):
         g = np.ascontiguousarray(g).reshape(-1)
         n = _U.accumulate_pulse(self.chi, g, float(alpha), float(self.epsilon), self._arb, t.g, t.p, t.tprog,
                                 t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.n_devices, not t.differential, t.law,
-                                t.prm, _seed(self.rng), t.t)
+                                t.prm, draw_seed(self.rng), t.t)
         if n:
-            _touched(t)
+            t.mark_changed()
         self.n_pulses += int(n)
 
     def stats(self):
@@ -553,7 +544,7 @@ class TikiTakaScheme(_PulseScheme):
         self.fast = Tile(*tile.shape, card, n_devices=p["a_n_devices"] or tile.n_devices,
                          w_max=p["a_w_max"] or tile.w_range[1],
                          periphery=p["a_periphery"] if p["a_periphery"] is not None else tile.periphery,
-                         rng=_seed(self.rng))
+                         rng=draw_seed(self.rng))
         self._arb_fast = self._new_arb(self.fast)
         self._nwrite0 += self.fast.nwrite
         self.n_pulses_fast = 0
@@ -597,7 +588,7 @@ class TikiTakaScheme(_PulseScheme):
         for _ in range(min(self.params["transfer_columns"], in_size)):
             j = self._next_col
             self._next_col = (j + 1) % in_size
-            a_col = read_column(self.fast, j, _seed(self.fast.rng))
+            a_col = read_column(self.fast, j, draw_seed(self.fast.rng))
             n = np.trunc(self.params["transfer_lr"] * a_col.astype(np.float64) / self.dw_pulse)
             k = self._pulse(n, ks=np.arange(out_size) * in_size + j)
             self.n_pulses_transfer += k

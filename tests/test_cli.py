@@ -68,6 +68,16 @@ def test_devices_response_json(capsys):
     assert code == 2 and "pulses" in err
 
 
+def test_levels_knob_on_the_command_line(capsys):
+    code, out, _ = run_cli(["devices", "show", "rram_gong2018", "--bits", "4"], capsys)
+    assert code == 0 and yaml.safe_load(out)["parameters"]["levels"] == 16
+    code, out, _ = run_cli(["devices", "response", "linear_step", "--levels", "8", "--pulses", "3", "--devices",
+                            "500", "--json"], capsys)
+    assert code == 0
+    code, _, err = run_cli(["devices", "show", "linear_step", "--levels", "1"], capsys)
+    assert code == 2 and "levels" in err
+
+
 def test_devices_plot_writes_pngs(tmp_path, capsys):
     code, out, _ = run_cli(["devices", "plot", "rram_gong2018", "--out", str(tmp_path)], capsys)
     assert code == 0

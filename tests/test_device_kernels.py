@@ -161,6 +161,16 @@ def test_levels_rounding_is_on_grid_and_unbiased():
     assert set(np.unique(st.g[25:])) > {1.0}
 
 
+def test_round_levels_matches_twin(seed, rng):
+    prm = params("quantized")
+    assert prm.levels > 1
+    g = rng.uniform(prm.g_min - 0.1, prm.g_max + 0.1, 200)  # beyond the grid too (clipped to its ends)
+    keys = rng.integers(0, 2**40, g.size)
+    for m in (0, 5):
+        k = np.array([K._round_levels(a, prm, seed, int(b), m) for a, b in zip(g, keys)])
+        np.testing.assert_array_equal(k, R.round_levels(g, prm, seed, keys, m))
+
+
 def test_reset_devices_matches_twin(seed, rng):
     for card in ("pcm_nandakumar2018", "linear_step"):
         prm = params(card)
@@ -259,6 +269,23 @@ def test_tile_weights_matches_twin(n_side, n_dev, card, law, rng):
     gd = R.read_devices(st.g, st.tprog, nu, 500.0, law, prm, 0, False).reshape(n_side, n_dev, 13).sum(axis=1)
     expect = (gd[0] - gd[1]) if n_side == 2 else gd[0] - n_dev * prm.g_mid
     np.testing.assert_allclose(w, expect / 3.7, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_side,n_dev", [(1, 3), (2, 2)])
+@pytest.mark.parametrize("card,law", [("pcm_joshi2020", K.READ_1F), ("linear_step", K.READ_LINEAR)])
+def test_synapse_weight_matches_twin(n_side, n_dev, card, law, rng):
+    """synapse_weight(k) is synapse k of tile_weights in µS (inv_scale = 1)."""
+    prm = params(card)
+    st = State(prm, n_side, n_dev, 7, rng)
+    drift = card != "linear_step"
+    nu = rng.uniform(0.0, 0.1, st.g.size) if drift else np.zeros(st.g.size)
+    rw, rv = R.tile_weights(st.g, st.tprog, nu, 500.0, n_side, n_dev, prm.g_mid, 1.0, law, prm)
+    for k in range(7):
+        w, v = K.synapse_weight(st.g, st.tprog, nu, 500.0, k, 7, n_side, n_dev, prm.g_mid, law, prm)
+        if drift:
+            np.testing.assert_allclose([w, v], [rw[k], rv[k]], rtol=RTOL_TRANSCENDENTAL, atol=1e-14)
+        else:
+            assert (w, v) == (rw[k], rv[k])
 
 
 def test_program_inference_matches_twin(seed, rng):

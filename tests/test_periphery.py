@@ -120,3 +120,18 @@ def test_empty_shapes(shape):
     np.testing.assert_array_equal(y, r_y)
     np.testing.assert_array_equal(clipped, r_clipped)
     np.testing.assert_array_equal(clipped, 0)
+
+
+def test_dac_denormal_row_gives_no_nan():
+    """A row of float32 denormals (e.g. backprop errors of a confident network): 1/max|x| would
+    overflow to inf and 0·inf give NaN; such rows pass unscaled."""
+    x = np.zeros((3, 5), np.float32)
+    x[0, 1] = np.float32(1e-44)
+    x[1] = np.array([0.5, -1.0, 0.25, 0.0, 0.0], np.float32)
+    out, scale = np.empty_like(x), np.empty(3, np.float32)
+    K.dac(x, 126, True, out, scale)
+    assert np.isfinite(out).all()
+    assert scale[0] == 1.0 and scale[2] == 1.0 and scale[1] == 1.0
+    ref_out, ref_scale = R.dac(x, 126, True)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(scale, ref_scale)

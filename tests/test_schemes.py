@@ -6,6 +6,7 @@ import copy
 import importlib.util
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -339,6 +340,51 @@ def test_binomial_and_floyd_kernels_match_twin():
         assert bin(int(m)).count("1") == k and int(m) < 2**n
 
 
+def test_ipow_and_floyd_step_kernels_match_twin():
+    rng = np.random.default_rng(3)
+    for q in rng.random(50):
+        for n in (0, 1, 2, 7, 31, 64, 127):
+            assert U.ipow(q, n) == RU.ipow(q, n)  # the same multiplications in the same order
+    for _ in range(300):
+        i = int(rng.integers(0, 64))
+        mask = int(rng.integers(0, 2**63)) & ((1 << i) - 1)  # Floyd's steps only set bits below i
+        f = int(rng.integers(0, 2**32))
+        got = int(U._floyd_step(np.uint64(mask), np.uint64(f), i))
+        assert got == RU.floyd_step(mask, f, i)
+        assert bin(got).count("1") == bin(mask).count("1") + 1
+
+
+def test_absmax_and_grow_helpers():
+    rng = np.random.default_rng(4)
+    for n in range(20):  # below, at and above the 8-wide unrolled part
+        for dtype in (np.float32, np.float64):
+            v = rng.normal(size=n).astype(dtype)
+            assert U._absmax(v) == np.abs(v.astype(np.float64)).max(initial=0.0)
+    a = np.arange(5, dtype=np.int32)
+    for need, size in [(3, 10), (7, 10), (23, 23)]:
+        out = U._grow(a, need)
+        assert out.dtype == a.dtype and out.size == size
+        np.testing.assert_array_equal(out[:5], a)
+
+
+@pytest.mark.parametrize("bl", [1, 3, 4, 31, 64])  # bl < 4: scalar path only
+def test_masks_kernel_matches_twin(bl):
+    rng = np.random.default_rng(bl)
+    v = np.concatenate([rng.random(60) * 0.2, -rng.random(20), np.zeros(5), [1.0, -3.0]])
+    v = rng.permutation(v)
+    kout = np.empty(v.size, np.uint8)
+    mout = np.empty(v.size, np.uint64)
+    lst = np.empty(v.size, np.int64)
+    ku, kp = np.uint64(RU.key(6, 0)), np.uint64(RU.key(6, 1))
+    m = U._masks(v, 0.6, bl, ku, kp, kout, mout, lst)
+    want = RU.draw_masks(v, 0.6, bl, int(ku), int(kp))
+    listed = [j for j, w in enumerate(want) if w]
+    assert 0 < len(listed) < v.size
+    np.testing.assert_array_equal(lst[:m], listed)
+    for j in listed:
+        assert int(mout[j]) == want[j] and kout[j] == bin(want[j]).count("1")
+
+
 def test_binomial_distribution():
     rng = np.random.default_rng(1)
     u = rng.random(20000)
@@ -377,7 +423,7 @@ def _state(t):
 
 
 @pytest.mark.parametrize("card, n_dev, bl, balance, dtype", [
-    ("linear_step", 1, 31, True, np.float32),
+    ("linear_step", 1, 31, True, np.float32),  # one bidirectional device: coincidence_apply's short path
     ("linear_step", 2, 5, False, np.float64),
     ("pcm_nandakumar2018", 1, 31, True, np.float64),
     ("pcm_nandakumar2018", 3, 64, True, np.float32),
@@ -400,13 +446,27 @@ def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype):
     arb_r = arb_k.copy()
     sk, sr = _state(t), _state(t)
     bidir = not t.differential
-    n_k = U.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sk, arb_k, n_dev, bidir, t.law, t.prm, t.t)
-    n_r = RU.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sr, arb_r, n_dev, bidir, t.law, t.prm, t.t)
+    dev = (n_dev, bidir, t.law, t.prm)
+    n_k = U.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sk, arb_k, *dev, t.t)
+    n_r = RU.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sr, arb_r, *dev, t.t)
     assert n_k == n_r > 20
     for a, b in zip(sk, sr):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(arb_k, arb_r)
     assert sk[3].sum() == n_k
+    # the two halves on their own: the drawn lists, then applying the same lists
+    coff, cols, rstart, events = U.coincidence_draw(x, d, c_ab, balance, bl, 77)
+    drawn = RU.coincidence_draw(x, d, c_ab, balance, bl, 77)
+    for a, b in zip((coff, cols[:coff[-1]], rstart, events), drawn):  # cols is a buffer: its used part
+        np.testing.assert_array_equal(a, b)
+    sa, sb = _state(t), _state(t)
+    arb_a, arb_b = np.zeros_like(arb_k), np.zeros_like(arb_k)
+    n_a = U.coincidence_apply(coff, cols, rstart, events, 9, *sa, arb_a, *dev, 78, t.t)
+    n_b = RU.coincidence_apply(*drawn, 9, *sb, arb_b, *dev, 78, t.t)
+    assert n_a == n_b == n_k
+    for a, b, c in zip(sa + [arb_a], sb + [arb_b], sk + [arb_k]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
 @pytest.mark.parametrize("update_management", [True, False])
@@ -461,6 +521,25 @@ def test_pulse_sparse_and_accumulate_match_twins():
         assert np.abs(chi1).max() < eps
         for a, b in zip(s1 + [a1], s2 + [a2]):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("card, n_dev", [("pcm_nandakumar2018", 2), ("linear_step", 1)])
+def test_prefetch_span_reaches_llvm_and_changes_nothing(card, n_dev):
+    """The ``prefetch`` intrinsic is a hint: _prefetch_span compiles to prefetch calls and moves no data."""
+    t = tile(card, shape=(3, 40), n_devices=n_dev)
+    st = _state(t)
+    before = [a.copy() for a in st]
+    m, n_planes, pcm = t.n_synapses, t.n_side * n_dev, t.law == U.PCM_SET
+    for arb in (np.zeros(m, np.int64), np.empty(0, np.int64)):
+        U._prefetch_span(*st, arb, pcm, 0, m, m, n_planes)
+        U._prefetch_span(*st, arb, pcm, 37, 83, m, n_planes)
+        assert not arb.any()
+    for a, b in zip(st, before):
+        np.testing.assert_array_equal(a, b)
+    fresh = numba.njit(U._prefetch_span.py_func)  # uncached: numba shows no IR of cached code
+    for sig in U._prefetch_span.signatures:
+        fresh.compile(sig)
+        assert "call void @llvm.prefetch" in fresh.inspect_llvm(sig)  # a call survives optimisation
 
 
 @pytest.mark.parametrize("card", ["pcm_nandakumar2018", "linear_step", "ideal"])

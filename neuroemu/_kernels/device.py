@@ -190,6 +190,25 @@ def read_devices(g, tprog, nu, t, read_law, prm, seed, noisy, out):
     return out
 
 
+@njit(cache=True, inline="always")
+def synapse_weight(g, tprog, nu, t, k, m_syn, n_side, n_dev, g_ref, read_law, prm):
+    """(Σ_d G(+) − Σ_d G(−) or − n_dev·g_ref, Σ σ_read²) of synapse k at time t, in µS and µS²."""
+    acc = 0.0
+    v = 0.0
+    for s in range(n_side):
+        sgn = 1.0 if s == 0 else -1.0
+        for d in range(n_dev):
+            idx = (s * n_dev + d) * m_syn + k
+            age = t - tprog[idx]
+            gd = g[idx] * drift_factor(nu[idx], age, prm)
+            acc += sgn * gd
+            sd = read_std(g[idx], gd, age, read_law, prm)
+            v += sd * sd
+    if n_side == 1:
+        acc -= n_dev * g_ref
+    return acc, v
+
+
 @njit(cache=True)
 def tile_weights(g, tprog, nu, t, n_side, n_dev, g_ref, inv_scale, read_law, prm, w, var):
     """Effective weights of a tile at time t and the per-read noise variance of each weight.
@@ -200,19 +219,7 @@ def tile_weights(g, tprog, nu, t, n_side, n_dev, g_ref, inv_scale, read_law, prm
     """
     m_syn = w.size
     for k in range(m_syn):
-        acc = 0.0
-        v = 0.0
-        for s in range(n_side):
-            sgn = 1.0 if s == 0 else -1.0
-            for d in range(n_dev):
-                idx = (s * n_dev + d) * m_syn + k
-                age = t - tprog[idx]
-                gd = g[idx] * drift_factor(nu[idx], age, prm)
-                acc += sgn * gd
-                sd = read_std(g[idx], gd, age, read_law, prm)
-                v += sd * sd
-        if n_side == 1:
-            acc -= n_dev * g_ref
+        acc, v = synapse_weight(g, tprog, nu, t, k, m_syn, n_side, n_dev, g_ref, read_law, prm)
         w[k] = acc * inv_scale
         var[k] = v * inv_scale * inv_scale
 

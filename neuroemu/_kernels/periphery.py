@@ -13,8 +13,9 @@ from .rng import key, normal_k
 def dac(x, levels, noise_management, out, scale):
     """Quantise each row of x (float32) to the DAC grid over ±1.
 
-    With noise management the row is first divided by max|x| (stored in ``scale``; 1 for a zero
-    row). ``levels`` = 2^bits − 2 steps over [−1, 1] (step 2/levels); levels = 0 turns the DAC off.
+    With noise management the row is first divided by max|x| (stored in ``scale``; 1 for a row
+    whose max|x| is below 1e-30, where 1/max|x| would overflow float32 and 0·inf give NaN).
+    ``levels`` = 2^bits − 2 steps over [−1, 1] (step 2/levels); levels = 0 turns the DAC off.
     """
     n, m = x.shape
     one = np.float32(1.0)
@@ -27,7 +28,7 @@ def dac(x, levels, noise_management, out, scale):
                 a = abs(x[b, i])
                 if a > s:
                     s = a
-        if s == 0.0:
+        if s < np.float32(1e-30):
             s = one
         scale[b] = s
         inv = one / s

@@ -40,10 +40,7 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from .device import PCM_SET
-from .device import drift_factor as _drift
-from .device import pulse_one
-from .device import read_std as _read_std
+from .device import PCM_SET, pulse_one, synapse_weight
 from .rng import hash_k, key, uniform_k
 
 _ONE = uint64(1)
@@ -52,7 +49,9 @@ _FULL = uint64(0xFFFFFFFFFFFFFFFF)
 _M32 = uint64(0xFFFFFFFF)
 _S32 = uint64(32)
 
-# The typed-pointer name; LLVM versions with opaque pointers re-mangle it when they read the module.
+# The typed-pointer name; LLVM versions with opaque pointers re-mangle it when they read the module
+# (tests/test_schemes.py checks that the call reaches the compiled code). The hint is worth keeping:
+# without it stochastic_coincidence takes ~1.6x as long in benchmarks/bench_update.py.
 _PREFETCH = "llvm.prefetch.p0i8"
 
 
@@ -402,12 +401,8 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
             if simple:
                 for c in range(c0, c1):
                     v = cols[c]
-                    if v >= 0:
-                        idx = base + v
-                        sgn = -sdn
-                    else:
-                        idx = base + ~v
-                        sgn = sdn
+                    idx = base + (v if v >= 0 else ~v)
+                    sgn = -sdn if v >= 0 else sdn
                     npulse[idx] += 1
                     tprog[idx] = t
                     if stuck[idx] == 0:
@@ -417,12 +412,8 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
             else:
                 for c in range(c0, c1):
                     v = cols[c]
-                    if v >= 0:
-                        k = base + v
-                        sgn = -sdn
-                    else:
-                        k = base + ~v
-                        sgn = sdn
+                    k = base + (v if v >= 0 else ~v)
+                    sgn = -sdn if v >= 0 else sdn
                     side = 0 if (bidir or sgn > 0) else 1
                     dev = 0
                     if has_arb:
@@ -446,40 +437,15 @@ def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse
                              stuck, arb, n_dev, bidir, law, prm, dseed, t)
 
 
-@njit(cache=True, inline="always")
-def _prefetch_synapse(k, g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, m_syn, n_planes):
-    for pl in range(n_planes):
-        j = pl * m_syn + k
-        prefetch(g, j)
-        prefetch(tprog, j)
-        prefetch(npulse, j)
-        prefetch(up, j)
-        prefetch(down, j)
-        prefetch(lo, j)
-        prefetch(hi, j)
-        prefetch(stuck, j)
-        if pcm:
-            prefetch(p, j)
-    if arb.size > 0:
-        prefetch(arb, k)
-
-
-_AHEAD = 16  # synapses prefetched ahead of the one being pulsed
-
-
 @njit(cache=True)
-def _pulse_list(ks, counts, n_list, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law,
-                prm, seed, t):
-    """counts[q] signed pulses on synapse ks[q] for q < n_list, with pulse_tile's keying (seed,
-    device index, pulse number) and the round-robin start taken from and advanced in ``arb``."""
-    n_planes = (1 if bidir else 2) * n_dev
-    pcm = law == PCM_SET
+def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm,
+                 seed, t):
+    """Signed pulse counts ``counts[q]`` on synapses ``ks[q]``: :func:`.device.pulse_tile` restricted
+    to the listed synapses (same random keys), with the start device taken from and advanced in
+    ``arb``. Returns pulses issued."""
     has_arb = arb.size > 0
     total = 0
-    for q in range(n_list):
-        if q + _AHEAD < n_list:
-            _prefetch_synapse(ks[q + _AHEAD], g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, m_syn,
-                              n_planes)
+    for q in range(ks.size):
         n = counts[q]
         if n == 0:
             continue
@@ -504,16 +470,6 @@ def _pulse_list(ks, counts, n_list, arb, g, p, tprog, npulse, up, down, lo, hi, 
     return total
 
 
-@njit(cache=True)
-def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm,
-                 seed, t):
-    """Signed pulse counts ``counts[q]`` on synapses ``ks[q]``: :func:`.device.pulse_tile` restricted
-    to the listed synapses (same random keys), with the start device taken from and advanced in
-    ``arb``. Returns pulses issued."""
-    return _pulse_list(ks, counts, ks.size, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir,
-                       law, prm, seed, t)
-
-
 _BLOCK = 4096  # synapses per accumulate block (their pulse counts stay in L1)
 
 
@@ -525,7 +481,7 @@ def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo
     chi[k] += alpha·dw[k]; n = trunc(chi[k]/eps); chi[k] -= n·eps; n pulses go to synapse k
     (pulse_tile keying; round-robin from ``arb``). ``dw`` may be float32 (it is widened first).
     Works in blocks: a vectorised pass updates the accumulator and lists the synapses that fire,
-    then their pulses are applied with the device state prefetched ahead. Returns pulses issued.
+    then their pulses are applied. Returns pulses issued.
     """
     m_syn = chi.size
     nbuf = np.empty(_BLOCK)
@@ -550,8 +506,8 @@ def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo
             ks[m] = k0 + kk
             cnt[m] = np.int64(nbuf[kk])
             m += nbuf[kk] != 0.0
-        total += _pulse_list(ks, cnt, m, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law,
-                             prm, seed, t)
+        total += pulse_sparse(ks[:m], cnt[:m], arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir,
+                              law, prm, seed, t)
     return total
 
 
@@ -561,19 +517,6 @@ def column_weights(g, tprog, nu, t, n_side, n_dev, g_ref, inv_scale, read_law, p
     n_out = w.size
     m_syn = n_out * n_in
     for i in range(n_out):
-        k = i * n_in + j
-        acc = 0.0
-        v = 0.0
-        for s in range(n_side):
-            sgn = 1.0 if s == 0 else -1.0
-            for dd in range(n_dev):
-                idx = (s * n_dev + dd) * m_syn + k
-                age = t - tprog[idx]
-                gd = g[idx] * _drift(nu[idx], age, prm)
-                acc += sgn * gd
-                sd = _read_std(g[idx], gd, age, read_law, prm)
-                v += sd * sd
-        if n_side == 1:
-            acc -= n_dev * g_ref
+        acc, v = synapse_weight(g, tprog, nu, t, i * n_in + j, m_syn, n_side, n_dev, g_ref, read_law, prm)
         w[i] = acc * inv_scale
         var[i] = v * inv_scale * inv_scale

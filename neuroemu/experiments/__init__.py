@@ -45,14 +45,14 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "config.yaml")
-    log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     start = time.perf_counter()
     module.prepare(cfg)
     job_list = module.jobs(cfg)
-    log(f"{len(job_list)} job(s) -> {out}")
+    if not quiet:
+        print(f"{len(job_list)} job(s) -> {out}", file=sys.stderr, flush=True)
     failure = None
     try:
-        results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], log=log)
+        results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], quiet=quiet)
     except JobsFailed as exc:  # report what finished, then fail
         results, failure = exc.results, exc
     command = "neuroemu run " + " ".join(shlex.quote(a) for a in [str(config_path), "--out", str(out_dir)] +

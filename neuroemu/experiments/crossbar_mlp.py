@@ -25,6 +25,7 @@ from ..cards import load_card
 from ..config import Opt
 from ..crossbar import Periphery, Tile
 from ..errors import ConfigError
+from ..plot import delay_label
 
 NAME = "crossbar_mlp"
 
@@ -376,15 +377,8 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
     return rows
 
 
-def _fmt_delay(d: float) -> str:
-    for unit, sec in (("d", 86400), ("h", 3600), ("min", 60)):
-        if d >= sec:
-            return f"{d / sec:g} {unit}"
-    return f"{d:g} s"
-
-
 def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:
-    head = ["run", "test acc. (%)"] + [f"after {_fmt_delay(d)}" for d in delays] + \
+    head = ["run", "test acc. (%)"] + [f"after {delay_label(d)}" for d in delays] + \
         ["pulses / synapse", "refreshes", "write energy (µJ)", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

@@ -21,7 +21,7 @@ def dac(x, levels, noise_management):
         s = np.abs(x).max(axis=1)
     else:
         s = np.zeros(n, F32)
-    s = np.where(s == 0.0, F32(1.0), s).astype(F32)
+    s = np.where(s < F32(1e-30), F32(1.0), s).astype(F32)  # (near-)zero rows: no scaling
     inv = (F32(1.0) / s)[:, None]
     if levels > 0:
         half = F32(levels / 2.0)

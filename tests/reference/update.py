@@ -63,15 +63,19 @@ def binomial_inv(u: float, n: int, p: float) -> int:
     return n - k if flip else k
 
 
+def floyd_step(mask: int, f: int, i: int) -> int:
+    """One step of Floyd's sampling: slot t = (f·(i+1)) >> 32 in [0, i], or i if t is taken."""
+    t = (f * (i + 1)) >> 32
+    return mask | ((1 << i) if mask & (1 << t) else (1 << t))
+
+
 def floyd_mask(kp: int, base: int, n_set: int, bl: int) -> int:
     comp = n_set > bl // 2
     m = bl - n_set if comp else n_set
     mask = 0
     for c, i in enumerate(range(bl - m, bl)):
         h = hash_k(kp, base + (c >> 1))
-        f = (h >> 32) if c & 1 else (h & M32)
-        t = (f * (i + 1)) >> 32
-        mask |= (1 << i) if mask & (1 << t) else (1 << t)
+        mask = floyd_step(mask, (h >> 32) if c & 1 else (h & M32), i)
     if comp:
         mask = ((1 << bl) - 1) ^ mask
     return mask
@@ -87,6 +91,38 @@ def draw_masks(v: np.ndarray, fac: float, bl: int, ku: int, kp: int) -> list[int
     return out
 
 
+def sample_masks(x, d, c_ab, balance, bl, seed, b) -> tuple[list[int], list[int]]:
+    """Column masks (from x) and row masks (from d) of sample b; all empty when x[b] or d[b] is 0."""
+    xm = max(abs(float(v)) for v in x[b])
+    dm = max(abs(float(v)) for v in d[b])
+    if not (xm > 0.0 and dm > 0.0):
+        return [0] * x.shape[1], [0] * d.shape[1]
+    if balance:
+        fa = math.sqrt(c_ab * xm / dm)
+        fb = math.sqrt(c_ab * dm / xm)
+    else:
+        fa = fb = math.sqrt(c_ab)
+    return (draw_masks(x[b], fb, bl, key(seed, 4 * b), key(seed, 4 * b + 1)),
+            draw_masks(d[b], fa, bl, key(seed, 4 * b + 2), key(seed, 4 * b + 3)))
+
+
+def _pulse_synapse(k, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm,
+                   dseed, t) -> None:
+    """One coincidence pulse on synapse k: device by the arbitration counter, step noise keyed by
+    (dseed, event e, device index)."""
+    side = 0 if (bidir or sgn > 0) else 1
+    dev = 0
+    if arb.size:
+        dev = int(arb[k])
+        arb[k] = (dev + 1) % n_dev
+    idx = (side * n_dev + dev) * m_syn + k
+    npulse[idx] += 1
+    tprog[idx] = t
+    if stuck[idx] == 0:
+        gi, pi = D.pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn, prm, dseed, e, idx)
+        g[idx], p[idx] = float(gi), float(pi)
+
+
 def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, arb,
                        n_dev, bidir, law, prm, t) -> int:
     """Twin of ``coincidence_update``: same arguments, same effect on the arrays, pulses issued."""
@@ -95,40 +131,59 @@ def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse
     m_syn = n_in * n_out
     total = 0
     for b in range(nb):
-        xm = max(abs(float(v)) for v in x[b])
-        dm = max(abs(float(v)) for v in d[b])
-        if not (xm > 0.0 and dm > 0.0):
-            continue
-        if balance:
-            fa = math.sqrt(c_ab * xm / dm)
-            fb = math.sqrt(c_ab * dm / xm)
-        else:
-            fa = fb = math.sqrt(c_ab)
-        cm = draw_masks(x[b], fb, bl, key(seed, 4 * b), key(seed, 4 * b + 1))
-        rm = draw_masks(d[b], fa, bl, key(seed, 4 * b + 2), key(seed, 4 * b + 3))
+        cm, rm = sample_masks(x, d, c_ab, balance, bl, seed, b)
         for i in range(n_out):
             for j in range(n_in):
                 both = rm[i] & cm[j]
-                if not both:
-                    continue
                 sgn = -1 if (x[b, j] > 0) == (d[b, i] > 0) else 1
-                k = i * n_in + j
-                side = 0 if (bidir or sgn > 0) else 1
                 for s in range(bl):  # slots in order
-                    if not (both >> s) & 1:
-                        continue
-                    dev = 0
-                    if arb.size:
-                        dev = int(arb[k])
-                        arb[k] = (dev + 1) % n_dev
-                    idx = (side * n_dev + dev) * m_syn + k
-                    npulse[idx] += 1
-                    tprog[idx] = t
-                    if stuck[idx] == 0:
-                        gi, pi = D.pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn, prm,
-                                             dseed, b * bl + s, idx)
-                        g[idx], p[idx] = float(gi), float(pi)
-                    total += 1
+                    if (both >> s) & 1:
+                        _pulse_synapse(i * n_in + j, sgn, b * bl + s, arb, g, p, tprog, npulse, up, down, lo, hi,
+                                       stuck, m_syn, n_dev, bidir, law, prm, dseed, t)
+                        total += 1
+    return total
+
+
+def coincidence_draw(x, d, c_ab, balance, bl, seed):
+    """Twin of ``coincidence_draw``: (coff, cols, rstart, events) from the masks of :func:`sample_masks`.
+
+    Event e = b·BL + t is slot t of sample b; its firing columns (j, or ~j for x_j < 0) are
+    cols[coff[e]:coff[e+1]] in ascending j; row i's events (e, or ~e for d_i < 0) are
+    events[rstart[i]:rstart[i+1]] in ascending e, listing only slots where some column fires.
+    """
+    nb, n_in = x.shape
+    n_out = d.shape[1]
+    coff, cols = [0], []
+    row_events = [[] for _ in range(n_out)]
+    for b in range(nb):
+        cm, rm = sample_masks(x, d, c_ab, balance, bl, seed, b)
+        for s in range(bl):
+            e = b * bl + s
+            fire = [j if x[b, j] > 0 else ~j for j in range(n_in) if (cm[j] >> s) & 1]
+            cols += fire
+            coff.append(len(cols))
+            for i in range(n_out):
+                if fire and (rm[i] >> s) & 1:
+                    row_events[i].append(e if d[b, i] > 0 else ~e)
+    rstart = np.cumsum([0] + [len(r) for r in row_events])
+    events = [e for r in row_events for e in r]
+    return (np.array(coff, np.int64), np.array(cols, np.int32), rstart.astype(np.int64),
+            np.array(events, np.int32))
+
+
+def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, arb, n_dev,
+                      bidir, law, prm, dseed, t) -> int:
+    """Twin of ``coincidence_apply``: every listed (row, event, column) in turn, one pulse each."""
+    n_out = rstart.size - 1
+    total = 0
+    for i in range(n_out):
+        for es in events[rstart[i]:rstart[i + 1]]:
+            e, sdn = (int(es), 1) if es >= 0 else (~int(es), -1)
+            for v in cols[coff[e]:coff[e + 1]]:
+                j, sgn = (int(v), -sdn) if v >= 0 else (~int(v), sdn)
+                _pulse_synapse(i * n_in + j, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck,
+                               n_out * n_in, n_dev, bidir, law, prm, dseed, t)
+                total += 1
     return total
 
 
