@@ -215,8 +215,8 @@ class Scheme:
             "pulses": int(self.n_pulses),
             "refreshes": self.n_refreshes,
             "refresh_checks": self.n_refresh_checks,
-            "writes": int(sum(t.nwrite for t in self._tiles()) - self._nwrite0),
-            "energy_pJ": float(sum(t.energy() for t in self._tiles())),
+            "writes": int(sum(t.nwrite for t in self.tiles) - self._nwrite0),
+            "energy_pJ": float(sum(t.energy() for t in self.tiles)),
         }
 
     def refresh(self) -> int:
@@ -224,7 +224,7 @@ class Scheme:
         self.n_refresh_checks += 1
         frac = self.params["refresh_high"] / self.tile.prm.g_max
         n = 0
-        for t in self._tiles():
+        for t in self.tiles:
             n += t.refresh(frac * t.prm.g_max)
         self.n_refreshes += n
         return n
@@ -234,7 +234,9 @@ class Scheme:
         return f"{type(self).__name__}({self.tile!r}, {p})"
 
     # ------------------------------------------------------------------ helpers
-    def _tiles(self) -> list[Tile]:
+    @property
+    def tiles(self) -> list[Tile]:
+        """Every tile the scheme programs (Tiki-Taka: C and A)."""
         return [self.tile]
 
     def _apply(self, dw: np.ndarray) -> None:
@@ -610,7 +612,8 @@ class TikiTakaScheme(_PulseScheme):
         w = self.tile.weights()
         return w + g * self.fast.weights() if g else w
 
-    def _tiles(self):
+    @property
+    def tiles(self):
         return [self.tile, self.fast]
 
     def stats(self):

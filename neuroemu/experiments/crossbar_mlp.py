@@ -234,7 +234,7 @@ class Network:
 
     def advance(self, dt: float) -> None:
         for s in self.schemes:
-            for t in _scheme_tiles(s):
+            for t in s.tiles:
                 t.advance(dt)
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, batch: int) -> float:
@@ -243,10 +243,6 @@ class Network:
             logits, _ = self.forward(x[i:i + batch])
             correct += int((logits.argmax(1) == y[i:i + batch]).sum())
         return correct / len(x)
-
-
-def _scheme_tiles(scheme) -> list[Tile]:
-    return list(getattr(scheme, "tiles", None) or [scheme.tile])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
