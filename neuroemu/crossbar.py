@@ -353,7 +353,7 @@ class Tile:
         st = (np.ascontiguousarray(start, dtype=np.int32).reshape(-1) if start is not None
               else np.empty(0, np.int32))
         K.pulse_tile(self.g, self.p, self.tprog, self.npulse, self.up, self.down, self.lo, self.hi, self.stuck,
-                     counts, st, self.n_devices, not self.differential, self.law, self.prm, draw_seed(self.rng), self.t)
+                     self.nu, counts, st, self.n_devices, not self.differential, self.law, self.prm, draw_seed(self.rng), self.t)
         self.mark_changed()
 
     def reset(self, mask: np.ndarray | None = None) -> None:

@@ -304,7 +304,7 @@ class _PulseScheme(Scheme):
         if ks.size == 0:
             return 0
         n = _U.pulse_sparse(ks, flat.astype(np.int64), arb, tile.g, tile.p, tile.tprog, tile.npulse, tile.up,
-                            tile.down, tile.lo, tile.hi, tile.stuck, tile.n_synapses, tile.n_devices,
+                            tile.down, tile.lo, tile.hi, tile.stuck, tile.nu, tile.n_synapses, tile.n_devices,
                             not tile.differential, tile.law, tile.prm, draw_seed(self.rng), tile.t)
         tile.mark_changed()
         return int(n)
@@ -320,7 +320,7 @@ def _coincidence(scheme: Scheme, tile: Tile, arb: np.ndarray, x: np.ndarray, d: 
     c_ab = lr / (tile.card.nominal_step / tile.scale * bl)
     n = _U.coincidence_update(x, d, c_ab, scheme.params["update_management"], bl, draw_seed(scheme.rng),
                               draw_seed(scheme.rng), tile.g, tile.p, tile.tprog, tile.npulse, tile.up, tile.down, tile.lo,
-                              tile.hi, tile.stuck, arb, tile.n_devices, not tile.differential, tile.law, tile.prm,
+                              tile.hi, tile.stuck, tile.nu, arb, tile.n_devices, not tile.differential, tile.law, tile.prm,
                               tile.t)
     tile.mark_changed()
     return int(n)
@@ -494,7 +494,7 @@ class MixedPrecisionScheme(_PulseScheme):
         t = self.tile
         g = np.ascontiguousarray(g).reshape(-1)
         n = _U.accumulate_pulse(self.chi, g, float(alpha), float(self.epsilon), self._arb, t.g, t.p, t.tprog,
-                                t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.n_devices, not t.differential, t.law,
+                                t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu, t.n_devices, not t.differential, t.law,
                                 t.prm, draw_seed(self.rng), t.t)
         if n:
             t.mark_changed()

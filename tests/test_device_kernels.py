@@ -12,6 +12,7 @@ from neuroemu._kernels import device as K
 from neuroemu.cards import load_card
 from neuroemu.crossbar import device_params
 from tests.reference import device as R
+from tests.reference import rng as RR
 
 # Transcendental functions: numpy's SIMD exp/log/pow (twin) vs libm (numba) may differ by an ulp.
 RTOL_TRANSCENDENTAL = 1e-12
@@ -44,9 +45,10 @@ class State:
         self.g = np.clip(self.g, self.lo, self.hi)
         u = rng.random(size)
         self.stuck = np.where(u < p_stuck / 2, 1, np.where(u < p_stuck, 2, 0)).astype(np.int8)
+        self.nu = np.zeros(size)  # no drift: pulse arithmetic stays bit-identical to the twin
 
     def args(self):
-        return self.g, self.p, self.tprog, self.npulse, self.up, self.down, self.lo, self.hi, self.stuck
+        return self.g, self.p, self.tprog, self.npulse, self.up, self.down, self.lo, self.hi, self.stuck, self.nu
 
 
 CASES = {
@@ -354,7 +356,7 @@ def _fresh_devices(prm, seed):
     lo, hi = np.full(n, prm.g_min), np.full(n, prm.g_max)
     stuck = np.zeros(n, np.int8)
     K.reset_devices(g, p, tprog, nreset, lo, hi, stuck, np.arange(n, dtype=np.int64), prm, seed, 0.0)
-    return g, p, tprog, np.zeros(n, np.int64), np.zeros(n), np.zeros(n), lo, hi, stuck
+    return g, p, tprog, np.zeros(n, np.int64), np.zeros(n), np.zeros(n), lo, hi, stuck, np.zeros(n)
 
 
 def test_nandakumar_pulse_statistics_match_published_model():
@@ -391,7 +393,7 @@ def test_first_pulse_mean_and_std_unclipped(g0):
     p = np.ones(n)
     lo, hi = np.full(n, -1e9), np.full(n, 1e9)
     K.pulse_tile(g, p, np.zeros(n), np.zeros(n, np.int64), np.zeros(n), np.zeros(n), lo, hi,
-                 np.zeros(n, np.int8), np.ones(n, np.int32), np.empty(0, np.int32), 1, False, K.PCM_SET, prm, 3, 0.0)
+                 np.zeros(n, np.int8), np.zeros(n), np.ones(n, np.int32), np.empty(0, np.int32), 1, False, K.PCM_SET, prm, 3, 0.0)
     e = math.exp(-1 / 2.6)
     mean = 0.880 + 1.40 * e - 0.084 * g0
     sd = 0.260 + 2.15 * e + 0.091 * g0
@@ -406,7 +408,7 @@ def test_first_pulse_mean_with_bounds_is_censored_normal():
     n, g0 = N_DEV, 0.1
     g = np.full(n, g0)
     K.pulse_tile(g, np.ones(n), np.zeros(n), np.zeros(n, np.int64), np.zeros(n), np.zeros(n),
-                 np.full(n, G_MIN), np.full(n, G_MAX), np.zeros(n, np.int8), np.ones(n, np.int32),
+                 np.full(n, G_MIN), np.full(n, G_MAX), np.zeros(n, np.int8), np.zeros(n), np.ones(n, np.int32),
                  np.empty(0, np.int32), 1, False, K.PCM_SET, prm, 4, 0.0)
     e = math.exp(-1 / 2.6)
     mu = g0 + 0.880 + 1.40 * e - 0.084 * g0
@@ -416,3 +418,24 @@ def test_first_pulse_mean_with_bounds_is_censored_normal():
     expect = G_MIN * N.cdf(a) + G_MAX * N.sf(b) + mu * (N.cdf(b) - N.cdf(a)) + sd * (N.pdf(a) - N.pdf(b))
     assert abs(g.mean() - expect) < 5 * sd / math.sqrt(n)
     assert abs(np.mean(g == G_MIN) - N.cdf(a)) < 5 * math.sqrt(N.cdf(a) / n)
+
+
+@pytest.mark.parametrize("card", ["pcm_nandakumar2018", "linear_step"])
+def test_pulse_acts_on_the_drifted_conductance(card, rng):
+    """A device programmed at t_p and pulsed at t starts its step from G·((t - t_p)/t0)^-ν, then its
+    drift clock restarts: kernel and twin agree, and the step is taken from the drifted value."""
+    prm = params(card, t0=10.0, t_offset=0.0)
+    st = State(prm, 1, 1, 40, rng)
+    st.tprog[:] = 0.0
+    st.nu = np.full(st.g.size, 0.05)
+    t = 1000.0  # 100 t0 after programming: G is 0.79 of its programmed value
+    counts = np.ones(st.m, np.int32)
+    g_before = st.g.copy()
+    ref = R.pulse_tile(*st.args(), counts, np.empty(0, np.int32), 1, True, K.CONSTANT, prm, 9, t)
+    K.pulse_tile(*st.args(), counts, np.empty(0, np.int32), 1, True, K.CONSTANT, prm, 9, t)
+    np.testing.assert_allclose(st.g, ref[0], rtol=RTOL_TRANSCENDENTAL)  # pow: libm vs numpy
+    assert np.all(st.tprog == t)
+    drifted = g_before * 100.0 ** -0.05
+    noise = 1.0 + prm.dw_std * RR.normal(9, np.arange(st.g.size), 0)
+    expect = np.clip(drifted + st.up * noise, st.lo, st.hi)
+    np.testing.assert_allclose(st.g, expect, rtol=1e-12)

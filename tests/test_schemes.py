@@ -419,7 +419,7 @@ def test_fast_mask_path_matches_scalar_path():
 
 
 def _state(t):
-    return [a.copy() for a in (t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck)]
+    return [a.copy() for a in (t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu)]
 
 
 @pytest.mark.parametrize("card, n_dev, bl, balance, dtype", [

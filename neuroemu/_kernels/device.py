@@ -112,14 +112,27 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
     return g, p
 
 
+@njit(cache=True, inline="always")
+def drift_factor(nu, age, prm):
+    """(max(age + t_offset, t0)/t0)^-ν: no drift before t0 after programming."""
+    if nu == 0.0:
+        return 1.0
+    r = (age + prm.t_offset) / prm.t0
+    if r <= 1.0:
+        return 1.0
+    return r ** (-nu)
+
+
 @njit(cache=True)
-def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, counts, start, n_dev, bidir, law, prm, seed, t):
+def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, counts, start, n_dev, bidir, law, prm, seed, t):
     """Apply signed pulse counts to a tile, synapse by synapse.
 
     counts[k] pulses go to synapse k: bidirectional devices get |n| up (n > 0) or down (n < 0)
     pulses on side 0; SET-only devices get |n| SETs on side 0 (n > 0) or side 1 (n < 0). The pulses
     go round-robin over the ``n_dev`` devices of that side starting at ``start[k]`` (``start`` may be
     empty: start at device 0). Stuck devices take the pulse (it is counted) but do not move.
+    A pulse acts on the device's present (drifted) conductance, G·(age/t0)^-ν, and restarts its
+    drift clock.
     """
     m_syn = counts.size
     for k in range(m_syn):
@@ -132,10 +145,11 @@ def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, counts, start, n_de
         for m in range(abs(n)):
             idx = (side * n_dev + (s0 + m) % n_dev) * m_syn + k
             npulse[idx] += 1
-            tprog[idx] = t
             if stuck[idx] == 0:
-                g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx],
+                g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx],
                                            sign, prm, seed, idx, m)
+            tprog[idx] = t
 
 
 @njit(cache=True)
@@ -149,17 +163,6 @@ def reset_devices(g, p, tprog, nreset, lo, hi, stuck, index, prm, seed, t):
         if stuck[idx] == 0:
             v = prm.reset_mean + prm.reset_std * normal(seed, idx, 0)
             g[idx] = min(max(v, lo[idx]), hi[idx])
-
-
-@njit(cache=True, inline="always")
-def drift_factor(nu, age, prm):
-    """(max(age + t_offset, t0)/t0)^-ν: no drift before t0 after programming."""
-    if nu == 0.0:
-        return 1.0
-    r = (age + prm.t_offset) / prm.t0
-    if r <= 1.0:
-        return 1.0
-    return r ** (-nu)
 
 
 @njit(cache=True, inline="always")

@@ -40,7 +40,7 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from .device import PCM_SET, pulse_one, synapse_weight
+from .device import PCM_SET, drift_factor, pulse_one, synapse_weight
 from .rng import hash_k, key, uniform_k
 
 _ONE = uint64(1)
@@ -338,7 +338,7 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
 
 
 @njit(cache=True, inline="always")
-def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, lo_i, hi_i, m_syn, n_planes):
+def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, pcm, lo_i, hi_i, m_syn, n_planes):
     """Prefetch elements [lo_i, hi_i) (one index per cache line) of every device plane of the state."""
     for pl in range(n_planes):
         o = pl * m_syn
@@ -350,6 +350,7 @@ def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, lo_i,
             prefetch(down, j)
             prefetch(lo, j)
             prefetch(hi, j)
+            prefetch(nu, j)
             if pcm:
                 prefetch(p, j)
             if (j & 63) < 8:
@@ -360,7 +361,7 @@ def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, lo_i,
 
 
 @njit(cache=True)
-def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, arb, n_dev,
+def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, n_dev,
                       bidir, law, prm, dseed, t):
     """Apply drawn coincidences (see :func:`coincidence_draw`) row by row; returns the pulses issued.
 
@@ -396,7 +397,7 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
             total += c1 - c0
             if nxt < nxt_end:
                 stop = min(nxt + chunk, nxt_end)
-                _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, arb, pcm, nxt, stop, m_syn, n_planes)
+                _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, pcm, nxt, stop, m_syn, n_planes)
                 nxt = stop
             if simple:
                 for c in range(c0, c1):
@@ -404,11 +405,12 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
                     idx = base + (v if v >= 0 else ~v)
                     sgn = -sdn if v >= 0 else sdn
                     npulse[idx] += 1
-                    tprog[idx] = t
                     if stuck[idx] == 0:
                         dd = up[idx] if sgn > 0 else down[idx]
-                        gi, _ = pulse_one(law, g[idx], 1.0, dd, dd, lo[idx], hi[idx], sgn, prm, dseed, e, idx)
+                        g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                        gi, _ = pulse_one(law, g_now, 1.0, dd, dd, lo[idx], hi[idx], sgn, prm, dseed, e, idx)
                         g[idx] = gi
+                    tprog[idx] = t
             else:
                 for c in range(c0, c1):
                     v = cols[c]
@@ -421,25 +423,26 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
                         arb[k] = dev + 1 if dev + 1 < n_dev else 0
                     idx = (side * n_dev + dev) * m_syn + k
                     npulse[idx] += 1
-                    tprog[idx] = t
                     if stuck[idx] == 0:
-                        g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn,
+                        g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                        g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn,
                                                    prm, dseed, e, idx)
+                    tprog[idx] = t
     return total
 
 
 @njit(cache=True)
-def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, arb,
-                       n_dev, bidir, law, prm, t):
+def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
+                       arb, n_dev, bidir, law, prm, t):
     """Draw and apply a stochastic pulse-coincidence update; returns the number of pulses issued."""
     coff, cols, rstart, events = coincidence_draw(x, d, c_ab, balance, bl, seed)
     return coincidence_apply(coff, cols, rstart, events, x.shape[1], g, p, tprog, npulse, up, down, lo, hi,
-                             stuck, arb, n_dev, bidir, law, prm, dseed, t)
+                             stuck, nu, arb, n_dev, bidir, law, prm, dseed, t)
 
 
 @njit(cache=True)
-def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm,
-                 seed, t):
+def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law,
+                 prm, seed, t):
     """Signed pulse counts ``counts[q]`` on synapses ``ks[q]``: :func:`.device.pulse_tile` restricted
     to the listed synapses (same random keys), with the start device taken from and advanced in
     ``arb``. Returns pulses issued."""
@@ -457,10 +460,11 @@ def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, 
         for m in range(na):
             idx = (side * n_dev + dev) * m_syn + k
             npulse[idx] += 1
-            tprog[idx] = t
             if stuck[idx] == 0:
-                g[idx], p[idx] = pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sign, prm,
+                g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sign, prm,
                                            seed, idx, m)
+            tprog[idx] = t
             dev += 1
             if dev == n_dev:
                 dev = 0
@@ -474,7 +478,7 @@ _BLOCK = 4096  # synapses per accumulate block (their pulse counts stay in L1)
 
 
 @njit(cache=True, error_model="numpy")
-def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, n_dev, bidir, law,
+def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir, law,
                      prm, seed, t):
     """Mixed-precision transfer (Nandakumar et al. 2020).
 
@@ -506,7 +510,7 @@ def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo
             ks[m] = k0 + kk
             cnt[m] = np.int64(nbuf[kk])
             m += nbuf[kk] != 0.0
-        total += pulse_sparse(ks[:m], cnt[:m], arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir,
+        total += pulse_sparse(ks[:m], cnt[:m], arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir,
                               law, prm, seed, t)
     return total
 

@@ -58,7 +58,7 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
     return g, p
 
 
-def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, counts, start, n_dev, bidir, law, prm, seed, t):
+def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, counts, start, n_dev, bidir, law, prm, seed, t):
     """Signed pulse counts per synapse, round-robin over the devices of one side.
 
     Returns new (g, p, tprog, npulse). Vectorised over synapses; the m-th pulse of every synapse is
@@ -77,10 +77,11 @@ def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, counts, start, n_de
         ks = k[sel]
         idx = (side[sel] * n_dev + (s0[sel] + m) % n_dev) * m_syn + ks
         npulse[idx] += 1
-        tprog[idx] = t
         move = stuck[idx] == 0
         i = idx[move]
-        g[i], p[i] = pulse_one(law, g[i], p[i], up[i], down[i], lo[i], hi[i], sign[sel][move], prm, seed, i, m)
+        g_now = g[i] * drift_factor(nu[i], t - tprog[i], prm)  # a pulse acts on the drifted conductance
+        g[i], p[i] = pulse_one(law, g_now, p[i], up[i], down[i], lo[i], hi[i], sign[sel][move], prm, seed, i, m)
+        tprog[idx] = t
     return g, p, tprog, npulse
 
 

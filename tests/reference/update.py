@@ -106,7 +106,7 @@ def sample_masks(x, d, c_ab, balance, bl, seed, b) -> tuple[list[int], list[int]
             draw_masks(d[b], fa, bl, key(seed, 4 * b + 2), key(seed, 4 * b + 3)))
 
 
-def _pulse_synapse(k, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm,
+def _pulse_synapse(k, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law, prm,
                    dseed, t) -> None:
     """One coincidence pulse on synapse k: device by the arbitration counter, step noise keyed by
     (dseed, event e, device index)."""
@@ -117,14 +117,15 @@ def _pulse_synapse(k, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck,
         arb[k] = (dev + 1) % n_dev
     idx = (side * n_dev + dev) * m_syn + k
     npulse[idx] += 1
-    tprog[idx] = t
     if stuck[idx] == 0:
-        gi, pi = D.pulse_one(law, g[idx], p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn, prm, dseed, e, idx)
+        g_now = g[idx] * D.drift_factor(nu[idx], t - tprog[idx], prm)
+        gi, pi = D.pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn, prm, dseed, e, idx)
         g[idx], p[idx] = float(gi), float(pi)
+    tprog[idx] = t
 
 
-def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, arb,
-                       n_dev, bidir, law, prm, t) -> int:
+def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
+                       arb, n_dev, bidir, law, prm, t) -> int:
     """Twin of ``coincidence_update``: same arguments, same effect on the arrays, pulses issued."""
     nb, n_in = x.shape
     n_out = d.shape[1]
@@ -139,7 +140,7 @@ def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse
                 for s in range(bl):  # slots in order
                     if (both >> s) & 1:
                         _pulse_synapse(i * n_in + j, sgn, b * bl + s, arb, g, p, tprog, npulse, up, down, lo, hi,
-                                       stuck, m_syn, n_dev, bidir, law, prm, dseed, t)
+                                       stuck, nu, m_syn, n_dev, bidir, law, prm, dseed, t)
                         total += 1
     return total
 
@@ -171,7 +172,7 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
             np.array(events, np.int32))
 
 
-def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, arb, n_dev,
+def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, n_dev,
                       bidir, law, prm, dseed, t) -> int:
     """Twin of ``coincidence_apply``: every listed (row, event, column) in turn, one pulse each."""
     n_out = rstart.size - 1
@@ -181,33 +182,33 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
             e, sdn = (int(es), 1) if es >= 0 else (~int(es), -1)
             for v in cols[coff[e]:coff[e + 1]]:
                 j, sgn = (int(v), -sdn) if v >= 0 else (~int(v), sdn)
-                _pulse_synapse(i * n_in + j, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck,
+                _pulse_synapse(i * n_in + j, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
                                n_out * n_in, n_dev, bidir, law, prm, dseed, t)
                 total += 1
     return total
 
 
-def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, m_syn, n_dev, bidir, law, prm,
+def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law, prm,
                  seed, t) -> int:
     """Twin of ``pulse_sparse``: dense counts through the ``pulse_tile`` twin, then the counter."""
     dense = np.zeros(m_syn, np.int64)
     dense[ks] = counts
     start = arb if arb.size else np.empty(0, np.int64)
-    g[:], p[:], tprog[:], npulse[:] = D.pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, dense, start, n_dev,
+    g[:], p[:], tprog[:], npulse[:] = D.pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, dense, start, n_dev,
                                                    bidir, law, prm, seed, t)
     if arb.size:
         arb[:] = (arb + np.abs(dense)) % n_dev
     return int(np.abs(dense).sum())
 
 
-def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, n_dev, bidir, law, prm,
-                     seed, t) -> int:
+def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir, law,
+                     prm, seed, t) -> int:
     """Twin of ``accumulate_pulse``: the accumulator in numpy, the pulses through ``pulse_tile``."""
     c = chi + alpha * np.asarray(dw, dtype=np.float64)
     n = np.trunc(c / eps)
     chi[:] = np.where(n != 0.0, c - n * eps, c)
     ks = np.flatnonzero(n)
-    return pulse_sparse(ks, n[ks].astype(np.int64), arb, g, p, tprog, npulse, up, down, lo, hi, stuck, chi.size,
+    return pulse_sparse(ks, n[ks].astype(np.int64), arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, chi.size,
                         n_dev, bidir, law, prm, seed, t)
 
 
