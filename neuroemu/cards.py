@@ -278,7 +278,7 @@ class Card:
 def _validate_params(kind: str, raw: Mapping[str, Any], where: str, units: Mapping[str, str] | None = None,
                      canonical: bool = False) -> dict[str, Any]:
     schema = {**COMMON, **KINDS[kind]}
-    unknown = sorted(set(raw) - set(schema))
+    unknown = sorted(str(k) for k in set(raw) - set(schema))
     if unknown:
         close = _suggest(unknown[0], schema)
         raise CardError(f"{where}.{unknown[0]}: unknown parameter for kind '{kind}'{close}; "
@@ -300,8 +300,9 @@ def _validate_params(kind: str, raw: Mapping[str, Any], where: str, units: Mappi
                                 f"got keys {sorted(value)}")
             unit = value.get("unit")
             value = value["value"]
-            value = field.check(value, fw) if field.kind is not str else field.check(value, fw)
-            value = _convert(value, unit, field, fw)
+            if unit is not None and not isinstance(unit, str):
+                raise CardError(f"{fw}.unit: expected a unit name such as uS, s or pJ, got {unit!r}")
+            value = _convert(field.check(value, fw), unit, field, fw)
         else:
             value = field.check(value, fw)
             if field.dim and not canonical:
@@ -345,7 +346,7 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
     """Validate card data (as loaded from YAML). ``where`` names the file in error messages."""
     if not isinstance(data, Mapping):
         raise CardError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
-    unknown = sorted(set(data) - TOP_LEVEL)
+    unknown = sorted(str(k) for k in set(data) - TOP_LEVEL)
     if unknown:
         raise CardError(f"{where}: unknown top-level field '{unknown[0]}'{_suggest(unknown[0], TOP_LEVEL)}; "
                         f"expected: {', '.join(sorted(TOP_LEVEL))}")
@@ -360,7 +361,7 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
     if stem is not None and name != stem:
         raise CardError(f"{where}: name: expected '{stem}' (the file stem), got '{name}'")
     kind = data["kind"]
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise CardError(f"{where}: kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     source = data["source"]
     if not isinstance(source, Mapping) or not isinstance(source.get("citation"), str) or not source["citation"]:
@@ -372,9 +373,9 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
     if not isinstance(units, Mapping):
         raise CardError(f"{where}: units: expected a mapping like {{conductance: uS, time: s}}")
     for dim, unit in units.items():
-        if dim not in UNITS:
+        if not isinstance(dim, str) or dim not in UNITS:
             raise CardError(f"{where}: units.{dim}: unknown dimension; expected one of {', '.join(UNITS)}")
-        if unit not in UNITS[dim]:
+        if not isinstance(unit, str) or unit not in UNITS[dim]:
             raise CardError(f"{where}: units.{dim}: expected one of {', '.join(UNITS[dim])}, got {unit!r}")
     params = data["parameters"]
     if not isinstance(params, Mapping):

@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     except NeuroemuError as exc:
         print(f"neuroemu: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output directory that cannot be created or written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"neuroemu: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         kept = f"; finished runs are kept in {out}/runs and are not recomputed on restart" if out else ""

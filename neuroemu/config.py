@@ -94,7 +94,7 @@ def validate(data: Any, schema: Mapping[str, Any], where: str) -> dict[str, Any]
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    unknown = [k for k in data if k not in schema]
+    unknown = [str(k) for k in data if k not in schema]
     if unknown:
         k = unknown[0]
         close = difflib.get_close_matches(str(k), list(schema), n=1)

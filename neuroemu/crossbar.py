@@ -80,6 +80,9 @@ class Periphery:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 24:
                 raise ConfigError(f"periphery.{name}: expected an integer in [0, 24], got {v!r}")
+        for name in ("dac_bits", "adc_bits"):
+            if getattr(self, name) == 1:  # 2^1 - 2 = 0 steps: a 1-bit converter has no symmetric grid
+                raise ConfigError(f"periphery.{name}: expected 0 (off) or 2..24 bits, got 1")
         for name in ("adc_range", "out_noise"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
@@ -168,6 +171,7 @@ class Tile:
         self._draw_variation(size)
         self.alpha = 1.0  # global drift compensation factor applied to outputs
         self._drift_ref: float | None = None
+        self._drift_probe: np.ndarray | None = None
         self._version = 0
         self._cache_key = None
         self.reset()
@@ -327,13 +331,17 @@ class Tile:
     def compensate_drift(self) -> float:
         """Global drift compensation (Joshi et al. 2020; aihwkit GlobalDriftCompensation).
 
-        The first call (right after programming) reads the tile with an identity input and stores
-        ``ref = mean|y|``; later calls read it again and set ``alpha = ref / mean|y(t)|``, by which
-        every output is then multiplied (a digital scale factor in the periphery). Returns alpha.
+        The first call (right after programming) reads the tile with a fixed set of random ±1 input
+        vectors and stores ``ref = mean|y|``; later calls read the same vectors again and set
+        ``alpha = ref / mean|y(t)|``, by which every output is then multiplied (a digital scale factor
+        in the periphery). Returns alpha. The probe vectors sum many weights per output, so the
+        reference stands well above the ADC step and the output noise (an identity input would read
+        single weights, which for typical layers are smaller than both).
         """
         self.alpha = 1.0
-        eye = np.eye(self.shape[1], dtype=np.float32)
-        level = max(float(np.abs(self.forward(eye)).mean()), 1e-12)
+        if self._drift_probe is None:
+            self._drift_probe = np.where(self.rng.random((32, self.shape[1])) < 0.5, -1.0, 1.0).astype(np.float32)
+        level = max(float(np.abs(self.forward(self._drift_probe)).mean()), 1e-12)
         if self._drift_ref is None:
             self._drift_ref = level
         self.alpha = self._drift_ref / level

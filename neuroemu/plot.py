@@ -490,6 +490,11 @@ def plot_run_bars(data: Mapping[str, Any], *, ax=None, xlabel: str | None = None
     return ax
 
 
+def delay_key(d: float) -> str:
+    """A delay in seconds as an exact, readable key: 3600.0 -> '3600', 0.5 -> '0.5'."""
+    return repr(int(d)) if float(d).is_integer() else repr(float(d))
+
+
 def delay_label(d: float) -> str:
     """A delay in seconds as '30 s', '5 min', '1 h', '30 d'."""
     for unit, sec in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -509,7 +514,8 @@ def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapp
     tall = (9.0, 1.2 + 0.32 * n)
 
     fig = _file_figure(figsize=tall, layout="constrained")
-    acc = compute_run_bars(rows, "test_acc", extra={f"after {delay_label(d)}": f"acc_after_{d:g}s" for d in delays})
+    acc = compute_run_bars(rows, "test_acc",
+                           extra={f"after {delay_label(d)}": f"acc_after_{delay_key(d)}s" for d in delays})
     ax = plot_run_bars(acc, ax=fig.add_subplot(), xlabel="test accuracy (%)")
     lo = min([v for v in acc["value"] + [x for e in acc["extra"].values() for x in e] if v > 0] or [0])
     ax.set_xlim(max(0.0, lo - 5), 100)

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from .crossbar import Tile
+from .io import write_csv
 
 #: Per-tile statistics, in column order.
 STATS = ("pulses", "pulses_mean", "pulses_max", "writes", "refreshes", "resets", "saturated", "energy_pJ",
@@ -158,27 +158,9 @@ class Recorder:
         return list(cols)
 
     def write_csv(self, path: str | os.PathLike) -> Path:
-        """Write ``rows()`` to ``path`` as CSV, atomically (a temporary file, then ``os.replace``).
-
-        Columns missing from a row are left empty.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=self.columns(), restval="")
-                writer.writeheader()
-                for r in self._rows:
-                    writer.writerow(r)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return path
+        """Write ``rows()`` to ``path`` as CSV, atomically. Columns missing from a row are left empty."""
+        write_csv(path, self._rows)
+        return Path(path)
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -141,8 +141,7 @@ def read_noise_curve(card: Card | str, g_values: Sequence[float], reads: int = 2
     For each G, ``reads`` devices are written to G (:meth:`Tile.write`), ``t`` seconds pass, and every
     device is read once with ``conductances(noisy=True)``. The std is taken over devices of the read
     minus that device's noiseless conductance, so programming spread between devices does not count
-    as read noise. Reads are clipped at 0 µS by the tile, which lowers the std where σ is not small
-    against G.
+    as read noise (reads are not clipped at 0 µS: the noise is that of the measured read current).
 
     Returns ``card``, ``unit``, ``g`` (the noiseless mean conductance of each row, after drift),
     ``g_target`` (as given), ``std`` and ``model_std``: the card's linear law rel·G + abs where the

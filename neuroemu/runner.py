@@ -82,6 +82,7 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
 
     def finish(job, res):
         atomic_write_json(result_path(out_dir, job), {"job": job, "hash": job_hash(job), "result": res})
+        result_path(out_dir, job).with_suffix(".error.txt").unlink(missing_ok=True)
         results[job["id"]] = res
         bar.step(f"finished {job['id']}")
 

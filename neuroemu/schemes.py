@@ -50,8 +50,7 @@ from .crossbar import Periphery, Tile, as_rng, draw_seed
 from .errors import CardError, ConfigError
 
 __all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
-           "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column",
-           "describe"]
+           "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column"]
 
 
 # ---------------------------------------------------------------------------------------- parameters
@@ -672,11 +671,3 @@ def make_scheme(name: str, tile: Tile, *, rng: Any = None, **params: Any) -> Sch
     if not isinstance(name, str) or name not in SCHEMES:
         raise ConfigError(f"scheme: expected one of {', '.join(SCHEMES)}, got {name!r}")
     return SCHEMES[name](tile, rng=rng, **params)
-
-
-def describe(name: str) -> dict[str, str]:
-    """Parameter names of scheme ``name`` with their documentation."""
-    cls = SCHEMES[name]
-    schema: dict[str, Param] = {**cls.PARAMS, **(_REFRESH if cls.pulsed else {})}
-    return {k: f"{v.doc} (expected {v.expected()})" for k, v in schema.items()}
-

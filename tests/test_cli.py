@@ -173,3 +173,40 @@ def test_shipped_example_config_validates():
 def test_console_script_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "neuroemu", "devices"], capture_output=True, text=True)
     assert res.returncode == 0 and "pcm_nandakumar2018" in res.stdout
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"runs": [{"card": "linear_step", "scheme": "mixed_precision", "scheme_params": {"epsilom": 0.1}}]}, "epsilom"),
+    ({"runs": [{"card": "linear_step", "scheme": "ideal", "levels": 8, "bits": 3}]}, "runs[0].bits"),
+    ({"runs": [{"card": "pcm_joshi2020", "scheme": "sign", "deploy": True}]}, "runs[0].scheme"),
+    ({"runs": [{"card": "linear_step", "scheme": "ideal", "periphery": "idael"}]}, "runs[0].periphery"),
+    ({"runs": [{"card": "linear_step", "scheme": "ideal", "periphery": {"dac_bits": 1}}]}, "dac_bits"),
+    ({"runs": [{"card": "quantized", "scheme": "digital", "levels": 3}]}, "runs[0]"),
+    ({"runs": [{"name": "a/b", "card": "ideal", "scheme": "ideal"}, {"name": "a_b", "card": "ideal", "scheme": "ideal"}]},
+     "runs[1].name"),
+    ({"seeds": [0, 0]}, "seeds"),
+    ({"data": {"train_limit": 10}}, "train_limit"),
+    ({"experiment": [1]}, "experiment"),
+])
+def test_run_rejects_bad_settings_before_any_job_starts(tmp_path, tiny_data, capsys, change, field):
+    data = change.pop("data", {})
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_data, **change)
+    if data:
+        raw = yaml.safe_load(cfg.read_text())
+        raw["data"].update(data)
+        cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", str(cfg), "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and field in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "runs").exists()  # nothing was started
+
+
+def test_an_edited_card_is_not_served_from_old_results(tmp_path, tiny_data, capsys):
+    card = tmp_path / "my_step.yaml"
+    card.write_text((cards_dir() / "linear_step.yaml").read_text().replace("name: linear_step", "name: my_step"))
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_data, runs=[{"card": str(card), "scheme": "mixed_precision"}])
+    out = tmp_path / "out"
+    assert run_cli(["run", str(cfg), "--out", str(out), "--quiet"], capsys)[0] == 0
+    card.write_text(card.read_text().replace("dw_min: 0.001", "dw_min: 0.002"))
+    code, _, err = run_cli(["run", str(cfg), "--out", str(out)], capsys)
+    assert code == 0 and "[done before]" not in err

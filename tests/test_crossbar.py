@@ -460,3 +460,22 @@ def test_levels_hold_when_writing_beyond_the_range(rng):
     t.write(w)
     grid = c["g_min"] + np.arange(8) * (c["g_max"] - c["g_min"]) / 7
     assert np.all(np.min(np.abs(t.g[:, None] - grid[None, :]), axis=1) < 1e-9)
+
+
+def test_global_drift_compensation_tracks_the_drift():
+    """After 30 days a PCM tile's outputs have shrunk; alpha restores them to within a few % of the
+    noiseless ratio, with the default (noisy, quantised) periphery and typical small weights."""
+    t = Tile(64, 256, "pcm_joshi2020", periphery=Periphery(), rng=5, w_max=0.2)
+    w = np.random.default_rng(1).uniform(-0.06, 0.06, t.shape)
+    t.write(w)
+    assert t.compensate_drift() == 1.0
+    probe = t._drift_probe.astype(np.float64)
+    y0 = np.abs(probe @ t.weights().T).mean()
+    t.advance(30 * 86400.0)
+    true_ratio = y0 / np.abs(probe @ t.weights().T).mean()
+    assert true_ratio > 1.3  # the drift is real
+    alpha = t.compensate_drift()
+    assert abs(alpha / true_ratio - 1) < 0.05
+    # compensated reads are back at the scale of the programmed weights
+    y = np.abs(t.forward(probe.astype(np.float32))).mean()
+    assert abs(y / np.abs(probe @ w.T).mean() - 1) < 0.1

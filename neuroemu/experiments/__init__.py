@@ -31,7 +31,7 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
         raise ConfigError(f"{where} expected a mapping at the top level")
     apply_overrides(raw, overrides or [])
     name = raw.get("experiment")
-    if name not in EXPERIMENTS:
+    if not isinstance(name, str) or name not in EXPERIMENTS:
         raise ConfigError(f"{where} experiment: expected one of {', '.join(EXPERIMENTS)}, got {name!r}")
     module = EXPERIMENTS[name]
     cfg = validate(raw, module.SCHEMA, where)

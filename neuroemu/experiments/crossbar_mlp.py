@@ -25,7 +25,7 @@ from ..cards import load_card
 from ..config import Opt
 from ..crossbar import Periphery, Tile
 from ..errors import ConfigError
-from ..plot import delay_label
+from ..plot import delay_key, delay_label
 
 NAME = "crossbar_mlp"
 
@@ -106,37 +106,63 @@ RUN = {
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    """Validate the runs (cards exist, schemes are known and fit the card); fill in run names."""
+    """Validate across fields: every run's card, scheme, scheme parameters and periphery are built
+    once on a tiny tile (so a typo fails now, not minutes later in a worker); run names are filled
+    in and must be distinct; seeds must be distinct; the data must give at least one batch."""
     from ..config import validate
-    from ..schemes import SCHEMES
+    from ..errors import NeuroemuError
+    from ..runner import slug
+    from ..schemes import SCHEMES, make_scheme
 
+    if len(set(cfg["seeds"])) != len(cfg["seeds"]):
+        raise ConfigError(f"{where} seeds: expected distinct seeds, got {cfg['seeds']}")
+    limit, bs = cfg["data"]["train_limit"], cfg["train"]["batch_size"]
+    if limit is not None and limit < bs:
+        raise ConfigError(f"{where} data.train_limit: expected at least train.batch_size ({bs}) images, got {limit}")
     runs = []
-    names = set()
+    names: dict[str, str] = {}
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
-        try:
-            card = load_card(run["card"])
-        except Exception as exc:  # CardError: re-raise with the config location
-            raise ConfigError(f"{w}.card: {exc}") from None
         if run["scheme"] not in SCHEMES:
             raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
-        if not card.pulsable and run["scheme"] != "ideal" and not run["deploy"]:
-            raise ConfigError(f"{w}.scheme: card {card.name} is programmed by target, not by pulses; "
-                              "use scheme 'ideal' or deploy: true")
+        if run["levels"] is not None and run["bits"] is not None:
+            raise ConfigError(f"{w}.bits: give levels or bits, not both")
+        if run["deploy"] and run["scheme"] != "ideal":
+            raise ConfigError(f"{w}.scheme: a deploy run trains on the ideal chip and programs the card once; "
+                              f"expected scheme 'ideal', got {run['scheme']!r}")
         per = run["periphery"]
+        if isinstance(per, str) and per != "ideal":
+            raise ConfigError(f"{w}.periphery: expected 'ideal' or a mapping of periphery fields, got {per!r}")
         if per is not None and per != "ideal":
             run["periphery"] = validate(per, {k: Opt(v.kind, None, v.lo, v.hi, nullable=True)
                                               for k, v in PERIPHERY.items()}, f"{w}.periphery")
+        try:
+            card = _card(run)
+        except NeuroemuError as exc:
+            raise ConfigError(f"{w}.card: {exc}") from None
+        if not card.pulsable and run["scheme"] != "ideal" and not run["deploy"]:
+            raise ConfigError(f"{w}.scheme: card {card.name} is programmed by target, not by pulses; "
+                              "use scheme 'ideal' or deploy: true")
+        try:
+            probe = Tile(2, 2, card, n_devices=run["n_devices"] or cfg["hardware"]["n_devices"],
+                         periphery=_periphery({"run": run, "hardware": cfg["hardware"]}), rng=0)
+            if not run["deploy"]:
+                make_scheme(run["scheme"], probe, rng=0, **run["scheme_params"])
+        except NeuroemuError as exc:
+            raise ConfigError(f"{w}: {exc}") from None
+        run["card_data"] = card.to_dict()  # the card's numbers are part of the job: an edited card reruns
         if run["name"] is None:
             n = run["n_devices"]
             run["name"] = f"{card.name}/{run['scheme']}" + (f"/N{n}" if n and n > 1 else "") + \
                 ("/deploy" if run["deploy"] else "")
-        if run["name"] in names:
-            raise ConfigError(f"{w}.name: duplicate run name {run['name']!r}; give the runs distinct names")
-        names.add(run["name"])
+        key = slug(run["name"])
+        if key in names:
+            raise ConfigError(f"{w}.name: run name {run['name']!r} clashes with {names[key]!r} (the same file name "
+                              "under runs/); give the runs distinct names")
+        names[key] = run["name"]
         runs.append(run)
     cfg["runs"] = runs
     return cfg
@@ -158,7 +184,10 @@ def prepare(cfg: dict[str, Any]) -> None:
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per (run, seed), each carrying everything it needs (JSON-serialisable)."""
+    from .. import __version__
+
     common = {k: cfg[k] for k in ("data", "model", "train", "hardware", "eval")}
+    common["neuroemu"] = __version__
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
 
@@ -174,6 +203,7 @@ def _periphery(job: dict[str, Any]) -> Periphery:
 
 
 def _card(run: dict[str, Any]):
+    """The run's card with its levels/bits knob applied."""
     card = load_card(run["card"])
     if run["levels"] is not None:
         card = card.with_levels(run["levels"])
@@ -298,6 +328,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         net = _deploy(net, sizes, card, job, n_dev, w_max, rng_chip)
         rec = Recorder()
         rec.observe(tr["epochs"], {f"layer{i + 1}": t for i, t in enumerate(net.tiles)})
+    elif ev["drift_compensation"]:  # the drift reference is read right after the last update
+        for t in net.tiles:
+            t.compensate_drift()
     final = net.accuracy(xte, yte, ev["batch_size"])
     at_delay = {}
     elapsed = 0.0
@@ -307,7 +340,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if ev["drift_compensation"]:
             for t in net.tiles:
                 t.compensate_drift()
-        at_delay[f"{delay:g}"] = net.accuracy(xte, yte, ev["batch_size"])
+        at_delay[delay_key(delay)] = net.accuracy(xte, yte, ev["batch_size"])
     n_syn = sum(t.n_synapses for t in net.tiles)
     stats = _device_stats(net)
     edges, _, counts = rec.histograms("layer1")
@@ -362,7 +395,7 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
                "n_devices": rs[0]["n_devices"], "seeds": len(rs), "test_acc": float(acc.mean()),
                "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0}
         for d in delays:
-            row[f"acc_after_{d:g}s"] = float(np.mean([r["test_acc_after"][f"{d:g}"] for r in rs]) * 100)
+            row[f"acc_after_{delay_key(d)}s"] = float(np.mean([r["test_acc_after"][delay_key(d)] for r in rs]) * 100)
         row.update({
             "pulses_per_synapse": float(np.mean([r["pulses_per_synapse"] for r in rs])),
             "refreshes": float(np.mean([r["refreshes"] for r in rs])),
@@ -379,7 +412,7 @@ def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         acc = f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["seeds"] > 1 else "")
-        cells = [r["run"], acc] + [f"{r[f'acc_after_{d:g}s']:.2f}" for d in delays] + \
+        cells = [r["run"], acc] + [f"{r[f'acc_after_{delay_key(d)}s']:.2f}" for d in delays] + \
             [f"{r['pulses_per_synapse']:.2f}", f"{r['refreshes']:.0f}", f"{r['energy_uJ']:.3g}",
              f"{r['train_time_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
