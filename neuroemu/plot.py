@@ -532,21 +532,46 @@ def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapp
     plot_run_bars(compute_run_bars(rows, "energy_uJ"), ax=ax2, log=True, xlabel="write energy (µJ)")
     paths.append(_save(fig, out / "pulses_energy.png", 120))
 
+    first = list({r["run"]: r for r in reversed(results)}.values())[::-1]  # one result (first seed) per run
     ncol = 4
-    nrow = math.ceil(len(results) / ncol)
-    fig = _file_figure(figsize=(3.2 * ncol, 2.4 * nrow), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrow, ncol)).reshape(-1)
-    for ax, r in zip(axes, results):
-        edges = np.asarray(r["g_hist"]["edges"], float)
-        ax.stairs(np.asarray(r["g_hist"]["counts"], float), edges, fill=True, alpha=0.7)
-        ax.set_title(f"{r['run']} (seed {r['seed']})", fontsize="x-small")
-        ax.set_xlabel(G_LABEL, fontsize="x-small")
-        ax.tick_params(labelsize="x-small")
-    for ax in axes[len(results):]:
-        ax.set_visible(False)
-    fig.suptitle("layer-1 device conductances after training", fontsize="medium")
-    paths.append(_save(fig, out / "conductances.png", 110))
+    nrow = math.ceil(len(first) / ncol)
+    for name, title, draw in (
+            ("conductances.png", "layer-1 device conductances: as programmed (epoch 0) and after training",
+             _draw_g_hist),
+            ("pulses_per_device.png", "layer-1 pulses per synapse over the whole run (all its devices)",
+             _draw_pulse_hist)):
+        fig = _file_figure(figsize=(3.2 * ncol, 2.4 * nrow), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrow, ncol)).reshape(-1)
+        for ax, r in zip(axes, first):
+            draw(ax, r)
+            ax.set_title(f"{r['run']} (seed {r['seed']})", fontsize="x-small")
+            ax.tick_params(labelsize="x-small")
+        for ax in axes[len(first):]:
+            ax.set_visible(False)
+        fig.suptitle(title, fontsize="medium")
+        paths.append(_save(fig, out / name, 110))
     return paths
+
+
+def _draw_g_hist(ax, result: Mapping[str, Any]) -> None:
+    h = result["g_hist"]
+    edges = np.asarray(h["edges"], float)
+    counts = np.atleast_2d(np.asarray(h["counts"], float))
+    steps = h.get("steps", list(range(len(counts))))
+    for k in sorted({0, len(counts) - 1}):
+        ax.stairs(counts[k], edges, fill=(k == len(counts) - 1), alpha=0.6, label=f"epoch {steps[k]}")
+    ax.set_yscale("log")
+    ax.set_xlabel(G_LABEL, fontsize="x-small")
+    ax.legend(fontsize="xx-small")
+
+
+def _draw_pulse_hist(ax, result: Mapping[str, Any]) -> None:
+    h = result["pulse_hist"]
+    edges = np.asarray(h["edges"], float)
+    ax.stairs(np.asarray(h["counts"], float), np.maximum(edges, 0.5), fill=True, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("pulses per synapse (0 shown at 0.5)", fontsize="x-small")
 
 
 __all__ = [

@@ -304,6 +304,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         net = Network(sizes, card, run["scheme"], run["scheme_params"], periphery=_periphery(job),
                       n_devices=n_dev, w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip)
     rec = Recorder()
+    layers = {f"layer{i + 1}": t for i, t in enumerate(net.tiles)}
+    if not deploy:
+        rec.observe(0, layers)  # the chip as programmed, before training
     metrics = []
     t_start = time.perf_counter()
     bs = tr["batch_size"]
@@ -320,9 +323,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower train.lr")
         test_acc = net.accuracy(xte, yte, ev["batch_size"])
         stats = _device_stats(net)
+        device_row = {k: v for k, v in rec.observe(epoch, layers).items() if k != "step"}
         metrics.append({"run": run["name"], "seed": job["seed"], "epoch": epoch, "train_loss": float(np.mean(losses)),
-                        "train_acc": float(np.mean(accs)), "test_acc": test_acc, **stats})
-        rec.observe(epoch, {f"layer{i + 1}": t for i, t in enumerate(net.tiles)}, test_acc=test_acc)
+                        "train_acc": float(np.mean(accs)), "test_acc": test_acc, **stats, **device_row})
     train_time = time.perf_counter() - t_start
     if deploy:  # from here on the chip is the programmed one: record it afresh
         net = _deploy(net, sizes, card, job, n_dev, w_max, rng_chip)
@@ -343,14 +346,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         at_delay[delay_key(delay)] = net.accuracy(xte, yte, ev["batch_size"])
     n_syn = sum(t.n_synapses for t in net.tiles)
     stats = _device_stats(net)
-    edges, _, counts = rec.histograms("layer1")
+    edges, steps, counts = rec.histograms("layer1")
     return {
         "run": run["name"], "card": card.name, "scheme": "ideal" if deploy else run["scheme"],
         "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], "test_acc": final,
         "test_acc_after": at_delay, "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / n_syn,
         "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"], "train_time_s": train_time,
         "metrics": metrics, "device_summary": rec.summary(),
-        "g_hist": {"edges": np.asarray(edges).tolist(), "counts": np.asarray(counts)[-1].tolist()},
+        "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
+                   "counts": np.asarray(counts).tolist()},
         "pulse_hist": _pulse_hist(net.tiles[0]),
     }
 
