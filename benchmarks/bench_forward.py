@@ -13,26 +13,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import median_times  # noqa: E402
+
 from neuroemu.crossbar import Periphery, Tile  # noqa: E402
 
 TARGET = 0.5
 
 
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -56,8 +49,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         tile = Tile(n_out, n_in, card, periphery=per, rng=1)
         tile.write(w)
         xin = inp
-        base = median_time(lambda: xin.astype(np.float32) @ w.T if xin.dtype == bool else xin @ w.T, repeat)
-        t = median_time(lambda: tile.forward(xin), repeat)
+        base, t = median_times([lambda: xin.astype(np.float32) @ w.T if xin.dtype == bool else xin @ w.T,
+                                lambda: tile.forward(xin)], repeat)
         rows.append({"case": label, "card": card, "baseline_ms": base * 1e3, "tile_ms": t * 1e3, "ratio": base / t})
     print(f"crossbar forward, {n_in}->{n_out}, batch {batch}; baseline = float32 numpy x @ W.T; median of {repeat}")
     print(f"{'case':<48} {'card':<20} {'matmul ms':>9} {'tile ms':>8} {'ratio':>6}")

@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import median_times  # noqa: E402
+
 from neuroemu.neurons import LIFParams, lif_sequence  # noqa: E402
 
 
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def numpy_lif(cur, alpha, v_th):
@@ -64,8 +57,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     zn, vn = numpy_lif(cur, p.alpha, p.v_th)
     same = bool(np.array_equal(zk, zn) and np.array_equal(vk, vn))
 
-    t_np = median_time(lambda: numpy_lif(cur, p.alpha, p.v_th), repeat)
-    t_k = median_time(lambda: lif_sequence(cur, p), repeat)
+    t_np, t_k = median_times([lambda: numpy_lif(cur, p.alpha, p.v_th), lambda: lif_sequence(cur, p)], repeat)
     work = T * batch * n
     rows = [
         {"case": "numpy loop over time", "ms": t_np * 1e3, "updates_per_s": work / t_np, "ratio": 1.0},

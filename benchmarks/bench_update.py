@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_times  # noqa: E402
 
 from neuroemu.crossbar import Tile  # noqa: E402
 from neuroemu.schemes import make_scheme  # noqa: E402
@@ -37,19 +38,6 @@ CASES = [
 ]
 
 
-def median_times(fns, repeat: int, warmup: int = 2) -> list[float]:
-    """Median wall time of each function, calling them in turn (so that all see the same machine
-    load) after ``warmup`` untimed rounds."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, ts in zip(fns, times):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [float(np.median(ts)) for ts in times]
 
 
 def make_data(n_out: int, n_in: int, batch: int, d_std: float, n_sets: int = 4, seed: int = 0):
