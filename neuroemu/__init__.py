@@ -3,16 +3,22 @@
 Device cards (:mod:`neuroemu.cards`) describe memristive devices with numbers from their papers;
 crossbar tiles (:mod:`neuroemu.crossbar`) store weights on those devices and read them through a
 realistic periphery; update schemes (:mod:`neuroemu.schemes`) turn the weight changes a learning
-rule wants into device pulses.
+rule wants into device pulses. Neuron substrates (:mod:`neuroemu.substrate`) are the neuron side of a
+chip: ideal LIF neurons or an emulated analog chip with mismatch, noise and calibration
+(:mod:`neuroemu.calibration`); :mod:`neuroemu.analog` holds the analog chip's matrix-multiply mode.
 """
 
 from .cards import Card, list_cards, load_card
-from .crossbar import Periphery, Tile
+from .analog import MACTile
+from .calibration import calibrate
+from .crossbar import Periphery, Tile, make_tile
 from .errors import CardError, ConfigError, DataError, NeuroemuError
 from .record import Recorder
 from .schemes import SCHEMES, make_scheme
+from .substrate import AnalogNeurons, IdealNeurons, SpikingLayer, make_substrate
 
 __version__ = "0.1.0"
 
-__all__ = ["Card", "CardError", "ConfigError", "DataError", "NeuroemuError", "Periphery", "Recorder", "SCHEMES",
-           "Tile", "list_cards", "load_card", "make_scheme", "__version__"]
+__all__ = ["AnalogNeurons", "Card", "CardError", "ConfigError", "DataError", "IdealNeurons", "MACTile", "NeuroemuError",
+           "Periphery", "Recorder", "SCHEMES", "SpikingLayer", "Tile", "calibrate", "list_cards", "load_card",
+           "make_scheme", "make_substrate", "make_tile", "__version__"]

@@ -13,6 +13,8 @@ numbers are the mock's defaults, not measurements of a particular chip). Inputs 
 31/max(x) and weights by 63/max|w| before the call, as hxtorch does.
 
 ``analog_matmul(x, w)`` wraps the integer MAC for float data: quantise, run, and scale back.
+:class:`MACTile` puts the mode where a crossbar tile goes (``make_tile`` builds it for an
+``analog_chip`` card), so networks and update schemes run on it unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from ._kernels import analog as _K
-from .crossbar import as_rng, draw_seed
+from .cards import Card, load_card
+from .crossbar import Periphery, Tile, as_rng, draw_seed
+from .errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,13 @@ class MACParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"MACParams.{name}: expected a positive integer, got {v!r}")
+
+    @classmethod
+    def from_card(cls, card: Card) -> "MACParams":
+        """The MAC mode of an ``analog_chip`` card."""
+        p = card.params
+        return cls(float(p["mac_gain"]), float(p["mac_noise"]), int(p["mac_input_bits"]), int(p["weight_bits"]),
+                   int(p["mac_block"]), int(p["mac_out_bits"]))
 
     @property
     def x_max(self) -> int:
@@ -106,3 +117,63 @@ def analog_matmul(x: np.ndarray, w: np.ndarray, params: MACParams = MACParams(),
     wq, sw = quantize_weights(w, params)
     y = hagen_mac(xq, wq, params, num_sends=num_sends, rng=rng)
     return y * (sx * sw / (params.gain * num_sends))
+
+
+class MACTile(Tile):
+    """The synapse array of an analog chip (``analog_chip`` card) as a tile.
+
+    Weights are signed integers ±(2^weight_bits − 1) (a row pair per weight) standing for
+    ±``w_max``; writes round to the nearest integer (train with the ``digital`` scheme, which
+    accumulates what a write cannot take). ``forward`` of float inputs (≥ 0) runs the analog MAC
+    mode: each sample is scaled to the full 5-bit input range by its own maximum (a digital
+    pre-scale), sent ``num_sends`` times, read per 128-row block with the mode's gain, noise and
+    8-bit saturation, and scaled back to weight × input units. ``forward`` of bool spikes is the
+    spiking mode: the exact sum of the active rows' weights (the neurons integrate it). ``backward``
+    is the exact transposed product with the stored weights, computed off-chip as in hxtorch.
+    """
+
+    def __init__(self, out_size: int, in_size: int, card: Card | str = "brainscales2", *, w_max: float = 1.0,
+                 scale: float | None = None, num_sends: int = 1, rng: Any = None):
+        chip = card if isinstance(card, Card) else load_card(card)
+        if chip.kind != "analog_chip":
+            raise ConfigError(f"MACTile: expected an analog_chip card, got {chip.name} (kind '{chip.kind}')")
+        if isinstance(num_sends, bool) or not isinstance(num_sends, int) or num_sends < 1:
+            raise ConfigError(f"MACTile: num_sends: expected an integer >= 1, got {num_sends!r}")
+        super().__init__(out_size, in_size, chip.synapse_card(), n_devices=1, w_max=w_max, scale=scale,
+                         periphery=Periphery.ideal(), rng=rng)
+        self.chip = chip
+        self.mac = MACParams.from_card(chip)
+        self.num_sends = num_sends
+
+    def int_weights(self) -> np.ndarray:
+        """The stored integer weights (out, in)."""
+        return np.rint(self.weights() * self.scale)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype == np.bool_:
+            return super().forward(x)
+        squeeze = x.ndim == 1
+        x2 = x.reshape(1, -1) if squeeze else x
+        if x2.ndim != 2 or x2.shape[1] != self.shape[1]:
+            raise ValueError(f"tile read: expected input of shape (batch, {self.shape[1]}), got {x.shape}")
+        if np.any(x2 < 0):
+            raise ValueError("MACTile.forward: the analog MAC takes non-negative inputs (e.g. ReLU activations)")
+        top = x2.max(axis=1, keepdims=True).astype(np.float64)
+        top[top == 0] = 1.0
+        xq = np.rint(x2 * (self.mac.x_max / top))
+        w = np.ascontiguousarray(self.int_weights().T)
+        lo, hi = self.mac.out_range
+        out = np.empty((x2.shape[0], self.shape[0]))
+        gain = self.mac.gain * self.num_sends
+        _K.hagen_mac(np.ascontiguousarray(xq), w, gain, float(self.mac.noise_std), self.mac.block, float(lo), float(hi),
+                     draw_seed(self.rng), out)
+        y = (out * (top / (self.mac.x_max * self.scale * gain))).astype(np.float32)
+        return y[0] if squeeze else y
+
+    def compensate_drift(self) -> float:
+        """The synapses are digital (SRAM) and do not drift: nothing to compensate."""
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"MACTile({self.shape[0]}x{self.shape[1]}, card={self.chip.name}, w_max={self.w_range[1]:g})"

@@ -110,6 +110,53 @@ _DRIFT = {
     "drift_t_offset": _f("time", 0, math.inf, 0.0, "time added to Δt before the power law"),
 }
 
+def _i(lo=0, hi=2**31, default=None, doc=""):
+    return Field(None, lo, hi, default, int, doc)
+
+
+ANALOG_CHIP: dict[str, Field] = {
+    # chip
+    "n_neurons": _i(1, 2**20, doc="neuron circuits on one chip"),
+    "acceleration": _f(None, 0, math.inf, doc="chip time runs this many times faster than biology", lo_open=True),
+    "dt": _f("time", 0, math.inf, doc="emulation step (chip time)", lo_open=True),
+    # synapse array and its matrix-multiply mode
+    "weight_bits": _i(1, 16, doc="weight magnitude bits; the sign comes from a pair of rows"),
+    "mac_input_bits": _i(1, 16, doc="MAC mode: unsigned input bits"),
+    "mac_gain": _f(None, 0, math.inf, doc="MAC mode: output LSB per unit of Σ x·w (integers)", lo_open=True),
+    "mac_noise": _f(None, 0, math.inf, doc="MAC mode: Gaussian noise std per block and output (LSB)"),
+    "mac_block": _i(1, 2**20, doc="MAC mode: rows read together through one ADC conversion"),
+    "mac_out_bits": _i(2, 24, doc="MAC mode: signed ADC output bits"),
+    # parameter memory (CapMem) and read-out ADC (CADC)
+    "capmem_max": _i(1, 2**20, doc="largest code of a parameter cell (10 bit: 1022)"),
+    "volt_per_code": _f(None, 0, math.inf, doc="nominal CADC LSB per CapMem code of a voltage parameter",
+                        lo_open=True),
+    "volt_slope_mismatch": _f(None, 0, 1, 0.0, "relative neuron-to-neuron spread of volt_per_code"),
+    "tau_mem_k": _f("time", 0, math.inf, doc="nominal τ_mem = tau_mem_k / code (a bias current ∝ code)",
+                    lo_open=True),
+    "tau_syn_k": _f("time", 0, math.inf, doc="nominal τ_syn = tau_syn_k / code", lo_open=True),
+    "gain_code": _f(None, 1, math.inf, doc="code at which the nominal synaptic gain is 1 (gain = code / gain_code)"),
+    "cadc_bits": _i(1, 16, doc="membrane read-out ADC bits"),
+    "cadc_noise": _f(None, 0, math.inf, 0.0, "read-out noise of one CADC sample (LSB)"),
+    # calibration targets (the neuron the network was designed for)
+    "tau_mem": _f("time", 0, math.inf, doc="target membrane time constant", lo_open=True),
+    "tau_syn": _f("time", 0, math.inf, doc="target synaptic time constant", lo_open=True),
+    "v_leak": _f(None, 0, math.inf, doc="target leak potential (LSB)"),
+    "v_reset": _f(None, 0, math.inf, doc="target reset potential (LSB)"),
+    "v_th": _f(None, 0, math.inf, doc="target threshold (LSB)"),
+    "refractory": _f("time", 0, math.inf, 0.0, "refractory time (digital counter, whole steps)"),
+    "v_min": _f(None, 0, math.inf, 0.0, "lower rail of the membrane (LSB)"),
+    "v_max": _f(None, 0, math.inf, doc="upper rail of the membrane (LSB)", lo_open=True),
+    # fixed-pattern mismatch (drawn once per chip) and temporal noise
+    "leak_mismatch": _f(None, 0, math.inf, 0.0, "neuron-to-neuron std of the leak potential (LSB)"),
+    "reset_mismatch": _f(None, 0, math.inf, 0.0, "neuron-to-neuron std of the reset potential (LSB)"),
+    "threshold_mismatch": _f(None, 0, math.inf, 0.0, "neuron-to-neuron std of the threshold (LSB)"),
+    "tau_mem_mismatch": _f(None, 0, 5, 0.0, "log-normal σ of τ_mem across neurons"),
+    "tau_syn_mismatch": _f(None, 0, 5, 0.0, "log-normal σ of τ_syn across neurons"),
+    "gain_mismatch": _f(None, 0, 5, 0.0, "log-normal σ of the synaptic gain across neurons"),
+    "membrane_noise": _f(None, 0, math.inf, 0.0, "stationary std of the membrane noise (LSB)"),
+    "threshold_noise": _f(None, 0, math.inf, 0.0, "trial-to-trial std of the threshold (LSB)"),
+}
+
 #: Kinds of device model and their parameter schemas (beyond COMMON).
 KINDS: dict[str, dict[str, Field]] = {
     # SET-only stochastic PCM (Nandakumar et al. 2018): depression is a SET on the other device.
@@ -182,7 +229,14 @@ KINDS: dict[str, dict[str, Field]] = {
         **_BOUNDS,
         "dw_min": _f("conductance", 0, math.inf, 0.01, "step of one pulse", lo_open=True),
     },
+    # Analog neuromorphic chip (BrainScaleS-2-like): digital 6-bit synapses, an analog MAC mode and
+    # analog LIF neurons with fixed-pattern mismatch, temporal noise and 10-bit parameter cells.
+    # Voltages are in CADC LSB (the chip's 8-bit column ADC), times in chip (hardware) time.
+    "analog_chip": ANALOG_CHIP,
 }
+
+#: Kinds whose cards describe a whole chip, not a synapse device: the COMMON device fields do not apply.
+CHIP_KINDS = ("analog_chip",)
 
 TOP_LEVEL = {"schema", "name", "kind", "description", "source", "units", "parameters"}
 SOURCE_KEYS = {"citation", "doi", "url", "notes"}
@@ -208,6 +262,8 @@ class Card:
         levels: a symmetric signed range whose middle level is exactly zero weight."""
         if self.kind == "quantized":
             return 2 ** int(self.params["bits"]) - 1
+        if self.kind == "analog_chip":
+            return 2 ** (int(self.params["weight_bits"]) + 1) - 1
         return int(self.params["levels"])
 
     @property
@@ -230,11 +286,27 @@ class Card:
             return p["dw_min"]
         if self.kind == "quantized":
             return (p["g_max"] - p["g_min"]) / (self.levels - 1)
+        if self.kind == "analog_chip":
+            return self.synapse_card().nominal_step
         raise CardError(f"{self.path or self.name}: kind '{self.kind}' is programmed by target, not by pulses")
+
+    def synapse_card(self) -> "Card":
+        """The synapse array of an ``analog_chip`` card as a ``quantized`` card: signed integer weights
+        −(2^b − 1) .. 2^b − 1 stored as "conductances" 0 .. 2(2^b − 1) in weight LSB (not µS)."""
+        if self.kind != "analog_chip":
+            raise CardError(f"{self.path or self.name}: synapse_card: only analog_chip cards have one, "
+                            f"this is kind '{self.kind}'")
+        top = 2.0 * (2 ** int(self.params["weight_bits"]) - 1)
+        params = _validate_params("quantized", {"g_min": 0.0, "g_max": top, "bits": int(self.params["weight_bits"]) + 1},
+                                  f"{self.name}: synapses", canonical=True)
+        return Card(f"{self.name}/synapses", "quantized", f"synapse array of {self.name}", self.source,
+                    MappingProxyType(params), self.path)
 
     def with_params(self, **changes: Any) -> "Card":
         """A copy with parameters changed (validated like a card file)."""
         raw = {**self.params, **changes}
+        if self.kind in CHIP_KINDS and ("bits" in changes or "levels" in changes):
+            raise CardError(f"{self.path or self.name}: a chip card sets its weight resolution by weight_bits")
         if "bits" in changes and self.kind != "quantized":
             raw.pop("bits")
             raw["levels"] = 2 ** int(changes["bits"])
@@ -259,7 +331,7 @@ class Card:
 
     def to_dict(self) -> dict[str, Any]:
         """The card as YAML-ready data (canonical units)."""
-        dims = {k: f.dim for k, f in {**COMMON, **KINDS[self.kind]}.items()}
+        dims = {k: f.dim for k, f in _schema(self.kind).items()}
         params = {}
         for k, v in self.params.items():
             d = dims.get(k)
@@ -275,9 +347,13 @@ class Card:
         }
 
 
+def _schema(kind: str) -> dict[str, Field]:
+    return dict(KINDS[kind]) if kind in CHIP_KINDS else {**COMMON, **KINDS[kind]}
+
+
 def _validate_params(kind: str, raw: Mapping[str, Any], where: str, units: Mapping[str, str] | None = None,
                      canonical: bool = False) -> dict[str, Any]:
-    schema = {**COMMON, **KINDS[kind]}
+    schema = _schema(kind)
     unknown = sorted(str(k) for k in set(raw) - set(schema))
     if unknown:
         close = _suggest(unknown[0], schema)
@@ -325,6 +401,9 @@ def _convert(value: Any, unit: str | None, field: Field, where: str) -> Any:
 
 
 def _check_consistency(kind: str, p: Mapping[str, Any], where: str) -> None:
+    if kind in CHIP_KINDS:
+        _check_chip(p, where)
+        return
     if "g_min" in p and p["g_min"] >= p["g_max"]:
         raise CardError(f"{where}.g_min: expected g_min < g_max ({p['g_max']:g} uS), got {p['g_min']:g} uS")
     if kind == "pulsed" and p["law"] not in ("constant", "soft_bounds", "exp_step"):
@@ -333,6 +412,25 @@ def _check_consistency(kind: str, p: Mapping[str, Any], where: str) -> None:
         raise CardError(f"{where}.levels: expected 0 (continuous) or an integer >= 2, got 1")
     if p["p_stuck_off"] + p["p_stuck_on"] > 1:
         raise CardError(f"{where}.p_stuck_on: expected p_stuck_off + p_stuck_on <= 1")
+
+
+def _check_chip(p: Mapping[str, Any], where: str) -> None:
+    if not p["v_min"] < p["v_max"]:
+        raise CardError(f"{where}.v_min: expected v_min < v_max ({p['v_max']:g}), got {p['v_min']:g}")
+    top = p["capmem_max"] * p["volt_per_code"]
+    for key in ("v_leak", "v_reset", "v_th"):
+        if not p["v_min"] <= p[key] <= min(p["v_max"], top):
+            raise CardError(f"{where}.{key}: expected a value in [{p['v_min']:g}, {min(p['v_max'], top):g}] "
+                            f"(the rails and the range capmem_max·volt_per_code), got {p[key]:g}")
+    if not p["v_th"] > p["v_leak"]:
+        raise CardError(f"{where}.v_th: expected a threshold above v_leak ({p['v_leak']:g}), got {p['v_th']:g}")
+    for key in ("tau_mem", "tau_syn"):
+        code = p[f"{key}_k"] / p[key]
+        if not 1 <= code <= p["capmem_max"]:
+            raise CardError(f"{where}.{key}: target needs code {key}_k/{key} = {code:.4g}, outside the cell range "
+                            f"[1, {p['capmem_max']}]")
+    if p["gain_code"] > p["capmem_max"]:
+        raise CardError(f"{where}.gain_code: expected at most capmem_max ({p['capmem_max']}), got {p['gain_code']:g}")
 
 
 def _suggest(key: str, options) -> str:

@@ -40,6 +40,9 @@ def _cmd_devices(args) -> int:
     elif args.action == "response":
         from .response import pulse_response
 
+        if card.kind == "analog_chip":
+            raise NeuroemuError(f"devices response: {card.name} is an analog chip with digital synapses (no pulse "
+                                f"response); see `neuroemu devices plot {card.name} --out DIR`")
         res = pulse_response(card, pulses=args.pulses, devices=args.devices, seed=args.seed)
         if args.json:
             print(json.dumps({k: res[k] for k in ("unit", "pulses", "mean", "std")}))

@@ -15,6 +15,8 @@ conductance range of one side).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import re
@@ -412,10 +414,14 @@ def device_figures(card: Card | str, out_dir: str | os.PathLike, seed: Any = 0, 
     * ``<name>_read_noise.png`` — single-read std vs G.
     * ``<name>_programmed_vs_target.png`` — ``pcm_set`` cards by SET pulses with read-verify (how
       they are really written), other cards by target (``Tile.write``).
+
+    ``analog_chip`` cards get :func:`chip_figures` instead.
     """
     card = _card(card)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if card.kind == "analog_chip":
+        return chip_figures(card, out, seed, dpi=dpi)
     paths = []
     size = (6.4, 4.6)
     if card.pulsable:
@@ -454,6 +460,180 @@ def device_figures(card: Card | str, out_dir: str | os.PathLike, seed: Any = 0, 
     how = "SET pulses with read-verify" if method == "verify" else "write by target"
     ax.set_title(_title(card, f"programmed vs target ({how})"), fontsize="medium")
     paths.append(_save(fig, out / f"{card.name}_programmed_vs_target.png", dpi))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- analog chips
+_PARAM_LABELS = {"v_leak": "leak potential (LSB)", "v_reset": "reset potential (LSB)", "v_th": "threshold (LSB)",
+                 "tau_mem": "τ_mem (µs)", "tau_syn": "τ_syn (µs)", "gain": "synaptic gain (relative)"}
+
+
+def compute_calibration(card: Card | str = "brainscales2", n: int | None = None, seed: Any = 0):
+    """A chip of ``n`` neurons (default: the whole chip) drawn from ``seed`` and calibrated; returns
+    the :class:`~neuroemu.calibration.CalibrationReport` (true values before and after)."""
+    from .substrate import AnalogNeurons
+
+    card = _card(card)
+    chip = AnalogNeurons(n or int(card.params["n_neurons"]), card, rng=seed)
+    return chip.calibrate(rng=np.random.SeedSequence([0 if seed is None else int(seed), 1]).generate_state(1)[0])
+
+
+def plot_calibration(report, name: str, *, ax=None, bins: int = 40, **kwargs):
+    """Histogram of one parameter across neurons before and after calibration, with the target."""
+    ax = _axes(ax)
+    scale = 1e6 if name.startswith("tau") else 1.0
+    before, after = report.before[name] * scale, report.after[name] * scale
+    lo, hi = min(before.min(), after.min()), max(before.max(), after.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+    sb, sa = report.spread_before[name], report.spread_after[name]
+    unit = (lambda v: f"{v:.2g} LSB") if name in ("v_leak", "v_reset", "v_th") else (lambda v: f"{100 * v:.2g} %")
+    ax.hist(before, bins=edges, alpha=0.6, label=f"uncalibrated (spread {unit(sb)})", **kwargs)
+    ax.hist(after, bins=edges, alpha=0.8, label=f"calibrated (spread {unit(sa)})", **kwargs)
+    ax.axvline(report.targets[name] * scale, color="k", lw=1, ls="--", label="target")
+    ax.set_xlabel(_PARAM_LABELS.get(name, name))
+    ax.set_ylabel("neurons")
+    ax.legend(fontsize="x-small")
+    return ax
+
+
+def compute_mac_transfer(card: Card | str = "brainscales2", samples: int = 4000, seed: Any = 0):
+    """One 128-row block of the analog MAC on random 5-bit inputs and 6-bit weights whose mean sweeps
+    the whole signed range: ideal gain·Σxw against the ADC output (with and without noise)."""
+    from .analog import MACParams, hagen_mac
+
+    card = _card(card)
+    p = MACParams.from_card(card)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, p.x_max + 1, (samples, p.block)).astype(np.float64)
+    mean = rng.uniform(-1, 1, (samples, 1)) * p.w_max
+    w = np.clip(np.rint(mean + 0.3 * p.w_max * rng.standard_normal((samples, p.block))), -p.w_max, p.w_max)
+    ideal = p.gain * (x * w).sum(axis=1)
+    out = np.empty(samples)
+    quiet = np.empty(samples)
+    for k in range(samples):  # one output column per sample: weights differ per sample
+        out[k] = hagen_mac(x[k:k + 1], w[k:k + 1], p, rng=rng)[0, 0]
+        quiet[k] = hagen_mac(x[k:k + 1], w[k:k + 1], dataclasses.replace(p, noise_std=0.0))[0, 0]
+    return {"ideal": ideal, "out": out, "noise_free": quiet, "range": p.out_range, "noise_std": p.noise_std,
+            "gain": p.gain}
+
+
+def plot_mac_transfer(data: Mapping[str, Any], *, ax=None, **kwargs):
+    """ADC output vs ideal gain·Σxw: the noise band, the floor and the 8-bit saturation."""
+    ax = _axes(ax)
+    ax.plot(data["ideal"], data["out"], ".", ms=2, alpha=0.4, label=f"output (noise {data['noise_std']:g} LSB)",
+            **kwargs)
+    order = np.argsort(data["ideal"])
+    ax.plot(data["ideal"][order], data["noise_free"][order], "k-", lw=1, label="without noise")
+    lo, hi = data["range"]
+    ax.axhline(hi, color="grey", ls=":", lw=1)
+    ax.axhline(lo, color="grey", ls=":", lw=1, label="8-bit saturation")
+    ax.set_xlabel(f"ideal {data['gain']:g}·Σ x·w (LSB)")
+    ax.set_ylabel("MAC output (LSB)")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def compute_membrane_traces(card: Card | str = "brainscales2", n: int = 6, steps: int = 150, seed: Any = 0,
+                            rate: float = 0.01, weight: float = 0.08, sources: int = 10):
+    """Membranes and spikes of ``n`` neurons of one chip fed the *same* Poisson input, uncalibrated and
+    calibrated, next to the ideal neuron. Inputs: ``sources`` trains of ``rate`` spikes per step, each
+    with ``weight`` (normalised) onto every neuron (the defaults keep the mean membrane just below
+    threshold, so the neurons fire on fluctuations)."""
+    from .substrate import AnalogNeurons, IdealNeurons
+
+    card = _card(card)
+    rng = np.random.default_rng(seed)
+    x = ((rng.random((steps, 1, sources)) < rate).sum(axis=2, keepdims=True) * weight).repeat(n, axis=2)
+    chip = AnalogNeurons(n, card, rng=seed)
+    out = {"dt": card.params["dt"], "acceleration": card.params["acceleration"]}
+    out["uncalibrated"] = chip.run(x, rng=1)
+    chip.calibrate(rng=2)
+    out["calibrated"] = chip.run(x, rng=1)
+    out["ideal"] = IdealNeurons.from_card(n, card).run(x)
+    return out
+
+
+def plot_membrane_traces(data: Mapping[str, Any], which: str, *, ax=None, **kwargs):
+    """Membrane traces (normalised: rest 0, threshold 1) of the neurons, spikes drawn as ticks."""
+    ax = _axes(ax)
+    z, v = data[which]
+    t = np.arange(v.shape[0]) * data["dt"] * 1e6
+    for j in range(v.shape[2]):
+        line, = ax.plot(t, v[:, 0, j], lw=0.8, **kwargs)
+        ts = t[z[:, 0, j] > 0]
+        ax.plot(ts, np.full(ts.shape, 1.6 + 0.08 * j), "|", color=line.get_color(), ms=5)
+    zi, vi = data["ideal"]
+    ax.plot(t, vi[:, 0, 0], "k--", lw=1, label="ideal neuron")
+    ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel(f"chip time (µs); ×{data['acceleration']:g} = biological time")
+    ax.set_ylabel("membrane (normalised)")
+    ax.legend(fontsize="small", loc="lower right")
+    return ax
+
+
+def compute_raster(card: Card | str = "brainscales2", n: int = 64, steps: int = 300, seed: Any = 0,
+                   rate: float = 0.01, weight: float = 0.08):
+    """Spikes of ``n`` neurons under identical Poisson input, uncalibrated and calibrated (chip of
+    ``seed``), and of the ideal neurons: shows the fixed-pattern spread of firing."""
+    return compute_membrane_traces(card, n=n, steps=steps, seed=seed, rate=rate, weight=weight)
+
+
+def plot_raster(data: Mapping[str, Any], which: str, *, ax=None, **kwargs):
+    """Spike raster: neuron index vs chip time."""
+    ax = _axes(ax)
+    z = data[which][0][:, 0, :]
+    t, j = np.nonzero(z)
+    ax.plot(t * data["dt"] * 1e6, j, "|", ms=3, **kwargs)
+    ax.set_xlim(0, z.shape[0] * data["dt"] * 1e6)
+    ax.set_xlabel("chip time (µs)")
+    ax.set_ylabel("neuron")
+    ax.set_title(f"{which}: {int(z.sum())} spikes", fontsize="small")
+    return ax
+
+
+def chip_figures(card: Card | str, out_dir: str | os.PathLike, seed: Any = 0, *, dpi: int = 120) -> list[Path]:
+    """The figures of an ``analog_chip`` card (one chip drawn from ``seed``):
+
+    * ``<name>_calibration.png`` — parameter spread across all neurons before/after calibration;
+    * ``<name>_mac_transfer.png`` — analog MAC output vs ideal Σxw (noise, floor, saturation);
+    * ``<name>_membrane_traces.png`` — membranes of six neurons with the same input;
+    * ``<name>_raster.png`` — spike rasters of 64 neurons with the same input.
+    """
+    from .substrate import PARAMETERS
+
+    card = _card(card)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    report = compute_calibration(card, seed=seed)
+    fig = _file_figure(figsize=(12, 6.4), layout="constrained")
+    for k, name in enumerate(PARAMETERS):
+        plot_calibration(report, name, ax=fig.add_subplot(2, 3, k + 1))
+    fig.suptitle(_title(card, f"calibration of {len(report.before['v_leak'])} neurons (chip seed {seed})"),
+                 fontsize="medium")
+    paths.append(_save(fig, out / f"{card.name}_calibration.png", dpi))
+
+    fig = _file_figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    plot_mac_transfer(compute_mac_transfer(card, seed=seed), ax=ax)
+    ax.set_title(_title(card, "analog MAC, one 128-row block"), fontsize="medium")
+    paths.append(_save(fig, out / f"{card.name}_mac_transfer.png", dpi))
+
+    traces = compute_membrane_traces(card, steps=300, seed=seed)
+    fig = _file_figure(figsize=(12, 4.2), layout="constrained")
+    for k, which in enumerate(("uncalibrated", "calibrated")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        plot_membrane_traces(traces, which, ax=ax)
+        ax.set_title(f"{which}: six neurons, the same input", fontsize="small")
+    fig.suptitle(_title(card, "membrane traces"), fontsize="medium")
+    paths.append(_save(fig, out / f"{card.name}_membrane_traces.png", dpi))
+
+    raster = compute_raster(card, seed=seed)
+    fig = _file_figure(figsize=(12, 4.2), layout="constrained")
+    for k, which in enumerate(("ideal", "uncalibrated", "calibrated")):
+        plot_raster(raster, which, ax=fig.add_subplot(1, 3, k + 1))
+    fig.suptitle(_title(card, "spike rasters, 64 neurons with the same input"), fontsize="medium")
+    paths.append(_save(fig, out / f"{card.name}_raster.png", dpi))
     return paths
 
 

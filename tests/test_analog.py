@@ -70,3 +70,68 @@ def test_analog_matmul_approximates_the_float_product():
     ref = x @ w.T
     lsb = sx * sw / (0.002 * 4)
     assert np.abs(y - ref).max() < 2 * lsb + 0.05 * np.abs(ref).max()
+
+
+# ------------------------------------------------------------------------------ the MAC as a tile
+def test_mac_tile_is_what_make_tile_builds_and_reads_like_hagen_mac():
+    from neuroemu.analog import MACTile
+    from neuroemu.cards import load_card
+    from neuroemu.crossbar import make_tile
+
+    rng = np.random.default_rng(0)
+    tile = make_tile(6, 200, "brainscales2", w_max=0.5, rng=1)
+    assert isinstance(tile, MACTile)
+    w = rng.uniform(-0.5, 0.5, (6, 200))
+    tile.write(w)
+    wi = tile.int_weights()
+    assert np.abs(wi).max() <= 63 and np.all(wi == np.rint(wi))
+    np.testing.assert_allclose(tile.weights(), wi * 0.5 / 63)  # nearest 6-bit level
+    assert np.abs(tile.weights() - w).max() <= 0.5 / 63 / 2 + 1e-12
+    x = rng.uniform(0, 1, (3, 200)).astype(np.float32)
+    y = tile.forward(x)
+    # one row by hand: per-sample scaling to 31, the MAC kernel, scaled back
+    p = MACParams.from_card(load_card("brainscales2"))
+    xq = np.rint(x[:1] * 31 / x[:1].max())
+    ref = hagen_mac(xq, wi, MACParams(**{**p.__dict__, "noise_std": 0.0}))
+    quiet = make_tile(6, 200, load_card("brainscales2").with_params(mac_noise=0.0), w_max=0.5, rng=1)
+    quiet.write(w)
+    np.testing.assert_allclose(quiet.forward(x[:1])[0], ref[0] * x[:1].max() / 31 * 0.5 / 63 / 0.002, rtol=1e-6)
+    # noisy reads scatter around the exact product by about 2 LSB per block
+    assert np.abs(y - x @ tile.weights().T).max() < 3.0
+    # spikes: the exact sum of the active rows; backward: the exact transposed product
+    s = rng.random((4, 200)) < 0.1
+    np.testing.assert_allclose(tile.forward(s), s @ tile.weights().T, atol=1e-5)
+    d = rng.standard_normal((2, 6)).astype(np.float32)
+    np.testing.assert_allclose(tile.backward(d), d @ tile.weights(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="non-negative"):
+        tile.forward(-x)
+    assert tile.compensate_drift() == 1.0
+
+
+def test_mac_tile_more_sends_less_relative_noise():
+    from neuroemu.crossbar import make_tile
+
+    rng = np.random.default_rng(3)
+    w = rng.uniform(-0.05, 0.05, (20, 256))
+    x = rng.uniform(0, 1, (200, 256)).astype(np.float32)
+    err = []
+    for sends in (1, 4):
+        t = make_tile(20, 256, "brainscales2", w_max=0.3, num_sends=sends, rng=5)
+        t.write(w)
+        err.append(np.std(t.forward(x) - x @ t.weights().T))
+    assert err[1] < 0.5 * err[0]
+
+
+def test_mac_tile_errors():
+    from neuroemu.analog import MACTile
+    from neuroemu.crossbar import Tile, make_tile
+    from neuroemu.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="make_tile"):
+        Tile(2, 2, "brainscales2")
+    with pytest.raises(ConfigError, match="analog_chip"):
+        MACTile(2, 2, "ideal")
+    with pytest.raises(ConfigError, match="num_sends"):
+        MACTile(2, 2, num_sends=0)
+    with pytest.raises(ConfigError, match="n_devices"):
+        make_tile(2, 2, "brainscales2", n_devices=2)

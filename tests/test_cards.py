@@ -96,7 +96,7 @@ def test_shipped_card_numbers():
 
 
 def test_unknown_card_name():
-    with pytest.raises(CardError, match="no such device card; known cards: ideal"):
+    with pytest.raises(CardError, match="no such device card; known cards: brainscales2, ideal"):
         load_card("no_such_card")
 
 
@@ -335,3 +335,42 @@ def test_yaml_of_to_dict_reloads(tmp_path):
     path.write_text(yaml.safe_dump(card.to_dict(), allow_unicode=True), encoding="utf-8")
     again = load_card(path)
     assert dict(again.params) == dict(card.params)
+
+
+# ---------------------------------------------------------------------------- analog chip cards
+def chip_text(**replace: str) -> str:
+    text = (cards_dir() / "brainscales2.yaml").read_text(encoding="utf-8").replace("name: brainscales2",
+                                                                                  "name: chip_test2020")
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_chip_card_loads_with_units_and_its_synapse_card():
+    card = load_card("brainscales2")
+    assert card.kind == "analog_chip"
+    assert card["tau_mem"] == pytest.approx(10e-6) and card["tau_mem_k"] == pytest.approx(3e-3)
+    assert card.levels == 127 and card.nominal_step == 1.0 and card.pulsable
+    syn = card.synapse_card()
+    assert syn.kind == "quantized" and syn.levels == 127 and syn["g_max"] == 126.0
+    assert "levels" not in card.params and "p_stuck_off" not in card.params  # device fields do not apply
+    again = parse_card(card.to_dict(), "roundtrip")
+    assert dict(again.params) == dict(card.params)
+    with pytest.raises(CardError, match="weight_bits"):
+        card.with_levels(bits=4)
+    with pytest.raises(CardError, match="only analog_chip"):
+        load_card("ideal").synapse_card()
+
+
+@pytest.mark.parametrize("old, new, fragments", [
+    ("  v_th: 125.0", "  v_th: 70.0", ["v_th", "above v_leak"]),
+    ("  v_leak: 80.0", "  v_leak: 300.0", ["v_leak", "rails"]),
+    ("  tau_mem: {value: 10.0, unit: us}", "  tau_mem: {value: 1.0, unit: ns}", ["tau_mem", "code"]),
+    ("  weight_bits: 6", "  weight_bits: 6.5", ["weight_bits", "integer"]),
+    ("  mac_gain: 0.002", "  mac_gian: 0.002", ["mac_gian", "mac_gain"]),
+    ("  gain_code: 500", "  gain_code: 5000", ["gain_code", "capmem_max"]),
+])
+def test_chip_card_errors_name_field(tmp_path, old, new, fragments):
+    path = write(tmp_path, chip_text(**{old: new}), name="chip_test2020")
+    expect_error(path, *fragments)

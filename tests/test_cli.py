@@ -210,3 +210,17 @@ def test_an_edited_card_is_not_served_from_old_results(tmp_path, tiny_data, caps
     card.write_text(card.read_text().replace("dw_min: 0.001", "dw_min: 0.002"))
     code, _, err = run_cli(["run", str(cfg), "--out", str(out)], capsys)
     assert code == 0 and "[done before]" not in err
+
+
+def test_devices_show_and_plot_an_analog_chip(tmp_path, capsys):
+    code, out, _ = run_cli(["devices", "show", "brainscales2"], capsys)
+    assert code == 0
+    data = yaml.safe_load(out)
+    assert data["kind"] == "analog_chip" and data["parameters"]["tau_mem"]["value"] == pytest.approx(1e-05)
+    code, out, _ = run_cli(["devices", "plot", "brainscales2", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    names = sorted(Path(p).name for p in out.split())
+    assert names == ["brainscales2_calibration.png", "brainscales2_mac_transfer.png",
+                     "brainscales2_membrane_traces.png", "brainscales2_raster.png"]
+    code, _, err = run_cli(["devices", "response", "brainscales2"], capsys)
+    assert code == 2 and "analog chip" in err

@@ -153,6 +153,8 @@ def test_device_figures_for_every_card(tmp_path):
         expected = {"drift", "read_noise", "programmed_vs_target"}
         if name != "pcm_joshi2020":
             expected.add("pulse_response")
+        if name == "brainscales2":  # an analog chip: neuron and MAC figures
+            expected = {"calibration", "mac_transfer", "membrane_traces", "raster"}
         assert kinds == expected
         for p in paths:
             assert p.parent == tmp_path / name and p.stat().st_size > 1000
@@ -161,3 +163,29 @@ def test_device_figures_for_every_card(tmp_path):
     assert plt.get_fignums() == figs_before
     assert dict(matplotlib.rcParams) == rc_before
     assert matplotlib.get_backend() == backend
+
+
+def test_chip_plots_show_what_they_claim():
+    from neuroemu.cards import load_card
+
+    rep = plot.compute_calibration("brainscales2", n=64, seed=1)
+    assert all(r < 0.3 for r in rep.ratio().values())
+    ax = plot.plot_calibration(rep, "tau_mem")
+    assert "calibrated" in ax.get_legend().get_texts()[1].get_text()
+    mac = plot.compute_mac_transfer(samples=400, seed=0)
+    lo, hi = mac["range"]
+    assert mac["out"].min() == lo and mac["out"].max() == hi  # the sweep reaches both saturations
+    linear = np.abs(mac["ideal"]) < 60
+    assert np.std(mac["out"][linear] - mac["noise_free"][linear]) == pytest.approx(2.0, rel=0.2)
+    plot.plot_mac_transfer(mac)
+    tr = plot.compute_membrane_traces(load_card("brainscales2"), n=3, steps=100, seed=0)
+    assert set(tr) >= {"ideal", "uncalibrated", "calibrated"}
+    # calibration brings the neurons' firing toward the ideal neuron's
+    z_ideal = tr["ideal"][0].sum(axis=0)
+    err = {k: np.abs(tr[k][0].sum(axis=0) - z_ideal).mean() for k in ("uncalibrated", "calibrated")}
+    assert err["calibrated"] <= err["uncalibrated"]
+    plot.plot_membrane_traces(tr, "calibrated")
+    plot.plot_raster(tr, "uncalibrated")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

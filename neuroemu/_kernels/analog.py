@@ -45,3 +45,54 @@ def hagen_mac(x, w_rows, gain, noise_std, block, lo, hi, seed, out):
         for j in range(n_out):
             out[b, j] = min(max(out[b, j], lo), hi)
     return out
+
+
+@njit(cache=True)
+def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo, v_hi, spiking, seed,
+                    v, i, r, zs, vs, is_):
+    """Analog current-based LIF neurons with per-neuron parameters, T steps.
+
+    xs (T, batch, n): input per step in normalised units; ``gscale`` (n,) turns it into synaptic
+    current (LSB per step). leak, reset, alpha = exp(−dt/τ_mem), beta = exp(−dt/τ_syn), noise
+    (n,): per-neuron arrays (LSB); th (batch, n): this trial's thresholds. State v, i (batch, n)
+    float64 and the refractory counter r (int32) are updated in place. Per element and step:
+
+        i = beta·i + gscale·x
+        refractory (r > 0):  v = reset, r −= 1, no spike         (the circuit clamps the membrane)
+        otherwise:           v = clip(leak + alpha·(v − leak) + i + noise·N(0, 1), v_lo, v_hi)
+                             spike if spiking and v > th: v = reset, r = nref
+
+    zs records spikes; vs (size 0 to skip) the membrane before any reset, so a spike shows as its
+    suprathreshold value; is_ (size 0 to skip) the synaptic current. The noise draw of element
+    (b, j) at step t is keyed by (seed, t) and b·n + j.
+    """
+    nt, nb, n = xs.shape
+    rec_v = vs.size > 0
+    rec_i = is_.size > 0
+    for t in range(nt):
+        k = key(seed, t)
+        for b in range(nb):
+            for j in range(n):
+                ii = beta[j] * i[b, j] + gscale[j] * xs[t, b, j]
+                i[b, j] = ii
+                z = 0.0
+                if r[b, j] > 0:
+                    vv = reset[j]
+                    r[b, j] -= 1
+                    out = vv
+                else:
+                    vv = leak[j] + alpha[j] * (v[b, j] - leak[j]) + ii
+                    if noise[j] > 0.0:
+                        vv += noise[j] * normal_k(k, b * n + j)
+                    vv = min(max(vv, v_lo), v_hi)
+                    out = vv
+                    if spiking and vv > th[b, j]:
+                        z = 1.0
+                        vv = reset[j]
+                        r[b, j] = nref
+                v[b, j] = vv
+                zs[t, b, j] = z
+                if rec_v:
+                    vs[t, b, j] = out
+                if rec_i:
+                    is_[t, b, j] = ii

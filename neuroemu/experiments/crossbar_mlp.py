@@ -23,7 +23,7 @@ import numpy as np
 
 from ..cards import load_card
 from ..config import Opt
-from ..crossbar import Periphery, Tile
+from ..crossbar import Periphery, Tile, make_tile
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 
@@ -102,6 +102,7 @@ RUN = {
     "bits": Opt("int", None, 1, 24, nullable=True),
     "periphery": Opt("any", None, nullable=True, doc="'ideal' or overrides of hardware.periphery"),
     "deploy": Opt("bool", False, doc="train on the ideal chip, then program the weights onto this card"),
+    "num_sends": Opt("int", None, 1, 64, nullable=True, doc="analog_chip cards: input repetitions of the MAC mode"),
 }
 
 
@@ -143,12 +144,16 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             card = _card(run)
         except NeuroemuError as exc:
             raise ConfigError(f"{w}.card: {exc}") from None
+        if run["num_sends"] is not None and card.kind != "analog_chip":
+            raise ConfigError(f"{w}.num_sends: only analog_chip cards (e.g. brainscales2) have a MAC mode; "
+                              f"card {card.name} is kind '{card.kind}'")
         if not card.pulsable and run["scheme"] != "ideal" and not run["deploy"]:
             raise ConfigError(f"{w}.scheme: card {card.name} is programmed by target, not by pulses; "
                               "use scheme 'ideal' or deploy: true")
         try:
-            probe = Tile(2, 2, card, n_devices=run["n_devices"] or cfg["hardware"]["n_devices"],
-                         periphery=_periphery({"run": run, "hardware": cfg["hardware"]}), rng=0)
+            probe = make_tile(2, 2, card, n_devices=run["n_devices"] or cfg["hardware"]["n_devices"],
+                              periphery=_periphery({"run": run, "hardware": cfg["hardware"]}), rng=0,
+                              **_tile_options(run))
             if not run["deploy"]:
                 make_scheme(run["scheme"], probe, rng=0, **run["scheme_params"])
         except NeuroemuError as exc:
@@ -202,6 +207,10 @@ def _periphery(job: dict[str, Any]) -> Periphery:
     return Periphery(**base)
 
 
+def _tile_options(run: dict[str, Any]) -> dict[str, Any]:
+    return {"num_sends": run["num_sends"]} if run.get("num_sends") is not None else {}
+
+
 def _card(run: dict[str, Any]):
     """The run's card with its levels/bits knob applied."""
     card = load_card(run["card"])
@@ -217,7 +226,7 @@ class Network:
 
     def __init__(self, sizes: list[int], card, scheme: str, scheme_params: dict, *, periphery: Periphery,
                  n_devices: int, w_max: float, rng: np.random.Generator, init_gain: float = 1.0,
-                 weights: list[np.ndarray] | None = None):
+                 weights: list[np.ndarray] | None = None, tile_options: dict[str, Any] | None = None):
         from ..schemes import make_scheme
 
         self.tiles, self.schemes, self.biases = [], [], []
@@ -227,11 +236,13 @@ class Network:
                 w = rng.uniform(-bound, bound, (n_out, n_in))
             else:
                 w = weights[i]
-            scale = None
+            scale, top = None, max(float(np.abs(w).max()), 1e-12) if weights is not None else None
             if weights is not None and card.kind == "pcm_inference":  # aihwkit mapping: max|W| -> g_max
-                scale = n_devices * (card["g_max"] - card["g_min"]) / max(float(np.abs(w).max()), 1e-12)
-            tile = Tile(n_out, n_in, card, n_devices=n_devices, w_max=w_max, scale=scale, periphery=periphery,
-                        rng=rng)
+                scale = n_devices * (card["g_max"] - card["g_min"]) / top
+            if weights is not None and card.kind == "analog_chip":  # hxtorch mapping: max|W| -> the largest integer
+                scale = (2 ** card["weight_bits"] - 1) / top
+            tile = make_tile(n_out, n_in, card, n_devices=n_devices, w_max=w_max, scale=scale, periphery=periphery,
+                             rng=rng, **(tile_options or {}))
             tile.write(w)
             self.tiles.append(tile)
             self.schemes.append(make_scheme(scheme, tile, rng=rng, **scheme_params))
@@ -302,7 +313,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                       w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip)
     else:
         net = Network(sizes, card, run["scheme"], run["scheme_params"], periphery=_periphery(job),
-                      n_devices=n_dev, w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip)
+                      n_devices=n_dev, w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip,
+                      tile_options=_tile_options(run))
     rec = Recorder()
     layers = {f"layer{i + 1}": t for i, t in enumerate(net.tiles)}
     if not deploy:
@@ -380,7 +392,7 @@ def _pulse_hist(tile: Tile) -> dict[str, list]:
 def _deploy(trained: Network, sizes, card, job, n_dev, w_max, rng) -> Network:
     """Program the trained float weights onto the run's card (one write, then inference)."""
     net = Network(sizes, card, "ideal", {}, periphery=_periphery(job), n_devices=n_dev, w_max=w_max, rng=rng,
-                  weights=[t.weights() for t in trained.tiles])
+                  weights=[t.weights() for t in trained.tiles], tile_options=_tile_options(job["run"]))
     net.biases = [b.copy() for b in trained.biases]
     if job["eval"]["drift_compensation"]:
         for t in net.tiles:

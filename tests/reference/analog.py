@@ -23,3 +23,26 @@ def hagen_mac(x, w_rows, gain, noise_std, block, lo, hi, seed):
         noise = R.normal(seed, a, np.arange(n_out)[None, :])
         out += np.clip(np.floor(gain * acc + noise_std * noise), lo, hi)
     return np.clip(out, lo, hi)
+
+
+def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo, v_hi, spiking, seed, v, i, r):
+    """Vectorised over (batch, n); returns (zs, vs, is_, v, i, r)."""
+    xs = np.asarray(xs, dtype=np.float64)
+    v, i, r = np.array(v, dtype=np.float64), np.array(i, dtype=np.float64), np.array(r, dtype=np.int64)
+    nt, nb, n = xs.shape
+    zs, vs, is_ = np.zeros(xs.shape), np.zeros(xs.shape), np.zeros(xs.shape)
+    idx = np.arange(nb)[:, None] * n + np.arange(n)[None, :]
+    for t in range(nt):
+        i = beta * i + gscale * xs[t]
+        refr = r > 0
+        free = leak + alpha * (v - leak) + i
+        if np.any(noise > 0):
+            free = free + np.where(noise > 0, noise * R.normal(seed, t, idx), 0.0)
+        free = np.clip(free, v_lo, v_hi)
+        spike = ~refr & (free > th) if spiking else np.zeros_like(refr)
+        vs[t] = np.where(refr, reset, free)
+        zs[t] = spike
+        is_[t] = i
+        v = np.where(refr | spike, reset, free)
+        r = np.where(refr, r - 1, np.where(spike, nref, r))
+    return zs, vs, is_, v, i, r
