@@ -65,14 +65,8 @@ def _cmd_run(args) -> int:
     from .experiments import run_experiment
 
     summary = run_experiment(args.config, args.out, args.set, workers=args.workers, quiet=args.quiet)
-    rows = summary["table"]
-    if rows:
-        keys = ["run", "test_acc", "test_acc_std", "pulses_per_synapse", "refreshes", "energy_uJ"]
-        width = max(len(r["run"]) for r in rows)
-        print(f"{'run':<{width}}  {'test acc %':>12}  {'pulses/syn':>10}  {'refreshes':>9}  {'energy uJ':>10}")
-        for r in rows:
-            acc = f"{r[keys[1]]:.2f}±{r[keys[2]]:.2f}"
-            print(f"{r['run']:<{width}}  {acc:>12}  {r[keys[3]]:>10.2f}  {r[keys[4]]:>9.0f}  {r[keys[5]]:>10.3g}")
+    if summary["console"]:
+        print("\n".join(summary["console"]))
     print(f"results: {args.out}/RESULTS.md")
     return 0
 

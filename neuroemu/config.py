@@ -114,6 +114,22 @@ def validate(data: Any, schema: Mapping[str, Any], where: str) -> dict[str, Any]
     return out
 
 
+def check_layers(value: Any, where: str) -> list[int]:
+    """A non-empty list of positive layer sizes (an ``Opt`` check)."""
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"{where}: expected a list of positive layer sizes, e.g. [256], got {value!r}")
+    return value
+
+
+def check_seeds(value: Any, where: str) -> list[int]:
+    """A non-empty list of distinct integer seeds >= 0 (an ``Opt`` check)."""
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ConfigError(f"{where}: expected a non-empty list of integer seeds >= 0, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: expected distinct seeds, got {value!r}")
+    return value
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where and not where.endswith(":") else f"{where} {key}".strip()
 

@@ -1,5 +1,7 @@
 """Datasets and encoders."""
 
+from neuroemu.data.encoders import latency_encode, latency_times, rate_encode
+
 from neuroemu.data.fashion_mnist import (
     CLASS_NAMES,
     fetch_fashion_mnist,
@@ -12,6 +14,9 @@ from neuroemu.data.fashion_mnist import (
 __all__ = [
     "CLASS_NAMES",
     "fetch_fashion_mnist",
+    "latency_encode",
+    "latency_times",
+    "rate_encode",
     "find_fashion_mnist",
     "load_fashion_mnist",
     "read_idx",

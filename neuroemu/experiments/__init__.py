@@ -3,7 +3,8 @@
 An experiment module provides ``NAME``, ``SCHEMA`` (see :mod:`neuroemu.config`), ``check(cfg, where)``
 (cross-field validation), ``jobs(cfg)`` (independent jobs, each with an ``id``), ``run_job(job)``
 (module-level, runs in a worker process), ``prepare(cfg)`` (fetch data once, before workers start) and
-``report(cfg, results, out_dir, meta)`` (tables and figures).
+``report(cfg, results, out_dir, meta)`` (tables and figures) and ``console_table(rows)`` (the lines
+``neuroemu run`` prints).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from ..config import apply_overrides, dump_yaml, load_yaml, validate
 from ..errors import ConfigError
 from ..io import atomic_write_json, versions
 from ..runner import JobsFailed, run_jobs
-from . import crossbar_mlp
+from . import crossbar_mlp, spiking_fmnist
 
-EXPERIMENTS = {crossbar_mlp.NAME: crossbar_mlp}
+EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist)}
 
 
 def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -40,7 +41,8 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
 
 def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None, *,
                    workers: int | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Run an experiment; write config.yaml, metrics.csv, summary.json, RESULTS.md and figures/."""
+    """Run an experiment; write config.yaml, metrics.csv, summary.json, RESULTS.md and figures/.
+    Returns the summary, plus ``console``: the result table as lines of text."""
     module, cfg = resolve(config_path, overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,4 +65,4 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     atomic_write_json(out / "summary.json", {"meta": meta, "failed": failure.failed if failure else {}, **summary})
     if failure is not None:
         raise failure
-    return summary
+    return {**summary, "console": module.console_table(summary["table"]) if summary["table"] else []}

@@ -22,24 +22,12 @@ from typing import Any
 import numpy as np
 
 from ..cards import load_card
-from ..config import Opt
+from ..config import Opt, check_layers, check_seeds
 from ..crossbar import Periphery, Tile, make_tile
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 
 NAME = "crossbar_mlp"
-
-
-def _check_layers(value, where):
-    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise ConfigError(f"{where}: expected a list of positive layer sizes, e.g. [256], got {value!r}")
-    return value
-
-
-def _check_seeds(value, where):
-    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise ConfigError(f"{where}: expected a non-empty list of integer seeds >= 0, got {value!r}")
-    return value
 
 
 def _check_delays(value, where):
@@ -61,7 +49,7 @@ PERIPHERY = {
 SCHEMA: dict[str, Any] = {
     "experiment": Opt("str", NAME, choices=(NAME,)),
     "description": Opt("str", ""),
-    "seeds": Opt("list", [0], check=_check_seeds),
+    "seeds": Opt("list", [0], check=check_seeds),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
     "data": {
         "dir": Opt("str", None, nullable=True, doc="directory with the Fashion-MNIST IDX files"),
@@ -69,7 +57,7 @@ SCHEMA: dict[str, Any] = {
         "test_limit": Opt("int", None, 1, 10000, nullable=True),
         "download": Opt("bool", True, doc="fetch the data when it is missing"),
     },
-    "model": {"hidden": Opt("list", [256], check=_check_layers)},
+    "model": {"hidden": Opt("list", [256], check=check_layers)},
     "train": {
         "epochs": Opt("int", 3, 1, 10000),
         "batch_size": Opt("int", 100, 1, 60000),
@@ -109,14 +97,12 @@ RUN = {
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate across fields: every run's card, scheme, scheme parameters and periphery are built
     once on a tiny tile (so a typo fails now, not minutes later in a worker); run names are filled
-    in and must be distinct; seeds must be distinct; the data must give at least one batch."""
+    in and must be distinct; the data must give at least one batch."""
     from ..config import validate
     from ..errors import NeuroemuError
     from ..runner import slug
     from ..schemes import SCHEMES, make_scheme
 
-    if len(set(cfg["seeds"])) != len(cfg["seeds"]):
-        raise ConfigError(f"{where} seeds: expected distinct seeds, got {cfg['seeds']}")
     limit, bs = cfg["data"]["train_limit"], cfg["train"]["batch_size"]
     if limit is not None and limit < bs:
         raise ConfigError(f"{where} data.train_limit: expected at least train.batch_size ({bs}) images, got {limit}")
@@ -420,6 +406,16 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
         })
         rows.append(row)
     return rows
+
+
+def console_table(rows: list[dict[str, Any]]) -> list[str]:
+    width = max(len(r["run"]) for r in rows)
+    lines = [f"{'run':<{width}}  {'test acc %':>12}  {'pulses/syn':>10}  {'refreshes':>9}  {'energy uJ':>10}"]
+    for r in rows:
+        acc = f"{r['test_acc']:.2f}±{r['test_acc_std']:.2f}"
+        lines.append(f"{r['run']:<{width}}  {acc:>12}  {r['pulses_per_synapse']:>10.2f}  {r['refreshes']:>9.0f}  "
+                     f"{r['energy_uJ']:>10.3g}")
+    return lines
 
 
 def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:

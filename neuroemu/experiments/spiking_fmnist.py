@@ -1,0 +1,386 @@
+"""Latency-coded Fashion-MNIST on a spiking network, run on ideal and emulated analog neurons.
+
+A feed-forward spiking network (784 → current-based LIF hidden layer(s) → integrating read-out,
+logits = maximum of the read-out membrane over time) is trained off-chip by surrogate-gradient BPTT
+(:mod:`neuroemu.rules.surrogate`) with the neuron the chip card is calibrated to: its targets for
+τ_mem, τ_syn, reset and refractory time, one emulation step per input time bin. The trained weights
+are then deployed on each run's chip and the test set is run through it:
+
+* ``synapses``: any card; its tile holds each layer's weights with max|W| mapped to the largest
+  weight (``brainscales2``: the 6-bit synapse array in spiking mode; PCM/RRAM: a crossbar read
+  through its periphery at every time step);
+* ``neurons``: ``ideal`` (the float model the network was trained with) or ``analog`` (the chip's
+  neurons: fixed-pattern mismatch drawn from the seed, temporal noise, membrane rails), optionally
+  ``calibrated`` first.
+
+One job per seed trains once and evaluates every run; the same seed gives the same emulated chip to
+every run, so uncalibrated and calibrated runs differ only by the calibration.
+
+Before deployment the read-out weights are scaled by one positive factor so that the read-out
+membranes stay inside the analog membrane's range (the largest logits of a training batch at
+``eval.readout_headroom`` of the distance from rest to the upper rail); this leaves the float
+network's decisions unchanged, since the read-out is linear in its weights.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..cards import load_card
+from ..config import Opt, check_layers, check_seeds
+from ..errors import ConfigError
+
+NAME = "spiking_fmnist"
+
+
+SCHEMA: dict[str, Any] = {
+    "experiment": Opt("str", NAME, choices=(NAME,)),
+    "description": Opt("str", ""),
+    "seeds": Opt("list", [0], check=check_seeds, doc="one network and one emulated chip per seed"),
+    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "data": {
+        "dir": Opt("str", None, nullable=True, doc="directory with the Fashion-MNIST IDX files"),
+        "train_limit": Opt("int", None, 1, 60000, nullable=True),
+        "test_limit": Opt("int", None, 1, 10000, nullable=True),
+        "download": Opt("bool", True, doc="fetch the data when it is missing"),
+    },
+    "encoding": {
+        "t_steps": Opt("int", 100, 1, 100000, doc="time bins per image (one emulation step each)"),
+        "tau_eff": Opt("float", 20.0, 1e-9, 1e9, doc="latency code: spike at tau_eff·ln(x/(x−theta)) bins"),
+        "theta": Opt("float", 0.2, 0, 1, doc="latency code: pixels <= theta never spike"),
+    },
+    "model": {
+        "hidden": Opt("list", [200], check=check_layers),
+        "card": Opt("str", "brainscales2", doc="analog_chip card whose calibration targets define the neuron"),
+        "surrogate_scale": Opt("float", 100.0, 1e-9, 1e9),
+    },
+    "train": {
+        "epochs": Opt("int", 3, 1, 10000),
+        "batch_size": Opt("int", 256, 1, 60000),
+        "lr": Opt("float", 1e-3, 1e-12, 1e3, doc="Adam learning rate"),
+        "regularise": Opt("bool", True, doc="the paper's spike-count regularisers"),
+    },
+    "eval": {
+        "batch_size": Opt("int", 250, 1, 100000),
+        "readout_headroom": Opt("float", 0.6, 0.01, 1.0,
+                                doc="largest training logits at this fraction of the read-out's range"),
+    },
+    "runs": Opt("list", doc="list of runs: {name, synapses, neurons, calibrated, periphery}"),
+}
+
+RUN = {
+    "name": Opt("str", None, nullable=True),
+    "synapses": Opt("str", "ideal", doc="card of the weight tiles"),
+    "neurons": Opt("str", "ideal", choices=("ideal", "analog")),
+    "calibrated": Opt("bool", False, doc="calibrate the analog neurons before the run"),
+    "periphery": Opt("str", "ideal", choices=("ideal", "default"),
+                     doc="crossbar periphery: exact reads, or the default DAC/ADC/noise"),
+}
+
+
+def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate the runs and build each one's tile and substrate once on a tiny chip."""
+    from ..config import validate
+    from ..crossbar import Periphery, make_tile
+    from ..errors import NeuroemuError
+    from ..runner import slug
+    from ..substrate import make_substrate
+
+    try:
+        chip = load_card(cfg["model"]["card"])
+    except NeuroemuError as exc:
+        raise ConfigError(f"{where} model.card: {exc}") from None
+    if chip.kind != "analog_chip":
+        raise ConfigError(f"{where} model.card: expected an analog_chip card (e.g. brainscales2), got {chip.name} "
+                          f"(kind '{chip.kind}')")
+    widest = max(cfg["model"]["hidden"])
+    if not cfg["runs"]:
+        raise ConfigError(f"{where} runs: expected at least one run")
+    runs, names = [], {}
+    for i, raw in enumerate(cfg["runs"]):
+        w = f"{where} runs[{i}]"
+        run = validate(raw, RUN, w)
+        if run["calibrated"] and run["neurons"] != "analog":
+            raise ConfigError(f"{w}.calibrated: only analog neurons are calibrated; got neurons {run['neurons']!r}")
+        if run["neurons"] == "analog" and widest > chip["n_neurons"]:
+            raise ConfigError(f"{w}.neurons: a hidden layer of {widest} does not fit the {chip['n_neurons']} "
+                              f"neurons of {chip.name}")
+        try:
+            card = load_card(run["synapses"])
+            per = Periphery.ideal() if run["periphery"] == "ideal" else Periphery()
+            make_tile(2, 2, card, periphery=per, rng=0)
+            make_substrate(run["neurons"], 2, chip, rng=0)
+        except NeuroemuError as exc:
+            raise ConfigError(f"{w}: {exc}") from None
+        run["synapses_card"] = card.to_dict()  # the cards' numbers are part of the job: an edited card reruns
+        if run["name"] is None:
+            run["name"] = f"{card.name}/{run['neurons']}" + ("/calibrated" if run["calibrated"] else "")
+        key = slug(run["name"])
+        if key in names:
+            raise ConfigError(f"{w}.name: run name {run['name']!r} clashes with {names[key]!r}; give distinct names")
+        names[key] = run["name"]
+        runs.append(run)
+    cfg["runs"] = runs
+    cfg["model"]["card_data"] = chip.to_dict()
+    return cfg
+
+
+def prepare(cfg: dict[str, Any]) -> None:
+    from .crossbar_mlp import prepare as fetch
+
+    fetch(cfg)
+
+
+def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """One job per seed: train once, evaluate every run."""
+    from .. import __version__
+
+    common = {k: cfg[k] for k in ("data", "encoding", "model", "train", "eval", "runs")}
+    return [{"id": f"seed{seed}", "seed": seed, "neuroemu": __version__, **common} for seed in cfg["seeds"]]
+
+
+# ---------------------------------------------------------------------------------------- one job
+def _network(job: dict[str, Any], rng: np.random.Generator):
+    from ..rules.surrogate import PAPER_REG, SpikingMLP
+    from ..substrate import IdealNeurons
+
+    chip = load_card(job["model"]["card"])
+    ideal = IdealNeurons.from_card(1, chip)
+    p = chip.params
+    sizes = [784, *job["model"]["hidden"], 10]
+    return SpikingMLP(sizes, dt=p["dt"], tau_mem=p["tau_mem"], tau_syn=p["tau_syn"], v_reset=ideal.params.v_reset,
+                      refractory_steps=int(ideal.params.refractory_steps),
+                      surrogate_scale=job["model"]["surrogate_scale"],
+                      reg=PAPER_REG if job["train"]["regularise"] else None, rng=rng)
+
+
+def _encode(x: np.ndarray, enc: dict[str, Any]) -> np.ndarray:
+    from ..data.encoders import latency_encode
+
+    return latency_encode(x, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
+
+
+def _evaluate(net, x, y, enc, batch, matmul=None, neurons=None) -> tuple[float, float]:
+    """Test accuracy and hidden spikes per neuron and image."""
+    correct, spikes = 0, 0.0
+    for i in range(0, len(x), batch):
+        fwd = net.forward(_encode(x[i:i + batch], enc), matmul=matmul, neurons=neurons)
+        correct += int((fwd.logits.argmax(axis=1) == y[i:i + batch]).sum())
+        spikes += float(sum(c.sum() / c.shape[1] for c in fwd.spike_counts))
+    return correct / len(x), spikes / len(x) / max(len(net.sizes) - 2, 1)
+
+
+def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
+    """Tiles and substrates of one run on the seed's chip; returns (matmul, neurons, calibration report)."""
+    from ..crossbar import Periphery, make_tile
+    from ..substrate import make_substrate
+
+    seed = job["seed"]
+    chip = load_card(job["model"]["card"])
+    card = load_card(run["synapses"])
+    per = Periphery.ideal() if run["periphery"] == "ideal" else Periphery()
+    tiles = []
+    for layer, w in enumerate(net.weights):
+        tile_rng = np.random.default_rng([seed, 1 + layer, zlib.crc32(card.name.encode())])
+        top = max(float(np.abs(w).max()), 1e-12)
+        tile = make_tile(*w.shape, card, w_max=top, periphery=per, rng=tile_rng)
+        tile.write(w.astype(np.float64))
+        tiles.append(tile)
+    subs, reports = [], []
+    for layer, w in enumerate(net.weights):
+        # the same chip for every run of a seed: mismatch from (seed, layer) only
+        sub = make_substrate(run["neurons"], w.shape[0], chip, rng=np.random.default_rng([seed, 100 + layer]))
+        if run["calibrated"]:
+            reports.append(sub.calibrate(rng=np.random.default_rng([seed, 200 + layer])))
+        subs.append(sub)
+    noise = np.random.default_rng([seed, 300, zlib.crc32(run["name"].encode())])
+
+    def matmul(layer, s_flat):
+        return tiles[layer].forward(s_flat > 0)
+
+    def neurons(layer, currents, spiking):
+        return subs[layer].run(currents, spiking=spiking, rng=noise)
+
+    return matmul, neurons, reports
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train the network of one seed, then evaluate it on every run's chip."""
+    from ..data import load_fashion_mnist
+    from ..rules.surrogate import Adam
+
+    data, enc, tr, ev = job["data"], job["encoding"], job["train"], job["eval"]
+    seed = job["seed"]
+    rng_init, rng_data = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, 0]).spawn(2))
+    xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
+    xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
+    net = _network(job, rng_init)
+    opt = Adam(lr=tr["lr"])
+    bs = tr["batch_size"]
+    metrics = []
+    t0 = time.perf_counter()
+    for epoch in range(1, tr["epochs"] + 1):
+        order = rng_data.permutation(len(xtr))
+        losses, accs, rates = [], [], []
+        for i in range(0, len(order) - bs + 1, bs):
+            idx = order[i:i + bs]
+            loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
+            losses.append(loss)
+            accs.append(acc)
+            rates.append(stats["mean_count"][0] if stats.get("mean_count") else 0.0)
+        if not np.isfinite(np.mean(losses)):
+            raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower train.lr")
+        test_acc, _ = _evaluate(net, xte, yte, enc, ev["batch_size"])
+        metrics.append({"seed": seed, "epoch": epoch, "train_loss": float(np.mean(losses)),
+                        "train_acc": float(np.mean(accs)), "test_acc": test_acc,
+                        "hidden_spikes_per_neuron": float(np.mean(rates))})
+    train_time = time.perf_counter() - t0
+
+    chip = load_card(job["model"]["card"])
+    p = chip.params
+    logits = net.predict(_encode(xtr[:bs], enc))
+    top = float(np.percentile(logits, 99))
+    room = ev["readout_headroom"] * (p["v_max"] - p["v_leak"]) / (p["v_th"] - p["v_leak"])
+    scale = min(1.0, room / top) if top > 0 else 1.0
+    net.weights[-1] *= np.float32(scale)
+
+    runs = []
+    for run in job["runs"]:
+        t1 = time.perf_counter()
+        matmul, neurons, reports = _deploy(net, run, job)
+        cal_time = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        acc, rate = _evaluate(net, xte, yte, enc, ev["batch_size"], matmul, neurons)
+        wall = time.perf_counter() - t2
+        steps = len(xte) * enc["t_steps"]
+        entry = {"run": run["name"], "synapses": run["synapses"], "neurons": run["neurons"],
+                 "calibrated": run["calibrated"], "test_acc": acc, "hidden_spikes_per_neuron": rate,
+                 "emulation_wall_s": wall, "calibration_wall_s": cal_time if reports else 0.0,
+                 "chip_time_s": steps * p["dt"], "biological_time_s": steps * p["dt"] * p["acceleration"]}
+        if reports:
+            entry["calibration"] = [r.rows() for r in reports]
+        runs.append(entry)
+    return {"seed": seed, "train_time_s": train_time, "readout_scale": scale, "metrics": metrics, "runs": runs,
+            "weights_max": [float(np.abs(w).max()) for w in net.weights]}
+
+
+# ---------------------------------------------------------------------------------------- report
+def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: mean and std over seeds."""
+    rows = []
+    names = list(dict.fromkeys(r["run"] for res in results for r in res["runs"]))
+    for name in names:
+        rs = [r for res in results for r in res["runs"] if r["run"] == name]
+        acc = np.array([r["test_acc"] for r in rs]) * 100
+        rows.append({
+            "run": name, "synapses": rs[0]["synapses"], "neurons": rs[0]["neurons"], "calibrated": rs[0]["calibrated"],
+            "seeds": len(rs), "test_acc": float(acc.mean()), "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
+            "hidden_spikes_per_neuron": float(np.mean([r["hidden_spikes_per_neuron"] for r in rs])),
+            "emulation_wall_s": float(np.mean([r["emulation_wall_s"] for r in rs])),
+            "chip_time_s": rs[0]["chip_time_s"], "biological_time_s": rs[0]["biological_time_s"],
+        })
+    return rows
+
+
+def console_table(rows: list[dict[str, Any]]) -> list[str]:
+    width = max(len(r["run"]) for r in rows)
+    lines = [f"{'run':<{width}}  {'test acc %':>12}  {'spikes/neuron':>13}  {'sim s':>7}  {'chip s':>7}"]
+    for r in rows:
+        acc = f"{r['test_acc']:.2f}±{r['test_acc_std']:.2f}"
+        lines.append(f"{r['run']:<{width}}  {acc:>12}  {r['hidden_spikes_per_neuron']:>13.2f}  "
+                     f"{r['emulation_wall_s']:>7.1f}  {r['chip_time_s']:>7.3f}")
+    return lines
+
+
+def _calibration_table(results: list[dict[str, Any]]) -> str:
+    """Spread before/after calibration of the hidden layer's neurons, mean over seeds."""
+    cal = [r["calibration"][0] for res in results for r in res["runs"] if r.get("calibration")]
+    if not cal:
+        return ""
+    lines = ["| parameter | target | spread before | spread after | after / before |", "|---|---|---|---|---|"]
+    for k, first in enumerate(cal[0]):
+        b = np.mean([c[k]["spread_before"] for c in cal])
+        a = np.mean([c[k]["spread_after"] for c in cal])
+        lsb = first["unit"] == "LSB"
+        fmt = (lambda v: f"{v:.3g} LSB") if lsb else (lambda v: f"{100 * v:.2f} %")
+        tgt = f"{first['target'] * 1e6:g} µs" if first["parameter"].startswith("tau") else f"{first['target']:g}"
+        lines.append(f"| {first['parameter']} | {tgt} | {fmt(b)} | {fmt(a)} | {a / b:.3f} |")
+    return "\n".join(lines)
+
+
+def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write metrics.csv, RESULTS.md and figures; return the summary."""
+    from pathlib import Path
+
+    from .. import plot
+    from ..io import atomic_write_text, write_csv
+
+    out = Path(out)
+    metrics = [m for r in results for m in r["metrics"]]
+    write_csv(out / "metrics.csv", metrics)
+    rows = table(results)
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    figures = []
+    fig = plot._file_figure(figsize=(8, 4.2), layout="constrained")
+    plot.plot_run_bars(plot.compute_run_bars(rows, "test_acc"), ax=fig.add_subplot(), xlabel="test accuracy (%)")
+    figures.append(plot._save(fig, figs / "accuracy.png", 120))
+    fig = plot._file_figure(figsize=(6.4, 4.2), layout="constrained")
+    plot.plot_learning_curves(metrics, ax=fig.add_subplot(), x="epoch", y="test_acc", run="seed")
+    figures.append(plot._save(fig, figs / "learning_curves.png", 120))
+    chip = load_card(cfg["model"]["card"])
+    p = chip.params
+    seeds = ", ".join(map(str, cfg["seeds"]))
+    lines = []
+    for r in rows:
+        acc = f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["seeds"] > 1 else "")
+        lines.append(f"| {r['run']} | {r['synapses']} | {r['neurons']}{' (calibrated)' if r['calibrated'] else ''} | "
+                     f"{acc} | {r['hidden_spikes_per_neuron']:.2f} | {r['emulation_wall_s']:.0f} | "
+                     f"{r['chip_time_s']:.3g} | {r['biological_time_s']:.3g} |")
+    train_time = np.mean([r["train_time_s"] for r in results])
+    scales = ", ".join(f"{r['readout_scale']:.3f}" for r in results)
+    n_train = cfg["data"]["train_limit"] or 60000
+    n_test = cfg["data"]["test_limit"] or 10000
+    text = f"""# Latency-coded Fashion-MNIST on ideal and emulated analog neurons
+
+{cfg['description'] or ''}
+
+Produced by:
+
+```
+{meta['command']}
+```
+
+* network: 784-{'-'.join(map(str, cfg['model']['hidden']))}-10; current-based LIF hidden neurons with the
+  calibration targets of `{chip.name}` (τ_mem {p['tau_mem'] * 1e6:g} µs, τ_syn {p['tau_syn'] * 1e6:g} µs, reset to rest,
+  refractory {p['refractory'] * 1e6:g} µs, one {p['dt'] * 1e6:g} µs step per time bin, i.e. {p['dt'] * p['acceleration'] * 1e3:g} ms of
+  biological time); integrating read-out, logits = max over time of its membrane
+* input: latency code, {cfg['encoding']['t_steps']} bins, τ_eff {cfg['encoding']['tau_eff']:g} bins, θ {cfg['encoding']['theta']:g}
+* training (off-chip, float, ideal neurons): surrogate-gradient BPTT (fast sigmoid, scale
+  {cfg['model']['surrogate_scale']:g}), Adam lr {cfg['train']['lr']:g}, batch {cfg['train']['batch_size']}, {cfg['train']['epochs']} epoch(s),
+  spike-count regularisers {'on' if cfg['train']['regularise'] else 'off'}; {n_train} training / {n_test} test images;
+  seeds {seeds} (each seed is one trained network and one emulated chip); mean training time {train_time:.0f} s
+* deployment: each layer's max|W| maps to the largest weight of the run's synapses; read-out weights
+  scaled by {scales} (per seed) to keep the read-out membrane inside the analog range
+* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
+
+| run | synapses | neurons | test acc. (%) | hidden spikes / neuron / image | emulation wall time (s) | chip time (s) | biological time (s) |
+|---|---|---|---|---|---|---|---|
+""" + "\n".join(lines) + f"""
+
+Chip time is the time the emulated chip needs for the test set ({n_test} images × {cfg['encoding']['t_steps']} steps of
+{p['dt'] * 1e6:g} µs); biological time is that × {p['acceleration']:g} (the acceleration factor); emulation wall time is
+what this machine took to emulate it.
+
+"""
+    cal = _calibration_table(results)
+    if cal:
+        text += ("Calibration of the hidden layer's neurons (true parameters of the emulated chip, spread across "
+                 "neurons, mean over seeds):\n\n" + cal + "\n\n")
+    text += "\n".join(f"![{q.stem}](figures/{q.name})" for q in figures) + "\n"
+    atomic_write_text(out / "RESULTS.md", text)
+    return {"table": rows, "figures": [str(q) for q in figures]}
