@@ -409,13 +409,10 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    width = max(len(r["run"]) for r in rows)
-    lines = [f"{'run':<{width}}  {'test acc %':>12}  {'pulses/syn':>10}  {'refreshes':>9}  {'energy uJ':>10}"]
-    for r in rows:
-        acc = f"{r['test_acc']:.2f}±{r['test_acc_std']:.2f}"
-        lines.append(f"{r['run']:<{width}}  {acc:>12}  {r['pulses_per_synapse']:>10.2f}  {r['refreshes']:>9.0f}  "
-                     f"{r['energy_uJ']:>10.3g}")
-    return lines
+    from ..runner import console_table as text
+
+    return text(rows, [("pulses/syn", "pulses_per_synapse", ".2f"), ("refreshes", "refreshes", ".0f"),
+                                ("energy uJ", "energy_uJ", ".3g")])
 
 
 def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:

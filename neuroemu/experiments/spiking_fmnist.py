@@ -8,7 +8,8 @@ are then deployed on each run's chip and the test set is run through it:
 
 * ``synapses``: any card; its tile holds each layer's weights with max|W| mapped to the largest
   weight (``brainscales2``: the 6-bit synapse array in spiking mode; PCM/RRAM: a crossbar read
-  through its periphery at every time step);
+  at every time step, through exact reads or the default periphery, whose output noise and ADC
+  range are then taken relative to that full-scale weight, as in aihwkit);
 * ``neurons``: ``ideal`` (the float model the network was trained with) or ``analog`` (the chip's
   neurons: fixed-pattern mismatch drawn from the seed, temporal noise, membrane rails), optionally
   ``calibrated`` first.
@@ -24,6 +25,7 @@ network's decisions unchanged, since the read-out is linear in its weights.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
 from typing import Any
@@ -182,11 +184,14 @@ def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
     seed = job["seed"]
     chip = load_card(job["model"]["card"])
     card = load_card(run["synapses"])
-    per = Periphery.ideal() if run["periphery"] == "ideal" else Periphery()
     tiles = []
     for layer, w in enumerate(net.weights):
         tile_rng = np.random.default_rng([seed, 1 + layer, zlib.crc32(card.name.encode())])
         top = max(float(np.abs(w).max()), 1e-12)
+        per = Periphery.ideal()
+        if run["periphery"] == "default":  # output noise and ADC range relative to the full-scale weight
+            per = dataclasses.replace(Periphery(), out_noise=Periphery.out_noise * top,
+                                      adc_range=Periphery.adc_range * top)
         tile = make_tile(*w.shape, card, w_max=top, periphery=per, rng=tile_rng)
         tile.write(w.astype(np.float64))
         tiles.append(tile)
@@ -287,13 +292,10 @@ def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    width = max(len(r["run"]) for r in rows)
-    lines = [f"{'run':<{width}}  {'test acc %':>12}  {'spikes/neuron':>13}  {'sim s':>7}  {'chip s':>7}"]
-    for r in rows:
-        acc = f"{r['test_acc']:.2f}±{r['test_acc_std']:.2f}"
-        lines.append(f"{r['run']:<{width}}  {acc:>12}  {r['hidden_spikes_per_neuron']:>13.2f}  "
-                     f"{r['emulation_wall_s']:>7.1f}  {r['chip_time_s']:>7.3f}")
-    return lines
+    from ..runner import console_table as text
+
+    return text(rows, [("spikes/neuron", "hidden_spikes_per_neuron", ".2f"),
+                                ("sim s", "emulation_wall_s", ".1f"), ("chip s", "chip_time_s", ".3f")])
 
 
 def _calibration_table(results: list[dict[str, Any]]) -> str:
