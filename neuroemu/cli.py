@@ -5,6 +5,8 @@
     neuroemu devices response NAME_OR_PATH        conductance statistics after each pulse
     neuroemu devices plot NAME_OR_PATH --out DIR  device figures as PNG
     neuroemu run CONFIG.yaml --out DIR [--set key=value ...]
+    neuroemu sweep CONFIG.yaml --grid key=v1,v2 [--grid ...] [--seeds K] --out DIR
+                   [--workers N | --scheduler tcp://host:8786]
     neuroemu data fashion-mnist                   find or fetch Fashion-MNIST, print its directory
 
 Errors caused by input (cards, configs, data) print one line and exit with status 2.
@@ -71,6 +73,17 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    summary = run_sweep(args.config, args.out, args.grid, seeds=args.seeds, overrides=args.set, workers=args.workers,
+                        scheduler=args.scheduler, quiet=args.quiet)
+    if summary["console"]:
+        print("\n".join(summary["console"]))
+    print(f"results: {args.out}/sweep.csv")
+    return 0
+
+
 def _cmd_data(args) -> int:
     from .data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
 
@@ -108,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: config 'workers')")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("sweep", help="run an experiment over a grid of config values and seeds")
+    s.add_argument("config", help="experiment YAML, e.g. examples/fmnist_crossbar/config.yaml")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="config values to sweep (dotted key, YAML values), e.g. --grid train.lr=0.1,0.01; "
+                        "several --grid options give their Cartesian product")
+    s.add_argument("--seeds", type=int, default=None, metavar="K", help="run seeds 0..K-1 at every grid point")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value at every grid point, e.g. --set train.epochs=1")
+    s.add_argument("--out", required=True, help="results directory (runs/, sweep.csv, sweep.json)")
+    ex = s.add_mutually_exclusive_group()
+    ex.add_argument("--workers", type=int, default=None,
+                    help="local worker processes (default: config 'workers'; 1 = serial)")
+    ex.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="run the jobs on a Dask cluster, e.g. tcp://host:8786 (needs neuroemu[dask])")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=_cmd_sweep)
 
     g = sub.add_parser("data", help="find or fetch a dataset and print its directory")
     g.add_argument("dataset", choices=["fashion-mnist"])

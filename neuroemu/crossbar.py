@@ -269,6 +269,13 @@ class Tile:
         """Effective weights at the current time (with drift, without read noise), float64."""
         return self._weights_and_var()[0].copy()
 
+    def weights_and_variance(self) -> tuple[np.ndarray, np.ndarray]:
+        """Effective weights at the current time and the variance one read adds to each (the per-device
+        read noise of its devices, in weight units²), both (out, in) float64. A read of spikes z then
+        has the output-referred noise std sqrt(Σ_i z_i var[:, i]) that :meth:`forward` applies."""
+        w, var = self._weights_and_var()
+        return w.copy(), var.reshape(self.shape).astype(np.float64)
+
     def read_weights(self, rng: Any = None) -> np.ndarray:
         """Effective weights from one noisy read of every device."""
         g = self.conductances(noisy=True, rng=rng).reshape(self.n_side, self.n_devices, -1).sum(axis=1)

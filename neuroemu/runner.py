@@ -3,8 +3,9 @@
 Each job is a JSON-serialisable dict with a unique ``id``. Its result is written atomically to
 ``<out>/runs/<id>.json`` together with a hash of the job; on restart, jobs whose result file exists
 with the same hash are loaded instead of recomputed, so an interrupted run keeps everything it had
-finished. Jobs run serially or in local worker processes (BLAS and numba pinned to one thread per
-worker so that workers do not oversubscribe the cores).
+finished. Jobs run serially, in local worker processes (BLAS and numba pinned to one thread per
+worker so that workers do not oversubscribe the cores) or on any :class:`concurrent.futures.Executor`
+the caller provides (e.g. a Dask cluster's ``Client.get_executor()``).
 """
 
 from __future__ import annotations
@@ -56,13 +57,18 @@ def _pin_threads() -> None:
 
 
 def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], out_dir: str | Path, *,
-             workers: int = 1, quiet: bool = False) -> list[dict[str, Any]]:
+             workers: int = 1, quiet: bool = False, executor: cf.Executor | None = None) -> list[dict[str, Any]]:
     """Run ``fn(job)`` for every job not finished before; return results in job order.
 
-    ``fn`` must be a module-level function (it is pickled to worker processes). Results are saved
-    as soon as each job ends. A job that raises does not stop the others: its traceback goes to
-    ``<out>/runs/<id>.error.txt`` and, once all jobs have ended, :class:`JobsFailed` names the failed
-    jobs. Ctrl-C stops the remaining jobs; finished ones stay on disk.
+    ``fn`` must be a module-level function (it is pickled to worker processes). With ``executor``
+    (any :class:`concurrent.futures.Executor`, e.g. ``distributed.Client(address).get_executor()``)
+    the jobs are submitted to it and ``workers`` is ignored; the caller owns the executor (it is not
+    shut down here) and sets up its workers' threads. Otherwise ``workers <= 1`` runs the jobs
+    here, one after the other, and ``workers > 1`` in that many spawned processes, each with BLAS
+    and numba pinned to one thread. Results are saved as soon as each job ends. A job that raises
+    does not stop the others: its traceback goes to ``<out>/runs/<id>.error.txt`` and, once all jobs
+    have ended, :class:`JobsFailed` names the failed jobs. Ctrl-C stops the remaining jobs; finished
+    ones stay on disk.
     """
     out_dir = Path(out_dir)
     results: dict[str, dict[str, Any]] = {}
@@ -93,7 +99,24 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
         failed[job["id"]] = f"{type(exc).__name__}: {exc}"
         bar.step(f"FAILED {job['id']}: {type(exc).__name__}: {exc} (traceback in {path})")
 
-    if workers <= 1 or len(todo) <= 1:
+    def collect(futures):
+        try:
+            for fut in cf.as_completed(futures):
+                job = futures[fut]
+                exc = fut.exception()
+                if exc is not None:
+                    fail(job, exc)
+                else:
+                    finish(job, fut.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    if executor is not None:
+        if todo:
+            collect({executor.submit(fn, job): job for job in todo})
+    elif workers <= 1 or len(todo) <= 1:
         for job in todo:
             try:
                 res = fn(job)
@@ -109,19 +132,7 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
         try:
             ctx = mp.get_context("spawn")
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-                futures = {ex.submit(fn, job): job for job in todo}
-                try:
-                    for fut in cf.as_completed(futures):
-                        job = futures[fut]
-                        exc = fut.exception()
-                        if exc is not None:
-                            fail(job, exc)
-                        else:
-                            finish(job, fut.result())
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+                collect({ex.submit(fn, job): job for job in todo})
         finally:
             for v, val in saved.items():
                 if val is None:

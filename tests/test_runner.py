@@ -68,3 +68,34 @@ def test_progress_text_lines(capsys, monkeypatch):
     q = Progress(2, "jobs", enabled=False)
     q.step("x")
     assert capsys.readouterr().err == "" and q.done == 1
+
+
+class CountingExecutor:
+    """A concurrent.futures executor that runs jobs in threads and counts submissions."""
+
+    def __init__(self):
+        import concurrent.futures as cf
+
+        self.pool = cf.ThreadPoolExecutor(max_workers=2)
+        self.submitted = []
+
+    def submit(self, fn, *args, **kwargs):
+        self.submitted.append(args[0]["id"])
+        return self.pool.submit(fn, *args, **kwargs)
+
+
+def test_a_given_executor_runs_the_jobs_and_stays_open(tmp_path):
+    ex = CountingExecutor()
+    jobs = [{"id": f"j{i}", "x": i} for i in range(3)] + [{"id": "bad", "x": 0, "fail": True}]
+    with pytest.raises(JobsFailed) as info:
+        run_jobs(jobs, square, tmp_path, workers=8, quiet=True, executor=ex)
+    assert sorted(ex.submitted) == ["bad", "j0", "j1", "j2"]
+    assert set(info.value.failed) == {"bad"} and [r["value"] for r in info.value.results] == [0, 1, 4]
+    jobs[-1]["fail"] = False
+    ex.submitted.clear()
+    assert [r["value"] for r in run_jobs(jobs, square, tmp_path, quiet=True, executor=ex)] == [0, 1, 4, 0]
+    assert ex.submitted == ["bad"]  # finished jobs are loaded, not resubmitted; the executor is still usable
+    ex.submitted.clear()
+    run_jobs(jobs, square, tmp_path, quiet=True, executor=ex)
+    assert ex.submitted == []
+    ex.pool.shutdown()

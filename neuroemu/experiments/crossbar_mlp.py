@@ -471,3 +471,12 @@ card gives none).
 """ + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(p) for p in figures]}
+
+
+def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows of one job's result for sweep tables: one row (run, seed, scalar metrics)."""
+    row = {"run": result["run"], "seed": result["seed"], "test_acc": result["test_acc"],
+           "pulses_per_synapse": result["pulses_per_synapse"], "refreshes": result["refreshes"],
+           "energy_pJ": result["energy_pJ"], "train_time_s": result["train_time_s"]}
+    row.update({f"test_acc_after_{k}s": v for k, v in result.get("test_acc_after", {}).items()})
+    return [row]

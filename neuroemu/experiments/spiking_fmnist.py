@@ -386,3 +386,12 @@ what this machine took to emulate it.
     text += "\n".join(f"![{q.stem}](figures/{q.name})" for q in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(q) for q in figures]}
+
+
+def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows of one job's result for sweep tables: one row per run evaluated by the job."""
+    return [{"run": r["run"], "seed": result["seed"], "test_acc": r["test_acc"],
+             "hidden_spikes_per_neuron": r["hidden_spikes_per_neuron"], "emulation_wall_s": r["emulation_wall_s"],
+             "calibration_wall_s": r["calibration_wall_s"], "chip_time_s": r["chip_time_s"],
+             "train_time_s": result["train_time_s"], "readout_scale": result["readout_scale"]}
+            for r in result["runs"]]

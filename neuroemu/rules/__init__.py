@@ -2,8 +2,19 @@
 units, and never touches conductances; update schemes turn that into device pulses.
 
 * :mod:`neuroemu.rules.surrogate` — surrogate-gradient BPTT for feed-forward spiking networks.
+* :mod:`neuroemu.rules.eprop` — e-prop (Bellec et al. 2020) for recurrent LIF/ALIF networks.
 """
 
+from neuroemu.rules.eprop import (
+    EpropConfig,
+    EpropNetwork,
+    Trace,
+    adapt_feedback,
+    eprop_gradients,
+    readout,
+    simulate,
+    task_loss,
+)
 from neuroemu.rules.surrogate import (
     Adam,
     ForwardResult,
@@ -15,6 +26,14 @@ from neuroemu.rules.surrogate import (
 )
 
 __all__ = [
+    "EpropConfig",
+    "EpropNetwork",
+    "Trace",
+    "adapt_feedback",
+    "eprop_gradients",
+    "readout",
+    "simulate",
+    "task_loss",
     "Adam",
     "ForwardResult",
     "SpikeCountReg",
