@@ -187,3 +187,12 @@ def _parse(s: str) -> Any:
 
 
 __all__ = ["Recorder", "STATS", "SATURATION_MARGIN", "read_csv", "tile_stats"]
+
+
+def pulse_histogram(tile: Tile) -> dict[str, list]:
+    """Histogram of pulses per synapse (summed over all its devices) over log-spaced bins, for plots."""
+    counts = tile.npulse.reshape(tile.n_side, tile.n_devices, -1).sum(axis=(0, 1))
+    top = max(int(counts.max()), 1)
+    edges = np.unique(np.concatenate([[0, 1], np.geomspace(1, top + 1, 20).round()]))
+    hist, _ = np.histogram(counts, bins=edges)
+    return {"edges": edges.tolist(), "counts": hist.tolist()}

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..cards import load_card
 from ..config import Opt, check_layers, check_seeds
-from ..crossbar import Periphery, Tile, make_tile
+from ..crossbar import Periphery, make_tile
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 
@@ -282,7 +282,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one (run, seed). Module-level so that worker processes can run it."""
     from ..data import load_fashion_mnist
-    from ..record import Recorder
+    from ..record import Recorder, pulse_histogram
 
     run, tr, hw, ev, data = job["run"], job["train"], job["hardware"], job["eval"], job["data"]
     seed_seq = np.random.SeedSequence([job["seed"], zlib.crc32(run["name"].encode())])
@@ -353,7 +353,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics, "device_summary": rec.summary(),
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
-        "pulse_hist": _pulse_hist(net.tiles[0]),
+        "pulse_hist": pulse_histogram(net.tiles[0]),
     }
 
 
@@ -365,14 +365,6 @@ def _device_stats(net: Network) -> dict[str, float]:
         refresh += st["refreshes"]
         energy += st["energy_pJ"]
     return {"pulses": int(pulses), "refreshes": int(refresh), "energy_pJ": float(energy)}
-
-
-def _pulse_hist(tile: Tile) -> dict[str, list]:
-    counts = tile.npulse.reshape(tile.n_side, tile.n_devices, -1).sum(axis=(0, 1))
-    top = max(int(counts.max()), 1)
-    edges = np.unique(np.concatenate([[0, 1], np.geomspace(1, top + 1, 20).round()]))
-    hist, _ = np.histogram(counts, bins=edges)
-    return {"edges": edges.tolist(), "counts": hist.tolist()}
 
 
 def _deploy(trained: Network, sizes, card, job, n_dev, w_max, rng) -> Network:

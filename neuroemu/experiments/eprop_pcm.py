@@ -42,7 +42,8 @@ SCHEMA: dict[str, Any] = {
     "task": {
         "name": Opt("str", "pattern_generation", choices=TASKS),
         "n_in": Opt("int", 100, 1, 100000),
-        "t_steps": Opt("int", 1000, 1, 10**7, doc="steps of one sequence (1 ms each)"),
+        "t_steps": Opt("int", 1000, 1, 10**7, doc="pattern generation: steps of one sequence (1 ms each); "
+                       "evidence accumulation trials last 2250 steps"),
         "batch": Opt("int", 1, 1, 4096, doc="sequences per update"),
     },
     "model": {
@@ -71,6 +72,8 @@ SCHEMA: dict[str, Any] = {
     },
     "eval": {
         "delays": Opt("list", [3600.0, 86400.0], doc="seconds after training at which the error is measured again"),
+        "trials": Opt("int", 256, 1, 100000, doc="classification tasks: test trials (the regression pattern is "
+                      "its own test)"),
     },
     "runs": Opt("list", doc="list of runs: {name, card, scheme, scheme_params, n_devices, w_max}"),
 }
@@ -144,13 +147,13 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- the chip
-def _task(job: dict[str, Any], rng: np.random.Generator):
+def _task(job: dict[str, Any], rng: np.random.Generator, batch: int | None = None):
     from ..data import tasks
 
     t = job["task"]
     if t["name"] == "pattern_generation":
         return tasks.pattern_generation(n_in=t["n_in"], t_steps=t["t_steps"], rng=rng)
-    return tasks.evidence_accumulation(t["batch"], n_in=t["n_in"], rng=rng)
+    return tasks.evidence_accumulation(batch or t["batch"], n_in=t["n_in"], rng=rng)
 
 
 def _config(job: dict[str, Any]):
@@ -166,7 +169,10 @@ def _config(job: dict[str, Any]):
 class Chip:
     """The network's three weight matrices on tiles of one card, each trained through the run's scheme."""
 
-    def __init__(self, job: dict[str, Any], n_in: int, n_out: int, rng: np.random.Generator):
+    def __init__(self, job: dict[str, Any], n_in: int, n_out: int, rng: np.random.Generator,
+                 run_rng: np.random.Generator | None = None):
+        """``rng`` draws the initial weights and the devices (the same for every run of a seed);
+        ``run_rng`` (default ``rng``) the read noise and the schemes' random pulses."""
         from ..crossbar import Periphery, make_tile
         from ..rules.eprop import EpropNetwork
         from ..schemes import make_scheme
@@ -183,17 +189,17 @@ class Chip:
         net = EpropNetwork.init(self.cfg, n_in, n_rec, n_out, feedback=m["feedback"], rng=rng, in_gain=gain,
                                 rec_gain=gain, out_gain=m["init_gain"])
         self.names = ("input", "recurrent", "output")
-        self.tiles, self.schemes = [], []
+        self.tiles = []
         for name, w0 in zip(self.names, (net.w_in, net.w_rec, net.w_out)):
             tile = make_tile(*w0.shape, card, n_devices=run["n_devices"] or hw["n_devices"],
                              w_max=run["w_max"] or hw["w_max"], periphery=per, rng=rng)
             tile.write(np.clip(w0, *tile.w_range))
             self.tiles.append(tile)
-            self.schemes.append(make_scheme(run["scheme"], tile, rng=rng, **run["scheme_params"]))
+        self.rng = rng if run_rng is None else run_rng
+        self.schemes = [make_scheme(run["scheme"], t, rng=self.rng, **run["scheme_params"]) for t in self.tiles]
         self.b_out = np.zeros(n_out)
         self.feedback = m["feedback"]
         self.b_random = net.b_feedback
-        self.rng = rng
 
     def weights(self) -> list[np.ndarray]:
         return [s.weights() for s in self.schemes]
@@ -252,7 +258,7 @@ def _accuracy(y, task) -> float:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it; module-level so that worker processes can run it."""
-    from ..record import Recorder
+    from ..record import Recorder, pulse_histogram
 
     run, tr, ev = job["run"], job["train"], job["eval"]
     seeds = np.random.SeedSequence([job["seed"], zlib.crc32(b"eprop")]).spawn(2)
@@ -260,11 +266,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     rng_chip = np.random.default_rng([job["seed"], zlib.crc32(run["name"].encode())])
     task = _task(job, rng_task)
     regression = task.labels is None
+    test = task if regression else _task(job, rng_task, batch=job["eval"]["trials"])
     x = task.x
-    chip = Chip(job, x.shape[2], task.target.shape[2], np.random.default_rng(seeds[1]))
-    chip.rng = rng_chip  # read noise and pulse draws: per run
-    for s in chip.schemes:
-        s.rng = rng_chip
+    chip = Chip(job, x.shape[2], task.target.shape[2], np.random.default_rng(seeds[1]), rng_chip)
     rec = Recorder()
     layers = dict(zip(chip.names, chip.tiles))
     rec.observe(0, layers)
@@ -291,8 +295,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     train_time = time.perf_counter() - t0
 
     def evaluate():
-        trace, y = chip.forward(x)
-        return (nmse(y, task.target, task.mask) if regression else _accuracy(y, task)), y
+        _, y = chip.forward(test.x)
+        return (nmse(y, test.target, test.mask) if regression else _accuracy(y, test)), y
 
     final, y_final = evaluate()
     after, elapsed = {}, 0.0
@@ -312,16 +316,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "train_time_s": train_time, "curve": curve, "device_summary": rec.summary(),
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
-        "pulse_hist": _pulse_hist(chip.tiles[1]),
+        "pulse_hist": pulse_histogram(chip.tiles[1]),
         "y": y_final[:, 0, 0].tolist() if regression else None,
         "target": task.target[:, 0, 0].tolist() if regression else None,
     }
-
-
-def _pulse_hist(tile) -> dict[str, list]:
-    from .crossbar_mlp import _pulse_hist as hist
-
-    return hist(tile)
 
 
 # ---------------------------------------------------------------------------------------- report

@@ -1,0 +1,106 @@
+"""The e-prop-on-PCM experiment end to end on a tiny network, its reproducibility and its errors."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from neuroemu.cli import main
+from neuroemu.experiments import eprop_pcm
+
+
+def config(path, **extra):
+    cfg = {
+        "experiment": "eprop_pcm", "seeds": [0, 1], "workers": 1,
+        "task": {"n_in": 20, "t_steps": 200},
+        "model": {"n_rec": 20},
+        "train": {"updates": 30, "lr": 2e-5, "eval_every": 10},
+        "hardware": {"w_max": 0.3},
+        "eval": {"delays": [3600]},
+        "runs": [{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
+                 {"card": "pcm_nandakumar2018", "scheme": "mixed_precision", "scheme_params": {"refresh_every": 5}},
+                 {"card": "pcm_nandakumar2018", "scheme": "sign"}],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_eprop_pcm_end_to_end_and_reproducible(tmp_path, capsys):
+    cfg = config(tmp_path / "cfg.yaml")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "final NMSE" in printed and "mixed_precision" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["table"]}
+    assert set(rows) == {"fp32", "pcm_nandakumar2018/mixed_precision", "pcm_nandakumar2018/sign"}
+    assert rows["fp32"]["pulses_per_synapse"] == 0
+    assert rows["pcm_nandakumar2018/mixed_precision"]["pulses_per_synapse"] > 0
+    for name in ("learning_curves", "final_error", "patterns", "conductances", "pulses_per_device", "drift"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    text = (out / "RESULTS.md").read_text()
+    assert "after 1 h" in text and "fp32" in text
+    # learning happened in float: the error after training is below the first recorded one
+    runs = {p.stem: json.loads(p.read_text())["result"] for p in (out / "runs").glob("*.json")}
+    fp = runs["fp32_seed0"]
+    assert fp["final"] < fp["curve"][0]["nmse"]
+    assert len(fp["target"]) == 200 and len(fp["curve"]) == 3
+    # same seed, same chip, same numbers: the whole study again from scratch
+    again = tmp_path / "again"
+    assert main(["run", str(cfg), "--out", str(again), "--quiet"]) == 0
+    s2 = json.loads((again / "summary.json").read_text())
+    assert [r["final"] for r in s2["table"]] == [r["final"] for r in summary["table"]]
+
+
+def test_chip_excludes_autapses_and_reads_with_noise():
+    from neuroemu.config import validate
+    from neuroemu.data import tasks
+
+    cfg = validate(yaml.safe_load(config_text()), eprop_pcm.SCHEMA, "t")
+    cfg = eprop_pcm.check(cfg, "t")
+    job = eprop_pcm.jobs(cfg)[1]  # the PCM run
+    task = tasks.pattern_generation(n_in=20, t_steps=200, rng=0)
+    chip = eprop_pcm.Chip(job, 20, 1, np.random.default_rng(0))
+    before = chip.tiles[1].weights()
+    trace, y = chip.forward(task.x)
+    chip.update(task.x, trace, y, task, 1e-2)
+    after = chip.tiles[1].weights()
+    np.testing.assert_array_equal(np.diag(after), np.diag(before))  # the diagonal is never programmed
+    assert np.any(after != before)
+    t1, y1 = chip.forward(task.x)
+    t2, y2 = chip.forward(task.x)
+    assert not np.array_equal(y1, y2)  # every read is a new noisy read
+
+
+def config_text():
+    return yaml.safe_dump({
+        "experiment": "eprop_pcm", "seeds": [0], "task": {"n_in": 20, "t_steps": 200}, "model": {"n_rec": 20},
+        "runs": [{"card": "ideal", "scheme": "ideal"},
+                 {"card": "pcm_nandakumar2018", "scheme": "stochastic"}]})
+
+
+@pytest.mark.parametrize("run, fragment", [
+    ({"card": "pcm_nandakumar2018", "scheme": "stochastic_coincidence"}, "sum over time"),
+    ({"card": "pcm_nandakumar2019", "scheme": "sign"}, "no such device card"),
+    ({"card": "pcm_joshi2020", "scheme": "sign"}, "programmed by target"),
+])
+def test_eprop_pcm_config_errors(tmp_path, capsys, run, fragment):
+    cfg = config(tmp_path / "cfg.yaml", runs=[run])
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and str(cfg) in err and len(err.strip().splitlines()) == 1
+
+
+def test_evidence_accumulation_with_alif_runs(tmp_path, capsys):
+    cfg = config(tmp_path / "cfg.yaml", seeds=[0],
+                 task={"name": "evidence_accumulation", "n_in": 8, "batch": 2},
+                 model={"n_rec": 12, "n_alif": 6},
+                 train={"updates": 2, "lr": 1e-4, "eval_every": 1}, eval={"delays": [], "trials": 4},
+                 runs=[{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
+                       {"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}])
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert all(0.0 <= r["final"] <= 1.0 and r["metric"] == "accuracy" for r in summary["table"])
