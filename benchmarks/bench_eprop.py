@@ -46,17 +46,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     raw["runs"] = [r for r in raw["runs"] if r.get("scheme") == "mixed_precision"]
     cfg = eprop_pcm.check(validate(raw, eprop_pcm.SCHEMA, str(CONFIG)), str(CONFIG))
     job = eprop_pcm.jobs(cfg)[0]
-    lr = cfg["train"]["lr"]
+    lr, lr_out = cfg["train"]["lr"], cfg["train"]["lr_out"]
     task = pattern_generation(n_in=cfg["task"]["n_in"], t_steps=cfg["task"]["t_steps"], rng=0)
     chip = eprop_pcm.Chip(job, task.x.shape[2], 1, np.random.default_rng(0))
     net = EpropNetwork(chip.cfg, *[t.weights() for t in chip.tiles])
 
     def float_update():
-        net.apply(net.gradients(task.x, task.target, task.mask), lr)
+        net.apply(net.gradients(task.x, task.target, task.mask), {"w_in": lr, "w_rec": lr, "w_out": lr_out,
+                                                                  "b_out": lr_out})
 
     def chip_update():
         trace, y = chip.forward(task.x)
-        chip.update(task.x, trace, y, task, lr)
+        chip.update(task.x, trace, y, task, lr, lr_out)
         chip.advance(1.0)
 
     t_float, t_chip = median_times([float_update, chip_update], repeat)

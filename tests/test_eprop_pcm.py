@@ -104,3 +104,27 @@ def test_evidence_accumulation_with_alif_runs(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert all(0.0 <= r["final"] <= 1.0 and r["metric"] == "accuracy" for r in summary["table"])
+
+
+def test_eprop_sweep_same_numbers_on_processes_and_dask(tmp_path, capsys):
+    """The e-prop study as a sweep (grid x seeds) on local processes and on a local Dask cluster."""
+    import csv
+
+    distributed = pytest.importorskip("distributed")
+    cfg = config(tmp_path / "cfg.yaml", train={"updates": 10, "lr": 2e-5, "eval_every": 5},
+                 runs=[{"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}])
+    grid = ["--grid", "hardware.w_max=0.2,0.3", "--seeds", "2"]
+
+    def rows(out):
+        with open(out / "sweep.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k != "train_time_s"} for r in csv.DictReader(f)]
+
+    assert main(["sweep", str(cfg), *grid, "--out", str(tmp_path / "p"), "--workers", "2", "--quiet"]) == 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        assert main(["sweep", str(cfg), *grid, "--out", str(tmp_path / "d"), "--scheduler",
+                     cluster.scheduler_address, "--quiet"]) == 0
+    a, b = rows(tmp_path / "p"), rows(tmp_path / "d")
+    assert len(a) == 4 and a == b
+    assert {r["hardware.w_max"] for r in a} == {"0.2", "0.3"} and all(float(r["final"]) > 0 for r in a)
+    capsys.readouterr()

@@ -58,11 +58,14 @@ SCHEMA: dict[str, Any] = {
         "feedback": Opt("str", "symmetric", choices=("symmetric", "random", "adaptive")),
         "c_reg": Opt("float", 1e-4, 0, 1e6, doc="firing-rate regulariser"),
         "f_target": Opt("float", 12.0, 0, 1000, doc="target rate (Hz)"),
-        "init_gain": Opt("float", 1.0, 0, 100, doc="scale of the initial weights (1: the authors' init)"),
+        "init_gain": Opt("float", 1.0, 0, 100, doc="scale of the initial input and recurrent weights (1: the authors' "
+                         "init)"),
+        "out_gain": Opt("float", 0.1, 0, 100, doc="initial read-out weights N(0, out_gain²/n_rec)"),
     },
     "train": {
         "updates": Opt("int", 250, 1, 10**7, doc="weight updates (the full protocol: 750)"),
-        "lr": Opt("float", 1e-5, 1e-12, 1e6, doc="ΔW = −lr·g, g summed over the sequence's steps"),
+        "lr": Opt("float", 1e-5, 1e-12, 1e6, doc="input and recurrent weights: ΔW = −lr·g, g summed over the steps"),
+        "lr_out": Opt("float", 3e-6, 1e-12, 1e6, doc="read-out weights and bias (their gradient is larger)"),
         "eval_every": Opt("int", 10, 1, 10**7, doc="record the learning curve every this many updates"),
     },
     "hardware": {
@@ -187,7 +190,7 @@ class Chip:
         # the authors' LIF init, N(0, 1)·(1 − α)/√n at v_th = 0.03, expressed at our threshold
         gain = m["init_gain"] * (1.0 - self.cfg.alpha) * m["v_th"] / 0.03
         net = EpropNetwork.init(self.cfg, n_in, n_rec, n_out, feedback=m["feedback"], rng=rng, in_gain=gain,
-                                rec_gain=gain, out_gain=m["init_gain"])
+                                rec_gain=gain, out_gain=m["out_gain"])
         self.names = ("input", "recurrent", "output")
         self.tiles = []
         for name, w0 in zip(self.names, (net.w_in, net.w_rec, net.w_out)):
@@ -221,18 +224,21 @@ class Chip:
     def feedback_matrix(self) -> np.ndarray:
         return self.schemes[2].weights().T if self.feedback == "symmetric" else self.b_random
 
-    def update(self, x, trace, y, task, lr: float) -> dict[str, Any]:
+    def update(self, x, trace, y, task, lr: float, lr_out: float | None = None) -> dict[str, Any]:
+        """e-prop gradients of one forward pass, applied through the schemes: ΔW = −lr·g for the input
+        and recurrent weights, −lr_out·g (default lr) for the read-out weights and bias."""
         from ..rules.eprop import adapt_feedback, eprop_gradients
 
+        lr_out = lr if lr_out is None else lr_out
         g = eprop_gradients(self.cfg, x, trace, y, task.target, self.feedback_matrix(), mask=task.mask)
-        for s, key in zip(self.schemes, ("w_in", "w_rec", "w_out")):
-            dw = -lr * g[key]
+        for s, key, rate in zip(self.schemes, ("w_in", "w_rec", "w_out"), (lr, lr, lr_out)):
+            dw = -rate * g[key]
             if key == "w_rec":
                 np.fill_diagonal(dw, 0.0)  # no autapses
             s.apply(dw)
-        self.b_out -= lr * g["b_out"]
+        self.b_out -= lr_out * g["b_out"]
         if self.feedback == "adaptive":
-            self.b_random = adapt_feedback(self.b_random, g["w_out"], lr)
+            self.b_random = adapt_feedback(self.b_random, g["w_out"], lr_out)
         return g
 
     def advance(self, dt: float) -> None:
@@ -280,7 +286,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             task = _task(job, rng_task)
             x = task.x
         trace, y = chip.forward(x)
-        chip.update(x, trace, y, task, tr["lr"])
+        chip.update(x, trace, y, task, tr["lr"], tr["lr_out"])
         chip.advance(seq_time)
         if step % tr["eval_every"] == 0 or step == tr["updates"]:
             row = {"run": run["name"], "seed": job["seed"], "update": step,
@@ -475,7 +481,8 @@ Produced by:
 * network: {m['n_rec']} recurrent neurons ({m['n_alif']} ALIF), τ_m {m['tau_m'] * 1e3:g} ms, τ_out {m['tau_out'] * 1e3:g} ms,
   v_th {m['v_th']:g}, refractory {m['n_ref']} steps; e-prop with {m['feedback']} feedback, firing-rate
   regulariser {m['c_reg']:g} toward {m['f_target']:g} Hz; no autapses
-* training: {cfg['train']['updates']} updates, lr {cfg['train']['lr']:g} (ΔW = −lr·g through each run's scheme)
+* training: {cfg['train']['updates']} updates, lr {cfg['train']['lr']:g} (input, recurrent) and {cfg['train']['lr_out']:g}
+  (read-out): ΔW = −lr·g through each run's scheme
 * chip: weight {hw['w_max']:g} = a full conductance side, {hw['n_devices']} device(s) per side unless a run says otherwise;
   every read with per-device read noise: {hw['read_noise']}; 1 s of chip time per update (drift)
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
