@@ -712,25 +712,29 @@ def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapp
     plot_run_bars(compute_run_bars(rows, "energy_uJ"), ax=ax2, log=True, xlabel="write energy (µJ)")
     paths.append(_save(fig, out / "pulses_energy.png", 120))
 
-    first = list({r["run"]: r for r in reversed(results)}.values())[::-1]  # one result (first seed) per run
-    ncol = 4
-    nrow = math.ceil(len(first) / ncol)
     for name, title, draw in (
             ("conductances.png", "layer-1 device conductances: as programmed (epoch 0) and after training",
              _draw_g_hist),
             ("pulses_per_device.png", "layer-1 pulses per synapse over the whole run (all its devices)",
              _draw_pulse_hist)):
-        fig = _file_figure(figsize=(3.2 * ncol, 2.4 * nrow), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(nrow, ncol)).reshape(-1)
-        for ax, r in zip(axes, first):
-            draw(ax, r)
-            ax.set_title(f"{r['run']} (seed {r['seed']})", fontsize="x-small")
-            ax.tick_params(labelsize="x-small")
-        for ax in axes[len(first):]:
-            ax.set_visible(False)
-        fig.suptitle(title, fontsize="medium")
-        paths.append(_save(fig, out / name, 110))
+        paths.append(run_panels(results, title, draw, out / name))
     return paths
+
+
+def run_panels(results: Sequence[Mapping[str, Any]], title: str, draw, path, *, ncol: int = 4, dpi: int = 110) -> Path:
+    """One small panel per run (its first seed's result), drawn by ``draw(ax, result)``; saved to ``path``."""
+    first = list({r["run"]: r for r in reversed(results)}.values())[::-1]
+    nrow = math.ceil(len(first) / ncol)
+    fig = _file_figure(figsize=(3.2 * ncol, 2.4 * nrow), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrow, ncol)).reshape(-1)
+    for ax, r in zip(axes, first):
+        draw(ax, r)
+        ax.set_title(f"{r['run']} (seed {r['seed']})", fontsize="x-small")
+        ax.tick_params(labelsize="x-small")
+    for ax in axes[len(first):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize="medium")
+    return _save(fig, Path(path), dpi)
 
 
 def _draw_g_hist(ax, result: Mapping[str, Any]) -> None:

@@ -46,17 +46,20 @@ PERIPHERY = {
     "bound_management": Opt("int", 0, 0, 24),
 }
 
+#: Where the Fashion-MNIST data comes from (shared by the Fashion-MNIST experiments).
+DATA: dict[str, Any] = {
+    "dir": Opt("str", None, nullable=True, doc="directory with the Fashion-MNIST IDX files"),
+    "train_limit": Opt("int", None, 1, 60000, nullable=True),
+    "test_limit": Opt("int", None, 1, 10000, nullable=True),
+    "download": Opt("bool", True, doc="fetch the data when it is missing"),
+}
+
 SCHEMA: dict[str, Any] = {
     "experiment": Opt("str", NAME, choices=(NAME,)),
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "data": {
-        "dir": Opt("str", None, nullable=True, doc="directory with the Fashion-MNIST IDX files"),
-        "train_limit": Opt("int", None, 1, 60000, nullable=True),
-        "test_limit": Opt("int", None, 1, 10000, nullable=True),
-        "download": Opt("bool", True, doc="fetch the data when it is missing"),
-    },
+    "data": DATA,
     "model": {"hidden": Opt("list", [256], check=check_layers)},
     "train": {
         "epochs": Opt("int", 3, 1, 10000),

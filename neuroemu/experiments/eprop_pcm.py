@@ -375,7 +375,6 @@ def _mean_curves(curves: list[dict[str, Any]], metric: str) -> list[dict[str, An
 def figures(rows, results, delays, out_dir) -> list:
     """Learning curves, final error per scheme, produced vs target pattern, recurrent-layer conductance
     histograms and pulse counts per scheme, and the drift of the mean conductance over the run."""
-    import math
     from pathlib import Path
 
     from .. import plot
@@ -401,9 +400,6 @@ def figures(rows, results, delays, out_dir) -> list:
                        log=metric == "nmse")
     paths.append(plot._save(fig, out / "final_error.png", 120))
 
-    first = list({r["run"]: r for r in reversed(results)}.values())[::-1]
-    ncol = 4
-    nrow = math.ceil(len(first) / ncol)
     panels = [("conductances.png", "recurrent-layer device conductances: as programmed and after training",
                plot._draw_g_hist),
               ("pulses_per_device.png", "recurrent-layer pulses per synapse over the run (all its devices)",
@@ -411,17 +407,9 @@ def figures(rows, results, delays, out_dir) -> list:
     if metric == "nmse":
         panels.insert(0, ("patterns.png", "produced (after training) vs target pattern", _draw_pattern))
     for name, title, draw in panels:
-        fig = plot._file_figure(figsize=(3.2 * ncol, 2.4 * nrow), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(nrow, ncol)).reshape(-1)
-        for ax, r in zip(axes, first):
-            draw(ax, r)
-            ax.set_title(f"{r['run']} (seed {r['seed']})", fontsize="x-small")
-            ax.tick_params(labelsize="x-small")
-        for ax in axes[len(first):]:
-            ax.set_visible(False)
-        fig.suptitle(title, fontsize="medium")
-        paths.append(plot._save(fig, out / name, 110))
+        paths.append(plot.run_panels(results, title, draw, out / name))
 
+    first = list({r["run"]: r for r in reversed(results)}.values())[::-1]
     fig = plot._file_figure(figsize=(12, 4), layout="constrained")
     for k, layer in enumerate(("input", "recurrent", "output")):
         ax = fig.add_subplot(1, 3, k + 1)

@@ -35,6 +35,7 @@ import numpy as np
 from ..cards import load_card
 from ..config import Opt, check_layers, check_seeds
 from ..errors import ConfigError
+from .crossbar_mlp import DATA
 
 NAME = "spiking_fmnist"
 
@@ -44,12 +45,7 @@ SCHEMA: dict[str, Any] = {
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds, doc="one network and one emulated chip per seed"),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "data": {
-        "dir": Opt("str", None, nullable=True, doc="directory with the Fashion-MNIST IDX files"),
-        "train_limit": Opt("int", None, 1, 60000, nullable=True),
-        "test_limit": Opt("int", None, 1, 10000, nullable=True),
-        "download": Opt("bool", True, doc="fetch the data when it is missing"),
-    },
+    "data": DATA,
     "encoding": {
         "t_steps": Opt("int", 100, 1, 100000, doc="time bins per image (one emulation step each)"),
         "tau_eff": Opt("float", 20.0, 1e-9, 1e9, doc="latency code: spike at tau_eff·ln(x/(x−theta)) bins"),
