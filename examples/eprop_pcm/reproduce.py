@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
 
 from neuroemu.experiments import run_experiment  # noqa: E402
 from neuroemu.io import atomic_write_text  # noqa: E402
@@ -29,10 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=None, help="local worker processes (default: the config's)")
     args = ap.parse_args(argv)
+    os.chdir(ROOT)  # the recorded commands read as run from the repository root
+    here = HERE.relative_to(ROOT)
     summaries = {}
     for name, overrides in PROTOCOLS.items():
-        out = HERE / "results" / name
-        run_experiment(HERE / "schemes.yaml", out, overrides, workers=args.workers)
+        out = here / "results" / name
+        run_experiment(here / "schemes.yaml", out, overrides, workers=args.workers)
         summaries[name] = json.loads((out / "summary.json").read_text())
     atomic_write_text(HERE / "RESULTS.md", render(summaries))
     print(f"wrote {HERE / 'RESULTS.md'}")
