@@ -82,13 +82,18 @@ SCHEMA: dict[str, Any] = {
     "runs": Opt("list", doc="list of runs: {card, scheme, ...}"),
 }
 
-RUN = {
+#: Fields of a run on tiles of one card trained through one update scheme (shared by the tile experiments).
+TILE_RUN = {
     "name": Opt("str", None, nullable=True),
     "card": Opt("str"),
     "scheme": Opt("str"),
     "scheme_params": Opt("dict", {}),
     "n_devices": Opt("int", None, 1, 64, nullable=True),
     "w_max": Opt("float", None, 1e-9, 1e9, nullable=True),
+}
+
+RUN = {
+    **TILE_RUN,
     "levels": Opt("int", None, 2, 2**24, nullable=True),
     "bits": Opt("int", None, 1, 24, nullable=True),
     "periphery": Opt("any", None, nullable=True, doc="'ideal' or overrides of hardware.periphery"),

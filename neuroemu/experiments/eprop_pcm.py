@@ -29,6 +29,7 @@ from ..cards import load_card
 from ..config import Opt, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
+from .crossbar_mlp import TILE_RUN
 
 NAME = "eprop_pcm"
 
@@ -82,12 +83,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 RUN = {
-    "name": Opt("str", None, nullable=True),
-    "card": Opt("str"),
-    "scheme": Opt("str"),
-    "scheme_params": Opt("dict", {}),
-    "n_devices": Opt("int", None, 1, 64, nullable=True),
-    "w_max": Opt("float", None, 1e-9, 1e9, nullable=True),
+    **TILE_RUN,
     "exact_reads": Opt("bool", False, doc="read the tiles without noise (the float reference)"),
 }
 
