@@ -390,8 +390,7 @@ def figures(rows, results, delays, out_dir) -> list:
 
     fig = plot._file_figure(figsize=(9, 1.2 + 0.32 * len(rows)), layout="constrained")
     extra = {f"after {delay_label(d)}": f"after_{delay_key(d)}s" for d in delays}
-    data = plot.compute_run_bars([{**r, "value": r["final"], "value_std": r["final_std"]} for r in rows], "value",
-                                 extra=extra)
+    data = plot.compute_run_bars(rows, "final", extra=extra)
     plot.plot_run_bars(data, ax=fig.add_subplot(), xlabel="final normalised MSE" if metric == "nmse" else "accuracy",
                        log=metric == "nmse")
     paths.append(plot._save(fig, out / "final_error.png", 120))
