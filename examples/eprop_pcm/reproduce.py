@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {HERE / 'RESULTS.md'}")
 
 
+def _compute(summary: dict) -> float:
+    """Training time summed over every job of a study (seconds)."""
+    return sum(r["train_time_s"] * r["seeds"] for r in summary["table"])
+
+
 def render(summaries: dict) -> str:
     default, full = summaries["default"], summaries["full"]
     rows_d = {r["run"]: r for r in default["table"]}
@@ -83,8 +88,8 @@ four sines); 100 recurrent LIF neurons, one linear read-out; online e-prop, batc
 the chip (differential PCM pairs of `pcm_nandakumar2018`, read noise at every read, drift between
 updates). Seeds 0–{seeds - 1} (network, task and chip per seed); mean ± std over seeds. Full results,
 per-run JSON and figures: `results/default/` and `results/full/`. Versions:
-{', '.join(f'{k} {v}' for k, v in meta['versions'].items())}. Wall time: {default['meta']['wall_time_s']:.0f} s
-(default) and {meta['wall_time_s']:.0f} s (full) on this machine.
+{', '.join(f'{k} {v}' for k, v in meta['versions'].items())}. Training time summed over all jobs:
+{_compute(default):.0f} s (default) and {_compute(full):.0f} s (full) on this machine.
 
 {chr(10).join(lines)}
 

@@ -468,7 +468,9 @@ Produced by:
   (read-out): ΔW = −lr·g through each run's scheme
 * chip: weight {hw['w_max']:g} = a full conductance side, {hw['n_devices']} device(s) per side unless a run says otherwise;
   every read with per-device read noise: {hw['read_noise']}; 1 s of chip time per update (drift)
-* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
+* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
+* compute: {sum(r['train_time_s'] for r in results):.0f} s of training over all jobs (this invocation took
+  {meta['wall_time_s']:.0f} s of wall time; jobs finished before are loaded, not rerun)
 
 """ + "\n".join(lines) + """
 
