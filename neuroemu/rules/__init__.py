@@ -3,6 +3,8 @@ units, and never touches conductances; update schemes turn that into device puls
 
 * :mod:`neuroemu.rules.surrogate` — surrogate-gradient BPTT for feed-forward spiking networks.
 * :mod:`neuroemu.rules.eprop` — e-prop (Bellec et al. 2020) for recurrent LIF/ALIF networks.
+* :mod:`neuroemu.rules.sparse` — sparse spiking gradient descent (Perez-Nieves & Goodman 2021): the
+  dense and the sparse backward of a feed-forward LIF network.
 """
 
 from neuroemu.rules.eprop import (
@@ -15,6 +17,7 @@ from neuroemu.rules.eprop import (
     simulate,
     task_loss,
 )
+from neuroemu.rules.sparse import DeadNetworkError, SparseSNN
 from neuroemu.rules.surrogate import (
     Adam,
     ForwardResult,
@@ -26,6 +29,8 @@ from neuroemu.rules.surrogate import (
 )
 
 __all__ = [
+    "DeadNetworkError",
+    "SparseSNN",
     "EpropConfig",
     "EpropNetwork",
     "Trace",

@@ -1,0 +1,317 @@
+"""Sparse spiking gradient descent on latency-coded Fashion-MNIST (Perez-Nieves & Goodman 2021).
+
+A 784-N-N-10 spiking network (LIF hidden layers with reset by subtraction, leaky read-out, logits =
+maximum over time) is trained by surrogate-gradient BPTT with the dense backward or the sparse one
+(:mod:`neuroemu.rules.sparse`: only neurons with |V − θ| < B_th carry gradient). One job per
+(run, seed); a run picks the backward, N and B_th. Every job records test accuracy per epoch, the
+active fraction, the backward time and the memory the backward keeps per layer, and whether the
+hidden layers died.
+
+After training, each job deploys its network on emulated hardware: the weights programmed once on
+tiles of ``chip.card`` (default the PCM inference statistics of Joshi et al. 2020, with global
+drift compensation) and the test accuracy measured again after each ``chip.delays``.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..config import Opt, check_seeds
+from ..errors import ConfigError
+from ..plot import delay_key, delay_label
+from .crossbar_mlp import DATA
+
+NAME = "sparse_snn"
+
+SCHEMA: dict[str, Any] = {
+    "experiment": Opt("str", NAME, choices=(NAME,)),
+    "description": Opt("str", ""),
+    "seeds": Opt("list", [0], check=check_seeds),
+    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "data": DATA,
+    "encoding": {
+        "t_steps": Opt("int", 100, 1, 100000),
+        "tau_eff": Opt("float", 20.0, 1e-9, 1e9),
+        "theta": Opt("float", 0.2, 0, 1),
+    },
+    "model": {
+        "hidden": Opt("int", 200, 1, 100000, doc="neurons per hidden layer (two layers)"),
+        "tau_mem": Opt("float", 10e-3, 1e-6, 10.0),
+        "tau_out": Opt("float", 10e-3, 1e-6, 10.0),
+        "surrogate_scale": Opt("float", 100.0, 1e-9, 1e9),
+        "backward": Opt("str", "sparse", choices=("dense", "sparse")),
+        "b_th": Opt("float", 0.2, 0, 1e9, doc="active band |V − θ| < b_th of the sparse backward"),
+        "dead_guard": Opt("bool", False, doc="stop a run whose hidden layer falls silent"),
+    },
+    "train": {
+        "epochs": Opt("int", 10, 1, 10000),
+        "batch_size": Opt("int", 256, 1, 60000),
+        "lr": Opt("float", 2e-4, 1e-12, 1e3, doc="Adam learning rate"),
+    },
+    "chip": {
+        "card": Opt("str", "pcm_joshi2020", doc="card the trained weights are programmed onto"),
+        "delays": Opt("list", [1.0, 3600.0, 86400.0, 2592000.0], doc="seconds after programming"),
+        "drift_compensation": Opt("bool", True),
+    },
+    "eval": {"batch_size": Opt("int", 500, 1, 100000)},
+    "runs": Opt("list", [{"backward": "dense"}, {"backward": "sparse"}],
+                doc="runs: overrides of model fields, e.g. {backward: sparse, hidden: 100}"),
+}
+
+RUN = {
+    "name": Opt("str", None, nullable=True),
+    "backward": Opt("str", None, nullable=True, choices=("dense", "sparse")),
+    "hidden": Opt("int", None, 1, 100000, nullable=True),
+    "b_th": Opt("float", None, 0, 1e9, nullable=True),
+    "dead_guard": Opt("bool", None, nullable=True),
+}
+
+
+def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    from ..cards import load_card
+    from ..config import validate
+    from ..errors import NeuroemuError
+    from ..runner import slug
+
+    try:
+        load_card(cfg["chip"]["card"])
+    except NeuroemuError as exc:
+        raise ConfigError(f"{where} chip.card: {exc}") from None
+    for d in cfg["chip"]["delays"]:
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0:
+            raise ConfigError(f"{where} chip.delays: expected delays in seconds >= 0, got {d!r}")
+    if not cfg["runs"]:
+        raise ConfigError(f"{where} runs: expected at least one run")
+    runs, names = [], {}
+    for i, raw in enumerate(cfg["runs"]):
+        w = f"{where} runs[{i}]"
+        run = validate(raw, RUN, w)
+        model = {**cfg["model"], **{k: v for k, v in run.items() if k != "name" and v is not None}}
+        run["model"] = model
+        if run["name"] is None:
+            run["name"] = f"{model['backward']}/N{model['hidden']}" + \
+                (f"/b_th{model['b_th']:g}" if model["backward"] == "sparse" else "")
+        key = slug(run["name"])
+        if key in names:
+            raise ConfigError(f"{w}.name: run name {run['name']!r} clashes with {names[key]!r}; give distinct names")
+        names[key] = run["name"]
+        runs.append(run)
+    cfg["runs"] = runs
+    return cfg
+
+
+def prepare(cfg: dict[str, Any]) -> None:
+    from .crossbar_mlp import prepare as fetch
+
+    fetch(cfg)
+
+
+def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    from .. import __version__
+
+    common = {k: cfg[k] for k in ("data", "encoding", "train", "chip", "eval")}
+    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
+            for run in cfg["runs"] for seed in cfg["seeds"]]
+
+
+# ---------------------------------------------------------------------------------------- one job
+def _encode(x, enc):
+    from ..data.encoders import latency_encode
+
+    return latency_encode(x, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
+
+
+def _accuracy(net, x, y, enc, batch, **hooks) -> float:
+    correct = 0
+    for i in range(0, len(x), batch):
+        logits = net.predict(_encode(x[i:i + batch], enc), **hooks)
+        correct += int((logits.argmax(axis=1) == y[i:i + batch]).sum())
+    return correct / len(x)
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one (run, seed), then evaluate it on the chip after each delay."""
+    from ..data import load_fashion_mnist
+    from ..rules.sparse import SparseSNN
+    from ..rules.surrogate import Adam
+
+    data, enc, tr, m = job["data"], job["encoding"], job["train"], job["run"]["model"]
+    seed = job["seed"]
+    # the same initial network and batch order for every run of a seed: dense and sparse start alike
+    rng_init, rng_data = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, zlib.crc32(b"ssgd")]).spawn(2))
+    xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
+    xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
+    n = m["hidden"]
+    net = SparseSNN((784, n, n, 10), tau_mem=m["tau_mem"], tau_out=m["tau_out"], b_th=m["b_th"],
+                    backward=m["backward"], surrogate_scale=m["surrogate_scale"], rng=rng_init)
+    opt = Adam(lr=tr["lr"])
+    bs = tr["batch_size"]
+    metrics, dead_at = [], None
+    t0 = time.perf_counter()
+    for epoch in range(1, tr["epochs"] + 1):
+        order = rng_data.permutation(len(xtr))
+        agg: dict[str, list] = {"loss": [], "acc": [], "active": [], "bwd": [], "bytes": [], "counts": []}
+        for i in range(0, len(order) - bs + 1, bs):
+            idx = order[i:i + bs]
+            loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
+            agg["loss"].append(loss)
+            agg["acc"].append(acc)
+            agg["active"].append(stats["active_fraction"])
+            agg["bwd"].append(stats["backward_s"])
+            agg["bytes"].append(stats["backward_bytes"])
+            agg["counts"].append(stats["mean_count"])
+        dead = net.dead_network(_encode(xte[:bs], enc))
+        if not np.isfinite(np.mean(agg["loss"])):
+            raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower train.lr")
+        row = {"run": job["run"]["name"], "seed": seed, "epoch": epoch, "train_loss": float(np.mean(agg["loss"])),
+               "train_acc": float(np.mean(agg["acc"])), "test_acc": _accuracy(net, xte, yte, enc, job["eval"]["batch_size"]),
+               "dead": bool(dead)}
+        for k, name in enumerate(("hidden1", "hidden2")):
+            row[f"{name}_active_fraction"] = float(np.mean([a[k] for a in agg["active"]]))
+            row[f"{name}_backward_ms"] = float(np.median([b[k] for b in agg["bwd"]]) * 1e3)
+            row[f"{name}_backward_MB"] = float(np.max([b[k] for b in agg["bytes"]]) / 1e6)
+            row[f"{name}_spikes_per_neuron"] = float(np.mean([c[k] for c in agg["counts"]]))
+        metrics.append(row)
+        if dead and dead_at is None:
+            dead_at = epoch
+            if m["dead_guard"]:
+                break
+    train_time = time.perf_counter() - t0
+    final = metrics[-1]["test_acc"]
+    chip = _on_chip(net, job, xte, yte, enc)
+    return {"run": job["run"]["name"], "backward": m["backward"], "hidden": n, "b_th": m["b_th"], "seed": seed,
+            "test_acc": final, "dead_at_epoch": dead_at, "train_time_s": train_time, "metrics": metrics, "chip": chip}
+
+
+def _on_chip(net, job, xte, yte, enc) -> dict[str, float]:
+    """Program the trained weights once on the chip card and measure test accuracy after each delay."""
+    from ..cards import load_card
+    from ..crossbar import Periphery, make_tile
+
+    c = job["chip"]
+    card = load_card(c["card"])
+    rng = np.random.default_rng([job["seed"], 7])
+    reads = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0)  # the devices' own read noise only
+    tiles = []
+    for w in net.weights:
+        top = max(float(np.abs(w).max()), 1e-12)  # max|W| -> a full conductance side (aihwkit's mapping)
+        tile = make_tile(*w.shape, card, w_max=top, periphery=reads, rng=rng)
+        tile.write(np.asarray(w, dtype=np.float64))
+        if c["drift_compensation"]:
+            tile.compensate_drift()
+        tiles.append(tile)
+
+    def matmul(layer, s_flat):
+        return tiles[layer].forward(s_flat > 0)
+
+    out, elapsed = {}, 0.0
+    n_eval = min(len(xte), 2000)
+    for d in [0.0, *c["delays"]]:
+        for t in tiles:
+            t.advance(d - elapsed)
+            if c["drift_compensation"]:
+                t.compensate_drift()
+        elapsed = d
+        out[delay_key(d)] = _accuracy(net, xte[:n_eval], yte[:n_eval], enc, job["eval"]["batch_size"], matmul=matmul)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- report
+def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, Any]]:
+    rows = []
+    for name in dict.fromkeys(r["run"] for r in results):
+        rs = [r for r in results if r["run"] == name]
+        acc = np.array([r["test_acc"] for r in rs]) * 100
+        last = [r["metrics"][-1] for r in rs]
+        row = {"run": name, "backward": rs[0]["backward"], "hidden": rs[0]["hidden"], "seeds": len(rs),
+               "test_acc": float(acc.mean()), "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
+               "dead": sum(r["dead_at_epoch"] is not None for r in rs),
+               "train_time_s": float(np.mean([r["train_time_s"] for r in rs]))}
+        for k in ("hidden1_active_fraction", "hidden2_active_fraction", "hidden1_backward_ms", "hidden2_backward_ms",
+                  "hidden1_backward_MB", "hidden2_backward_MB"):
+            row[k] = float(np.mean([x[k] for x in last]))
+        for d in [0.0, *delays]:
+            row[f"chip_{delay_key(d)}s"] = float(np.mean([r["chip"][delay_key(d)] for r in rs]) * 100)
+        rows.append(row)
+    return rows
+
+
+def console_table(rows: list[dict[str, Any]]) -> list[str]:
+    from ..runner import console_table as text
+
+    return text(rows, [("active % (h2)", "hidden2_active_fraction", ".2%"), ("bwd ms (h2)", "hidden2_backward_ms", ".1f"),
+                       ("MB (h2)", "hidden2_backward_MB", ".1f"), ("dead", "dead", "d")])
+
+
+def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    last = result["metrics"][-1]
+    return [{"run": result["run"], "seed": result["seed"], "test_acc": result["test_acc"],
+             **{k: v for k, v in last.items() if k.startswith("hidden")},
+             **{f"chip_{k}s": v for k, v in result["chip"].items()}, "train_time_s": result["train_time_s"]}]
+
+
+def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
+    from pathlib import Path
+
+    from .. import plot
+    from ..io import atomic_write_text, write_csv
+
+    out = Path(out)
+    delays = cfg["chip"]["delays"]
+    metrics = [m for r in results for m in r["metrics"]]
+    write_csv(out / "metrics.csv", metrics)
+    rows = table(results, delays)
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    paths = []
+    fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+    plot.plot_learning_curves(metrics, ax=fig.add_subplot(), y="test_acc", run=("run", "seed"))
+    paths.append(plot._save(fig, figs / "learning_curves.png", 120))
+    fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    xs = [0.0, *delays]
+    for r in rows:
+        ax.plot([max(d, 0.5) for d in xs], [r[f"chip_{delay_key(d)}s"] for d in xs], marker="o", label=r["run"])
+    ax.set_xscale("log")
+    ax.set_xlabel("time after programming (s; 0 shown at 0.5)")
+    ax.set_ylabel("test accuracy on the chip (%)")
+    ax.set_title(f"trained networks programmed on {cfg['chip']['card']}", fontsize="medium")
+    ax.legend(fontsize="small")
+    paths.append(plot._save(fig, figs / "chip_drift.png", 120))
+    head = ["run", "test acc. (%)", "dead seeds", "active (h1 / h2)", "backward ms (h1 / h2)", "backward MB (h1 / h2)",
+            "train time (s)"] + [f"chip {delay_label(d) if d else 'at 0 s'}" for d in xs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        acc = f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["seeds"] > 1 else "")
+        cells = [r["run"], acc, f"{r['dead']} / {r['seeds']}",
+                 f"{100 * r['hidden1_active_fraction']:.2f} % / {100 * r['hidden2_active_fraction']:.2f} %",
+                 f"{r['hidden1_backward_ms']:.1f} / {r['hidden2_backward_ms']:.1f}",
+                 f"{r['hidden1_backward_MB']:.1f} / {r['hidden2_backward_MB']:.1f}", f"{r['train_time_s']:.0f}"] + \
+            [f"{r[f'chip_{delay_key(d)}s']:.2f}" for d in xs]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = f"""# Sparse spiking gradient descent on Fashion-MNIST
+
+{cfg['description'] or ''}
+
+Produced by:
+
+```
+{meta['command']}
+```
+
+* network: 784-N-N-10 LIF (reset by subtraction, not differentiated), leaky read-out (max over time),
+  fast-sigmoid surrogate (scale {cfg['model']['surrogate_scale']:g}), Adam lr {cfg['train']['lr']:g}, batch {cfg['train']['batch_size']},
+  {cfg['train']['epochs']} epoch(s), the paper's spike-count regularisers; latency code {cfg['encoding']['t_steps']} steps,
+  τ_eff {cfg['encoding']['tau_eff']:g}, θ {cfg['encoding']['theta']:g}; seeds {', '.join(map(str, cfg['seeds']))}
+* paper (Perez-Nieves & Goodman 2021, N = 200, one seed): 81.9 % dense, 82.8 % sparse
+* on the chip: weights programmed once on `{cfg['chip']['card']}` (drift compensation:
+  {cfg['chip']['drift_compensation']}), accuracy on the first 2000 test images after each delay
+* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
+
+""" + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
+    atomic_write_text(out / "RESULTS.md", text)
+    return {"table": rows, "figures": [str(p) for p in paths]}
