@@ -35,6 +35,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
 
 
+def check_run_names(runs: list[dict[str, Any]], where: str) -> None:
+    """Run names must give distinct result files (their slugs) within one experiment."""
+    from .errors import ConfigError
+
+    seen: dict[str, str] = {}
+    for i, run in enumerate(runs):
+        key = slug(run["name"])
+        if key in seen:
+            raise ConfigError(f"{where} runs[{i}].name: run name {run['name']!r} clashes with {seen[key]!r} (the same "
+                              "file name under runs/); give the runs distinct names")
+        seen[key] = run["name"]
+
+
 def result_path(out_dir: Path, job: dict[str, Any]) -> Path:
     return Path(out_dir) / "runs" / f"{slug(job['id'])}.json"
 

@@ -108,14 +108,13 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     in and must be distinct; the data must give at least one batch."""
     from ..config import validate
     from ..errors import NeuroemuError
-    from ..runner import slug
+    from ..runner import check_run_names
     from ..schemes import SCHEMES, make_scheme
 
     limit, bs = cfg["data"]["train_limit"], cfg["train"]["batch_size"]
     if limit is not None and limit < bs:
         raise ConfigError(f"{where} data.train_limit: expected at least train.batch_size ({bs}) images, got {limit}")
     runs = []
-    names: dict[str, str] = {}
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     for i, raw in enumerate(cfg["runs"]):
@@ -157,12 +156,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             n = run["n_devices"]
             run["name"] = f"{card.name}/{run['scheme']}" + (f"/N{n}" if n and n > 1 else "") + \
                 ("/deploy" if run["deploy"] else "")
-        key = slug(run["name"])
-        if key in names:
-            raise ConfigError(f"{w}.name: run name {run['name']!r} clashes with {names[key]!r} (the same file name "
-                              "under runs/); give the runs distinct names")
-        names[key] = run["name"]
         runs.append(run)
+    check_run_names(runs, where)
     cfg["runs"] = runs
     return cfg
 

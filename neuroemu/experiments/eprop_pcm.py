@@ -95,7 +95,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..config import validate
     from ..crossbar import Periphery, make_tile
     from ..errors import NeuroemuError
-    from ..runner import slug
+    from ..runner import check_run_names
     from ..schemes import make_scheme
 
     if cfg["model"]["n_alif"] > cfg["model"]["n_rec"]:
@@ -106,7 +106,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where} eval.delays: expected delays in seconds >= 0, got {d!r}")
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
-    runs, names = [], {}
+    runs = []
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
@@ -124,11 +124,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         if run["name"] is None:
             n = run["n_devices"]
             run["name"] = f"{card.name}/{run['scheme']}" + (f"/N{n}" if n and n > 1 else "")
-        key = slug(run["name"])
-        if key in names:
-            raise ConfigError(f"{w}.name: run name {run['name']!r} clashes with {names[key]!r}; give distinct names")
-        names[key] = run["name"]
         runs.append(run)
+    check_run_names(runs, where)
     cfg["runs"] = runs
     return cfg
 

@@ -75,7 +75,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..cards import load_card
     from ..config import validate
     from ..errors import NeuroemuError
-    from ..runner import slug
+    from ..runner import check_run_names
 
     try:
         load_card(cfg["chip"]["card"])
@@ -86,7 +86,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where} chip.delays: expected delays in seconds >= 0, got {d!r}")
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
-    runs, names = [], {}
+    runs = []
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
@@ -95,11 +95,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         if run["name"] is None:
             run["name"] = f"{model['backward']}/N{model['hidden']}" + \
                 (f"/b_th{model['b_th']:g}" if model["backward"] == "sparse" else "")
-        key = slug(run["name"])
-        if key in names:
-            raise ConfigError(f"{w}.name: run name {run['name']!r} clashes with {names[key]!r}; give distinct names")
-        names[key] = run["name"]
         runs.append(run)
+    check_run_names(runs, where)
     cfg["runs"] = runs
     return cfg
 

@@ -85,7 +85,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..config import validate
     from ..crossbar import Periphery, make_tile
     from ..errors import NeuroemuError
-    from ..runner import slug
+    from ..runner import check_run_names
     from ..substrate import make_substrate
 
     try:
@@ -98,7 +98,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     widest = max(cfg["model"]["hidden"])
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
-    runs, names = [], {}
+    runs = []
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
@@ -117,11 +117,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         run["synapses_card"] = card.to_dict()  # the cards' numbers are part of the job: an edited card reruns
         if run["name"] is None:
             run["name"] = f"{card.name}/{run['neurons']}" + ("/calibrated" if run["calibrated"] else "")
-        key = slug(run["name"])
-        if key in names:
-            raise ConfigError(f"{w}.name: run name {run['name']!r} clashes with {names[key]!r}; give distinct names")
-        names[key] = run["name"]
         runs.append(run)
+    check_run_names(runs, where)
     cfg["runs"] = runs
     cfg["model"]["card_data"] = chip.to_dict()
     return cfg
