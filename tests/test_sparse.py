@@ -516,3 +516,15 @@ def test_bad_inputs_raise():
         lif_layer(np.zeros((3, 4)), 0.9)
     with pytest.raises(ValueError, match="cur: expected a float32 or float64"):
         lif_layer_active(np.zeros((3, 4, 2), np.int64), 0.9)
+
+
+def test_kernel_constants_take_the_array_dtype():
+    """_cast (the kernels' constants) returns [a, b, c, 0, 1, d] in the dtype of its first argument."""
+    import numpy as np
+
+    from neuroemu._kernels import sparse as K
+
+    for dt in (np.float32, np.float64):
+        k = K._cast(np.zeros(1, dt), 0.9, 1.0, 100.0, 0.2)
+        assert k.dtype == dt
+        np.testing.assert_array_equal(k, np.array([0.9, 1.0, 100.0, 0.0, 1.0, 0.2], dt))
