@@ -130,6 +130,13 @@ def check_seeds(value: Any, where: str) -> list[int]:
     return value
 
 
+def check_delays(value: Any, where: str) -> list[float]:
+    """A list of delays in seconds >= 0 (an ``Opt`` check)."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ConfigError(f"{where}: expected a list of delays in seconds >= 0, got {value!r}")
+    return [float(v) for v in value]
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where and not where.endswith(":") else f"{where} {key}".strip()
 

@@ -22,18 +22,12 @@ from typing import Any
 import numpy as np
 
 from ..cards import load_card
-from ..config import Opt, check_layers, check_seeds
+from ..config import Opt, check_delays, check_layers, check_seeds
 from ..crossbar import Periphery, make_tile
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 
 NAME = "crossbar_mlp"
-
-
-def _check_delays(value, where):
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise ConfigError(f"{where}: expected a list of delays in seconds >= 0, got {value!r}")
-    return [float(v) for v in value]
 
 
 PERIPHERY = {
@@ -75,7 +69,7 @@ SCHEMA: dict[str, Any] = {
     },
     "eval": {
         "batch_size": Opt("int", 1000, 1, 100000),
-        "delays": Opt("list", [1.0, 3600.0, 86400.0], check=_check_delays,
+        "delays": Opt("list", [1.0, 3600.0, 86400.0], check=check_delays,
                       doc="seconds after training at which test accuracy is measured again (drift)"),
         "drift_compensation": Opt("bool", True, doc="global drift compensation at the delayed evaluations"),
     },

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..cards import load_card
-from ..config import Opt, check_seeds
+from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 from .crossbar_mlp import TILE_RUN
@@ -75,7 +75,8 @@ SCHEMA: dict[str, Any] = {
         "read_noise": Opt("bool", True, doc="per-device read noise at every read"),
     },
     "eval": {
-        "delays": Opt("list", [3600.0, 86400.0], doc="seconds after training at which the error is measured again"),
+        "delays": Opt("list", [3600.0, 86400.0], check=check_delays,
+                      doc="seconds after training at which the error is measured again"),
         "trials": Opt("int", 256, 1, 100000, doc="classification tasks: test trials (the regression pattern is "
                       "its own test)"),
     },
@@ -101,9 +102,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     if cfg["model"]["n_alif"] > cfg["model"]["n_rec"]:
         raise ConfigError(f"{where} model.n_alif: expected at most model.n_rec ({cfg['model']['n_rec']}), "
                           f"got {cfg['model']['n_alif']}")
-    for d in cfg["eval"]["delays"]:
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0:
-            raise ConfigError(f"{where} eval.delays: expected delays in seconds >= 0, got {d!r}")
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     runs = []

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Opt, check_seeds
+from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 from .crossbar_mlp import DATA
@@ -54,7 +54,7 @@ SCHEMA: dict[str, Any] = {
     },
     "chip": {
         "card": Opt("str", "pcm_joshi2020", doc="card the trained weights are programmed onto"),
-        "delays": Opt("list", [1.0, 3600.0, 86400.0, 2592000.0], doc="seconds after programming"),
+        "delays": Opt("list", [1.0, 3600.0, 86400.0, 2592000.0], check=check_delays, doc="seconds after programming"),
         "drift_compensation": Opt("bool", True),
     },
     "eval": {"batch_size": Opt("int", 500, 1, 100000)},
@@ -81,9 +81,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         load_card(cfg["chip"]["card"])
     except NeuroemuError as exc:
         raise ConfigError(f"{where} chip.card: {exc}") from None
-    for d in cfg["chip"]["delays"]:
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0:
-            raise ConfigError(f"{where} chip.delays: expected delays in seconds >= 0, got {d!r}")
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     runs = []

@@ -66,6 +66,7 @@ from neuroemu.rules.surrogate import (
     MatmulHook,
     NeuronsHook,
     SpikeCountReg,
+    SpikingNet,
     _check_reg,
     fast_sigmoid_grad,
     spike_count_reg,
@@ -280,7 +281,7 @@ def _positive(name, val, *, allow_inf=False, allow_zero=False):
     return val
 
 
-class SparseSNN:
+class SparseSNN(SpikingNet):
     """Two-hidden-layer (or deeper) LIF network with a max-over-time leaky readout, trained with
     the dense or the sparse surrogate-gradient backward (equations in the module docstring).
 
@@ -347,17 +348,7 @@ class SparseSNN:
             std = self.init_gain * (1.0 - b) / math.sqrt(n_in)
             self.weights.append(gen.normal(0.0, std, (n_out, n_in)).astype(self.dtype))
 
-    # ------------------------------------------------------------------ properties and weights
-    @property
-    def n_layers(self) -> int:
-        """Number of weight layers (hidden layers + readout)."""
-        return len(self.weights)
-
-    @property
-    def params(self) -> list[np.ndarray]:
-        """The weight arrays (updated in place by optimisers)."""
-        return self.weights
-
+    # ------------------------------------------------------------------ weights
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
         """Replace the weights (shapes must match; copied into the model dtype)."""
         weights = list(weights)
@@ -388,35 +379,6 @@ class SparseSNN:
                 raise ValueError(f"path: expected an .npz with arrays w0..w{self.n_layers - 1}, "
                                  f"got {sorted(f.keys())} in {path}")
             self.set_weights([f[k] for k in keys])
-
-    # ------------------------------------------------------------------ checks
-    def _check_input(self, s_in) -> np.ndarray:
-        s = np.asarray(s_in)
-        if s.ndim != 3 or s.shape[2] != self.sizes[0]:
-            raise ValueError(f"s_in: expected input spikes of shape (T, batch, {self.sizes[0]}), got {s.shape}")
-        if s.dtype.kind not in "biuf":
-            raise ValueError(f"s_in: expected numeric 0/1 spikes, got dtype {s.dtype}")
-        if s.shape[0] < 1 or s.shape[1] < 1:
-            raise ValueError(f"s_in: expected at least one step and one sample, got shape {s.shape}")
-        return np.ascontiguousarray(s, dtype=self.dtype)
-
-    def _check_labels(self, labels, batch) -> np.ndarray:
-        lab = np.asarray(labels)
-        if lab.shape != (batch,) or lab.dtype.kind not in "iu":
-            raise ValueError(f"labels: expected {batch} integer class labels (shape ({batch},)), "
-                             f"got shape {lab.shape} dtype {lab.dtype}")
-        if lab.min() < 0 or lab.max() >= self.sizes[-1]:
-            raise ValueError(f"labels: expected values in [0, {self.sizes[-1] - 1}], "
-                             f"got values in [{lab.min()}, {lab.max()}]")
-        return lab.astype(np.intp)
-
-    def _hook_array(self, arr, shape, what) -> np.ndarray:
-        arr = np.asarray(arr)
-        if arr.shape != shape:
-            raise ValueError(f"{what}: expected an array of shape {shape}, got {arr.shape}")
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{what}: expected a numeric array, got dtype {arr.dtype}")
-        return np.ascontiguousarray(arr, dtype=self.dtype)
 
     # ------------------------------------------------------------------ forward
     def _currents(self, layer: int, x: np.ndarray) -> np.ndarray:

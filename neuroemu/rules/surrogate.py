@@ -53,6 +53,7 @@ __all__ = [
     "ForwardResult",
     "SpikeCountReg",
     "SpikingMLP",
+    "SpikingNet",
     "fast_sigmoid_grad",
     "psp_peak",
     "spike_count_reg",
@@ -228,7 +229,54 @@ def _positive(name, val, allow_zero=False):
     return val
 
 
-class SpikingMLP:
+class SpikingNet:
+    """What the feed-forward spiking networks share: ``sizes``, ``dtype`` and ``weights`` (one
+    (n_out, n_in) array per layer), and the checks of their inputs, labels and hook outputs."""
+
+    sizes: tuple[int, ...]
+    dtype: np.dtype
+    weights: list[np.ndarray]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (hidden layers + readout)."""
+        return len(self.weights)
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        """The weight arrays (updated in place by optimisers)."""
+        return self.weights
+
+    def _check_input(self, s_in) -> np.ndarray:
+        s = np.asarray(s_in)
+        if s.ndim != 3 or s.shape[2] != self.sizes[0]:
+            raise ValueError(f"s_in: expected input spikes of shape (T, batch, {self.sizes[0]}), got {s.shape}")
+        if s.dtype.kind not in "biuf":
+            raise ValueError(f"s_in: expected numeric 0/1 spikes, got dtype {s.dtype}")
+        if s.shape[0] < 1 or s.shape[1] < 1:
+            raise ValueError(f"s_in: expected at least one step and one sample, got shape {s.shape}")
+        return np.ascontiguousarray(s, dtype=self.dtype)
+
+    def _hook_array(self, arr, shape, what) -> np.ndarray:
+        arr = np.asarray(arr)
+        if arr.shape != shape:
+            raise ValueError(f"{what}: expected an array of shape {shape}, got {arr.shape}")
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{what}: expected a numeric array, got dtype {arr.dtype}")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _check_labels(self, labels, batch) -> np.ndarray:
+        lab = np.asarray(labels)
+        if lab.shape != (batch,) or lab.dtype.kind not in "iu":
+            raise ValueError(f"labels: expected {batch} integer class labels (shape ({batch},)), "
+                             f"got shape {lab.shape} dtype {lab.dtype}")
+        if lab.size and (lab.min() < 0 or lab.max() >= self.sizes[-1]):
+            raise ValueError(f"labels: expected values in [0, {self.sizes[-1] - 1}], "
+                             f"got values in [{lab.min()}, {lab.max()}]")
+        return lab.astype(np.intp)
+
+
+class SpikingMLP(SpikingNet):
     """Feed-forward CUBA-LIF network with a max-over-time CUBA readout, trained by
     surrogate-gradient BPTT (equations in the module docstring).
 
@@ -316,17 +364,6 @@ class SpikingMLP:
             raise ValueError(f"init: expected 'paper' or a gain > 0 (std = gain/sqrt(n_in)), got {init!r}")
         return gain
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def n_layers(self) -> int:
-        """Number of weight layers (hidden layers + readout)."""
-        return len(self.weights)
-
-    @property
-    def params(self) -> list[np.ndarray]:
-        """The weight arrays (updated in place by optimisers)."""
-        return self.weights
-
     # ------------------------------------------------------------------ ideal layer functions
     def ideal_matmul(self, layer: int, s_flat: np.ndarray) -> np.ndarray:
         """Default current function: I = S Wᵀ for S of shape (T·B, n_in) → (T·B, n_out)."""
@@ -341,24 +378,6 @@ class SpikingMLP:
         return z, v
 
     # ------------------------------------------------------------------ forward
-    def _check_input(self, s_in) -> np.ndarray:
-        s = np.asarray(s_in)
-        if s.ndim != 3 or s.shape[2] != self.sizes[0]:
-            raise ValueError(f"s_in: expected input spikes of shape (T, batch, {self.sizes[0]}), got {s.shape}")
-        if s.dtype.kind not in "biuf":
-            raise ValueError(f"s_in: expected numeric 0/1 spikes, got dtype {s.dtype}")
-        if s.shape[0] < 1 or s.shape[1] < 1:
-            raise ValueError(f"s_in: expected at least one step and one sample, got shape {s.shape}")
-        return np.ascontiguousarray(s, dtype=self.dtype)
-
-    def _hook_array(self, arr, shape, what) -> np.ndarray:
-        arr = np.asarray(arr)
-        if arr.shape != shape:
-            raise ValueError(f"{what}: expected an array of shape {shape}, got {arr.shape}")
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{what}: expected a numeric array, got dtype {arr.dtype}")
-        return np.ascontiguousarray(arr, dtype=self.dtype)
-
     def forward(self, s_in, *, matmul: MatmulHook | None = None, neurons: NeuronsHook | None = None) -> ForwardResult:
         """Run the network on input spikes s_in (T, B, n_in).
 
@@ -401,16 +420,6 @@ class SpikingMLP:
         return self.forward(s_in, matmul=matmul, neurons=neurons).logits
 
     # ------------------------------------------------------------------ backward
-    def _check_labels(self, labels, batch) -> np.ndarray:
-        lab = np.asarray(labels)
-        if lab.shape != (batch,) or lab.dtype.kind not in "iu":
-            raise ValueError(f"labels: expected {batch} integer class labels (shape ({batch},)), "
-                             f"got shape {lab.shape} dtype {lab.dtype}")
-        if lab.size and (lab.min() < 0 or lab.max() >= self.sizes[-1]):
-            raise ValueError(f"labels: expected values in [0, {self.sizes[-1] - 1}], "
-                             f"got values in [{lab.min()}, {lab.max()}]")
-        return lab.astype(np.intp)
-
     def refractory_flags(self, z: np.ndarray) -> np.ndarray:
         """rf_t = 1 if a spike occurred in steps t − n_ref .. t − 1 (as bool, shape of z)."""
         n_ref = int(self.hidden_params.refractory_steps)
