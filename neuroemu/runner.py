@@ -20,8 +20,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from .errors import NeuroemuError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_npz, atomic_write_text
 from .progress import Progress
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -46,6 +48,20 @@ def check_run_names(runs: list[dict[str, Any]], where: str) -> None:
             raise ConfigError(f"{where} runs[{i}].name: run name {run['name']!r} clashes with {seen[key]!r} (the same "
                               "file name under runs/); give the runs distinct names")
         seen[key] = run["name"]
+
+
+#: Key of a job result holding a dict of numpy arrays: saved as ``runs/<id>.npz``; the stored result
+#: keeps the file's name under the same key (load it with :func:`load_arrays`).
+ARRAYS = "arrays"
+
+
+def load_arrays(out_dir: str | Path, result: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays a finished job saved beside its result (empty when it saved none)."""
+    name = result.get(ARRAYS)
+    if not name:
+        return {}
+    with np.load(Path(out_dir) / "runs" / name) as f:
+        return {k: f[k] for k in f.files}
 
 
 def result_path(out_dir: Path, job: dict[str, Any]) -> Path:
@@ -100,6 +116,11 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
     failed: dict[str, str] = {}
 
     def finish(job, res):
+        arrays = res.pop(ARRAYS, None)
+        if arrays:  # large arrays (e.g. trained weights) go to an .npz beside the JSON, named in it
+            path = result_path(out_dir, job).with_suffix(".npz")
+            atomic_write_npz(path, arrays)
+            res[ARRAYS] = path.name
         atomic_write_json(result_path(out_dir, job), {"job": job, "hash": job_hash(job), "result": res})
         result_path(out_dir, job).with_suffix(".error.txt").unlink(missing_ok=True)
         results[job["id"]] = res

@@ -40,7 +40,8 @@ from .crossbar import as_rng, draw_seed
 from .errors import ConfigError
 from .neurons import CubaParams, cuba_sequence, decay
 
-__all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "make_substrate", "PARAMETERS", "SUBSTRATES"]
+__all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "make_substrate", "chip_targets", "PARAMETERS",
+           "SUBSTRATES"]
 
 #: Neuron parameters of an analog chip, each held in one 10-bit cell per neuron.
 PARAMETERS = ("v_leak", "v_reset", "v_th", "tau_mem", "tau_syn", "gain")
@@ -56,6 +57,36 @@ def _chip_card(card: Card | str) -> Card:
         raise ConfigError(f"{card.path or card.name}: expected an analog_chip card (e.g. brainscales2), got kind "
                           f"'{card.kind}'")
     return card
+
+
+_TARGETS = ("v_leak", "v_reset", "v_th", "tau_mem", "tau_syn", "refractory")
+
+
+def chip_targets(card: Card | str, targets: dict[str, float] | None = None) -> dict[str, float]:
+    """The calibration targets of an analog chip card, with ``targets`` overriding some of them
+    (potentials in LSB, times in seconds). An override must be one a parameter cell can reach on a
+    neuron without mismatch, and keep the threshold above the leak."""
+    card = _chip_card(card)
+    p = card.params
+    out = {k: float(p[k]) for k in _TARGETS}
+    for k, v in (targets or {}).items():
+        if k not in _TARGETS:
+            raise ConfigError(f"{card.name} targets.{k}: unknown target; expected one of {', '.join(_TARGETS)}")
+        v = float(v)
+        if k in VOLTAGES:
+            lo, hi = 0.0, p["capmem_max"] * p["volt_per_code"]
+        elif k == "refractory":
+            lo, hi = 0.0, 1e30
+        else:  # τ = k / code with code 1 .. capmem_max
+            lo, hi = p[f"{k}_k"] / p["capmem_max"], p[f"{k}_k"]
+        if not (np.isfinite(v) and lo <= v <= hi):
+            raise ConfigError(f"{card.name} targets.{k}: expected a value in [{lo:g}, {hi:g}] the parameter cells "
+                              f"can reach, got {v:g}")
+        out[k] = v
+    if out["v_th"] <= out["v_leak"]:
+        raise ConfigError(f"{card.name} targets.v_th: expected a threshold above the leak ({out['v_leak']:g}), "
+                          f"got {out['v_th']:g}")
+    return out
 
 
 def _check_currents(x, n, what):
@@ -83,11 +114,13 @@ class IdealNeurons:
         self.params = CubaParams(decay(dt, tau_mem), decay(dt, tau_syn), 1.0, float(v_reset), 1.0, float(steps))
 
     @classmethod
-    def from_card(cls, n: int, card: Card | str = "brainscales2") -> "IdealNeurons":
-        """The neuron an analog chip is calibrated to: its targets, in normalised units."""
-        p = _chip_card(card).params
-        return cls(n, dt=p["dt"], tau_mem=p["tau_mem"], tau_syn=p["tau_syn"],
-                   v_reset=(p["v_reset"] - p["v_leak"]) / (p["v_th"] - p["v_leak"]), refractory=p["refractory"])
+    def from_card(cls, n: int, card: Card | str = "brainscales2", *,
+                  targets: dict[str, float] | None = None) -> "IdealNeurons":
+        """The neuron an analog chip is calibrated to: its targets (some overridden by ``targets``,
+        see :func:`chip_targets`), in normalised units."""
+        t = chip_targets(card, targets)
+        return cls(n, dt=_chip_card(card).params["dt"], tau_mem=t["tau_mem"], tau_syn=t["tau_syn"],
+                   v_reset=(t["v_reset"] - t["v_leak"]) / (t["v_th"] - t["v_leak"]), refractory=t["refractory"])
 
     def run(self, currents, *, spiking: bool = True, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Spikes and membranes (T, batch, n) for input currents (T, batch, n). ``rng`` is unused
@@ -114,12 +147,14 @@ class AnalogNeurons:
     """``n`` analog neurons of an emulated chip described by an ``analog_chip`` card.
 
     rng: seed or Generator of the chip (its fixed-pattern mismatch); same seed, same chip.
-    The parameter cells start at the nominal codes of the targets (the uncalibrated chip).
+    targets: overrides of the card's calibration targets (:func:`chip_targets`), e.g. a shorter
+    ``tau_syn``. The parameter cells start at the nominal codes of the targets (the uncalibrated chip).
     """
 
     kind = "analog"
 
-    def __init__(self, n: int, card: Card | str = "brainscales2", *, rng: Any = None):
+    def __init__(self, n: int, card: Card | str = "brainscales2", *, rng: Any = None,
+                 targets: dict[str, float] | None = None):
         self.card = _chip_card(card)
         p = self.card.params
         self.n = int(n)
@@ -133,7 +168,9 @@ class AnalogNeurons:
             slope={k: 1.0 + p["volt_slope_mismatch"] * g.standard_normal(self.n) for k in VOLTAGES},
             factor={k: np.exp(p[_MISMATCH[k]] * g.standard_normal(self.n)) for k in ("tau_mem", "tau_syn", "gain")},
         )
-        self.targets = {k: float(p[k]) for k in ("v_leak", "v_reset", "v_th", "tau_mem", "tau_syn")} | {"gain": 1.0}
+        t = chip_targets(self.card, targets)
+        self.targets = {k: t[k] for k in ("v_leak", "v_reset", "v_th", "tau_mem", "tau_syn")} | {"gain": 1.0}
+        self.refractory = t["refractory"]
         self.codes = {k: np.full(self.n, self.nominal_code(k)) for k in PARAMETERS}
         self.calibrated = False
         self.steps_run = 0  # emulated steps so far (chip time = steps_run · dt)
@@ -181,8 +218,7 @@ class AnalogNeurons:
 
     @property
     def refractory_steps(self) -> int:
-        p = self.card.params
-        return int(round(p["refractory"] / p["dt"]))
+        return int(round(self.refractory / self.card.params["dt"]))
 
     def chip_time(self, steps: int | None = None) -> float:
         """Emulated chip time (s) of ``steps`` emulation steps (default: all run so far)."""
@@ -248,13 +284,13 @@ SUBSTRATES = ("ideal", "analog")
 
 
 def make_substrate(kind: str, n: int, card: Card | str = "brainscales2", *, rng: Any = None,
-                   calibrate: bool = False, calibration_rng: Any = None):
+                   calibrate: bool = False, calibration_rng: Any = None, targets: dict[str, float] | None = None):
     """A substrate by name: ``ideal`` (the card's targets as float neurons) or ``analog`` (an emulated
-    chip drawn from ``rng``, calibrated when asked)."""
+    chip drawn from ``rng``, calibrated when asked); ``targets`` overrides some of the card's."""
     if kind == "ideal":
-        return IdealNeurons.from_card(n, card)
+        return IdealNeurons.from_card(n, card, targets=targets)
     if kind == "analog":
-        neurons = AnalogNeurons(n, card, rng=rng)
+        neurons = AnalogNeurons(n, card, rng=rng, targets=targets)
         if calibrate:
             neurons.calibrate(rng=calibration_rng)
         return neurons

@@ -2,10 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from neuroemu.progress import Progress
-from neuroemu.runner import JobsFailed, job_hash, result_path, run_jobs
+from neuroemu.runner import JobsFailed, job_hash, load_arrays, result_path, run_jobs
 
 
 def square(job):
@@ -99,3 +100,19 @@ def test_a_given_executor_runs_the_jobs_and_stays_open(tmp_path):
     run_jobs(jobs, square, tmp_path, quiet=True, executor=ex)
     assert ex.submitted == []
     ex.pool.shutdown()
+
+
+def with_arrays(job):
+    return {"value": job["x"], "arrays": {"w": np.full((2, 3), job["x"], np.float32)}}
+
+
+def test_arrays_go_to_an_npz_beside_the_result(tmp_path):
+    jobs = [{"id": "a/1", "x": 2}, {"id": "b", "x": 3}]
+    res = run_jobs(jobs, with_arrays, tmp_path, quiet=True)
+    assert res[0]["arrays"] == "a_1.npz"
+    stored = json.loads(result_path(tmp_path, jobs[0]).read_text())["result"]
+    assert stored == {"value": 2, "arrays": "a_1.npz"}
+    np.testing.assert_array_equal(load_arrays(tmp_path, res[1])["w"], np.full((2, 3), 3, np.float32))
+    assert load_arrays(tmp_path, {"value": 1}) == {}
+    again = run_jobs(jobs, with_arrays, tmp_path, quiet=True)  # resumed: the stored name, the same arrays
+    assert load_arrays(tmp_path, again[0])["w"].dtype == np.float32

@@ -2,10 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from neuroemu.cli import main
+from neuroemu.data import load_fashion_mnist
+from neuroemu.data.encoders import latency_encode
+from neuroemu.experiments.sparse_snn import learning_rate, psp_peak
+from neuroemu.rules.sparse import SparseSNN
+from neuroemu.substrate import IdealNeurons
 from tests.test_spiking_fmnist import tiny_data  # noqa: F401 - the fixture
 
 
@@ -55,3 +61,52 @@ def test_sparse_snn_config_errors(tmp_path, tiny_data, capsys):  # noqa: F811
     cfg = config(tmp_path / "cfg3.yaml", tiny_data, runs=[{"backward": "dense"}, {"backward": "dense"}])
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "clashes" in capsys.readouterr().err
+
+
+def test_learning_rate_schedules():
+    cos = {"lr": 1e-3, "lr_schedule": "cosine"}
+    assert [learning_rate(cos, k, 10) for k in (0, 5, 10)] == pytest.approx([1e-3, 5e-4, 0.0])
+    assert learning_rate({"lr": 1e-3, "lr_schedule": "constant"}, 7, 10) == 1e-3
+
+
+@pytest.mark.parametrize("alpha,beta", [(np.exp(-0.1), np.exp(-0.2)), (np.exp(-0.1), np.exp(-1 / 3))])
+def test_psp_peak_is_the_kernel_maximum(alpha, beta):
+    neurons = IdealNeurons(1, dt=1.0, tau_mem=-1 / np.log(alpha), tau_syn=-1 / np.log(beta))
+    n = np.arange(200)
+    want = ((alpha ** (n + 1) - beta ** (n + 1)) / (alpha - beta)).max()  # Σ_k α^(n−k) β^k, closed form
+    assert psp_peak(neurons) == pytest.approx(want, rel=1e-6)
+    assert psp_peak(IdealNeurons(1, dt=1.0, tau_mem=10.0, tau_syn=1e-6)) == pytest.approx(1.0)  # no filter
+
+
+def test_saved_weights_and_neuron_substrates(tmp_path, tiny_data):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=[{"backward": "sparse"}],
+                 train={"epochs": 2, "batch_size": 40, "lr": 0.01, "lr_schedule": "cosine"},
+                 eval={"batch_size": 40, "chip_images": 80})
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "runs" / "sparse_N24_b_th0.2_seed0.json").read_text())["result"]
+    net = SparseSNN((784, 24, 24, 10), rng=0)
+    net.load_weights(out / "runs" / res["arrays"])
+    x, y = load_fashion_mnist("test", data_dir=tiny_data, limit=80)
+    logits = net.predict(latency_encode(x, t_steps=30, tau_eff=20.0, theta=0.2))
+    # the saved weights are the trained network: its accuracy on the evaluated images is the recorded one
+    assert res["neurons"]["network"] == pytest.approx(np.mean(logits.argmax(axis=1) == y))
+    assert all(0 <= res["neurons"][k] <= 1 for k in ("chip_model", "analog", "analog_calibrated"))
+    assert res["neurons"]["psp_peak"] > 2  # τ_syn 5 µs against τ_mem 10 µs
+    text = (out / "RESULTS.md").read_text()
+    assert "analog, calibrated" in text and (out / "figures" / "neuron_substrates.png").stat().st_size > 1000
+
+
+def test_neurons_can_be_skipped_and_targets_are_checked(tmp_path, tiny_data, capsys):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=[{"backward": "dense"}], neurons={"card": None},
+                 train={"epochs": 1, "batch_size": 40, "lr": 0.01})
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert "analog, calibrated" not in (out / "RESULTS.md").read_text()
+    assert not (out / "figures" / "neuron_substrates.png").exists()
+    cfg = config(tmp_path / "cfg2.yaml", tiny_data, neurons={"targets": {"tau_syn": 1e-7}})
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "neurons: brainscales2 targets.tau_syn" in capsys.readouterr().err
+    cfg = config(tmp_path / "cfg3.yaml", tiny_data, neurons={"card": "pcm_joshi2020"})
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "analog_chip" in capsys.readouterr().err

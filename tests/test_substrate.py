@@ -9,7 +9,7 @@ from neuroemu.cards import load_card
 from neuroemu.crossbar import Periphery, make_tile
 from neuroemu.errors import ConfigError
 from neuroemu.neurons import CubaParams, cuba_sequence
-from neuroemu.substrate import PARAMETERS, AnalogNeurons, IdealNeurons, SpikingLayer, make_substrate
+from neuroemu.substrate import PARAMETERS, AnalogNeurons, IdealNeurons, SpikingLayer, chip_targets, make_substrate
 from tests.reference import analog as R
 
 CARD = load_card("brainscales2")
@@ -149,3 +149,29 @@ def test_substrate_errors():
         make_substrate("digital", 4)
     with pytest.raises(ValueError, match="currents of shape"):
         AnalogNeurons(4, rng=0).run(np.zeros((3, 4)))
+
+
+def test_targets_override_the_card():
+    """Overridden targets set the cells' nominal codes; without mismatch the chip is again the ideal neuron."""
+    t = {"tau_syn": 5e-6, "refractory": 0.0}
+    assert chip_targets(QUIET, t)["tau_syn"] == 5e-6 and chip_targets(QUIET)["tau_syn"] == pytest.approx(10e-6)
+    chip = AnalogNeurons(8, QUIET, rng=0, targets=t)
+    ideal = make_substrate("ideal", 8, QUIET, targets=t)
+    assert chip.refractory_steps == 0 and ideal.params.refractory_steps == 0
+    assert ideal.params.beta_syn == pytest.approx(np.exp(-1 / 5))
+    np.testing.assert_allclose(chip.value("tau_syn"), 5e-6)
+    x = (np.random.default_rng(3).random((60, 2, 8)) < 0.2) * 0.7
+    z1, v1 = chip.run(x, rng=1)
+    z2, v2 = ideal.run(x)
+    np.testing.assert_allclose(v1, v2, atol=1e-5)
+    np.testing.assert_array_equal(z1, z2)
+    assert z1.sum() > 5
+
+
+def test_target_override_errors():
+    with pytest.raises(ConfigError, match="targets.tau: unknown"):
+        chip_targets(CARD, {"tau": 1e-6})
+    with pytest.raises(ConfigError, match=r"targets.tau_syn: expected a value in \[2.9\d*e-06"):
+        AnalogNeurons(4, CARD, targets={"tau_syn": 1e-6})  # faster than code 1022 gives
+    with pytest.raises(ConfigError, match="targets.v_th: expected a threshold above the leak"):
+        IdealNeurons.from_card(4, CARD, targets={"v_th": 70.0})

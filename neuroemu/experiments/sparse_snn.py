@@ -7,9 +7,20 @@ maximum over time) is trained by surrogate-gradient BPTT with the dense backward
 active fraction, the backward time and the memory the backward keeps per layer, and whether the
 hidden layers died.
 
-After training, each job deploys its network on emulated hardware: the weights programmed once on
-tiles of ``chip.card`` (default the PCM inference statistics of Joshi et al. 2020, with global
-drift compensation) and the test accuracy measured again after each ``chip.delays``.
+After training, each job saves its weights (``runs/<id>.npz``) and deploys the network on emulated
+hardware:
+
+* ``chip``: the weights programmed once on tiles of ``chip.card`` (default the PCM inference
+  statistics of Joshi et al. 2020, with global drift compensation), test accuracy measured again
+  after each ``chip.delays``;
+* ``neurons``: the LIF layers and the read-out run on the analog neurons of ``neurons.card`` (an
+  ``analog_chip`` card, default BrainScaleS-2), uncalibrated and calibrated, and on the ideal model
+  of the calibrated chip. The mapping: the chip's τ_mem is the network's (10 µs of chip time for
+  10 ms), its synaptic input is current-based with the shortest τ_syn the cells calibrate well
+  (``neurons.targets``), so every input current is scaled by 1 / (peak of the chip's
+  post-synaptic potential) — an input then moves the membrane as far as in the network; the chip
+  resets to the leak rather than by subtraction; the read-out is scaled to stay inside the
+  membrane's rails (fixed from training images on the ideal chip model).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import numpy as np
 from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
+from ..runner import ARRAYS
 from .crossbar_mlp import DATA
 
 NAME = "sparse_snn"
@@ -51,13 +63,21 @@ SCHEMA: dict[str, Any] = {
         "epochs": Opt("int", 10, 1, 10000),
         "batch_size": Opt("int", 256, 1, 60000),
         "lr": Opt("float", 2e-4, 1e-12, 1e3, doc="Adam learning rate"),
+        "lr_schedule": Opt("str", "constant", choices=("constant", "cosine"),
+                           doc="cosine: lr·½(1 + cos(π k / K)) over the K training steps"),
     },
     "chip": {
         "card": Opt("str", "pcm_joshi2020", doc="card the trained weights are programmed onto"),
         "delays": Opt("list", [1.0, 3600.0, 86400.0, 2592000.0], check=check_delays, doc="seconds after programming"),
         "drift_compensation": Opt("bool", True),
     },
-    "eval": {"batch_size": Opt("int", 500, 1, 100000)},
+    "neurons": {
+        "card": Opt("str", "brainscales2", nullable=True, doc="analog_chip card to run the neurons on (null: skip)"),
+        "targets": Opt("dict", {"tau_syn": 5e-6, "refractory": 0.0},
+                       doc="overrides of the card's calibration targets (seconds, LSB)"),
+    },
+    "eval": {"batch_size": Opt("int", 500, 1, 100000),
+             "chip_images": Opt("int", 2000, 1, 10000, doc="test images evaluated on emulated hardware")},
     "runs": Opt("list", [{"backward": "dense"}, {"backward": "sparse"}],
                 doc="runs: overrides of model fields, e.g. {backward: sparse, hidden: 100}"),
 }
@@ -81,6 +101,13 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         load_card(cfg["chip"]["card"])
     except NeuroemuError as exc:
         raise ConfigError(f"{where} chip.card: {exc}") from None
+    if cfg["neurons"]["card"] is not None:
+        from ..substrate import chip_targets
+
+        try:
+            chip_targets(cfg["neurons"]["card"], cfg["neurons"]["targets"])
+        except NeuroemuError as exc:
+            raise ConfigError(f"{where} neurons: {exc}") from None
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
@@ -107,7 +134,7 @@ def prepare(cfg: dict[str, Any]) -> None:
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("data", "encoding", "train", "chip", "eval")}
+    common = {k: cfg[k] for k in ("data", "encoding", "train", "chip", "neurons", "eval")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
 
@@ -127,6 +154,13 @@ def _accuracy(net, x, y, enc, batch, **hooks) -> float:
     return correct / len(x)
 
 
+def learning_rate(train: dict[str, Any], step: int, steps: int) -> float:
+    """The learning rate at training step ``step`` of ``steps`` (``train.lr_schedule``)."""
+    if train["lr_schedule"] == "cosine":
+        return train["lr"] * 0.5 * (1.0 + np.cos(np.pi * step / steps))
+    return train["lr"]
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed), then evaluate it on the chip after each delay."""
     from ..data import load_fashion_mnist
@@ -144,6 +178,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                     backward=m["backward"], surrogate_scale=m["surrogate_scale"], rng=rng_init)
     opt = Adam(lr=tr["lr"])
     bs = tr["batch_size"]
+    steps, step = tr["epochs"] * (len(xtr) // bs), 0
     metrics, dead_at = [], None
     t0 = time.perf_counter()
     for epoch in range(1, tr["epochs"] + 1):
@@ -151,6 +186,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         agg: dict[str, list] = {"loss": [], "acc": [], "active": [], "bwd": [], "bytes": [], "counts": []}
         for i in range(0, len(order) - bs + 1, bs):
             idx = order[i:i + bs]
+            opt.lr = learning_rate(tr, step, steps)
+            step += 1
             loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
             agg["loss"].append(loss)
             agg["acc"].append(acc)
@@ -176,9 +213,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 break
     train_time = time.perf_counter() - t0
     final = metrics[-1]["test_acc"]
-    chip = _on_chip(net, job, xte, yte, enc)
+    n_eval = job["eval"]["chip_images"]
+    xc, yc = xte[:n_eval], yte[:n_eval]
+    chip = _on_chip(net, job, xc, yc, enc)
+    neurons = _on_neurons(net, job, xc, yc, xtr[:job["eval"]["batch_size"]], enc)
     return {"run": job["run"]["name"], "backward": m["backward"], "hidden": n, "b_th": m["b_th"], "seed": seed,
-            "test_acc": final, "dead_at_epoch": dead_at, "train_time_s": train_time, "metrics": metrics, "chip": chip}
+            "test_acc": final, "dead_at_epoch": dead_at, "train_time_s": train_time, "metrics": metrics, "chip": chip,
+            "neurons": neurons, ARRAYS: net.arrays()}
 
 
 def _on_chip(net, job, xte, yte, enc) -> dict[str, float]:
@@ -203,14 +244,62 @@ def _on_chip(net, job, xte, yte, enc) -> dict[str, float]:
         return tiles[layer].forward(s_flat > 0)
 
     out, elapsed = {}, 0.0
-    n_eval = min(len(xte), 2000)
     for d in [0.0, *c["delays"]]:
         for t in tiles:
             t.advance(d - elapsed)
             if c["drift_compensation"]:
                 t.compensate_drift()
         elapsed = d
-        out[delay_key(d)] = _accuracy(net, xte[:n_eval], yte[:n_eval], enc, job["eval"]["batch_size"], matmul=matmul)
+        out[delay_key(d)] = _accuracy(net, xte, yte, enc, job["eval"]["batch_size"], matmul=matmul)
+    return out
+
+
+#: Neuron substrates of the ``neurons`` evaluation, in report order.
+SUBSTRATE_RUNS = ("network", "chip_model", "analog", "analog_calibrated")
+SUBSTRATE_LABELS = {"network": "network's own LIF", "chip_model": "ideal chip neurons",
+                    "analog": "analog, uncalibrated", "analog_calibrated": "analog, calibrated"}
+
+
+def psp_peak(neurons) -> float:
+    """Peak membrane deflection (normalised) of the ideal substrate ``neurons`` after one unit input
+    current at one step: the factor by which its synaptic filter amplifies an instantaneous input."""
+    x = np.zeros((200, 1, neurons.n))
+    x[0] = 1.0
+    return float(neurons.run(x, spiking=False)[1].max())
+
+
+def _on_neurons(net, job, xte, yte, xcal, enc) -> dict[str, Any] | None:
+    """Test accuracy with the neuron layers on the chip's neurons (weights ideal); see the module doc."""
+    from ..cards import load_card
+    from ..substrate import chip_targets, make_substrate
+
+    c = job["neurons"]
+    if c["card"] is None:
+        return None
+    card, seed, batch = load_card(c["card"]), job["seed"], job["eval"]["batch_size"]
+    sizes = [w.shape[0] for w in net.weights]
+    ideal = [make_substrate("ideal", k, card, targets=c["targets"]) for k in sizes]
+    scale = [1.0 / psp_peak(s) for s in ideal]
+    # the read-out's largest value on training images (ideal chip model) at 80 % of the upper rail
+    top = net.predict(_encode(xcal, enc), neurons=lambda l, cur, spk: ideal[l].run(cur * scale[l], spiking=spk))
+    t = chip_targets(card, c["targets"])
+    rail = (card.params["v_max"] - t["v_leak"]) / (t["v_th"] - t["v_leak"])
+    scale[-1] *= 0.8 * rail / max(float(np.quantile(top.max(axis=1), 0.99)), 1e-12)
+    out: dict[str, Any] = {"psp_peak": 1.0 / float(np.mean(scale[:-1])), "readout_scale": scale[-1] * psp_peak(ideal[-1])}
+    t0 = time.perf_counter()
+    out["network"] = _accuracy(net, xte, yte, enc, batch)
+    for name in SUBSTRATE_RUNS[1:]:
+        if name == "chip_model":
+            subs = ideal
+        else:  # the same chip (mismatch from the seed and layer) uncalibrated and calibrated
+            subs = [make_substrate("analog", k, card, rng=np.random.default_rng([seed, 100 + layer]),
+                                   calibrate=name == "analog_calibrated", targets=c["targets"],
+                                   calibration_rng=np.random.default_rng([seed, 200 + layer]))
+                    for layer, k in enumerate(sizes)]
+        noise = np.random.default_rng([seed, 300, zlib.crc32(name.encode())])
+        out[name] = _accuracy(net, xte, yte, enc, batch,
+                              neurons=lambda l, cur, spk, subs=subs: subs[l].run(cur * scale[l], spiking=spk, rng=noise))
+    out["wall_s"] = time.perf_counter() - t0
     return out
 
 
@@ -230,6 +319,9 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
             row[k] = float(np.mean([x[k] for x in last]))
         for d in [0.0, *delays]:
             row[f"chip_{delay_key(d)}s"] = float(np.mean([r["chip"][delay_key(d)] for r in rs]) * 100)
+        if all(r.get("neurons") for r in rs):
+            for k in SUBSTRATE_RUNS:
+                row[f"neurons_{k}"] = float(np.mean([r["neurons"][k] for r in rs]) * 100)
         rows.append(row)
     return rows
 
@@ -245,7 +337,9 @@ def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
     last = result["metrics"][-1]
     return [{"run": result["run"], "seed": result["seed"], "test_acc": result["test_acc"],
              **{k: v for k, v in last.items() if k.startswith("hidden")},
-             **{f"chip_{k}s": v for k, v in result["chip"].items()}, "train_time_s": result["train_time_s"]}]
+             **{f"chip_{k}s": v for k, v in result["chip"].items()},
+             **{f"neurons_{k}": result["neurons"][k] for k in SUBSTRATE_RUNS if result.get("neurons")},
+             "train_time_s": result["train_time_s"]}]
 
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +370,20 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     ax.set_title(f"trained networks programmed on {cfg['chip']['card']}", fontsize="medium")
     ax.legend(fontsize="small")
     paths.append(plot._save(fig, figs / "chip_drift.png", 120))
+    on_neurons = [r for r in rows if "neurons_network" in r]
+    if on_neurons:
+        fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+        ax = fig.add_subplot()
+        width = 0.8 / len(SUBSTRATE_RUNS)
+        for k, name in enumerate(SUBSTRATE_RUNS):
+            ax.bar(np.arange(len(on_neurons)) + (k - (len(SUBSTRATE_RUNS) - 1) / 2) * width,
+                   [r[f"neurons_{name}"] for r in on_neurons], width, label=SUBSTRATE_LABELS[name])
+        ax.set_xticks(np.arange(len(on_neurons)), [r["run"] for r in on_neurons], fontsize="small")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(max(0.0, min(r[f"neurons_{n}"] for r in on_neurons for n in SUBSTRATE_RUNS) - 10), 100)
+        ax.set_title(f"trained networks on the neurons of {cfg['neurons']['card']}", fontsize="medium")
+        ax.legend(fontsize="small")
+        paths.append(plot._save(fig, figs / "neuron_substrates.png", 120))
     head = ["run", "test acc. (%)", "dead seeds", "active (h1 / h2)", "backward ms (h1 / h2)", "backward MB (h1 / h2)",
             "train time (s)"] + [f"chip {delay_label(d) if d else 'at 0 s'}" for d in xs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -287,6 +395,14 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                  f"{r['hidden1_backward_MB']:.1f} / {r['hidden2_backward_MB']:.1f}", f"{r['train_time_s']:.0f}"] + \
             [f"{r[f'chip_{delay_key(d)}s']:.2f}" for d in xs]
         lines.append("| " + " | ".join(cells) + " |")
+    if on_neurons:
+        head = ["run"] + [SUBSTRATE_LABELS[k] for k in SUBSTRATE_RUNS]
+        lines += ["", f"On the neurons of `{cfg['neurons']['card']}` (targets overridden: "
+                  f"{', '.join(f'{k} = {v:g}' for k, v in cfg['neurons']['targets'].items()) or 'none'}; weights ideal; "
+                  f"first {cfg['eval']['chip_images']} test images), test accuracy (%):", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join([r["run"]] + [f"{r[f'neurons_{k}']:.2f}" for k in SUBSTRATE_RUNS]) + " |"
+                  for r in on_neurons]
     text = f"""# Sparse spiking gradient descent on Fashion-MNIST
 
 {cfg['description'] or ''}
@@ -298,12 +414,17 @@ Produced by:
 ```
 
 * network: 784-N-N-10 LIF (reset by subtraction, not differentiated), leaky read-out (max over time),
-  fast-sigmoid surrogate (scale {cfg['model']['surrogate_scale']:g}), Adam lr {cfg['train']['lr']:g}, batch {cfg['train']['batch_size']},
+  fast-sigmoid surrogate (scale {cfg['model']['surrogate_scale']:g}), Adam lr {cfg['train']['lr']:g} ({cfg['train']['lr_schedule']}), batch {cfg['train']['batch_size']},
   {cfg['train']['epochs']} epoch(s), the paper's spike-count regularisers; latency code {cfg['encoding']['t_steps']} steps,
   τ_eff {cfg['encoding']['tau_eff']:g}, θ {cfg['encoding']['theta']:g}; seeds {', '.join(map(str, cfg['seeds']))}
 * paper (Perez-Nieves & Goodman 2021, N = 200, one seed): 81.9 % dense, 82.8 % sparse
 * on the chip: weights programmed once on `{cfg['chip']['card']}` (drift compensation:
-  {cfg['chip']['drift_compensation']}), accuracy on the first 2000 test images after each delay
+  {cfg['chip']['drift_compensation']}), accuracy on the first {cfg['eval']['chip_images']} test images after each delay
+* on the chip's neurons: every LIF layer and the read-out on the analog neurons of `{cfg['neurons']['card']}`
+  (τ_mem as trained; current-based synapses, so inputs are scaled by 1 / PSP peak; reset to the leak
+  instead of by subtraction; read-out scaled into the membrane's rails), uncalibrated and calibrated
+  (the same chip), and on the ideal model of the calibrated chip
+* trained weights: `runs/<run>_seed<seed>.npz` (arrays w0, w1, w2; `SparseSNN.load_weights`)
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"

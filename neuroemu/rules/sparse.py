@@ -364,10 +364,14 @@ class SparseSNN(SpikingNet):
         self.weights[:] = new
 
     def save_weights(self, path) -> Path:
-        """Write the weights to an .npz file (arrays w0, w1, ...)."""
-        path = Path(path)
-        np.savez(path, **{f"w{k}": w for k, w in enumerate(self.weights)})
-        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        """Write the weights to an .npz file (arrays w0, w1, ...); returns its path."""
+        from ..io import atomic_write_npz
+
+        return atomic_write_npz(path, self.arrays())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The weights as named arrays w0, w1, ... (the layout of :meth:`save_weights`)."""
+        return {f"w{k}": w for k, w in enumerate(self.weights)}
 
     def load_weights(self, path) -> None:
         """Read weights written by :meth:`save_weights` (arrays w0, w1, ... or arr_0, arr_1, ...)."""
