@@ -1,0 +1,440 @@
+"""Semi-supervised Fashion-MNIST with batched Hebbian feature learning (FastHebb, Lagani et al. 2022).
+
+Images are ZCA-whitened (fitted on the training images). A Hebbian layer — convolutional (filters
+over image patches, every (image, position) one sample of the rule) or fully connected — learns
+from the training images without labels, by one of the rules of :mod:`neuroemu.rules.hebbian`
+in its batched form. Its responses, rectified and max-pooled, are the features; a linear read-out
+(softmax regression, Adam) is trained on a labelled fraction of the training set (class-balanced
+subsets, the same for every run of a seed) and tested on the test set.
+
+Runs (one job per run and seed) choose where the features come from:
+
+* ``hebbian``: the Hebbian layer, with exact float weights (no ``card``) or with its weights on a
+  crossbar tile of ``card``, the rule's wanted ΔW applied by ``scheme`` (pulses on the devices;
+  the rule's products are read from the array with its read noise, and so are the features);
+* ``random``: the same layer left at its random initial weights (the authors' control);
+* ``backprop``: the same architecture (layer, rectifier, pooling, linear read-out) trained end to
+  end by backprop on the labelled images only.
+
+The read-out and the backprop control train for ``epochs`` over the labelled images, and at least
+``min_steps`` batches (so that 1 % of the labels still gets enough updates).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..config import Opt, check_seeds
+from ..errors import ConfigError
+from .crossbar_mlp import DATA, TILE_RUN
+
+NAME = "fasthebb"
+FEATURES = ("hebbian", "random", "backprop")
+
+
+def _fractions(value, where):
+    if not value or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in value):
+        raise ConfigError(f"{where}: expected a non-empty list of label fractions in (0, 1], got {value!r}")
+    return sorted(float(f) for f in value)
+
+
+SCHEMA: dict[str, Any] = {
+    "experiment": Opt("str", NAME, choices=(NAME,)),
+    "description": Opt("str", ""),
+    "seeds": Opt("list", [0], check=check_seeds),
+    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "data": DATA,
+    "zca": {
+        "eps": Opt("float", 0.1, 1e-9, 1e9, doc="ZCA regulariser, relative to the mean eigenvalue"),
+        "fit_images": Opt("int", 20000, 2, 60000, doc="training images the whitening is fitted on"),
+    },
+    "layer": {
+        "kind": Opt("str", "conv", choices=("conv", "dense")),
+        "units": Opt("int", 96, 1, 100000, doc="filters (conv) or units (dense)"),
+        "kernel": Opt("int", 5, 1, 28, doc="conv: filter size"),
+        "pool": Opt("int", 3, 1, 28, doc="conv: max-pooling size and stride"),
+    },
+    "hebbian": {
+        "rule": Opt("str", "swta", choices=("swta", "kwta", "hpca", "oja")),
+        "lr": Opt("float", 0.1, 1e-12, 1e6),
+        "temperature": Opt("float", 0.02, 1e-9, 1e9, doc="soft-WTA temperature"),
+        "k": Opt("int", 1, 1, 100000, doc="k-WTA winners"),
+        "similarity": Opt("str", "raised_cosine", choices=("dot", "cosine", "raised_cosine")),
+        "weighting": Opt("str", "responses", choices=("mean", "sum", "responses")),
+        "epochs": Opt("int", 1, 1, 1000),
+        "batch_size": Opt("int", 64, 1, 60000),
+    },
+    "readout": {
+        "epochs": Opt("int", 15, 1, 10000, doc="epochs over the labelled images"),
+        "min_steps": Opt("int", 600, 0, 10**8, doc="at least this many batches"),
+        "batch_size": Opt("int", 128, 1, 60000),
+        "lr": Opt("float", 1e-3, 1e-12, 1e3),
+        "weight_decay": Opt("float", 0.0, 0, 1e3),
+    },
+    "backprop": {
+        "epochs": Opt("int", 5, 1, 10000),
+        "min_steps": Opt("int", 600, 0, 10**8),
+        "batch_size": Opt("int", 64, 1, 60000),
+        "lr": Opt("float", 1e-3, 1e-12, 1e3),
+    },
+    "labels": Opt("list", [0.01, 0.1, 1.0], check=_fractions, doc="labelled fractions of the training set"),
+    "eval": {"batch_size": Opt("int", 1000, 1, 100000)},
+    "runs": Opt("list", [{"features": "hebbian"}, {"features": "random"}, {"features": "backprop"}],
+                doc="runs: {features, card, scheme, scheme_params, n_devices, w_max}"),
+}
+
+RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
+       "card": Opt("str", None, nullable=True), "scheme": Opt("str", "ideal"),
+       "w_max": Opt("float", 1.0, 1e-9, 1e9, doc="weight of a full conductance side")}
+
+
+def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    from ..cards import load_card
+    from ..config import validate
+    from ..crossbar import make_tile
+    from ..errors import NeuroemuError
+    from ..runner import check_run_names
+    from ..schemes import SCHEMES, make_scheme
+
+    h, lay = cfg["hebbian"], cfg["layer"]
+    try:
+        _rule(h)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} hebbian: {exc}") from None
+    if h["rule"] == "kwta" and h["k"] > lay["units"]:
+        raise ConfigError(f"{where} hebbian.k: expected at most layer.units ({lay['units']}) winners, got {h['k']}")
+    if lay["kind"] == "conv" and lay["kernel"] > 28:
+        raise ConfigError(f"{where} layer.kernel: expected at most 28 (the image side), got {lay['kernel']}")
+    if lay["kind"] == "conv" and lay["pool"] > 28 - lay["kernel"] + 1:
+        raise ConfigError(f"{where} layer.pool: expected at most the feature-map side {28 - lay['kernel'] + 1}, "
+                          f"got {lay['pool']}")
+    if not cfg["runs"]:
+        raise ConfigError(f"{where} runs: expected at least one run")
+    runs = []
+    for i, raw in enumerate(cfg["runs"]):
+        w = f"{where} runs[{i}]"
+        run = validate(raw, RUN, w)
+        if run["card"] is not None:
+            if run["features"] != "hebbian":
+                raise ConfigError(f"{w}.card: only hebbian features are learned on a chip; got features "
+                                  f"{run['features']!r}")
+            if run["scheme"] not in SCHEMES:
+                raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
+            try:
+                card = load_card(run["card"])
+                if not card.pulsable and run["scheme"] != "ideal":
+                    raise ConfigError(f"card {card.name} is programmed by target, not by pulses; use scheme 'ideal'")
+                probe = make_tile(2, 2, card, n_devices=run["n_devices"] or 1, w_max=run["w_max"], rng=0)
+                make_scheme(run["scheme"], probe, rng=0, **run["scheme_params"])
+            except NeuroemuError as exc:
+                raise ConfigError(f"{w}: {exc}") from None
+            run["card_data"] = card.to_dict()
+        if run["name"] is None:
+            run["name"] = run["features"] + (f"/{run['card']}/{run['scheme']}" if run["card"] else "")
+        runs.append(run)
+    check_run_names(runs, where)
+    cfg["runs"] = runs
+    return cfg
+
+
+def prepare(cfg: dict[str, Any]) -> None:
+    from .crossbar_mlp import prepare as fetch
+
+    fetch(cfg)
+
+
+def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    from .. import __version__
+
+    common = {k: cfg[k] for k in ("data", "zca", "layer", "hebbian", "readout", "backprop", "labels", "eval")}
+    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
+            for run in cfg["runs"] for seed in cfg["seeds"]]
+
+
+# ---------------------------------------------------------------------------------------- pieces
+def _rule(h: dict[str, Any]):
+    from ..rules.hebbian import HebbianRule
+
+    return HebbianRule(h["rule"], lr=h["lr"], temperature=h["temperature"], k=h["k"], sim=h["similarity"],
+                       weighting=h["weighting"])
+
+
+def _layer(job: dict[str, Any], rng):
+    from ..rules.hebbian import HebbianConv, HebbianDense
+
+    lay = job["layer"]
+    if lay["kind"] == "conv":
+        return HebbianConv(1, lay["units"], lay["kernel"], _rule(job["hebbian"]), rng=rng)
+    return HebbianDense(784, lay["units"], _rule(job["hebbian"]), rng=rng)
+
+
+def label_subset(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a class-balanced subset holding ``fraction`` of the labels (all of them at 1)."""
+    if fraction >= 1.0:
+        return np.arange(len(y))
+    classes = np.unique(y)
+    per = max(1, int(round(fraction * len(y) / len(classes))))
+    idx = [rng.permutation(np.flatnonzero(y == c))[:per] for c in classes]
+    return np.sort(np.concatenate(idx))
+
+
+def _steps_epochs(n: int, opts: dict[str, Any]) -> int:
+    """Epochs over n labelled images: ``epochs``, or more to reach ``min_steps`` batches."""
+    per_epoch = max(1, -(-n // opts["batch_size"]))
+    return max(opts["epochs"], -(-opts["min_steps"] // per_epoch))
+
+
+def _pool(maps: np.ndarray, p: int) -> np.ndarray:
+    n, k, h, w = maps.shape
+    ho, wo = h // p, w // p
+    return maps[:, :, :ho * p, :wo * p].reshape(n, k, ho, p, wo, p).max(axis=(3, 5))
+
+
+def features(layer, x: np.ndarray, pool: int, *, read=None, batch: int = 1000) -> np.ndarray:
+    """Rectified (and, for conv layers, max-pooled) responses of the layer, flattened, float32.
+    ``read(patches) -> products`` replaces the exact products (e.g. analog reads of a tile)."""
+    from ..rules.hebbian import HebbianConv
+
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        y = layer.forward(xb) if read is None else read(layer.patches(xb))
+        if isinstance(layer, HebbianConv):
+            y = _pool(layer.maps(xb, y) if read is not None else y, pool)
+        out.append(np.maximum(y, 0.0).reshape(len(xb), -1).astype(np.float32))
+    return np.concatenate(out)
+
+
+def _readout_accuracy(ftr, ytr, fte, yte, opts, rng) -> float:
+    from ..nn import Linear, Sequential, accuracy, train_classifier
+
+    mu, sd = ftr.mean(axis=0), ftr.std(axis=0) + 1e-6
+    model = Sequential(Linear(ftr.shape[1], 10, rng=rng))
+    train_classifier(model, (ftr - mu) / sd, ytr, epochs=_steps_epochs(len(ftr), opts), batch_size=opts["batch_size"],
+                     lr=opts["lr"], rng=rng, weight_decay=opts["weight_decay"])
+    return accuracy(model, (fte - mu) / sd, yte)
+
+
+def _backprop_accuracy(job, xtr, ytr, xte, yte, rng) -> float:
+    from ..nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, accuracy, out_size, train_classifier
+
+    lay, opts = job["layer"], job["backprop"]
+    if lay["kind"] == "conv":
+        side = out_size(28, lay["kernel"]) // lay["pool"]
+        model = Sequential(Conv2d(1, lay["units"], lay["kernel"], rng=rng), ReLU(), MaxPool2d(lay["pool"]), Flatten(),
+                           Linear(lay["units"] * side * side, 10, rng=rng))
+    else:
+        model = Sequential(Flatten(), Linear(784, lay["units"], rng=rng), ReLU(), Linear(lay["units"], 10, rng=rng))
+    train_classifier(model, xtr, ytr, epochs=_steps_epochs(len(xtr), opts), batch_size=opts["batch_size"],
+                     lr=opts["lr"], rng=rng)
+    return accuracy(model, xte, yte, batch_size=job["eval"]["batch_size"])
+
+
+# ---------------------------------------------------------------------------------------- one job
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Learn the features of one (run, seed) and train and test a read-out per label fraction."""
+    from ..data import load_fashion_mnist
+    from ..data.preprocess import ZCA
+
+    run, data, seed = job["run"], job["data"], job["seed"]
+    xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
+    xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
+    zca = ZCA(job["zca"]["eps"]).fit(xtr, max_samples=job["zca"]["fit_images"])
+    shape = (-1, 1, 28, 28) if job["layer"]["kind"] == "conv" else (-1, 784)
+    xtr, xte = zca.transform(xtr).reshape(shape), zca.transform(xte).reshape(shape)
+    # the same labelled subsets and initial weights for every run of a seed
+    base = np.random.SeedSequence([seed, zlib.crc32(b"fasthebb")])
+    rng_labels, rng_init, rng_order, rng_read = (np.random.default_rng(s) for s in base.spawn(4))
+    subsets = {f: label_subset(ytr, f, rng_labels) for f in job["labels"]}
+    out: dict[str, Any] = {"run": run["name"], "features": run["features"], "card": run["card"],
+                           "scheme": run["scheme"], "seed": seed, "accuracy": {}}
+    t0 = time.perf_counter()
+    if run["features"] == "backprop":
+        for f, idx in subsets.items():
+            rng = np.random.default_rng([seed, int(f * 1e6)])
+            out["accuracy"][str(f)] = _backprop_accuracy(job, xtr[idx], ytr[idx], xte, yte, rng)
+        out["train_time_s"] = time.perf_counter() - t0
+        return out
+    layer = _layer(job, rng_init)
+    read, scheme = None, None
+    if run["features"] == "hebbian":
+        h = job["hebbian"]
+        if run["card"] is not None:
+            scheme, rec = _chip(layer, run, seed)
+            read = scheme.forward
+        out["images_per_s"] = layer.fit(xtr, epochs=h["epochs"], batch_size=h["batch_size"], rng=rng_order,
+                                        scheme=scheme)
+        if scheme is not None:
+            rec.observe(1, {"hebbian": scheme.tiles[0]})
+    out["hebbian_time_s"] = time.perf_counter() - t0
+    ftr = features(layer, xtr, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
+    fte = features(layer, xte, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
+    for f, idx in subsets.items():
+        rng = np.random.default_rng([seed, int(f * 1e6)])
+        out["accuracy"][str(f)] = _readout_accuracy(ftr[idx], ytr[idx], fte, yte, job["readout"], rng)
+    out["train_time_s"] = time.perf_counter() - t0
+    out["filters"] = np.asarray(layer.w, np.float32).tolist()
+    if scheme is not None:
+        out.update(_chip_stats(scheme, rec))
+    return out
+
+
+def _chip(layer, run, seed):
+    """The layer's weights written on a tile of the run's card, and the scheme that updates it."""
+    from ..cards import load_card
+    from ..crossbar import Periphery, make_tile
+    from ..record import Recorder
+    from ..schemes import make_scheme
+
+    rng = np.random.default_rng([seed, zlib.crc32(run["name"].encode())])
+    reads = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0)  # the devices' own read noise only
+    tile = make_tile(*layer.w.shape, load_card(run["card"]), n_devices=run["n_devices"] or 1, w_max=run["w_max"],
+                     periphery=reads, rng=rng)
+    tile.write(np.asarray(layer.w, np.float64))
+    rec = Recorder()
+    rec.observe(0, {"hebbian": tile})
+    return make_scheme(run["scheme"], tile, rng=rng, **run["scheme_params"]), rec
+
+
+def _chip_stats(scheme, rec) -> dict[str, Any]:
+    from ..record import pulse_histogram
+
+    stats = scheme.stats()
+    tile = scheme.tiles[0]
+    edges, steps, counts = rec.histograms("hebbian")
+    return {"pulses": int(stats["pulses"]), "pulses_per_synapse": int(stats["pulses"]) / tile.n_synapses,
+            "energy_pJ": float(stats["energy_pJ"]), "device_summary": rec.summary(),
+            "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
+                       "counts": np.asarray(counts).tolist()},
+            "pulse_hist": pulse_histogram(tile)}
+
+
+# ---------------------------------------------------------------------------------------- report
+def table(results: list[dict[str, Any]], fractions: list[float]) -> list[dict[str, Any]]:
+    rows = []
+    for name in dict.fromkeys(r["run"] for r in results):
+        rs = [r for r in results if r["run"] == name]
+        row = {"run": name, "features": rs[0]["features"], "card": rs[0]["card"] or "-",
+               "scheme": rs[0]["scheme"] if rs[0]["card"] else "-", "seeds": len(rs),
+               "train_time_s": float(np.mean([r["train_time_s"] for r in rs]))}
+        for f in fractions:
+            acc = np.array([r["accuracy"][str(f)] for r in rs]) * 100
+            row[f"acc_{f:g}"] = float(acc.mean())
+            row[f"acc_{f:g}_std"] = float(acc.std(ddof=1)) if len(rs) > 1 else 0.0
+        if "images_per_s" in rs[0]:
+            row["images_per_s"] = float(np.mean([r["images_per_s"] for r in rs]))
+        if "pulses_per_synapse" in rs[0]:
+            row["pulses_per_synapse"] = float(np.mean([r["pulses_per_synapse"] for r in rs]))
+        rows.append(row)
+    return rows
+
+
+def console_table(rows: list[dict[str, Any]]) -> list[str]:
+    width = max(len(r["run"]) for r in rows) + 2
+    fr = [k for k in rows[0] if k.startswith("acc_") and not k.endswith("_std")]
+    lines = ["run".ljust(width) + "".join(f"{'labels ' + k[4:]:>14}" for k in fr)]
+    for r in rows:
+        lines.append(r["run"].ljust(width) + "".join(f"{r[k]:>13.2f}%" for k in fr))
+    return lines
+
+
+def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"run": result["run"], "seed": result["seed"], "labels": float(f), "test_acc": a,
+             "train_time_s": result["train_time_s"]} for f, a in result["accuracy"].items()]
+
+
+def _draw_filters(ax, result):
+    w = np.asarray(result["filters"], float)
+    k = int(round(np.sqrt(w.shape[1])))
+    n = min(len(w), 64)
+    cols = 8
+    rows = -(-n // cols)
+    img = np.full((rows * (k + 1), cols * (k + 1)), np.nan)
+    for i in range(n):
+        f = w[i].reshape(k, k)
+        f = (f - f.min()) / max(f.max() - f.min(), 1e-12)
+        r, c = divmod(i, cols)
+        img[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = f
+    ax.imshow(img, cmap="gray", interpolation="nearest")
+    ax.set_axis_off()
+
+
+def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
+    from pathlib import Path
+
+    from .. import plot
+    from ..io import atomic_write_text
+
+    out = Path(out)
+    fractions = cfg["labels"]
+    rows = table(results, fractions)
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    paths = []
+    fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for r in rows:
+        ax.errorbar([100 * f for f in fractions], [r[f"acc_{f:g}"] for f in fractions],
+                    yerr=[r[f"acc_{f:g}_std"] for f in fractions], marker="o", capsize=3, label=r["run"])
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("semi-supervised Fashion-MNIST: Hebbian features vs controls", fontsize="medium")
+    ax.legend(fontsize="small")
+    paths.append(plot._save(fig, figs / "accuracy_vs_labels.png", 120))
+    learned = [r for r in results if "filters" in r and len(np.asarray(r["filters"][0])) <= 121]
+    if learned and cfg["layer"]["kind"] == "conv":
+        paths.append(plot.run_panels(learned, "filters (first 64)", _draw_filters, figs / "filters.png"))
+    chip = [r for r in results if "g_hist" in r]
+    if chip:
+        paths.append(plot.run_panels(chip, "Hebbian-layer conductances: as written and after learning",
+                                     plot._draw_g_hist, figs / "conductances.png"))
+        paths.append(plot.run_panels(chip, "pulses per synapse during learning", plot._draw_pulse_hist,
+                                     figs / "pulses_per_device.png"))
+    head = ["run", "card", "scheme"] + [f"{100 * f:g} % labels" for f in fractions] + \
+        ["Hebbian images/s", "pulses/synapse", "time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        accs = [f"{r[f'acc_{f:g}']:.2f}" + (f" ± {r[f'acc_{f:g}_std']:.2f}" if r["seeds"] > 1 else "")
+                for f in fractions]
+        lines.append("| " + " | ".join([r["run"], r["card"], r["scheme"], *accs,
+                                        f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-",
+                                        f"{r['pulses_per_synapse']:.1f}" if "pulses_per_synapse" in r else "-",
+                                        f"{r['train_time_s']:.0f}"]) + " |")
+    lay, h, ro, bp = cfg["layer"], cfg["hebbian"], cfg["readout"], cfg["backprop"]
+    arch = (f"conv {lay['units']} filters {lay['kernel']}×{lay['kernel']}, ReLU, max-pool {lay['pool']}"
+            if lay["kind"] == "conv" else f"dense 784→{lay['units']}, ReLU")
+    text = f"""# FastHebb: semi-supervised Fashion-MNIST with Hebbian features
+
+{cfg['description'] or ''}
+
+Produced by:
+
+```
+{meta['command']}
+```
+
+* features: {arch}; ZCA whitening (ε = {cfg['zca']['eps']:g} × mean eigenvalue, fitted on
+  {cfg['zca']['fit_images']} training images)
+* Hebbian rule: {h['rule']} (lr {h['lr']:g}, temperature {h['temperature']:g}, k {h['k']}, similarity
+  {h['similarity']}, weighting {h['weighting']}), batched (FastHebb) form, {h['epochs']} epoch(s), batch {h['batch_size']},
+  no labels
+* read-out: linear softmax classifier on standardised features, Adam lr {ro['lr']:g}, batch {ro['batch_size']},
+  {ro['epochs']} epochs over the labelled images (at least {ro['min_steps']} batches); class-balanced label subsets
+* controls: `random` = the same layer at its random initial weights (unit-norm Gaussian filters);
+  `backprop` = the same architecture trained end to end on the labelled images (Adam lr {bp['lr']:g},
+  {bp['epochs']} epochs, at least {bp['min_steps']} batches)
+* on a chip: the Hebbian layer's weights on a tile of the card (ideal periphery, the devices' read
+  noise); its products and the features are read from the array; the wanted ΔW is applied by the scheme
+* seeds {', '.join(map(str, cfg['seeds']))}; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
+  wall time {meta['wall_time_s']:.0f} s
+
+Test accuracy (%, full 10 000-image test set unless data.test_limit is set):
+
+""" + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
+    atomic_write_text(out / "RESULTS.md", text)
+    return {"table": rows, "figures": [str(p) for p in paths]}

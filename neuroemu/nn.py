@@ -1,0 +1,563 @@
+"""Plain-numpy building blocks for training conventional (non-spiking) networks by backprop.
+
+Conventions
+-----------
+* Images are ``(N, C, H, W)`` arrays (batch, channels, height, width); feature vectors are ``(N, n)``.
+* Convolution is cross-correlation (no kernel flip), as in deep-learning libraries. With kernel size k,
+  stride s and zero padding p, an output side is ``out_size(h, k, s, p) = (h + 2p − k) // s + 1`` (floor:
+  trailing rows/columns that do not fill a whole window are ignored). Pooling uses the same rule with p = 0.
+* im2col layout: :func:`patches` turns (N, C, H, W) into a matrix with one row per output position, rows
+  ordered (n, i, j) with n slowest and columns ordered (c, ki, kj): a row is
+  ``x[n, :, i*s:i*s+k, j*s:j*s+k].ravel()`` of the zero-padded input. :class:`Conv2d` stores its filters in
+  the same layout, ``w`` of shape (c_out, c_in·k·k), so that its output is ``patches(x) @ w.T + b`` and each
+  filter is a plain weight vector (what a Hebbian rule updates). :func:`fold_patches` is the adjoint (col2im).
+* Layer protocol: ``forward(x, cache=True) -> y``; ``cache=False`` keeps nothing for backward (inference)
+  and drops what an earlier call kept. ``backward(gy) -> gx`` takes gy = ∂L/∂y of the last cached forward,
+  returns gx = ∂L/∂x and sets ``grads``, a list of arrays aligned with ``params`` (the layer's parameter
+  arrays, which an optimiser such as :class:`neuroemu.rules.surrogate.Adam` updates in place). Layers
+  without parameters have empty lists. :class:`Sequential` chains layers following this protocol.
+* dtypes: float32 and float64 are both supported. Outputs keep the floating dtype of the input (a float64
+  layer given float32 input computes in float32, and vice versa); other inputs (integers, bool, float16) are
+  converted to the layer's ``dtype`` (to float64 for layers without one, except :class:`MaxPool2d`, which
+  keeps any dtype). Returned input gradients have the dtype the forward computed in; the arrays in
+  ``grads`` have the dtype of their parameter.
+* Random initialisation takes ``rng``: a numpy Generator (used as is), an int seed or None (fresh entropy).
+  Weights are drawn He/Kaiming-uniform, U(−√(6/fan_in), √(6/fan_in)) with fan_in the number of inputs of
+  one output unit; biases start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from neuroemu.rules.surrogate import Adam
+
+__all__ = [
+    "AvgPool2d",
+    "Conv2d",
+    "Flatten",
+    "Linear",
+    "MaxPool2d",
+    "ReLU",
+    "Sequential",
+    "accuracy",
+    "fold_patches",
+    "out_size",
+    "patches",
+    "softmax_cross_entropy",
+    "train_classifier",
+]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ----------------------------------------------------------------------------- helpers
+def _as_rng(rng: Any) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _int(name: str, val: Any, minimum: int) -> int:
+    if isinstance(val, (bool, np.bool_)) or not isinstance(val, numbers.Integral) or val < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {val!r}")
+    return int(val)
+
+
+def _float_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in _FLOATS:
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _as_float(x: Any, dtype: np.dtype) -> np.ndarray:
+    """x as an array, keeping float32/float64 and converting anything else to dtype."""
+    x = np.asarray(x)
+    return x if x.dtype in _FLOATS else x.astype(dtype)
+
+
+def _check_images(x: np.ndarray, *, k: int = 1, pad: int = 0, channels: int | None = None, name: str = "x"):
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected a 4-d array (N, C, H, W), got shape {x.shape}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name}: expected {channels} channels (shape (N, {channels}, H, W)), got shape {x.shape}")
+    if min(x.shape[2], x.shape[3]) + 2 * pad < k:
+        raise ValueError(f"{name}: expected height and width >= k - 2*pad = {k - 2 * pad}, got shape {x.shape}")
+
+
+def _check_labels(labels: Any, n: int, n_classes: int | None = None) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"labels: expected shape ({n},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels: expected an integer array, got dtype {y.dtype}")
+    if n_classes is not None and y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels: expected class indices in [0, {n_classes - 1}], got values in "
+                         f"[{y.min()}, {y.max()}]")
+    return y
+
+
+def _pad(x: np.ndarray, pad: int) -> np.ndarray:
+    if pad == 0:
+        return x
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    return out
+
+
+def _window(ki: int, kj: int, ho: int, wo: int, stride: int) -> tuple:
+    """Index of the input elements seen at kernel offset (ki, kj) by all ho × wo output positions."""
+    return (slice(None), slice(None), slice(ki, ki + (ho - 1) * stride + 1, stride),
+            slice(kj, kj + (wo - 1) * stride + 1, stride))
+
+
+def _fold(win: np.ndarray, shape: tuple, stride: int) -> np.ndarray:
+    """Sum win (N, C, k, k, Ho, Wo) into an array of shape (N, C, H, W), one strided add per offset."""
+    k, ho, wo = win.shape[2], win.shape[4], win.shape[5]
+    out = np.zeros(shape, dtype=win.dtype)
+    for ki in range(k):
+        for kj in range(k):
+            out[_window(ki, kj, ho, wo, stride)] += win[:, :, ki, kj]
+    return out
+
+
+def _no_cache(layer: Any) -> RuntimeError:
+    return RuntimeError(f"{type(layer).__name__}.backward: call forward(x) with cache=True first")
+
+
+def _check_grad(gy: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    gy = np.asarray(gy)
+    if gy.shape != tuple(shape):
+        raise ValueError(f"gy: expected the forward output's shape {tuple(shape)}, got {gy.shape}")
+    return gy.astype(dtype, copy=False)
+
+
+def _he_uniform(rng: Any, shape: tuple, fan_in: int, dtype: np.dtype) -> np.ndarray:
+    bound = math.sqrt(6.0 / fan_in)
+    return _as_rng(rng).uniform(-bound, bound, shape).astype(dtype)
+
+
+# ----------------------------------------------------------------------------- im2col
+def out_size(h: int, k: int, stride: int = 1, pad: int = 0) -> int:
+    """Output side (h + 2·pad − k) // stride + 1 of a k-window sliding over a side h."""
+    h, k = _int("h", h, 1), _int("k", k, 1)
+    stride, pad = _int("stride", stride, 1), _int("pad", pad, 0)
+    if h + 2 * pad < k:
+        raise ValueError(f"k: expected a kernel size <= the padded input size h + 2*pad = {h + 2 * pad}, got {k}")
+    return (h + 2 * pad - k) // stride + 1
+
+
+def patches(x: np.ndarray, k: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """im2col: the k × k patches of x (N, C, H, W) as a C-contiguous (N·Ho·Wo, C·k·k) array of x's dtype.
+
+    Rows are ordered (n, i, j), n slowest; row (n, i, j) is ``xp[n, :, i*s:i*s+k, j*s:j*s+k].ravel()``
+    with xp the input zero-padded by ``pad`` on each side of H and W, so columns are ordered (c, ki, kj).
+    """
+    x = np.asarray(x)
+    _check_images(x)
+    n, c, h, w = x.shape
+    ho, wo = out_size(h, k, stride, pad), out_size(w, k, stride, pad)
+    win = sliding_window_view(_pad(x, pad), (k, k), axis=(2, 3))[_window(0, 0, ho, wo, stride)]
+    # (N, C, Ho, Wo, k, k) -> (N, Ho, Wo, C, k, k): one copy, then a free reshape
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(n * ho * wo, c * k * k)
+
+
+def fold_patches(cols: np.ndarray, x_shape: tuple, k: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """col2im, the adjoint of :func:`patches`: sums every entry of cols (N·Ho·Wo, C·k·k) back onto the
+    input element it was copied from, giving an array of shape x_shape = (N, C, H, W) and cols' dtype
+    (entries copied from the zero padding are dropped). So <patches(x), cols> = <x, fold_patches(cols)>."""
+    cols = np.asarray(cols)
+    x_shape = tuple(x_shape)
+    if len(x_shape) != 4 or not all(isinstance(s, numbers.Integral) and s >= 0 for s in x_shape):
+        raise ValueError(f"x_shape: expected a shape (N, C, H, W), got {x_shape!r}")
+    n, c, h, w = (int(s) for s in x_shape)
+    ho, wo = out_size(h, k, stride, pad), out_size(w, k, stride, pad)
+    expected = (n * ho * wo, c * k * k)
+    if cols.shape != expected:
+        raise ValueError(f"cols: expected shape {expected} for x_shape {x_shape}, k={k}, stride={stride}, "
+                         f"pad={pad}, got {cols.shape}")
+    win = np.ascontiguousarray(cols.reshape(n, ho, wo, c, k, k).transpose(0, 3, 4, 5, 1, 2))
+    out = _fold(win, (n, c, h + 2 * pad, w + 2 * pad), stride)
+    return np.ascontiguousarray(out[:, :, pad:pad + h, pad:pad + w]) if pad else out
+
+
+# ----------------------------------------------------------------------------- layers
+class Conv2d:
+    """2-d convolution (cross-correlation) with zero padding: y = patches(x) @ w.T + b, reshaped to
+    (N, c_out, Ho, Wo). ``w`` has shape (c_out, c_in·k·k) in the :func:`patches` column order (c, ki, kj);
+    ``b`` has shape (c_out,), or is None with ``bias=False``. Forward is one im2col and one matmul;
+    backward is two matmuls and one :func:`fold_patches`."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, *, stride: int = 1, pad: int = 0, rng: Any = None,
+                 dtype: Any = np.float32, bias: bool = True):
+        self.c_in, self.c_out, self.k = _int("c_in", c_in, 1), _int("c_out", c_out, 1), _int("k", k, 1)
+        self.stride, self.pad = _int("stride", stride, 1), _int("pad", pad, 0)
+        self.dtype = _float_dtype(dtype)
+        fan_in = self.c_in * self.k * self.k
+        self.w = _he_uniform(rng, (self.c_out, fan_in), fan_in, self.dtype)
+        self.b = np.zeros(self.c_out, self.dtype) if bias else None
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self._cache = None
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        return [self.w] if self.b is None else [self.w, self.b]
+
+    def __repr__(self) -> str:
+        return (f"Conv2d({self.c_in}, {self.c_out}, k={self.k}, stride={self.stride}, pad={self.pad}, "
+                f"bias={self.b is not None}, dtype={self.dtype})")
+
+    def output_shape(self, x_shape: tuple) -> tuple:
+        """(N, c_out, Ho, Wo) for an input of shape x_shape = (N, c_in, H, W)."""
+        n, _, h, w = x_shape
+        return (n, self.c_out, out_size(h, self.k, self.stride, self.pad), out_size(w, self.k, self.stride, self.pad))
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = _as_float(x, self.dtype)
+        _check_images(x, k=self.k, pad=self.pad, channels=self.c_in)
+        y_shape = self.output_shape(x.shape)
+        cols = patches(x, self.k, self.stride, self.pad)
+        y = cols @ self.w.astype(x.dtype, copy=False).T
+        if self.b is not None:
+            y += self.b.astype(x.dtype, copy=False)
+        self._cache = (cols, x.shape, y_shape) if cache else None
+        n, c, ho, wo = y_shape
+        return np.ascontiguousarray(y.reshape(n, ho, wo, c).transpose(0, 3, 1, 2))
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        cols, x_shape, y_shape = self._cache
+        gy = _check_grad(gy, y_shape, cols.dtype)
+        g = gy.transpose(0, 2, 3, 1).reshape(-1, self.c_out)  # rows (n, i, j), like cols
+        grads = [(g.T @ cols).astype(self.w.dtype, copy=False)]
+        if self.b is not None:
+            grads.append(g.sum(axis=0).astype(self.b.dtype, copy=False))
+        self.grads = grads
+        gcols = g @ self.w.astype(cols.dtype, copy=False)
+        return fold_patches(gcols, x_shape, self.k, self.stride, self.pad)
+
+
+class _Pool2d:
+    """Shared set-up of the pooling layers: k × k windows, stride (default k), no padding, floor size."""
+
+    def __init__(self, k: int, stride: int | None = None):
+        self.k = _int("k", k, 1)
+        self.stride = self.k if stride is None else _int("stride", stride, 1)
+        self.params: list[np.ndarray] = []
+        self.grads: list[np.ndarray] = []
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(k={self.k}, stride={self.stride})"
+
+    def _sizes(self, x: np.ndarray) -> tuple[int, int]:
+        _check_images(x, k=self.k)
+        return out_size(x.shape[2], self.k, self.stride), out_size(x.shape[3], self.k, self.stride)
+
+    def _offsets(self):
+        return ((o, divmod(o, self.k)) for o in range(self.k * self.k))
+
+
+class MaxPool2d(_Pool2d):
+    """Max over k × k windows (stride defaults to k). Backward routes each output gradient to the first
+    maximum of its window (row-major within the window), via the window offset kept by forward."""
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = np.asarray(x)
+        ho, wo = self._sizes(x)
+        y = np.array(x[_window(0, 0, ho, wo, self.stride)])
+        arg = np.zeros(y.shape, np.int16 if self.k * self.k < 2**15 else np.int32) if cache else None
+        for o, (ki, kj) in self._offsets():
+            if o:
+                v = x[_window(ki, kj, ho, wo, self.stride)]
+                larger = v > y
+                np.copyto(y, v, where=larger)
+                if cache:
+                    arg[larger] = o
+        dtype = x.dtype if x.dtype in _FLOATS else np.dtype(np.float64)
+        self._cache = (arg, x.shape, dtype) if cache else None
+        return y
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        arg, x_shape, dtype = self._cache
+        gy = _check_grad(gy, arg.shape, dtype)
+        ho, wo = arg.shape[2:]
+        gx = np.zeros(x_shape, dtype)
+        zero = dtype.type(0)
+        for o, (ki, kj) in self._offsets():
+            gx[_window(ki, kj, ho, wo, self.stride)] += np.where(arg == o, gy, zero)
+        return gx
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over k × k windows (stride defaults to k)."""
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = _as_float(x, np.dtype(np.float64))
+        ho, wo = self._sizes(x)
+        y = np.zeros((x.shape[0], x.shape[1], ho, wo), x.dtype)
+        for _, (ki, kj) in self._offsets():
+            y += x[_window(ki, kj, ho, wo, self.stride)]
+        y *= x.dtype.type(1.0 / (self.k * self.k))
+        self._cache = (x.shape, y.shape, x.dtype) if cache else None
+        return y
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        x_shape, y_shape, dtype = self._cache
+        g = _check_grad(gy, y_shape, dtype) * dtype.type(1.0 / (self.k * self.k))
+        ho, wo = y_shape[2:]
+        gx = np.zeros(x_shape, dtype)
+        for _, (ki, kj) in self._offsets():
+            gx[_window(ki, kj, ho, wo, self.stride)] += g
+        return gx
+
+
+class Linear:
+    """Fully connected layer y = x @ w.T + b with w of shape (n_out, n_in) and b of shape (n_out,) (or None
+    with ``bias=False``); x has shape (N, n_in)."""
+
+    def __init__(self, n_in: int, n_out: int, *, rng: Any = None, dtype: Any = np.float32, bias: bool = True):
+        self.n_in, self.n_out = _int("n_in", n_in, 1), _int("n_out", n_out, 1)
+        self.dtype = _float_dtype(dtype)
+        self.w = _he_uniform(rng, (self.n_out, self.n_in), self.n_in, self.dtype)
+        self.b = np.zeros(self.n_out, self.dtype) if bias else None
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self._cache = None
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        return [self.w] if self.b is None else [self.w, self.b]
+
+    def __repr__(self) -> str:
+        return f"Linear({self.n_in}, {self.n_out}, bias={self.b is not None}, dtype={self.dtype})"
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = _as_float(x, self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.n_in:
+            raise ValueError(f"x: expected shape (N, {self.n_in}), got {x.shape}")
+        y = x @ self.w.astype(x.dtype, copy=False).T
+        if self.b is not None:
+            y += self.b.astype(x.dtype, copy=False)
+        self._cache = x if cache else None
+        return y
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        x = self._cache
+        gy = _check_grad(gy, (x.shape[0], self.n_out), x.dtype)
+        grads = [(gy.T @ x).astype(self.w.dtype, copy=False)]
+        if self.b is not None:
+            grads.append(gy.sum(axis=0).astype(self.b.dtype, copy=False))
+        self.grads = grads
+        return gy @ self.w.astype(x.dtype, copy=False)
+
+
+class ReLU:
+    """max(x, 0), elementwise; the gradient at 0 is taken as 0."""
+
+    def __init__(self):
+        self.params: list[np.ndarray] = []
+        self.grads: list[np.ndarray] = []
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return "ReLU()"
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = _as_float(x, np.dtype(np.float64))
+        self._cache = (x > 0) if cache else None
+        return np.maximum(x, x.dtype.type(0))
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        mask = self._cache
+        gy = np.asarray(gy)
+        if gy.shape != mask.shape:
+            raise ValueError(f"gy: expected the forward output's shape {mask.shape}, got {gy.shape}")
+        return np.where(mask, gy, gy.dtype.type(0))
+
+
+class Flatten:
+    """Reshape (N, ...) to (N, prod(...)), keeping the batch dimension."""
+
+    def __init__(self):
+        self.params: list[np.ndarray] = []
+        self.grads: list[np.ndarray] = []
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"x: expected an array of shape (N, ...) with at least 2 dimensions, got shape {x.shape}")
+        self._cache = x.shape if cache else None
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        x_shape = self._cache
+        gy = np.asarray(gy)
+        expected = (x_shape[0], math.prod(x_shape[1:]))
+        if gy.shape != expected:
+            raise ValueError(f"gy: expected the forward output's shape {expected}, got {gy.shape}")
+        return gy.reshape(x_shape)
+
+
+class Sequential:
+    """Layers applied in order. ``params`` and ``grads`` are the layers' lists concatenated, in layer order."""
+
+    def __init__(self, *layers: Any):
+        for i, layer in enumerate(layers):
+            if not all(callable(getattr(layer, m, None)) for m in ("forward", "backward")):
+                raise ValueError(f"layers[{i}]: expected an object with forward and backward methods, "
+                                 f"got {type(layer).__name__}")
+        self.layers = list(layers)
+
+    def __repr__(self) -> str:
+        return "Sequential(" + ", ".join(repr(layer) for layer in self.layers) + ")"
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        return [p for layer in self.layers for p in layer.params]
+
+    @property
+    def grads(self) -> list[np.ndarray]:
+        return [g for layer in self.layers for g in layer.grads]
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, cache=cache)
+        return x
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            gy = layer.backward(gy)
+        return gy
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Outputs (logits) for all of x, computed batch_size samples at a time without caching anything
+        (caches from an earlier training forward are dropped)."""
+        batch_size = _int("batch_size", batch_size, 1)
+        x = np.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"x: expected an array of shape (N, ...), got shape {x.shape}")
+        starts = range(0, max(len(x), 1), batch_size)
+        return np.concatenate([self.forward(x[i:i + batch_size], cache=False) for i in starts])
+
+
+# ----------------------------------------------------------------------------- loss and training
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) (N, n_classes) against integer labels (N,), computed with
+    log-sum-exp, and its gradient (softmax(logits) − onehot(labels)) / N, of logits' dtype."""
+    z = _as_float(logits, np.dtype(np.float64))
+    if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:
+        raise ValueError(f"logits: expected a 2-d array (N, n_classes) with N, n_classes >= 1, got shape {z.shape}")
+    n, n_classes = z.shape
+    y = _check_labels(labels, n, n_classes)
+    z = z - z.max(axis=1, keepdims=True)
+    ez = np.exp(z)
+    total = ez.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    loss = -float(np.mean(z[rows, y] - np.log(total[:, 0]), dtype=np.float64))
+    grad = ez / total
+    grad[rows, y] -= z.dtype.type(1)
+    grad /= z.dtype.type(n)
+    return loss, grad
+
+
+def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float | None,
+                     rng: Any, optimizer: Any = None, weight_decay: float = 0.0,
+                     progress: Callable[[int, dict], Any] | None = None) -> list[dict]:
+    """Minibatch training of model (forward/backward/params/grads, e.g. a :class:`Sequential`) on samples x
+    (N, ...) with integer labels y (N,), minimising :func:`softmax_cross_entropy` of the model's output.
+
+    Each epoch visits the samples in an order drawn by ``rng`` (a Generator, a seed or None), in batches of
+    batch_size (the last one may be smaller). The optimiser is ``optimizer`` (anything with
+    ``step(params, grads)`` and an ``lr`` attribute) or, if None, a new ``Adam(lr=lr)``; an ``lr`` given with
+    an optimiser replaces its learning rate (None keeps it). weight_decay > 0 adds the L2 gradient
+    weight_decay · p to the parameters with 2 or more dimensions (weights, not biases).
+
+    Returns one dict per epoch: "epoch" (1, 2, ...), "loss" (mean cross-entropy over the epoch's batches,
+    weighted by batch size, without the decay term) and "train_acc" (fraction of the epoch's samples
+    classified correctly by the forward pass that preceded their update). ``progress(epoch, row)``, if
+    given, is called after every epoch.
+    """
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError(f"x: expected an array of shape (N, ...) with N >= 1, got shape {x.shape}")
+    n = len(x)
+    y = _check_labels(y, n)
+    epochs, batch_size = _int("epochs", epochs, 0), _int("batch_size", batch_size, 1)
+    weight_decay = float(weight_decay)
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay: expected a finite value >= 0, got {weight_decay}")
+    if lr is not None:
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr: expected a finite learning rate > 0, got {lr}")
+    if optimizer is None:
+        if lr is None:
+            raise ValueError("lr: expected a learning rate > 0 when no optimizer is given, got None")
+        optimizer = Adam(lr=lr)
+    elif lr is not None:
+        optimizer.lr = lr
+    rng = _as_rng(rng)
+    history = []
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(n)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            yb = y[idx]
+            logits = model.forward(x[idx])
+            loss, grad = softmax_cross_entropy(logits, yb)
+            model.backward(grad)
+            params, grads = model.params, model.grads
+            if weight_decay:
+                grads = [g + weight_decay * p if p.ndim >= 2 else g for p, g in zip(params, grads)]
+            optimizer.step(params, grads)
+            loss_sum += loss * len(idx)
+            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == yb))
+        row = {"epoch": epoch, "loss": loss_sum / n, "train_acc": correct / n}
+        history.append(row)
+        if progress is not None:
+            progress(epoch, row)
+    return history
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
+    """Fraction of samples whose largest output of ``model.predict(x, batch_size=batch_size)`` is the label."""
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError(f"x: expected an array of shape (N, ...) with N >= 1, got shape {x.shape}")
+    y = _check_labels(y, len(x))
+    logits = model.predict(x, batch_size=batch_size)
+    return float(np.mean(np.argmax(logits, axis=1) == y))

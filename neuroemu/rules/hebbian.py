@@ -1,0 +1,291 @@
+"""Hebbian learning rules in per-sample and batched ("FastHebb") form (Lagani et al. 2022).
+
+A Hebbian layer has weights W (K units × D inputs); each unit's weight vector w_i changes with its
+own pre-synaptic input x and post-synaptic response only. Per sample (papers.md §5):
+
+* competitive (soft-WTA, hard k-WTA):  Δw_i = η c_i r_i (x − w_i)
+    soft-WTA: r = softmax(s / T) over the units, s_i = similarity(x, w_i);
+    k-WTA:    r_i = 1 for the k most similar units, else 0;
+* Hebbian PCA (Sanger):  Δw_i = η c y_i (x − Σ_{j≤i} y_j w_j),  y = ReLU(W x);
+* Oja:                   Δw_i = η c y_i (x − y_i w_i),           y = W x.
+
+Similarities: ``dot`` (w·x), ``cosine`` and ``raised_cosine`` ((1 + cos)/2)², the authors' choice.
+The factor c aggregates a batch of N samples: ``mean`` (c = 1/N), ``sum`` (c = 1) or, for the
+competitive rules, ``responses`` (c_i = 1 / Σ_n r_ni: each unit moves toward the response-weighted
+mean of its inputs, as k-means/EM).
+
+The batched forms compute the sum of the per-sample updates of a batch X (N × D), with W held fixed
+over the batch, as matrix products (C the per-sample, per-unit factors):
+
+* competitive:  ΔW = η [(C∘R)ᵀ X − diag(1ᵀ(C∘R)) W]
+* Sanger:       ΔW = η c [Yᵀ X − tril(Yᵀ Y) W]
+* Oja:          ΔW = η c [Yᵀ X − diag(1ᵀ(Y∘Y)) W]
+
+:meth:`HebbianRule.per_sample` is the per-sample form, literally: the (N, K, D) tensor of every
+sample's update (what one computes without the batched algebra); its sum over samples equals
+:meth:`HebbianRule.update` to float tolerance (tested for every rule).
+
+A rule returns the update it *wants* (weight units); a layer (:class:`HebbianDense`,
+:class:`HebbianConv`) applies it exactly or hands it to an update scheme that programs devices.
+A convolutional layer learns from image patches: every (sample, position) is one sample of the rule,
+so its update is aggregated over batch × positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["HebbianRule", "HebbianDense", "HebbianConv", "RULES", "SIMILARITIES", "WEIGHTINGS", "similarity",
+           "responses"]
+
+RULES = ("swta", "kwta", "hpca", "oja")
+SIMILARITIES = ("dot", "cosine", "raised_cosine")
+WEIGHTINGS = ("mean", "sum", "responses")
+_EPS = 1e-12
+
+
+def _matrix(a, what: str, cols: int | None = None) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 2 or (cols is not None and a.shape[1] != cols) or a.dtype.kind != "f":
+        want = f"(N, {cols})" if cols is not None else "(rows, cols)"
+        raise ValueError(f"{what}: expected a float array of shape {want}, got shape {a.shape} dtype {a.dtype}")
+    return a
+
+
+def similarity(w, x, kind: str = "raised_cosine") -> np.ndarray:
+    """Similarities S (N, K) of inputs x (N, D) to the weight vectors w (K, D)."""
+    w = _matrix(w, "w")
+    x = _matrix(x, "x", w.shape[1])
+    return _similarity(x @ w.T, w, x, kind)
+
+
+def _similarity(s, w, x, kind):
+    if kind == "dot":
+        return s
+    if kind not in SIMILARITIES:
+        raise ValueError(f"similarity: expected one of {', '.join(SIMILARITIES)}, got {kind!r}")
+    cos = s / np.maximum(np.linalg.norm(x, axis=1)[:, None] * np.linalg.norm(w, axis=1)[None, :], _EPS)
+    return cos if kind == "cosine" else (0.5 * (1.0 + cos)) ** 2
+
+
+def responses(s, rule: str, *, temperature: float = 0.02, k: int = 1) -> np.ndarray:
+    """Competitive responses R (N, K) from similarities S: softmax(S/T) (``swta``) or the k largest
+    set to 1 (``kwta``)."""
+    s = np.asarray(s)
+    if rule == "swta":
+        z = s / temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+    if rule == "kwta":
+        r = np.zeros_like(s)
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        np.put_along_axis(r, top, 1.0, axis=1)
+        return r
+    raise ValueError(f"responses: expected rule 'swta' or 'kwta', got {rule!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HebbianRule:
+    """One Hebbian rule and its settings (see the module doc).
+
+    rule: ``swta``, ``kwta``, ``hpca`` or ``oja``; lr: η; temperature: T of the soft-WTA;
+    k: winners of the k-WTA; sim: similarity of the competitive rules; weighting: how a batch is
+    aggregated (``mean``, ``sum``, or ``responses`` for the competitive rules).
+    """
+
+    rule: str = "swta"
+    lr: float = 0.01
+    temperature: float = 0.02
+    k: int = 1
+    sim: str = "raised_cosine"
+    weighting: str = "mean"
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ConfigError(f"hebbian rule: expected one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.sim not in SIMILARITIES:
+            raise ConfigError(f"hebbian similarity: expected one of {', '.join(SIMILARITIES)}, got {self.sim!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"hebbian weighting: expected one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        if self.weighting == "responses" and not self.competitive:
+            raise ConfigError(f"hebbian weighting: 'responses' needs a competitive rule (swta, kwta), got {self.rule!r}")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"hebbian lr: expected a finite value > 0, got {self.lr!r}")
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"hebbian temperature: expected a finite value > 0, got {self.temperature!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise ConfigError(f"hebbian k: expected an integer >= 1, got {self.k!r}")
+
+    @property
+    def competitive(self) -> bool:
+        return self.rule in ("swta", "kwta")
+
+    # ------------------------------------------------------------------ responses
+    def activity(self, w, x, wx=None) -> np.ndarray:
+        """The post-synaptic quantity the rule learns from, (N, K): R for the competitive rules,
+        y = ReLU(W x) for HPCA, y = W x for Oja. ``wx`` (N, K): the products x·w_i when they come
+        from elsewhere (e.g. read from an analog array); default computed here."""
+        w = _matrix(w, "w")
+        x = _matrix(x, "x", w.shape[1])
+        y = x @ w.T if wx is None else np.asarray(wx, dtype=w.dtype)
+        if y.shape != (len(x), len(w)):
+            raise ValueError(f"wx: expected shape {(len(x), len(w))}, got {y.shape}")
+        if self.competitive:
+            if self.rule == "kwta" and self.k > w.shape[0]:
+                raise ConfigError(f"hebbian k: expected at most the {w.shape[0]} units of the layer, got {self.k}")
+            return responses(_similarity(y, w, x, self.sim), self.rule, temperature=self.temperature, k=self.k)
+        return np.maximum(y, 0.0) if self.rule == "hpca" else y
+
+    def _factors(self, a: np.ndarray) -> np.ndarray:
+        """Per-sample, per-unit aggregation factors c (N, K) (broadcastable)."""
+        n = a.shape[0]
+        if self.weighting == "mean":
+            return np.full((1, 1), 1.0 / n, a.dtype)
+        if self.weighting == "sum":
+            return np.ones((1, 1), a.dtype)
+        return (1.0 / np.maximum(np.abs(a).sum(axis=0, keepdims=True), _EPS)).astype(a.dtype)
+
+    # ------------------------------------------------------------------ updates
+    def update(self, w, x, wx=None) -> np.ndarray:
+        """The batched (FastHebb) update ΔW (K, D) of a batch x (N, D), W held fixed (``wx``: see
+        :meth:`activity`)."""
+        w = _matrix(w, "w")
+        x = _matrix(x, "x", w.shape[1])
+        a = self.activity(w, x, wx)
+        ca = self._factors(a) * a
+        if self.competitive:
+            dw = ca.T @ x - ca.sum(axis=0)[:, None] * w
+        elif self.rule == "hpca":
+            dw = ca.T @ x - np.tril(ca.T @ a) @ w
+        else:
+            dw = ca.T @ x - (ca * a).sum(axis=0)[:, None] * w
+        return (self.lr * dw).astype(w.dtype, copy=False)
+
+    def per_sample(self, w, x) -> np.ndarray:
+        """Every sample's own update, (N, K, D): the per-sample equations applied one sample at a
+        time (vectorised over samples); summed over samples it is :meth:`update`."""
+        w = _matrix(w, "w")
+        x = _matrix(x, "x", w.shape[1])
+        a = self.activity(w, x)
+        ca = np.broadcast_to(self._factors(a), a.shape) * a
+        if self.competitive:
+            d = x[:, None, :] - w[None, :, :]
+        elif self.rule == "hpca":
+            d = x[:, None, :] - np.cumsum(a[:, :, None] * w[None, :, :], axis=1)
+        else:
+            d = x[:, None, :] - a[:, :, None] * w[None, :, :]
+        return (self.lr * ca[:, :, None] * d).astype(w.dtype, copy=False)
+
+    def per_sample_sum(self, w, x, chunk: int = 256) -> np.ndarray:
+        """Sum over samples of :meth:`per_sample`, computed ``chunk`` samples at a time (the
+        per-sample baseline at bounded memory). Factors of ``mean``/``responses`` use the whole batch."""
+        w = _matrix(w, "w")
+        x = _matrix(x, "x", w.shape[1])
+        if self.weighting == "sum":
+            return sum((self.per_sample(w, x[i:i + chunk]).sum(axis=0) for i in range(0, len(x), chunk)),
+                       np.zeros_like(w))
+        a = self.activity(w, x)
+        c = np.broadcast_to(self._factors(a), a.shape)
+        out = np.zeros_like(w)
+        unit = dataclasses.replace(self, weighting="sum")
+        for i in range(0, len(x), chunk):
+            per = unit.per_sample(w, x[i:i + chunk])
+            out += np.einsum("nk,nkd->kd", c[i:i + chunk], per)
+        return out
+
+
+# ---------------------------------------------------------------------------------------- layers
+def _init(k: int, d: int, rng, dtype) -> np.ndarray:
+    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    w = g.standard_normal((k, d))
+    return (w / np.linalg.norm(w, axis=1, keepdims=True)).astype(dtype)
+
+
+class HebbianDense:
+    """A fully connected Hebbian layer: K units over D inputs, weights W (K, D) initialised as random
+    unit vectors. ``wanted(x)`` is the rule's batched update; ``learn(x)`` applies it exactly."""
+
+    def __init__(self, n_in: int, n_out: int, rule: HebbianRule, *, rng: Any = None, dtype=np.float32):
+        self.rule = rule
+        self.w = _init(n_out, n_in, rng, dtype)
+
+    def patches(self, x) -> np.ndarray:
+        """The rule's samples from a batch: the flattened inputs (N, D)."""
+        x = np.asarray(x)
+        return x.reshape(len(x), -1)
+
+    def wanted(self, x) -> np.ndarray:
+        return self.rule.update(self.w, self.patches(x))
+
+    def learn(self, x) -> np.ndarray:
+        dw = self.wanted(x)
+        self.w += dw
+        return dw
+
+    def fit(self, x, *, epochs: int = 1, batch_size: int = 64, rng: Any = None, scheme=None,
+            callback=None) -> float:
+        """Train without labels on samples x (N, ...), ``batch_size`` at a time in a shuffled order
+        per epoch; returns the throughput (samples per second).
+
+        scheme: an update scheme (:mod:`neuroemu.schemes`) whose tile holds the weights, shape
+        (K, D): the products x·w_i are read from the array (``scheme.forward``, with its read noise),
+        the wanted ΔW is applied by the scheme (pulses on devices) and ``w`` follows the programmed
+        weights. callback(epoch, batch_index) is called after every batch.
+        """
+        import time
+
+        g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        if scheme is not None:
+            self.w = scheme.weights().astype(self.w.dtype)
+        t0 = time.perf_counter()
+        for epoch in range(epochs):
+            order = g.permutation(len(x))
+            for b, i in enumerate(range(0, len(order), batch_size)):
+                p = self.patches(x[order[i:i + batch_size]])
+                if scheme is None:
+                    self.w += self.rule.update(self.w, p)
+                else:
+                    scheme.apply(self.rule.update(self.w, p, scheme.forward(p)))
+                    self.w = scheme.weights().astype(self.w.dtype)
+                if callback is not None:
+                    callback(epoch, b)
+        return epochs * len(x) / max(time.perf_counter() - t0, 1e-12)
+
+    def forward(self, x, w=None) -> np.ndarray:
+        """Linear responses W x, (N, K) (``w`` overrides the layer's weights, e.g. read from a tile)."""
+        return self.patches(x) @ (self.w if w is None else w).T
+
+
+class HebbianConv(HebbianDense):
+    """A convolutional Hebbian layer: K filters of C×k×k over images (N, C, H, W); the rule sees every
+    (sample, position) patch as one sample, so ΔW is aggregated over batch × positions."""
+
+    def __init__(self, c_in: int, n_out: int, k: int, rule: HebbianRule, *, stride: int = 1, rng: Any = None,
+                 dtype=np.float32):
+        super().__init__(c_in * k * k, n_out, rule, rng=rng, dtype=dtype)
+        self.c_in, self.k, self.stride = c_in, k, stride
+
+    def patches(self, x) -> np.ndarray:
+        from ..nn import patches
+
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[1] != self.c_in:
+            raise ValueError(f"HebbianConv: expected images of shape (N, {self.c_in}, H, W), got {x.shape}")
+        return patches(x, self.k, self.stride)
+
+    def maps(self, x, y) -> np.ndarray:
+        """Responses y (N·Ho·Wo, K) of the patches of images x as feature maps (N, K, Ho, Wo)."""
+        from ..nn import out_size
+
+        ho, wo = out_size(x.shape[2], self.k, self.stride, 0), out_size(x.shape[3], self.k, self.stride, 0)
+        return np.ascontiguousarray(np.asarray(y).reshape(len(x), ho, wo, -1).transpose(0, 3, 1, 2))
+
+    def forward(self, x, w=None) -> np.ndarray:
+        """Feature maps (N, K, Ho, Wo) of the linear responses."""
+        x = np.asarray(x)
+        return self.maps(x, super().forward(x, w))

@@ -1,0 +1,83 @@
+"""The FastHebb semi-supervised experiment end to end on tiny synthetic data, and its errors."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from neuroemu.cli import main
+from neuroemu.experiments.fasthebb import label_subset
+from tests.test_spiking_fmnist import tiny_data  # noqa: F401 - the fixture
+
+
+def config(path, data_dir, **extra):
+    cfg = {
+        "experiment": "fasthebb", "seeds": [0], "workers": 1,
+        "data": {"dir": str(data_dir), "download": False},
+        "zca": {"fit_images": 240, "eps": 1.0},  # few images: strong regularisation
+        "layer": {"units": 8, "kernel": 5, "pool": 2},
+        "readout": {"epochs": 3, "min_steps": 30, "batch_size": 32},
+        "backprop": {"epochs": 2, "min_steps": 20, "batch_size": 32},
+        "labels": [0.25, 1.0],
+        "eval": {"batch_size": 40},
+        "runs": [{"features": "hebbian"}, {"features": "random"}, {"features": "backprop"},
+                 {"features": "hebbian", "card": "pcm_nandakumar2018", "scheme": "stochastic"}],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_fasthebb_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert "labels 0.25" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["table"]}
+    assert list(rows) == ["hebbian", "random", "backprop", "hebbian/pcm_nandakumar2018/stochastic"]
+    assert rows["hebbian"]["acc_1"] > 50  # ten classes: chance is 10 %
+    assert rows["hebbian"]["images_per_s"] > 0 and "images_per_s" not in rows["backprop"]
+    assert rows["hebbian/pcm_nandakumar2018/stochastic"]["pulses_per_synapse"] > 0
+    assert rows["hebbian/pcm_nandakumar2018/stochastic"]["acc_1"] > 50
+    chip = json.loads((out / "runs" / "hebbian_pcm_nandakumar2018_stochastic_seed0.json").read_text())["result"]
+    assert np.asarray(chip["filters"]).shape == (8, 25) and chip["pulses"] > 0
+    text = (out / "RESULTS.md").read_text()
+    assert "| hebbian/pcm_nandakumar2018/stochastic | pcm_nandakumar2018 | stochastic |" in text
+    for name in ("accuracy_vs_labels", "filters", "conductances", "pulses_per_device"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_fasthebb_dense_layer_and_overrides(tmp_path, tiny_data):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=[{"features": "hebbian"}, {"features": "backprop"}])
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--set", "layer.kind=dense",
+                 "--set", "layer.units=20", "--set", "hebbian.rule=hpca", "--set", "hebbian.weighting=mean",
+                 "--set", "labels=[1.0]"]) == 0
+    rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["table"]}
+    assert set(rows["hebbian"]) >= {"acc_1"} and "acc_0.25" not in rows["hebbian"]
+    assert not (out / "figures" / "filters.png").exists()
+
+
+def test_label_subsets_are_class_balanced():
+    y = np.repeat(np.arange(10), 100)
+    idx = label_subset(y, 0.1, np.random.default_rng(0))
+    assert len(idx) == 100 and np.all(np.bincount(y[idx]) == 10)
+    assert len(label_subset(y, 1.0, np.random.default_rng(0))) == 1000
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"runs": [{"features": "random", "card": "pcm_nandakumar2018"}]}, "only hebbian features are learned on a chip"),
+    ({"runs": [{"features": "hebbian", "card": "pcm_nandakumar2018", "scheme": "magic"}]}, "scheme: expected one of"),
+    ({"runs": [{"features": "hebbian", "card": "pcm_joshi2020", "scheme": "sign"}]}, "programmed by target"),
+    ({"hebbian": {"rule": "kwta", "k": 9}}, "hebbian.k: expected at most layer.units"),
+    ({"hebbian": {"rule": "oja", "weighting": "responses"}}, "needs a competitive rule"),
+    ({"labels": [0.0, 1.0]}, "label fractions in (0, 1]"),
+    ({"layer": {"units": 8, "kernel": 5, "pool": 25}}, "layer.pool: expected at most the feature-map side 24"),
+    ({"runs": [{"features": "hebbian"}, {"features": "hebbian"}]}, "clashes"),
+])
+def test_fasthebb_config_errors(tmp_path, tiny_data, capsys, extra, message):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, **extra)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,290 @@
+"""Backprop building blocks: im2col against loops, adjointness, finite-difference gradients, loss,
+dtypes, a tiny training run and the error messages."""
+
+import numpy as np
+import pytest
+
+from neuroemu.nn import (
+    AvgPool2d,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    accuracy,
+    fold_patches,
+    out_size,
+    patches,
+    softmax_cross_entropy,
+    train_classifier,
+)
+
+CASES = [(1, 1, 0), (3, 1, 0), (3, 2, 1), (2, 2, 0), (3, 3, 2), (5, 1, 2)]  # (k, stride, pad)
+
+
+def _ref_patches(x, k, s, p):
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    rows = []
+    for b in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                rows.append(xp[b, :, i * s:i * s + k, j * s:j * s + k].ravel())
+    return np.array(rows)
+
+
+def _ref_conv(x, w4, b, s, p):
+    n, c, h, wd = x.shape
+    co, _, k, _ = w4.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+    y = np.zeros((n, co, ho, wo))
+    for bb in range(n):
+        for o in range(co):
+            for i in range(ho):
+                for j in range(wo):
+                    y[bb, o, i, j] = np.sum(xp[bb, :, i * s:i * s + k, j * s:j * s + k] * w4[o]) + b[o]
+    return y
+
+
+@pytest.mark.parametrize("k, s, p", CASES)
+def test_patches_match_loops(k, s, p):
+    x = np.random.default_rng(k * 10 + s).standard_normal((2, 3, 7, 6))
+    cols = patches(x, k, s, p)
+    assert cols.flags.c_contiguous and cols.dtype == x.dtype
+    assert cols.shape == (2 * out_size(7, k, s, p) * out_size(6, k, s, p), 3 * k * k)
+    np.testing.assert_array_equal(cols, _ref_patches(x, k, s, p))
+
+
+@pytest.mark.parametrize("k, s, p", CASES)
+def test_fold_patches_is_the_adjoint(k, s, p):
+    rng = np.random.default_rng(k + 7 * s + 31 * p)
+    x = rng.standard_normal((2, 3, 7, 6))
+    cols = patches(x, k, s, p)
+    c = rng.standard_normal(cols.shape)
+    gx = fold_patches(c, x.shape, k, s, p)
+    assert gx.shape == x.shape
+    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * gx), rtol=1e-12)
+
+
+@pytest.mark.parametrize("k, s, p", [(3, 1, 0), (3, 2, 1), (2, 1, 1)])
+def test_conv_forward_matches_loops(k, s, p):
+    rng = np.random.default_rng(3)
+    conv = Conv2d(3, 4, k, stride=s, pad=p, rng=rng, dtype=np.float64)
+    conv.b[:] = rng.standard_normal(4)
+    x = rng.standard_normal((2, 3, 6, 7))
+    y = conv.forward(x)
+    np.testing.assert_allclose(y, _ref_conv(x, conv.w.reshape(4, 3, k, k), conv.b, s, p), rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- gradients
+def _num_grad(f, a, eps=1e-6):
+    """Central differences of the scalar f() with respect to every entry of a (changed in place, restored)."""
+    g = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + eps
+        fp = f()
+        a[i] = old - eps
+        fm = f()
+        a[i] = old
+        g[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def _check_layer(layer, x, seed=0):
+    """Finite-difference check of d<r, layer(x)>/dx and /dparams against backward(r)."""
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal(layer.forward(x).shape)
+
+    def f():
+        return float(np.sum(layer.forward(x, cache=False) * r))
+
+    layer.forward(x)
+    gx = layer.backward(r)
+    grads = [g.copy() for g in layer.grads]
+    assert gx.shape == x.shape and len(grads) == len(layer.params)
+    np.testing.assert_allclose(gx, _num_grad(f, x), rtol=1e-5, atol=1e-8)
+    for p, g in zip(layer.params, grads):
+        assert g.shape == p.shape and g.dtype == p.dtype
+        np.testing.assert_allclose(g, _num_grad(f, p), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("k, s, p", [(3, 1, 0), (3, 2, 1)])
+def test_conv_gradients(k, s, p):
+    rng = np.random.default_rng(1)
+    conv = Conv2d(2, 3, k, stride=s, pad=p, rng=rng, dtype=np.float64)
+    conv.b[:] = rng.standard_normal(3)
+    _check_layer(conv, rng.standard_normal((2, 2, 5, 6)))
+
+
+def test_conv_without_bias_gradients():
+    conv = Conv2d(2, 2, 2, rng=4, dtype=np.float64, bias=False)
+    assert conv.b is None and len(conv.params) == 1
+    _check_layer(conv, np.random.default_rng(4).standard_normal((1, 2, 4, 4)))
+
+
+@pytest.mark.parametrize("k, s", [(2, None), (3, 2), (2, 1)])
+def test_pool_gradients(k, s):
+    x = np.random.default_rng(5).standard_normal((2, 2, 7, 6))
+    for pool in (MaxPool2d(k, s), AvgPool2d(k, s)):
+        assert pool.params == [] and pool.stride == (k if s is None else s)
+        _check_layer(pool, x.copy())
+
+
+def test_pool_forward_values():
+    x = np.arange(2 * 16, dtype=np.float64).reshape(1, 2, 4, 4)[:, :, ::-1]
+    np.testing.assert_array_equal(MaxPool2d(2).forward(x), x.reshape(1, 2, 2, 2, 2, 2).max(axis=(3, 5)))
+    np.testing.assert_array_equal(AvgPool2d(2).forward(x), x.reshape(1, 2, 2, 2, 2, 2).mean(axis=(3, 5)))
+    assert MaxPool2d(2).forward(np.zeros((1, 1, 5, 5))).shape == (1, 1, 2, 2)  # floor
+
+
+def test_linear_relu_flatten_gradients():
+    rng = np.random.default_rng(6)
+    lin = Linear(5, 3, rng=rng, dtype=np.float64)
+    lin.b[:] = rng.standard_normal(3)
+    _check_layer(lin, rng.standard_normal((4, 5)))
+    _check_layer(ReLU(), rng.standard_normal((3, 4)))
+    fl = Flatten()
+    x = rng.standard_normal((2, 3, 2, 2))
+    assert fl.forward(x).shape == (2, 12)
+    _check_layer(fl, x)
+
+
+def _small_net(rng, dtype=np.float64):
+    return Sequential(Conv2d(1, 3, 3, pad=1, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2), Flatten(),
+                      Linear(3 * 3 * 3, 4, rng=rng, dtype=dtype))
+
+
+def test_sequential_gradients_through_the_loss():
+    rng = np.random.default_rng(7)
+    net = _small_net(rng)
+    for p in net.params:
+        if p.ndim == 1:
+            p[:] = 0.1 * rng.standard_normal(p.shape)
+    x = rng.standard_normal((3, 1, 6, 6))
+    y = np.array([0, 3, 1])
+
+    def f():
+        return softmax_cross_entropy(net.forward(x, cache=False), y)[0]
+
+    _, g = softmax_cross_entropy(net.forward(x), y)
+    gx = net.backward(g)
+    grads = [g.copy() for g in net.grads]
+    assert len(grads) == len(net.params) == 4
+    np.testing.assert_allclose(gx, _num_grad(f, x), rtol=1e-5, atol=1e-9)
+    for p, g in zip(net.params, grads):
+        np.testing.assert_allclose(g, _num_grad(f, p), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(net.predict(x, batch_size=2), net.forward(x), rtol=1e-14)
+
+
+# ----------------------------------------------------------------------------- loss and dtypes
+def test_softmax_cross_entropy_value_and_stability():
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((5, 4))
+    y = np.array([0, 1, 2, 3, 1])
+    loss, g = softmax_cross_entropy(z, y)
+    prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    assert np.isclose(loss, -np.mean(np.log(prob[np.arange(5), y])), rtol=1e-12)
+    np.testing.assert_allclose(g, (prob - np.eye(4)[y]) / 5, rtol=1e-12)
+    big_loss, big_g = softmax_cross_entropy(z + 1e4, y)
+    assert np.isclose(big_loss, loss, rtol=1e-9) and np.all(np.isfinite(big_g))
+    loss32, g32 = softmax_cross_entropy((1e4 * z).astype(np.float32), y)
+    assert np.isfinite(loss32) and g32.dtype == np.float32 and np.all(np.isfinite(g32))
+    assert isinstance(loss32, float)
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(9)
+    net = _small_net(rng, np.float32)
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    out = net.forward(x)
+    assert out.dtype == np.float32
+    _, g = softmax_cross_entropy(out, np.array([0, 1]))
+    assert g.dtype == np.float32 and net.backward(g).dtype == np.float32
+    assert all(gr.dtype == np.float32 for gr in net.grads)
+    for layer in (AvgPool2d(2), MaxPool2d(2), ReLU()):
+        assert layer.forward(x).dtype == np.float32
+        assert layer.backward(np.ones(layer.forward(x).shape, np.float32)).dtype == np.float32
+    assert patches(x, 3).dtype == np.float32
+    # a float64 layer keeps float32 input in float32, and gives float64 gradients for its float64 weights
+    conv = Conv2d(1, 2, 3, rng=0, dtype=np.float64)
+    y = conv.forward(x)
+    assert y.dtype == np.float32 and conv.backward(np.ones_like(y)).dtype == np.float32
+    assert conv.grads[0].dtype == np.float64
+
+
+# ----------------------------------------------------------------------------- training
+def _blobs(seed, n=200):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.standard_normal((n, 1, 6, 6)) + np.where(y == 1, 0.7, -0.7)[:, None, None, None]
+    return x.astype(np.float32), y
+
+
+def _train(seed):
+    x, y = _blobs(0)
+    net = Sequential(Conv2d(1, 4, 3, rng=seed), ReLU(), MaxPool2d(2), Flatten(), Linear(16, 2, rng=seed + 1))
+    rows = []
+    hist = train_classifier(net, x, y, epochs=4, batch_size=20, lr=1e-2, rng=seed,
+                            progress=lambda e, row: rows.append((e, row)))
+    assert rows == [(r["epoch"], r) for r in hist]
+    return net, hist, x, y
+
+
+def test_train_classifier_learns_and_is_deterministic():
+    net, hist, x, y = _train(3)
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4] and set(hist[0]) == {"epoch", "loss", "train_acc"}
+    assert accuracy(net, x, y, batch_size=64) > 0.95
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    net2, hist2, _, _ = _train(3)
+    assert hist2 == hist
+    for a, b in zip(net.params, net2.params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weight_decay_shrinks_weights():
+    x, y = _blobs(1, 40)
+    norms = []
+    for wd in (0.0, 1.0):
+        net = Sequential(Flatten(), Linear(36, 2, rng=0))
+        train_classifier(net, x, y, epochs=2, batch_size=10, lr=1e-2, rng=0, weight_decay=wd)
+        norms.append(np.linalg.norm(net[1].w))
+    assert norms[1] < norms[0]
+
+
+# ----------------------------------------------------------------------------- errors
+def test_error_messages():
+    conv = Conv2d(2, 3, 3, rng=0)
+    with pytest.raises(ValueError, match=r"x: expected a 4-d array .* got shape \(2, 5, 5\)"):
+        conv.forward(np.zeros((2, 5, 5)))
+    with pytest.raises(ValueError, match=r"x: expected 2 channels .* got shape \(1, 3, 5, 5\)"):
+        conv.forward(np.zeros((1, 3, 5, 5)))
+    with pytest.raises(ValueError, match="x: expected height and width >= k"):
+        conv.forward(np.zeros((1, 2, 2, 5)))
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 2\], got values in \[0, 3\]"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 2\], got values in \[-1, 0\]"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, -1]))
+    with pytest.raises(ValueError, match="labels: expected an integer array"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"labels: expected shape \(2,\)"):
+        softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="k: expected an integer >= 1, got 0"):
+        Conv2d(1, 1, 0)
+    with pytest.raises(ValueError, match="dtype: expected float32 or float64"):
+        Linear(2, 2, dtype=np.int32)
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, 4\), got \(3, 5\)"):
+        Linear(4, 2).forward(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="cols: expected shape"):
+        fold_patches(np.zeros((3, 3)), (1, 1, 4, 4), 3)
+    with pytest.raises(ValueError, match="gy: expected the forward output's shape"):
+        conv.forward(np.zeros((1, 2, 5, 5)))
+        conv.backward(np.zeros((1, 3, 2, 2)))
+    with pytest.raises(RuntimeError, match="call forward"):
+        MaxPool2d(2).backward(np.zeros((1, 1, 1, 1)))
+    with pytest.raises(ValueError, match="lr: expected a learning rate > 0 when no optimizer"):
+        train_classifier(Sequential(Flatten()), np.zeros((2, 2)), np.array([0, 1]), epochs=1, batch_size=1,
+                         lr=None, rng=0)
