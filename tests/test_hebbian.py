@@ -7,10 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
+from neuroemu._kernels import hebbian as K
 from neuroemu.crossbar import Periphery, make_tile
 from neuroemu.errors import ConfigError
 from neuroemu.rules.hebbian import HebbianConv, HebbianDense, HebbianRule, responses, similarity
 from neuroemu.schemes import make_scheme
+from tests.reference import hebbian as R
 
 SETTINGS = [("swta", "mean"), ("swta", "sum"), ("swta", "responses"), ("kwta", "mean"), ("kwta", "responses"),
             ("hpca", "mean"), ("hpca", "sum"), ("oja", "mean"), ("oja", "sum")]
@@ -168,3 +170,17 @@ def test_hebbian_errors():
         HebbianRule().update(np.ones((3, 2)), np.ones((5, 2)), np.ones((5, 2)))
     with pytest.raises(ValueError, match="HebbianConv: expected images"):
         HebbianConv(1, 2, 3, HebbianRule()).wanted(np.ones((2, 2, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,rule,k", [(0, 0, 1), (1, 0, 1), (2, 0, 1), (2, 1, 1), (1, 1, 3), (0, 1, 5), (0, 1, 17)])
+def test_competitive_kernel_matches_twin(dtype, kind, rule, k):
+    rng = np.random.default_rng(16)
+    wx = rng.standard_normal((13, 20)).astype(dtype)
+    wx[3, 1] = wx[3, 2]  # a tie: the lower index wins
+    xn, wn = rng.uniform(0.5, 2, 13).astype(dtype), rng.uniform(0.5, 2, 20).astype(dtype)
+    out = np.empty_like(wx)
+    K.competitive_responses(wx, xn, wn, kind, rule, 0.05, k, 1e-12, out)
+    want = R.competitive_responses(wx, xn, wn, kind, rule, 0.05, k, 1e-12)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-7)

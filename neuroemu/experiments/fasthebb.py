@@ -89,7 +89,7 @@ SCHEMA: dict[str, Any] = {
 
 RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
        "card": Opt("str", None, nullable=True), "scheme": Opt("str", "ideal"),
-       "w_max": Opt("float", 1.0, 1e-9, 1e9, doc="weight of a full conductance side")}
+       "w_max": Opt("float", 1.5, 1e-9, 1e9, doc="weight of a full conductance side (filters reach about 1.6)")}
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .._kernels import hebbian as _K
 from ..errors import ConfigError
 
 __all__ = ["HebbianRule", "HebbianDense", "HebbianConv", "RULES", "SIMILARITIES", "WEIGHTINGS", "similarity",
@@ -61,32 +62,31 @@ def similarity(w, x, kind: str = "raised_cosine") -> np.ndarray:
     """Similarities S (N, K) of inputs x (N, D) to the weight vectors w (K, D)."""
     w = _matrix(w, "w")
     x = _matrix(x, "x", w.shape[1])
-    return _similarity(x @ w.T, w, x, kind)
-
-
-def _similarity(s, w, x, kind):
-    if kind == "dot":
-        return s
     if kind not in SIMILARITIES:
         raise ValueError(f"similarity: expected one of {', '.join(SIMILARITIES)}, got {kind!r}")
+    s = x @ w.T
+    if kind == "dot":
+        return s
     cos = s / np.maximum(np.linalg.norm(x, axis=1)[:, None] * np.linalg.norm(w, axis=1)[None, :], _EPS)
     return cos if kind == "cosine" else (0.5 * (1.0 + cos)) ** 2
 
 
 def responses(s, rule: str, *, temperature: float = 0.02, k: int = 1) -> np.ndarray:
     """Competitive responses R (N, K) from similarities S: softmax(S/T) (``swta``) or the k largest
-    set to 1 (``kwta``)."""
-    s = np.asarray(s)
-    if rule == "swta":
-        z = s / temperature
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
-    if rule == "kwta":
-        r = np.zeros_like(s)
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        np.put_along_axis(r, top, 1.0, axis=1)
-        return r
-    raise ValueError(f"responses: expected rule 'swta' or 'kwta', got {rule!r}")
+    set to 1 (``kwta``; ties to the lower index)."""
+    if rule not in ("swta", "kwta"):
+        raise ValueError(f"responses: expected rule 'swta' or 'kwta', got {rule!r}")
+    s = np.ascontiguousarray(s)
+    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
+    ones = np.ones(s.shape[1], s.dtype)
+    return _competitive(s, ones[:1].repeat(len(s)), ones, "dot", rule, temperature, k)
+
+
+def _competitive(wx, xnorm, wnorm, sim, rule, temperature, k) -> np.ndarray:
+    out = np.empty_like(wx)
+    _K.competitive_responses(wx, xnorm, wnorm, SIMILARITIES.index(sim), 0 if rule == "swta" else 1,
+                             float(temperature), int(k), _EPS, out)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +138,9 @@ class HebbianRule:
         if self.competitive:
             if self.rule == "kwta" and self.k > w.shape[0]:
                 raise ConfigError(f"hebbian k: expected at most the {w.shape[0]} units of the layer, got {self.k}")
-            return responses(_similarity(y, w, x, self.sim), self.rule, temperature=self.temperature, k=self.k)
+            y = np.ascontiguousarray(y)
+            norms = [np.linalg.norm(a, axis=1).astype(y.dtype) for a in (x, w)]
+            return _competitive(y, *norms, self.sim, self.rule, self.temperature, self.k)
         return np.maximum(y, 0.0) if self.rule == "hpca" else y
 
     def _factors(self, a: np.ndarray) -> np.ndarray:
