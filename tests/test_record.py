@@ -111,6 +111,22 @@ def test_csv_round_trip_and_atomic_write(tmp_path):
     assert list(raw[0]) == rec.columns()[: len(raw[0])]
 
 
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    from neuroemu.io import atomic_write_npz, atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        npz = atomic_write_npz(tmp_path / "b", {"w": np.zeros(3)})
+    finally:
+        os.umask(umask)
+    assert npz.name == "b.npz" and np.load(npz)["w"].shape == (3,)
+    for name in ("a.txt", "b.npz"):  # as open() would create them, not the 0600 of a temporary file
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
 def test_bad_input():
     tile = pcm_tile()
     with pytest.raises(ValueError, match="bins"):
