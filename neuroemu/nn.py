@@ -41,13 +41,17 @@ from neuroemu.rules.surrogate import Adam
 __all__ = [
     "AvgPool2d",
     "Conv2d",
+    "Dropout",
     "Flatten",
+    "HardSigmoid",
     "Linear",
     "MaxPool2d",
     "ReLU",
+    "SGD",
     "Sequential",
     "accuracy",
     "fold_patches",
+    "mse_loss",
     "out_size",
     "patches",
     "softmax_cross_entropy",
@@ -391,6 +395,98 @@ class ReLU:
         if gy.shape != mask.shape:
             raise ValueError(f"gy: expected the forward output's shape {mask.shape}, got {gy.shape}")
         return np.where(mask, gy, gy.dtype.type(0))
+
+
+class HardSigmoid:
+    """clip(x, 0, 1), elementwise (the hard-sigmoid units of energy-based and WTA networks); the
+    gradient is 1 strictly inside (0, 1), else 0."""
+
+    def __init__(self):
+        self.params: list[np.ndarray] = []
+        self.grads: list[np.ndarray] = []
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return "HardSigmoid()"
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = _as_float(x, np.dtype(np.float64))
+        self._cache = ((x > 0) & (x < 1)) if cache else None
+        return np.clip(x, x.dtype.type(0), x.dtype.type(1))
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        gy = np.asarray(gy)
+        if gy.shape != self._cache.shape:
+            raise ValueError(f"gy: expected the forward output's shape {self._cache.shape}, got {gy.shape}")
+        return np.where(self._cache, gy, gy.dtype.type(0))
+
+
+class Dropout:
+    """Inverted dropout: while training, each element is zeroed with probability ``p`` and the rest
+    scaled by 1/(1 − p); at inference (``forward(..., cache=False)``, as :meth:`Sequential.predict`
+    calls it) the identity. The masks come from ``rng``."""
+
+    def __init__(self, p: float, *, rng: Any = None):
+        p = float(p)
+        if not (0.0 <= p < 1.0):
+            raise ValueError(f"p: expected a dropout probability in [0, 1), got {p}")
+        self.p, self.rng = p, _as_rng(rng)
+        self.params: list[np.ndarray] = []
+        self.grads: list[np.ndarray] = []
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.p:g})"
+
+    def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
+        x = _as_float(x, np.dtype(np.float64))
+        if not cache or self.p == 0.0:
+            self._cache = np.ones((), x.dtype) if cache else None
+            return x
+        keep = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1.0 - self.p)
+        self._cache = keep
+        return x * keep
+
+    def backward(self, gy: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise _no_cache(self)
+        return np.asarray(gy) * self._cache
+
+
+class SGD:
+    """Plain stochastic gradient descent, p ← p − lr · g, in place (the optimiser interface of
+    :class:`neuroemu.rules.surrogate.Adam`)."""
+
+    def __init__(self, lr: float):
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr: expected a finite learning rate > 0, got {lr}")
+        self.lr = lr
+
+    def step(self, params, grads) -> None:
+        if len(params) != len(grads):
+            raise ValueError(f"grads: expected {len(params)} arrays to match params, got {len(grads)}")
+        for p, g in zip(params, grads):
+            p -= p.dtype.type(self.lr) * g
+
+
+def mse_loss(y: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """½ Σ_units m (y − d)², averaged over the batch, and its gradient m (y − d) / N (mask m: 1 where
+    an output counts, e.g. an output dropout mask; default all)."""
+    y = _as_float(y, np.dtype(np.float64))
+    d = np.asarray(target, dtype=y.dtype)
+    if y.ndim != 2 or d.shape != y.shape:
+        raise ValueError(f"target: expected the outputs' shape {y.shape} (N, units), got {d.shape}")
+    diff = y - d
+    if mask is not None:
+        m = np.asarray(mask, dtype=y.dtype)
+        if m.shape != y.shape:
+            raise ValueError(f"mask: expected the outputs' shape {y.shape}, got {m.shape}")
+        diff = diff * m
+    n = len(y)
+    return 0.5 * float(np.sum(diff.astype(np.float64) ** 2)) / n, diff / y.dtype.type(n)
 
 
 class Flatten:

@@ -5,15 +5,19 @@ import numpy as np
 import pytest
 
 from neuroemu.nn import (
+    SGD,
     AvgPool2d,
     Conv2d,
+    Dropout,
     Flatten,
+    HardSigmoid,
     Linear,
     MaxPool2d,
     ReLU,
     Sequential,
     accuracy,
     fold_patches,
+    mse_loss,
     out_size,
     patches,
     softmax_cross_entropy,
@@ -288,3 +292,28 @@ def test_error_messages():
     with pytest.raises(ValueError, match="lr: expected a learning rate > 0 when no optimizer"):
         train_classifier(Sequential(Flatten()), np.zeros((2, 2)), np.array([0, 1]), epochs=1, batch_size=1,
                          lr=None, rng=0)
+
+
+def test_hard_sigmoid_dropout_mse_and_sgd():
+    x = np.array([[-0.5, 0.2, 0.7, 1.4]])
+    hs = HardSigmoid()
+    np.testing.assert_array_equal(hs.forward(x), [[0.0, 0.2, 0.7, 1.0]])
+    np.testing.assert_array_equal(hs.backward(np.ones((1, 4))), [[0, 1, 1, 0]])
+    _check_layer(HardSigmoid(), np.random.default_rng(0).uniform(0.05, 0.95, (3, 4)))
+    drop = Dropout(0.25, rng=0)
+    big = np.ones((400, 500))
+    y = drop.forward(big)
+    assert abs((y == 0).mean() - 0.25) < 0.01 and np.allclose(y[y > 0], 4 / 3)
+    np.testing.assert_array_equal(drop.backward(np.ones_like(big)), y)  # the same mask and scale
+    np.testing.assert_array_equal(drop.forward(big, cache=False), big)  # inference: identity
+    yv, d = np.array([[0.2, 0.9], [0.5, 0.1]]), np.array([[0.0, 1.0], [1.0, 0.0]])
+    loss, g = mse_loss(yv, d, mask=np.array([[1, 1], [0, 1]]))
+    assert loss == pytest.approx(0.5 * (0.04 + 0.01 + 0.01) / 2)
+    np.testing.assert_allclose(g, [[0.1, -0.05], [0.0, 0.05]])
+    p = np.array([1.0, 2.0])
+    SGD(0.5).step([p], [np.array([2.0, -2.0])])
+    np.testing.assert_array_equal(p, [0.0, 3.0])
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
+    with pytest.raises(ValueError, match="target: expected the outputs' shape"):
+        mse_loss(yv, d[:1])
