@@ -339,3 +339,20 @@ def test_input_errors(rng):
         relax(ws, bs, x, steps=3, dt=0.2, beta=0.1)
     with pytest.raises(ConfigError, match="dt"):
         relax(ws, bs, x, steps=3, dt=0.0)
+
+
+def test_target_may_be_defined_by_the_free_output():
+    """A callable target sees the free-phase output and its answer is the nudging target."""
+    net = EqPropNetwork((6, 5, 4), config=EqPropConfig(nudge="one_sided"), rng=0, dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((3, 6))
+    seen = []
+
+    def target(out):
+        seen.append(out.copy())
+        return np.eye(4)[np.argmax(out, axis=1)]
+
+    dws, dbs, info = net.wanted_update(x, target)
+    np.testing.assert_allclose(seen[0], net.predict(x))
+    want = net.wanted_update(x, np.eye(4)[np.argmax(seen[0], axis=1)])
+    for a, b in zip(dws + dbs, want[0] + want[1]):
+        np.testing.assert_allclose(a, b)

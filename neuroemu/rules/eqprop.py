@@ -453,7 +453,9 @@ class EqPropNetwork:
 
     def wanted_update(self, x, target, rng: Any = None, *, lr=None) -> tuple[list, list, dict]:
         """The update the rule wants for batch (x, target), not applied: (ΔW list, Δb list, info),
-        in weight units with the learning rates included (lr: a number or one per weight matrix;
+        in weight units with the learning rates included. target: (B, n_out), integer labels (B,),
+        or a function of the free-phase output (B, n_out) returning either (e.g. a
+        :class:`neuroemu.rules.sdt.SelfDefinedTarget`). lr: a number or one per weight matrix;
         None: ``self.lr``). rng (Generator, seed or None: the network's own) draws the random
         nudging sign. info: ``loss`` (mean C at the free state), ``accuracy`` (when the target rows
         are one-hot, else absent), ``beta`` (the signed β of the nudged phase; +β for symmetric),
@@ -461,11 +463,13 @@ class EqPropNetwork:
         cfg = self.config
         ws, bs, nl = self._checked()
         x = _batch(x, self.sizes[0], self.dtype)
-        d = _target(target, x.shape[0], self.sizes[-1], self.dtype)
         lrs = self.lr if lr is None else _rates(lr, len(ws))
         drive = _drive(ws, bs, x)  # shared by all phases
         s0 = self._free(ws, bs, nl, drive)
         out = readout(ws, bs, s0, output=cfg.output)
+        if callable(target):  # a target defined by the free-phase output (e.g. a self-defined target)
+            target = target(out)
+        d = _target(target, x.shape[0], self.sizes[-1], self.dtype)
         if cfg.nudge == "symmetric":
             beta = cfg.beta
             sp = self._nudged(ws, bs, nl, drive, s0, d, beta)
