@@ -398,21 +398,27 @@ class ReLU:
 
 
 class HardSigmoid:
-    """clip(x, 0, 1), elementwise (the hard-sigmoid units of energy-based and WTA networks); the
-    gradient is 1 strictly inside (0, 1), else 0."""
+    """clip(slope · x + offset, 0, 1), elementwise; the gradient is ``slope`` strictly inside, else 0.
+    The default (slope 1/6, offset ½) is PyTorch's ``hardsigmoid``: a unit starts in its linear
+    range, so outputs trained toward 0/1 targets do not start (and die) at the clip. slope 1,
+    offset 0 gives the ρ = clip(x, 0, 1) of energy-based networks."""
 
-    def __init__(self):
+    def __init__(self, slope: float = 1.0 / 6.0, offset: float = 0.5):
+        self.slope, self.offset = float(slope), float(offset)
+        if not (math.isfinite(self.slope) and self.slope > 0 and math.isfinite(self.offset)):
+            raise ValueError(f"slope, offset: expected a finite slope > 0 and a finite offset, got {slope}, {offset}")
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
         self._cache = None
 
     def __repr__(self) -> str:
-        return "HardSigmoid()"
+        return f"HardSigmoid(slope={self.slope:g}, offset={self.offset:g})"
 
     def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
         x = _as_float(x, np.dtype(np.float64))
-        self._cache = ((x > 0) & (x < 1)) if cache else None
-        return np.clip(x, x.dtype.type(0), x.dtype.type(1))
+        z = x * x.dtype.type(self.slope) + x.dtype.type(self.offset)
+        self._cache = ((z > 0) & (z < 1)) if cache else None
+        return np.clip(z, x.dtype.type(0), x.dtype.type(1))
 
     def backward(self, gy: np.ndarray) -> np.ndarray:
         if self._cache is None:
@@ -420,7 +426,7 @@ class HardSigmoid:
         gy = np.asarray(gy)
         if gy.shape != self._cache.shape:
             raise ValueError(f"gy: expected the forward output's shape {self._cache.shape}, got {gy.shape}")
-        return np.where(self._cache, gy, gy.dtype.type(0))
+        return np.where(self._cache, gy * gy.dtype.type(self.slope), gy.dtype.type(0))
 
 
 class Dropout:

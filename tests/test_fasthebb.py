@@ -81,3 +81,14 @@ def test_fasthebb_config_errors(tmp_path, tiny_data, capsys, extra, message):  #
     cfg = config(tmp_path / "cfg.yaml", tiny_data, **extra)
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_run_may_name_its_own_seeds(tmp_path, tiny_data):  # noqa: F811
+    from neuroemu.experiments import resolve
+
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, seeds=[0, 1, 2],
+                 runs=[{"features": "hebbian"}, {"features": "backprop", "seeds": [4]}])
+    module, resolved = resolve(cfg)
+    ids = [j["id"] for j in module.jobs(resolved)]
+    assert ids == ["hebbian@seed0", "hebbian@seed1", "hebbian@seed2", "backprop@seed4"]
+    assert all("seeds" not in j["run"] for j in module.jobs(resolved))  # not part of a job: adding seeds reruns nothing

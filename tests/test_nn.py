@@ -296,10 +296,11 @@ def test_error_messages():
 
 def test_hard_sigmoid_dropout_mse_and_sgd():
     x = np.array([[-0.5, 0.2, 0.7, 1.4]])
-    hs = HardSigmoid()
+    hs = HardSigmoid(1.0, 0.0)
     np.testing.assert_array_equal(hs.forward(x), [[0.0, 0.2, 0.7, 1.0]])
     np.testing.assert_array_equal(hs.backward(np.ones((1, 4))), [[0, 1, 1, 0]])
-    _check_layer(HardSigmoid(), np.random.default_rng(0).uniform(0.05, 0.95, (3, 4)))
+    np.testing.assert_allclose(HardSigmoid().forward(np.array([[-4.0, 0.0, 1.5, 4.0]])), [[0, 0.5, 0.75, 1]])
+    _check_layer(HardSigmoid(), np.random.default_rng(0).uniform(-2.9, 2.9, (3, 4)))
     drop = Dropout(0.25, rng=0)
     big = np.ones((400, 500))
     y = drop.forward(big)

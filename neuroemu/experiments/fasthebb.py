@@ -88,6 +88,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
+       "seeds": Opt("list", None, nullable=True, check=check_seeds, doc="this run's seeds (default: seeds)"),
        "card": Opt("str", None, nullable=True), "scheme": Opt("str", "ideal"),
        "w_max": Opt("float", 1.5, 1e-9, 1e9, doc="weight of a full conductance side (filters reach about 1.6)")}
 
@@ -151,8 +152,9 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import __version__
 
     common = {k: cfg[k] for k in ("data", "zca", "layer", "hebbian", "readout", "backprop", "labels", "eval")}
-    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
-            for run in cfg["runs"] for seed in cfg["seeds"]]
+    return [{"id": f"{run['name']}@seed{seed}", "run": {k: v for k, v in run.items() if k != "seeds"}, "seed": seed,
+             "neuroemu": __version__, **common}
+            for run in cfg["runs"] for seed in (run["seeds"] or cfg["seeds"])]
 
 
 # ---------------------------------------------------------------------------------------- pieces
@@ -395,13 +397,13 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                      plot._draw_g_hist, figs / "conductances.png"))
         paths.append(plot.run_panels(chip, "pulses per synapse during learning", plot._draw_pulse_hist,
                                      figs / "pulses_per_device.png"))
-    head = ["run", "card", "scheme"] + [f"{100 * f:g} % labels" for f in fractions] + \
+    head = ["run", "card", "scheme", "seeds"] + [f"{100 * f:g} % labels" for f in fractions] + \
         ["Hebbian images/s", "pulses/synapse", "time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         accs = [f"{r[f'acc_{f:g}']:.2f}" + (f" ± {r[f'acc_{f:g}_std']:.2f}" if r["seeds"] > 1 else "")
                 for f in fractions]
-        lines.append("| " + " | ".join([r["run"], r["card"], r["scheme"], *accs,
+        lines.append("| " + " | ".join([r["run"], r["card"], r["scheme"], str(r["seeds"]), *accs,
                                         f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-",
                                         f"{r['pulses_per_synapse']:.1f}" if "pulses_per_synapse" in r else "-",
                                         f"{r['train_time_s']:.0f}"]) + " |")
@@ -430,7 +432,7 @@ Produced by:
   {bp['epochs']} epochs, at least {bp['min_steps']} batches)
 * on a chip: the Hebbian layer's weights on a tile of the card (ideal periphery, the devices' read
   noise); its products and the features are read from the array; the wanted ΔW is applied by the scheme
-* seeds {', '.join(map(str, cfg['seeds']))}; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
+* seeds {', '.join(map(str, cfg['seeds']))} (a run may name its own); mean ± std over seeds; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
   wall time {meta['wall_time_s']:.0f} s
 
 Test accuracy (%, full 10 000-image test set unless data.test_limit is set):
