@@ -19,9 +19,9 @@ from ..config import apply_overrides, dump_yaml, load_yaml, validate
 from ..errors import ConfigError
 from ..io import atomic_write_json, versions
 from ..runner import JobsFailed, run_jobs
-from . import crossbar_mlp, eprop_pcm, fasthebb, sparse_snn, spiking_fmnist
+from . import crossbar_mlp, eprop_pcm, fasthebb, sdt, sparse_snn, spiking_fmnist
 
-EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist, eprop_pcm, sparse_snn, fasthebb)}
+EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist, eprop_pcm, sparse_snn, fasthebb, sdt)}
 
 
 def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tuple[Any, dict[str, Any]]:

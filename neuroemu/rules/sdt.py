@@ -13,7 +13,7 @@ neither compete nor count; the homeostatic rate is the rate among the samples wh
 present, against k / (units present), which corrects for the dropout) and label smoothing (d ← (1 − ε) d + ε k / N).
 
 Read-outs of the unsupervised outputs: :class:`DirectAssociation` labels every output unit with the
-class it answers most on a labelled subset and predicts the class of the winning unit; a linear
+class it wins most often on a labelled subset and predicts the class of the winning unit; a linear
 classifier on the frozen outputs is :func:`neuroemu.nn.train_classifier` on them.
 """
 
@@ -97,8 +97,9 @@ class SelfDefinedTarget:
 
 
 class DirectAssociation:
-    """Each output unit labelled with the class it responds to most (mean output per class on a
-    labelled subset); a sample's class is the label of its most active unit."""
+    """Each output unit labelled with the class it wins most often (is the most active unit) on a
+    labelled subset; a sample's class is the label of its most active unit. A unit that never wins
+    there takes the class to which its mean response is highest above its mean over the classes."""
 
     def __init__(self, n_classes: int = 10):
         self.n_classes = int(n_classes)
@@ -112,14 +113,12 @@ class DirectAssociation:
         if lab.dtype.kind not in "iu" or lab.min() < 0 or lab.max() >= self.n_classes:
             raise ValueError(f"labels: expected integers in [0, {self.n_classes}), got {lab.dtype} "
                              f"{lab.min() if len(lab) else ''}..{lab.max() if len(lab) else ''}")
-        means = np.zeros((self.n_classes, y.shape[1]))
-        for c in range(self.n_classes):
-            sel = lab == c
-            if sel.any():
-                means[c] = y[sel].mean(axis=0)
-            else:
-                means[c] = -np.inf
-        self.unit_class = means.argmax(axis=0)
+        wins = np.zeros((y.shape[1], self.n_classes))
+        np.add.at(wins, (y.argmax(axis=1), lab), 1.0)
+        present = [c for c in range(self.n_classes) if np.any(lab == c)]
+        means = np.stack([y[lab == c].mean(axis=0) for c in present], axis=1)
+        fallback = np.asarray(present)[(means - means.mean(axis=1, keepdims=True)).argmax(axis=1)]
+        self.unit_class = np.where(wins.sum(axis=1) > 0, wins.argmax(axis=1), fallback)
         return self
 
     def predict(self, outputs) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""The self-defined-target experiment end to end on tiny synthetic data, and its errors."""
+
+import json
+
+import pytest
+import yaml
+
+from neuroemu.cli import main
+from tests.test_spiking_fmnist import tiny_data  # noqa: F401 - the fixture
+
+
+def config(path, data_dir, **extra):
+    cfg = {
+        "experiment": "sdt", "seeds": [0], "workers": 1,
+        "data": {"dir": str(data_dir), "download": False},
+        "sdt": {"k": 2, "gamma": 0.3},
+        "bp": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 1.0e-3},
+        "eqprop": {"epochs": 2, "batch_size": 16, "t_free": 10, "t_nudge": 4},
+        "semi": {"labels": 40, "pretrain_epochs": 2, "rounds": 1},
+        "readout": {"epochs": 5, "batch_size": 32},
+        "eval": {"batch_size": 40},
+        "runs": [{"trainer": "bp", "hidden": [20]}, {"trainer": "eqprop", "hidden": [20]},
+                 {"trainer": "none", "hidden": [20]}, {"trainer": "bp", "hidden": [20], "mode": "supervised"},
+                 {"trainer": "eqprop", "hidden": [20], "mode": "semi", "sdt": {"k": 1}},
+                 {"trainer": "eqprop", "hidden": [20], "card": "rram_gong2018", "scheme": "stochastic"}],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    assert main(["run", str(config(tmp_path / "cfg.yaml", tiny_data)), "--out", str(out), "--quiet"]) == 0
+    assert "direct assoc. %" in capsys.readouterr().out
+    rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["table"]}
+    assert list(rows) == ["bp/784-20/unsupervised", "eqprop/784-20/unsupervised", "none/784-20/unsupervised",
+                          "bp/784-20/supervised", "eqprop/784-20/semi",
+                          "eqprop/784-20/unsupervised/rram_gong2018/stochastic"]
+    assert rows["bp/784-20/supervised"]["test_acc"] > 30  # ten classes, chance 10 %
+    assert "direct_association" in rows["none/784-20/unsupervised"] and "pretrain_acc" in rows["eqprop/784-20/semi"]
+    assert rows["eqprop/784-20/unsupervised/rram_gong2018/stochastic"]["pulses_per_synapse"] > 0
+    assert "| eqprop/784-20/semi | semi |" in (out / "RESULTS.md").read_text()
+    assert (out / "figures" / "training_loss.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("runs,message", [
+    ([{"trainer": "eqprop", "arch": "cnn"}], "the cnn is trained by backprop only"),
+    ([{"trainer": "none", "mode": "semi"}], "expected mode unsupervised"),
+    ([{"trainer": "bp", "hidden": [3], "sdt": {"k": 5}}], "sdt.k: expected at most the 3 output units"),
+    ([{"trainer": "bp", "mode": "semi", "sdt": {"k": 2}}], "expected k 1"),
+    ([{"trainer": "bp", "card": "rram_gong2018"}], "only EqProp runs are trained on a chip"),
+    ([{"trainer": "bp", "hidden": []}], "hidden: expected a non-empty list"),
+    ([{"trainer": "bp", "bp": {"optimizer": "lion"}}], "runs[0].bp.optimizer"),
+])
+def test_sdt_config_errors(tmp_path, tiny_data, capsys, runs, message):  # noqa: F811
+    assert main(["run", str(config(tmp_path / "cfg.yaml", tiny_data, runs=runs)), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
