@@ -86,6 +86,28 @@ TILE_RUN = {
     "w_max": Opt("float", None, 1e-9, 1e9, nullable=True),
 }
 
+def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> Any:
+    """A run on tiles of one card through one scheme: build its card, a 2×2 tile and the scheme once
+    (so a typo fails now, not minutes later in a worker) and keep the card's numbers in the run (an
+    edited card reruns). Returns the card."""
+    from ..errors import NeuroemuError
+    from ..schemes import SCHEMES, make_scheme
+
+    if run["scheme"] not in SCHEMES:
+        raise ConfigError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
+    try:
+        card = load_card(run["card"])
+        if not card.pulsable and run["scheme"] != "ideal":
+            raise ConfigError(f"card {card.name} is programmed by target, not by pulses; use scheme 'ideal'")
+        tile = make_tile(2, 2, card, n_devices=run["n_devices"] or n_devices, w_max=run.get("w_max") or 1.0,
+                         periphery=Periphery.ideal(), rng=0)
+        make_scheme(run["scheme"], tile, rng=0, **run["scheme_params"])
+    except NeuroemuError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    run["card_data"] = card.to_dict()
+    return card
+
+
 RUN = {
     **TILE_RUN,
     "levels": Opt("int", None, 2, 2**24, nullable=True),

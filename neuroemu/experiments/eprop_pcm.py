@@ -94,10 +94,8 @@ _DENSE = ("ideal", "digital", "sign", "stochastic", "multi_device", "mixed_preci
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate every run by building its card, tile and scheme once on a tiny tile."""
     from ..config import validate
-    from ..crossbar import Periphery, make_tile
-    from ..errors import NeuroemuError
     from ..runner import check_run_names
-    from ..schemes import make_scheme
+    from .crossbar_mlp import check_tile_run
 
     if cfg["model"]["n_alif"] > cfg["model"]["n_rec"]:
         raise ConfigError(f"{where} model.n_alif: expected at most model.n_rec ({cfg['model']['n_rec']}), "
@@ -111,14 +109,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         if run["scheme"] not in _DENSE:
             raise ConfigError(f"{w}.scheme: e-prop's gradient is a sum over time, not one outer product; expected "
                               f"one of {', '.join(_DENSE)}, got {run['scheme']!r}")
-        try:
-            card = load_card(run["card"])
-            tile = make_tile(2, 2, card, n_devices=run["n_devices"] or cfg["hardware"]["n_devices"],
-                             periphery=Periphery.ideal(), rng=0)
-            make_scheme(run["scheme"], tile, rng=0, **run["scheme_params"])
-        except NeuroemuError as exc:
-            raise ConfigError(f"{w}: {exc}") from None
-        run["card_data"] = card.to_dict()
+        card = check_tile_run(run, w, n_devices=cfg["hardware"]["n_devices"])
         if run["name"] is None:
             n = run["n_devices"]
             run["name"] = f"{card.name}/{run['scheme']}" + (f"/N{n}" if n and n > 1 else "")

@@ -94,12 +94,9 @@ RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    from ..cards import load_card
     from ..config import validate
-    from ..crossbar import make_tile
-    from ..errors import NeuroemuError
     from ..runner import check_run_names
-    from ..schemes import SCHEMES, make_scheme
+    from .crossbar_mlp import check_tile_run
 
     h, lay = cfg["hebbian"], cfg["layer"]
     try:
@@ -123,17 +120,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             if run["features"] != "hebbian":
                 raise ConfigError(f"{w}.card: only hebbian features are learned on a chip; got features "
                                   f"{run['features']!r}")
-            if run["scheme"] not in SCHEMES:
-                raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
-            try:
-                card = load_card(run["card"])
-                if not card.pulsable and run["scheme"] != "ideal":
-                    raise ConfigError(f"card {card.name} is programmed by target, not by pulses; use scheme 'ideal'")
-                probe = make_tile(2, 2, card, n_devices=run["n_devices"] or 1, w_max=run["w_max"], rng=0)
-                make_scheme(run["scheme"], probe, rng=0, **run["scheme_params"])
-            except NeuroemuError as exc:
-                raise ConfigError(f"{w}: {exc}") from None
-            run["card_data"] = card.to_dict()
+            check_tile_run(run, w)
         if run["name"] is None:
             run["name"] = run["features"] + (f"/{run['card']}/{run['scheme']}" if run["card"] else "")
         runs.append(run)

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..config import Opt, check_seeds, validate
 from ..errors import ConfigError
-from .crossbar_mlp import DATA
+from .crossbar_mlp import DATA, TILE_RUN
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -95,9 +95,9 @@ RUN = {
     "hidden": Opt("list", [2000], doc="mlp: layer sizes above the input; unsupervised: the last is the output"),
     "outputs": Opt("int", 3000, 1, 100000, doc="cnn, unsupervised: output units"),
     "mode": Opt("str", "unsupervised", choices=MODES),
+    **{k: TILE_RUN[k] for k in ("scheme_params", "n_devices")},
     "card": Opt("str", None, nullable=True),
     "scheme": Opt("str", "ideal"),
-    "scheme_params": Opt("dict", {}),
     "w_max": Opt("float", 1.0, 1e-9, 1e9),
     "sdt": Opt("dict", {}),
     "bp": Opt("dict", {}),
@@ -106,11 +106,8 @@ RUN = {
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    from ..cards import load_card
-    from ..crossbar import make_tile
-    from ..errors import NeuroemuError
     from ..runner import check_run_names
-    from ..schemes import SCHEMES, make_scheme
+    from .crossbar_mlp import check_tile_run
 
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
@@ -137,15 +134,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         if run["card"] is not None:
             if run["trainer"] != "eqprop":
                 raise ConfigError(f"{w}.card: only EqProp runs are trained on a chip; got trainer {run['trainer']!r}")
-            if run["scheme"] not in SCHEMES:
-                raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
-            try:
-                card = load_card(run["card"])
-                make_scheme(run["scheme"], make_tile(2, 2, card, w_max=run["w_max"], rng=0), rng=0,
-                            **run["scheme_params"])
-            except NeuroemuError as exc:
-                raise ConfigError(f"{w}: {exc}") from None
-            run["card_data"] = card.to_dict()
+            check_tile_run(run, w)
         if run["name"] is None:
             arch = "cnn" if run["arch"] == "cnn" else "784-" + "-".join(map(str, run["hidden"]))
             run["name"] = f"{run['trainer']}/{arch}/{run['mode']}" + \
