@@ -14,7 +14,8 @@ Runs (one job per run and seed) choose where the features come from:
   the rule's products are read from the array with its read noise, and so are the features);
 * ``random``: the same layer left at its random initial weights (the authors' control);
 * ``backprop``: the same architecture (layer, rectifier, pooling, linear read-out) trained end to
-  end by backprop on the labelled images only.
+  end by backprop on the labelled images only, from raw pixels (whitening made it worse: 80.7 % vs
+  88.5 % after two epochs on 20 000 images).
 
 The read-out and the backprop control train for ``epochs`` over the labelled images, and at least
 ``min_steps`` batches (so that 1 % of the labels still gets enough updates).
@@ -232,9 +233,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     run, data, seed = job["run"], job["data"], job["seed"]
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
     xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
-    zca = ZCA(job["zca"]["eps"]).fit(xtr, max_samples=job["zca"]["fit_images"])
     shape = (-1, 1, 28, 28) if job["layer"]["kind"] == "conv" else (-1, 784)
-    xtr, xte = zca.transform(xtr).reshape(shape), zca.transform(xte).reshape(shape)
+    if run["features"] != "backprop":  # backprop learns its own filters: raw pixels serve it better than whitened
+        zca = ZCA(job["zca"]["eps"]).fit(xtr, max_samples=job["zca"]["fit_images"])
+        xtr, xte = zca.transform(xtr), zca.transform(xte)
+    xtr, xte = xtr.reshape(shape), xte.reshape(shape)
     # the same labelled subsets and initial weights for every run of a seed
     base = np.random.SeedSequence([seed, zlib.crc32(b"fasthebb")])
     rng_labels, rng_init, rng_order, rng_read = (np.random.default_rng(s) for s in base.spawn(4))
@@ -415,7 +418,7 @@ Produced by:
 * read-out: linear softmax classifier on standardised features, Adam lr {ro['lr']:g}, batch {ro['batch_size']},
   {ro['epochs']} epochs over the labelled images (at least {ro['min_steps']} batches); class-balanced label subsets
 * controls: `random` = the same layer at its random initial weights (unit-norm Gaussian filters);
-  `backprop` = the same architecture trained end to end on the labelled images (Adam lr {bp['lr']:g},
+  `backprop` = the same architecture trained end to end on the labelled raw images (Adam lr {bp['lr']:g},
   {bp['epochs']} epochs, at least {bp['min_steps']} batches)
 * on a chip: the Hebbian layer's weights on a tile of the card (ideal periphery, the devices' read
   noise); its products and the features are read from the array; the wanted ΔW is applied by the scheme
