@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from .._kernels import hebbian as _K
 from ..errors import ConfigError
 
 __all__ = ["HebbianRule", "HebbianDense", "HebbianConv", "RULES", "SIMILARITIES", "WEIGHTINGS", "similarity",
@@ -76,17 +75,44 @@ def responses(s, rule: str, *, temperature: float = 0.02, k: int = 1) -> np.ndar
     set to 1 (``kwta``; ties to the lower index)."""
     if rule not in ("swta", "kwta"):
         raise ValueError(f"responses: expected rule 'swta' or 'kwta', got {rule!r}")
-    s = np.ascontiguousarray(s)
-    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
-    ones = np.ones(s.shape[1], s.dtype)
-    return _competitive(s, ones[:1].repeat(len(s)), ones, "dot", rule, temperature, k)
+    s = np.array(s, dtype=np.result_type(np.asarray(s).dtype, np.float32))
+    return _competitive(s, None, None, "dot", rule, temperature, k)
+
+
+_BLOCK = 4096  # rows per block of the response computation (a block stays in cache across its passes)
 
 
 def _competitive(wx, xnorm, wnorm, sim, rule, temperature, k) -> np.ndarray:
-    out = np.empty_like(wx)
-    _K.competitive_responses(wx, xnorm, wnorm, SIMILARITIES.index(sim), 0 if rule == "swta" else 1,
-                             float(temperature), int(k), _EPS, out)
-    return out
+    """Responses from the products wx (N, K), in place (wx is consumed), a block of rows at a time."""
+    dt = wx.dtype.type
+    if sim != "dot":
+        inv_w = (1.0 / np.maximum(wnorm, _EPS)).astype(wx.dtype)
+        inv_x = (1.0 / np.maximum(xnorm, _EPS)).astype(wx.dtype)
+    for i in range(0, len(wx), _BLOCK):
+        s = wx[i:i + _BLOCK]
+        if sim != "dot":
+            s *= inv_w
+            s *= inv_x[i:i + _BLOCK, None]
+            if sim == "raised_cosine":
+                s += dt(1.0)
+                s *= dt(0.5)
+                np.square(s, out=s)
+        if rule == "swta":
+            s -= s.max(axis=1, keepdims=True)
+            s *= dt(1.0 / temperature)
+            np.exp(s, out=s)
+            s /= s.sum(axis=1, keepdims=True)
+        elif k == 1:
+            top = s.argmax(axis=1)[:, None]
+            s[...] = 0
+            np.put_along_axis(s, top, dt(1.0), axis=1)
+        else:  # above the k-th largest value, then the lowest indices among those equal to it
+            kth = -np.partition(-s, k - 1, axis=1)[:, k - 1:k]
+            above = s > kth
+            tied = s == kth
+            tied &= np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)
+            s[...] = above | tied
+    return wx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,9 +164,9 @@ class HebbianRule:
         if self.competitive:
             if self.rule == "kwta" and self.k > w.shape[0]:
                 raise ConfigError(f"hebbian k: expected at most the {w.shape[0]} units of the layer, got {self.k}")
-            y = np.ascontiguousarray(y)
-            norms = [np.linalg.norm(a, axis=1).astype(y.dtype) for a in (x, w)]
-            return _competitive(y, *norms, self.sim, self.rule, self.temperature, self.k)
+            y = np.array(y, order="C")  # consumed below
+            return _competitive(y, np.linalg.norm(x, axis=1), np.linalg.norm(w, axis=1), self.sim, self.rule,
+                                self.temperature, self.k)
         return np.maximum(y, 0.0) if self.rule == "hpca" else y
 
     def _factors(self, a: np.ndarray) -> np.ndarray:
@@ -182,6 +208,25 @@ class HebbianRule:
         else:
             d = x[:, None, :] - a[:, :, None] * w[None, :, :]
         return (self.lr * ca[:, :, None] * d).astype(w.dtype, copy=False)
+
+    def per_sample_loop(self, w, x) -> np.ndarray:
+        """The per-sample equations applied one sample at a time (each sample's response and update
+        computed on its own, then summed): the straightforward implementation of a Hebbian rule.
+        Equal to :meth:`update`."""
+        w = _matrix(w, "w")
+        x = _matrix(x, "x", w.shape[1])
+        acts = [self.activity(w, x[n:n + 1])[0] for n in range(len(x))]
+        c = np.broadcast_to(self._factors(np.asarray(acts)), (len(x), len(w)))
+        dw = np.zeros_like(w)
+        for n, a in enumerate(acts):
+            ca = (self.lr * c[n] * a)[:, None]
+            if self.competitive:
+                dw += ca * (x[n] - w)
+            elif self.rule == "hpca":
+                dw += ca * (x[n] - np.cumsum(a[:, None] * w, axis=0))
+            else:
+                dw += ca * (x[n] - a[:, None] * w)
+        return dw
 
     def per_sample_sum(self, w, x, chunk: int = 256) -> np.ndarray:
         """Sum over samples of :meth:`per_sample`, computed ``chunk`` samples at a time (the
