@@ -158,19 +158,19 @@ class HebbianRule:
         from elsewhere (e.g. read from an analog array); default computed here."""
         w = _matrix(w, "w")
         x = _matrix(x, "x", w.shape[1])
-        y = x @ w.T if wx is None else np.asarray(wx, dtype=w.dtype)
+        # the products: computed here, or given (copied: the competitive rules turn them into R in place)
+        y = x @ w.T if wx is None else np.array(wx, dtype=w.dtype, order="C")
         if y.shape != (len(x), len(w)):
             raise ValueError(f"wx: expected shape {(len(x), len(w))}, got {y.shape}")
         if self.competitive:
             if self.rule == "kwta" and self.k > w.shape[0]:
                 raise ConfigError(f"hebbian k: expected at most the {w.shape[0]} units of the layer, got {self.k}")
-            y = np.array(y, order="C")  # consumed below
-            return _competitive(y, np.linalg.norm(x, axis=1), np.linalg.norm(w, axis=1), self.sim, self.rule,
-                                self.temperature, self.k)
+            norms = (None, None) if self.sim == "dot" else (np.linalg.norm(x, axis=1), np.linalg.norm(w, axis=1))
+            return _competitive(y, *norms, self.sim, self.rule, self.temperature, self.k)
         return np.maximum(y, 0.0) if self.rule == "hpca" else y
 
     def _factors(self, a: np.ndarray) -> np.ndarray:
-        """Per-sample, per-unit aggregation factors c (N, K) (broadcastable)."""
+        """Aggregation factors c: one per unit, (1, K), or one for all, (1, 1) (the same for every sample)."""
         n = a.shape[0]
         if self.weighting == "mean":
             return np.full((1, 1), 1.0 / n, a.dtype)
@@ -185,14 +185,16 @@ class HebbianRule:
         w = _matrix(w, "w")
         x = _matrix(x, "x", w.shape[1])
         a = self.activity(w, x, wx)
-        ca = self._factors(a) * a
+        # the factors c are per unit (or one number): applied to the (K, ·) products, not to a
+        c = self.lr * self._factors(a).reshape(-1, 1)
         if self.competitive:
-            dw = ca.T @ x - ca.sum(axis=0)[:, None] * w
+            dw = a.T @ x - a.sum(axis=0)[:, None] * w
         elif self.rule == "hpca":
-            dw = ca.T @ x - np.tril(ca.T @ a) @ w
+            dw = a.T @ x - np.tril(a.T @ a) @ w
         else:
-            dw = ca.T @ x - (ca * a).sum(axis=0)[:, None] * w
-        return (self.lr * dw).astype(w.dtype, copy=False)
+            dw = a.T @ x - np.einsum("nk,nk->k", a, a)[:, None] * w
+        dw *= c
+        return dw.astype(w.dtype, copy=False)
 
     def per_sample(self, w, x) -> np.ndarray:
         """Every sample's own update, (N, K, D): the per-sample equations applied one sample at a
