@@ -22,8 +22,9 @@ Conventions
   keeps any dtype). Returned input gradients have the dtype the forward computed in; the arrays in
   ``grads`` have the dtype of their parameter.
 * Random initialisation takes ``rng``: a numpy Generator (used as is), an int seed or None (fresh entropy).
-  Weights are drawn He/Kaiming-uniform, U(−√(6/fan_in), √(6/fan_in)) with fan_in the number of inputs of
-  one output unit; biases start at zero.
+  ``init="he"`` (default): weights He/Kaiming-uniform, U(−√(6/fan_in), √(6/fan_in)) with fan_in the number of
+  inputs of one output unit, biases zero; ``init="fan_in"``: weights and biases U(±1/√fan_in) (PyTorch's
+  default).
 """
 
 from __future__ import annotations
@@ -145,9 +146,21 @@ def _check_grad(gy: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return gy.astype(dtype, copy=False)
 
 
-def _he_uniform(rng: Any, shape: tuple, fan_in: int, dtype: np.dtype) -> np.ndarray:
-    bound = math.sqrt(6.0 / fan_in)
-    return _as_rng(rng).uniform(-bound, bound, shape).astype(dtype)
+INITS = ("he", "fan_in")
+
+
+def _init(rng: Any, shape: tuple, fan_in: int, dtype: np.dtype, init: str, bias: bool):
+    """Weights and bias: ``he`` U(±√(6/fan_in)), bias 0; ``fan_in`` U(±1/√fan_in) for both (PyTorch's
+    default, which keeps units near their linear range at the start)."""
+    g = _as_rng(rng)
+    if init == "he":
+        bound = math.sqrt(6.0 / fan_in)
+        return g.uniform(-bound, bound, shape).astype(dtype), (np.zeros(shape[0], dtype) if bias else None)
+    if init == "fan_in":
+        bound = 1.0 / math.sqrt(fan_in)
+        w = g.uniform(-bound, bound, shape).astype(dtype)
+        return w, (g.uniform(-bound, bound, shape[0]).astype(dtype) if bias else None)
+    raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
 
 
 # ----------------------------------------------------------------------------- im2col
@@ -202,13 +215,12 @@ class Conv2d:
     backward is two matmuls and one :func:`fold_patches`."""
 
     def __init__(self, c_in: int, c_out: int, k: int, *, stride: int = 1, pad: int = 0, rng: Any = None,
-                 dtype: Any = np.float32, bias: bool = True):
+                 dtype: Any = np.float32, bias: bool = True, init: str = "he"):
         self.c_in, self.c_out, self.k = _int("c_in", c_in, 1), _int("c_out", c_out, 1), _int("k", k, 1)
         self.stride, self.pad = _int("stride", stride, 1), _int("pad", pad, 0)
         self.dtype = _float_dtype(dtype)
         fan_in = self.c_in * self.k * self.k
-        self.w = _he_uniform(rng, (self.c_out, fan_in), fan_in, self.dtype)
-        self.b = np.zeros(self.c_out, self.dtype) if bias else None
+        self.w, self.b = _init(rng, (self.c_out, fan_in), fan_in, self.dtype, init, bias)
         self.grads = [np.zeros_like(p) for p in self.params]
         self._cache = None
 
@@ -334,11 +346,11 @@ class Linear:
     """Fully connected layer y = x @ w.T + b with w of shape (n_out, n_in) and b of shape (n_out,) (or None
     with ``bias=False``); x has shape (N, n_in)."""
 
-    def __init__(self, n_in: int, n_out: int, *, rng: Any = None, dtype: Any = np.float32, bias: bool = True):
+    def __init__(self, n_in: int, n_out: int, *, rng: Any = None, dtype: Any = np.float32, bias: bool = True,
+                 init: str = "he"):
         self.n_in, self.n_out = _int("n_in", n_in, 1), _int("n_out", n_out, 1)
         self.dtype = _float_dtype(dtype)
-        self.w = _he_uniform(rng, (self.n_out, self.n_in), self.n_in, self.dtype)
-        self.b = np.zeros(self.n_out, self.dtype) if bias else None
+        self.w, self.b = _init(rng, (self.n_out, self.n_in), self.n_in, self.dtype, init, bias)
         self.grads = [np.zeros_like(p) for p in self.params]
         self._cache = None
 

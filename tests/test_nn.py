@@ -318,3 +318,14 @@ def test_hard_sigmoid_dropout_mse_and_sgd():
         Dropout(1.0)
     with pytest.raises(ValueError, match="target: expected the outputs' shape"):
         mse_loss(yv, d[:1])
+
+
+def test_initialisations():
+    he, fan = Linear(400, 300, rng=0), Linear(400, 300, rng=0, init="fan_in")
+    assert np.abs(he.w).max() <= np.sqrt(6 / 400) and np.abs(he.w).max() > 0.95 * np.sqrt(6 / 400)
+    assert not he.b.any()
+    assert np.abs(fan.w).max() <= 1 / 20 and np.abs(fan.b).max() <= 1 / 20 and np.abs(fan.b).max() > 0.04
+    conv = Conv2d(2, 4, 3, rng=1, init="fan_in")
+    assert np.abs(conv.w).max() <= 1 / np.sqrt(18) and conv.b.any()
+    with pytest.raises(ValueError, match="init: expected one of he, fan_in"):
+        Linear(3, 2, init="xavier")

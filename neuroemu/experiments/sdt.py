@@ -15,9 +15,11 @@ A run trains one network (one job per run and seed) in one of three modes:
   ``semi.rounds`` times an unsupervised epoch on all images followed by a supervised epoch on the
   labelled ones; the outputs are the 10 classes.
 
-Architectures: ``mlp`` (784 → hidden … → outputs, hard-sigmoid units) or ``cnn`` (the paper's
-32f5-128f3 convolutional layers, ReLU and 2×2 max-pooling, then a fully connected hard-sigmoid
-output layer; backprop only; a fixed random fraction ``bp.prune_conv`` of the conv weights held at 0).
+Architectures: ``mlp`` (784 → hidden … → outputs, units clip(x, 0, 1)) or ``cnn`` (the paper's
+32f5-128f3 convolutional layers, ReLU and 2×2 max-pooling, then a fully connected clip(x, 0, 1)
+output layer; backprop only; a fixed random fraction ``bp.prune_conv`` of the conv weights held at
+0). Weights and biases start U(±1/√fan_in), as in PyTorch: with larger weights most outputs start
+at the floor of the clip, where no gradient reaches them, and self-defined targets never revive them.
 
 On a chip (``card``, EqProp only): every weight matrix sits on a crossbar tile of the card; each
 step reads the weights from the tiles and the scheme applies the update EqProp wants (pulses on the
@@ -177,15 +179,15 @@ class _BPNet:
         layers: list[Any] = [nn.Dropout(bp["input_dropout"], rng=rng)] if bp["input_dropout"] else []
         self.masks = []
         if run["arch"] == "cnn":
-            convs = [nn.Conv2d(1, 32, 5, rng=rng), nn.Conv2d(32, 128, 3, rng=rng)]
+            convs = [nn.Conv2d(1, 32, 5, rng=rng, init="fan_in"), nn.Conv2d(32, 128, 3, rng=rng, init="fan_in")]
             layers += [convs[0], nn.ReLU(), nn.MaxPool2d(2), convs[1], nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                       nn.Linear(128 * 5 * 5, n_out, rng=rng), nn.HardSigmoid()]
+                       nn.Linear(128 * 5 * 5, n_out, rng=rng, init="fan_in"), nn.HardSigmoid(1.0, 0.0)]
             if bp["prune_conv"]:
                 self.masks = [(c.w, (rng.random(c.w.shape) >= bp["prune_conv"]).astype(c.w.dtype)) for c in convs]
         else:
             sizes = [784, *(run["hidden"] if run["mode"] == "unsupervised" else [*run["hidden"], n_out])]
             for a, b in zip(sizes[:-1], sizes[1:]):
-                layers += [nn.Linear(a, b, rng=rng), nn.HardSigmoid()]
+                layers += [nn.Linear(a, b, rng=rng, init="fan_in"), nn.HardSigmoid(1.0, 0.0)]
         self.model = nn.Sequential(*layers)
         self.opt = nn.SGD(bp["lr"]) if bp["optimizer"] == "sgd" else Adam(lr=bp["lr"])
         self._prune()
