@@ -75,6 +75,11 @@ class Periphery:
         """Exact float reads (no DAC, ADC, saturation or noise)."""
         return cls(0, 0, 0.0, 0.0, False, False, 0)
 
+    @classmethod
+    def device_reads(cls) -> "Periphery":
+        """No converters, saturation or output noise: only the devices' own read noise."""
+        return cls(0, 0, 0.0, 0.0)
+
     def __post_init__(self):
         for name in ("dac_bits", "adc_bits", "bound_management"):
             v = getattr(self, name)

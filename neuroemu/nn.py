@@ -208,6 +208,15 @@ def fold_patches(cols: np.ndarray, x_shape: tuple, k: int, stride: int = 1, pad:
 
 
 # ----------------------------------------------------------------------------- layers
+class _NoParams:
+    """A layer without parameters (empty ``params`` and ``grads``)."""
+
+    def __init__(self):
+        self.params: list[np.ndarray] = []
+        self.grads: list[np.ndarray] = []
+        self._cache = None
+
+
 class Conv2d:
     """2-d convolution (cross-correlation) with zero padding: y = patches(x) @ w.T + b, reshaped to
     (N, c_out, Ho, Wo). ``w`` has shape (c_out, c_in·k·k) in the :func:`patches` column order (c, ki, kj);
@@ -263,15 +272,13 @@ class Conv2d:
         return fold_patches(gcols, x_shape, self.k, self.stride, self.pad)
 
 
-class _Pool2d:
+class _Pool2d(_NoParams):
     """Shared set-up of the pooling layers: k × k windows, stride (default k), no padding, floor size."""
 
     def __init__(self, k: int, stride: int | None = None):
         self.k = _int("k", k, 1)
         self.stride = self.k if stride is None else _int("stride", stride, 1)
-        self.params: list[np.ndarray] = []
-        self.grads: list[np.ndarray] = []
-        self._cache = None
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(k={self.k}, stride={self.stride})"
@@ -383,13 +390,8 @@ class Linear:
         return gy @ self.w.astype(x.dtype, copy=False)
 
 
-class ReLU:
+class ReLU(_NoParams):
     """max(x, 0), elementwise; the gradient at 0 is taken as 0."""
-
-    def __init__(self):
-        self.params: list[np.ndarray] = []
-        self.grads: list[np.ndarray] = []
-        self._cache = None
 
     def __repr__(self) -> str:
         return "ReLU()"
@@ -409,7 +411,7 @@ class ReLU:
         return np.where(mask, gy, gy.dtype.type(0))
 
 
-class HardSigmoid:
+class HardSigmoid(_NoParams):
     """clip(slope · x + offset, 0, 1), elementwise; the gradient is ``slope`` strictly inside, else 0.
     The default (slope 1/6, offset ½) is PyTorch's ``hardsigmoid``: a unit starts in its linear
     range, so outputs trained toward 0/1 targets do not start (and die) at the clip. slope 1,
@@ -419,9 +421,7 @@ class HardSigmoid:
         self.slope, self.offset = float(slope), float(offset)
         if not (math.isfinite(self.slope) and self.slope > 0 and math.isfinite(self.offset)):
             raise ValueError(f"slope, offset: expected a finite slope > 0 and a finite offset, got {slope}, {offset}")
-        self.params: list[np.ndarray] = []
-        self.grads: list[np.ndarray] = []
-        self._cache = None
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"HardSigmoid(slope={self.slope:g}, offset={self.offset:g})"
@@ -441,7 +441,7 @@ class HardSigmoid:
         return np.where(self._cache, gy * gy.dtype.type(self.slope), gy.dtype.type(0))
 
 
-class Dropout:
+class Dropout(_NoParams):
     """Inverted dropout: while training, each element is zeroed with probability ``p`` and the rest
     scaled by 1/(1 − p); at inference (``forward(..., cache=False)``, as :meth:`Sequential.predict`
     calls it) the identity. The masks come from ``rng``."""
@@ -451,9 +451,7 @@ class Dropout:
         if not (0.0 <= p < 1.0):
             raise ValueError(f"p: expected a dropout probability in [0, 1), got {p}")
         self.p, self.rng = p, _as_rng(rng)
-        self.params: list[np.ndarray] = []
-        self.grads: list[np.ndarray] = []
-        self._cache = None
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"Dropout({self.p:g})"
@@ -507,13 +505,8 @@ def mse_loss(y: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) 
     return 0.5 * float(np.sum(diff.astype(np.float64) ** 2)) / n, diff / y.dtype.type(n)
 
 
-class Flatten:
+class Flatten(_NoParams):
     """Reshape (N, ...) to (N, prod(...)), keeping the batch dimension."""
-
-    def __init__(self):
-        self.params: list[np.ndarray] = []
-        self.grads: list[np.ndarray] = []
-        self._cache = None
 
     def __repr__(self) -> str:
         return "Flatten()"

@@ -29,7 +29,7 @@ from ..cards import load_card
 from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
-from .crossbar_mlp import TILE_RUN
+from .crossbar_mlp import TILE_RUN, check_tile_run
 
 NAME = "eprop_pcm"
 
@@ -95,7 +95,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate every run by building its card, tile and scheme once on a tiny tile."""
     from ..config import validate
     from ..runner import check_run_names
-    from .crossbar_mlp import check_tile_run
 
     if cfg["model"]["n_alif"] > cfg["model"]["n_rec"]:
         raise ConfigError(f"{where} model.n_alif: expected at most model.n_rec ({cfg['model']['n_rec']}), "

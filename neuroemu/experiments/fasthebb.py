@@ -31,7 +31,7 @@ import numpy as np
 
 from ..config import Opt, check_seeds
 from ..errors import ConfigError
-from .crossbar_mlp import DATA, TILE_RUN
+from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")
@@ -97,7 +97,6 @@ RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..config import validate
     from ..runner import check_run_names
-    from .crossbar_mlp import check_tile_run
 
     h, lay = cfg["hebbian"], cfg["layer"]
     try:
@@ -129,11 +128,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     cfg["runs"] = runs
     return cfg
 
-
-def prepare(cfg: dict[str, Any]) -> None:
-    from .crossbar_mlp import prepare as fetch
-
-    fetch(cfg)
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -283,9 +277,8 @@ def _chip(layer, run, seed):
     from ..schemes import make_scheme
 
     rng = np.random.default_rng([seed, zlib.crc32(run["name"].encode())])
-    reads = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0)  # the devices' own read noise only
     tile = make_tile(*layer.w.shape, load_card(run["card"]), n_devices=run["n_devices"] or 1, w_max=run["w_max"],
-                     periphery=reads, rng=rng)
+                     periphery=Periphery.device_reads(), rng=rng)
     tile.write(np.asarray(layer.w, np.float64))
     rec = Recorder()
     rec.observe(0, {"hebbian": tile})

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..config import Opt, check_seeds, validate
 from ..errors import ConfigError
-from .crossbar_mlp import DATA, TILE_RUN
+from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -109,7 +109,6 @@ RUN = {
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..runner import check_run_names
-    from .crossbar_mlp import check_tile_run
 
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
@@ -146,11 +145,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     cfg["runs"] = runs
     return cfg
 
-
-def prepare(cfg: dict[str, Any]) -> None:
-    from .crossbar_mlp import prepare as fetch
-
-    fetch(cfg)
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -231,9 +225,9 @@ class _EPNet:
             from ..schemes import make_scheme
 
             card = load_card(run["card"])
-            reads = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0)  # the devices' read noise
             for w in self.net.weights:
-                tile = make_tile(*w.shape, card, w_max=run["w_max"], periphery=reads, rng=chip_rng)
+                tile = make_tile(*w.shape, card, w_max=run["w_max"], periphery=Periphery.device_reads(),
+                                 rng=chip_rng)
                 tile.write(np.asarray(w, np.float64))
                 self.schemes.append(make_scheme(run["scheme"], tile, rng=chip_rng, **run["scheme_params"]))
             self._read()

@@ -35,7 +35,7 @@ from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 from ..runner import ARRAYS
-from .crossbar_mlp import DATA
+from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sparse_snn"
 
@@ -124,11 +124,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     cfg["runs"] = runs
     return cfg
 
-
-def prepare(cfg: dict[str, Any]) -> None:
-    from .crossbar_mlp import prepare as fetch
-
-    fetch(cfg)
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -230,11 +225,10 @@ def _on_chip(net, job, xte, yte, enc) -> dict[str, float]:
     c = job["chip"]
     card = load_card(c["card"])
     rng = np.random.default_rng([job["seed"], 7])
-    reads = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0)  # the devices' own read noise only
     tiles = []
     for w in net.weights:
         top = max(float(np.abs(w).max()), 1e-12)  # max|W| -> a full conductance side (aihwkit's mapping)
-        tile = make_tile(*w.shape, card, w_max=top, periphery=reads, rng=rng)
+        tile = make_tile(*w.shape, card, w_max=top, periphery=Periphery.device_reads(), rng=rng)
         tile.write(np.asarray(w, dtype=np.float64))
         if c["drift_compensation"]:
             tile.compensate_drift()

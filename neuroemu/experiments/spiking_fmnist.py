@@ -35,7 +35,7 @@ import numpy as np
 from ..cards import load_card
 from ..config import Opt, check_layers, check_seeds
 from ..errors import ConfigError
-from .crossbar_mlp import DATA
+from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "spiking_fmnist"
 
@@ -123,11 +123,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     cfg["model"]["card_data"] = chip.to_dict()
     return cfg
 
-
-def prepare(cfg: dict[str, Any]) -> None:
-    from .crossbar_mlp import prepare as fetch
-
-    fetch(cfg)
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
