@@ -500,3 +500,29 @@ def test_bad_adam_arguments():
     opt.step([np.zeros(2)], [np.ones(2)])
     with pytest.raises(ValueError, match="params"):
         opt.step([np.zeros(3)], [np.ones(3)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_kernel_matches_numpy_twin(dtype):
+    from neuroemu._kernels.optim import adam_step
+    from tests.reference.optim import adam_step as twin
+
+    rng = np.random.default_rng(3)
+    p = rng.normal(size=1000).astype(dtype)
+    m, s = np.zeros_like(p), np.zeros_like(p)
+    p2, m2, s2 = p.copy(), m.copy(), s.copy()
+    for t in range(1, 6):
+        g = rng.normal(size=1000).astype(dtype)
+        a, r = 0.01 / (1 - 0.9 ** t), 1 / math.sqrt(1 - 0.999 ** t)
+        adam_step(p, g, m, s, a, 0.9, 0.999, r, 1e-8)
+        twin(p2, g, m2, s2, a, 0.9, 0.999, r, 1e-8)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for x, y in ((p, p2), (m, m2), (s, s2)):
+        assert x.dtype == dtype
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+
+
+def test_adam_rejects_non_contiguous_params():
+    p = np.zeros((4, 4))[:, ::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        Adam().step([p], [np.ones_like(p)])

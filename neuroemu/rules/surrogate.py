@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from neuroemu._kernels.optim import adam_step
 from neuroemu.neurons import CubaParams, cuba_sequence, decay
 
 __all__ = [
@@ -210,14 +211,12 @@ class Adam:
             raise ValueError("params: expected the same list of array shapes as in the first step")
         self.t += 1
         b1, b2 = self.betas
-        c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
-        for p, g, m, s in zip(params, grads, self._m, self._s):
-            g = np.asarray(g, dtype=p.dtype)
-            m *= b1
-            m += (1.0 - b1) * g
-            s *= b2
-            s += (1.0 - b2) * g * g
-            p -= (self.lr * (m / c1) / (np.sqrt(s / c2) + self.eps)).astype(p.dtype, copy=False)
+        a, r = self.lr / (1.0 - b1 ** self.t), 1.0 / math.sqrt(1.0 - b2 ** self.t)
+        for k, (p, g, m, s) in enumerate(zip(params, grads, self._m, self._s)):
+            if not p.flags.c_contiguous:
+                raise ValueError(f"params[{k}]: expected a C-contiguous array (updated in place)")
+            g = np.ascontiguousarray(g, dtype=p.dtype)
+            adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), s.reshape(-1), a, b1, b2, r, self.eps)
 
 
 # ----------------------------------------------------------------------------- network

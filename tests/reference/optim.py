@@ -1,0 +1,13 @@
+"""Plain-numpy twin of neuroemu._kernels.optim."""
+
+import numpy as np
+
+
+def adam_step(p, g, m, s, a, b1, b2, r, eps):
+    t = p.dtype.type
+    a, b1, b2, r, eps = t(a), t(b1), t(b2), t(r), t(eps)
+    m *= b1
+    m += (t(1.0) - b1) * g
+    s *= b2
+    s += (t(1.0) - b2) * (g * g)
+    p -= a * m / (np.sqrt(s) * r + eps)
