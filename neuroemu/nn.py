@@ -273,31 +273,53 @@ class Conv2d:
 
 
 class _Pool2d(_NoParams):
-    """Shared set-up of the pooling layers: k × k windows, stride (default k), no padding, floor size."""
+    """Shared set-up of the pooling layers: k × k windows, stride (default k), padding ``pad`` on every
+    side (at most k // 2, as in PyTorch), floor size."""
 
-    def __init__(self, k: int, stride: int | None = None):
+    def __init__(self, k: int, stride: int | None = None, pad: int = 0):
         self.k = _int("k", k, 1)
         self.stride = self.k if stride is None else _int("stride", stride, 1)
+        self.pad = _int("pad", pad, 0)
+        if self.pad > self.k // 2:
+            raise ValueError(f"pad: expected at most k // 2 = {self.k // 2}, got {self.pad}")
         super().__init__()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(k={self.k}, stride={self.stride})"
+        return f"{type(self).__name__}(k={self.k}, stride={self.stride}, pad={self.pad})"
 
     def _sizes(self, x: np.ndarray) -> tuple[int, int]:
-        _check_images(x, k=self.k)
-        return out_size(x.shape[2], self.k, self.stride), out_size(x.shape[3], self.k, self.stride)
+        _check_images(x, k=self.k, pad=self.pad)
+        return (out_size(x.shape[2], self.k, self.stride, self.pad),
+                out_size(x.shape[3], self.k, self.stride, self.pad))
+
+    def _padded(self, x: np.ndarray, fill: float) -> np.ndarray:
+        if not self.pad:
+            return x
+        out = _pad(x, self.pad)
+        if fill:
+            p, h, w = self.pad, x.shape[2], x.shape[3]
+            out[:, :, :p], out[:, :, p + h:], out[:, :, :, :p], out[:, :, :, p + w:] = fill, fill, fill, fill
+        return out
+
+    def _crop(self, gx: np.ndarray) -> np.ndarray:
+        p = self.pad
+        return gx[:, :, p:gx.shape[2] - p, p:gx.shape[3] - p] if p else gx
 
     def _offsets(self):
         return ((o, divmod(o, self.k)) for o in range(self.k * self.k))
 
 
 class MaxPool2d(_Pool2d):
-    """Max over k × k windows (stride defaults to k). Backward routes each output gradient to the first
-    maximum of its window (row-major within the window), via the window offset kept by forward."""
+    """Max over k × k windows (stride defaults to k; padding counts as −∞). Backward routes each output
+    gradient to the first maximum of its window (row-major within the window), via the window offset
+    kept by forward."""
 
     def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
         x = np.asarray(x)
         ho, wo = self._sizes(x)
+        shape = x.shape
+        if self.pad:
+            x = self._padded(x if x.dtype in _FLOATS else x.astype(np.float64), -np.inf)
         y = np.array(x[_window(0, 0, ho, wo, self.stride)])
         arg = np.zeros(y.shape, np.int16 if self.k * self.k < 2**15 else np.int32) if cache else None
         for o, (ki, kj) in self._offsets():
@@ -308,7 +330,7 @@ class MaxPool2d(_Pool2d):
                 if cache:
                     arg[larger] = o
         dtype = x.dtype if x.dtype in _FLOATS else np.dtype(np.float64)
-        self._cache = (arg, x.shape, dtype) if cache else None
+        self._cache = (arg, shape, dtype) if cache else None
         return y
 
     def backward(self, gy: np.ndarray) -> np.ndarray:
@@ -317,24 +339,27 @@ class MaxPool2d(_Pool2d):
         arg, x_shape, dtype = self._cache
         gy = _check_grad(gy, arg.shape, dtype)
         ho, wo = arg.shape[2:]
-        gx = np.zeros(x_shape, dtype)
+        n, c, h, w = x_shape
+        gx = np.zeros((n, c, h + 2 * self.pad, w + 2 * self.pad), dtype)
         zero = dtype.type(0)
         for o, (ki, kj) in self._offsets():
             gx[_window(ki, kj, ho, wo, self.stride)] += np.where(arg == o, gy, zero)
-        return gx
+        return self._crop(gx)
 
 
 class AvgPool2d(_Pool2d):
-    """Mean over k × k windows (stride defaults to k)."""
+    """Mean over k × k windows (stride defaults to k; padding counts as zeros in the mean, like
+    PyTorch's default count_include_pad)."""
 
     def forward(self, x: np.ndarray, *, cache: bool = True) -> np.ndarray:
         x = _as_float(x, np.dtype(np.float64))
         ho, wo = self._sizes(x)
+        shape, x = x.shape, self._padded(x, 0.0)
         y = np.zeros((x.shape[0], x.shape[1], ho, wo), x.dtype)
         for _, (ki, kj) in self._offsets():
             y += x[_window(ki, kj, ho, wo, self.stride)]
         y *= x.dtype.type(1.0 / (self.k * self.k))
-        self._cache = (x.shape, y.shape, x.dtype) if cache else None
+        self._cache = (shape, y.shape, x.dtype) if cache else None
         return y
 
     def backward(self, gy: np.ndarray) -> np.ndarray:
@@ -343,10 +368,11 @@ class AvgPool2d(_Pool2d):
         x_shape, y_shape, dtype = self._cache
         g = _check_grad(gy, y_shape, dtype) * dtype.type(1.0 / (self.k * self.k))
         ho, wo = y_shape[2:]
-        gx = np.zeros(x_shape, dtype)
+        n, c, h, w = x_shape
+        gx = np.zeros((n, c, h + 2 * self.pad, w + 2 * self.pad), dtype)
         for _, (ki, kj) in self._offsets():
             gx[_window(ki, kj, ho, wo, self.stride)] += g
-        return gx
+        return self._crop(gx)
 
 
 class Linear:

@@ -130,12 +130,24 @@ def test_conv_without_bias_gradients():
     _check_layer(conv, np.random.default_rng(4).standard_normal((1, 2, 4, 4)))
 
 
-@pytest.mark.parametrize("k, s", [(2, None), (3, 2), (2, 1)])
-def test_pool_gradients(k, s):
+@pytest.mark.parametrize("k, s, p", [(2, None, 0), (3, 2, 0), (2, 1, 0), (4, 2, 1), (3, 1, 1)])
+def test_pool_gradients(k, s, p):
     x = np.random.default_rng(5).standard_normal((2, 2, 7, 6))
-    for pool in (MaxPool2d(k, s), AvgPool2d(k, s)):
+    for pool in (MaxPool2d(k, s, p), AvgPool2d(k, s, p)):
         assert pool.params == [] and pool.stride == (k if s is None else s)
         _check_layer(pool, x.copy())
+
+
+def test_pool_padding_values():
+    """PyTorch's geometry: max pooling pads with −∞, average pooling with zeros counted in the mean."""
+    x = -np.arange(1.0, 17.0).reshape(1, 1, 4, 4)  # all negative: zero padding would win a max
+    y = MaxPool2d(4, 2, 1).forward(x)
+    assert y.shape == (1, 1, 2, 2)  # (4 + 2 − 4) // 2 + 1
+    np.testing.assert_array_equal(y[0, 0], [[x[0, 0, :3, :3].max(), x[0, 0, :3, 1:].max()],
+                                            [x[0, 0, 1:, :3].max(), x[0, 0, 1:, 1:].max()]])
+    np.testing.assert_allclose(AvgPool2d(4, 2, 1).forward(x)[0, 0, 0, 0], x[0, 0, :3, :3].sum() / 16)
+    with pytest.raises(ValueError, match="pad"):
+        MaxPool2d(2, pad=2)
 
 
 def test_pool_forward_values():
