@@ -258,7 +258,8 @@ class Conv2d:
         n, c, ho, wo = y_shape
         return np.ascontiguousarray(y.reshape(n, ho, wo, c).transpose(0, 3, 1, 2))
 
-    def backward(self, gy: np.ndarray) -> np.ndarray:
+    def backward(self, gy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Parameter gradients into ``grads``; returns the input gradient (None when not input_grad)."""
         if self._cache is None:
             raise _no_cache(self)
         cols, x_shape, y_shape = self._cache
@@ -268,6 +269,8 @@ class Conv2d:
         if self.b is not None:
             grads.append(g.sum(axis=0).astype(self.b.dtype, copy=False))
         self.grads = grads
+        if not input_grad:
+            return None
         gcols = g @ self.w.astype(cols.dtype, copy=False)
         return fold_patches(gcols, x_shape, self.k, self.stride, self.pad)
 
@@ -404,7 +407,8 @@ class Linear:
         self._cache = x if cache else None
         return y
 
-    def backward(self, gy: np.ndarray) -> np.ndarray:
+    def backward(self, gy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Parameter gradients into ``grads``; returns the input gradient (None when not input_grad)."""
         if self._cache is None:
             raise _no_cache(self)
         x = self._cache
@@ -413,7 +417,7 @@ class Linear:
         if self.b is not None:
             grads.append(gy.sum(axis=0).astype(self.b.dtype, copy=False))
         self.grads = grads
-        return gy @ self.w.astype(x.dtype, copy=False)
+        return gy @ self.w.astype(x.dtype, copy=False) if input_grad else None
 
 
 class ReLU(_NoParams):
@@ -590,10 +594,19 @@ class Sequential:
             x = layer.forward(x, cache=cache)
         return x
 
-    def backward(self, gy: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
-            gy = layer.backward(gy)
-        return gy
+    def backward(self, gy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Backward through all layers; returns the input gradient. With input_grad false it stops at the
+        lowest layer with parameters, which skips its input gradient, and returns None."""
+        if input_grad:
+            for layer in reversed(self.layers):
+                gy = layer.backward(gy)
+            return gy
+        with_params = [i for i, layer in enumerate(self.layers) if layer.params]
+        if with_params:
+            for layer in reversed(self.layers[with_params[0] + 1:]):
+                gy = layer.backward(gy)
+            self.layers[with_params[0]].backward(gy, input_grad=False)
+        return None
 
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Outputs (logits) for all of x, computed batch_size samples at a time without caching anything

@@ -341,3 +341,19 @@ def test_initialisations():
     assert np.abs(conv.w).max() <= 1 / np.sqrt(18) and conv.b.any()
     with pytest.raises(ValueError, match="init: expected one of he, fan_in"):
         Linear(3, 2, init="xavier")
+
+
+def test_backward_without_input_gradient():
+    """input_grad=False gives the same parameter gradients and skips the work below the lowest weights."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 1, 6, 6))
+    grads = []
+    for input_grad in (True, False):
+        net = Sequential(Dropout(0.0), Conv2d(1, 2, 3, rng=1, dtype=np.float64), ReLU(), Flatten(),
+                         Linear(32, 4, rng=2, dtype=np.float64))
+        net.forward(x)
+        out = net.backward(np.ones((3, 4)), input_grad=input_grad)
+        assert (out is None) == (not input_grad)
+        grads.append(net.grads)
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)

@@ -50,11 +50,15 @@ SDT = {
 }
 BP = {
     "optimizer": Opt("str", "sgd", choices=("sgd", "adam")),
-    "lr": Opt("float", 0.008, 1e-12, 1e6, doc="on the loss ½Σ_units (y − d)², batch mean"),
+    "lr": Opt("any", 0.008, doc="on the loss ½Σ_units (y − d)², batch mean; a number or one per weight layer "
+                                "(the cnn's: conv1, conv2, output)"),
+    "lr_end": Opt("float", 1.0, 1e-9, 1e3, doc="linear schedule: the lr factor reached after lr_decay_epochs"),
+    "lr_decay_epochs": Opt("int", None, 1, 100000, nullable=True, doc="epochs of the linear schedule (default: epochs)"),
     "batch_size": Opt("int", 16, 1, 60000),
     "epochs": Opt("int", 10, 0, 10000),
     "input_dropout": Opt("float", 0.0, 0, 0.999),
     "prune_conv": Opt("float", 0.5, 0, 0.999, doc="cnn: fraction of conv weights held at 0"),
+    "train_conv": Opt("bool", True, doc="cnn: false holds the conv layers at their (pruned) random initialisation"),
 }
 EQPROP = {
     "dt": Opt("float", 0.2, 1e-6, 1.0),
@@ -108,6 +112,7 @@ RUN = {
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    from ..rules.eqprop import _rates
     from ..runner import check_run_names
 
     if not cfg["runs"]:
@@ -121,6 +126,13 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         if not run["hidden"] or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
                                         for h in run["hidden"]):
             raise ConfigError(f"{w}.hidden: expected a non-empty list of layer sizes >= 1, got {run['hidden']!r}")
+        for sec, n in (("bp", _weight_layers(run)), ("eqprop", len(run["hidden"]) + (run["mode"] != "unsupervised"))):
+            try:
+                rates = _rates(run[sec]["lr"], n)
+            except ConfigError as e:
+                raise ConfigError(f"{w}.{sec}.{e}") from None
+            if min(rates) <= 0:
+                raise ConfigError(f"{w}.{sec}.lr: expected learning rates > 0, got {run[sec]['lr']!r}")
         if run["arch"] == "cnn" and run["trainer"] == "eqprop":
             raise ConfigError(f"{w}.arch: the cnn is trained by backprop only; expected trainer bp or none")
         if run["trainer"] == "none" and run["mode"] != "unsupervised":
@@ -162,33 +174,65 @@ def _n_out(run: dict[str, Any]) -> int:
     return run["outputs"] if run["arch"] == "cnn" else run["hidden"][-1]
 
 
+CNN_FEATURES = 128 * 7 * 7
+
+
+def _weight_layers(run: dict[str, Any]) -> int:
+    if run["arch"] == "cnn":
+        return 3
+    return len(run["hidden"]) + (run["mode"] != "unsupervised")
+
+
 class _BPNet:
-    """A backprop network with hard-sigmoid outputs (an :mod:`neuroemu.nn` Sequential)."""
+    """A backprop network (an :mod:`neuroemu.nn` Sequential) and one optimiser per weight layer.
+
+    The cnn is the authors': conv 32 5×5 (pad 2), ReLU, max-pool 4×4 stride 2 (pad 1), conv 128 3×3
+    (pad 1), ReLU, the same pooling, flatten (128·7·7), dropout ``input_dropout``, a linear output layer.
+    With ``train_conv`` false its conv layers are ``features``, computed once by :meth:`prepare`."""
 
     def __init__(self, run: dict[str, Any], rng: np.random.Generator):
         from .. import nn
+        from ..rules.eqprop import _rates
         from ..rules.surrogate import Adam
 
         bp, n_out = run["bp"], _n_out(run)
-        layers: list[Any] = [nn.Dropout(bp["input_dropout"], rng=rng)] if bp["input_dropout"] else []
-        self.masks = []
+        self.masks, self.features = [], None
         if run["arch"] == "cnn":
-            convs = [nn.Conv2d(1, 32, 5, rng=rng, init="fan_in"), nn.Conv2d(32, 128, 3, rng=rng, init="fan_in")]
-            layers += [convs[0], nn.ReLU(), nn.MaxPool2d(2), convs[1], nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                       nn.Linear(128 * 5 * 5, n_out, rng=rng, init="fan_in"), nn.HardSigmoid(1.0, 0.0)]
-            if bp["prune_conv"]:
-                self.masks = [(c.w, (rng.random(c.w.shape) >= bp["prune_conv"]).astype(c.w.dtype)) for c in convs]
+            convs = [nn.Conv2d(1, 32, 5, pad=2, rng=rng, init="fan_in"),
+                     nn.Conv2d(32, 128, 3, pad=1, rng=rng, init="fan_in")]
+            for c in convs:
+                if bp["prune_conv"]:
+                    self.masks.append((c.w, (rng.random(c.w.shape) >= bp["prune_conv"]).astype(c.w.dtype)))
+            front = [convs[0], nn.ReLU(), nn.MaxPool2d(4, 2, 1), convs[1], nn.ReLU(), nn.MaxPool2d(4, 2, 1),
+                     nn.Flatten()]
+            if not bp["train_conv"]:  # pruned once; the frozen layers keep it
+                self._prune()
+                self.features, front, self.masks = nn.Sequential(*front), [], []
+            layers = [*front, *([nn.Dropout(bp["input_dropout"], rng=rng)] if bp["input_dropout"] else []),
+                      nn.Linear(CNN_FEATURES, n_out, rng=rng, init="fan_in")]
         else:
+            layers = [nn.Dropout(bp["input_dropout"], rng=rng)] if bp["input_dropout"] else []
             sizes = [784, *(run["hidden"] if run["mode"] == "unsupervised" else [*run["hidden"], n_out])]
             for a, b in zip(sizes[:-1], sizes[1:]):
                 layers += [nn.Linear(a, b, rng=rng, init="fan_in"), nn.HardSigmoid(1.0, 0.0)]
         self.model = nn.Sequential(*layers)
-        self.opt = nn.SGD(bp["lr"]) if bp["optimizer"] == "sgd" else Adam(lr=bp["lr"])
+        trained = [layer for layer in self.model if layer.params]
+        self.lrs = _rates(bp["lr"], _weight_layers(run))[-len(trained):]
+        self.opts = [(nn.SGD(lr) if bp["optimizer"] == "sgd" else Adam(lr=lr), layer)
+                     for lr, layer in zip(self.lrs, trained)]
         self._prune()
 
     def _prune(self):
         for w, m in self.masks:
             w *= m
+
+    def set_lr_factor(self, f: float):
+        for lr, (opt, _) in zip(self.lrs, self.opts):
+            opt.lr = lr * f
+
+    def prepare(self, x, batch):
+        """The trained part's input: x, or the frozen conv layers' features of x."""
+        return x if self.features is None else self.features.predict(x, batch_size=batch)
 
     def outputs(self, x, batch):
         return self.model.predict(x, batch_size=batch)
@@ -200,8 +244,9 @@ class _BPNet:
         mask = mask_fn(len(x))
         d = target_fn(y, mask)
         loss, g = mse_loss(y, d, mask)
-        self.model.backward(g)
-        self.opt.step(self.model.params, self.model.grads)
+        self.model.backward(g, input_grad=False)
+        for opt, layer in self.opts:
+            opt.step(layer.params, layer.grads)
         self._prune()
         return loss
 
@@ -231,6 +276,9 @@ class _EPNet:
                 tile.write(np.asarray(w, np.float64))
                 self.schemes.append(make_scheme(run["scheme"], tile, rng=chip_rng, **run["scheme_params"]))
             self._read()
+
+    def prepare(self, x, batch):
+        return x
 
     def _read(self):
         for i, s in enumerate(self.schemes):
@@ -294,9 +342,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     curve = []
     t0 = time.perf_counter()
+    ev = job["eval"]["batch_size"]
+    xtr, xte = net.prepare(xtr, ev), net.prepare(xte, ev)
+    decay = max(run["bp"]["lr_decay_epochs"] or epochs, 1)
 
     def train(kind, x_idx, n_epochs):
         for _ in range(n_epochs):
+            if trainer == "bp":  # linear schedule over all training epochs so far (authors' LinearLR)
+                net.set_lr_factor(1.0 + (run["bp"]["lr_end"] - 1.0) * min(len(curve), decay) / decay)
             sdt.reset()
             xs = xtr if x_idx is None else xtr[x_idx]
             if kind == "unsupervised":
@@ -324,7 +377,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 train("unsupervised", None, 1)
                 train("supervised", idx, 1)
     train_time = time.perf_counter() - t0
-    ev = job["eval"]["batch_size"]
     res: dict[str, Any] = {"run": run["name"], "trainer": trainer, "mode": mode, "card": run["card"],
                            "scheme": run["scheme"] if run["card"] else None, "seed": seed,
                            "train_time_s": train_time, "curve": curve}
@@ -419,6 +471,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                         f"{r['pulses_per_synapse']:.2f}" if "pulses_per_synapse" in r else "–",
                                         str(r["seeds"]), f"{r['train_time_s']:.0f}"]) + " |")
     s, bp, ep, sem = cfg["sdt"], cfg["bp"], cfg["eqprop"], cfg["semi"]
+    sched = "" if bp["lr_end"] == 1 else \
+        f" (linear schedule to ×{bp['lr_end']:g} over {bp['lr_decay_epochs'] or bp['epochs']} epochs)"
     text = f"""# Self-defined targets (WTA + homeostasis) on Fashion-MNIST
 
 {cfg['description'] or ''}
@@ -431,8 +485,9 @@ Produced by:
 
 * self-defined target (defaults; runs may override): k-WTA of y − H, k = {s['k']}, γ = {s['gamma']:g},
   output dropout {s['output_dropout']:g}, label smoothing {s['smoothing']:g}; H reset every epoch
-* backprop: {bp['optimizer']} lr {bp['lr']:g} on ½Σ(y − d)², batch {bp['batch_size']}, {bp['epochs']} epochs, input dropout
-  {bp['input_dropout']:g}; cnn conv weights pruned {bp['prune_conv']:g}
+* backprop: {bp['optimizer']} lr {bp['lr']}{sched} on ½Σ(y − d)², batch {bp['batch_size']}, {bp['epochs']} epochs,
+  input dropout {bp['input_dropout']:g}; cnn: conv weights pruned {bp['prune_conv']:g}, conv layers
+  {'trained' if bp['train_conv'] else 'held at their random initialisation'}
 * EqProp: dt {ep['dt']:g}, {ep['t_free']} free + {ep['t_nudge']} nudged steps, β {ep['beta']:g} ({ep['nudge']}),
   lr {ep['lr']}, batch {ep['batch_size']}, {ep['epochs']} epochs
 * semi-supervised: {sem['labels']} labels, {sem['pretrain_epochs']} pre-training epochs, then {sem['rounds']} rounds of
