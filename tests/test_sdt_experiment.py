@@ -1,5 +1,6 @@
 """The self-defined-target experiment end to end on tiny synthetic data, and its errors."""
 
+import csv
 import json
 
 import pytest
@@ -10,13 +11,14 @@ from tests.test_spiking_fmnist import tiny_data  # noqa: F401 - the fixture
 
 
 def config(path, data_dir, **extra):
+    semi = extra.pop("semi", {})
     cfg = {
         "experiment": "sdt", "seeds": [0], "workers": 1,
         "data": {"dir": str(data_dir), "download": False},
         "sdt": {"k": 2, "gamma": 0.3},
         "bp": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 1.0e-3},
         "eqprop": {"epochs": 2, "batch_size": 16, "t_free": 10, "t_nudge": 4},
-        "semi": {"labels": 40, "pretrain_epochs": 2, "rounds": 1},
+        "semi": {"labels": 40, "pretrain_epochs": 2, "rounds": 1, "batch_size": 8, "pretrain_lr": 0.002, **semi},
         "readout": {"epochs": 5, "batch_size": 32},
         "eval": {"batch_size": 40},
         "runs": [{"trainer": "bp", "hidden": [20]}, {"trainer": "eqprop", "hidden": [20]},
@@ -44,6 +46,9 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert rows["eqprop/784-20/unsupervised/rram_gong2018/stochastic"]["pulses_per_synapse"] > 0
     assert "| eqprop/784-20/semi | semi |" in (out / "RESULTS.md").read_text()
     assert (out / "figures" / "training_loss.png").stat().st_size > 1000
+    semi = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["run"] == "eqprop/784-20/semi"]
+    assert [r["phase"] for r in semi] == ["supervised"] * 2 + ["unsupervised", "supervised"]
+    assert [bool(r["test_acc"]) for r in semi] == [False, True, False, True]  # after pre-training, each round
 
 
 @pytest.mark.parametrize("runs,message", [
@@ -61,6 +66,13 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
 def test_sdt_config_errors(tmp_path, tiny_data, capsys, runs, message):  # noqa: F811
     assert main(["run", str(config(tmp_path / "cfg.yaml", tiny_data, runs=runs)), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sdt_semi_pretrain_lr_error(tmp_path, tiny_data, capsys):  # noqa: F811
+    runs = [{"trainer": "bp", "mode": "semi", "sdt": {"k": 1}, "hidden": [5, 5]}]
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=runs, semi={"pretrain_lr": [0.1, 0.2]})
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "semi.pretrain_lr: expected a number or a list of 3" in capsys.readouterr().err
 
 
 def _cnn_run(**bp):
@@ -84,7 +96,7 @@ def test_cnn_geometry_pruning_and_frozen_features():
     assert len(convs) == 2 and all(0.4 < np.mean(c.w == 0) < 0.6 for c in convs)  # half of the weights pruned
     net.step(x, lambda y, m: (y == y.max(axis=1, keepdims=True)).astype(y.dtype), lambda n: None)
     assert all(np.array_equal(c.w == 0, m == 0) for c, (_, m) in zip(convs, net.masks))  # still pruned
-    net.set_lr_factor(0.5)
+    net.set_lrs([5e-4, 1e-3, 1.5e-3])
     assert [o.lr for o, _ in net.opts] == [5e-4, 1e-3, 1.5e-3]
 
     frozen = _BPNet(_cnn_run(train_conv=False), np.random.default_rng(1))

@@ -84,6 +84,8 @@ SCHEMA: dict[str, Any] = {
         "labels": Opt("int", 600, 10, 60000, doc="labelled training images (class-balanced)"),
         "pretrain_epochs": Opt("int", 20, 0, 10000),
         "rounds": Opt("int", 10, 0, 10000, doc="unsupervised epoch + supervised epoch, this many times"),
+        "batch_size": Opt("int", 32, 1, 60000, doc="batch of the supervised epochs on the labelled images"),
+        "pretrain_lr": Opt("any", None, doc="pre-training learning rate(s); null: the trainer's"),
     },
     "readout": {
         "epochs": Opt("int", 10, 1, 10000),
@@ -133,6 +135,13 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
                 raise ConfigError(f"{w}.{sec}.{e}") from None
             if min(rates) <= 0:
                 raise ConfigError(f"{w}.{sec}.lr: expected learning rates > 0, got {run[sec]['lr']!r}")
+        if cfg["semi"]["pretrain_lr"] is not None and run["mode"] == "semi":
+            try:
+                rates = _rates(cfg["semi"]["pretrain_lr"], _weight_layers(run))
+            except ConfigError as e:
+                raise ConfigError(f"{where} semi.pretrain_{e}") from None
+            if min(rates) <= 0:
+                raise ConfigError(f"{where} semi.pretrain_lr: expected learning rates > 0, got {rates}")
         if run["arch"] == "cnn" and run["trainer"] == "eqprop":
             raise ConfigError(f"{w}.arch: the cnn is trained by backprop only; expected trainer bp or none")
         if run["trainer"] == "none" and run["mode"] != "unsupervised":
@@ -226,9 +235,9 @@ class _BPNet:
         for w, m in self.masks:
             w *= m
 
-    def set_lr_factor(self, f: float):
-        for lr, (opt, _) in zip(self.lrs, self.opts):
-            opt.lr = lr * f
+    def set_lrs(self, lrs: list[float]):
+        for lr, (opt, _) in zip(lrs[-len(self.opts):], self.opts):
+            opt.lr = lr
 
     def prepare(self, x, batch):
         """The trained part's input: x, or the frozen conv layers' features of x."""
@@ -280,6 +289,13 @@ class _EPNet:
     def prepare(self, x, batch):
         return x
 
+    @property
+    def lrs(self) -> list[float]:
+        return self.net.lr
+
+    def set_lrs(self, lrs: list[float]):
+        self.net.lr = list(lrs)
+
     def _read(self):
         for i, s in enumerate(self.schemes):
             self.net.weights[i] = s.weights().astype(self.net.dtype)
@@ -311,6 +327,7 @@ def _epoch(net, x, rng, batch, target_fn, mask_fn) -> float:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it."""
     from ..data import load_fashion_mnist
+    from ..rules.eqprop import _rates
     from ..rules.sdt import DirectAssociation, SelfDefinedTarget
     from .fasthebb import label_subset
 
@@ -344,12 +361,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ev = job["eval"]["batch_size"]
     xtr, xte = net.prepare(xtr, ev), net.prepare(xte, ev)
+    mode, base_lrs = run["mode"], list(net.lrs)
     decay = max(run["bp"]["lr_decay_epochs"] or epochs, 1)
 
-    def train(kind, x_idx, n_epochs):
+    def test_acc():
+        return float(np.mean(net.outputs(xte, ev).argmax(axis=1) == yte))
+
+    def train(kind, x_idx, n_epochs, batch=batch):
         for _ in range(n_epochs):
-            if trainer == "bp":  # linear schedule over all training epochs so far (authors' LinearLR)
-                net.set_lr_factor(1.0 + (run["bp"]["lr_end"] - 1.0) * min(len(curve), decay) / decay)
+            if trainer == "bp" and mode != "semi":  # linear schedule (the authors' LinearLR, per epoch)
+                f = 1.0 + (run["bp"]["lr_end"] - 1.0) * min(len(curve), decay) / decay
+                net.set_lrs([lr * f for lr in base_lrs])
             sdt.reset()
             xs = xtr if x_idx is None else xtr[x_idx]
             if kind == "unsupervised":
@@ -361,7 +383,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             if not np.isfinite(loss):
                 raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower the lr")
 
-    mode = run["mode"]
     if trainer != "none":
         if mode == "unsupervised":
             train("unsupervised", None, epochs)
@@ -370,12 +391,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         else:
             sem = job["semi"]
             idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
-            train("supervised", idx, sem["pretrain_epochs"])
-            out_pre = net.outputs(xte, job["eval"]["batch_size"])
-            pre_acc = float(np.mean(out_pre.argmax(axis=1) == yte))
+            if sem["pretrain_lr"] is not None:
+                net.set_lrs(_rates(sem["pretrain_lr"], len(base_lrs)))
+            train("supervised", idx, sem["pretrain_epochs"], sem["batch_size"])
+            net.set_lrs(base_lrs)
+            pre_acc = test_acc()
+            if curve:
+                curve[-1]["test_acc"] = pre_acc
             for _ in range(sem["rounds"]):
                 train("unsupervised", None, 1)
-                train("supervised", idx, 1)
+                train("supervised", idx, 1, sem["batch_size"])
+                curve[-1]["test_acc"] = test_acc()
     train_time = time.perf_counter() - t0
     res: dict[str, Any] = {"run": run["name"], "trainer": trainer, "mode": mode, "card": run["card"],
                            "scheme": run["scheme"] if run["card"] else None, "seed": seed,
