@@ -57,6 +57,7 @@ BP = {
     "batch_size": Opt("int", 16, 1, 60000),
     "epochs": Opt("int", 10, 0, 10000),
     "input_dropout": Opt("float", 0.0, 0, 0.999),
+    "pretrain_lr": Opt("any", None, doc="semi: pre-training learning rate(s); null: lr"),
     "prune_conv": Opt("float", 0.5, 0, 0.999, doc="cnn: fraction of conv weights held at 0"),
     "train_conv": Opt("bool", True, doc="cnn: false holds the conv layers at their (pruned) random initialisation"),
 }
@@ -69,6 +70,7 @@ EQPROP = {
     "lr": Opt("any", 0.03, doc="a learning rate or one per weight matrix"),
     "batch_size": Opt("int", 16, 1, 60000),
     "epochs": Opt("int", 10, 0, 10000),
+    "pretrain_lr": Opt("any", None, doc="semi: pre-training learning rate(s); null: lr"),
 }
 
 SCHEMA: dict[str, Any] = {
@@ -85,7 +87,7 @@ SCHEMA: dict[str, Any] = {
         "pretrain_epochs": Opt("int", 20, 0, 10000),
         "rounds": Opt("int", 10, 0, 10000, doc="unsupervised epoch + supervised epoch, this many times"),
         "batch_size": Opt("int", 32, 1, 60000, doc="batch of the supervised epochs on the labelled images"),
-        "pretrain_lr": Opt("any", None, doc="pre-training learning rate(s); null: the trainer's"),
+        "unsupervised_lr_factor": Opt("float", 1.0, 1e-9, 1e3, doc="rounds: lr factor of the unsupervised epochs"),
     },
     "readout": {
         "epochs": Opt("int", 10, 1, 10000),
@@ -129,19 +131,15 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
                                         for h in run["hidden"]):
             raise ConfigError(f"{w}.hidden: expected a non-empty list of layer sizes >= 1, got {run['hidden']!r}")
         for sec, n in (("bp", _weight_layers(run)), ("eqprop", len(run["hidden"]) + (run["mode"] != "unsupervised"))):
-            try:
-                rates = _rates(run[sec]["lr"], n)
-            except ConfigError as e:
-                raise ConfigError(f"{w}.{sec}.{e}") from None
-            if min(rates) <= 0:
-                raise ConfigError(f"{w}.{sec}.lr: expected learning rates > 0, got {run[sec]['lr']!r}")
-        if cfg["semi"]["pretrain_lr"] is not None and run["mode"] == "semi":
-            try:
-                rates = _rates(cfg["semi"]["pretrain_lr"], _weight_layers(run))
-            except ConfigError as e:
-                raise ConfigError(f"{where} semi.pretrain_{e}") from None
-            if min(rates) <= 0:
-                raise ConfigError(f"{where} semi.pretrain_lr: expected learning rates > 0, got {rates}")
+            for key in ("lr", "pretrain_lr"):
+                if run[sec][key] is None:
+                    continue
+                try:
+                    rates = _rates(run[sec][key], n)
+                except ConfigError as e:
+                    raise ConfigError(f"{w}.{sec}.{key}{str(e).removeprefix('lr')}") from None
+                if min(rates) <= 0:
+                    raise ConfigError(f"{w}.{sec}.{key}: expected learning rates > 0, got {run[sec][key]!r}")
         if run["arch"] == "cnn" and run["trainer"] == "eqprop":
             raise ConfigError(f"{w}.arch: the cnn is trained by backprop only; expected trainer bp or none")
         if run["trainer"] == "none" and run["mode"] != "unsupervised":
@@ -391,15 +389,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         else:
             sem = job["semi"]
             idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
-            if sem["pretrain_lr"] is not None:
-                net.set_lrs(_rates(sem["pretrain_lr"], len(base_lrs)))
+            pre_lr = run["eqprop" if trainer == "eqprop" else "bp"]["pretrain_lr"]
+            net.set_lrs(base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
             train("supervised", idx, sem["pretrain_epochs"], sem["batch_size"])
-            net.set_lrs(base_lrs)
             pre_acc = test_acc()
             if curve:
                 curve[-1]["test_acc"] = pre_acc
             for _ in range(sem["rounds"]):
+                net.set_lrs([lr * sem["unsupervised_lr_factor"] for lr in base_lrs])
                 train("unsupervised", None, 1)
+                net.set_lrs(base_lrs)
                 train("supervised", idx, 1, sem["batch_size"])
                 curve[-1]["test_acc"] = test_acc()
     train_time = time.perf_counter() - t0
