@@ -57,7 +57,7 @@ BP = {
     "batch_size": Opt("int", 16, 1, 60000),
     "epochs": Opt("int", 10, 0, 10000),
     "input_dropout": Opt("float", 0.0, 0, 0.999),
-    "pretrain_lr": Opt("any", None, doc="semi: pre-training learning rate(s); null: lr"),
+    "pretrain_lr": Opt("any", None, nullable=True, doc="semi: pre-training learning rate(s); null: lr"),
     "prune_conv": Opt("float", 0.5, 0, 0.999, doc="cnn: fraction of conv weights held at 0"),
     "train_conv": Opt("bool", True, doc="cnn: false holds the conv layers at their (pruned) random initialisation"),
 }
@@ -70,7 +70,7 @@ EQPROP = {
     "lr": Opt("any", 0.03, doc="a learning rate or one per weight matrix"),
     "batch_size": Opt("int", 16, 1, 60000),
     "epochs": Opt("int", 10, 0, 10000),
-    "pretrain_lr": Opt("any", None, doc="semi: pre-training learning rate(s); null: lr"),
+    "pretrain_lr": Opt("any", None, nullable=True, doc="semi: pre-training learning rate(s); null: lr"),
 }
 
 SCHEMA: dict[str, Any] = {
