@@ -10,7 +10,9 @@ A run trains one network (one job per run and seed) in one of three modes:
   initialisation (the authors' control). Test accuracy by two read-outs of the frozen outputs:
   direct association (each output unit labelled by the class it answers most on the training set)
   and a linear classifier trained on the training set's outputs.
-* ``supervised``: the same network with 10 outputs trained on the labels (one-hot targets).
+* ``supervised``: the same network with 10 outputs trained on the labels (one-hot targets). With
+  10 class outputs the loss is softmax cross-entropy, as in the authors' semi-supervised code: a
+  linear logit layer for backprop, EqProp's read-out outside the energy (Laborieux et al.).
 * ``semi``: supervised pre-training on ``semi.labels`` labelled images (class-balanced), then
   ``semi.rounds`` times an unsupervised epoch on all images followed by a supervised epoch on the
   labelled ones; the outputs are the 10 classes.
@@ -222,6 +224,9 @@ class _BPNet:
             sizes = [784, *(run["hidden"] if run["mode"] == "unsupervised" else [*run["hidden"], n_out])]
             for a, b in zip(sizes[:-1], sizes[1:]):
                 layers += [nn.Linear(a, b, rng=rng, init="fan_in"), nn.HardSigmoid(1.0, 0.0)]
+            if run["mode"] != "unsupervised":
+                layers.pop()  # class logits
+        self.xent = run["mode"] != "unsupervised"
         self.model = nn.Sequential(*layers)
         trained = [layer for layer in self.model if layer.params]
         self.lrs = _rates(bp["lr"], _weight_layers(run))[-len(trained):]
@@ -250,7 +255,13 @@ class _BPNet:
         y = self.model.forward(x)
         mask = mask_fn(len(x))
         d = target_fn(y, mask)
-        loss, g = mse_loss(y, d, mask)
+        if self.xent:  # softmax cross-entropy to the target rows (one-hot or smoothed; each sums to 1)
+            z = y - y.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            loss = float(-(d * logp).sum(axis=1).mean())
+            g = ((np.exp(logp) - d) / len(y)).astype(y.dtype)
+        else:
+            loss, g = mse_loss(y, d, mask)
         self.model.backward(g, input_grad=False)
         for opt, layer in self.opts:
             opt.step(layer.params, layer.grads)
@@ -266,7 +277,7 @@ class _EPNet:
 
         ep = run["eqprop"]
         cfg = EqPropConfig(dt=ep["dt"], t_free=ep["t_free"], t_nudge=ep["t_nudge"], beta=ep["beta"],
-                           nudge=ep["nudge"], output="mse")
+                           nudge=ep["nudge"], output="mse" if run["mode"] == "unsupervised" else "xent")
         sizes = [784, *run["hidden"]] + ([] if run["mode"] == "unsupervised" else [10])
         self.net = EqPropNetwork(sizes, config=cfg, rng=rng, lr=ep["lr"])
         self.rng = rng
