@@ -17,11 +17,14 @@ A run trains one network (one job per run and seed) in one of three modes:
   ``semi.rounds`` times an unsupervised epoch on all images followed by a supervised epoch on the
   labelled ones; the outputs are the 10 classes.
 
-Architectures: ``mlp`` (784 → hidden … → outputs, units clip(x, 0, 1)) or ``cnn`` (the paper's
-32f5-128f3 convolutional layers, ReLU and 2×2 max-pooling, then a fully connected clip(x, 0, 1)
-output layer; backprop only; a fixed random fraction ``bp.prune_conv`` of the conv weights held at
-0). Weights and biases start U(±1/√fan_in), as in PyTorch: with larger weights most outputs start
-at the floor of the clip, where no gradient reaches them, and self-defined targets never revive them.
+Architectures: ``mlp`` (784 → hidden … → outputs, units clip(x, 0, 1)) or ``cnn`` (the authors'
+32f5-128f3 network: padded convolutions, ReLU, 4×4 max-pooling with stride 2, 6272 features, dropout
+``bp.input_dropout``, a linear output layer; backprop only; a fixed random fraction
+``bp.prune_conv`` of the conv weights held at 0; with ``bp.train_conv`` false the conv layers keep
+their initialisation and their features are computed once). Weights and biases start
+U(±1/√fan_in), as in PyTorch: with larger weights most clip(x, 0, 1) outputs start at the floor of
+the clip, where no gradient reaches them, and self-defined targets never revive them. ``bp.lr``
+may give one rate per weight layer, and ``bp.lr_end`` a linear schedule (the authors' LinearLR).
 
 On a chip (``card``, EqProp only): every weight matrix sits on a crossbar tile of the card; each
 step reads the weights from the tiles and the scheme applies the update EqProp wants (pulses on the

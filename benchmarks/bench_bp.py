@@ -1,0 +1,113 @@
+"""Backprop training throughput of the self-defined-target networks against a plain-numpy step.
+
+    python benchmarks/bench_bp.py [--quick] [--batch B]
+
+Networks (those of ``examples/sdt``, built by the experiment, float32, seed 0), each trained one
+step on a batch of random images towards its self-defined target (k-WTA of y − H, homeostasis):
+* 784-2000 MLP, clip(x, 0, 1) outputs, SGD (the unsupervised one-layer network);
+* the CNN's output layer on frozen conv features: 6272 -> 3000, Adam (``train_conv: false``);
+* the CNN end to end, conv layers trained (50 % pruned), Adam.
+
+Baseline, measured in the same run: the same forward, target and loss, then the full backward
+(down to the input gradient) and the optimiser written as plain numpy (Adam: the twin in
+``tests/reference/optim.py``). Ours: :class:`neuroemu.experiments.sdt` networks' step (the backward
+stops at the lowest weights; Adam is one fused numba pass per array). Both start from the same
+weights and the benchmark checks that one step of each gives the same weights. Ratio = baseline
+time / our time (higher is better); throughput = training samples per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import median_times  # noqa: E402
+from tests.reference.optim import adam_step as numpy_adam  # noqa: E402
+
+from neuroemu.config import validate  # noqa: E402
+from neuroemu.experiments import sdt  # noqa: E402
+from neuroemu.nn import mse_loss  # noqa: E402
+from neuroemu.rules.sdt import SelfDefinedTarget  # noqa: E402
+
+CASES = [
+    ("MLP 784-2000, SGD", {"hidden": [2000]}, {"optimizer": "sgd", "lr": 0.008}, (784,), 6),
+    ("CNN output layer 6272-3000, Adam", {"arch": "cnn", "outputs": 3000},
+     {"optimizer": "adam", "lr": 2.5e-6, "train_conv": False}, (1, 28, 28), 1),
+    ("CNN end to end, Adam", {"arch": "cnn", "outputs": 3000}, {"optimizer": "adam", "lr": 2.5e-6},
+     (1, 28, 28), 1),
+]
+
+
+class PlainStep:
+    """The baseline: a copy of the network trained with the full backward and numpy optimisers."""
+
+    def __init__(self, net, sgd: bool):
+        self.net, self.sgd = copy.deepcopy(net), sgd  # the copy's pruning masks act on the copied weights
+        self.state = [[(np.zeros_like(p), np.zeros_like(p)) for p in layer.params] for _, layer in self.net.opts]
+        self.t = 0
+
+    def __call__(self, x, target_fn):
+        y = self.net.model.forward(x)
+        loss, g = mse_loss(y, target_fn(y, None), None)
+        self.net.model.backward(g)
+        self.t += 1
+        a, r = 1.0 / (1 - 0.9 ** self.t), 1.0 / np.sqrt(1 - 0.999 ** self.t)
+        for lr, (_, layer), state in zip(self.net.lrs, self.net.opts, self.state):
+            for p, gp, (m, s) in zip(layer.params, layer.grads, state):
+                if self.sgd:
+                    p -= lr * gp
+                else:
+                    numpy_adam(p, gp.astype(p.dtype), m, s, lr * a, 0.9, 0.999, r, 1e-8)
+        self.net._prune()
+        return loss
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args(argv)
+    repeat, nb = (3 if args.quick else 10), args.batch
+    rows = []
+    for name, run_opts, bp, shape, k in CASES:
+        run = validate({"trainer": "bp", **run_opts}, sdt.RUN, "run")
+        run["bp"] = validate(bp, sdt.BP, "bp")
+        net = sdt._BPNet(run, np.random.default_rng(0))
+        plain = PlainStep(net, bp["optimizer"] == "sgd")
+        n_out = sdt._n_out(run)
+        x = net.prepare(np.random.default_rng(1).random((nb, *shape), dtype=np.float32), nb)
+        targets = [SelfDefinedTarget(n_out, k=k, gamma=0.3) for _ in range(2)]
+
+        def ours():
+            return net.step(x, lambda y, m: targets[0](y, m), lambda n: None)
+
+        def baseline():
+            return plain(x, lambda y, m: targets[1](y, m))
+
+        ours(), baseline()  # one step each from the same weights: the same result
+        for p, q in zip(net.model.params, plain.net.model.params):
+            np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-6)
+        times = median_times([baseline, ours], repeat)
+        for case, t in zip(("plain numpy step", "ours"), times):
+            rows.append({"network": name, "case": case, "ms": t * 1e3, "samples_per_s": nb / t,
+                         "ratio": times[0] / t})
+
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    print(f"backprop training step to the self-defined target, batch {nb}, float32; median of {repeat}; "
+          f"OPENBLAS_NUM_THREADS={threads}")
+    print(f"{'network':<34} {'case':<17} {'ms':>9} {'samples/s':>11} {'ratio':>7}")
+    for r in rows:
+        print(f"{r['network']:<34} {r['case']:<17} {r['ms']:>9.2f} {r['samples_per_s']:>11.0f} {r['ratio']:>7.2f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
