@@ -45,7 +45,8 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert "direct_association" in rows["none/784-20/unsupervised"] and "pretrain_acc" in rows["eqprop/784-20/semi"]
     assert rows["eqprop/784-20/unsupervised/rram_gong2018/stochastic"]["pulses_per_synapse"] > 0
     assert "| eqprop/784-20/semi | semi |" in (out / "RESULTS.md").read_text()
-    assert (out / "figures" / "training_loss.png").stat().st_size > 1000
+    assert all((out / "figures" / f).stat().st_size > 1000
+               for f in ("training_loss.png", "readouts.png", "semi_test_accuracy.png"))
     semi = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["run"] == "eqprop/784-20/semi"]
     assert [r["phase"] for r in semi] == ["supervised"] * 2 + ["unsupervised", "supervised"]
     assert [bool(r["test_acc"]) for r in semi] == [False, True, False, True]  # after pre-training, each round

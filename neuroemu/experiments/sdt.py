@@ -495,6 +495,20 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
         plot.plot_learning_curves(curve, ax=fig.add_subplot(), y="loss", run=("run", "seed"))
         paths.append(plot._save(fig, figs / "training_loss.png", 120))
+    unsup = [r for r in rows if "linear_readout" in r]
+    if unsup:
+        fig = plot._file_figure(figsize=(8.5, 1.4 + 0.45 * len(unsup)), layout="constrained")
+        plot.plot_run_bars({"runs": [r["run"] for r in unsup], "value": [r["linear_readout"] for r in unsup],
+                            "std": [r["linear_readout_std"] for r in unsup], "metric": "linear read-out",
+                            "extra": {"direct association": [r["direct_association"] for r in unsup]}},
+                           ax=fig.add_subplot(), xlabel="test accuracy (%)")
+        paths.append(plot._save(fig, figs / "readouts.png", 120))
+    accs = [c for c in curve if c.get("test_acc") is not None]
+    if accs:
+        fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+        ax = plot.plot_learning_curves(accs, ax=fig.add_subplot(), y="test_acc", run=("run", "seed"))
+        ax.set_xlabel("epoch (pre-training, then one unsupervised + one supervised epoch per round)")
+        paths.append(plot._save(fig, figs / "semi_test_accuracy.png", 120))
 
     def cell(r, k):
         if k not in r:
