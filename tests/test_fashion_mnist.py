@@ -362,3 +362,14 @@ def test_real_test_split():
     assert X.shape == (10000, 784) and X.dtype == np.float32
     assert 0.0 <= X.min() and X.max() <= 1.0
     assert set(np.unique(y).tolist()) == set(range(10))
+
+
+def test_write_idx_gz_is_reproducible(tmp_path):
+    """No timestamp in the gzip header: mirrors written a second apart hold the same bytes."""
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    fm.write_idx(tmp_path / "a.idx.gz", a)
+    first = (tmp_path / "a.idx.gz").read_bytes()
+    assert first[4:8] == b"\0\0\0\0"  # the gzip header's MTIME field
+    np.testing.assert_array_equal(fm.read_idx(tmp_path / "a.idx.gz"), a)
+    fm.write_idx(tmp_path / "a.idx.gz", a)
+    assert (tmp_path / "a.idx.gz").read_bytes() == first

@@ -168,7 +168,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
         + np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
     )
     if path.name.endswith(".gz"):
-        payload = gzip.compress(payload)
+        payload = gzip.compress(payload, mtime=0)  # no timestamp: the same array, the same bytes
     try:
         path.write_bytes(payload)
     except OSError as exc:
