@@ -526,6 +526,22 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     s, bp, ep, sem = cfg["sdt"], cfg["bp"], cfg["eqprop"], cfg["semi"]
     sched = "" if bp["lr_end"] == 1 else \
         f" (linear schedule to ×{bp['lr_end']:g} over {bp['lr_decay_epochs'] or bp['epochs']} epochs)"
+    used = {r["trainer"] for r in cfg["runs"]} | {r["mode"] for r in cfg["runs"]}
+    settings = []
+    if "bp" in used:
+        settings.append(f"""* backprop: {bp['optimizer']} lr {bp['lr']}{sched}, batch {bp['batch_size']}, {bp['epochs']} epochs,
+  input dropout {bp['input_dropout']:g}; cnn: conv weights pruned {bp['prune_conv']:g}, conv layers
+  {'trained' if bp['train_conv'] else 'held at their random initialisation'}
+""")
+    if "eqprop" in used:
+        settings.append(f"""* EqProp: dt {ep['dt']:g}, {ep['t_free']} free + {ep['t_nudge']} nudged steps, β {ep['beta']:g} ({ep['nudge']}),
+  lr {ep['lr']}, batch {ep['batch_size']}, {ep['epochs']} epochs
+""")
+    if "semi" in used:
+        settings.append(f"""* semi-supervised: {sem['labels']} labels, {sem['pretrain_epochs']} pre-training epochs (batch {sem['batch_size']}),
+  then {sem['rounds']} rounds of one unsupervised epoch (lr × {sem['unsupervised_lr_factor']:g}) and one supervised
+  epoch; pre-training lr: backprop {bp['pretrain_lr'] or bp['lr']}, EqProp {ep['pretrain_lr'] or ep['lr']}
+""")
     text = f"""# Self-defined targets (WTA + homeostasis) on Fashion-MNIST
 
 {cfg['description'] or ''}
@@ -538,13 +554,7 @@ Produced by:
 
 * self-defined target (defaults; runs may override): k-WTA of y − H, k = {s['k']}, γ = {s['gamma']:g},
   output dropout {s['output_dropout']:g}, label smoothing {s['smoothing']:g}; H reset every epoch
-* backprop: {bp['optimizer']} lr {bp['lr']}{sched} on ½Σ(y − d)², batch {bp['batch_size']}, {bp['epochs']} epochs,
-  input dropout {bp['input_dropout']:g}; cnn: conv weights pruned {bp['prune_conv']:g}, conv layers
-  {'trained' if bp['train_conv'] else 'held at their random initialisation'}
-* EqProp: dt {ep['dt']:g}, {ep['t_free']} free + {ep['t_nudge']} nudged steps, β {ep['beta']:g} ({ep['nudge']}),
-  lr {ep['lr']}, batch {ep['batch_size']}, {ep['epochs']} epochs
-* semi-supervised: {sem['labels']} labels, {sem['pretrain_epochs']} pre-training epochs, then {sem['rounds']} rounds of
-  one unsupervised + one supervised epoch
+{"".join(settings)}* losses: ½Σ(y − d)² over the output units (unsupervised), softmax cross-entropy (10 class outputs)
 * unsupervised runs: test accuracy = the linear read-out (softmax regression on the frozen outputs,
   all training labels); direct association labels each output unit with its most frequent class on
   the training set
@@ -552,7 +562,8 @@ Produced by:
   MNIST 784-2000: 97.1 % BP / 97.3 % EP, random control 97.07 %; semi-supervised MNIST 784-5000-10,
   600 labels: 96.6 % EP / 94.9 % BP (pre-training only 91.8 / 90.3 %)
 * seeds {', '.join(map(str, cfg['seeds']))}; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
-  wall time {meta['wall_time_s']:.0f} s
+  {meta['wall_time_s']:.0f} s of wall time (jobs finished before are loaded, not rerun; the table gives
+  each run's training time)
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
