@@ -529,13 +529,14 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     used = {r["trainer"] for r in cfg["runs"]} | {r["mode"] for r in cfg["runs"]}
     settings = []
     if "bp" in used:
-        settings.append(f"""* backprop: {bp['optimizer']} lr {bp['lr']}{sched}, batch {bp['batch_size']}, {bp['epochs']} epochs,
-  input dropout {bp['input_dropout']:g}; cnn: conv weights pruned {bp['prune_conv']:g}, conv layers
-  {'trained' if bp['train_conv'] else 'held at their random initialisation'}
-""")
+        cnn = any(r["arch"] == "cnn" for r in cfg["runs"])
+        settings.append(f"""* backprop: {bp['optimizer']} lr {bp['lr']}{sched}, batch {bp['batch_size']}, {bp['epochs']} epochs
+  (unsupervised and supervised runs), input dropout {bp['input_dropout']:g}""" + (f"""; cnn: conv weights pruned
+  {bp['prune_conv']:g}, conv layers {'trained' if bp['train_conv'] else 'held at their random initialisation'}""" if cnn else "")
+                        + "\n")
     if "eqprop" in used:
         settings.append(f"""* EqProp: dt {ep['dt']:g}, {ep['t_free']} free + {ep['t_nudge']} nudged steps, β {ep['beta']:g} ({ep['nudge']}),
-  lr {ep['lr']}, batch {ep['batch_size']}, {ep['epochs']} epochs
+  lr {ep['lr']}, batch {ep['batch_size']}, {ep['epochs']} epochs (unsupervised and supervised runs)
 """)
     if "semi" in used:
         settings.append(f"""* semi-supervised: {sem['labels']} labels, {sem['pretrain_epochs']} pre-training epochs (batch {sem['batch_size']}),
