@@ -304,6 +304,11 @@ class _Pool2d(_NoParams):
             out[:, :, :p], out[:, :, p + h:], out[:, :, :, :p], out[:, :, :, p + w:] = fill, fill, fill, fill
         return out
 
+    def _padded_zeros(self, x_shape: tuple, dtype) -> np.ndarray:
+        """The input gradient's buffer, padded like the input; :meth:`_crop` cuts the padding off."""
+        n, c, h, w = x_shape
+        return np.zeros((n, c, h + 2 * self.pad, w + 2 * self.pad), dtype)
+
     def _crop(self, gx: np.ndarray) -> np.ndarray:
         p = self.pad
         return gx[:, :, p:gx.shape[2] - p, p:gx.shape[3] - p] if p else gx
@@ -342,8 +347,7 @@ class MaxPool2d(_Pool2d):
         arg, x_shape, dtype = self._cache
         gy = _check_grad(gy, arg.shape, dtype)
         ho, wo = arg.shape[2:]
-        n, c, h, w = x_shape
-        gx = np.zeros((n, c, h + 2 * self.pad, w + 2 * self.pad), dtype)
+        gx = self._padded_zeros(x_shape, dtype)
         zero = dtype.type(0)
         for o, (ki, kj) in self._offsets():
             gx[_window(ki, kj, ho, wo, self.stride)] += np.where(arg == o, gy, zero)
@@ -371,8 +375,7 @@ class AvgPool2d(_Pool2d):
         x_shape, y_shape, dtype = self._cache
         g = _check_grad(gy, y_shape, dtype) * dtype.type(1.0 / (self.k * self.k))
         ho, wo = y_shape[2:]
-        n, c, h, w = x_shape
-        gx = np.zeros((n, c, h + 2 * self.pad, w + 2 * self.pad), dtype)
+        gx = self._padded_zeros(x_shape, dtype)
         for _, (ki, kj) in self._offsets():
             gx[_window(ki, kj, ho, wo, self.stride)] += g
         return self._crop(gx)
