@@ -47,7 +47,11 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert "| eqprop/784-20/semi | semi |" in (out / "RESULTS.md").read_text()
     assert all((out / "figures" / f).stat().st_size > 1000
                for f in ("training_loss.png", "readouts.png", "semi_test_accuracy.png"))
-    semi = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["run"] == "eqprop/784-20/semi"]
+    rows_csv = list(csv.DictReader(open(out / "metrics.csv")))
+    unsup = [r for r in rows_csv if r["run"] == "bp/784-20/unsupervised"]
+    assert len(unsup) == 2 and all(0 <= float(r["direct_association"]) <= 1 for r in unsup)  # after every epoch
+    assert (out / "figures" / "direct_association.png").stat().st_size > 1000
+    semi = [r for r in rows_csv if r["run"] == "eqprop/784-20/semi"]
     assert [r["phase"] for r in semi] == ["supervised"] * 2 + ["unsupervised", "supervised"]
     assert [bool(r["test_acc"]) for r in semi] == [False, True, False, True]  # after pre-training, each round
 

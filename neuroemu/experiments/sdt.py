@@ -9,7 +9,9 @@ A run trains one network (one job per run and seed) in one of three modes:
   propagation (``trainer: eqprop``). ``trainer: none`` leaves the network at its random
   initialisation (the authors' control). Test accuracy by two read-outs of the frozen outputs:
   direct association (each output unit labelled by the class it answers most on the training set)
-  and a linear classifier trained on the training set's outputs.
+  and a linear classifier trained on the training set's outputs. After every epoch, direct association
+  on the first 10 000 training and 2000 test images is logged (metrics.csv, a figure), to show when
+  the outputs gain or lose class selectivity.
 * ``supervised``: the same network with 10 outputs trained on the labels (one-hot targets). With
   10 class outputs the loss is softmax cross-entropy, as in the authors' semi-supervised code: a
   linear logit layer for backprop, EqProp's read-out outside the energy (Laborieux et al.).
@@ -187,6 +189,7 @@ def _n_out(run: dict[str, Any]) -> int:
 
 
 CNN_FEATURES = 128 * 7 * 7
+MONITOR = (10000, 2000)  # unsupervised runs: direct association after every epoch on these many train/test images
 
 
 def _weight_layers(run: dict[str, Any]) -> int:
@@ -376,6 +379,18 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     mode, base_lrs = run["mode"], list(net.lrs)
     decay = max(run["bp"]["lr_decay_epochs"] or epochs, 1)
 
+    monitor_s = [0.0]
+
+    def monitor() -> float:
+        """Direct association fitted on the first MONITOR[0] training images, scored on the first
+        MONITOR[1] test images (not counted in the training time)."""
+        t = time.perf_counter()
+        n_tr, n_te = MONITOR
+        da = DirectAssociation(10).fit(net.outputs(xtr[:n_tr], ev), ytr[:n_tr]).accuracy(
+            net.outputs(xte[:n_te], ev), yte[:n_te])
+        monitor_s[0] += time.perf_counter() - t
+        return da
+
     def test_acc():
         return float(np.mean(net.outputs(xte, ev).argmax(axis=1) == yte))
 
@@ -392,6 +407,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 ys = ytr if x_idx is None else ytr[x_idx]
                 loss = _epoch(net, xs, rng_order, batch, lambda y, m, idx: onehot[ys[idx]], no_mask)
             curve.append({"run": run["name"], "seed": seed, "epoch": len(curve) + 1, "phase": kind, "loss": loss})
+            if mode == "unsupervised":
+                curve[-1]["direct_association"] = monitor()
             if not np.isfinite(loss):
                 raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower the lr")
 
@@ -415,7 +432,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 net.set_lrs(base_lrs)
                 train("supervised", idx, 1, sem["batch_size"])
                 curve[-1]["test_acc"] = test_acc()
-    train_time = time.perf_counter() - t0
+    train_time = time.perf_counter() - t0 - monitor_s[0]
     res: dict[str, Any] = {"run": run["name"], "trainer": trainer, "mode": mode, "card": run["card"],
                            "scheme": run["scheme"] if run["card"] else None, "seed": seed,
                            "train_time_s": train_time, "curve": curve}
@@ -503,6 +520,12 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                             "extra": {"direct association": [r["direct_association"] for r in unsup]}},
                            ax=fig.add_subplot(), xlabel="test accuracy (%)")
         paths.append(plot._save(fig, figs / "readouts.png", 120))
+    das = [c for c in curve if c.get("direct_association") is not None]
+    if das:
+        fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+        ax = plot.plot_learning_curves(das, ax=fig.add_subplot(), y="direct_association", run=("run", "seed"))
+        ax.set_ylabel(f"direct association (%), first {MONITOR[1]} test images")
+        paths.append(plot._save(fig, figs / "direct_association.png", 120))
     accs = [c for c in curve if c.get("test_acc") is not None]
     if accs:
         fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
