@@ -624,20 +624,28 @@ class Sequential:
 
 # ----------------------------------------------------------------------------- loss and training
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of softmax(logits) (N, n_classes) against integer labels (N,), computed with
-    log-sum-exp, and its gradient (softmax(logits) − onehot(labels)) / N, of logits' dtype."""
+    """Mean cross-entropy of softmax(logits) (N, n_classes) against integer labels (N,) or target
+    distributions (N, n_classes) (e.g. smoothed one-hot rows), computed with log-sum-exp, and its
+    gradient (softmax(logits) − targets) / N, of logits' dtype."""
     z = _as_float(logits, np.dtype(np.float64))
     if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:
         raise ValueError(f"logits: expected a 2-d array (N, n_classes) with N, n_classes >= 1, got shape {z.shape}")
     n, n_classes = z.shape
-    y = _check_labels(labels, n, n_classes)
     z = z - z.max(axis=1, keepdims=True)
     ez = np.exp(z)
     total = ez.sum(axis=1, keepdims=True)
-    rows = np.arange(n)
-    loss = -float(np.mean(z[rows, y] - np.log(total[:, 0]), dtype=np.float64))
     grad = ez / total
-    grad[rows, y] -= z.dtype.type(1)
+    if np.ndim(labels) == 2:
+        d = np.asarray(labels, dtype=z.dtype)
+        if d.shape != z.shape or not np.allclose(d.sum(axis=1), 1.0):
+            raise ValueError(f"labels: expected target rows of shape {z.shape} that sum to 1, got shape {d.shape}")
+        loss = -float(np.mean(((z - np.log(total)) * d).sum(axis=1), dtype=np.float64))
+        grad -= d
+    else:
+        y = _check_labels(labels, n, n_classes)
+        rows = np.arange(n)
+        loss = -float(np.mean(z[rows, y] - np.log(total[:, 0]), dtype=np.float64))
+        grad[rows, y] -= z.dtype.type(1)
     grad /= z.dtype.type(n)
     return loss, grad
 

@@ -357,3 +357,20 @@ def test_backward_without_input_gradient():
         grads.append(net.grads)
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
+
+
+def test_softmax_cross_entropy_target_rows():
+    """Target rows give the same loss and gradient as the labels they one-hot encode, and smoothed rows
+    the expected mix; rows that do not sum to 1 are rejected."""
+    z = np.random.default_rng(9).standard_normal((4, 3))
+    y = np.array([0, 2, 1, 2])
+    onehot = np.eye(3)[y]
+    for a, b in zip(softmax_cross_entropy(z, y), softmax_cross_entropy(z, onehot)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    smooth = 0.7 * onehot + 0.1
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss, g = softmax_cross_entropy(z, smooth)
+    assert loss == pytest.approx(-(smooth * logp).sum(axis=1).mean())
+    np.testing.assert_allclose(g, (np.exp(logp) - smooth) / 4)
+    with pytest.raises(ValueError, match="sum to 1"):
+        softmax_cross_entropy(z, onehot * 2)

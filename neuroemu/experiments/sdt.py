@@ -256,18 +256,13 @@ class _BPNet:
         return self.model.predict(x, batch_size=batch)
 
     def step(self, x, target_fn, mask_fn) -> float:
-        from ..nn import mse_loss
+        from ..nn import mse_loss, softmax_cross_entropy
 
         y = self.model.forward(x)
         mask = mask_fn(len(x))
         d = target_fn(y, mask)
-        if self.xent:  # softmax cross-entropy to the target rows (one-hot or smoothed; each sums to 1)
-            z = y - y.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            loss = float(-(d * logp).sum(axis=1).mean())
-            g = ((np.exp(logp) - d) / len(y)).astype(y.dtype)
-        else:
-            loss, g = mse_loss(y, d, mask)
+        # the target rows: one-hot or smoothed, each summing to 1
+        loss, g = softmax_cross_entropy(y, d) if self.xent else mse_loss(y, d, mask)
         self.model.backward(g, input_grad=False)
         for opt, layer in self.opts:
             opt.step(layer.params, layer.grads)
