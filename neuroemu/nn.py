@@ -51,7 +51,9 @@ __all__ = [
     "SGD",
     "Sequential",
     "accuracy",
+    "fit_softmax_regression",
     "fold_patches",
+    "linear_probe",
     "mse_loss",
     "out_size",
     "patches",
@@ -718,3 +720,79 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -
     y = _check_labels(y, len(x))
     logits = model.predict(x, batch_size=batch_size)
     return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def fit_softmax_regression(x: np.ndarray, y: np.ndarray, *, l2: float = 0.0, n_classes: int | None = None,
+                           max_iter: int = 500, init: Linear | None = None) -> Linear:
+    """Multinomial logistic regression by full-batch L-BFGS (scipy): the :class:`Linear` layer (float32)
+    minimising mean :func:`softmax_cross_entropy` + ½·l2·‖w‖² (the bias is not penalised) on features x
+    (N, n) and integer labels y (N,). Deterministic; ``init`` (a Linear of the same shape) warm-starts it.
+    Stops after ``max_iter`` iterations or at scipy's default tolerances."""
+    from scipy.optimize import minimize
+
+    x = np.ascontiguousarray(_as_float(x, np.dtype(np.float32)), dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"x: expected features of shape (N, n) with N >= 1, got shape {x.shape}")
+    n, d = x.shape
+    y = _check_labels(y, n, n_classes)
+    c = int(n_classes) if n_classes is not None else int(y.max()) + 1
+    l2, max_iter = float(l2), _int("max_iter", max_iter, 1)
+    if not (math.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2: expected a finite value >= 0, got {l2}")
+
+    def objective(theta):
+        w = theta[:c * d].reshape(c, d)
+        z = x @ w.T.astype(np.float32) + theta[c * d:].astype(np.float32)
+        loss, g = softmax_cross_entropy(z, y)
+        gw = (g.T.astype(np.float32) @ x).astype(np.float64) + l2 * w
+        return loss + 0.5 * l2 * float(np.sum(w * w)), np.concatenate([gw.ravel(), g.sum(axis=0)])
+
+    out = Linear(d, c, rng=0)
+    if init is not None:
+        if init.w.shape != (c, d) or init.b is None:
+            raise ValueError(f"init: expected a Linear({d}, {c}) with a bias, got {init!r}")
+        theta0 = np.concatenate([init.w.ravel(), init.b]).astype(np.float64)
+    else:
+        theta0 = np.zeros(c * d + c)
+    res = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    out.w[:] = res.x[:c * d].reshape(c, d)
+    out.b[:] = res.x[c * d:]
+    return out
+
+
+def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndarray, *,
+                 l2: float | list[float] = (1e-4, 1e-3, 1e-2), validation: int = 10000, max_iter: int = 500,
+                 rng: Any = 0) -> dict[str, Any]:
+    """Test accuracy of a linear classifier on frozen features: the features standardised with the
+    training set's mean and std, then :func:`fit_softmax_regression`. With several ``l2`` values, each is
+    fitted on the training set less ``validation`` held-out samples (drawn by ``rng``) and the one with the
+    best held-out accuracy is refitted on the whole training set; the test set plays no part in the choice.
+    Returns {"test_acc", "l2", "val_acc": {l2: held-out accuracy}}."""
+    ftr, fte = np.asarray(ftr), np.asarray(fte)
+    if ftr.ndim != 2 or fte.ndim != 2 or ftr.shape[1] != fte.shape[1]:
+        raise ValueError(f"ftr, fte: expected features (N, n) with the same n, got {ftr.shape} and {fte.shape}")
+    ytr, yte = _check_labels(ytr, len(ftr)), _check_labels(yte, len(fte))
+    grid = sorted({float(v) for v in np.atleast_1d(l2)})
+    if not grid:
+        raise ValueError("l2: expected at least one value")
+    mu, sd = ftr.mean(axis=0), ftr.std(axis=0) + 1e-6
+    xtr = ((ftr - mu) / sd).astype(np.float32)
+    xte = ((fte - mu) / sd).astype(np.float32)
+    c = int(max(ytr.max(), yte.max())) + 1
+    val: dict[float, float] = {}
+    layer = None
+    if len(grid) > 1:
+        validation = _int("validation", validation, 1)
+        if validation >= len(xtr):
+            raise ValueError(f"validation: expected fewer held-out samples than the {len(xtr)} training ones, "
+                             f"got {validation}")
+        order = _as_rng(rng).permutation(len(xtr))
+        fit_i, val_i = order[validation:], order[:validation]
+        fits = {}
+        for v in reversed(grid):  # strongest first: each fit warm-starts the next
+            layer = fit_softmax_regression(xtr[fit_i], ytr[fit_i], l2=v, n_classes=c, max_iter=max_iter, init=layer)
+            fits[v], val[v] = layer, accuracy(Sequential(layer), xtr[val_i], ytr[val_i])
+        layer = fits[max(val, key=val.get)]
+    best = max(val, key=val.get) if val else grid[0]
+    layer = fit_softmax_regression(xtr, ytr, l2=best, n_classes=c, max_iter=max_iter, init=layer)
+    return {"test_acc": accuracy(Sequential(layer), xte, yte), "l2": best, "val_acc": val}

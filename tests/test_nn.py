@@ -16,7 +16,9 @@ from neuroemu.nn import (
     ReLU,
     Sequential,
     accuracy,
+    fit_softmax_regression,
     fold_patches,
+    linear_probe,
     mse_loss,
     out_size,
     patches,
@@ -269,6 +271,50 @@ def test_weight_decay_shrinks_weights():
         train_classifier(net, x, y, epochs=2, batch_size=10, lr=1e-2, rng=0, weight_decay=wd)
         norms.append(np.linalg.norm(net[1].w))
     assert norms[1] < norms[0]
+
+
+def _gauss_classes(seed, n, d=8, c=3, sep=1.0):
+    g = np.random.default_rng(seed)
+    centres = g.normal(size=(c, d)) * sep
+    y = g.integers(0, c, n)
+    return centres[y] + g.normal(size=(n, d)), y
+
+
+@pytest.mark.parametrize("l2", [1e-2, 0.3])
+def test_softmax_regression_reaches_the_optimum(l2):
+    """At the returned weights the gradient of mean cross-entropy + ½·l2·‖w‖², computed here in float64,
+    vanishes; the fit is deterministic."""
+    x, y = _gauss_classes(0, 300)
+    layer = fit_softmax_regression(x, y, l2=l2, max_iter=1000)
+    z = x @ layer.w.T.astype(np.float64) + layer.b
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    gw, gb = p.T @ x / len(y) + l2 * layer.w, p.mean(axis=0)
+    assert np.abs(gw).max() < 1e-3 and np.abs(gb).max() < 1e-3
+    assert np.linalg.norm(layer.w) > 0.05
+    again = fit_softmax_regression(x, y, l2=l2, max_iter=1000)
+    np.testing.assert_array_equal(layer.w, again.w)
+    # a stronger penalty gives smaller weights
+    assert np.linalg.norm(fit_softmax_regression(x, y, l2=10 * l2).w) < np.linalg.norm(layer.w)
+
+
+def test_linear_probe_chooses_l2_on_held_out_training_samples():
+    x, y = _gauss_classes(1, 1200, d=20, c=4, sep=0.6)
+    xtr, ytr, xte, yte = x[:1000], y[:1000], x[1000:], y[1000:]
+    res = linear_probe(xtr, ytr, xte, yte, l2=[1e-3, 1e2], validation=300)
+    assert res["l2"] == 1e-3 and set(res["val_acc"]) == {1e-3, 1e2}
+    assert res["val_acc"][1e-3] > res["val_acc"][1e2] and res["test_acc"] > 0.8
+    # the test labels play no part in the fit
+    assert linear_probe(xtr, ytr, xte, (yte + 1) % 4, l2=[1e-3, 1e2], validation=300)["l2"] == 1e-3
+    single = linear_probe(xtr, ytr, xte, yte, l2=1e-3)
+    assert single["val_acc"] == {} and single["l2"] == 1e-3 and single["test_acc"] > 0.8
+    with pytest.raises(ValueError, match="validation"):
+        linear_probe(xtr, ytr, xte, yte, l2=[1e-3, 1e-2], validation=1000)
+    with pytest.raises(ValueError, match="same n"):
+        linear_probe(xtr, ytr, xte[:, :3], yte)
+    with pytest.raises(ValueError, match="l2"):
+        fit_softmax_regression(xtr, ytr, l2=-1.0)
 
 
 # ----------------------------------------------------------------------------- errors

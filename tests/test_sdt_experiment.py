@@ -56,6 +56,20 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert [bool(r["test_acc"]) for r in semi] == [False, True, False, True]  # after pre-training, each round
 
 
+def test_sdt_lbfgs_readout(tmp_path, tiny_data):  # noqa: F811
+    out = tmp_path / "out"
+    runs = [{"trainer": "bp", "hidden": [20]}, {"trainer": "none", "hidden": [20]}]
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=runs,
+                 readout={"method": "lbfgs", "l2": [1e-3, 1.0], "validation": 40, "max_iter": 50})
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["table"]}
+    assert all(10 < r["linear_readout"] <= 100 for r in rows.values())
+    text = (out / "RESULTS.md").read_text()
+    assert "L-BFGS" in text and "chosen: bp/784-20/unsupervised" in text
+    cfg.write_text(cfg.read_text().replace("- 1.0", "- -1.0"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+
+
 @pytest.mark.parametrize("runs,message", [
     ([{"trainer": "eqprop", "arch": "cnn"}], "the cnn is trained by backprop only"),
     ([{"trainer": "none", "mode": "semi"}], "expected mode unsupervised"),
