@@ -56,7 +56,7 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert [bool(r["test_acc"]) for r in semi] == [False, True, False, True]  # after pre-training, each round
 
 
-def test_sdt_lbfgs_readout(tmp_path, tiny_data):  # noqa: F811
+def test_sdt_lbfgs_readout(tmp_path, tiny_data, capsys):  # noqa: F811
     out = tmp_path / "out"
     runs = [{"trainer": "bp", "hidden": [20]}, {"trainer": "none", "hidden": [20]}]
     cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=runs,
@@ -68,6 +68,7 @@ def test_sdt_lbfgs_readout(tmp_path, tiny_data):  # noqa: F811
     assert "L-BFGS" in text and "chosen: bp/784-20/unsupervised" in text
     cfg.write_text(cfg.read_text().replace("- 1.0", "- -1.0"))
     assert main(["run", str(cfg), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+    assert "readout.l2: expected an L2 penalty >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("runs,message", [

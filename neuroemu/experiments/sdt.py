@@ -84,9 +84,11 @@ EQPROP = {
 }
 
 def _check_l2(value: Any, where: str) -> list[float]:
-    if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
                             for v in value):
-        raise ConfigError(f"{where}: expected a non-empty list of L2 penalties >= 0, got {value!r}")
+        raise ConfigError(f"{where}: expected an L2 penalty >= 0 or a non-empty list of them, got {value!r}")
     return [float(v) for v in value]
 
 
@@ -113,8 +115,8 @@ SCHEMA: dict[str, Any] = {
         "epochs": Opt("int", 10, 1, 10000),
         "batch_size": Opt("int", 128, 1, 60000),
         "lr": Opt("float", 1e-3, 1e-12, 1e3),
-        "l2": Opt("list", [1e-4, 1e-3, 1e-2], check=_check_l2,
-                  doc="lbfgs: L2 penalties; with several, the best on `validation` held-out training images"),
+        "l2": Opt("any", [1e-4, 1e-3, 1e-2], check=_check_l2,
+                  doc="lbfgs: an L2 penalty, or a list: the best on `validation` held-out training images"),
         "validation": Opt("int", 10000, 1, 1000000, doc="lbfgs: held-out training images that choose l2"),
         "max_iter": Opt("int", 500, 1, 100000, doc="lbfgs: iterations"),
     },

@@ -14,7 +14,8 @@ present, against k / (units present), which corrects for the dropout) and label 
 
 Read-outs of the unsupervised outputs: :class:`DirectAssociation` labels every output unit with the
 class it wins most often on a labelled subset and predicts the class of the winning unit; a linear
-classifier on the frozen outputs is :func:`neuroemu.nn.train_classifier` on them.
+classifier on the frozen outputs is :func:`neuroemu.nn.linear_probe` (or
+:func:`neuroemu.nn.train_classifier`) on them.
 """
 
 from __future__ import annotations
