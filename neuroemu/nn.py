@@ -780,7 +780,7 @@ def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndar
     xte = ((fte - mu) / sd).astype(np.float32)
     c = int(max(ytr.max(), yte.max())) + 1
     val: dict[float, float] = {}
-    layer = None
+    best, layer = grid[0], None
     if len(grid) > 1:
         validation = _int("validation", validation, 1)
         if validation >= len(xtr):
@@ -792,7 +792,7 @@ def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndar
         for v in reversed(grid):  # strongest first: each fit warm-starts the next
             layer = fit_softmax_regression(xtr[fit_i], ytr[fit_i], l2=v, n_classes=c, max_iter=max_iter, init=layer)
             fits[v], val[v] = layer, accuracy(Sequential(layer), xtr[val_i], ytr[val_i])
-        layer = fits[max(val, key=val.get)]
-    best = max(val, key=val.get) if val else grid[0]
+        best = max(val, key=val.get)
+        layer = fits[best]
     layer = fit_softmax_regression(xtr, ytr, l2=best, n_classes=c, max_iter=max_iter, init=layer)
     return {"test_acc": accuracy(Sequential(layer), xte, yte), "l2": best, "val_acc": val}

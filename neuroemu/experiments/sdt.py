@@ -83,11 +83,14 @@ EQPROP = {
     "pretrain_lr": Opt("any", None, nullable=True, doc="semi: pre-training learning rate(s); null: lr"),
 }
 
+
 def _check_l2(value: Any, where: str) -> list[float]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    def ok(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    if ok(value):
         value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                            for v in value):
+    if not isinstance(value, list) or not value or not all(ok(v) for v in value):
         raise ConfigError(f"{where}: expected an L2 penalty >= 0 or a non-empty list of them, got {value!r}")
     return [float(v) for v in value]
 
