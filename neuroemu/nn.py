@@ -58,6 +58,7 @@ __all__ = [
     "out_size",
     "patches",
     "softmax_cross_entropy",
+    "standardise",
     "train_classifier",
 ]
 
@@ -722,6 +723,14 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
+def standardise(train: np.ndarray, *others: np.ndarray, dtype: Any = None) -> list[np.ndarray]:
+    """``train`` and each of ``others`` (N, n) minus the training set's feature means, divided by its
+    feature standard deviations (+ 1e-6); cast to ``dtype`` when given."""
+    mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-6
+    out = [(a - mu) / sd for a in (train, *others)]
+    return out if dtype is None else [a.astype(dtype, copy=False) for a in out]
+
+
 def fit_softmax_regression(x: np.ndarray, y: np.ndarray, *, l2: float = 0.0, n_classes: int | None = None,
                            max_iter: int = 500, init: Linear | None = None) -> Linear:
     """Multinomial logistic regression by full-batch L-BFGS (scipy): the :class:`Linear` layer (float32)
@@ -775,9 +784,7 @@ def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndar
     grid = sorted({float(v) for v in np.atleast_1d(l2)})
     if not grid:
         raise ValueError("l2: expected at least one value")
-    mu, sd = ftr.mean(axis=0), ftr.std(axis=0) + 1e-6
-    xtr = ((ftr - mu) / sd).astype(np.float32)
-    xte = ((fte - mu) / sd).astype(np.float32)
+    xtr, xte = standardise(ftr, fte, dtype=np.float32)
     c = int(max(ytr.max(), yte.max())) + 1
     val: dict[float, float] = {}
     best, layer = grid[0], None

@@ -23,6 +23,7 @@ from neuroemu.nn import (
     out_size,
     patches,
     softmax_cross_entropy,
+    standardise,
     train_classifier,
 )
 
@@ -278,6 +279,16 @@ def _gauss_classes(seed, n, d=8, c=3, sep=1.0):
     centres = g.normal(size=(c, d)) * sep
     y = g.integers(0, c, n)
     return centres[y] + g.normal(size=(n, d)), y
+
+
+def test_standardise_uses_the_training_statistics():
+    g = np.random.default_rng(0)
+    tr, te = g.normal(3.0, 2.0, (500, 4)), g.normal(3.0, 2.0, (50, 4))
+    a, b = standardise(tr, te)
+    np.testing.assert_allclose(a.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(a.std(axis=0), 1, atol=1e-5)
+    np.testing.assert_allclose(b, (te - tr.mean(axis=0)) / (tr.std(axis=0) + 1e-6))
+    assert a.dtype == np.float64 and standardise(tr, dtype=np.float32)[0].dtype == np.float32
 
 
 @pytest.mark.parametrize("l2", [1e-2, 0.3])

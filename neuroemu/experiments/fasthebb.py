@@ -194,13 +194,13 @@ def features(layer, x: np.ndarray, pool: int, *, read=None, batch: int = 1000) -
 
 
 def _readout_accuracy(ftr, ytr, fte, yte, opts, rng) -> float:
-    from ..nn import Linear, Sequential, accuracy, train_classifier
+    from ..nn import Linear, Sequential, accuracy, standardise, train_classifier
 
-    mu, sd = ftr.mean(axis=0), ftr.std(axis=0) + 1e-6
+    xtr, xte = standardise(ftr, fte)
     model = Sequential(Linear(ftr.shape[1], 10, rng=rng))
-    train_classifier(model, (ftr - mu) / sd, ytr, epochs=_steps_epochs(len(ftr), opts), batch_size=opts["batch_size"],
+    train_classifier(model, xtr, ytr, epochs=_steps_epochs(len(ftr), opts), batch_size=opts["batch_size"],
                      lr=opts["lr"], rng=rng, weight_decay=opts["weight_decay"])
-    return accuracy(model, (fte - mu) / sd, yte)
+    return accuracy(model, xte, yte)
 
 
 def _backprop_accuracy(job, xtr, ytr, xte, yte, rng) -> float:

@@ -9,11 +9,11 @@ A run trains one network (one job per run and seed) in one of three modes:
   propagation (``trainer: eqprop``). ``trainer: none`` leaves the network at its random
   initialisation (the authors' control). Test accuracy by two read-outs of the frozen outputs:
   direct association (each output unit labelled by the class it answers most on the training set)
-  and a linear classifier trained on the training set's outputs (minibatch Adam, or with ``readout.method:
-  lbfgs`` a deterministic L-BFGS logistic regression whose L2 penalty is chosen on held-out training
-  images). After every epoch, direct association
-  on the first 10 000 training and 2000 test images is logged (metrics.csv, a figure), to show when
-  the outputs gain or lose class selectivity.
+  and a linear classifier trained on the training set's outputs (minibatch Adam, or with
+  ``readout.method: lbfgs`` a deterministic L-BFGS logistic regression whose L2 penalty is chosen on
+  held-out training images). After every epoch, direct association on the first 10 000 training and
+  2000 test images is logged (metrics.csv, a figure), to show when the outputs gain or lose class
+  selectivity.
 * ``supervised``: the same network with 10 outputs trained on the labels (one-hot targets). With
   10 class outputs the loss is softmax cross-entropy, as in the authors' semi-supervised code: a
   linear logit layer for backprop, EqProp's read-out outside the energy (Laborieux et al.).
@@ -474,17 +474,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _linear(ftr, ytr, fte, yte, opts, rng) -> dict[str, Any]:
     """The linear read-out on frozen outputs: {"linear_readout": test accuracy} (+ the chosen "readout_l2")."""
-    from ..nn import Linear, Sequential, accuracy, linear_probe, train_classifier
+    from ..nn import Linear, Sequential, accuracy, linear_probe, standardise, train_classifier
 
     if opts["method"] == "lbfgs":
         res = linear_probe(ftr, ytr, fte, yte, l2=opts["l2"], validation=opts["validation"],
                            max_iter=opts["max_iter"], rng=rng)
         return {"linear_readout": res["test_acc"], "readout_l2": res["l2"]}
-    mu, sd = ftr.mean(axis=0), ftr.std(axis=0) + 1e-6
+    xtr, xte = standardise(ftr, fte, dtype=np.float32)
     model = Sequential(Linear(ftr.shape[1], 10, rng=rng))
-    train_classifier(model, ((ftr - mu) / sd).astype(np.float32), ytr, epochs=opts["epochs"],
-                     batch_size=opts["batch_size"], lr=opts["lr"], rng=rng)
-    return {"linear_readout": accuracy(model, ((fte - mu) / sd).astype(np.float32), yte)}
+    train_classifier(model, xtr, ytr, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], rng=rng)
+    return {"linear_readout": accuracy(model, xte, yte)}
 
 
 # ---------------------------------------------------------------------------------------- report
