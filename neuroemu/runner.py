@@ -187,16 +187,3 @@ class JobsFailed(NeuroemuError):
         first = next(iter(failed.items()))
         super().__init__(f"{len(failed)} job(s) failed (first: {first[0]}: {first[1]}); finished jobs are "
                          "saved and are not recomputed on the next run")
-
-
-def console_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> list[str]:
-    """Rows of an experiment's result table as aligned text: the run name, test accuracy mean ± std,
-    then ``columns`` given as (header, key, format spec); a row without a column's key shows "–"."""
-    width = max(len(r["run"]) for r in rows)
-    widths = [max(len(h), 7) for h, _, _ in columns]
-    lines = [f"{'run':<{width}}  {'test acc %':>12}" + "".join(f"  {h:>{w}}" for (h, _, _), w in zip(columns, widths))]
-    for r in rows:
-        acc = f"{r['test_acc']:.2f}±{r['test_acc_std']:.2f}"
-        lines.append(f"{r['run']:<{width}}  {acc:>12}" +
-                     "".join(f"  {format(r[k], f) if k in r else '–':>{w}}" for (_, k, f), w in zip(columns, widths)))
-    return lines

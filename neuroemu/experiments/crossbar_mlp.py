@@ -420,7 +420,7 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from ..runner import console_table as text
+    from .tables import console_table as text
 
     return text(rows, [("pulses/syn", "pulses_per_synapse", ".2f"), ("refreshes", "refreshes", ".0f"),
                                 ("energy uJ", "energy_uJ", ".3g")])

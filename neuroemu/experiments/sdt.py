@@ -505,7 +505,7 @@ def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from ..runner import console_table as text
+    from .tables import console_table as text
 
     return text(rows, [("direct assoc. %", "direct_association", ".2f"), ("linear %", "linear_readout", ".2f")])
 

@@ -321,7 +321,7 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from ..runner import console_table as text
+    from .tables import console_table as text
 
     return text(rows, [("active % (h2)", "hidden2_active_fraction", ".2%"), ("bwd ms (h2)", "hidden2_backward_ms", ".1f"),
                        ("MB (h2)", "hidden2_backward_MB", ".1f"), ("dead", "dead", "d")])

@@ -280,7 +280,7 @@ def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from ..runner import console_table as text
+    from .tables import console_table as text
 
     return text(rows, [("spikes/neuron", "hidden_spikes_per_neuron", ".2f"),
                                 ("sim s", "emulation_wall_s", ".1f"), ("chip s", "chip_time_s", ".3f")])
