@@ -19,7 +19,9 @@ is better), all baselines measured in the same run:
 * the whole network backward (readout, both hidden layers): dense against sparse;
 * forward + backward per batch: the plain-numpy dense implementation (``tests/reference/sparse.py``)
   against this module's dense and sparse;
-* one training step (forward, backward, Adam) in both modes.
+* one training step (forward, backward, Adam) in both modes, and for scale of
+  :class:`~neuroemu.rules.surrogate.SpikingMLP` (surrogate-gradient BPTT of current-based neurons,
+  the rule of the spiking_fmnist experiment; its own init) on the same shape, against dense.
 Memory: bytes kept from the forward for each layer's backward (dense: v and input spikes; sparse:
 active indices + σ' values + presynaptic trace). The paper: 6.1× backward speed-up of that layer on
 a GPU at N = 200 and ~30 % less backward memory.
@@ -41,7 +43,7 @@ from tests.reference import sparse as R  # noqa: E402
 
 from neuroemu.data.encoders import latency_encode  # noqa: E402
 from neuroemu.rules.sparse import SparseSNN, dense_layer_backward, sparse_layer_backward  # noqa: E402
-from neuroemu.rules.surrogate import PAPER_INIT_GAIN, Adam, spike_count_reg  # noqa: E402
+from neuroemu.rules.surrogate import PAPER_INIT_GAIN, Adam, SpikingMLP, spike_count_reg  # noqa: E402
 
 TARGET_ACTIVE = 0.01
 
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return R.dense_network_grads(dense.weights, s, labels, beta=dense.beta, beta_out=dense.beta_out,
                                      reg=dense.reg)
 
-    opt_d, opt_s = Adam(lr=2e-4), Adam(lr=2e-4)
+    mlp = SpikingMLP(sizes, rng=0)
+    opt_d, opt_s, opt_m = Adam(lr=2e-4), Adam(lr=2e-4), Adam(lr=2e-4)
     steps = [
         ("layer-2 backward", [("plain numpy, dense", l2_numpy), ("dense (numba + BLAS)", l2_dense),
                               ("sparse", l2_sparse)], 1),
@@ -136,16 +139,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ("forward + backward", [("plain numpy, dense", numpy_fwd_bwd),
                                 ("dense", lambda: dense.loss_and_grads(s, labels)),
                                 ("sparse", lambda: sparse.loss_and_grads(s, labels))], 0),
+        ("training step", [("dense", lambda: dense.train_step(s, labels, opt_d)),
+                           ("sparse", lambda: sparse.train_step(s, labels, opt_s)),
+                           ("SpikingMLP (surrogate)", lambda: mlp.train_step(s, labels, opt_m))], 0),
     ]
     rows = []
     for what, cases, base in steps:
         times = median_times([f for _, f in cases], repeat)
         for (name, _), t in zip(cases, times):
             rows.append({"what": what, "case": name, "ms": t * 1e3, "ratio": times[base] / t})
-    t_train = median_times([lambda: dense.train_step(s, labels, opt_d), lambda: sparse.train_step(s, labels, opt_s)],
-                           repeat)
-    for name, t in zip(("dense", "sparse"), t_train):
-        rows.append({"what": "training step", "case": name, "ms": t * 1e3, "ratio": t_train[0] / t})
 
     st_s = sparse.backward(fs, labels)[3]
     print(f"sparse gradient descent, 784-{n}-{n}-10, {T} steps, batch {batch}, float32, {source}; "

@@ -298,12 +298,14 @@ class Tile:
 
     # ------------------------------------------------------------------ reads
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """y = x Wᵀ through the periphery. x: (batch, in) float, or bool spikes. Returns float32."""
+        """y = x Wᵀ through the periphery. x: (batch, in) float, or bool spikes; a 1-d x is read as the
+        one-row batch x[None] (the same computation) and gives a 1-d y. Returns float32."""
         self._weights_and_var()
         return self._read(x, self._w, self._wT, self._varT, self.shape[1])
 
     def backward(self, d: np.ndarray) -> np.ndarray:
-        """x = d W (the transposed read) through the periphery. d: (batch, out). Returns float32."""
+        """x = d W (the transposed read) through the periphery. d: (batch, out), or 1-d as in
+        :meth:`forward`. Returns float32."""
         self._weights_and_var()
         return self._read(d, self._wT, self._w, self._var, self.shape[0])
 

@@ -4,7 +4,6 @@ BPTT, a small learning run, read-noise hooks and argument checks."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -298,14 +297,12 @@ def _sine_run(lr, seed=2, n_updates=100):
 
 
 def test_network_learns_a_sine():
-    t0 = time.perf_counter()
     losses, _, _ = _sine_run({"w_in": 1e-6, "w_rec": 1e-6, "w_out": 1e-4, "b_out": 1e-4})
     assert losses[-1] < losses[0] / 2, (losses[0], losses[-1])
     # e-prop alone (readout frozen): the input and recurrent weights carry the learning
     frozen, net, w_out0 = _sine_run({"w_in": 2e-6, "w_rec": 2e-6})
     assert np.array_equal(net.w_out, w_out0)
     assert frozen[-1] < frozen[0] / 2, (frozen[0], frozen[-1])
-    assert time.perf_counter() - t0 < 3.0 + 10.0  # well under 3 s once compiled; margin for a cold cache
 
 
 # ------------------------------------------------------------------------------ hooks and details

@@ -20,7 +20,9 @@ def test_zca_whitens_and_is_symmetric(tmp_path):
     # regularised: directions of small variance are damped, not blown up
     assert ZCA(eps=1.0).fit(x).transform(x).reshape(len(x), -1).std(axis=0).max() < 1.0
     path = z.save(tmp_path / "zca")
-    np.testing.assert_array_equal(ZCA.load(path).transform(x[:5]), w[:5])
+    # the same 5 samples through both: rows of the 20000-sample transform come from another BLAS
+    # call, which may round differently
+    np.testing.assert_array_equal(ZCA.load(path).transform(x[:5]), z.transform(x[:5]))
     assert z.transform(x[:3].astype(np.float64)).dtype == np.float64 and w.dtype == np.float32
 
 

