@@ -1,33 +1,50 @@
 """Run many independent jobs (runs × seeds) with resume: a finished job is never recomputed.
 
 Each job is a JSON-serialisable dict with a unique ``id``. Its result is written atomically to
-``<out>/runs/<id>.json`` together with a hash of the job; on restart, jobs whose result file exists
-with the same hash are loaded instead of recomputed, so an interrupted run keeps everything it had
-finished. Jobs run serially, in local worker processes (BLAS and numba pinned to one thread per
-worker so that workers do not oversubscribe the cores) or on any :class:`concurrent.futures.Executor`
-the caller provides (e.g. a Dask cluster's ``Client.get_executor()``).
+``<out>/runs/<id>.json`` together with the job and a hash of it, as soon as the job ends. On
+restart, jobs whose result file holds the same hash are loaded instead of recomputed, so an
+interrupted run keeps everything it had finished. A result file of the same id with another hash
+is a finished run of another protocol (another config, an edited device card, another neuroemu
+version): nothing runs and :class:`ResultsDiffer` names the first differing setting, unless
+``overwrite=True``, which recomputes those jobs and replaces their results. New ids (another run,
+another grid value) simply run.
+
+Jobs run serially, in local worker processes (BLAS and numba pinned to one thread per worker so
+that workers do not oversubscribe the cores) or on any :class:`concurrent.futures.Executor` the
+caller provides (e.g. a Dask cluster's ``Client.get_executor()``).
+
+Stopping: Ctrl-C, and SIGTERM while jobs run (handled like Ctrl-C), cancel the jobs not started,
+terminate the local workers at once instead of waiting for their jobs, and raise
+:class:`KeyboardInterrupt`; finished results are already on disk. Local workers ignore Ctrl-C (the
+parent stops them) and exit within about a second when the parent is gone, even after a SIGKILL
+(see :func:`_worker_init`). With ``quiet=True`` the environment variable ``NEUROEMU_QUIET=1`` is
+set while the jobs run, so that the jobs (in workers too) silence their own progress lines.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import ctypes
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import re
+import signal
+import sys
+import threading
+import time
 import traceback
+from multiprocessing import connection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .errors import NeuroemuError
 from .io import atomic_write_json, atomic_write_npz, atomic_write_text
 from .progress import Progress
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-
 
 def job_hash(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -68,25 +85,145 @@ def result_path(out_dir: Path, job: dict[str, Any]) -> Path:
     return Path(out_dir) / "runs" / f"{slug(job['id'])}.json"
 
 
-def load_finished(out_dir: Path, job: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored result of ``job`` if it finished with the same settings, else None."""
-    p = result_path(out_dir, job)
-    if not p.is_file():
-        return None
+def _read_stored(path: Path) -> dict[str, Any] | None:
+    """A result file's content; None when it is missing or unreadable (a job that did not finish)."""
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return data["result"] if data.get("hash") == job_hash(job) else None
+    return data if isinstance(data, dict) and "result" in data else None
 
 
-def _pin_threads() -> None:
-    for v in _THREAD_VARS:
-        os.environ[v] = "1"
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    text = "absent" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first_difference(new: Any, old: Any, path: str = "") -> str | None:
+    """The first setting where two jobs differ, as ``key.path is NEW now, was OLD`` (None if equal)."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        keys = [*new, *(k for k in old if k not in new)]
+        pairs = ((f"{path}.{k}" if path else k, new.get(k, _ABSENT), old.get(k, _ABSENT)) for k in keys)
+    elif isinstance(new, list) and isinstance(old, list) and len(new) == len(old):
+        pairs = ((f"{path}.{i}", a, b) for i, (a, b) in enumerate(zip(new, old)))
+    else:
+        same = json.dumps(new, sort_keys=True, default=str) == json.dumps(old, sort_keys=True, default=str)
+        return None if same else f"{path} is {_show(new)} now, was {_show(old)}"
+    return next((found for key, a, b in pairs if (found := _first_difference(a, b, key))), None)
+
+
+def load_results(out_dir: str | Path, jobs: list[dict[str, Any]], *, overwrite: bool = False) -> dict[str, dict]:
+    """The results of the jobs that finished before with the same settings, by job id.
+
+    Raises :class:`ResultsDiffer` when ``<out>/runs`` holds a finished job of the same id with other
+    settings, unless ``overwrite`` (then that job counts as not finished and is recomputed). Reads
+    only: call it before writing anything to ``out_dir`` to refuse early."""
+    results, differ = {}, []
+    for job in jobs:
+        data = _read_stored(result_path(Path(out_dir), job))
+        if data is None:
+            continue
+        if data.get("hash") == job_hash(job):
+            results[job["id"]] = data["result"]
+        else:
+            differ.append((job, data))
+    if differ and not overwrite:
+        job, data = differ[0]
+        new = json.loads(json.dumps(job, default=str))  # as stored
+        where = _first_difference(new, data.get("job")) if isinstance(data.get("job"), dict) else None
+        raise ResultsDiffer(out_dir, [j["id"] for j, _ in differ], where)
+    return results
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by spawned workers) and restore them afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While the jobs run, SIGTERM raises KeyboardInterrupt (so workers are stopped and finished
+    results kept, as on Ctrl-C); the previous handler is restored afterwards. Python handles
+    signals in the main thread only, so elsewhere nothing changes, nor where SIGTERM is ignored."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _worker_init(parent: int) -> None:
+    """Start a local worker: Ctrl-C is left to the parent, and the worker dies with its parent.
+
+    On Linux, prctl(PR_SET_PDEATHSIG) has the kernel SIGKILL the worker as soon as the parent dies,
+    however it dies, even while a job holds the GIL in a long compiled call. On every platform a
+    daemon thread also waits for the parent's end and calls os._exit: it waits on multiprocessing's
+    parent sentinel (a pipe whose write end only the parent holds: EOF the moment the parent is gone)
+    and checks once a second that os.getppid() is still the parent (the orphan is re-parented), in
+    case a fork of the parent inherited that pipe. That thread needs the GIL, so on macOS a worker
+    inside a long compiled call exits when the call returns to Python. The getppid check right after
+    prctl covers a parent that died before it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    proc = mp.parent_process()
+    while os.getppid() == parent:
+        if proc is None:
+            time.sleep(1.0)
+        elif connection.wait([proc.sentinel], timeout=1.0):
+            break
+    os._exit(1)
+
+
+def _stop_workers(ex: cf.ProcessPoolExecutor) -> None:
+    """Cancel the jobs not started and end the running ones now, instead of waiting for them."""
+    # the pool's processes: no public API before Python 3.14 (ProcessPoolExecutor.terminate_workers)
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.join(2)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], out_dir: str | Path, *,
-             workers: int = 1, quiet: bool = False, executor: cf.Executor | None = None) -> list[dict[str, Any]]:
+             workers: int = 1, quiet: bool = False, executor: cf.Executor | None = None,
+             overwrite: bool = False) -> list[dict[str, Any]]:
     """Run ``fn(job)`` for every job not finished before; return results in job order.
 
     ``fn`` must be a module-level function (it is pickled to worker processes). With ``executor``
@@ -96,18 +233,13 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
     here, one after the other, and ``workers > 1`` in that many spawned processes, each with BLAS
     and numba pinned to one thread. Results are saved as soon as each job ends. A job that raises
     does not stop the others: its traceback goes to ``<out>/runs/<id>.error.txt`` and, once all jobs
-    have ended, :class:`JobsFailed` names the failed jobs. Ctrl-C stops the remaining jobs; finished
-    ones stay on disk.
+    have ended, :class:`JobsFailed` names the failed jobs. Before anything runs, a finished job of
+    the same id with other settings raises :class:`ResultsDiffer` unless ``overwrite``. Ctrl-C or
+    SIGTERM stops the remaining jobs at once (:class:`KeyboardInterrupt`); finished ones stay on disk.
     """
     out_dir = Path(out_dir)
-    results: dict[str, dict[str, Any]] = {}
-    todo = []
-    for job in jobs:
-        done = load_finished(out_dir, job)
-        if done is not None:
-            results[job["id"]] = done
-        else:
-            todo.append(job)
+    results = load_results(out_dir, jobs, overwrite=overwrite)
+    todo = [job for job in jobs if job["id"] not in results]
     bar = Progress(len(todo), "jobs", enabled=not quiet)
     for job in jobs:
         if job["id"] in results:
@@ -117,11 +249,13 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
 
     def finish(job, res):
         arrays = res.pop(ARRAYS, None)
+        npz = result_path(out_dir, job).with_suffix(".npz")
         if arrays:  # large arrays (e.g. trained weights) go to an .npz beside the JSON, named in it
-            path = result_path(out_dir, job).with_suffix(".npz")
-            atomic_write_npz(path, arrays)
-            res[ARRAYS] = path.name
+            atomic_write_npz(npz, arrays)
+            res[ARRAYS] = npz.name
         atomic_write_json(result_path(out_dir, job), {"job": job, "hash": job_hash(job), "result": res})
+        if not arrays:
+            npz.unlink(missing_ok=True)  # left by an overwritten result
         result_path(out_dir, job).with_suffix(".error.txt").unlink(missing_ok=True)
         results[job["id"]] = res
         bar.step(f"finished {job['id']}")
@@ -134,46 +268,50 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
         bar.step(f"FAILED {job['id']}: {type(exc).__name__}: {exc} (traceback in {path})")
 
     def collect(futures):
+        pending = dict(futures)
         try:
             for fut in cf.as_completed(futures):
-                job = futures[fut]
+                job = pending.pop(fut)
                 exc = fut.exception()
                 if exc is not None:
                     fail(job, exc)
                 else:
                     finish(job, fut.result())
         except BaseException:
-            for f in futures:
-                f.cancel()
+            for fut in pending:
+                fut.cancel()
+            for fut, job in pending.items():  # ended while we were being stopped: keep them
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    finish(job, fut.result())
             raise
 
-    if executor is not None:
-        if todo:
-            collect({executor.submit(fn, job): job for job in todo})
-    elif workers <= 1 or len(todo) <= 1:
-        for job in todo:
-            try:
-                res = fn(job)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded, reported after the other jobs
-                fail(job, exc)
-            else:
-                finish(job, res)
-    else:
-        saved = {v: os.environ.get(v) for v in _THREAD_VARS}
-        _pin_threads()  # inherited by the spawned workers before they import numpy
+    with _environ({"NEUROEMU_QUIET": "1"} if quiet else {}), _sigterm_as_ctrl_c():
         try:
-            ctx = mp.get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-                collect({ex.submit(fn, job): job for job in todo})
+            if executor is not None:
+                if todo:
+                    collect({executor.submit(fn, job): job for job in todo})
+            elif workers <= 1 or len(todo) <= 1:
+                for job in todo:
+                    try:
+                        res = fn(job)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - recorded, reported after the other jobs
+                        fail(job, exc)
+                    else:
+                        finish(job, res)
+            else:
+                with _environ(dict.fromkeys(_THREAD_VARS, "1")):  # inherited by the workers before they import numpy
+                    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                                initializer=_worker_init, initargs=(os.getpid(),))
+                    try:
+                        collect({ex.submit(fn, job): job for job in todo})
+                    except BaseException:
+                        _stop_workers(ex)
+                        raise
+                    ex.shutdown()
         finally:
-            for v, val in saved.items():
-                if val is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = val
-    bar.close()
+            bar.close()
     if failed:
         raise JobsFailed(failed, [results[j["id"]] for j in jobs if j["id"] in results])
     return [results[j["id"]] for j in jobs]
@@ -187,3 +325,14 @@ class JobsFailed(NeuroemuError):
         first = next(iter(failed.items()))
         super().__init__(f"{len(failed)} job(s) failed (first: {first[0]}: {first[1]}); finished jobs are "
                          "saved and are not recomputed on the next run")
+
+
+class ResultsDiffer(NeuroemuError):
+    """The results directory holds finished jobs of the same ids with other settings; ``job_ids``
+    names them. Nothing was run or written."""
+
+    def __init__(self, out_dir: str | Path, job_ids: list[str], first: str | None):
+        self.out_dir, self.job_ids = Path(out_dir), job_ids
+        what = f"{job_ids[0]}, {first}" if first else job_ids[0]
+        super().__init__(f"{out_dir}: {len(job_ids)} finished run(s) there used other settings (first: {what}); "
+                         "use a new --out, or --overwrite to replace them")

@@ -12,7 +12,9 @@ Every grid point is resolved and validated before anything runs (so a typo fails
 of all points go to one :func:`~neuroemu.runner.run_jobs` call, so they share the workers; each job
 id gets a prefix naming its grid point (e.g. ``train.lr_0.1/fp32@seed0``), so the results of
 all points live side by side in ``DIR/runs/``: a finished job is never recomputed, an interrupted
-sweep resumes, and adding a value to the grid runs only the new points.
+sweep resumes, and adding a value to the grid runs only the new points. A job id finished there with
+other settings (e.g. other ``--set`` values) stops the sweep before anything runs, unless
+``--overwrite`` (``overwrite=True``) replaces those results.
 
 Jobs run here one after the other (``workers=1``), in local worker processes (BLAS pinned to one
 thread each), or on a Dask cluster (``scheduler="tcp://host:8786"``, needs the ``neuroemu[dask]``
@@ -44,7 +46,7 @@ import yaml
 from .config import apply_overrides, load_yaml
 from .errors import ConfigError, NeuroemuError
 from .io import atomic_write_json, versions, write_csv, yaml_load
-from .runner import JobsFailed, run_jobs, slug
+from .runner import JobsFailed, load_results, run_jobs, slug
 
 __all__ = ["dask_executor", "grid_points", "parse_grid", "run_sweep", "split_values", "tidy_rows"]
 
@@ -242,15 +244,17 @@ def _check_seeds(seeds: Any) -> int:
 
 def run_sweep(config_path: str | Path, out_dir: str | Path, grid: list[str] | None = None, *,
               seeds: int | None = None, overrides: list[str] | None = None, workers: int | None = None,
-              scheduler: str | None = None, quiet: bool = False) -> dict[str, Any]:
+              scheduler: str | None = None, quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run every grid point × seed × run of an experiment; write ``sweep.csv`` and ``sweep.json``.
 
     ``grid``: ``KEY=V1,V2,...`` strings; ``seeds``: K sets ``seeds`` to [0, …, K−1]; ``overrides``:
     ``KEY=VALUE`` applied at every point before the grid values; ``workers``: local processes
     (default: the config's ``workers``; 1 = here, serially); ``scheduler``: a Dask scheduler address
-    (overrides ``workers``). Returns ``rows`` (the CSV rows), ``points``, ``console`` (the summary
-    table as lines of text) and ``failed``; raises :class:`~neuroemu.runner.JobsFailed` after
-    writing the tables when some jobs failed.
+    (overrides ``workers``); ``overwrite``: recompute and replace finished jobs of the same ids that
+    used other settings (otherwise :class:`~neuroemu.runner.ResultsDiffer`, before anything runs).
+    Returns ``rows`` (the CSV rows), ``points``, ``console`` (the summary table as lines of text) and
+    ``failed``; raises :class:`~neuroemu.runner.JobsFailed` after writing the tables when some jobs
+    failed.
     """
     from .experiments import EXPERIMENTS, resolve
 
@@ -309,6 +313,7 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, grid: list[str] | No
         files[f] = job["id"]
 
     out = Path(out_dir)
+    load_results(out, all_jobs, overwrite=overwrite)  # refuse before anything is fetched or written
     out.mkdir(parents=True, exist_ok=True)
     prepared = set()
     for cfg in resolved:  # fetch data once per distinct data section, before workers start
@@ -325,7 +330,8 @@ def run_sweep(config_path: str | Path, out_dir: str | Path, grid: list[str] | No
     failure = None
     with (dask_executor(scheduler) if scheduler else contextlib.nullcontext()) as executor:
         try:
-            results = run_jobs(all_jobs, module.run_job, out, workers=n_workers, quiet=quiet, executor=executor)
+            results = run_jobs(all_jobs, module.run_job, out, workers=n_workers, quiet=quiet, executor=executor,
+                               overwrite=overwrite)
             finished = all_jobs
         except JobsFailed as exc:  # tabulate what finished, then fail
             failure, results = exc, exc.results

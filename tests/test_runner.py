@@ -1,12 +1,13 @@
 """Job runner: results saved per job, resume without recomputation, failures isolated."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from neuroemu.progress import Progress
-from neuroemu.runner import JobsFailed, job_hash, load_arrays, result_path, run_jobs
+from neuroemu.runner import JobsFailed, ResultsDiffer, job_hash, load_arrays, result_path, run_jobs
 
 
 def square(job):
@@ -34,8 +35,43 @@ def test_finished_jobs_are_not_recomputed(tmp_path, capsys):
     res = run_jobs(jobs, square, tmp_path)
     assert res[0]["value"] == -1
     assert "[done before] a" in capsys.readouterr().err
-    jobs[0]["x"] = 5  # changed settings: recomputed
-    assert run_jobs(jobs, square, tmp_path, quiet=True)[0]["value"] == 25
+
+
+def test_the_same_ids_with_other_settings_are_refused_unless_overwritten(tmp_path):
+    jobs = [{"id": "a", "x": 2, "opt": {"k": [1, 2]}}, {"id": "b", "x": 3}]
+    run_jobs(jobs, square, tmp_path, quiet=True)
+    before = result_path(tmp_path, jobs[0]).read_text()
+    changed = [{"id": "a", "x": 2, "opt": {"k": [1, 5]}}, {"id": "b", "x": 4}, {"id": "c", "x": 1}]
+    with pytest.raises(ResultsDiffer) as info:
+        run_jobs(changed, square, tmp_path, quiet=True)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path}: 2 finished run(s)")
+    assert "first: a, opt.k.1 is 5 now, was 2" in msg and "--out" in msg and "--overwrite" in msg
+    assert info.value.job_ids == ["a", "b"]
+    assert result_path(tmp_path, jobs[0]).read_text() == before and not result_path(tmp_path, changed[2]).exists()
+    # new ids beside the finished ones are fine; overwrite recomputes only the jobs that differ
+    assert [r["value"] for r in run_jobs(jobs + [changed[2]], square, tmp_path, quiet=True)] == [4, 9, 1]
+    res = run_jobs(changed, square, tmp_path, quiet=True, overwrite=True)
+    assert [r["value"] for r in res] == [4, 16, 1]
+    assert json.loads(result_path(tmp_path, changed[1]).read_text())["hash"] == job_hash(changed[1])
+    assert [r["value"] for r in run_jobs(changed, square, tmp_path, quiet=True)] == [4, 16, 1]  # resumes
+    with pytest.raises(ResultsDiffer, match="first: b, x is 3 now, was 4"):
+        run_jobs([{"id": "b", "x": 3}], square, tmp_path, quiet=True)
+    with pytest.raises(ResultsDiffer, match="first: c, y is 1 now, was absent"):
+        run_jobs([{"id": "c", "x": 1, "y": 1}], square, tmp_path, quiet=True)
+
+
+def report_quiet(job):
+    return {"quiet": os.environ.get("NEUROEMU_QUIET")}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_quiet_reaches_the_jobs_through_the_environment(tmp_path, workers, monkeypatch):
+    monkeypatch.delenv("NEUROEMU_QUIET", raising=False)
+    jobs = [{"id": "a"}, {"id": "b"}]
+    assert [r["quiet"] for r in run_jobs(jobs, report_quiet, tmp_path / "q", workers=workers, quiet=True)] == ["1", "1"]
+    assert "NEUROEMU_QUIET" not in os.environ  # restored
+    assert [r["quiet"] for r in run_jobs(jobs, report_quiet, tmp_path / "loud", workers=workers)] == [None, None]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -116,3 +152,27 @@ def test_arrays_go_to_an_npz_beside_the_result(tmp_path):
     assert load_arrays(tmp_path, {"value": 1}) == {}
     again = run_jobs(jobs, with_arrays, tmp_path, quiet=True)  # resumed: the stored name, the same arrays
     assert load_arrays(tmp_path, again[0])["w"].dtype == np.float32
+
+
+def test_run_experiment_refuses_before_replacing_the_config(tmp_path, monkeypatch):
+    import types
+
+    from neuroemu.config import Opt
+    from neuroemu.experiments import EXPERIMENTS, run_experiment
+
+    mod = types.SimpleNamespace(
+        NAME="squares", SCHEMA={"experiment": Opt("str"), "workers": Opt("int", 1), "x": Opt("int", 0)},
+        check=lambda cfg, where: cfg, prepare=lambda cfg: None, run_job=square,
+        jobs=lambda cfg: [{"id": "a", "x": cfg["x"]}], console_table=lambda table: [],
+        report=lambda cfg, results, out, meta: {"table": [r["value"] for r in results]})
+    monkeypatch.setitem(EXPERIMENTS, mod.NAME, mod)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("experiment: squares\nx: 2\n")
+    out = tmp_path / "out"
+    assert run_experiment(cfg, out, quiet=True)["table"] == [4]
+    config = (out / "config.yaml").read_text()
+    with pytest.raises(ResultsDiffer, match="first: a, x is 3 now, was 2"):
+        run_experiment(cfg, out, ["x=3"], quiet=True)
+    assert (out / "config.yaml").read_text() == config
+    assert run_experiment(cfg, out, ["x=3"], quiet=True, overwrite=True)["table"] == [9]
+    assert "x: 3" in (out / "config.yaml").read_text()

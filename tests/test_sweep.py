@@ -14,7 +14,7 @@ from neuroemu.cli import main
 from neuroemu.data.fashion_mnist import write_idx
 from neuroemu.errors import ConfigError
 from neuroemu.experiments import EXPERIMENTS, crossbar_mlp, spiking_fmnist
-from neuroemu.sweep import console_table, grid_points, parse_grid, split_values, tidy_rows
+from neuroemu.sweep import console_table, grid_points, parse_grid, run_sweep, split_values, tidy_rows
 
 GRID = ["--grid", "train.lr=0.5,0.1", "--seeds", "2"]
 
@@ -185,6 +185,22 @@ def test_failed_jobs_keep_the_finished_rows(tmp_path, capsys, monkeypatch):
     assert [(r["x"], r["run"], r["seed"], r["value"]) for r in rows] == [("1", "r", "0", "2"), ("2", "r", "0", "4")]
     assert "curve" not in rows[0]
     assert sorted(json.loads((out / "sweep.json").read_text())["failed"]) == ["x_1/bad", "x_2/bad"]
+
+
+def test_other_settings_in_a_used_out_dir_are_refused_unless_overwritten(tmp_path, capsys, monkeypatch):
+    mod, cfg = _fake_experiment(tmp_path)
+    mod.jobs = lambda cfg: [{"id": "ok", "x": cfg["x"]}]
+    monkeypatch.setitem(EXPERIMENTS, mod.NAME, mod)
+    out = tmp_path / "o"
+    assert run_cli(["sweep", str(cfg), "--set", "x=1", "--out", str(out), "--quiet"], capsys)[0] == 0
+    before = (out / "sweep.json").read_text(), (out / "runs" / "ok.json").read_text()
+    code, _, err = run_cli(["sweep", str(cfg), "--set", "x=2", "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{out}: 1 finished run(s)" in err and "first: ok, x is 2 now, was 1" in err and "--overwrite" in err
+    assert ((out / "sweep.json").read_text(), (out / "runs" / "ok.json").read_text()) == before  # nothing written
+    summary = run_sweep(cfg, out, overrides=["x=2"], overwrite=True, quiet=True)
+    assert [r["value"] for r in summary["rows"]] == [4]
+    assert json.loads((out / "runs" / "ok.json").read_text())["job"]["x"] == 2
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -18,7 +18,7 @@ from typing import Any
 from ..config import apply_overrides, dump_yaml, load_yaml, validate
 from ..errors import ConfigError
 from ..io import atomic_write_json, versions
-from ..runner import JobsFailed, run_jobs
+from ..runner import JobsFailed, load_results, run_jobs
 from . import crossbar_mlp, eprop_pcm, fasthebb, sdt, sparse_snn, spiking_fmnist
 
 EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist, eprop_pcm, sparse_snn, fasthebb, sdt)}
@@ -40,21 +40,27 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
 
 
 def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None, *,
-                   workers: int | None = None, quiet: bool = False) -> dict[str, Any]:
+                   workers: int | None = None, quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run an experiment; write config.yaml, metrics.csv, summary.json, RESULTS.md and figures/.
-    Returns the summary, plus ``console``: the result table as lines of text."""
+    Returns the summary, plus ``console``: the result table as lines of text.
+
+    Runs finished in ``out_dir`` with the same settings are loaded, not recomputed. When it holds
+    finished runs of the same names with other settings, :class:`~neuroemu.runner.ResultsDiffer` is
+    raised before anything is written, unless ``overwrite`` (they are recomputed and replaced)."""
     module, cfg = resolve(config_path, overrides)
     out = Path(out_dir)
+    job_list = module.jobs(cfg)
+    load_results(out, job_list, overwrite=overwrite)  # refuse before config.yaml is replaced
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, out / "config.yaml")
     start = time.perf_counter()
     module.prepare(cfg)
-    job_list = module.jobs(cfg)
     if not quiet:
         print(f"{len(job_list)} job(s) -> {out}", file=sys.stderr, flush=True)
     failure = None
     try:
-        results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], quiet=quiet)
+        results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], quiet=quiet,
+                           overwrite=overwrite)
     except JobsFailed as exc:  # report what finished, then fail
         results, failure = exc.results, exc
     command = "neuroemu run " + " ".join(shlex.quote(a) for a in [str(config_path), "--out", str(out_dir)] +
