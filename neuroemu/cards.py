@@ -34,10 +34,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-import yaml
-
-from .errors import CardError
-from .io import yaml_load
+from .errors import CardError, did_you_mean
+from .io import read_yaml_file
 
 SCHEMA_VERSION = 1
 
@@ -356,7 +354,7 @@ def _validate_params(kind: str, raw: Mapping[str, Any], where: str, units: Mappi
     schema = _schema(kind)
     unknown = sorted(str(k) for k in set(raw) - set(schema))
     if unknown:
-        close = _suggest(unknown[0], schema)
+        close = did_you_mean(unknown[0], schema)
         raise CardError(f"{where}.{unknown[0]}: unknown parameter for kind '{kind}'{close}; "
                         f"expected one of: {', '.join(sorted(schema))}")
     out: dict[str, Any] = {}
@@ -433,20 +431,13 @@ def _check_chip(p: Mapping[str, Any], where: str) -> None:
         raise CardError(f"{where}.gain_code: expected at most capmem_max ({p['capmem_max']}), got {p['gain_code']:g}")
 
 
-def _suggest(key: str, options) -> str:
-    import difflib
-
-    m = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean '{m[0]}'?)" if m else ""
-
-
 def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Card:
     """Validate card data (as loaded from YAML). ``where`` names the file in error messages."""
     if not isinstance(data, Mapping):
         raise CardError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
     unknown = sorted(str(k) for k in set(data) - TOP_LEVEL)
     if unknown:
-        raise CardError(f"{where}: unknown top-level field '{unknown[0]}'{_suggest(unknown[0], TOP_LEVEL)}; "
+        raise CardError(f"{where}: unknown top-level field '{unknown[0]}'{did_you_mean(unknown[0], TOP_LEVEL)}; "
                         f"expected: {', '.join(sorted(TOP_LEVEL))}")
     for key in ("schema", "name", "kind", "source", "parameters"):
         if key not in data:
@@ -460,7 +451,8 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
         raise CardError(f"{where}: name: expected '{stem}' (the file stem), got '{name}'")
     kind = data["kind"]
     if not isinstance(kind, str) or kind not in KINDS:
-        raise CardError(f"{where}: kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        raise CardError(f"{where}: kind: expected one of {', '.join(KINDS)}, got {kind!r}"
+                        f"{did_you_mean(kind, KINDS)}")
     source = data["source"]
     if not isinstance(source, Mapping) or not isinstance(source.get("citation"), str) or not source["citation"]:
         raise CardError(f"{where}: source.citation: expected a non-empty string naming the paper")
@@ -472,7 +464,8 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
         raise CardError(f"{where}: units: expected a mapping like {{conductance: uS, time: s}}")
     for dim, unit in units.items():
         if not isinstance(dim, str) or dim not in UNITS:
-            raise CardError(f"{where}: units.{dim}: unknown dimension; expected one of {', '.join(UNITS)}")
+            raise CardError(f"{where}: units.{dim}: unknown dimension{did_you_mean(dim, UNITS)}; "
+                            f"expected one of {', '.join(UNITS)}")
         if not isinstance(unit, str) or unit not in UNITS[dim]:
             raise CardError(f"{where}: units.{dim}: expected one of {', '.join(UNITS[dim])}, got {unit!r}")
     params = data["parameters"]
@@ -502,16 +495,9 @@ def load_card(name_or_path: str | Path) -> Card:
     """Load a shipped card by name, or any card file by path."""
     s = str(name_or_path)
     path = Path(s)
-    if not (s.endswith((".yaml", ".yml")) or path.is_file()):
+    if not (s.endswith((".yaml", ".yml")) or path.exists()):
         path = cards_dir() / f"{s}.yaml"
         if not path.is_file():
-            raise CardError(f"{s}: no such device card; known cards: {', '.join(list_cards())}")
-    if not path.is_file():
-        raise CardError(f"{path}: no such file")
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise CardError(f"{path}{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_card(data, str(path), stem=path.stem)
+            raise CardError(f"{s}: no such device card{did_you_mean(s, list_cards())}; "
+                            f"known cards: {', '.join(list_cards())}")
+    return parse_card(read_yaml_file(path, CardError, "a device card YAML file"), str(path), stem=path.stem)

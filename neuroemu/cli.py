@@ -4,23 +4,28 @@
     neuroemu devices show NAME_OR_PATH            print a card (validated, canonical units)
     neuroemu devices response NAME_OR_PATH        conductance statistics after each pulse
     neuroemu devices plot NAME_OR_PATH --out DIR  device figures as PNG
-    neuroemu run CONFIG.yaml --out DIR [--set key=value ...]
+    neuroemu run CONFIG.yaml --out DIR [--set key=value ...] [--overwrite]
     neuroemu sweep CONFIG.yaml --grid key=v1,v2 [--grid ...] [--seeds K] --out DIR
-                   [--workers N | --scheduler tcp://host:8786]
-    neuroemu data fashion-mnist                   find or fetch Fashion-MNIST, print its directory
+                   [--workers N | --scheduler tcp://host:8786] [--overwrite]
+    neuroemu data fashion-mnist                   find or fetch Fashion-MNIST, verify it, print its directory
 
-Errors caused by input (cards, configs, data) print one line and exit with status 2.
+Errors caused by input (cards, configs, data, arguments) print one line and exit with status 2.
+Output cut short by a closed pipe (``neuroemu ... | head``) ends quietly with status 141.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import yaml
 
 from .errors import NeuroemuError
+
+OVERWRITE_HELP = "replace finished runs in --out that were computed with a different configuration"
 
 
 def _cmd_devices(args) -> int:
@@ -66,7 +71,8 @@ def _cmd_devices(args) -> int:
 def _cmd_run(args) -> int:
     from .experiments import run_experiment
 
-    summary = run_experiment(args.config, args.out, args.set, workers=args.workers, quiet=args.quiet)
+    summary = run_experiment(args.config, args.out, args.set, workers=args.workers, quiet=args.quiet,
+                             overwrite=args.overwrite)
     if summary["console"]:
         print("\n".join(summary["console"]))
     print(f"results: {args.out}/RESULTS.md")
@@ -77,7 +83,7 @@ def _cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
     summary = run_sweep(args.config, args.out, args.grid, seeds=args.seeds, overrides=args.set, workers=args.workers,
-                        scheduler=args.scheduler, quiet=args.quiet)
+                        scheduler=args.scheduler, quiet=args.quiet, overwrite=args.overwrite)
     if summary["console"]:
         print("\n".join(summary["console"]))
     print(f"results: {args.out}/sweep.csv")
@@ -85,40 +91,70 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_data(args) -> int:
-    from .data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
+    from .data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist, verify_fashion_mnist
 
     path = find_fashion_mnist(args.dir) or fetch_fashion_mnist(args.dir)
-    print(path)
+    print(verify_fashion_mnist(path))
     return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one line, like every other input error (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"neuroemu: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+            ok = lo <= value and (hi is None or value <= hi)
+        except ValueError:
+            ok = False
+        if not ok:
+            expect = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"expected an integer {expect}, got {text!r}")
+        return value
+    return parse
+
+
+def _out_dir(text: str) -> str:
+    """An argparse type: a directory to write into (need not exist yet)."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory; expected a results directory")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="neuroemu", description="Neuromorphic hardware emulation: device cards, "
-                                "crossbars, update schemes and experiments on emulated chips.")
+    p = _Parser(prog="neuroemu", description="Neuromorphic hardware emulation: device cards, crossbars, "
+                "update schemes and experiments on emulated chips.")
     p.add_argument("--version", action="version", version=f"neuroemu {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("devices", help="list, show, characterise and plot device cards")
     d.add_argument("action", nargs="?", choices=["show", "response", "plot"])
     d.add_argument("target", nargs="?", help="card name or path to a card YAML file")
-    d.add_argument("--pulses", type=int, default=20, help="response: number of pulses (default 20)")
-    d.add_argument("--devices", type=int, default=1000, help="response: number of fresh devices (default 1000)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--pulses", type=_int(1), default=20, help="response: number of pulses (default 20)")
+    d.add_argument("--devices", type=_int(1), default=1000, help="response: number of fresh devices (default 1000)")
+    d.add_argument("--seed", type=_int(0), default=0, help="seed of the devices' randomness (default 0)")
     lv = d.add_mutually_exclusive_group()
-    lv.add_argument("--levels", type=int, help="limit the card to this many conductance levels")
-    lv.add_argument("--bits", type=int, help="limit the card to 2^bits conductance levels")
+    lv.add_argument("--levels", type=_int(2, 2**24), help="limit the card to this many conductance levels")
+    lv.add_argument("--bits", type=_int(1, 24), help="limit the card to 2^bits conductance levels")
     d.add_argument("--json", action="store_true", help="response: print JSON")
-    d.add_argument("--out", help="plot: output directory")
+    d.add_argument("--out", type=_out_dir, help="plot: output directory")
     d.set_defaults(func=_cmd_devices)
 
     r = sub.add_parser("run", help="run an experiment config")
     r.add_argument("config", help="experiment YAML, e.g. examples/fmnist_crossbar/config.yaml")
-    r.add_argument("--out", required=True, help="results directory")
+    r.add_argument("--out", type=_out_dir, required=True, help="results directory")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (dotted key, YAML value), e.g. --set train.epochs=1")
-    r.add_argument("--workers", type=int, default=None, help="worker processes (default: config 'workers')")
+    r.add_argument("--workers", type=_int(1), default=None, help="worker processes (default: config 'workers')")
+    r.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_cmd_run)
 
@@ -127,15 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="config values to sweep (dotted key, YAML values), e.g. --grid train.lr=0.1,0.01; "
                         "several --grid options give their Cartesian product")
-    s.add_argument("--seeds", type=int, default=None, metavar="K", help="run seeds 0..K-1 at every grid point")
+    s.add_argument("--seeds", type=_int(1), default=None, metavar="K", help="run seeds 0..K-1 at every grid point")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value at every grid point, e.g. --set train.epochs=1")
-    s.add_argument("--out", required=True, help="results directory (runs/, sweep.csv, sweep.json)")
+    s.add_argument("--out", type=_out_dir, required=True, help="results directory (runs/, sweep.csv, sweep.json)")
     ex = s.add_mutually_exclusive_group()
-    ex.add_argument("--workers", type=int, default=None,
+    ex.add_argument("--workers", type=_int(1), default=None,
                     help="local worker processes (default: config 'workers'; 1 = serial)")
     ex.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="run the jobs on a Dask cluster, e.g. tcp://host:8786 (needs neuroemu[dask])")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_sweep)
 
@@ -147,25 +184,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "pulses", 1) < 1 or getattr(args, "devices", 1) < 1:
-        print("neuroemu: error: --pulses and --devices must be >= 1", file=sys.stderr)
-        return 2
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help and --version exit as usual; an argument error returns 2
+        if not exc.code:
+            raise
+        return exc.code
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        return code
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE: the status a shell reports for a tool that SIGPIPE ended
     except NeuroemuError as exc:
         print(f"neuroemu: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # an output directory that cannot be created or written
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"neuroemu: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"neuroemu: error: {where}{exc.strerror or exc}; cannot write there", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         kept = f"; finished runs are kept in {out}/runs and are not recomputed on restart" if out else ""
         print(f"neuroemu: interrupted{kept}", file=sys.stderr)
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is still buffered cannot fail again at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured in tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import yaml
 
-from .errors import ConfigError
-from .io import atomic_write_text, yaml_load
+from .errors import ConfigError, did_you_mean
+from .io import atomic_write_text, read_yaml_file, yaml_load
 
 _REQUIRED = object()
 
@@ -65,9 +64,8 @@ class Opt:
         if k in ("int", "float") and not (self.lo <= value <= self.hi):
             raise ConfigError(f"{where}: expected {self.expect()}, got {value!r}")
         if self.choices is not None and value not in self.choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{where}: expected one of {', '.join(map(str, self.choices))}, got {value!r}{hint}")
+            raise ConfigError(f"{where}: expected one of {', '.join(map(str, self.choices))}, got {value!r}"
+                              f"{did_you_mean(value, self.choices)}")
         if self.check is not None:
             value = self.check(value, where)
         return value
@@ -97,9 +95,8 @@ def validate(data: Any, schema: Mapping[str, Any], where: str) -> dict[str, Any]
     unknown = [str(k) for k in data if k not in schema]
     if unknown:
         k = unknown[0]
-        close = difflib.get_close_matches(str(k), list(schema), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{_join(where, k)}: unknown field{hint}; expected one of: {', '.join(schema)}")
+        raise ConfigError(f"{_join(where, k)}: unknown field{did_you_mean(k, schema)}; "
+                          f"expected one of: {', '.join(schema)}")
     out: dict[str, Any] = {}
     for key, spec in schema.items():
         w = _join(where, key)
@@ -142,16 +139,8 @@ def _join(where: str, key: str) -> str:
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file; errors name the file and line."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such file")
-    try:
-        return yaml_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{p}{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    """Read a YAML config file; errors name the file and the line (or byte)."""
+    return read_yaml_file(path, ConfigError, "a YAML config file")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "--set") -> dict[str, Any]:
@@ -165,14 +154,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str = "--
         except yaml.YAMLError:
             raise ConfigError(f"{where} {item!r}: value is not valid YAML") from None
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"{where} {item!r}: empty key; expected KEY=VALUE, e.g. train.epochs=3")
         node = data
         for part in parts[:-1]:
             if isinstance(node, list):
-                node = _list_item(node, part, item, where)
-                continue
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
+                nxt = node[_index(node, part, item, where)]
+            else:
+                nxt = node.get(part)
+                if nxt is None:
+                    nxt = node[part] = {}
             if not isinstance(nxt, (dict, list)):
                 raise ConfigError(f"{where} {item!r}: '{part}' is not a section")
             node = nxt
@@ -191,10 +182,6 @@ def _index(node: list, part: str, item: str, where: str) -> int:
     except (ValueError, IndexError):
         raise ConfigError(f"{where} {item!r}: '{part}' is not an index of a list of {len(node)}") from None
     return idx
-
-
-def _list_item(node: list, part: str, item: str, where: str):
-    return node[_index(node, part, item, where)]
 
 
 def dump_yaml(data: Any, path: str | Path) -> None:

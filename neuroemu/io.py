@@ -33,6 +33,33 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
+def read_yaml_file(path: str | Path, error: type[Exception], what: str = "a YAML file") -> Any:
+    """Read and parse a YAML file. A path that is missing, a directory, unreadable, not UTF-8 or not
+    valid YAML raises ``error`` with a one-line message naming the file (and the line or byte)."""
+    p = Path(path)
+    if p.is_dir():
+        raise error(f"{p}: is a directory; expected {what}")
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{p}: no such file; expected {what}") from None
+    except OSError as exc:
+        raise error(f"{p}: cannot read ({exc.strerror or exc}); expected {what}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise error(f"{p} (line {line}, byte {exc.start}): not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                    f"expected {what} saved as UTF-8") from None
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{p}{at}: not valid YAML: {problem}") from None
+
+
 def _publish(tmp: str, path: Path) -> None:
     """Give a finished temporary file the permissions of a normally created one, then move it in place."""
     umask = os.umask(0)

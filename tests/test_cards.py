@@ -374,3 +374,22 @@ def test_chip_card_loads_with_units_and_its_synapse_card():
 def test_chip_card_errors_name_field(tmp_path, old, new, fragments):
     path = write(tmp_path, chip_text(**{old: new}), name="chip_test2020")
     expect_error(path, *fragments)
+
+
+def test_card_file_problems_name_the_file(tmp_path):
+    latin = write(tmp_path, GOOD.format(name="dev_test2020") + "# caf\xe9\n")
+    latin.write_bytes(latin.read_text(encoding="utf-8").encode("latin-1"))
+    with pytest.raises(CardError, match=r"dev_test2020.yaml \(line 14, byte 244\): not UTF-8 text \(byte 0xe9\)"):
+        load_card(latin)
+    (tmp_path / "folder.yaml").mkdir()
+    for path in (tmp_path / "folder.yaml", tmp_path):
+        with pytest.raises(CardError, match=f"{path}: is a directory; expected a device card YAML file"):
+            load_card(path)
+
+
+def test_misspelled_card_name_suggests_the_card():
+    with pytest.raises(CardError, match=r"pcm_nandakumar: no such device card \(did you mean 'pcm_nandakumar2018'\?\)"):
+        load_card("pcm_nandakumar")
+    with pytest.raises(CardError) as info:
+        load_card("zzz")
+    assert "did you mean" not in str(info.value) and "known cards: brainscales2" in str(info.value)

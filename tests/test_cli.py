@@ -209,6 +209,8 @@ def test_an_edited_card_is_not_served_from_old_results(tmp_path, tiny_data, caps
     assert run_cli(["run", str(cfg), "--out", str(out), "--quiet"], capsys)[0] == 0
     card.write_text(card.read_text().replace("dw_min: 0.001", "dw_min: 0.002"))
     code, _, err = run_cli(["run", str(cfg), "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(["run", str(cfg), "--out", str(out), "--overwrite"], capsys)
     assert code == 0 and "[done before]" not in err
 
 
@@ -224,3 +226,94 @@ def test_devices_show_and_plot_an_analog_chip(tmp_path, capsys):
                      "brainscales2_membrane_traces.png", "brainscales2_raster.png"]
     code, _, err = run_cli(["devices", "response", "brainscales2"], capsys)
     assert code == 2 and "analog chip" in err
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, tiny_data):
+    """Paths for the bad-input cases: a valid config, files with problems, a plain file."""
+    paths = {"tmp": tmp_path, "data": tiny_data, "cfg": write_config(tmp_path / "cfg.yaml", tiny_data)}
+    paths["latin_cfg"] = tmp_path / "latin.yaml"
+    paths["latin_cfg"].write_bytes(b"experiment: crossbar_mlp\ndescription: caf\xe9\n")
+    paths["latin_card"] = tmp_path / "linear_step.yaml"
+    paths["latin_card"].write_bytes((cards_dir() / "linear_step.yaml").read_bytes() + b"# caf\xe9\n")
+    paths["dir_yaml"] = tmp_path / "folder.yaml"
+    paths["dir_yaml"].mkdir()
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "list.yaml").write_text("- crossbar_mlp\n")
+    (tmp_path / "file").write_text("")
+    return paths
+
+
+BAD_INPUTS = [
+    (["devices", "response", "pcm_nandakumar2018", "--seed", "-5"], "--seed: expected an integer >= 0, got '-5'"),
+    (["devices", "plot", "rram_gong2018", "--out", "{tmp}/figs", "--seed", "-1"], "--seed"),
+    (["devices", "show", "{latin_card}"], "linear_step.yaml (line 27, byte 1029): not UTF-8 text"),
+    (["run", "{latin_cfg}", "--out", "{tmp}/o"], "latin.yaml (line 2, byte 41): not UTF-8 text (byte 0xe9)"),
+    (["devices", "response", "linear_step", "--devices", str(10**13)], "devices fit in the available memory"),
+    (["run", "{tmp}", "--out", "{tmp}/o"], "is a directory; expected a YAML config file"),
+    (["run", "{dir_yaml}", "--out", "{tmp}/o"], "folder.yaml: is a directory"),
+    (["devices", "show", "{dir_yaml}"], "folder.yaml: is a directory; expected a device card YAML file"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--workers", "0"], "--workers: expected an integer >= 1, got '0'"),
+    (["sweep", "{cfg}", "--out", "{tmp}/o", "--workers", "0"], "--workers: expected an integer >= 1"),
+    (["sweep", "{cfg}", "--out", "{tmp}/o", "--seeds", "0"], "--seeds: expected an integer >= 1"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "runs.0.card=pcm_nandakumar"],
+     "runs[0].card: pcm_nandakumar: no such device card (did you mean 'pcm_nandakumar2018'?)"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "runs.0.scheme=tikitaka"], "runs[0].scheme"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "experiment=crossbar-mlp"], "experiment"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "trian.epochs=1"], "trian: unknown field (did you mean 'train'?)"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "runs.0.Scheme=sign"], "(did you mean 'scheme'?)"),
+    (["devices", "show", "pcm_nandakumar"], "(did you mean 'pcm_nandakumar2018'?)"),
+    (["devices", "show", "nosuch"], "nosuch: no such device card; known cards:"),
+    (["devices", "show", "linear_step", "--levels", "1"], "--levels: expected an integer in [2, 16777216]"),
+    (["devices", "show", "linear_step", "--bits", "0"], "--bits: expected an integer in [1, 24]"),
+    (["devices", "response", "linear_step", "--pulses", "0"], "--pulses: expected an integer >= 1"),
+    (["devices", "plot", "linear_step"], "expected --out DIR"),
+    (["devices", "shwo", "linear_step"], "invalid choice: 'shwo'"),
+    ([], "the following arguments are required: command"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "train.epochs"], "expected KEY=VALUE"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "=3"], "empty key"),
+    (["run", "{cfg}", "--out", "{tmp}/o", "--set", "nosuch.key=1"], "nosuch: unknown field"),
+    (["run", "{tmp}/empty.yaml", "--out", "{tmp}/o"], "empty.yaml: expected a mapping at the top level"),
+    (["run", "{tmp}/list.yaml", "--out", "{tmp}/o"], "list.yaml: expected a mapping at the top level"),
+    (["run", "{tmp}/absent.yaml", "--out", "{tmp}/o"], "absent.yaml: no such file"),
+    (["run", "{cfg}", "--out", "{tmp}/file"], "file exists and is not a directory"),
+    (["run", "{cfg}", "--out", "{tmp}/file/o"], "file/o: Not a directory"),
+    (["devices", "plot", "linear_step", "--out", "{tmp}/file/figs"], "file/figs: Not a directory"),
+    (["data", "fashion-mnist", "--dir", "{data}"],
+     "train-images-idx3-ubyte.gz: 235216 bytes of IDX data; expected 47040016"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a)[:60] or "no-args" for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_status_2(bad_inputs, capsys, args, message):
+    argv = [a.format(**bad_inputs) for a in args]
+    code, out, err = run_cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("neuroemu: error: "), err
+    assert "Traceback" not in err and message in lines[0], err
+    assert not (bad_inputs["tmp"] / "o" / "runs").exists()  # nothing was started
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`neuroemu ... | head -1`: no message, the status of a tool ended by SIGPIPE."""
+    cmd = [sys.executable, "-m", "neuroemu", "devices", "response", "linear_step", "--pulses", "20000",
+           "--devices", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"linear_step")
+    proc.stdout.close()  # more than a pipe buffer is still to come
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b""
+
+
+def test_overwrite_is_passed_to_run_and_sweep(monkeypatch, tmp_path, capsys):
+    import neuroemu.experiments
+    import neuroemu.sweep
+
+    seen = []
+    fake = lambda *args, **kwargs: seen.append(kwargs["overwrite"]) or {"console": []}  # noqa: E731
+    monkeypatch.setattr(neuroemu.experiments, "run_experiment", fake)
+    monkeypatch.setattr(neuroemu.sweep, "run_sweep", fake)
+    for command in ("run", "sweep"):
+        assert main([command, "cfg.yaml", "--out", str(tmp_path)]) == 0
+        assert main([command, "cfg.yaml", "--out", str(tmp_path), "--overwrite"]) == 0
+    assert seen == [False, True, False, True]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -373,3 +374,69 @@ def test_write_idx_gz_is_reproducible(tmp_path):
     np.testing.assert_array_equal(fm.read_idx(tmp_path / "a.idx.gz"), a)
     fm.write_idx(tmp_path / "a.idx.gz", a)
     assert (tmp_path / "a.idx.gz").read_bytes() == first
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def test_a_file_of_the_published_size_must_have_the_published_hash(isolated):
+    directory = make_dataset(isolated / "fm")
+    rng = np.random.default_rng(1)
+    fm.write_idx(directory / "t10k-images-idx3-ubyte.gz", np.zeros((10000, 28, 28), dtype=np.uint8))
+    fm.write_idx(directory / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 10000).astype(np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: SHA-256 of the IDX data is .* expected "
+                                        r"5b4141f0afbad91e.*corrupt or not Fashion-MNIST"):
+        fm.load_fashion_mnist("test", data_dir=directory)
+    X, y = fm.load_fashion_mnist("test", data_dir=directory, verify=False)  # another dataset of the same format
+    assert X.shape == (10000, 784) and y.shape == (10000,)
+    assert fm.load_fashion_mnist("train", data_dir=directory)[0].shape == (N_TRAIN, 784)  # small files: no hash
+
+
+def test_verify_names_a_file_that_is_not_the_published_one(isolated):
+    directory = make_dataset(isolated / "fm")
+    with pytest.raises(DataError, match=r"fm/train-images-idx3-ubyte.gz: 3936 bytes of IDX data; expected 47040016"):
+        fm.verify_fashion_mnist(directory)
+
+
+needs_debian = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+
+
+def copy_of_debian(directory: Path) -> Path:
+    """The test split copied (it is small), the train split linked."""
+    directory.mkdir()
+    for name in fm._ALL_FILES:
+        src = DEBIAN_DIR / f"{name}.gz"
+        if name.startswith("t10k"):
+            (directory / src.name).write_bytes(src.read_bytes())
+        else:
+            (directory / src.name).symlink_to(src)
+    return directory
+
+
+@needs_debian
+def test_verify_the_debian_files_and_name_a_corrupt_one(isolated):
+    directory = copy_of_debian(isolated / "fm")
+    assert fm.verify_fashion_mnist(directory) == directory
+    labels = directory / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10  # still a valid label file, but not the published one
+    labels.unlink()
+    (directory / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"fm/t10k-labels-idx1-ubyte: SHA-256 of the IDX data .* expected 0402a96d"):
+        fm.verify_fashion_mnist(directory)
+    with pytest.raises(DataError, match=r"fm/t10k-labels-idx1-ubyte: SHA-256"):
+        fm.load_fashion_mnist("test", data_dir=directory)
+
+
+@needs_debian
+def test_the_hash_is_checked_once_per_file_version(isolated, monkeypatch):
+    directory = copy_of_debian(isolated / "fm")
+    fm.load_fashion_mnist("test", data_dir=directory)
+    assert (isolated / "cache" / "neuroemu" / "fashion-mnist-verified.json").is_file()
+    checked = []
+    monkeypatch.setattr(fm, "_check_published", lambda name, *args, **kwargs: checked.append(name))
+    fm.load_fashion_mnist("test", data_dir=directory)
+    assert checked == []  # remembered by path, size and mtime
+    os.utime(directory / "t10k-labels-idx1-ubyte.gz", ns=(0, 0))
+    fm.load_fashion_mnist("test", data_dir=directory)
+    assert checked == ["t10k-labels-idx1-ubyte"]

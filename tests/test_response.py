@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from neuroemu.cards import load_card
-from neuroemu.errors import CardError
+from neuroemu import response
+from neuroemu.errors import CardError, NeuroemuError
 from neuroemu.response import drift_curve, programmed_vs_target, pulse_response, read_noise_curve
 
 PCM = "pcm_nandakumar2018"
@@ -141,3 +142,19 @@ def test_programmed_vs_target():
 def test_accepts_card_objects():
     card = load_card(PCM)
     assert pulse_response(card, pulses=2, devices=5) == pulse_response(PCM, pulses=2, devices=5)
+
+
+def test_pulse_response_refuses_what_does_not_fit_in_memory(monkeypatch):
+    monkeypatch.setattr(response, "available_memory", lambda: 8 * 10**9)
+    with pytest.raises(NeuroemuError, match=r"2000000000 devices need ~256.0 GB; at most 62499975 devices fit "
+                                            r"in the available memory \(8.0 GB\)"):
+        pulse_response("linear_step", devices=2_000_000_000)
+    with pytest.raises(NeuroemuError, match=r"2000000000 devices need ~512.0 GB"):  # a differential pair per device
+        pulse_response(PCM, devices=2_000_000_000)
+    with pytest.raises(NeuroemuError, match=r"10000000000 pulses need ~1600.0 GB"):
+        pulse_response("linear_step", pulses=10**10, devices=1)
+    assert response.response_memory(load_card("linear_step"), 20, 10**6) < 8 * 10**9
+
+
+def test_available_memory_is_known_here():
+    assert response.available_memory() > 10**8

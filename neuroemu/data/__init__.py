@@ -8,6 +8,7 @@ from neuroemu.data.fashion_mnist import (
     find_fashion_mnist,
     load_fashion_mnist,
     read_idx,
+    verify_fashion_mnist,
     write_idx,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "find_fashion_mnist",
     "load_fashion_mnist",
     "read_idx",
+    "verify_fashion_mnist",
     "write_idx",
 ]

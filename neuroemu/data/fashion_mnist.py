@@ -18,12 +18,19 @@ A directory qualifies when it holds all four files, each either gzipped
 (``train-images-idx3-ubyte.gz``) or uncompressed (``train-images-idx3-ubyte``).
 When nothing is found, :func:`fetch_fashion_mnist` installs the Debian package
 (as root, where ``apt-get`` exists) or downloads the files into the cache.
+
+A file whose IDX data has the published size is checked against the published
+SHA-256 (:data:`PUBLISHED`) on first use; :func:`verify_fashion_mnist` checks
+all four strictly (``neuroemu data fashion-mnist`` does).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.client
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -38,16 +45,19 @@ import numpy as np
 import numpy.typing as npt
 
 from neuroemu.errors import DataError
+from neuroemu.io import atomic_write_json
 
 __all__ = [
     "CLASS_NAMES",
     "DEBIAN_DIR",
     "DEFAULT_URLS",
     "EXPECTED_COUNTS",
+    "PUBLISHED",
     "fetch_fashion_mnist",
     "find_fashion_mnist",
     "load_fashion_mnist",
     "read_idx",
+    "verify_fashion_mnist",
     "write_idx",
 ]
 
@@ -66,6 +76,16 @@ CLASS_NAMES: tuple[str, ...] = (
 
 #: Samples per split in the published dataset.
 EXPECTED_COUNTS: Mapping[str, int] = {"train": 60000, "test": 10000}
+
+#: Size in bytes and SHA-256 of the *decompressed* IDX data of each published file (hashes of the
+#: ``.gz`` files differ between sources: Debian re-gzips them without the embedded file name). Computed
+#: from the Debian package ``dataset-fashion-mnist``; the sizes are those the dataset publishes.
+PUBLISHED: Mapping[str, tuple[int, str]] = {
+    "train-images-idx3-ubyte": (47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels-idx1-ubyte": (60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "t10k-images-idx3-ubyte": (7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "t10k-labels-idx1-ubyte": (10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
 
 #: Mirror base URLs; each serves the four ``.gz`` files under their standard names.
 DEFAULT_URLS: tuple[str, ...] = (
@@ -115,6 +135,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     validated; any problem raises :class:`DataError` naming ``path``.
     """
     path = Path(path)
+    return _parse_idx(_read_bytes(path), path)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The IDX data of ``path``, decompressed when it is gzipped."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -124,7 +149,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             data = gzip.decompress(data)
         except (EOFError, OSError, zlib.error) as exc:
             raise DataError(f"{path}: truncated or corrupt gzip data ({exc})") from exc
+    return data
 
+
+def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     if len(data) < 4:
         raise DataError(f"{path}: file has {len(data)} bytes; expected an IDX header of at least 4 bytes")
     zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
@@ -138,7 +166,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header; expected {ndim} dimension sizes ({header} bytes)")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     actual = len(data) - header
     if actual != expected:
         problem = "truncated" if actual < expected else "has trailing bytes"
@@ -272,6 +300,79 @@ def _validate(array: np.ndarray, path: Path, kind: str, count: int | None = None
         raise DataError(f"{path}: label {int(array.max())} out of range; expected 0..{len(CLASS_NAMES) - 1}")
 
 
+def _check_published(name: str, path: Path, data: bytes, *, strict: bool) -> None:
+    """Compare the IDX data of ``path`` with the published file ``name`` (see :data:`PUBLISHED`). Data
+    of the published size must have its SHA-256; with ``strict``, any other size is an error too."""
+    size, digest = PUBLISHED[name]
+    if len(data) != size:
+        if strict:
+            raise DataError(f"{path}: {len(data)} bytes of IDX data; expected {size}, the size of the published "
+                            f"{name} (the file is corrupt or not Fashion-MNIST)")
+        return
+    got = hashlib.sha256(data).hexdigest()
+    if got != digest:
+        raise DataError(f"{path}: SHA-256 of the IDX data is {got[:16]}..., expected {digest[:16]}... (the published "
+                        f"{name}); the file is corrupt or not Fashion-MNIST")
+
+
+def _stamp_file() -> Path:
+    """Where files already hashed are remembered (path -> size and mtime), in the user cache."""
+    return _cache_dir().parent / "fashion-mnist-verified.json"
+
+
+def _stamp_key(path: Path) -> tuple[str, list[int]]:
+    st = path.stat()
+    return str(path.resolve()), [st.st_size, st.st_mtime_ns]
+
+
+def _stamps() -> dict[str, list[int]]:
+    try:
+        stamps = json.loads(_stamp_file().read_text())
+        return stamps if isinstance(stamps, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_verified(path: Path) -> bool:
+    key, value = _stamp_key(path)
+    return _stamps().get(key) == value
+
+
+def _remember_verified(path: Path) -> None:
+    """Record that ``path`` (as it is now) matches its published hash; forget files that are gone."""
+    key, value = _stamp_key(path)
+    stamps = {k: v for k, v in _stamps().items() if os.path.exists(k)}
+    stamps[key] = value
+    try:
+        atomic_write_json(_stamp_file(), stamps)
+    except OSError:
+        pass  # no writable cache: the hash is checked again next time
+
+
+def _load_file(name: str, path: Path, count: int | None = None, *, verify: bool = True) -> np.ndarray:
+    """Read one of the four files, check it against :data:`PUBLISHED` (once per file version, when it
+    has the published size) and validate its shape, dtype, labels and ``count``."""
+    data = _read_bytes(path)
+    if verify and len(data) == PUBLISHED[name][0] and not _is_verified(path):
+        _check_published(name, path, data, strict=False)
+        _remember_verified(path)
+    array = _parse_idx(data, path)
+    _validate(array, path, _ROLES[name][0], count)
+    return array
+
+
+def verify_fashion_mnist(directory: str | os.PathLike) -> Path:
+    """Check that ``directory`` holds the four published Fashion-MNIST files (raw or gzipped): the
+    size and SHA-256 of each file's IDX data. Raises :class:`DataError` naming the first file that is
+    missing, unreadable or differs; returns the directory."""
+    directory = _require_complete(Path(directory).expanduser(), "verify_fashion_mnist")
+    found, _ = _locate(directory)
+    for name in _ALL_FILES:
+        _check_published(name, found[name], _read_bytes(found[name]), strict=True)
+        _remember_verified(found[name])
+    return directory
+
+
 # --------------------------------------------------------------------------- fetching
 
 
@@ -311,7 +412,6 @@ def _download_one(name: str, target: Path, urls: Sequence[str], timeout: float, 
 
     Writes atomically into ``target``; returns the per-mirror errors (empty on success).
     """
-    kind, _ = _ROLES[name]
     errors: list[str] = []
     for base in urls:
         url = (base if base.endswith("/") else base + "/") + f"{name}.gz"
@@ -322,7 +422,7 @@ def _download_one(name: str, target: Path, urls: Sequence[str], timeout: float, 
             tmp = Path(tmp_name)
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 shutil.copyfileobj(response, out)
-            _validate(read_idx(tmp), tmp, kind, count)
+            _load_file(name, tmp, count)
             os.replace(tmp, target / f"{name}.gz")
             return []
         except (OSError, ValueError, http.client.HTTPException, DataError) as exc:
@@ -349,8 +449,8 @@ def fetch_fashion_mnist(
     fails, the ``.gz`` files are downloaded from the mirror base ``urls``
     (default :data:`DEFAULT_URLS`; ``file://`` works too) into ``dest`` or the
     user cache. Files already present there and valid are kept. Each download
-    is written to a temporary file, checked with :func:`read_idx` against
-    ``expected_counts`` (default :data:`EXPECTED_COUNTS`), then moved into place.
+    is written to a temporary file, checked (IDX header, published SHA-256 and
+    ``expected_counts``, default :data:`EXPECTED_COUNTS`), then moved into place.
     Raises :class:`DataError` explaining the alternatives when all mirrors fail.
     """
     counts = {**EXPECTED_COUNTS, **(expected_counts or {})}
@@ -372,17 +472,17 @@ def fetch_fashion_mnist(
     found, _ = _locate(target)
     failures: list[str] = []
     for name in _ALL_FILES:
-        kind, split = _ROLES[name]
+        split = _ROLES[name][1]
         if name in found:
             try:
-                _validate(read_idx(found[name]), found[name], kind, counts[split])
+                _load_file(name, found[name], counts[split])
                 continue
             except DataError as exc:
                 print(f"neuroemu: replacing invalid file: {exc}", file=sys.stderr)
         failures += _download_one(name, target, tuple(urls or DEFAULT_URLS), timeout, counts[split])
     if failures:
         raise DataError(
-            f"could not download Fashion-MNIST into {target}:\n  " + "\n  ".join(failures) + f"\n{_instructions()}"
+            f"could not download Fashion-MNIST into {target}: " + "; ".join(failures) + f". {_instructions()}"
         )
     return target
 
@@ -399,6 +499,7 @@ def load_fashion_mnist(
     flatten: bool = True,
     normalize: bool = True,
     limit: int | None = None,
+    verify: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load one split of Fashion-MNIST.
 
@@ -408,6 +509,12 @@ def load_fashion_mnist(
     ``limit`` keeps the first ``limit`` samples. The data directory is found
     by :func:`find_fashion_mnist`; if none is found it is fetched with
     :func:`fetch_fashion_mnist` when ``download`` is true.
+
+    Every file is checked for a valid IDX header and length. A file whose data has the published
+    size must also have the published SHA-256 (:data:`PUBLISHED`); it is hashed once and remembered
+    by path, size and modification time. ``verify=False`` skips the hash, e.g. to read another
+    dataset in the same format (MNIST has the same file names and sizes). Smaller files, such as
+    subsets written with :func:`write_idx`, are not hashed.
     """
     if split not in _FILES:
         raise DataError(f"unknown Fashion-MNIST split {split!r}; expected one of {', '.join(map(repr, _FILES))}")
@@ -424,10 +531,10 @@ def load_fashion_mnist(
         directory = fetch_fashion_mnist()
 
     found, _ = _locate(directory)
-    image_path, label_path = found[_FILES[split]["images"]], found[_FILES[split]["labels"]]
-    images, labels = read_idx(image_path), read_idx(label_path)
-    _validate(images, image_path, "images")
-    _validate(labels, label_path, "labels")
+    image_name, label_name = _FILES[split]["images"], _FILES[split]["labels"]
+    image_path, label_path = found[image_name], found[label_name]
+    images = _load_file(image_name, image_path, verify=verify)
+    labels = _load_file(label_name, label_path, verify=verify)
     if len(images) != len(labels):
         raise DataError(
             f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels; "
