@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -79,12 +78,12 @@ def test_pulse_response_bidirectional_directions():
         pulse_response(PCM, pulses=0)
 
 
-def test_pulse_response_is_fast_at_scale():
-    pulse_response(PCM, pulses=2, devices=10)  # compile
-    t = time.perf_counter()
+def test_pulse_response_at_scale_rises_and_saturates():
     r = pulse_response(PCM, pulses=20, devices=100_000, seed=0)
-    assert time.perf_counter() - t < 5.0
-    assert len(r["mean"]) == 20
+    mean = np.array(r["mean"])
+    assert len(mean) == 20 and np.all(np.diff(mean) > 0)  # SET pulses only raise the mean conductance
+    steps = np.diff(np.concatenate([[r["initial_mean"]], mean]))
+    assert steps[-1] < 0.5 * steps[0]  # and each step is smaller than the last: the state-dependent step law
 
 
 def test_pcm_drift_curve_follows_power_law_after_t0():
