@@ -16,7 +16,7 @@ conductance range of one side).
 from __future__ import annotations
 
 import dataclasses
-
+import functools
 import math
 import os
 import re
@@ -714,7 +714,7 @@ def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapp
 
     for name, title, draw in (
             ("conductances.png", "layer-1 device conductances: as programmed (epoch 0) and after training",
-             _draw_g_hist),
+             functools.partial(_draw_g_hist, step_label="epoch")),
             ("pulses_per_device.png", "layer-1 pulses per synapse over the whole run (all its devices)",
              _draw_pulse_hist)):
         paths.append(run_panels(results, title, draw, out / name))
@@ -737,13 +737,16 @@ def run_panels(results: Sequence[Mapping[str, Any]], title: str, draw, path, *, 
     return _save(fig, Path(path), dpi)
 
 
-def _draw_g_hist(ax, result: Mapping[str, Any]) -> None:
+def _draw_g_hist(ax, result: Mapping[str, Any], *, step_label: str = "epoch") -> None:
+    """First and last conductance histogram of ``result["g_hist"]`` on ``ax``. ``step_label`` names
+    what the recorded steps count ("epoch", "update", ...): the legend reads "<step_label> <step>".
+    For :func:`run_panels`, bind it: ``functools.partial(_draw_g_hist, step_label="update")``."""
     h = result["g_hist"]
     edges = np.asarray(h["edges"], float)
     counts = np.atleast_2d(np.asarray(h["counts"], float))
     steps = h.get("steps", list(range(len(counts))))
     for k in sorted({0, len(counts) - 1}):
-        ax.stairs(counts[k], edges, fill=(k == len(counts) - 1), alpha=0.6, label=f"epoch {steps[k]}")
+        ax.stairs(counts[k], edges, fill=(k == len(counts) - 1), alpha=0.6, label=f"{step_label} {steps[k]}")
     ax.set_yscale("log")
     ax.set_xlabel(G_LABEL, fontsize="x-small")
     ax.legend(fontsize="xx-small")

@@ -1,12 +1,14 @@
 """Reproduce the e-prop-on-PCM study in both protocols and write examples/eprop_pcm/RESULTS.md.
 
-    python examples/eprop_pcm/reproduce.py [--workers N]
+    python examples/eprop_pcm/reproduce.py [--workers N] [--render-only]
 
 Runs ``schemes.yaml`` as it is (the default protocol, 250 updates) into ``results/default/`` and
 with ``--set train.updates=750`` (the full protocol of Demirag et al. 2021) into ``results/full/``
-(both resume if interrupted), then writes ``RESULTS.md`` next to this script: the two result tables
-side by side, the ranking of the schemes against the paper's conclusion, the figures, and the
-discussion in ``discussion.md``.
+(both resume if interrupted), then writes ``RESULTS.md`` next to this script: one table per
+protocol, every number in a table from that protocol's runs; the ranking of the schemes against
+the paper's conclusion; the figures of the full protocol; and the discussion in ``discussion.md``.
+``--render-only`` writes ``RESULTS.md`` from the two ``summary.json`` files already there, without
+running anything.
 """
 
 from __future__ import annotations
@@ -30,13 +32,18 @@ PROTOCOLS = {"default": [], "full": ["train.updates=750"]}
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=None, help="local worker processes (default: the config's)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="write RESULTS.md from results/default and results/full as they are; run nothing")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # the recorded commands read as run from the repository root
     here = HERE.relative_to(ROOT)
     summaries = {}
     for name, overrides in PROTOCOLS.items():
         out = here / "results" / name
-        run_experiment(here / "schemes.yaml", out, overrides, workers=args.workers)
+        if not args.render_only:
+            run_experiment(here / "schemes.yaml", out, overrides, workers=args.workers)
+        elif not (out / "summary.json").is_file():
+            sys.exit(f"reproduce.py: error: {out / 'summary.json'} is missing; run without --render-only first")
         summaries[name] = json.loads((out / "summary.json").read_text())
     atomic_write_text(HERE / "RESULTS.md", render(summaries))
     print(f"wrote {HERE / 'RESULTS.md'}")
@@ -47,20 +54,34 @@ def _compute(summary: dict) -> float:
     return sum(r["train_time_s"] * r["seeds"] for r in summary["table"])
 
 
+def _cell(value, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def protocol_table(summary: dict) -> list[str]:
+    """The result table of one protocol: every column from that protocol's runs."""
+    lines = ["| scheme | NMSE | after 1 h | after 1 day | pulses / synapse | refreshes | write energy (µJ) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary["table"]:
+        hour, day = _cell(r.get("after_3600s"), ".3f"), _cell(r.get("after_86400s"), ".3f")
+        lines.append(f"| {r['run']} | {r['final']:.3f} ± {r['final_std']:.3f} | {hour} | {day} | "
+                     f"{r['pulses_per_synapse']:.2f} | {r['refreshes']:.0f} | {r['energy_uJ']:.3g} |")
+    return lines
+
+
+def _updates(summary: dict) -> int:
+    """The number of updates of a protocol, from its recorded command (default: the config's 250)."""
+    for part in summary["meta"]["command"].split():
+        if part.startswith("train.updates="):
+            return int(part.split("=", 1)[1])
+    return 250
+
+
 def render(summaries: dict) -> str:
     default, full = summaries["default"], summaries["full"]
-    rows_d = {r["run"]: r for r in default["table"]}
     rows_f = {r["run"]: r for r in full["table"]}
     seeds = rows_f[next(iter(rows_f))]["seeds"]
-    lines = ["| scheme | NMSE, 250 updates | NMSE, 750 updates | after 1 day (750) | pulses / synapse (750) | "
-             "refreshes (750) | write energy µJ (750) |", "|---|---|---|---|---|---|---|"]
-    for name, f in rows_f.items():
-        d = rows_d.get(name)
-        dv = f"{d['final']:.3f} ± {d['final_std']:.3f}" if d else "–"
-        day = f.get("after_86400s")
-        lines.append(f"| {name} | {dv} | {f['final']:.3f} ± {f['final_std']:.3f} | "
-                     f"{'–' if day is None else f'{day:.3f}'} | {f['pulses_per_synapse']:.2f} | {f['refreshes']:.0f} | "
-                     f"{f['energy_uJ']:.3g} |")
+    n_default, n_full = _updates(default), _updates(full)
     order = sorted(rows_f.values(), key=lambda r: r["final"])
     fp32 = rows_f.get("fp32")
     ranking = " < ".join(f"{r['run']} ({r['final']:.3f})" for r in order)
@@ -91,15 +112,26 @@ per-run JSON and figures: `results/default/` and `results/full/`. Versions:
 {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}. Training time summed over all jobs:
 {_compute(default):.0f} s (default) and {_compute(full):.0f} s (full) on this machine.
 
-{chr(10).join(lines)}
+NMSE = mean (y − y*)² / variance of y* on a final pass with noisy reads (1 = predicting the mean);
+"after 1 h" and "after 1 day": the same after the trained chip has drifted that long without
+compensation. Pulses per synapse count every device pulse (programming and refresh) over the three
+weight matrices.
 
-NMSE = mean (y − y*)² / variance of y* on a final pass with noisy reads (1 = predicting the mean).
+## Default protocol: {n_default} updates (`schemes.yaml` as it is)
 
-Ranking after 750 updates: {ranking}.
+{chr(10).join(protocol_table(default))}
+
+## Full protocol: {n_full} updates (`--set train.updates={n_full}`, as Demirag et al.)
+
+{chr(10).join(protocol_table(full))}
+
+Ranking after {n_full} updates: {ranking}.
 
 {verdict}
 
 {disc}
+Figures of the full protocol ({n_full} updates):
+
 {figs}
 """
 
