@@ -30,6 +30,18 @@ tiles: ``refresh_every`` (updates; 0 = off) and ``refresh_high`` (µS, default 0
 :meth:`Tile.refresh` — saturating pairs are re-programmed without losing their weight. On
 one-sided (bidirectional) tiles a refresh is a no-op.
 
+Pulse limit. Every pulse scheme also takes ``max_pulses`` (default :data:`MAX_PULSES`), the most
+pulses one synapse receives in one update. A wanted change that needs more (a learning rate far
+too large for the card: the pulse count grows with it, and so does the time an update takes) is
+clipped to the limit, the scheme warns once with a :class:`PulseLimitWarning` naming the numbers,
+and ``stats()["pulse_limit_hits"]`` counts every (synapse, update) that was clipped. Where a count
+is computed: ``multi_device`` (trunc(|ΔW|/Δw_pulse)), ``mixed_precision`` (trunc(χ/ε); what the
+limit holds back stays in the accumulator), ``tiki_taka`` (the dense ΔW on A and the column
+transfers to C), ``stochastic_coincidence`` and Tiki-Taka's gradient on A (coincidences beyond the
+limit are not applied; a sample gives at most BL). ``sign`` and ``stochastic`` issue at most one
+pulse per synapse and update, and ``digital`` and ``ideal`` write targets instead of pulses, so
+the limit never acts on them.
+
 Randomness comes from the scheme's own generator (``rng``: Generator, seed or None); pulse
 kernels are keyed by seeds drawn from it, so the same seeds give the same result bit for bit.
 """
@@ -38,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -50,7 +63,20 @@ from .crossbar import Periphery, Tile, as_rng, draw_seed
 from .errors import CardError, ConfigError
 
 __all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
-           "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column"]
+           "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column",
+           "MAX_PULSES", "PulseLimitWarning"]
+
+#: Default of every pulse scheme's ``max_pulses``: pulses one synapse may receive in one update.
+#: 1000 pulses sweep the whole conductance range of the PCM and quantized cards (16 and 14 nominal
+#: pulses) many times over, and half the range of the fine-step cards (1200–2000 for linear_step,
+#: rram_gong2018 and ideal); a well-set learning rate asks for a few pulses per update.
+MAX_PULSES = 1000
+
+
+class PulseLimitWarning(UserWarning):
+    """An update scheme was asked for more pulses on one synapse in one update than its
+    ``max_pulses`` and clipped them (warned once per scheme; ``stats()["pulse_limit_hits"]`` counts
+    every clipped (synapse, update))."""
 
 
 # ---------------------------------------------------------------------------------------- parameters
@@ -126,10 +152,14 @@ def _refresh_high_default(s: "Scheme") -> float:
     return 0.75 * s.tile.prm.g_max
 
 
-_REFRESH = {
+#: Parameters of every pulse scheme: the refresh policy and the pulse limit.
+_PULSED = {
     "refresh_every": Param("int", 0, 0, 2**62, doc="run the refresh policy every this many updates (0 = off)"),
     "refresh_high": Param("float", _refresh_high_default, 0.0, math.inf, lo_open=True,
                           doc="µS: refresh pairs whose higher side reaches this (default 0.75·g_max)"),
+    "max_pulses": Param("int", MAX_PULSES, 1, 2**62,
+                        doc=f"most pulses one synapse receives in one update; more are clipped, with a "
+                            f"PulseLimitWarning (default {MAX_PULSES})"),
 }
 
 
@@ -154,7 +184,7 @@ class Scheme:
             raise ConfigError(f"scheme '{self.name}': card {tile.card.name} (kind {tile.card.kind}) is programmed "
                               "by target (its writes carry programming noise) and takes no pulses; "
                               "expected scheme 'ideal'")
-        schema = {**self.PARAMS, **(_REFRESH if self.pulsed else {})}
+        schema = {**self.PARAMS, **(_PULSED if self.pulsed else {})}
         unknown = sorted(set(params) - set(schema))
         if unknown:
             exp = ", ".join(sorted(schema)) or "(none)"
@@ -174,6 +204,7 @@ class Scheme:
         self.n_pulses = 0
         self.n_refreshes = 0
         self.n_refresh_checks = 0
+        self.n_limit_hits = 0
         self._nwrite0 = tile.nwrite
 
     # ------------------------------------------------------------------ public API
@@ -207,8 +238,9 @@ class Scheme:
     def stats(self) -> dict[str, Any]:
         """Counters: updates, pulses issued by the scheme, refreshes (synapses re-programmed),
         refresh_checks (runs of the policy), writes (synapses programmed by target), energy_pJ
-        (write energy spent on the scheme's tiles, from the card)."""
-        return {
+        (write energy spent on the scheme's tiles, from the card); pulse schemes add
+        pulse_limit_hits ((synapse, update) pairs clipped to ``max_pulses``)."""
+        out = {
             "scheme": self.name,
             "updates": self.n_updates,
             "pulses": int(self.n_pulses),
@@ -217,6 +249,9 @@ class Scheme:
             "writes": int(sum(t.nwrite for t in self.tiles) - self._nwrite0),
             "energy_pJ": float(sum(t.energy() for t in self.tiles)),
         }
+        if self.pulsed:
+            out["pulse_limit_hits"] = self.n_limit_hits
+        return out
 
     def refresh(self) -> int:
         """Run the refresh policy now; returns the number of synapses refreshed."""
@@ -240,6 +275,30 @@ class Scheme:
 
     def _apply(self, dw: np.ndarray) -> None:
         raise NotImplementedError
+
+    def _limit_hit(self, tile: Tile, n_over: int, wanted: float, what: str, lr: float | None = None,
+                   per_pulse: float | None = None,
+                   advice: str = "The learning rate is too large for this card: lower it") -> None:
+        """Count ``n_over`` synapses clipped to ``max_pulses`` on ``tile`` in this update (the most wanted:
+        ``wanted`` pulses of ``per_pulse`` weight units each, default the tile's Δw_pulse) and warn the
+        first time. ``what`` says what became of the excess, ``advice`` what to change."""
+        if not n_over:
+            return
+        first = self.n_limit_hits == 0
+        self.n_limit_hits += int(n_over)
+        if not first:
+            return
+        step = tile.card.nominal_step / tile.scale
+        unit = step if per_pulse is None else per_pulse
+        cap = self.params["max_pulses"]
+        cause = f"a change of {wanted * unit:.3g} in weight units at Δw_pulse {step:.3g}" + \
+            (f" and ε {unit:.3g}" if unit != step else "") + (f", learning rate {lr:g}" if lr is not None else "")
+        warnings.warn(
+            f"scheme '{self.name}' on a {tile.shape[0]}x{tile.shape[1]} tile of {tile.card.name}: one update wanted "
+            f"{wanted:.0f} pulses on one synapse ({cause}); max_pulses = {cap} clipped {n_over} synapse(s) to {cap} "
+            f"pulses ({what}). {advice}, or raise the limit (scheme "
+            "parameter max_pulses, e.g. scheme_params: {max_pulses: N}) if such updates are meant. Later hits are "
+            "counted in stats()['pulse_limit_hits'], not warned.", PulseLimitWarning, stacklevel=2)
 
     def _after_update(self) -> None:
         self.n_updates += 1
@@ -290,10 +349,11 @@ class _PulseScheme(Scheme):
         return np.zeros(tile.n_synapses, np.int64) if tile.n_devices > 1 else np.empty(0, np.int64)
 
     def _pulse(self, counts: np.ndarray, tile: Tile | None = None, arb: np.ndarray | None = None,
-               ks: np.ndarray | None = None) -> int:
+               ks: np.ndarray | None = None, **limit: str) -> int:
         """Signed pulse counts on ``tile`` (default the scheme's), round-robin over its devices from
         the arbitration counter; returns the pulses issued. ``counts`` has the tile's shape, or, with
-        ``ks`` (flat synapse indices), one entry per listed synapse."""
+        ``ks`` (flat synapse indices), one entry per listed synapse. Counts beyond ``max_pulses`` are
+        clipped to it (the rest is dropped; ``limit``: the advice of the warning, see _limit_hit)."""
         tile = self.tile if tile is None else tile
         arb = self._arb if arb is None else arb
         flat = np.asarray(counts).reshape(-1)
@@ -302,6 +362,12 @@ class _PulseScheme(Scheme):
             flat = flat[ks]
         if ks.size == 0:
             return 0
+        cap = self.params["max_pulses"]
+        size = np.abs(flat)
+        if size.max() > cap:
+            self._limit_hit(tile, int(np.count_nonzero(size > cap)), float(size.max()), "the rest is dropped",
+                            **limit)
+            flat = np.clip(flat, -cap, cap)
         n = _U.pulse_sparse(ks, flat.astype(np.int64), arb, tile.g, tile.p, tile.tprog, tile.npulse, tile.up,
                             tile.down, tile.lo, tile.hi, tile.stuck, tile.nu, tile.n_synapses, tile.n_devices,
                             not tile.differential, tile.law, tile.prm, draw_seed(self.rng), tile.t)
@@ -317,11 +383,13 @@ def _coincidence(scheme: Scheme, tile: Tile, arb: np.ndarray, x: np.ndarray, d: 
         d, lr = -d, -lr
     bl = scheme.params["bl"]
     c_ab = lr / (tile.card.nominal_step / tile.scale * bl)
-    n = _U.coincidence_update(x, d, c_ab, scheme.params["update_management"], bl, draw_seed(scheme.rng),
-                              draw_seed(scheme.rng), tile.g, tile.p, tile.tprog, tile.npulse, tile.up, tile.down, tile.lo,
-                              tile.hi, tile.stuck, tile.nu, arb, tile.n_devices, not tile.differential, tile.law, tile.prm,
-                              tile.t)
+    n, n_over, most = _U.coincidence_update(x, d, c_ab, scheme.params["update_management"], bl,
+                                            scheme.params["max_pulses"], draw_seed(scheme.rng), draw_seed(scheme.rng),
+                                            tile.g, tile.p, tile.tprog, tile.npulse, tile.up, tile.down, tile.lo,
+                                            tile.hi, tile.stuck, tile.nu, arb, tile.n_devices, not tile.differential,
+                                            tile.law, tile.prm, tile.t)
     tile.mark_changed()
+    scheme._limit_hit(tile, n_over, float(most), "later coincidences of the update were not applied", lr)
     return int(n)
 
 
@@ -427,8 +495,9 @@ class StochasticCoincidenceScheme(_PulseScheme):
     −sign(x_j d_i), so E[ΔW_ij] = −BL·A·B·Δw_pulse·x_j d_i = −lr·x_j d_i with A·B = lr/(Δw_pulse·BL).
     With ``update_management`` A and B are rebalanced per sample by sqrt(x_max/d_max), so both
     sides have the same largest probability. Probabilities are clipped to 1, which caps the
-    change of one sample at BL pulses per synapse (the update is then smaller than wanted).
-    Samples are applied in order. Only :meth:`update` is supported: a dense ΔW has no factors.
+    change of one sample at BL pulses per synapse (the update is then smaller than wanted), and an
+    update gives a synapse at most ``max_pulses`` (its first coincidences). Samples are applied in
+    order. Only :meth:`update` is supported: a dense ΔW has no factors.
     """
 
     name = "stochastic_coincidence"
@@ -447,9 +516,9 @@ class StochasticCoincidenceScheme(_PulseScheme):
 
 class MultiDeviceScheme(_PulseScheme):
     """Multi-memristive synapse (Boybat et al., Nat. Commun. 9, 2514, 2018): n = trunc(|ΔW|/Δw_pulse)
-    pulses with the sign of ΔW, one at a time round-robin over the N devices of the synapse's side,
-    chosen by a per-synapse arbitration counter that advances by n (mod N). The sub-pulse remainder
-    is dropped (no accumulator)."""
+    pulses (at most ``max_pulses``) with the sign of ΔW, one at a time round-robin over the N devices
+    of the synapse's side, chosen by a per-synapse arbitration counter that advances by n (mod N).
+    The sub-pulse remainder is dropped (no accumulator)."""
 
     name = "multi_device"
 
@@ -459,8 +528,9 @@ class MultiDeviceScheme(_PulseScheme):
 
 class MixedPrecisionScheme(_PulseScheme):
     """Mixed-precision training (Nandakumar et al., Front. Neurosci. 14, 406, 2020): a float
-    accumulator χ += ΔW per synapse; n = trunc(χ/ε) pulses go to the device (round-robin when N > 1)
-    and χ -= n·ε keeps the sub-pulse remainder. ``epsilon`` overrides ε = Δw_pulse.
+    accumulator χ += ΔW per synapse; n = trunc(χ/ε) pulses, at most ``max_pulses``, go to the device
+    (round-robin when N > 1) and χ -= n·ε keeps the sub-pulse remainder (and whatever the limit held
+    back). ``epsilon`` overrides ε = Δw_pulse.
 
     :meth:`update` computes dᵀx in float32 when x and d are float32 (as a float32 SGD step would),
     and accumulates in float64; the accumulate-and-pulse pass is one kernel.
@@ -483,21 +553,23 @@ class MixedPrecisionScheme(_PulseScheme):
         x2, d2, lr = self._batch(x, d, lr)
         if x2.dtype != d2.dtype:
             x2, d2 = x2.astype(np.float64), d2.astype(np.float64)
-        self._accumulate(d2.T @ x2, -lr)
+        self._accumulate(d2.T @ x2, -lr, lr)
         self._after_update()
 
     def _apply(self, dw):
         self._accumulate(dw, 1.0)
 
-    def _accumulate(self, g: np.ndarray, alpha: float) -> None:
+    def _accumulate(self, g: np.ndarray, alpha: float, lr: float | None = None) -> None:
         t = self.tile
         g = np.ascontiguousarray(g).reshape(-1)
-        n = _U.accumulate_pulse(self.chi, g, float(alpha), float(self.epsilon), self._arb, t.g, t.p, t.tprog,
-                                t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu, t.n_devices, not t.differential, t.law,
-                                t.prm, draw_seed(self.rng), t.t)
+        eps = float(self.epsilon)
+        n, n_over, most = _U.accumulate_pulse(self.chi, g, float(alpha), eps, self.params["max_pulses"], self._arb,
+                                              t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu,
+                                              t.n_devices, not t.differential, t.law, t.prm, draw_seed(self.rng), t.t)
         if n:
             t.mark_changed()
         self.n_pulses += int(n)
+        self._limit_hit(t, n_over, most, "the rest stays in the accumulator", lr, per_pulse=eps)
 
     def stats(self):
         return {**super().stats(), "accumulator_abs_mean": float(np.abs(self.chi).mean())}
@@ -518,7 +590,9 @@ class TikiTakaScheme(_PulseScheme):
 
     :meth:`apply` (a dense ΔW, for rules that do not give factors) puts ΔW on A by stochastic
     rounding: floor(|ΔW|/Δw_pulse(A)) pulses plus one more with the fractional probability.
-    The refresh policy covers both tiles (``refresh_high`` scales with each tile's g_max).
+    The refresh policy covers both tiles (``refresh_high`` scales with each tile's g_max), and so
+    does ``max_pulses`` (a transfer of a full-range column of A with ``transfer_lr`` 1 asks C for
+    up to w_max/Δw_pulse(C) pulses: about 1200–2000 on the fine-step cards, above the default).
     """
 
     name = "tiki_taka"
@@ -591,7 +665,8 @@ class TikiTakaScheme(_PulseScheme):
             self._next_col = (j + 1) % in_size
             a_col = read_column(self.fast, j, draw_seed(self.fast.rng))
             n = np.trunc(self.params["transfer_lr"] * a_col.astype(np.float64) / self.dw_pulse)
-            k = self._pulse(n, ks=np.arange(out_size) * in_size + j)
+            k = self._pulse(n, ks=np.arange(out_size) * in_size + j,
+                            advice="A column of A is too large a transfer for C's pulse: lower transfer_lr")
             self.n_pulses_transfer += k
             self.n_pulses += k
             self.n_transfers += 1

@@ -128,3 +128,52 @@ def test_eprop_sweep_same_numbers_on_processes_and_dask(tmp_path, capsys):
     assert len(a) == 4 and a == b
     assert {r["hardware.w_max"] for r in a} == {"0.2", "0.3"} and all(float(r["final"]) > 0 for r in a)
     capsys.readouterr()
+
+
+def test_blown_up_error_is_marked_diverged_not_averaged(tmp_path, capsys):
+    """lr 1e6: the NMSE blows up (the read-out bias alone makes it 1e16 after one update) and the
+    runs are marked, not reported; on the mixed-precision chip the updates are clipped to the pulse
+    limit, so the job ends quickly, warns once and says how often the limit was hit."""
+    from neuroemu.schemes import PulseLimitWarning
+
+    cfg = config(tmp_path / "cfg.yaml", train={"updates": 20, "lr": 1e6, "lr_out": 1e6, "eval_every": 10},
+                 runs=[{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
+                       {"name": "mixed", "card": "pcm_nandakumar2018", "scheme": "mixed_precision"}])
+    out = tmp_path / "out"
+    with pytest.warns(PulseLimitWarning) as caught:
+        assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert sorted(str(w.message).split("]")[0] for w in caught) == ["[mixed@seed0", "[mixed@seed1"]
+    message = str(caught[0].message)
+    assert "max_pulses = 1000" in message and "pulses on one synapse" in message and "lower it" in message
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["table"]}
+    assert set(summary["diverged"]) == {"fp32@seed0", "fp32@seed1", "mixed@seed0", "mixed@seed1"}
+    for d in summary["diverged"].values():
+        assert d == {"at": 10, "metric": "nmse", "value": d["value"], "bound": d["bound"]}
+        assert d["value"] > 1e10 * d["bound"] and d["bound"] > 0
+    for row in summary["table"]:
+        assert row["diverged"] == row["seeds"] == 2 and "final" not in row
+    assert rows["mixed"]["pulse_limit_hits"] > 0 and rows["fp32"]["pulse_limit_hits"] == 0
+    runs = {p.stem: json.loads(p.read_text())["result"] for p in (out / "runs").glob("*.json")}
+    assert runs["mixed_seed0"]["pulse_limit_hits"] > 0 and len(runs["fp32_seed0"]["curve"]) == 0
+    assert [line.split()[1] for line in printed.splitlines()[1:3]] == ["diverged", "diverged"]
+    assert "pulse limit hit" in printed
+    text = (out / "RESULTS.md").read_text()
+    assert "| fp32 | diverged |" in text and "* diverged: fp32, seed 0, at update 10: nmse" in text
+    assert "pulse limit hit" in text
+    assert not (out / "figures").exists()  # nothing to draw: every run diverged
+
+
+def test_warnings_and_progress_of_worker_processes_reach_the_console(tmp_path, capfd, monkeypatch):
+    from neuroemu.experiments import run_experiment
+
+    monkeypatch.setenv("NEUROEMU_PROGRESS_S", "0")
+    monkeypatch.delenv("NEUROEMU_QUIET", raising=False)
+    cfg = config(tmp_path / "cfg.yaml", train={"updates": 3, "lr": 10.0, "eval_every": 1},
+                 runs=[{"name": "mixed", "card": "pcm_nandakumar2018", "scheme": "mixed_precision"}])
+    run_experiment(cfg, tmp_path / "out", workers=2)
+    err = capfd.readouterr().err
+    for seed in (0, 1):
+        assert f"PulseLimitWarning: [mixed@seed{seed}]" in err
+        assert f"[mixed@seed{seed}] update 1/3  nmse" in err

@@ -92,3 +92,18 @@ def test_a_run_may_name_its_own_seeds(tmp_path, tiny_data):  # noqa: F811
     ids = [j["id"] for j in module.jobs(resolved)]
     assert ids == ["hebbian@seed0", "hebbian@seed1", "hebbian@seed2", "backprop@seed4"]
     assert all("seeds" not in j["run"] for j in module.jobs(resolved))  # not part of a job: adding seeds reruns nothing
+
+
+def test_a_diverged_read_out_is_marked(tmp_path, tiny_data, capsys):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=[{"features": "random"}],
+                 readout={"epochs": 3, "min_steps": 30, "batch_size": 32, "lr": 1000.0})
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    d = summary["diverged"]["random@seed0"]
+    assert d["metric"] == "read-out loss (labels 0.25)" and d["bound"] == pytest.approx(5 * np.log(10))
+    row = summary["table"][0]
+    assert row["diverged"] == 1 and not any(k.startswith("acc_") for k in row)
+    assert printed[1].split()[1:] == ["diverged", "diverged", "diverged"]
+    assert "| random | - | - | 1 (diverged) | diverged | diverged |" in (out / "RESULTS.md").read_text()

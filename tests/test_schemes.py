@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numba
@@ -66,6 +67,8 @@ def test_unknown_param_names_field_and_choices():
     ("multi_device", {"refresh_every": -1}, "refresh_every"),
     ("sign", {"refresh_high": 0.0}, "refresh_high"),
     ("sign", {"refresh_high": 1e3}, "refresh_high"),
+    ("mixed_precision", {"max_pulses": 0}, "max_pulses"),
+    ("tiki_taka", {"max_pulses": 2.5}, "max_pulses"),
 ])
 def test_bad_param_values(name, params, field):
     with pytest.raises(ConfigError, match=f"scheme '{name}': {field}"):
@@ -232,6 +235,56 @@ def test_mixed_precision_keeps_remainder():
     assert s.chi[2] == pytest.approx(0.2 * step)
 
 
+@pytest.mark.parametrize("name, how, card, excess", [
+    ("multi_device", "apply", "linear_step", "the rest is dropped"),
+    ("mixed_precision", "apply", "pcm_nandakumar2018", "the rest stays in the accumulator"),
+    ("mixed_precision", "update", "linear_step", "the rest stays in the accumulator"),
+    ("tiki_taka", "apply", "rram_gong2018", "the rest is dropped"),
+    ("tiki_taka", "update", "linear_step", "not applied"),
+    ("stochastic_coincidence", "update", "linear_step", "not applied"),
+])
+def test_pulse_limit_clips_and_warns_once(name, how, card, excess):
+    """An update wanting far more pulses than max_pulses gets max_pulses per synapse, one
+    PulseLimitWarning (with the numbers and the way out) and a count in stats()."""
+    from neuroemu.schemes import MAX_PULSES, PulseLimitWarning
+
+    t = tile(card, shape=(3, 4))
+    extra = {"transfer_every": 10**6} if name == "tiki_taka" else {}  # A alone (transfers: test_tiki_taka_...)
+    s = make_scheme(name, t, rng=0, max_pulses=5, **extra)
+    assert make_scheme(name, tile(card, shape=(3, 4)), rng=0).params["max_pulses"] == MAX_PULSES
+    target = s.fast if name == "tiki_taka" else t
+    step = target.card.nominal_step / target.scale
+    x = np.ones((3, 4))
+    d = np.ones((3, 3))
+
+    def absurd():  # about 120 pulses per synapse wanted
+        if how == "apply":
+            s.apply(np.full(t.shape, 120.0 * step))
+        else:
+            s.update(x, d, -40.0 * step)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PulseLimitWarning)  # a modest update never warns
+        (s.apply(np.full(t.shape, 2.0 * step)) if how == "apply" else s.update(x[:1], d[:1], -0.1 * step))
+    before = target.npulse.reshape(-1, t.n_synapses).sum(axis=0).copy()
+    with pytest.warns(PulseLimitWarning) as caught:
+        absurd()
+        absurd()
+    assert len(caught) == 1  # once per scheme
+    message = str(caught[0].message)
+    assert f"scheme '{name}'" in message and "max_pulses = 5" in message and excess in message
+    assert "pulses on one synapse" in message and "Δw_pulse" in message and "lower it" in message
+    wanted = int(message.split(" wanted ")[1].split()[0])
+    assert wanted >= 60 if how == "update" else wanted == 120
+    if how == "update":
+        assert "learning rate" in message
+    per_synapse = target.npulse.reshape(-1, t.n_synapses).sum(axis=0) - before
+    assert per_synapse.max() <= 2 * 5  # two updates, at most 5 pulses each
+    assert s.stats()["pulse_limit_hits"] == 2 * t.n_synapses
+    if name == "mixed_precision":  # what the limit held back waits in the accumulator
+        assert s.chi.min() > 200 * step
+
+
 def test_mixed_precision_update_matches_apply():
     rng = np.random.default_rng(0)
     x = rng.random((3, 5)).astype(np.float32)
@@ -263,6 +316,17 @@ def test_tiki_taka_transfers_into_slow_tile():
     g.update(x, d, lr=2 * step)
     np.testing.assert_allclose(g.weights(), g.slow.weights() + 0.5 * g.fast.weights())
     np.testing.assert_allclose(g.forward(np.eye(4)), g.weights().T, atol=1e-6)
+
+
+def test_tiki_taka_transfer_obeys_the_pulse_limit():
+    from neuroemu.schemes import PulseLimitWarning
+
+    c = tile("linear_step", shape=(3, 4), seed=5)
+    s = make_scheme("tiki_taka", c, rng=6, transfer_lr=1e4, max_pulses=3, transfer_columns=4)
+    with pytest.warns(PulseLimitWarning, match="lower transfer_lr"):
+        s.update(np.ones((2, 4)), -np.ones((2, 3)), lr=1e-3)
+    assert s.stats()["pulses_transfer"] <= 3 * c.n_synapses and s.stats()["pulse_limit_hits"] > 0
+    assert c.npulse.reshape(-1, c.n_synapses).sum(axis=0).max() <= 3
 
 
 def test_tiki_taka_apply_and_overrides():
@@ -430,7 +494,8 @@ def _state(t):
     ("stuck", 1, 16, True, np.float64),
     ("quantized", 1, 31, True, np.float64),
 ])
-def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype):
+@pytest.mark.parametrize("cap", [2**62, 3])  # no limit; a limit that clips many synapses
+def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype, cap):
     if card == "stuck":
         card = load_card("rram_gong2018").with_params(p_stuck_off=0.2, p_stuck_on=0.1)
     t = tile(card, shape=(6, 9), n_devices=n_dev, seed=4)
@@ -447,13 +512,20 @@ def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype):
     sk, sr = _state(t), _state(t)
     bidir = not t.differential
     dev = (n_dev, bidir, t.law, t.prm)
-    n_k = U.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sk, arb_k, *dev, t.t)
-    n_r = RU.coincidence_update(x, d, c_ab, balance, bl, 77, 78, *sr, arb_r, *dev, t.t)
-    assert n_k == n_r > 20
+    res_k = U.coincidence_update(x, d, c_ab, balance, bl, cap, 77, 78, *sk, arb_k, *dev, t.t)
+    res_r = RU.coincidence_update(x, d, c_ab, balance, bl, cap, 77, 78, *sr, arb_r, *dev, t.t)
+    assert res_k == res_r and res_k[0] > 20
+    n_k, n_over, most = res_k
     for a, b in zip(sk, sr):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(arb_k, arb_r)
     assert sk[3].sum() == n_k
+    per_synapse = (sk[3] - t.npulse).reshape(-1, t.n_synapses).sum(axis=0)
+    assert per_synapse.max() <= cap
+    if cap < bl:  # the limit acted: the synapses that wanted more got exactly cap
+        assert 0 < n_over <= np.count_nonzero(per_synapse == cap) and most > cap
+    else:
+        assert (n_over, most) == (0, 0)
     # the two halves on their own: the drawn lists, then applying the same lists
     coff, cols, rstart, events = U.coincidence_draw(x, d, c_ab, balance, bl, 77)
     drawn = RU.coincidence_draw(x, d, c_ab, balance, bl, 77)
@@ -461,9 +533,9 @@ def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype):
         np.testing.assert_array_equal(a, b)
     sa, sb = _state(t), _state(t)
     arb_a, arb_b = np.zeros_like(arb_k), np.zeros_like(arb_k)
-    n_a = U.coincidence_apply(coff, cols, rstart, events, 9, *sa, arb_a, *dev, 78, t.t)
-    n_b = RU.coincidence_apply(*drawn, 9, *sb, arb_b, *dev, 78, t.t)
-    assert n_a == n_b == n_k
+    res_a = U.coincidence_apply(coff, cols, rstart, events, 9, cap, *sa, arb_a, *dev, 78, t.t)
+    res_b = RU.coincidence_apply(*drawn, 9, cap, *sb, arb_b, *dev, 78, t.t)
+    assert res_a == res_b == res_k
     for a, b, c in zip(sa + [arb_a], sb + [arb_b], sk + [arb_k]):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
@@ -514,11 +586,23 @@ def test_pulse_sparse_and_accumulate_match_twins():
         chi2 = chi1.copy()
         dw = rng.normal(size=24).astype(np.float32)
         eps = 0.07
-        n1 = U.accumulate_pulse(chi1, dw, -0.3, eps, a1, *s1, n_dev, not t.differential, t.law, t.prm, 4, 2.0)
-        n2 = RU.accumulate_pulse(chi2, dw, -0.3, eps, a2, *s2, n_dev, not t.differential, t.law, t.prm, 4, 2.0)
-        assert n1 == n2 > 0
+        r1 = U.accumulate_pulse(chi1, dw, -0.3, eps, 2**62, a1, *s1, n_dev, not t.differential, t.law, t.prm, 4, 2.0)
+        r2 = RU.accumulate_pulse(chi2, dw, -0.3, eps, 2**62, a2, *s2, n_dev, not t.differential, t.law, t.prm, 4, 2.0)
+        assert r1 == r2 and r1[0] > 0 and r1[1:] == (0, 0)
         np.testing.assert_array_equal(chi1, chi2)
         assert np.abs(chi1).max() < eps
+        for a, b in zip(s1 + [a1], s2 + [a2]):
+            np.testing.assert_array_equal(a, b)
+        # a limit of 2 pulses: the synapses wanting more get 2, the rest stays in the accumulator
+        before = chi1.copy()
+        r1 = U.accumulate_pulse(chi1, dw, 1.0, eps, 2, a1, *s1, n_dev, not t.differential, t.law, t.prm, 5, 3.0)
+        r2 = RU.accumulate_pulse(chi2, dw, 1.0, eps, 2, a2, *s2, n_dev, not t.differential, t.law, t.prm, 5, 3.0)
+        assert r1 == r2
+        wanted = np.trunc((before + dw.astype(np.float64)) / eps)
+        assert r1[1] == np.count_nonzero(np.abs(wanted) > 2) > 0 and r1[2] == np.abs(wanted).max()
+        assert r1[0] == np.minimum(np.abs(wanted), 2).sum()
+        np.testing.assert_array_equal(chi1, chi2)
+        np.testing.assert_allclose(chi1, before + dw - np.clip(wanted, -2, 2) * eps, atol=1e-12)
         for a, b in zip(s1 + [a1], s2 + [a2]):
             np.testing.assert_array_equal(a, b)
 

@@ -88,3 +88,22 @@ def test_sdt_lbfgs_readout(tmp_path, tiny_data, capsys):  # noqa: F811
 def test_sdt_config_errors(tmp_path, tiny_data, capsys, runs, message):  # noqa: F811
     assert main(["run", str(config(tmp_path / "cfg.yaml", tiny_data, runs=runs)), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_marked_and_the_others_are_not(tmp_path, tiny_data, capsys):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data,
+                 runs=[{"trainer": "bp", "hidden": [20], "mode": "supervised",
+                        "bp": {"optimizer": "sgd", "lr": 1000.0}},
+                       {"trainer": "none", "hidden": [20]}])
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    d = summary["diverged"]["bp/784-20/supervised@seed0"]
+    assert d["at"] == 1 and d["metric"] == "supervised loss" and d["value"] > d["bound"]
+    rows = {r["run"]: r for r in summary["table"]}
+    assert rows["bp/784-20/supervised"]["diverged"] == 1 and "test_acc" not in rows["bp/784-20/supervised"]
+    assert rows["none/784-20/unsupervised"]["diverged"] == 0 and "test_acc" in rows["none/784-20/unsupervised"]
+    assert printed[1].split()[1] == "diverged" and printed[1].split()[-1] == "diverged"
+    text = (out / "RESULTS.md").read_text()
+    assert "| bp/784-20/supervised | supervised | diverged |" in text and "| 1 (diverged) |" in text

@@ -110,3 +110,20 @@ def test_neurons_can_be_skipped_and_targets_are_checked(tmp_path, tiny_data, cap
     cfg = config(tmp_path / "cfg3.yaml", tiny_data, neurons={"card": "pcm_joshi2020"})
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "analog_chip" in capsys.readouterr().err
+
+
+def test_a_diverged_seed_is_marked_and_not_deployed(tmp_path, tiny_data, capsys):  # noqa: F811
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, train={"epochs": 2, "batch_size": 40, "lr": 1000.0},
+                 runs=[{"backward": "sparse"}])
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    d = summary["diverged"]["sparse/N24/b_th0.2@seed0"]
+    assert d["at"] == 1 and d["metric"] == "train_loss" and d["value"] > d["bound"]
+    row = summary["table"][0]
+    assert row["diverged"] == 1 and "test_acc" not in row and "chip_0s" not in row
+    assert printed.splitlines()[1].split()[1] == "diverged"
+    result = json.loads(next((out / "runs").glob("*.json")).read_text())["result"]
+    assert "chip" not in result and "neurons" not in result  # stopped before the hardware evaluations
+    assert "| sparse/N24/b_th0.2 | diverged |" in (out / "RESULTS.md").read_text()

@@ -87,3 +87,19 @@ def test_spiking_config_needs_an_analog_chip_card(tmp_path, tiny_data, capsys):
                  runs=[{"synapses": "ideal", "neurons": "analog"}])
     assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
     assert "512 neurons" in capsys.readouterr().err
+
+
+def test_a_diverged_seed_counts_in_every_run(tmp_path, tiny_data, capsys):
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, train={"epochs": 2, "batch_size": 40, "lr": 1000.0},
+                 runs=[{"name": "float", "synapses": "ideal", "neurons": "ideal"},
+                       {"name": "chip", "synapses": "brainscales2", "neurons": "analog"}])
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["diverged"]) == ["seed0"] and summary["diverged"]["seed0"]["metric"] == "train_loss"
+    for row in summary["table"]:
+        assert row["seeds"] == row["diverged"] == 1 and "test_acc" not in row
+    assert [line.split()[1] for line in printed.splitlines()[1:3]] == ["diverged", "diverged"]
+    text = (out / "RESULTS.md").read_text()
+    assert "| float | ideal | ideal | diverged |" in text and "* diverged: float, seed 0, at epoch 1" in text

@@ -27,6 +27,12 @@ device state is prefetched meanwhile), so the work is proportional to the number
 coincidences. Pulses of one synapse keep (sample, slot) order; different synapses are
 independent, so the visiting order does not change the result.
 
+Pulse limit. The coincidence and accumulate-and-pulse kernels take ``cap``, the most pulses one
+synapse may receive in one call (one update): a coincidence beyond it is not applied (a synapse keeps
+its first ``cap`` pulses in (sample, slot) order), an accumulator transfers at most ``cap`` pulses and
+keeps the rest. Both return (pulses issued, synapses that wanted more than the limit, the largest
+pulse count wanted on one of them — 0 when none did), so the caller can report it.
+
 Cost: every pulse draws its own step noise and updates ~8 device arrays, so a pulsed update costs
 far more than the float SGD step it emulates (benchmarks/bench_update.py measures it).
 """
@@ -360,13 +366,34 @@ def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, pcm, l
             prefetch(arb, j)
 
 
+@njit(cache=True, inline="always")
+def _coincidence_pulse(k, sgn, e, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, has_arb, m_syn, n_dev, bidir,
+                       law, prm, dseed, t):
+    """One coincidence pulse on synapse k (direction sgn, event e): the device from the arbitration
+    counter, the side from the direction, step noise keyed by (dseed, e, device index)."""
+    side = 0 if (bidir or sgn > 0) else 1
+    dev = 0
+    if has_arb:
+        dev = arb[k]
+        arb[k] = dev + 1 if dev + 1 < n_dev else 0
+    idx = (side * n_dev + dev) * m_syn + k
+    npulse[idx] += 1
+    if stuck[idx] == 0:
+        g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+        g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn, prm, dseed, e, idx)
+    tprog[idx] = t
+
+
 @njit(cache=True)
-def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, n_dev,
-                      bidir, law, prm, dseed, t):
-    """Apply drawn coincidences (see :func:`coincidence_draw`) row by row; returns the pulses issued.
+def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb,
+                      n_dev, bidir, law, prm, dseed, t):
+    """Apply drawn coincidences (see :func:`coincidence_draw`) row by row, at most ``cap`` pulses per
+    synapse; returns (pulses issued, synapses that wanted more, most coincidences on one of them).
 
     While a row is processed, the next row's device state is prefetched a slice per event, so its
-    pulses find their (scattered) synapses in cache.
+    pulses find their (scattered) synapses in cache. Each event gives a synapse at most one pulse, so
+    only a row with more than ``cap`` events can reach the limit: such a row (an update far too large)
+    takes a separate loop that counts pulses per synapse, and the other rows run as without a limit.
     """
     n_out = rstart.size - 1
     m_syn = n_out * n_in
@@ -375,11 +402,17 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
     pcm = law == PCM_SET
     simple = bidir and not has_arb and not pcm
     total = 0
+    n_over = 0
+    most = 0
+    used = np.zeros(n_in, np.int64)  # coincidences per synapse of a row over the limit
     for i in range(n_out):
         q0 = rstart[i]
         q1 = rstart[i + 1]
         if q0 == q1:
             continue
+        capped = q1 - q0 > cap
+        if capped:
+            used[:] = 0
         base = i * n_in
         nxt = base + n_in  # next row: prefetched in slices, one per event of this row
         nxt_end = nxt + n_in if i + 1 < n_out else nxt
@@ -394,12 +427,21 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
                 sdn = -1
             c0 = coff[e]
             c1 = coff[e + 1]
-            total += c1 - c0
             if nxt < nxt_end:
                 stop = min(nxt + chunk, nxt_end)
                 _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, pcm, nxt, stop, m_syn, n_planes)
                 nxt = stop
-            if simple:
+            if capped:
+                for c in range(c0, c1):
+                    v = cols[c]
+                    j = v if v >= 0 else ~v
+                    used[j] += 1
+                    if used[j] <= cap:
+                        _coincidence_pulse(base + j, -sdn if v >= 0 else sdn, e, g, p, tprog, npulse, up, down, lo, hi,
+                                           stuck, nu, arb, has_arb, m_syn, n_dev, bidir, law, prm, dseed, t)
+                        total += 1
+            elif simple:
+                total += c1 - c0
                 for c in range(c0, c1):
                     v = cols[c]
                     idx = base + (v if v >= 0 else ~v)
@@ -411,7 +453,8 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
                         gi, _ = pulse_one(law, g_now, 1.0, dd, dd, lo[idx], hi[idx], sgn, prm, dseed, e, idx)
                         g[idx] = gi
                     tprog[idx] = t
-            else:
+            else:  # the body of _coincidence_pulse, written out: the call costs here (pcm: ~2x the time)
+                total += c1 - c0
                 for c in range(c0, c1):
                     v = cols[c]
                     k = base + (v if v >= 0 else ~v)
@@ -428,15 +471,21 @@ def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up,
                         g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sgn,
                                                    prm, dseed, e, idx)
                     tprog[idx] = t
-    return total
+        if capped:
+            for j in range(n_in):
+                if used[j] > cap:
+                    n_over += 1
+                    most = max(most, used[j])
+    return total, n_over, most
 
 
 @njit(cache=True)
-def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
+def coincidence_update(x, d, c_ab, balance, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
                        arb, n_dev, bidir, law, prm, t):
-    """Draw and apply a stochastic pulse-coincidence update; returns the number of pulses issued."""
+    """Draw and apply a stochastic pulse-coincidence update, at most ``cap`` pulses per synapse;
+    returns (pulses issued, synapses that wanted more, most coincidences on one of them)."""
     coff, cols, rstart, events = coincidence_draw(x, d, c_ab, balance, bl, seed)
-    return coincidence_apply(coff, cols, rstart, events, x.shape[1], g, p, tprog, npulse, up, down, lo, hi,
+    return coincidence_apply(coff, cols, rstart, events, x.shape[1], cap, g, p, tprog, npulse, up, down, lo, hi,
                              stuck, nu, arb, n_dev, bidir, law, prm, dseed, t)
 
 
@@ -478,20 +527,25 @@ _BLOCK = 4096  # synapses per accumulate block (their pulse counts stay in L1)
 
 
 @njit(cache=True, error_model="numpy")
-def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir, law,
-                     prm, seed, t):
+def accumulate_pulse(chi, dw, alpha, eps, cap, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir,
+                     law, prm, seed, t):
     """Mixed-precision transfer (Nandakumar et al. 2020).
 
-    chi[k] += alpha·dw[k]; n = trunc(chi[k]/eps); chi[k] -= n·eps; n pulses go to synapse k
-    (pulse_tile keying; round-robin from ``arb``). ``dw`` may be float32 (it is widened first).
-    Works in blocks: a vectorised pass updates the accumulator and lists the synapses that fire,
-    then their pulses are applied. Returns pulses issued.
+    chi[k] += alpha·dw[k]; n = trunc(chi[k]/eps); chi[k] -= n·eps; where |n| > cap, n becomes ±cap
+    and chi[k] += (n ∓ cap)·eps takes back what the limit holds; n pulses go to synapse k (pulse_tile keying;
+    round-robin from ``arb``). ``dw`` may be float32 (it is widened first). Works in blocks: a
+    vectorised pass updates the accumulator and lists the synapses that fire, then their pulses are
+    applied. Returns (pulses issued, synapses that wanted more than the limit, the largest
+    |trunc(chi/eps)| wanted on one of them, a float).
     """
     m_syn = chi.size
+    capf = float(cap)
     nbuf = np.empty(_BLOCK)
     ks = np.empty(_BLOCK, np.int64)
     cnt = np.empty(_BLOCK, np.int64)
     total = 0
+    n_over = 0
+    most = 0.0
     for k0 in range(0, m_syn, _BLOCK):
         k1 = min(k0 + _BLOCK, m_syn)
         ch = chi[k0:k1]
@@ -505,6 +559,18 @@ def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo
             nz += n != 0.0
         if nz == 0:
             continue
+        over = 0
+        for kk in range(k1 - k0):  # vectorised
+            over += abs(nbuf[kk]) > capf
+        if over:  # the limit: the accumulator takes back what it holds
+            n_over += over
+            for kk in range(k1 - k0):
+                n = nbuf[kk]
+                if abs(n) > capf:
+                    most = max(most, abs(n))
+                    lim = capf if n > 0.0 else -capf
+                    ch[kk] += (n - lim) * eps
+                    nbuf[kk] = lim
         m = 0
         for kk in range(k1 - k0):  # branch-free compaction
             ks[m] = k0 + kk
@@ -512,7 +578,7 @@ def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo
             m += nbuf[kk] != 0.0
         total += pulse_sparse(ks[:m], cnt[:m], arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir,
                               law, prm, seed, t)
-    return total
+    return total, n_over, most
 
 
 @njit(cache=True)

@@ -11,6 +11,11 @@ energy, and test accuracy after the chip has drifted for the configured delays.
 A run with ``deploy: true`` trains on the ideal float chip and then programs the trained weights
 onto the run's card once (the inference use of e.g. ``pcm_joshi2020``), with optional global drift
 compensation.
+
+A seed whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
+(default 5) × the loss of its first batch, stops and is marked diverged (:mod:`.divergence`); the
+tables average the other seeds. Long jobs print progress lines from inside
+(:class:`neuroemu.progress.JobProgress`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from ..config import Opt, check_delays, check_layers, check_seeds
 from ..crossbar import Periphery, make_tile
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
+from ..progress import job_messages
+from ..schemes import PulseLimitWarning
+from . import divergence, tables
 
 NAME = "crossbar_mlp"
 
@@ -53,6 +61,7 @@ SCHEMA: dict[str, Any] = {
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
     "data": DATA,
     "model": {"hidden": Opt("list", [256], check=check_layers)},
     "train": {
@@ -196,7 +205,7 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per (run, seed), each carrying everything it needs (JSON-serialisable)."""
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("data", "model", "train", "hardware", "eval")}
+    common = {k: cfg[k] for k in ("data", "model", "train", "hardware", "eval", "diverge_factor")}
     common["neuroemu"] = __version__
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
@@ -263,11 +272,15 @@ class Network:
         return h, acts
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float]:
+        """One SGD step on the batch; returns (loss, accuracy) of its forward pass. A NaN/inf loss
+        (a diverged network) is returned without an update."""
         logits, acts = self.forward(x)
         p = _softmax(logits)
         n = x.shape[0]
         loss = float(-np.log(p[np.arange(n), y] + 1e-12).mean())
         acc = float((logits.argmax(1) == y).mean())
+        if not np.isfinite(loss):
+            return loss, acc
         d = p
         d[np.arange(n), y] -= 1.0
         d /= n
@@ -298,9 +311,12 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- one job
+@job_messages(once=(PulseLimitWarning,))
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one (run, seed). Module-level so that worker processes can run it."""
+    """Train and evaluate one (run, seed). Module-level so that worker processes can run it. A seed
+    that diverges stops there and returns what it recorded, with ``diverged``."""
     from ..data import load_fashion_mnist
+    from ..progress import JobProgress
     from ..record import Recorder, pulse_histogram
 
     run, tr, hw, ev, data = job["run"], job["train"], job["hardware"], job["eval"], job["data"]
@@ -326,24 +342,42 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         rec.observe(0, layers)  # the chip as programmed, before training
     metrics = []
     t_start = time.perf_counter()
-    bs = tr["batch_size"]
-    for epoch in range(1, tr["epochs"] + 1):
-        order = rng_data.permutation(len(xtr))
-        losses, accs = [], []
-        for i in range(0, len(order) - bs + 1, bs):
-            idx = order[i:i + bs]
-            loss, acc = net.train_step(xtr[idx], ytr[idx], tr["lr"])
-            losses.append(loss)
-            accs.append(acc)
-            net.advance(tr["seconds_per_batch"])
-        if not np.isfinite(np.mean(losses)):
-            raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower train.lr")
-        test_acc = net.accuracy(xte, yte, ev["batch_size"])
-        stats = _device_stats(net)
-        device_row = {k: v for k, v in rec.observe(epoch, layers).items() if k != "step"}
-        metrics.append({"run": run["name"], "seed": job["seed"], "epoch": epoch, "train_loss": float(np.mean(losses)),
-                        "train_acc": float(np.mean(accs)), "test_acc": test_acc, **stats, **device_row})
+    bs, epochs = tr["batch_size"], tr["epochs"]
+    batches = range(0, len(xtr) - bs + 1, bs)
+    watch = divergence.Watch("train_loss", job["diverge_factor"])
+    progress = JobProgress(job["id"])
+    diverged = None
+    try:
+        for epoch in range(1, epochs + 1):
+            order = rng_data.permutation(len(xtr))
+            losses, accs = [], []
+            for b, i in enumerate(batches, 1):
+                idx = order[i:i + bs]
+                loss, acc = net.train_step(xtr[idx], ytr[idx], tr["lr"])
+                watch.check(epoch, loss, bound=False)
+                losses.append(loss)
+                accs.append(acc)
+                net.advance(tr["seconds_per_batch"])
+                if progress.due():
+                    progress.log(f"epoch {epoch}/{epochs}  batch {b}/{len(batches)}  loss {np.mean(losses):.3g}")
+            watch.check(epoch, np.mean(losses))
+            test_acc = net.accuracy(xte, yte, ev["batch_size"])
+            stats = _device_stats(net)
+            del stats["pulse_limit_hits"]  # a total for the result, not a metrics.csv column
+            device_row = {k: v for k, v in rec.observe(epoch, layers).items() if k != "step"}
+            metrics.append({"run": run["name"], "seed": job["seed"], "epoch": epoch,
+                            "train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)),
+                            "test_acc": test_acc, **stats, **device_row})
+            if progress.due():
+                progress.log(f"epoch {epoch}/{epochs}  loss {np.mean(losses):.3g}  test acc {100 * test_acc:.2f} %")
+    except divergence.Diverged as exc:
+        diverged = exc.record
     train_time = time.perf_counter() - t_start
+    if diverged is not None:
+        stats = _device_stats(net)
+        return {"run": run["name"], "card": card.name, "scheme": "ideal" if deploy else run["scheme"],
+                "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], "diverged": diverged,
+                "pulse_limit_hits": stats["pulse_limit_hits"], "train_time_s": train_time, "metrics": metrics}
     if deploy:  # from here on the chip is the programmed one: record it afresh
         net = _deploy(net, sizes, card, job, n_dev, w_max, rng_chip)
         rec = Recorder()
@@ -368,7 +402,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "run": run["name"], "card": card.name, "scheme": "ideal" if deploy else run["scheme"],
         "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], "test_acc": final,
         "test_acc_after": at_delay, "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / n_syn,
-        "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"], "train_time_s": train_time,
+        "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"], "pulse_limit_hits": stats["pulse_limit_hits"],
+        "train_time_s": train_time,
         "metrics": metrics, "device_summary": rec.summary(),
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
@@ -377,13 +412,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _device_stats(net: Network) -> dict[str, float]:
-    pulses = refresh = energy = 0.0
+    """Scheme counters summed over the layers."""
+    pulses = refresh = energy = hits = 0.0
     for s in net.schemes:
         st = s.stats()
         pulses += st["pulses"]
         refresh += st["refreshes"]
         energy += st["energy_pJ"]
-    return {"pulses": int(pulses), "refreshes": int(refresh), "energy_pJ": float(energy)}
+        hits += st.get("pulse_limit_hits", 0)
+    return {"pulses": int(pulses), "refreshes": int(refresh), "energy_pJ": float(energy), "pulse_limit_hits": int(hits)}
 
 
 def _deploy(trained: Network, sizes, card, job, n_dev, w_max, rng) -> Network:
@@ -399,31 +436,31 @@ def _deploy(trained: Network, sizes, card, job, n_dev, w_max, rng) -> Network:
 
 # ---------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, Any]]:
-    """One row per run: mean and std over seeds of accuracy, pulses, refreshes, energy."""
+    """One row per run: mean and std over the seeds that did not diverge of accuracy, pulses,
+    refreshes, energy; ``seeds``, ``diverged`` and the pulse-limit hits of all seeds."""
     rows = []
-    for name in dict.fromkeys(r["run"] for r in results):
-        rs = [r for r in results if r["run"] == name]
-        acc = np.array([r["test_acc"] for r in rs]) * 100
+    for name, rs, ok, seeds in tables.run_groups(results):
         row = {"run": name, "card": rs[0]["card"], "scheme": rs[0]["scheme"], "deploy": rs[0]["deploy"],
-               "n_devices": rs[0]["n_devices"], "seeds": len(rs), "test_acc": float(acc.mean()),
-               "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0}
-        for d in delays:
-            row[f"acc_after_{delay_key(d)}s"] = float(np.mean([r["test_acc_after"][delay_key(d)] for r in rs]) * 100)
-        row.update({
-            "pulses_per_synapse": float(np.mean([r["pulses_per_synapse"] for r in rs])),
-            "refreshes": float(np.mean([r["refreshes"] for r in rs])),
-            "energy_uJ": float(np.mean([r["energy_pJ"] for r in rs]) * 1e-6),
-            "train_time_s": float(np.mean([r["train_time_s"] for r in rs])),
-        })
+               "n_devices": rs[0]["n_devices"], **seeds,
+               "pulse_limit_hits": sum(r.get("pulse_limit_hits", 0) for r in rs)}
+        if ok:
+            row["test_acc"], row["test_acc_std"] = tables.mean_std([r["test_acc"] for r in ok], 100)
+            for d in delays:
+                after = [r["test_acc_after"][delay_key(d)] for r in ok]
+                row[f"acc_after_{delay_key(d)}s"] = float(np.mean(after) * 100)
+            row.update({
+                "pulses_per_synapse": float(np.mean([r["pulses_per_synapse"] for r in ok])),
+                "refreshes": float(np.mean([r["refreshes"] for r in ok])),
+                "energy_uJ": float(np.mean([r["energy_pJ"] for r in ok]) * 1e-6),
+                "train_time_s": float(np.mean([r["train_time_s"] for r in ok])),
+            })
         rows.append(row)
     return rows
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from .tables import console_table as text
-
-    return text(rows, [("pulses/syn", "pulses_per_synapse", ".2f"), ("refreshes", "refreshes", ".0f"),
-                                ("energy uJ", "energy_uJ", ".3g")])
+    return tables.console_table(rows, [("pulses/syn", "pulses_per_synapse", ".2f"), ("refreshes", "refreshes", ".0f"),
+                                       ("energy uJ", "energy_uJ", ".3g")])
 
 
 def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:
@@ -431,12 +468,12 @@ def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:
         ["pulses / synapse", "refreshes", "write energy (µJ)", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        acc = f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["seeds"] > 1 else "")
-        cells = [r["run"], acc] + [f"{r[f'acc_after_{delay_key(d)}s']:.2f}" for d in delays] + \
-            [f"{r['pulses_per_synapse']:.2f}", f"{r['refreshes']:.0f}", f"{r['energy_uJ']:.3g}",
-             f"{r['train_time_s']:.0f}"]
+        cells = [r["run"], tables.value_cell(r, "test_acc")] + \
+            [tables.number(r, f"acc_after_{delay_key(d)}s", ".2f") for d in delays] + \
+            [tables.number(r, "pulses_per_synapse", ".2f"), tables.number(r, "refreshes", ".0f"),
+             tables.number(r, "energy_uJ", ".3g"), tables.number(r, "train_time_s", ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + tables.markdown_notes(rows, "epoch"))
 
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
@@ -453,7 +490,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     rows = table(results, delays)
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
-    figures = plot.experiment_figures(rows, metrics, results, delays, figs)
+    ok, _ = divergence.split(results)
+    kept = [r for r in rows if tables.kept(r)]
+    figures = plot.experiment_figures(kept, [m for r in ok for m in r["metrics"]], ok, delays, figs) if kept else []
     seeds = ", ".join(map(str, cfg["seeds"]))
     text = f"""# Fashion-MNIST MLP on emulated crossbars
 
@@ -471,6 +510,9 @@ Produced by:
 * periphery (unless a run says otherwise): {cfg['hardware']['periphery']}
 * test accuracy is measured on the emulated chip (noisy analog reads) right after training and again
   after the chip has drifted for each delay (global drift compensation: {cfg['eval']['drift_compensation']})
+* divergence: a seed whose training loss is NaN/inf, or whose epoch-mean loss is above {cfg['diverge_factor']:g} × its
+  first batch's, stops and is left out of the means ("diverged k/n"); pulse schemes clip an update to
+  their max_pulses per synapse and say so below the table
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
 
 {markdown_table(rows, delays)}
@@ -481,13 +523,14 @@ card gives none).
 
 """ + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in figures]}
+    return {"table": rows, "figures": [str(p) for p in figures], "diverged": divergence.jobs(results)}
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flat rows of one job's result for sweep tables: one row (run, seed, scalar metrics)."""
-    row = {"run": result["run"], "seed": result["seed"], "test_acc": result["test_acc"],
-           "pulses_per_synapse": result["pulses_per_synapse"], "refreshes": result["refreshes"],
-           "energy_pJ": result["energy_pJ"], "train_time_s": result["train_time_s"]}
+    """Flat rows of one job's result for sweep tables: one row (run, seed, scalar metrics; a diverged
+    job: where and how instead of its metrics)."""
+    keys = ("test_acc", "pulses_per_synapse", "refreshes", "energy_pJ", "train_time_s")
+    row = {"run": result["run"], "seed": result["seed"], **{k: result[k] for k in keys if k in result},
+           **divergence.tidy(result)}
     row.update({f"test_acc_after_{k}s": v for k, v in result.get("test_acc_after", {}).items()})
     return [row]

@@ -15,6 +15,13 @@ keeps its programmed conductance, see ``drift_t0`` in the card).
 
 Autapses are excluded: the recurrent diagonal never enters the dynamics and is never updated.
 The normalised MSE is mean_t (y − y*)² / mean_t (y* − mean y*)² (1 = predicting the mean).
+
+Every update checks the error of its forward pass (the NMSE, or the task's cross-entropy for
+classification) before the update is applied: a NaN/inf error, or at an evaluation (and on the
+final pass after training) an NMSE above ``diverge_factor`` (default 1000) × the untrained
+network's, stops the run and marks it diverged (:mod:`.divergence`; the recorded sign-scheme runs
+reach ~300×). Long runs print a progress line from inside the job
+(:class:`neuroemu.progress.JobProgress`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from ..cards import load_card
 from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
+from ..progress import job_messages
+from ..schemes import PulseLimitWarning
+from . import divergence, tables
 from .crossbar_mlp import TILE_RUN, check_tile_run
 
 NAME = "eprop_pcm"
@@ -40,6 +50,7 @@ SCHEMA: dict[str, Any] = {
     "description": Opt("str", ""),
     "seeds": Opt("list", [0, 1, 2], check=check_seeds, doc="network, task and chip seed"),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "diverge_factor": divergence.option(divergence.NMSE_FACTOR),
     "task": {
         "name": Opt("str", "pattern_generation", choices=TASKS),
         "n_in": Opt("int", 100, 1, 100000),
@@ -125,7 +136,7 @@ def prepare(cfg: dict[str, Any]) -> None:
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("task", "model", "train", "hardware", "eval")}
+    common = {k: cfg[k] for k in ("task", "model", "train", "hardware", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
 
@@ -243,9 +254,13 @@ def _accuracy(y, task) -> float:
     return float((score.argmax(axis=1) == task.labels).mean())
 
 
+@job_messages(once=(PulseLimitWarning,))
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one (run, seed) and evaluate it; module-level so that worker processes can run it."""
+    """Train one (run, seed) and evaluate it; module-level so that worker processes can run it. A run
+    that diverges stops there and returns what it recorded, with ``diverged`` (see :mod:`.divergence`)."""
+    from ..progress import JobProgress
     from ..record import Recorder, pulse_histogram
+    from ..rules.eprop import task_loss
 
     run, tr, ev = job["run"], job["train"], job["eval"]
     seeds = np.random.SeedSequence([job["seed"], zlib.crc32(b"eprop")]).spawn(2)
@@ -261,46 +276,61 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     rec.observe(0, layers)
     seq_time = task.x.shape[0] * task.dt
     curve = []
+    watch = divergence.Watch("nmse" if regression else "loss", job["diverge_factor"])
+    progress = JobProgress(job["id"])
+    n_updates, diverged = tr["updates"], None
     t0 = time.perf_counter()
-    for step in range(1, tr["updates"] + 1):
-        if not regression:
-            task = _task(job, rng_task)
-            x = task.x
-        trace, y = chip.forward(x)
-        chip.update(x, trace, y, task, tr["lr"], tr["lr_out"])
-        chip.advance(seq_time)
-        if step % tr["eval_every"] == 0 or step == tr["updates"]:
-            row = {"run": run["name"], "seed": job["seed"], "update": step,
-                   "rate_hz": float(trace.z.mean() / task.dt)}
-            row["nmse" if regression else "accuracy"] = nmse(y, task.target, task.mask) if regression else \
-                _accuracy(y, task)
-            if not np.isfinite(row.get("nmse", 0.0)):
-                raise FloatingPointError(f"{job['id']}: training diverged (error is not finite); lower train.lr")
-            dev = rec.observe(step, layers)
-            row.update({k: v for k, v in dev.items() if k.endswith(".g_mean_uS")})
-            curve.append(row)
+    try:
+        for step in range(1, n_updates + 1):
+            if not regression:
+                task = _task(job, rng_task)
+                x = task.x
+            trace, y = chip.forward(x)
+            error = nmse(y, task.target, task.mask) if regression else task_loss(chip.cfg, y, task.target,
+                                                                                   task.mask)[0]
+            evaluation = step % tr["eval_every"] == 0 or step == n_updates
+            watch.check(step, error, bound=evaluation)  # before the update: NaN never reaches the devices
+            chip.update(x, trace, y, task, tr["lr"], tr["lr_out"])
+            chip.advance(seq_time)
+            if evaluation:
+                row = {"run": run["name"], "seed": job["seed"], "update": step,
+                       "rate_hz": float(trace.z.mean() / task.dt)}
+                row["nmse" if regression else "accuracy"] = error if regression else _accuracy(y, task)
+                dev = rec.observe(step, layers)
+                row.update({k: v for k, v in dev.items() if k.endswith(".g_mean_uS")})
+                curve.append(row)
+            if progress.due():
+                progress.log(f"update {step}/{n_updates}  {watch.metric} {error:.3g}")
+    except divergence.Diverged as exc:
+        diverged = exc.record
     train_time = time.perf_counter() - t0
 
     def evaluate():
         _, y = chip.forward(test.x)
         return (nmse(y, test.target, test.mask) if regression else _accuracy(y, test)), y
 
-    final, y_final = evaluate()
+    if diverged is None:  # the error after training is the number the tables report: checked as well
+        final, y_final = evaluate()
+        diverged = watch.test(n_updates, final, metric="nmse after training") if regression else \
+            watch.test(n_updates, np.abs(y_final).max(), bound=False, metric="output after training")
+    stats = [s.stats() for s in chip.schemes]
+    n_syn = sum(t.n_synapses for t in chip.tiles)
+    pulses = sum(int(s["pulses"]) for s in stats)
+    counters = {"run": run["name"], "card": run["card"], "scheme": run["scheme"], "seed": job["seed"],
+                "metric": "nmse" if regression else "accuracy", "pulses": pulses, "pulses_per_synapse": pulses / n_syn,
+                "refreshes": int(sum(s["refreshes"] for s in stats)),
+                "energy_pJ": float(sum(s["energy_pJ"] for s in stats)),
+                "pulse_limit_hits": int(sum(s.get("pulse_limit_hits", 0) for s in stats)), "train_time_s": train_time}
+    if diverged is not None:
+        return {**counters, "diverged": diverged, "curve": curve}
     after, elapsed = {}, 0.0
     for d in ev["delays"]:
         chip.advance(d - elapsed)
         elapsed = d
         after[delay_key(d)] = evaluate()[0]
-    stats = [s.stats() for s in chip.schemes]
-    n_syn = sum(t.n_synapses for t in chip.tiles)
     edges, steps, counts = rec.histograms("recurrent")
-    pulses = sum(int(s["pulses"]) for s in stats)
     return {
-        "run": run["name"], "card": run["card"], "scheme": run["scheme"], "seed": job["seed"],
-        "metric": "nmse" if regression else "accuracy", "final": final, "after": after,
-        "pulses": pulses, "pulses_per_synapse": pulses / n_syn,
-        "refreshes": int(sum(s["refreshes"] for s in stats)), "energy_pJ": float(sum(s["energy_pJ"] for s in stats)),
-        "train_time_s": train_time, "curve": curve, "device_summary": rec.summary(),
+        **counters, "final": final, "after": after, "curve": curve, "device_summary": rec.summary(),
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
         "pulse_hist": pulse_histogram(chip.tiles[1]),
@@ -311,38 +341,36 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, Any]]:
-    """One row per run: mean and std over seeds of the final error (or accuracy) and device counters."""
+    """One row per run: mean and std over the seeds that did not diverge of the final error (or
+    accuracy) and device counters; ``seeds``, ``diverged`` and the pulse-limit hits of all seeds."""
     rows = []
-    for name in dict.fromkeys(r["run"] for r in results):
-        rs = [r for r in results if r["run"] == name]
-        v = np.array([r["final"] for r in rs])
-        row = {"run": name, "card": rs[0]["card"], "scheme": rs[0]["scheme"], "metric": rs[0]["metric"],
-               "seeds": len(rs), "final": float(v.mean()), "final_std": float(v.std(ddof=1)) if len(rs) > 1 else 0.0,
-               "pulses_per_synapse": float(np.mean([r["pulses_per_synapse"] for r in rs])),
-               "refreshes": float(np.mean([r["refreshes"] for r in rs])),
-               "energy_uJ": float(np.mean([r["energy_pJ"] for r in rs]) * 1e-6),
-               "train_time_s": float(np.mean([r["train_time_s"] for r in rs]))}
-        for d in delays:
-            row[f"after_{delay_key(d)}s"] = float(np.mean([r["after"][delay_key(d)] for r in rs]))
+    for name, rs, ok, seeds in tables.run_groups(results):
+        row = {"run": name, "card": rs[0]["card"], "scheme": rs[0]["scheme"], "metric": rs[0]["metric"], **seeds,
+               "pulse_limit_hits": sum(r.get("pulse_limit_hits", 0) for r in rs)}
+        if ok:
+            row["final"], row["final_std"] = tables.mean_std([r["final"] for r in ok])
+            row.update({"pulses_per_synapse": float(np.mean([r["pulses_per_synapse"] for r in ok])),
+                        "refreshes": float(np.mean([r["refreshes"] for r in ok])),
+                        "energy_uJ": float(np.mean([r["energy_pJ"] for r in ok]) * 1e-6),
+                        "train_time_s": float(np.mean([r["train_time_s"] for r in ok]))})
+            for d in delays:
+                row[f"after_{delay_key(d)}s"] = float(np.mean([r["after"][delay_key(d)] for r in ok]))
         rows.append(row)
     return rows
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    width = max(len(r["run"]) for r in rows)
     label = "final NMSE" if rows[0]["metric"] == "nmse" else "accuracy"
-    lines = [f"{'run':<{width}}  {label:>15}  {'pulses/syn':>10}  {'refreshes':>9}  {'energy uJ':>9}  {'time s':>6}"]
-    for r in rows:
-        v = f"{r['final']:.3f}±{r['final_std']:.3f}"
-        lines.append(f"{r['run']:<{width}}  {v:>15}  {r['pulses_per_synapse']:>10.2f}  {r['refreshes']:>9.0f}  "
-                     f"{r['energy_uJ']:>9.3g}  {r['train_time_s']:>6.0f}")
-    return lines
+    return tables.console_table(rows, [("pulses/syn", "pulses_per_synapse", ".2f"), ("refreshes", "refreshes", ".0f"),
+                                       ("energy uJ", "energy_uJ", ".3g"), ("time s", "train_time_s", ".0f")],
+                                main=(label, "final", ".3f"), unit="update")
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat row per job (for sweeps)."""
+    """One flat row per job (for sweeps); a diverged job gives where and how instead of its results."""
     keys = ("run", "card", "scheme", "seed", "final", "pulses_per_synapse", "refreshes", "energy_pJ", "train_time_s")
-    return [{**{k: result[k] for k in keys}, **{f"after_{k}s": v for k, v in result["after"].items()}}]
+    return [{**{k: result[k] for k in keys if k in result}, **divergence.tidy(result),
+             **{f"after_{k}s": v for k, v in result.get("after", {}).items()}}]
 
 
 def _mean_curves(curves: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
@@ -355,7 +383,9 @@ def _mean_curves(curves: list[dict[str, Any]], metric: str) -> list[dict[str, An
 
 def figures(rows, results, delays, out_dir) -> list:
     """Learning curves, final error per scheme, produced vs target pattern, recurrent-layer conductance
-    histograms and pulse counts per scheme, and the drift of the mean conductance over the run."""
+    histograms and pulse counts per scheme, and the drift of the mean conductance over the run. Give
+    it the rows and results of the seeds that did not diverge."""
+    import functools
     from pathlib import Path
 
     from .. import plot
@@ -381,7 +411,7 @@ def figures(rows, results, delays, out_dir) -> list:
     paths.append(plot._save(fig, out / "final_error.png", 120))
 
     panels = [("conductances.png", "recurrent-layer device conductances: as programmed and after training",
-               plot._draw_g_hist),
+               functools.partial(plot._draw_g_hist, step_label="update")),
               ("pulses_per_device.png", "recurrent-layer pulses per synapse over the run (all its devices)",
                plot._draw_pulse_hist)]
     if metric == "nmse":
@@ -390,7 +420,7 @@ def figures(rows, results, delays, out_dir) -> list:
         paths.append(plot.run_panels(results, title, draw, out / name))
 
     first = list({r["run"]: r for r in reversed(results)}.values())[::-1]
-    fig = plot._file_figure(figsize=(12, 4), layout="constrained")
+    fig = plot._file_figure(figsize=(12, 4.6), layout="constrained")
     for k, layer in enumerate(("input", "recurrent", "output")):
         ax = fig.add_subplot(1, 3, k + 1)
         for r in first:
@@ -398,7 +428,9 @@ def figures(rows, results, delays, out_dir) -> list:
             ax.plot(xs, [c[f"{layer}.g_mean_uS"] for c in r["curve"]], lw=1, label=r["run"])
         ax.set_xlabel("update (1 s of chip time each)")
         ax.set_ylabel(f"{layer} tile: mean device G (µS)")
-    ax.legend(fontsize="xx-small")
+    # one legend for the three panels, below them: inside a panel it hides the curves
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(first), 4),
+               fontsize="x-small", frameon=False)
     fig.suptitle("mean conductance over the run: programming, drift and refresh (first seed)", fontsize="medium")
     paths.append(plot._save(fig, out / "drift.png", 110))
     return paths
@@ -422,18 +454,20 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     delays = cfg["eval"]["delays"]
     write_csv(out / "metrics.csv", [c for r in results for c in r["curve"]])
     rows = table(results, delays)
-    paths = figures(rows, results, delays, out / "figures")
+    kept = [r for r in rows if tables.kept(r)]
+    paths = figures(kept, divergence.split(results)[0], delays, out / "figures") if kept else []
     metric = rows[0]["metric"]
     head = ["run", "final NMSE" if metric == "nmse" else "accuracy"] + \
         [f"after {delay_label(d)}" for d in delays] + ["pulses / synapse", "refreshes", "write energy (µJ)",
                                                        "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        v = f"{r['final']:.3f}" + (f" ± {r['final_std']:.3f}" if r["seeds"] > 1 else "")
-        cells = [r["run"], v] + [f"{r[f'after_{delay_key(d)}s']:.3f}" for d in delays] + \
-            [f"{r['pulses_per_synapse']:.1f}", f"{r['refreshes']:.0f}", f"{r['energy_uJ']:.3g}",
-             f"{r['train_time_s']:.0f}"]
+        cells = [r["run"], tables.value_cell(r, "final", ".3f")] + \
+            [tables.number(r, f"after_{delay_key(d)}s", ".3f") for d in delays] + \
+            [tables.number(r, "pulses_per_synapse", ".1f"), tables.number(r, "refreshes", ".0f"),
+             tables.number(r, "energy_uJ", ".3g"), tables.number(r, "train_time_s", ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += tables.markdown_notes(rows, "update")
     t, m, hw = cfg["task"], cfg["model"], cfg["hardware"]
     text = f"""# e-prop on an emulated PCM chip: weight-update schemes compared
 
@@ -456,6 +490,9 @@ Produced by:
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
 * compute: {sum(r['train_time_s'] for r in results):.0f} s of training over all jobs (this invocation took
   {meta['wall_time_s']:.0f} s of wall time; jobs finished before are loaded, not rerun)
+* divergence: a run whose error is NaN/inf, or at an evaluation above {cfg['diverge_factor']:g} × the untrained
+  network's, stops and is left out of the means ("diverged k/n"); pulse schemes clip an update to
+  their max_pulses per synapse and say so below the table
 
 """ + "\n".join(lines) + """
 
@@ -465,4 +502,4 @@ synapse count all device pulses (programming, refresh) over the three matrices.
 
 """ + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths]}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}

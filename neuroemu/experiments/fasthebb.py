@@ -19,10 +19,16 @@ Runs (one job per run and seed) choose where the features come from:
 
 The read-out and the backprop control train for ``epochs`` over the labelled images, and at least
 ``min_steps`` batches (so that 1 % of the labels still gets enough updates).
+
+A job stops and is marked diverged (:mod:`.divergence`) when the Hebbian weights become NaN/inf,
+or when a read-out's (or the backprop control's) epoch loss is NaN/inf or above ``diverge_factor``
+(default 5) × ln 10, the loss of a ten-class classifier at chance; the tables average the other
+seeds. Long jobs print progress lines from inside (:class:`neuroemu.progress.JobProgress`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from typing import Any
@@ -31,10 +37,15 @@ import numpy as np
 
 from ..config import Opt, check_seeds
 from ..errors import ConfigError
+from ..progress import job_messages
+from ..schemes import PulseLimitWarning
+from . import divergence, tables
 from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")
+#: Cross-entropy of a ten-class classifier at chance: the read-outs' untrained loss (they start near 0).
+CHANCE_LOSS = math.log(10)
 
 
 def _fractions(value, where):
@@ -48,6 +59,7 @@ SCHEMA: dict[str, Any] = {
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
     "data": DATA,
     "zca": {
         "eps": Opt("float", 0.1, 1e-9, 1e9, doc="ZCA regulariser, relative to the mean eigenvalue"),
@@ -133,7 +145,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("data", "zca", "layer", "hebbian", "readout", "backprop", "labels", "eval")}
+    common = {k: cfg[k] for k in ("data", "zca", "layer", "hebbian", "readout", "backprop", "labels", "eval",
+                                  "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": {k: v for k, v in run.items() if k != "seeds"}, "seed": seed,
              "neuroemu": __version__, **common}
             for run in cfg["runs"] for seed in (run["seeds"] or cfg["seeds"])]
@@ -193,17 +206,19 @@ def features(layer, x: np.ndarray, pool: int, *, read=None, batch: int = 1000) -
     return np.concatenate(out)
 
 
-def _readout_accuracy(ftr, ytr, fte, yte, opts, rng) -> float:
+def _readout_accuracy(ftr, ytr, fte, yte, opts, rng, on_epoch=None) -> float:
+    """Test accuracy of a linear read-out trained on the features; ``on_epoch(epoch, row)`` after
+    every epoch (:func:`neuroemu.nn.train_classifier`'s ``progress``)."""
     from ..nn import Linear, Sequential, accuracy, standardise, train_classifier
 
     xtr, xte = standardise(ftr, fte)
     model = Sequential(Linear(ftr.shape[1], 10, rng=rng))
     train_classifier(model, xtr, ytr, epochs=_steps_epochs(len(ftr), opts), batch_size=opts["batch_size"],
-                     lr=opts["lr"], rng=rng, weight_decay=opts["weight_decay"])
+                     lr=opts["lr"], rng=rng, weight_decay=opts["weight_decay"], progress=on_epoch)
     return accuracy(model, xte, yte)
 
 
-def _backprop_accuracy(job, xtr, ytr, xte, yte, rng) -> float:
+def _backprop_accuracy(job, xtr, ytr, xte, yte, rng, on_epoch=None) -> float:
     from ..nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, accuracy, out_size, train_classifier
 
     lay, opts = job["layer"], job["backprop"]
@@ -214,15 +229,18 @@ def _backprop_accuracy(job, xtr, ytr, xte, yte, rng) -> float:
     else:
         model = Sequential(Flatten(), Linear(784, lay["units"], rng=rng), ReLU(), Linear(lay["units"], 10, rng=rng))
     train_classifier(model, xtr, ytr, epochs=_steps_epochs(len(xtr), opts), batch_size=opts["batch_size"],
-                     lr=opts["lr"], rng=rng)
+                     lr=opts["lr"], rng=rng, progress=on_epoch)
     return accuracy(model, xte, yte, batch_size=job["eval"]["batch_size"])
 
 
 # ---------------------------------------------------------------------------------------- one job
+@job_messages(once=(PulseLimitWarning,))
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Learn the features of one (run, seed) and train and test a read-out per label fraction."""
+    """Learn the features of one (run, seed) and train and test a read-out per label fraction. A job
+    that diverges stops there and returns ``diverged`` instead of accuracies."""
     from ..data import load_fashion_mnist
     from ..data.preprocess import ZCA
+    from ..progress import JobProgress
 
     run, data, seed = job["run"], job["data"], job["seed"]
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
@@ -238,30 +256,65 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     subsets = {f: label_subset(ytr, f, rng_labels) for f in job["labels"]}
     out: dict[str, Any] = {"run": run["name"], "features": run["features"], "card": run["card"],
                            "scheme": run["scheme"], "seed": seed, "accuracy": {}}
+    progress = JobProgress(job["id"])
     t0 = time.perf_counter()
+
+    def check_epochs(what: str, fraction: float):
+        """train_classifier's per-epoch callback: the divergence test and a progress line."""
+        watch = divergence.Watch(f"{what} loss (labels {fraction:g})", job["diverge_factor"], reference=CHANCE_LOSS)
+
+        def on_epoch(epoch: int, row: dict[str, Any]) -> None:
+            watch.check(epoch, row["loss"])
+            if progress.due():
+                progress.log(f"{what}, labels {fraction:g}: epoch {epoch}  loss {row['loss']:.3g}")
+
+        return on_epoch
+
     if run["features"] == "backprop":
-        for f, idx in subsets.items():
-            rng = np.random.default_rng([seed, int(f * 1e6)])
-            out["accuracy"][str(f)] = _backprop_accuracy(job, xtr[idx], ytr[idx], xte, yte, rng)
+        try:
+            for f, idx in subsets.items():
+                rng = np.random.default_rng([seed, int(f * 1e6)])
+                out["accuracy"][str(f)] = _backprop_accuracy(job, xtr[idx], ytr[idx], xte, yte, rng,
+                                                             check_epochs("backprop", f))
+        except divergence.Diverged as exc:
+            del out["accuracy"]
+            out["diverged"] = exc.record
         out["train_time_s"] = time.perf_counter() - t0
         return out
     layer = _layer(job, rng_init)
     read, scheme = None, None
-    if run["features"] == "hebbian":
-        h = job["hebbian"]
-        if run["card"] is not None:
-            scheme, rec = _chip(layer, run, seed)
-            read = scheme.forward
-        out["images_per_s"] = layer.fit(xtr, epochs=h["epochs"], batch_size=h["batch_size"], rng=rng_order,
-                                        scheme=scheme)
+    try:
+        if run["features"] == "hebbian":
+            h = job["hebbian"]
+            if run["card"] is not None:
+                scheme, rec = _chip(layer, run, seed)
+                read = scheme.forward
+            weights = divergence.Watch("hebbian weights (max |w|)", job["diverge_factor"])
+            n_batches = -(-len(xtr) // h["batch_size"])
+
+            def on_batch(epoch: int, b: int) -> None:
+                weights.check(epoch + 1, np.abs(layer.w).max(), bound=False)
+                if progress.due():
+                    progress.log(f"hebbian epoch {epoch + 1}/{h['epochs']}  batch {b + 1}/{n_batches}")
+
+            out["images_per_s"] = layer.fit(xtr, epochs=h["epochs"], batch_size=h["batch_size"], rng=rng_order,
+                                            scheme=scheme, callback=on_batch)
+            if scheme is not None:
+                rec.observe(1, {"hebbian": scheme.tiles[0]})
+        out["hebbian_time_s"] = time.perf_counter() - t0
+        ftr = features(layer, xtr, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
+        fte = features(layer, xte, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
+        for f, idx in subsets.items():
+            rng = np.random.default_rng([seed, int(f * 1e6)])
+            out["accuracy"][str(f)] = _readout_accuracy(ftr[idx], ytr[idx], fte, yte, job["readout"], rng,
+                                                        check_epochs("read-out", f))
+    except divergence.Diverged as exc:
+        del out["accuracy"]
+        out["diverged"] = exc.record
+        out["train_time_s"] = time.perf_counter() - t0
         if scheme is not None:
-            rec.observe(1, {"hebbian": scheme.tiles[0]})
-    out["hebbian_time_s"] = time.perf_counter() - t0
-    ftr = features(layer, xtr, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
-    fte = features(layer, xte, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
-    for f, idx in subsets.items():
-        rng = np.random.default_rng([seed, int(f * 1e6)])
-        out["accuracy"][str(f)] = _readout_accuracy(ftr[idx], ytr[idx], fte, yte, job["readout"], rng)
+            out["pulse_limit_hits"] = scheme.stats()["pulse_limit_hits"]
+        return out
     out["train_time_s"] = time.perf_counter() - t0
     out["filters"] = np.asarray(layer.w, np.float32).tolist()
     if scheme is not None:
@@ -292,7 +345,8 @@ def _chip_stats(scheme, rec) -> dict[str, Any]:
     tile = scheme.tiles[0]
     edges, steps, counts = rec.histograms("hebbian")
     return {"pulses": int(stats["pulses"]), "pulses_per_synapse": int(stats["pulses"]) / tile.n_synapses,
-            "energy_pJ": float(stats["energy_pJ"]), "device_summary": rec.summary(),
+            "energy_pJ": float(stats["energy_pJ"]), "pulse_limit_hits": int(stats["pulse_limit_hits"]),
+            "device_summary": rec.summary(),
             "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                        "counts": np.asarray(counts).tolist()},
             "pulse_hist": pulse_histogram(tile)}
@@ -300,34 +354,42 @@ def _chip_stats(scheme, rec) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]], fractions: list[float]) -> list[dict[str, Any]]:
+    """One row per run: test accuracy per label fraction (``acc_<fraction>``), mean and std over the
+    seeds that did not diverge; ``labels`` lists the fractions."""
     rows = []
-    for name in dict.fromkeys(r["run"] for r in results):
-        rs = [r for r in results if r["run"] == name]
+    for name, rs, ok, seeds in tables.run_groups(results):
         row = {"run": name, "features": rs[0]["features"], "card": rs[0]["card"] or "-",
-               "scheme": rs[0]["scheme"] if rs[0]["card"] else "-", "seeds": len(rs),
-               "train_time_s": float(np.mean([r["train_time_s"] for r in rs]))}
-        for f in fractions:
-            acc = np.array([r["accuracy"][str(f)] for r in rs]) * 100
-            row[f"acc_{f:g}"] = float(acc.mean())
-            row[f"acc_{f:g}_std"] = float(acc.std(ddof=1)) if len(rs) > 1 else 0.0
-        if "images_per_s" in rs[0]:
-            row["images_per_s"] = float(np.mean([r["images_per_s"] for r in rs]))
-        if "pulses_per_synapse" in rs[0]:
-            row["pulses_per_synapse"] = float(np.mean([r["pulses_per_synapse"] for r in rs]))
+               "scheme": rs[0]["scheme"] if rs[0]["card"] else "-", **seeds, "labels": list(fractions)}
+        if any("pulse_limit_hits" in r for r in rs):
+            row["pulse_limit_hits"] = sum(r.get("pulse_limit_hits", 0) for r in rs)
+        if ok:
+            row["train_time_s"] = float(np.mean([r["train_time_s"] for r in ok]))
+            for f in fractions:
+                row[f"acc_{f:g}"], row[f"acc_{f:g}_std"] = tables.mean_std([r["accuracy"][str(f)] for r in ok], 100)
+            if "images_per_s" in ok[0]:
+                row["images_per_s"] = float(np.mean([r["images_per_s"] for r in ok]))
+            if "pulses_per_synapse" in ok[0]:
+                row["pulses_per_synapse"] = float(np.mean([r["pulses_per_synapse"] for r in ok]))
         rows.append(row)
     return rows
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
     width = max(len(r["run"]) for r in rows) + 2
-    fr = [k for k in rows[0] if k.startswith("acc_") and not k.endswith("_std")]
-    lines = ["run".ljust(width) + "".join(f"{'labels ' + k[4:]:>14}" for k in fr)]
+    fr = [f"acc_{f:g}" for f in rows[0]["labels"]]
+    flagged = any(r["diverged"] for r in rows)
+    lines = ["run".ljust(width) + "".join(f"{'labels ' + k[4:]:>14}" for k in fr) + ("  status" if flagged else "")]
     for r in rows:
-        lines.append(r["run"].ljust(width) + "".join(f"{r[k]:>13.2f}%" for k in fr))
-    return lines
+        lines.append(r["run"].ljust(width) + "".join(f"{r[k]:>13.2f}%" if k in r else f"{'diverged':>14}" for k in fr)
+                     + (f"  {tables.status(r)}" if flagged else ""))
+    return lines + tables.notes(rows, "epoch")
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per label fraction (for sweeps); a diverged job: one row with where and how."""
+    if divergence.is_diverged(result):
+        return [{"run": result["run"], "seed": result["seed"], **divergence.tidy(result),
+                 "train_time_s": result["train_time_s"]}]
     return [{"run": result["run"], "seed": result["seed"], "labels": float(f), "test_acc": a,
              "train_time_s": result["train_time_s"]} for f, a in result["accuracy"].items()]
 
@@ -357,20 +419,22 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     out = Path(out)
     fractions = cfg["labels"]
     rows = table(results, fractions)
+    kept = [r for r in rows if tables.kept(r)]
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     paths = []
-    fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    for r in rows:
-        ax.errorbar([100 * f for f in fractions], [r[f"acc_{f:g}"] for f in fractions],
-                    yerr=[r[f"acc_{f:g}_std"] for f in fractions], marker="o", capsize=3, label=r["run"])
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled training images (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("semi-supervised Fashion-MNIST: Hebbian features vs controls", fontsize="medium")
-    ax.legend(fontsize="small")
-    paths.append(plot._save(fig, figs / "accuracy_vs_labels.png", 120))
+    if kept:
+        fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+        ax = fig.add_subplot()
+        for r in kept:
+            ax.errorbar([100 * f for f in fractions], [r[f"acc_{f:g}"] for f in fractions],
+                        yerr=[r[f"acc_{f:g}_std"] for f in fractions], marker="o", capsize=3, label=r["run"])
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training images (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("semi-supervised Fashion-MNIST: Hebbian features vs controls", fontsize="medium")
+        ax.legend(fontsize="small")
+        paths.append(plot._save(fig, figs / "accuracy_vs_labels.png", 120))
     learned = [r for r in results if "filters" in r and len(np.asarray(r["filters"][0])) <= 121]
     if learned and cfg["layer"]["kind"] == "conv":
         paths.append(plot.run_panels(learned, "filters (first 64)", _draw_filters, figs / "filters.png"))
@@ -384,12 +448,13 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         ["Hebbian images/s", "pulses/synapse", "time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        accs = [f"{r[f'acc_{f:g}']:.2f}" + (f" ± {r[f'acc_{f:g}_std']:.2f}" if r["seeds"] > 1 else "")
-                for f in fractions]
-        lines.append("| " + " | ".join([r["run"], r["card"], r["scheme"], str(r["seeds"]), *accs,
+        accs = [tables.value_cell(r, f"acc_{f:g}", note=False) for f in fractions]
+        seeds = f"{r['seeds']}" + (f" ({tables.status(r)})" if r["diverged"] else "")
+        lines.append("| " + " | ".join([r["run"], r["card"], r["scheme"], seeds, *accs,
                                         f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-",
                                         f"{r['pulses_per_synapse']:.1f}" if "pulses_per_synapse" in r else "-",
-                                        f"{r['train_time_s']:.0f}"]) + " |")
+                                        tables.number(r, "train_time_s", ".0f")]) + " |")
+    lines += tables.markdown_notes(rows, "epoch")
     lay, h, ro, bp = cfg["layer"], cfg["hebbian"], cfg["readout"], cfg["backprop"]
     arch = (f"conv {lay['units']} filters {lay['kernel']}×{lay['kernel']}, ReLU, max-pool {lay['pool']}"
             if lay["kind"] == "conv" else f"dense 784→{lay['units']}, ReLU")
@@ -415,6 +480,8 @@ Produced by:
   {bp['epochs']} epochs, at least {bp['min_steps']} batches)
 * on a chip: the Hebbian layer's weights on a tile of the card (ideal periphery, the devices' read
   noise); its products and the features are read from the array; the wanted ΔW is applied by the scheme
+* divergence: a job whose Hebbian weights become NaN/inf, or whose read-out loss is NaN/inf or above
+  {cfg['diverge_factor']:g} × ln 10 (chance), stops and is left out of the means ("diverged k/n")
 * seeds {', '.join(map(str, cfg['seeds']))} (a run may name its own); mean ± std over seeds; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
   wall time {meta['wall_time_s']:.0f} s
 
@@ -422,4 +489,4 @@ Test accuracy (%, full 10 000-image test set unless data.test_limit is set):
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths]}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}

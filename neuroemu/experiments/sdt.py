@@ -33,6 +33,11 @@ may give one rate per weight layer, and ``bp.lr_end`` a linear schedule (the aut
 On a chip (``card``, EqProp only): every weight matrix sits on a crossbar tile of the card; each
 step reads the weights from the tiles and the scheme applies the update EqProp wants (pulses on the
 devices); the biases stay digital.
+
+A run whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
+(default 5) × the loss of the first batch of that phase (supervised or unsupervised), stops there
+and is marked diverged (:mod:`.divergence`); the tables average the other seeds. Long jobs print
+progress lines from inside (:class:`neuroemu.progress.JobProgress`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ import numpy as np
 
 from ..config import Opt, check_seeds, validate
 from ..errors import ConfigError
+from ..progress import job_messages
+from ..schemes import PulseLimitWarning
+from . import divergence, tables
 from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sdt"
@@ -100,6 +108,7 @@ SCHEMA: dict[str, Any] = {
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds),
     "workers": Opt("int", 2, 1, 256),
+    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
     "data": DATA,
     "sdt": SDT,
     "bp": BP,
@@ -198,7 +207,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("data", "semi", "readout", "eval")}
+    common = {k: cfg[k] for k in ("data", "semi", "readout", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
 
@@ -337,6 +346,8 @@ class _EPNet:
 
     def step(self, x, target_fn, mask_fn) -> float:
         dws, dbs, info = self.net.wanted_update(x, lambda y: target_fn(y, None), self.rng)
+        if not np.isfinite(info["loss"]):  # a diverged network: no update (the run's check stops it)
+            return info["loss"]
         for i, (dw, db) in enumerate(zip(dws, dbs)):
             self.net.biases[i] = self.net.biases[i] + db
             if self.schemes:
@@ -348,17 +359,26 @@ class _EPNet:
         return info["loss"]
 
 
-def _epoch(net, x, rng, batch, target_fn, mask_fn) -> float:
+def _epoch(net, x, rng, batch, target_fn, mask_fn, on_batch=None) -> float:
+    """One epoch in batches drawn by ``rng``; returns the mean batch loss. ``on_batch(b, loss)`` is
+    called after every batch (b = 1, 2, ...)."""
     order = rng.permutation(len(x))
-    losses = [net.step(x[order[i:i + batch]], lambda y, m, idx=order[i:i + batch]: target_fn(y, m, idx), mask_fn)
-              for i in range(0, len(order), batch)]
+    losses = []
+    for i in range(0, len(order), batch):
+        idx = order[i:i + batch]
+        losses.append(net.step(x[idx], lambda y, m, idx=idx: target_fn(y, m, idx), mask_fn))
+        if on_batch is not None:
+            on_batch(len(losses), losses[-1])
     return float(np.mean(losses))
 
 
 # ---------------------------------------------------------------------------------------- one job
+@job_messages(once=(PulseLimitWarning,))
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one (run, seed) and evaluate it."""
+    """Train one (run, seed) and evaluate it. A run that diverges stops there and returns what it
+    recorded, with ``diverged``."""
     from ..data import load_fashion_mnist
+    from ..progress import JobProgress
     from ..rules.eqprop import _rates
     from ..rules.sdt import DirectAssociation, SelfDefinedTarget
     from .fasthebb import label_subset
@@ -411,48 +431,69 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     def test_acc():
         return float(np.mean(net.outputs(xte, ev).argmax(axis=1) == yte))
 
+    watches = {k: divergence.Watch(f"{k} loss", job["diverge_factor"]) for k in ("supervised", "unsupervised")}
+    progress = JobProgress(job["id"])
+
     def train(kind, x_idx, n_epochs, batch=batch):
+        watch = watches[kind]
         for _ in range(n_epochs):
             if trainer == "bp" and mode != "semi":  # linear schedule (the authors' LinearLR, per epoch)
                 f = 1.0 + (run["bp"]["lr_end"] - 1.0) * min(len(curve), decay) / decay
                 net.set_lrs([lr * f for lr in base_lrs])
             sdt.reset()
             xs = xtr if x_idx is None else xtr[x_idx]
+            at, n_batches = len(curve) + 1, -(-len(xs) // batch)
+
+            def on_batch(b, loss):
+                watch.check(at, loss, bound=False)
+                if progress.due():
+                    progress.log(f"epoch {at} ({kind})  batch {b}/{n_batches}  loss {loss:.3g}")
+
             if kind == "unsupervised":
-                loss = _epoch(net, xs, rng_order, batch, unsup, mask_fn)
+                loss = _epoch(net, xs, rng_order, batch, unsup, mask_fn, on_batch)
             else:  # one-hot labels of the batch (positions idx into xs)
                 ys = ytr if x_idx is None else ytr[x_idx]
-                loss = _epoch(net, xs, rng_order, batch, lambda y, m, idx: onehot[ys[idx]], no_mask)
-            curve.append({"run": run["name"], "seed": seed, "epoch": len(curve) + 1, "phase": kind, "loss": loss})
+                loss = _epoch(net, xs, rng_order, batch, lambda y, m, idx: onehot[ys[idx]], no_mask, on_batch)
+            curve.append({"run": run["name"], "seed": seed, "epoch": at, "phase": kind, "loss": loss})
             if mode == "unsupervised":
                 curve[-1]["direct_association"] = monitor()
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower the lr")
+            watch.check(at, loss)
+            if progress.due():
+                progress.log(f"epoch {at} ({kind})  loss {loss:.3g}")
 
-    if trainer != "none":
-        if mode == "unsupervised":
-            train("unsupervised", None, epochs)
-        elif mode == "supervised":
-            train("supervised", None, epochs)
-        else:
-            sem = job["semi"]
-            idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
-            pre_lr = run["eqprop" if trainer == "eqprop" else "bp"]["pretrain_lr"]
-            net.set_lrs(base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
-            train("supervised", idx, sem["pretrain_epochs"], sem["batch_size"])
-            pre_acc = test_acc()
-            if curve:
-                curve[-1]["test_acc"] = pre_acc
-            for _ in range(sem["rounds"]):
-                net.set_lrs([lr * sem["unsupervised_lr_factor"] for lr in base_lrs])
-                train("unsupervised", None, 1)
-                net.set_lrs(base_lrs)
-                train("supervised", idx, 1, sem["batch_size"])
-                curve[-1]["test_acc"] = test_acc()
-    train_time = time.perf_counter() - t0 - monitor_s[0]
     res: dict[str, Any] = {"run": run["name"], "trainer": trainer, "mode": mode, "card": run["card"],
-                           "scheme": run["scheme"] if run["card"] else None, "seed": seed,
-                           "train_time_s": train_time, "curve": curve}
+                           "scheme": run["scheme"] if run["card"] else None, "seed": seed}
+    try:
+        if trainer != "none":
+            if mode == "unsupervised":
+                train("unsupervised", None, epochs)
+            elif mode == "supervised":
+                train("supervised", None, epochs)
+            else:
+                sem = job["semi"]
+                idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
+                pre_lr = run["eqprop" if trainer == "eqprop" else "bp"]["pretrain_lr"]
+                net.set_lrs(base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
+                train("supervised", idx, sem["pretrain_epochs"], sem["batch_size"])
+                pre_acc = test_acc()
+                if curve:
+                    curve[-1]["test_acc"] = pre_acc
+                for _ in range(sem["rounds"]):
+                    net.set_lrs([lr * sem["unsupervised_lr_factor"] for lr in base_lrs])
+                    train("unsupervised", None, 1)
+                    net.set_lrs(base_lrs)
+                    train("supervised", idx, 1, sem["batch_size"])
+                    curve[-1]["test_acc"] = test_acc()
+    except divergence.Diverged as exc:
+        res["diverged"] = exc.record
+    res.update({"train_time_s": time.perf_counter() - t0 - monitor_s[0], "curve": curve})
+    if trainer == "eqprop" and run["card"]:
+        st = [sc.stats() for sc in net.schemes]
+        n_syn = sum(sc.tiles[0].n_synapses for sc in net.schemes)
+        res["pulses_per_synapse"] = sum(int(x["pulses"]) for x in st) / n_syn
+        res["pulse_limit_hits"] = sum(x.get("pulse_limit_hits", 0) for x in st)
+    if "diverged" in res:
+        return res
     out_te = net.outputs(xte, ev)
     if mode == "unsupervised":
         out_tr = net.outputs(xtr, ev)
@@ -465,10 +506,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         res["test_acc"] = float(np.mean(out_te.argmax(axis=1) == yte))
         if mode == "semi":
             res["pretrain_acc"] = pre_acc
-    if trainer == "eqprop" and run["card"]:
-        st = [sc.stats() for sc in net.schemes]
-        n_syn = sum(sc.tiles[0].n_synapses for sc in net.schemes)
-        res["pulses_per_synapse"] = sum(int(x["pulses"]) for x in st) / n_syn
     return res
 
 
@@ -488,31 +525,34 @@ def _linear(ftr, ytr, fte, yte, opts, rng) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: means and stds over the seeds that did not diverge; ``seeds``, ``diverged``
+    and (chip runs) the pulse-limit hits of all seeds."""
     rows = []
-    for name in dict.fromkeys(r["run"] for r in results):
-        rs = [r for r in results if r["run"] == name]
-        row = {"run": name, "trainer": rs[0]["trainer"], "mode": rs[0]["mode"], "seeds": len(rs),
-               "train_time_s": float(np.mean([r["train_time_s"] for r in rs]))}
-        for k in ("test_acc", "direct_association", "linear_readout", "pretrain_acc"):
-            if k in rs[0]:
-                v = np.array([r[k] for r in rs]) * 100
-                row[k] = float(v.mean())
-                row[f"{k}_std"] = float(v.std(ddof=1)) if len(rs) > 1 else 0.0
-        if "pulses_per_synapse" in rs[0]:
-            row["pulses_per_synapse"] = float(np.mean([r["pulses_per_synapse"] for r in rs]))
+    for name, rs, ok, seeds in tables.run_groups(results):
+        row = {"run": name, "trainer": rs[0]["trainer"], "mode": rs[0]["mode"], **seeds}
+        if "pulse_limit_hits" in rs[0]:
+            row["pulse_limit_hits"] = sum(r["pulse_limit_hits"] for r in rs)
+        if ok:
+            row["train_time_s"] = float(np.mean([r["train_time_s"] for r in ok]))
+            for k in ("test_acc", "direct_association", "linear_readout", "pretrain_acc"):
+                if k in ok[0]:
+                    row[k], row[f"{k}_std"] = tables.mean_std([r[k] for r in ok], 100)
+            if "pulses_per_synapse" in ok[0]:
+                row["pulses_per_synapse"] = float(np.mean([r["pulses_per_synapse"] for r in ok]))
         rows.append(row)
     return rows
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from .tables import console_table as text
-
-    return text(rows, [("direct assoc. %", "direct_association", ".2f"), ("linear %", "linear_readout", ".2f")])
+    return tables.console_table(rows, [("direct assoc. %", "direct_association", ".2f"),
+                                       ("linear %", "linear_readout", ".2f")])
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per job (for sweeps); a diverged job gives where and how instead of its results."""
     keys = ("test_acc", "direct_association", "linear_readout", "pretrain_acc", "train_time_s")
-    return [{"run": result["run"], "seed": result["seed"], **{k: result[k] for k in keys if k in result}}]
+    return [{"run": result["run"], "seed": result["seed"], **{k: result[k] for k in keys if k in result},
+             **divergence.tidy(result)}]
 
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
@@ -522,9 +562,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     from ..io import atomic_write_text, write_csv
 
     out = Path(out)
-    curve = [c for r in results for c in r["curve"]]
-    if curve:
-        write_csv(out / "metrics.csv", curve)
+    if any(r["curve"] for r in results):
+        write_csv(out / "metrics.csv", [c for r in results for c in r["curve"]])
+    curve = [c for r in divergence.split(results)[0] for c in r["curve"]]  # figures: the seeds kept
     rows = table(results)
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
@@ -555,9 +595,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         paths.append(plot._save(fig, figs / "semi_test_accuracy.png", 120))
 
     def cell(r, k):
-        if k not in r:
-            return "–"
-        return f"{r[k]:.2f}" + (f" ± {r[k + '_std']:.2f}" if r["seeds"] > 1 else "")
+        return tables.value_cell(r, k, note=False)
 
     head = ["run", "mode", "test accuracy (%)", "direct association", "linear read-out", "pre-training only",
             "pulses/synapse", "seeds", "train time (s)"]
@@ -565,8 +603,10 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     for r in rows:
         lines.append("| " + " | ".join([r["run"], r["mode"], cell(r, "test_acc"), cell(r, "direct_association"),
                                         cell(r, "linear_readout"), cell(r, "pretrain_acc"),
-                                        f"{r['pulses_per_synapse']:.2f}" if "pulses_per_synapse" in r else "–",
-                                        str(r["seeds"]), f"{r['train_time_s']:.0f}"]) + " |")
+                                        tables.number(r, "pulses_per_synapse", ".2f"),
+                                        f"{r['seeds']}" + (f" ({tables.status(r)})" if r["diverged"] else ""),
+                                        tables.number(r, "train_time_s", ".0f")]) + " |")
+    lines += tables.markdown_notes(rows, "epoch")
     s, bp, ep, sem = cfg["sdt"], cfg["bp"], cfg["eqprop"], cfg["semi"]
     sched = "" if bp["lr_end"] == 1 else \
         f" (linear schedule to ×{bp['lr_end']:g} over {bp['lr_decay_epochs'] or bp['epochs']} epochs)"
@@ -614,10 +654,12 @@ Produced by:
 * paper (papers.md §6): unsupervised CNN 90.25 ± 0.27 %, the same CNN supervised 93.1 % (Fashion-MNIST);
   MNIST 784-2000: 97.1 % BP / 97.3 % EP, random control 97.07 %; semi-supervised MNIST 784-5000-10,
   600 labels: 96.6 % EP / 94.9 % BP (pre-training only 91.8 / 90.3 %)
+* divergence: a run whose training loss is NaN/inf, or whose epoch-mean loss is above {cfg['diverge_factor']:g} × the first
+  batch's of that phase, stops and is left out of the means ("diverged k/n")
 * seeds {', '.join(map(str, cfg['seeds']))}; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
   {meta['wall_time_s']:.0f} s of wall time (jobs finished before are loaded, not rerun; the table gives
   each run's training time)
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths]}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}

@@ -21,6 +21,11 @@ hardware:
   post-synaptic potential) — an input then moves the membrane as far as in the network; the chip
   resets to the leak rather than by subtraction; the read-out is scaled to stay inside the
   membrane's rails (fixed from training images on the ideal chip model).
+
+A seed whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
+(default 5) × the loss of its first batch, stops there, skips the hardware evaluations and is
+marked diverged (:mod:`.divergence`); the tables average the other seeds. Long jobs print progress
+lines from inside (:class:`neuroemu.progress.JobProgress`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 from ..runner import ARRAYS
+from . import divergence, tables
 from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sparse_snn"
@@ -44,6 +50,7 @@ SCHEMA: dict[str, Any] = {
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
     "data": DATA,
     "encoding": {
         "t_steps": Opt("int", 100, 1, 100000),
@@ -129,7 +136,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("data", "encoding", "train", "chip", "neurons", "eval")}
+    common = {k: cfg[k] for k in ("data", "encoding", "train", "chip", "neurons", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
 
@@ -157,8 +164,10 @@ def learning_rate(train: dict[str, Any], step: int, steps: int) -> float:
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one (run, seed), then evaluate it on the chip after each delay."""
+    """Train one (run, seed), then evaluate it on the chip after each delay. A seed that diverges
+    stops there and returns what it recorded, with ``diverged``."""
     from ..data import load_fashion_mnist
+    from ..progress import JobProgress
     from ..rules.sparse import SparseSNN
     from ..rules.surrogate import Adam
 
@@ -174,38 +183,52 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     opt = Adam(lr=tr["lr"])
     bs = tr["batch_size"]
     steps, step = tr["epochs"] * (len(xtr) // bs), 0
+    batches = range(0, len(xtr) - bs + 1, bs)
     metrics, dead_at = [], None
+    watch = divergence.Watch("train_loss", job["diverge_factor"])
+    progress = JobProgress(job["id"])
     t0 = time.perf_counter()
-    for epoch in range(1, tr["epochs"] + 1):
-        order = rng_data.permutation(len(xtr))
-        agg: dict[str, list] = {"loss": [], "acc": [], "active": [], "bwd": [], "bytes": [], "counts": []}
-        for i in range(0, len(order) - bs + 1, bs):
-            idx = order[i:i + bs]
-            opt.lr = learning_rate(tr, step, steps)
-            step += 1
-            loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
-            agg["loss"].append(loss)
-            agg["acc"].append(acc)
-            agg["active"].append(stats["active_fraction"])
-            agg["bwd"].append(stats["backward_s"])
-            agg["bytes"].append(stats["backward_bytes"])
-            agg["counts"].append(stats["mean_count"])
-        dead = net.dead_network(_encode(xte[:bs], enc))
-        if not np.isfinite(np.mean(agg["loss"])):
-            raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower train.lr")
-        row = {"run": job["run"]["name"], "seed": seed, "epoch": epoch, "train_loss": float(np.mean(agg["loss"])),
-               "train_acc": float(np.mean(agg["acc"])), "test_acc": _accuracy(net, xte, yte, enc, job["eval"]["batch_size"]),
-               "dead": bool(dead)}
-        for k, name in enumerate(("hidden1", "hidden2")):
-            row[f"{name}_active_fraction"] = float(np.mean([a[k] for a in agg["active"]]))
-            row[f"{name}_backward_ms"] = float(np.median([b[k] for b in agg["bwd"]]) * 1e3)
-            row[f"{name}_backward_MB"] = float(np.max([b[k] for b in agg["bytes"]]) / 1e6)
-            row[f"{name}_spikes_per_neuron"] = float(np.mean([c[k] for c in agg["counts"]]))
-        metrics.append(row)
-        if dead and dead_at is None:
-            dead_at = epoch
-            if m["dead_guard"]:
-                break
+    try:
+        for epoch in range(1, tr["epochs"] + 1):
+            order = rng_data.permutation(len(xtr))
+            agg: dict[str, list] = {"loss": [], "acc": [], "active": [], "bwd": [], "bytes": [], "counts": []}
+            for b, i in enumerate(batches, 1):
+                idx = order[i:i + bs]
+                opt.lr = learning_rate(tr, step, steps)
+                step += 1
+                loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
+                watch.check(epoch, loss, bound=False)
+                agg["loss"].append(loss)
+                agg["acc"].append(acc)
+                agg["active"].append(stats["active_fraction"])
+                agg["bwd"].append(stats["backward_s"])
+                agg["bytes"].append(stats["backward_bytes"])
+                agg["counts"].append(stats["mean_count"])
+                if progress.due():
+                    progress.log(f"epoch {epoch}/{tr['epochs']}  batch {b}/{len(batches)}  "
+                                 f"loss {np.mean(agg['loss']):.3g}")
+            watch.check(epoch, np.mean(agg["loss"]))
+            dead = net.dead_network(_encode(xte[:bs], enc))
+            row = {"run": job["run"]["name"], "seed": seed, "epoch": epoch, "train_loss": float(np.mean(agg["loss"])),
+                   "train_acc": float(np.mean(agg["acc"])),
+                   "test_acc": _accuracy(net, xte, yte, enc, job["eval"]["batch_size"]), "dead": bool(dead)}
+            for k, name in enumerate(("hidden1", "hidden2")):
+                row[f"{name}_active_fraction"] = float(np.mean([a[k] for a in agg["active"]]))
+                row[f"{name}_backward_ms"] = float(np.median([b[k] for b in agg["bwd"]]) * 1e3)
+                row[f"{name}_backward_MB"] = float(np.max([b[k] for b in agg["bytes"]]) / 1e6)
+                row[f"{name}_spikes_per_neuron"] = float(np.mean([c[k] for c in agg["counts"]]))
+            metrics.append(row)
+            if progress.due():
+                progress.log(f"epoch {epoch}/{tr['epochs']}  loss {row['train_loss']:.3g}  "
+                             f"test acc {100 * row['test_acc']:.2f} %")
+            if dead and dead_at is None:
+                dead_at = epoch
+                if m["dead_guard"]:
+                    break
+    except divergence.Diverged as exc:
+        return {"run": job["run"]["name"], "backward": m["backward"], "hidden": n, "b_th": m["b_th"], "seed": seed,
+                "diverged": exc.record, "dead_at_epoch": dead_at, "train_time_s": time.perf_counter() - t0,
+                "metrics": metrics}
     train_time = time.perf_counter() - t0
     final = metrics[-1]["test_acc"]
     n_eval = job["eval"]["chip_images"]
@@ -299,35 +322,39 @@ def _on_neurons(net, job, xte, yte, xcal, enc) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, Any]]:
+    """One row per run: means (and the accuracy's std) over the seeds that did not diverge; ``dead``
+    counts the seeds whose hidden layer fell silent, ``diverged`` those that diverged."""
     rows = []
-    for name in dict.fromkeys(r["run"] for r in results):
-        rs = [r for r in results if r["run"] == name]
-        acc = np.array([r["test_acc"] for r in rs]) * 100
-        last = [r["metrics"][-1] for r in rs]
-        row = {"run": name, "backward": rs[0]["backward"], "hidden": rs[0]["hidden"], "seeds": len(rs),
-               "test_acc": float(acc.mean()), "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
-               "dead": sum(r["dead_at_epoch"] is not None for r in rs),
-               "train_time_s": float(np.mean([r["train_time_s"] for r in rs]))}
-        for k in ("hidden1_active_fraction", "hidden2_active_fraction", "hidden1_backward_ms", "hidden2_backward_ms",
-                  "hidden1_backward_MB", "hidden2_backward_MB"):
-            row[k] = float(np.mean([x[k] for x in last]))
-        for d in [0.0, *delays]:
-            row[f"chip_{delay_key(d)}s"] = float(np.mean([r["chip"][delay_key(d)] for r in rs]) * 100)
-        if all(r.get("neurons") for r in rs):
-            for k in SUBSTRATE_RUNS:
-                row[f"neurons_{k}"] = float(np.mean([r["neurons"][k] for r in rs]) * 100)
+    for name, rs, ok, seeds in tables.run_groups(results):
+        row = {"run": name, "backward": rs[0]["backward"], "hidden": rs[0]["hidden"], **seeds,
+               "dead": sum(r["dead_at_epoch"] is not None for r in rs)}
+        if ok:
+            row["test_acc"], row["test_acc_std"] = tables.mean_std([r["test_acc"] for r in ok], 100)
+            row["train_time_s"] = float(np.mean([r["train_time_s"] for r in ok]))
+            last = [r["metrics"][-1] for r in ok]
+            for k in ("hidden1_active_fraction", "hidden2_active_fraction", "hidden1_backward_ms",
+                      "hidden2_backward_ms", "hidden1_backward_MB", "hidden2_backward_MB"):
+                row[k] = float(np.mean([x[k] for x in last]))
+            for d in [0.0, *delays]:
+                row[f"chip_{delay_key(d)}s"] = float(np.mean([r["chip"][delay_key(d)] for r in ok]) * 100)
+            if all(r.get("neurons") for r in ok):
+                for k in SUBSTRATE_RUNS:
+                    row[f"neurons_{k}"] = float(np.mean([r["neurons"][k] for r in ok]) * 100)
         rows.append(row)
     return rows
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from .tables import console_table as text
-
-    return text(rows, [("active % (h2)", "hidden2_active_fraction", ".2%"), ("bwd ms (h2)", "hidden2_backward_ms", ".1f"),
-                       ("MB (h2)", "hidden2_backward_MB", ".1f"), ("dead", "dead", "d")])
+    return tables.console_table(rows, [("active % (h2)", "hidden2_active_fraction", ".2%"),
+                                       ("bwd ms (h2)", "hidden2_backward_ms", ".1f"),
+                                       ("MB (h2)", "hidden2_backward_MB", ".1f"), ("dead", "dead", "d")])
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per job (for sweeps); a diverged job gives where and how instead of its results."""
+    if divergence.is_diverged(result):
+        return [{"run": result["run"], "seed": result["seed"], **divergence.tidy(result),
+                 "train_time_s": result["train_time_s"]}]
     last = result["metrics"][-1]
     return [{"run": result["run"], "seed": result["seed"], "test_acc": result["test_acc"],
              **{k: v for k, v in last.items() if k.startswith("hidden")},
@@ -347,24 +374,27 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     metrics = [m for r in results for m in r["metrics"]]
     write_csv(out / "metrics.csv", metrics)
     rows = table(results, delays)
+    kept = [r for r in rows if tables.kept(r)]
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     paths = []
-    fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
-    plot.plot_learning_curves(metrics, ax=fig.add_subplot(), y="test_acc", run=("run", "seed"))
-    paths.append(plot._save(fig, figs / "learning_curves.png", 120))
-    fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.add_subplot()
     xs = [0.0, *delays]
-    for r in rows:
-        ax.plot([max(d, 0.5) for d in xs], [r[f"chip_{delay_key(d)}s"] for d in xs], marker="o", label=r["run"])
-    ax.set_xscale("log")
-    ax.set_xlabel("time after programming (s; 0 shown at 0.5)")
-    ax.set_ylabel("test accuracy on the chip (%)")
-    ax.set_title(f"trained networks programmed on {cfg['chip']['card']}", fontsize="medium")
-    ax.legend(fontsize="small")
-    paths.append(plot._save(fig, figs / "chip_drift.png", 120))
-    on_neurons = [r for r in rows if "neurons_network" in r]
+    if kept:  # figures of the seeds that did not diverge
+        fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+        plot.plot_learning_curves([m for r in divergence.split(results)[0] for m in r["metrics"]], ax=fig.add_subplot(),
+                                  y="test_acc", run=("run", "seed"))
+        paths.append(plot._save(fig, figs / "learning_curves.png", 120))
+        fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
+        ax = fig.add_subplot()
+        for r in kept:
+            ax.plot([max(d, 0.5) for d in xs], [r[f"chip_{delay_key(d)}s"] for d in xs], marker="o", label=r["run"])
+        ax.set_xscale("log")
+        ax.set_xlabel("time after programming (s; 0 shown at 0.5)")
+        ax.set_ylabel("test accuracy on the chip (%)")
+        ax.set_title(f"trained networks programmed on {cfg['chip']['card']}", fontsize="medium")
+        ax.legend(fontsize="small")
+        paths.append(plot._save(fig, figs / "chip_drift.png", 120))
+    on_neurons = [r for r in kept if "neurons_network" in r]
     if on_neurons:
         fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
         ax = fig.add_subplot()
@@ -382,13 +412,16 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
             "train time (s)"] + [f"chip {delay_label(d) if d else 'at 0 s'}" for d in xs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        acc = f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["seeds"] > 1 else "")
-        cells = [r["run"], acc, f"{r['dead']} / {r['seeds']}",
-                 f"{100 * r['hidden1_active_fraction']:.2f} % / {100 * r['hidden2_active_fraction']:.2f} %",
-                 f"{r['hidden1_backward_ms']:.1f} / {r['hidden2_backward_ms']:.1f}",
-                 f"{r['hidden1_backward_MB']:.1f} / {r['hidden2_backward_MB']:.1f}", f"{r['train_time_s']:.0f}"] + \
-            [f"{r[f'chip_{delay_key(d)}s']:.2f}" for d in xs]
+        cells = [r["run"], tables.value_cell(r, "test_acc"), f"{r['dead']} / {r['seeds']}"]
+        if tables.kept(r):
+            cells += [f"{100 * r['hidden1_active_fraction']:.2f} % / {100 * r['hidden2_active_fraction']:.2f} %",
+                      f"{r['hidden1_backward_ms']:.1f} / {r['hidden2_backward_ms']:.1f}",
+                      f"{r['hidden1_backward_MB']:.1f} / {r['hidden2_backward_MB']:.1f}",
+                      f"{r['train_time_s']:.0f}"] + [f"{r[f'chip_{delay_key(d)}s']:.2f}" for d in xs]
+        else:
+            cells += ["–"] * (4 + len(xs))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += tables.markdown_notes(rows, "epoch")
     if on_neurons:
         head = ["run"] + [SUBSTRATE_LABELS[k] for k in SUBSTRATE_RUNS]
         lines += ["", f"On the neurons of `{cfg['neurons']['card']}` (targets overridden: "
@@ -419,8 +452,10 @@ Produced by:
   instead of by subtraction; read-out scaled into the membrane's rails), uncalibrated and calibrated
   (the same chip), and on the ideal model of the calibrated chip
 * trained weights: `runs/<run>_seed<seed>.npz` (arrays w0, w1, w2; `SparseSNN.load_weights`)
+* divergence: a seed whose training loss is NaN/inf, or whose epoch-mean loss is above {cfg['diverge_factor']:g} × its
+  first batch's, stops and is left out of the means ("diverged k/n")
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths]}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}

@@ -21,6 +21,11 @@ Before deployment the read-out weights are scaled by one positive factor so that
 membranes stay inside the analog membrane's range (the largest logits of a training batch at
 ``eval.readout_headroom`` of the distance from rest to the upper rail); this leaves the float
 network's decisions unchanged, since the read-out is linear in its weights.
+
+A seed whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
+(default 5) × the loss of its first batch, stops there, is deployed nowhere and counts as diverged
+in every run's row (:mod:`.divergence`); the tables average the other seeds. Long jobs print
+progress lines from inside (:class:`neuroemu.progress.JobProgress`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 from ..cards import load_card
 from ..config import Opt, check_layers, check_seeds
 from ..errors import ConfigError
+from . import divergence, tables
 from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "spiking_fmnist"
@@ -45,6 +51,7 @@ SCHEMA: dict[str, Any] = {
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds, doc="one network and one emulated chip per seed"),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
+    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
     "data": DATA,
     "encoding": {
         "t_steps": Opt("int", 100, 1, 100000, doc="time bins per image (one emulation step each)"),
@@ -129,7 +136,7 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per seed: train once, evaluate every run."""
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("data", "encoding", "model", "train", "eval", "runs")}
+    common = {k: cfg[k] for k in ("data", "encoding", "model", "train", "eval", "runs", "diverge_factor")}
     return [{"id": f"seed{seed}", "seed": seed, "neuroemu": __version__, **common} for seed in cfg["seeds"]]
 
 
@@ -202,8 +209,10 @@ def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train the network of one seed, then evaluate it on every run's chip."""
+    """Train the network of one seed, then evaluate it on every run's chip. A seed that diverges
+    stops there: its result has ``diverged`` and, per run, an entry that says so."""
     from ..data import load_fashion_mnist
+    from ..progress import JobProgress
     from ..rules.surrogate import Adam
 
     data, enc, tr, ev = job["data"], job["encoding"], job["train"], job["eval"]
@@ -214,23 +223,37 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     net = _network(job, rng_init)
     opt = Adam(lr=tr["lr"])
     bs = tr["batch_size"]
+    batches = range(0, len(xtr) - bs + 1, bs)
     metrics = []
+    watch = divergence.Watch("train_loss", job["diverge_factor"])
+    progress = JobProgress(job["id"])
     t0 = time.perf_counter()
-    for epoch in range(1, tr["epochs"] + 1):
-        order = rng_data.permutation(len(xtr))
-        losses, accs, rates = [], [], []
-        for i in range(0, len(order) - bs + 1, bs):
-            idx = order[i:i + bs]
-            loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
-            losses.append(loss)
-            accs.append(acc)
-            rates.append(stats["mean_count"][0] if stats.get("mean_count") else 0.0)
-        if not np.isfinite(np.mean(losses)):
-            raise FloatingPointError(f"{job['id']}: training diverged (loss is not finite); lower train.lr")
-        test_acc, _ = _evaluate(net, xte, yte, enc, ev["batch_size"])
-        metrics.append({"seed": seed, "epoch": epoch, "train_loss": float(np.mean(losses)),
-                        "train_acc": float(np.mean(accs)), "test_acc": test_acc,
-                        "hidden_spikes_per_neuron": float(np.mean(rates))})
+    try:
+        for epoch in range(1, tr["epochs"] + 1):
+            order = rng_data.permutation(len(xtr))
+            losses, accs, rates = [], [], []
+            for b, i in enumerate(batches, 1):
+                idx = order[i:i + bs]
+                loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
+                watch.check(epoch, loss, bound=False)
+                losses.append(loss)
+                accs.append(acc)
+                rates.append(stats["mean_count"][0] if stats.get("mean_count") else 0.0)
+                if progress.due():
+                    progress.log(f"epoch {epoch}/{tr['epochs']}  batch {b}/{len(batches)}  loss {np.mean(losses):.3g}")
+            watch.check(epoch, np.mean(losses))
+            test_acc, _ = _evaluate(net, xte, yte, enc, ev["batch_size"])
+            metrics.append({"seed": seed, "epoch": epoch, "train_loss": float(np.mean(losses)),
+                            "train_acc": float(np.mean(accs)), "test_acc": test_acc,
+                            "hidden_spikes_per_neuron": float(np.mean(rates))})
+            if progress.due():
+                progress.log(f"epoch {epoch}/{tr['epochs']}  loss {np.mean(losses):.3g}  "
+                             f"test acc {100 * test_acc:.2f} %")
+    except divergence.Diverged as exc:
+        runs = [{"run": r["name"], "synapses": r["synapses"], "neurons": r["neurons"], "calibrated": r["calibrated"],
+                 "diverged": exc.record} for r in job["runs"]]
+        return {"seed": seed, "diverged": exc.record, "train_time_s": time.perf_counter() - t0, "metrics": metrics,
+                "runs": runs}
     train_time = time.perf_counter() - t0
 
     chip = load_card(job["model"]["card"])
@@ -263,27 +286,25 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run: mean and std over seeds."""
+    """One row per run: mean and std over the seeds that did not diverge (a diverged seed counts in
+    every run's ``diverged``)."""
     rows = []
-    names = list(dict.fromkeys(r["run"] for res in results for r in res["runs"]))
-    for name in names:
-        rs = [r for res in results for r in res["runs"] if r["run"] == name]
-        acc = np.array([r["test_acc"] for r in rs]) * 100
-        rows.append({
-            "run": name, "synapses": rs[0]["synapses"], "neurons": rs[0]["neurons"], "calibrated": rs[0]["calibrated"],
-            "seeds": len(rs), "test_acc": float(acc.mean()), "test_acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0,
-            "hidden_spikes_per_neuron": float(np.mean([r["hidden_spikes_per_neuron"] for r in rs])),
-            "emulation_wall_s": float(np.mean([r["emulation_wall_s"] for r in rs])),
-            "chip_time_s": rs[0]["chip_time_s"], "biological_time_s": rs[0]["biological_time_s"],
-        })
+    entries = [{**r, "seed": res["seed"]} for res in results for r in res["runs"]]
+    for name, rs, ok, seeds in tables.run_groups(entries):
+        row = {"run": name, "synapses": rs[0]["synapses"], "neurons": rs[0]["neurons"],
+               "calibrated": rs[0]["calibrated"], **seeds}
+        if ok:
+            row["test_acc"], row["test_acc_std"] = tables.mean_std([r["test_acc"] for r in ok], 100)
+            row.update({"hidden_spikes_per_neuron": float(np.mean([r["hidden_spikes_per_neuron"] for r in ok])),
+                        "emulation_wall_s": float(np.mean([r["emulation_wall_s"] for r in ok])),
+                        "chip_time_s": ok[0]["chip_time_s"], "biological_time_s": ok[0]["biological_time_s"]})
+        rows.append(row)
     return rows
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    from .tables import console_table as text
-
-    return text(rows, [("spikes/neuron", "hidden_spikes_per_neuron", ".2f"),
-                                ("sim s", "emulation_wall_s", ".1f"), ("chip s", "chip_time_s", ".3f")])
+    return tables.console_table(rows, [("spikes/neuron", "hidden_spikes_per_neuron", ".2f"),
+                                       ("sim s", "emulation_wall_s", ".1f"), ("chip s", "chip_time_s", ".3f")])
 
 
 def _calibration_table(results: list[dict[str, Any]]) -> str:
@@ -313,26 +334,30 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     metrics = [m for r in results for m in r["metrics"]]
     write_csv(out / "metrics.csv", metrics)
     rows = table(results)
+    ok, _ = divergence.split(results)
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     figures = []
-    fig = plot._file_figure(figsize=(8, 4.2), layout="constrained")
-    plot.plot_run_bars(plot.compute_run_bars(rows, "test_acc"), ax=fig.add_subplot(), xlabel="test accuracy (%)")
-    figures.append(plot._save(fig, figs / "accuracy.png", 120))
-    fig = plot._file_figure(figsize=(6.4, 4.2), layout="constrained")
-    plot.plot_learning_curves(metrics, ax=fig.add_subplot(), x="epoch", y="test_acc", run="seed")
-    figures.append(plot._save(fig, figs / "learning_curves.png", 120))
+    if ok:  # figures of the seeds that did not diverge
+        fig = plot._file_figure(figsize=(8, 4.2), layout="constrained")
+        plot.plot_run_bars(plot.compute_run_bars(rows, "test_acc"), ax=fig.add_subplot(), xlabel="test accuracy (%)")
+        figures.append(plot._save(fig, figs / "accuracy.png", 120))
+        fig = plot._file_figure(figsize=(6.4, 4.2), layout="constrained")
+        plot.plot_learning_curves([m for r in ok for m in r["metrics"]], ax=fig.add_subplot(), x="epoch",
+                                  y="test_acc", run="seed")
+        figures.append(plot._save(fig, figs / "learning_curves.png", 120))
     chip = load_card(cfg["model"]["card"])
     p = chip.params
     seeds = ", ".join(map(str, cfg["seeds"]))
     lines = []
     for r in rows:
-        acc = f"{r['test_acc']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["seeds"] > 1 else "")
         lines.append(f"| {r['run']} | {r['synapses']} | {r['neurons']}{' (calibrated)' if r['calibrated'] else ''} | "
-                     f"{acc} | {r['hidden_spikes_per_neuron']:.2f} | {r['emulation_wall_s']:.0f} | "
-                     f"{r['chip_time_s']:.3g} | {r['biological_time_s']:.3g} |")
-    train_time = np.mean([r["train_time_s"] for r in results])
-    scales = ", ".join(f"{r['readout_scale']:.3f}" for r in results)
+                     f"{tables.value_cell(r, 'test_acc')} | {tables.number(r, 'hidden_spikes_per_neuron', '.2f')} | "
+                     f"{tables.number(r, 'emulation_wall_s', '.0f')} | {tables.number(r, 'chip_time_s', '.3g')} | "
+                     f"{tables.number(r, 'biological_time_s', '.3g')} |")
+    lines += tables.markdown_notes(rows, "epoch")
+    train_time = np.mean([r["train_time_s"] for r in ok]) if ok else float("nan")
+    scales = ", ".join(f"{r['readout_scale']:.3f}" for r in ok)
     n_train = cfg["data"]["train_limit"] or 60000
     n_test = cfg["data"]["test_limit"] or 10000
     text = f"""# Latency-coded Fashion-MNIST on ideal and emulated analog neurons
@@ -355,7 +380,9 @@ Produced by:
   spike-count regularisers {'on' if cfg['train']['regularise'] else 'off'}; {n_train} training / {n_test} test images;
   seeds {seeds} (each seed is one trained network and one emulated chip); mean training time {train_time:.0f} s
 * deployment: each layer's max|W| maps to the largest weight of the run's synapses; read-out weights
-  scaled by {scales} (per seed) to keep the read-out membrane inside the analog range
+  scaled by {scales or '–'} (per seed) to keep the read-out membrane inside the analog range
+* divergence: a seed whose training loss is NaN/inf, or whose epoch-mean loss is above {cfg['diverge_factor']:g} × its
+  first batch's, stops and is left out of the means ("diverged k/n")
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
 
 | run | synapses | neurons | test acc. (%) | hidden spikes / neuron / image | emulation wall time (s) | chip time (s) | biological time (s) |
@@ -373,11 +400,16 @@ what this machine took to emulate it.
                  "neurons, mean over seeds):\n\n" + cal + "\n\n")
     text += "\n".join(f"![{q.stem}](figures/{q.name})" for q in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(q) for q in figures]}
+    return {"table": rows, "figures": [str(q) for q in figures],
+            "diverged": divergence.jobs(results, job_id=lambda r: f"seed{r['seed']}")}
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flat rows of one job's result for sweep tables: one row per run evaluated by the job."""
+    """Flat rows of one job's result for sweep tables: one row per run evaluated by the job (a
+    diverged seed: one row per run with where and how it diverged)."""
+    if divergence.is_diverged(result):
+        return [{"run": r["run"], "seed": result["seed"], **divergence.tidy(result),
+                 "train_time_s": result["train_time_s"]} for r in result["runs"]]
     return [{"run": r["run"], "seed": result["seed"], "test_acc": r["test_acc"],
              "hidden_spikes_per_neuron": r["hidden_spikes_per_neuron"], "emulation_wall_s": r["emulation_wall_s"],
              "calibration_wall_s": r["calibration_wall_s"], "chip_time_s": r["chip_time_s"],

@@ -124,12 +124,20 @@ def _pulse_synapse(k, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck,
     tprog[idx] = t
 
 
-def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
-                       arb, n_dev, bidir, law, prm, t) -> int:
-    """Twin of ``coincidence_update``: same arguments, same effect on the arrays, pulses issued."""
+def _limit_report(wanted: np.ndarray, cap) -> tuple[int, int]:
+    """(synapses whose wanted pulse count exceeds cap, the largest such count; 0 when none)."""
+    over = np.abs(wanted) > cap
+    return int(over.sum()), (np.abs(wanted).max().item() if over.any() else 0)
+
+
+def coincidence_update(x, d, c_ab, balance, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
+                       arb, n_dev, bidir, law, prm, t) -> tuple[int, int, int]:
+    """Twin of ``coincidence_update``: same arguments, same effect on the arrays, (pulses issued,
+    synapses over the limit, most coincidences on one synapse among them)."""
     nb, n_in = x.shape
     n_out = d.shape[1]
     m_syn = n_in * n_out
+    used = np.zeros(m_syn, np.int64)  # coincidences drawn per synapse; the first cap are applied
     total = 0
     for b in range(nb):
         cm, rm = sample_masks(x, d, c_ab, balance, bl, seed, b)
@@ -139,10 +147,14 @@ def coincidence_update(x, d, c_ab, balance, bl, seed, dseed, g, p, tprog, npulse
                 sgn = -1 if (x[b, j] > 0) == (d[b, i] > 0) else 1
                 for s in range(bl):  # slots in order
                     if (both >> s) & 1:
-                        _pulse_synapse(i * n_in + j, sgn, b * bl + s, arb, g, p, tprog, npulse, up, down, lo, hi,
+                        k = i * n_in + j
+                        used[k] += 1
+                        if used[k] > cap:
+                            continue
+                        _pulse_synapse(k, sgn, b * bl + s, arb, g, p, tprog, npulse, up, down, lo, hi,
                                        stuck, nu, m_syn, n_dev, bidir, law, prm, dseed, t)
                         total += 1
-    return total
+    return (total, *_limit_report(used, cap))
 
 
 def coincidence_draw(x, d, c_ab, balance, bl, seed):
@@ -172,20 +184,25 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
             np.array(events, np.int32))
 
 
-def coincidence_apply(coff, cols, rstart, events, n_in, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, n_dev,
-                      bidir, law, prm, dseed, t) -> int:
-    """Twin of ``coincidence_apply``: every listed (row, event, column) in turn, one pulse each."""
+def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb,
+                      n_dev, bidir, law, prm, dseed, t) -> tuple[int, int, int]:
+    """Twin of ``coincidence_apply``: every listed (row, event, column) in turn, one pulse each, up to
+    cap per synapse."""
     n_out = rstart.size - 1
+    used = np.zeros(n_out * n_in, np.int64)
     total = 0
     for i in range(n_out):
         for es in events[rstart[i]:rstart[i + 1]]:
             e, sdn = (int(es), 1) if es >= 0 else (~int(es), -1)
             for v in cols[coff[e]:coff[e + 1]]:
                 j, sgn = (int(v), -sdn) if v >= 0 else (~int(v), sdn)
+                used[i * n_in + j] += 1
+                if used[i * n_in + j] > cap:
+                    continue
                 _pulse_synapse(i * n_in + j, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
                                n_out * n_in, n_dev, bidir, law, prm, dseed, t)
                 total += 1
-    return total
+    return (total, *_limit_report(used, cap))
 
 
 def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law, prm,
@@ -201,15 +218,20 @@ def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, 
     return int(np.abs(dense).sum())
 
 
-def accumulate_pulse(chi, dw, alpha, eps, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir, law,
-                     prm, seed, t) -> int:
-    """Twin of ``accumulate_pulse``: the accumulator in numpy, the pulses through ``pulse_tile``."""
+def accumulate_pulse(chi, dw, alpha, eps, cap, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir,
+                     law, prm, seed, t) -> tuple[int, int, float]:
+    """Twin of ``accumulate_pulse``: the accumulator in numpy (transfers limited to ±cap), the pulses
+    through ``pulse_tile``."""
     c = chi + alpha * np.asarray(dw, dtype=np.float64)
-    n = np.trunc(c / eps)
-    chi[:] = np.where(n != 0.0, c - n * eps, c)
+    wanted = np.trunc(c / eps)
+    chi[:] = np.where(wanted != 0.0, c - wanted * eps, c)
+    n = np.clip(wanted, -cap, cap)
+    over = n != wanted
+    chi[over] += (wanted[over] - n[over]) * eps  # what the limit holds back stays in the accumulator
     ks = np.flatnonzero(n)
-    return pulse_sparse(ks, n[ks].astype(np.int64), arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, chi.size,
-                        n_dev, bidir, law, prm, seed, t)
+    total = pulse_sparse(ks, n[ks].astype(np.int64), arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, chi.size,
+                         n_dev, bidir, law, prm, seed, t)
+    return (total, *_limit_report(wanted, cap))
 
 
 def column_weights(g, tprog, nu, t, n_side, n_dev, g_ref, inv_scale, read_law, prm, j, n_in, w, var):
