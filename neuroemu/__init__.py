@@ -14,11 +14,11 @@ from .calibration import calibrate
 from .crossbar import Periphery, Tile, make_tile
 from .errors import CardError, ConfigError, DataError, NeuroemuError
 from .record import Recorder
-from .schemes import SCHEMES, make_scheme
+from .schemes import MAX_PULSES, SCHEMES, PulseLimitWarning, make_scheme
 from .substrate import AnalogNeurons, IdealNeurons, SpikingLayer, make_substrate
 
 __version__ = "0.1.0"
 
-__all__ = ["AnalogNeurons", "Card", "CardError", "ConfigError", "DataError", "IdealNeurons", "MACTile", "NeuroemuError",
-           "Periphery", "Recorder", "SCHEMES", "SpikingLayer", "Tile", "calibrate", "list_cards", "load_card",
-           "make_scheme", "make_substrate", "make_tile", "__version__"]
+__all__ = ["AnalogNeurons", "Card", "CardError", "ConfigError", "DataError", "IdealNeurons", "MACTile", "MAX_PULSES",
+           "NeuroemuError", "Periphery", "PulseLimitWarning", "Recorder", "SCHEMES", "SpikingLayer", "Tile",
+           "calibrate", "list_cards", "load_card", "make_scheme", "make_substrate", "make_tile", "__version__"]

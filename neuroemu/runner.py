@@ -17,8 +17,10 @@ Stopping: Ctrl-C, and SIGTERM while jobs run (handled like Ctrl-C), cancel the j
 terminate the local workers at once instead of waiting for their jobs, and raise
 :class:`KeyboardInterrupt`; finished results are already on disk. Local workers ignore Ctrl-C (the
 parent stops them) and exit within about a second when the parent is gone, even after a SIGKILL
-(see :func:`_worker_init`). With ``quiet=True`` the environment variable ``NEUROEMU_QUIET=1`` is
-set while the jobs run, so that the jobs (in workers too) silence their own progress lines.
+(see :func:`_worker_init`). With ``quiet=True`` the environment variable ``NEUROEMU_QUIET=1``
+(:data:`neuroemu.progress.QUIET_ENV`) is set while the jobs run, so that the jobs (in workers too)
+silence their own progress lines. A job whose result holds ``diverged`` (see
+:mod:`neuroemu.experiments.divergence`) is reported as finished with where and how it diverged.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 
 from .errors import NeuroemuError
 from .io import atomic_write_json, atomic_write_npz, atomic_write_text
-from .progress import Progress
+from .progress import QUIET_ENV, Progress
 
 def job_hash(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -113,6 +115,16 @@ def _first_difference(new: Any, old: Any, path: str = "") -> str | None:
         same = json.dumps(new, sort_keys=True, default=str) == json.dumps(old, sort_keys=True, default=str)
         return None if same else f"{path} is {_show(new)} now, was {_show(old)}"
     return next((found for key, a, b in pairs if (found := _first_difference(a, b, key))), None)
+
+
+def _diverged_note(result: dict[str, Any]) -> str:
+    """`` (diverged at 3: nmse 2034)`` for a result marked diverged, else ``""``."""
+    d = result.get("diverged")
+    if not isinstance(d, dict):
+        return ""
+    value = d.get("value")
+    shown = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+    return f" (diverged at {d.get('at')}: {d.get('metric')} {shown})"
 
 
 def load_results(out_dir: str | Path, jobs: list[dict[str, Any]], *, overwrite: bool = False) -> dict[str, dict]:
@@ -258,7 +270,7 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
             npz.unlink(missing_ok=True)  # left by an overwritten result
         result_path(out_dir, job).with_suffix(".error.txt").unlink(missing_ok=True)
         results[job["id"]] = res
-        bar.step(f"finished {job['id']}")
+        bar.step(f"finished {job['id']}{_diverged_note(res)}")
 
     def fail(job, exc):
         text = "".join(traceback.format_exception(exc))
@@ -285,7 +297,7 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
                     finish(job, fut.result())
             raise
 
-    with _environ({"NEUROEMU_QUIET": "1"} if quiet else {}), _sigterm_as_ctrl_c():
+    with _environ({QUIET_ENV: "1"} if quiet else {}), _sigterm_as_ctrl_c():
         try:
             if executor is not None:
                 if todo:

@@ -60,7 +60,7 @@ from ._kernels import periphery as _P
 from ._kernels import update as _U
 from .cards import Card, load_card
 from .crossbar import Periphery, Tile, as_rng, draw_seed
-from .errors import CardError, ConfigError
+from .errors import CardError, ConfigError, did_you_mean
 
 __all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
            "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column",
@@ -188,7 +188,8 @@ class Scheme:
         unknown = sorted(set(params) - set(schema))
         if unknown:
             exp = ", ".join(sorted(schema)) or "(none)"
-            raise ConfigError(f"scheme '{self.name}': unknown parameter '{unknown[0]}'; expected one of: {exp}")
+            raise ConfigError(f"scheme '{self.name}': unknown parameter '{unknown[0]}'"
+                              f"{did_you_mean(unknown[0], schema)}; expected one of: {exp}")
         self.params: dict[str, Any] = {}
         for key, spec in schema.items():
             if key in params:
@@ -744,5 +745,5 @@ def make_scheme(name: str, tile: Tile, *, rng: Any = None, **params: Any) -> Sch
     :class:`~neuroemu.errors.ConfigError` naming the field and what was expected.
     """
     if not isinstance(name, str) or name not in SCHEMES:
-        raise ConfigError(f"scheme: expected one of {', '.join(SCHEMES)}, got {name!r}")
+        raise ConfigError(f"scheme: expected one of {', '.join(SCHEMES)}, got {name!r}{did_you_mean(name, SCHEMES)}")
     return SCHEMES[name](tile, rng=rng, **params)

@@ -37,7 +37,7 @@ import numpy as np
 from ._kernels import analog as _A
 from .cards import Card, load_card
 from .crossbar import as_rng, draw_seed
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .neurons import CubaParams, cuba_sequence, decay
 
 __all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "make_substrate", "chip_targets", "PARAMETERS",
@@ -71,7 +71,8 @@ def chip_targets(card: Card | str, targets: dict[str, float] | None = None) -> d
     out = {k: float(p[k]) for k in _TARGETS}
     for k, v in (targets or {}).items():
         if k not in _TARGETS:
-            raise ConfigError(f"{card.name} targets.{k}: unknown target; expected one of {', '.join(_TARGETS)}")
+            raise ConfigError(f"{card.name} targets.{k}: unknown target{did_you_mean(k, _TARGETS)}; "
+                              f"expected one of {', '.join(_TARGETS)}")
         v = float(v)
         if k in VOLTAGES:
             lo, hi = 0.0, p["capmem_max"] * p["volt_per_code"]
@@ -294,7 +295,8 @@ def make_substrate(kind: str, n: int, card: Card | str = "brainscales2", *, rng:
         if calibrate:
             neurons.calibrate(rng=calibration_rng)
         return neurons
-    raise ConfigError(f"substrate: expected one of {', '.join(SUBSTRATES)}, got {kind!r}")
+    raise ConfigError(f"substrate: expected one of {', '.join(SUBSTRATES)}, got {kind!r}"
+                      f"{did_you_mean(kind, SUBSTRATES)}")
 
 
 class SpikingLayer:

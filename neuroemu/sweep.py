@@ -156,6 +156,10 @@ def tidy_rows(module: Any, result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if _scalar(v)} for row in rows]
 
 
+#: Fields of a diverged job's tidy row (:func:`neuroemu.experiments.divergence.tidy`): not metrics.
+_DIVERGED = ("diverged_at", "diverged_metric", "diverged_value")
+
+
 def _main_metric(rows: list[dict[str, Any]], skip: set[str]) -> str | None:
     if any("test_acc" in r for r in rows):
         return "test_acc"
@@ -168,24 +172,37 @@ def _main_metric(rows: list[dict[str, Any]], skip: set[str]) -> str | None:
 
 def console_table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     """One line per (grid point, run): the grid values, the run, the main metric's mean ± std over
-    seeds and the number of seeds."""
+    seeds and the number of seeds. Rows of diverged jobs (they carry ``diverged_at``, see
+    :func:`neuroemu.experiments.divergence.tidy`) are left out of the mean and counted: "… (diverged
+    k/n)", or "diverged" when every seed did."""
     if not rows:
         return []
-    metric = _main_metric(rows, {*keys, "seed", "run"})
-    groups: dict[tuple, list[float]] = {}
+    skip = {*keys, "seed", "run", *_DIVERGED}
+    metric = _main_metric([r for r in rows if "diverged_at" not in r] or rows, skip)
+    groups: dict[tuple, dict[str, Any]] = {}
     for r in rows:
-        vals = groups.setdefault(tuple(str(r.get(k)) for k in keys) + (str(r.get("run")),), [])
+        g = groups.setdefault(tuple(str(r.get(k)) for k in keys) + (str(r.get("run")),),
+                              {"vals": [], "seeds": 0, "diverged": 0})
+        g["seeds"] += 1
+        if "diverged_at" in r:
+            g["diverged"] += 1
+            continue
         v = r.get(metric) if metric else None
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            vals.append(float(v))
+            g["vals"].append(float(v))
     scale, head = (100.0, "test acc %") if metric == "test_acc" else (1.0, metric or "")
     cells = []
-    for key, vals in groups.items():
-        n = len(vals)
-        mean = sum(vals) / n * scale if n else math.nan
-        std = math.sqrt(sum((v * scale - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-        stat = f"{mean:.4g}±{std:.2g}" if metric != "test_acc" else f"{mean:.2f}±{std:.2f}"
-        cells.append([*key, stat, str(n)])
+    for key, g in groups.items():
+        vals, n, k = g["vals"], len(g["vals"]), g["diverged"]
+        if k == g["seeds"]:
+            cells.append([*key, "diverged", str(k)])
+            continue
+        stat = "–"
+        if n:
+            mean = sum(vals) / n * scale
+            std = math.sqrt(sum((v * scale - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+            stat = f"{mean:.4g}±{std:.2g}" if metric != "test_acc" else f"{mean:.2f}±{std:.2f}"
+        cells.append([*key, stat + (f" (diverged {k}/{g['seeds']})" if k else ""), str(g["seeds"])])
     header = [*keys, "run", head, "seeds"]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     right = len(keys) + 1  # numbers right-aligned, labels left-aligned

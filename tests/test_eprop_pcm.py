@@ -83,6 +83,7 @@ def config_text():
 
 @pytest.mark.parametrize("run, fragment", [
     ({"card": "pcm_nandakumar2018", "scheme": "stochastic_coincidence"}, "sum over time"),
+    ({"card": "pcm_nandakumar2018", "scheme": "tikitaka"}, "got 'tikitaka' (did you mean 'tiki_taka'?)"),
     ({"card": "pcm_nandakumar2019", "scheme": "sign"}, "no such device card"),
     ({"card": "pcm_joshi2020", "scheme": "sign"}, "programmed by target"),
 ])
@@ -91,6 +92,28 @@ def test_eprop_pcm_config_errors(tmp_path, capsys, run, fragment):
     assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert fragment in err and str(cfg) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_typo_in_the_scheme_is_not_blamed_on_e_prop(tmp_path, capsys):
+    cfg = config(tmp_path / "cfg.yaml", runs=[{"card": "pcm_nandakumar2018", "scheme": "tikitaka"}])
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "sum over time" not in capsys.readouterr().err
+
+
+def test_an_edited_card_is_not_served_from_old_results(tmp_path, capsys):
+    from neuroemu.cards import cards_dir
+
+    card = tmp_path / "my_step.yaml"
+    card.write_text((cards_dir() / "linear_step.yaml").read_text().replace("name: linear_step", "name: my_step"))
+    cfg = config(tmp_path / "cfg.yaml", seeds=[0], train={"updates": 2, "lr": 2e-5, "eval_every": 1},
+                 eval={"delays": []}, runs=[{"card": str(card), "scheme": "mixed_precision"}])
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    card.write_text(card.read_text().replace("dw_min: 0.001", "dw_min: 0.002"))
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "card_data.parameters.dw_min" in err and "--overwrite" in err, err
 
 
 def test_evidence_accumulation_with_alif_runs(tmp_path, capsys):

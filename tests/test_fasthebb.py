@@ -30,7 +30,7 @@ def config(path, data_dir, **extra):
 
 
 def test_fasthebb_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
-    cfg = config(tmp_path / "cfg.yaml", tiny_data)
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, hebbian={"epochs": 2})
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert "labels 0.25" in capsys.readouterr().out
@@ -43,6 +43,7 @@ def test_fasthebb_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert rows["hebbian/pcm_nandakumar2018/stochastic"]["acc_1"] > 50
     chip = json.loads((out / "runs" / "hebbian_pcm_nandakumar2018_stochastic_seed0.json").read_text())["result"]
     assert np.asarray(chip["filters"]).shape == (8, 25) and chip["pulses"] > 0
+    assert chip["g_hist"]["steps"] == [0, 2]  # as written, and after the last Hebbian epoch
     text = (out / "RESULTS.md").read_text()
     assert "| hebbian/pcm_nandakumar2018/stochastic | pcm_nandakumar2018 | stochastic |" in text
     for name in ("accuracy_vs_labels", "filters", "conductances", "pulses_per_device"):

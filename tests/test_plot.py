@@ -124,6 +124,18 @@ def test_learning_curves_from_metrics_csv(tmp_path):
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [0, 20, 40])
 
 
+def test_conductance_histogram_panel_names_its_steps():
+    import functools
+
+    result = {"g_hist": {"edges": [0.0, 1.0, 2.0], "steps": [0, 100, 250], "counts": [[3, 1], [2, 2], [1, 3]]}}
+    ax = new_ax()
+    functools.partial(plot._draw_g_hist, step_label="update")(ax, result)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["update 0", "update 250"]
+    ax = new_ax()
+    plot._draw_g_hist(ax, result)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["epoch 0", "epoch 250"]
+
+
 def test_plot_without_ax_uses_pyplot():
     plt = pytest.importorskip("matplotlib.pyplot")
     ax = plot.plot_read_noise(plot.compute_read_noise("ideal", reads=5))

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from neuroemu.progress import Progress
+from neuroemu.progress import QUIET_ENV, Progress
 from neuroemu.runner import JobsFailed, ResultsDiffer, job_hash, load_arrays, result_path, run_jobs
 
 
@@ -37,6 +37,21 @@ def test_finished_jobs_are_not_recomputed(tmp_path, capsys):
     assert "[done before] a" in capsys.readouterr().err
 
 
+def maybe_diverged(job):
+    if job.get("diverge"):
+        return {"diverged": {"at": 3, "metric": "nmse", "value": job["diverge"], "bound": 1000.0}}
+    return {"value": 1}
+
+
+def test_a_diverged_job_is_reported_as_such(tmp_path, capsys):
+    jobs = [{"id": "a"}, {"id": "b", "diverge": 2034.2}, {"id": "c", "diverge": "nan"}]
+    run_jobs(jobs, maybe_diverged, tmp_path)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "finished" in line]
+    # "[k/n] <message> (<time> elapsed, ~<time> left)"
+    assert [line.split("] ", 1)[1].rsplit(" (", 1)[0] for line in lines] == [
+        "finished a", "finished b (diverged at 3: nmse 2034)", "finished c (diverged at 3: nmse nan)"], lines
+
+
 def test_the_same_ids_with_other_settings_are_refused_unless_overwritten(tmp_path):
     jobs = [{"id": "a", "x": 2, "opt": {"k": [1, 2]}}, {"id": "b", "x": 3}]
     run_jobs(jobs, square, tmp_path, quiet=True)
@@ -62,15 +77,15 @@ def test_the_same_ids_with_other_settings_are_refused_unless_overwritten(tmp_pat
 
 
 def report_quiet(job):
-    return {"quiet": os.environ.get("NEUROEMU_QUIET")}
+    return {"quiet": os.environ.get(QUIET_ENV)}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_quiet_reaches_the_jobs_through_the_environment(tmp_path, workers, monkeypatch):
-    monkeypatch.delenv("NEUROEMU_QUIET", raising=False)
+    monkeypatch.delenv(QUIET_ENV, raising=False)
     jobs = [{"id": "a"}, {"id": "b"}]
     assert [r["quiet"] for r in run_jobs(jobs, report_quiet, tmp_path / "q", workers=workers, quiet=True)] == ["1", "1"]
-    assert "NEUROEMU_QUIET" not in os.environ  # restored
+    assert QUIET_ENV not in os.environ  # restored
     assert [r["quiet"] for r in run_jobs(jobs, report_quiet, tmp_path / "loud", workers=workers)] == [None, None]
 
 
@@ -176,3 +191,31 @@ def test_run_experiment_refuses_before_replacing_the_config(tmp_path, monkeypatc
     assert (out / "config.yaml").read_text() == config
     assert run_experiment(cfg, out, ["x=3"], quiet=True, overwrite=True)["table"] == [9]
     assert "x: 3" in (out / "config.yaml").read_text()
+
+
+def test_run_experiment_takes_the_workers_it_is_given(tmp_path, monkeypatch):
+    import types
+
+    import neuroemu.experiments
+    from neuroemu.config import Opt
+    from neuroemu.errors import ConfigError
+    from neuroemu.experiments import EXPERIMENTS, run_experiment
+
+    mod = types.SimpleNamespace(
+        NAME="squares", SCHEMA={"experiment": Opt("str"), "workers": Opt("int", 3), "x": Opt("int", 0)},
+        check=lambda cfg, where: cfg, prepare=lambda cfg: None, run_job=square,
+        jobs=lambda cfg: [{"id": "a", "x": cfg["x"]}], console_table=lambda table: [],
+        report=lambda cfg, results, out, meta: {"table": [r["value"] for r in results]})
+    monkeypatch.setitem(EXPERIMENTS, mod.NAME, mod)
+    seen = []
+    monkeypatch.setattr(neuroemu.experiments, "run_jobs",
+                        lambda jobs, fn, out, *, workers, **kw: seen.append(workers) or [fn(j) for j in jobs])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("experiment: squares\nx: 2\n")
+    run_experiment(cfg, tmp_path / "a", quiet=True)
+    run_experiment(cfg, tmp_path / "b", quiet=True, workers=1)
+    assert seen == [3, 1]
+    for bad in (0, -2):
+        with pytest.raises(ConfigError, match=f"workers: expected an integer >= 1, got {bad}"):
+            run_experiment(cfg, tmp_path / "c", quiet=True, workers=bad)
+    assert not (tmp_path / "c").exists()  # refused before anything is written

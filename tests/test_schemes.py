@@ -42,13 +42,24 @@ def test_registry_names():
 def test_unknown_scheme_name():
     with pytest.raises(ConfigError, match="expected one of .*mixed_precision.*got 'mixed'"):
         make_scheme("mixed", tile())
+    with pytest.raises(ConfigError, match=r"got 'Tiki-Taka' \(did you mean 'tiki_taka'\?\)$"):
+        make_scheme("Tiki-Taka", tile())
 
 
 def test_unknown_param_names_field_and_choices():
-    with pytest.raises(ConfigError, match="unknown parameter 'epsilom'.*expected one of: epsilon"):
+    with pytest.raises(ConfigError, match=r"unknown parameter 'epsilom' \(did you mean 'epsilon'\?\); "
+                                          "expected one of: epsilon"):
         make_scheme("mixed_precision", tile(), epsilom=0.1)
     with pytest.raises(ConfigError, match="unknown parameter 'epsilon'.*expected one of: \\(none\\)"):
         make_scheme("ideal", tile(), epsilon=0.1)
+
+
+def test_the_pulse_limit_is_public():
+    import neuroemu
+    from neuroemu import schemes
+
+    assert neuroemu.PulseLimitWarning is schemes.PulseLimitWarning and neuroemu.MAX_PULSES == schemes.MAX_PULSES
+    assert {"PulseLimitWarning", "MAX_PULSES"} <= set(neuroemu.__all__)
 
 
 @pytest.mark.parametrize("name, params, field", [

@@ -33,7 +33,13 @@ def config(path, data_dir, **extra):
     return path
 
 
-def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
+def test_sdt_end_to_end(tmp_path, tiny_data, capsys, monkeypatch):  # noqa: F811
+    from neuroemu import plot
+
+    drawn = {}  # the learning-curve axes by metric
+    learning_curves = plot.plot_learning_curves
+    monkeypatch.setattr(plot, "plot_learning_curves",
+                        lambda rows, **kw: drawn.setdefault(kw["y"], learning_curves(rows, **kw)))
     out = tmp_path / "out"
     assert main(["run", str(config(tmp_path / "cfg.yaml", tiny_data)), "--out", str(out), "--quiet"]) == 0
     assert "direct assoc. %" in capsys.readouterr().out
@@ -51,6 +57,10 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     unsup = [r for r in rows_csv if r["run"] == "bp/784-20/unsupervised"]
     assert len(unsup) == 2 and all(0 <= float(r["direct_association"]) <= 1 for r in unsup)  # after every epoch
     assert (out / "figures" / "direct_association.png").stat().st_size > 1000
+    ax = drawn["direct_association"]  # fractions in the csv, percent on the axis that says "%"
+    shown = max(max(line.get_ydata()) for line in ax.lines)
+    assert "(%)" in ax.get_ylabel() and shown == pytest.approx(100 * max(float(r["direct_association"])
+                                                                        for r in rows_csv if r["direct_association"]))
     semi = [r for r in rows_csv if r["run"] == "eqprop/784-20/semi"]
     assert [r["phase"] for r in semi] == ["supervised"] * 2 + ["unsupervised", "supervised"]
     assert [bool(r["test_acc"]) for r in semi] == [False, True, False, True]  # after pre-training, each round

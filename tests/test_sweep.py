@@ -281,3 +281,16 @@ def test_console_table_mean_and_std_over_seeds():
     assert lines[1].split() == ["0.1", "r", "60.00±14.14", "2"]
     lines = console_table([{"seed": 0, "run": "r", "loss": 0.25}], [])
     assert lines[1].split() == ["r", "0.25±0", "1"]
+
+
+def test_console_table_leaves_diverged_seeds_out_and_says_so():
+    diverged = {"diverged_at": 3, "diverged_metric": "nmse", "diverged_value": 2034.0}
+    rows = [{"lr": 0.1, "seed": 0, "run": "r", "final": 0.5}, {"lr": 0.1, "seed": 1, "run": "r", "final": 0.7},
+            {"lr": 0.1, "seed": 2, "run": "r", **diverged},
+            {"lr": 9.0, "seed": 0, "run": "r", **diverged}, {"lr": 9.0, "seed": 1, "run": "r", **diverged}]
+    lines = console_table(rows, ["lr"])
+    assert lines[0].split() == ["lr", "run", "final", "seeds"]
+    assert lines[1].split() == ["0.1", "r", "0.6±0.14", "(diverged", "1/3)", "3"]
+    assert lines[2].split() == ["9.0", "r", "diverged", "2"]
+    # the main metric is never a field of the diverged rows, even when they come first
+    assert console_table(rows[2:] + rows[:2], ["lr"])[0].split()[2] == "final"

@@ -3,7 +3,9 @@
 An experiment module provides ``NAME``, ``SCHEMA`` (see :mod:`neuroemu.config`), ``check(cfg, where)``
 (cross-field validation), ``jobs(cfg)`` (independent jobs, each with an ``id``), ``run_job(job)``
 (module-level, runs in a worker process), ``prepare(cfg)`` (fetch data once, before workers start) and
-``report(cfg, results, out_dir, meta)`` (tables and figures) and ``console_table(rows)`` (the lines
+``report(cfg, results, out_dir, meta)`` (tables and figures; it returns the summary: ``table``,
+``figures`` and, where runs can diverge, ``diverged`` — {job id: where and how it diverged}, see
+:mod:`.divergence` — all of which land in summary.json) and ``console_table(rows)`` (the lines
 ``neuroemu run`` prints).
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import apply_overrides, dump_yaml, load_yaml, validate
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..io import atomic_write_json, versions
 from ..runner import JobsFailed, load_results, run_jobs
 from . import crossbar_mlp, eprop_pcm, fasthebb, sdt, sparse_snn, spiking_fmnist
@@ -33,7 +35,8 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
     apply_overrides(raw, overrides or [])
     name = raw.get("experiment")
     if not isinstance(name, str) or name not in EXPERIMENTS:
-        raise ConfigError(f"{where} experiment: expected one of {', '.join(EXPERIMENTS)}, got {name!r}")
+        raise ConfigError(f"{where} experiment: expected one of {', '.join(EXPERIMENTS)}, got {name!r}"
+                          f"{did_you_mean(name, EXPERIMENTS)}")
     module = EXPERIMENTS[name]
     cfg = validate(raw, module.SCHEMA, where)
     return module, module.check(cfg, where)
@@ -46,7 +49,10 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
 
     Runs finished in ``out_dir`` with the same settings are loaded, not recomputed. When it holds
     finished runs of the same names with other settings, :class:`~neuroemu.runner.ResultsDiffer` is
-    raised before anything is written, unless ``overwrite`` (they are recomputed and replaced)."""
+    raised before anything is written, unless ``overwrite`` (they are recomputed and replaced).
+    ``workers``: local worker processes (default: the config's ``workers``; 1 = here, serially)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"--workers: expected an integer >= 1, got {workers!r}")
     module, cfg = resolve(config_path, overrides)
     out = Path(out_dir)
     job_list = module.jobs(cfg)
@@ -59,8 +65,8 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
         print(f"{len(job_list)} job(s) -> {out}", file=sys.stderr, flush=True)
     failure = None
     try:
-        results = run_jobs(job_list, module.run_job, out, workers=workers or cfg["workers"], quiet=quiet,
-                           overwrite=overwrite)
+        results = run_jobs(job_list, module.run_job, out, workers=cfg["workers"] if workers is None else workers,
+                           quiet=quiet, overwrite=overwrite)
     except JobsFailed as exc:  # report what finished, then fail
         results, failure = exc.results, exc
     command = "neuroemu run " + " ".join(shlex.quote(a) for a in [str(config_path), "--out", str(out_dir)] +

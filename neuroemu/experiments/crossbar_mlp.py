@@ -29,7 +29,7 @@ import numpy as np
 from ..cards import load_card
 from ..config import Opt, check_delays, check_layers, check_seeds
 from ..crossbar import Periphery, make_tile
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..plot import delay_key, delay_label
 from ..progress import job_messages
 from ..schemes import PulseLimitWarning
@@ -103,7 +103,8 @@ def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> An
     from ..schemes import SCHEMES, make_scheme
 
     if run["scheme"] not in SCHEMES:
-        raise ConfigError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
+        raise ConfigError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}"
+                          f"{did_you_mean(run['scheme'], SCHEMES)}")
     try:
         card = load_card(run["card"])
         if not card.pulsable and run["scheme"] != "ideal":
@@ -146,7 +147,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
         if run["scheme"] not in SCHEMES:
-            raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}")
+            raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}"
+                              f"{did_you_mean(run['scheme'], SCHEMES)}")
         if run["levels"] is not None and run["bits"] is not None:
             raise ConfigError(f"{w}.bits: give levels or bits, not both")
         if run["deploy"] and run["scheme"] != "ideal":
@@ -154,7 +156,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
                               f"expected scheme 'ideal', got {run['scheme']!r}")
         per = run["periphery"]
         if isinstance(per, str) and per != "ideal":
-            raise ConfigError(f"{w}.periphery: expected 'ideal' or a mapping of periphery fields, got {per!r}")
+            raise ConfigError(f"{w}.periphery: expected 'ideal' or a mapping of periphery fields, got {per!r}"
+                              f"{did_you_mean(per, ['ideal'])}")
         if per is not None and per != "ideal":
             run["periphery"] = validate(per, {k: Opt(v.kind, None, v.lo, v.hi, nullable=True)
                                               for k, v in PERIPHERY.items()}, f"{w}.periphery")

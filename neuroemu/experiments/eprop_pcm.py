@@ -34,10 +34,10 @@ import numpy as np
 
 from ..cards import load_card
 from ..config import Opt, check_delays, check_seeds
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..plot import delay_key, delay_label
 from ..progress import job_messages
-from ..schemes import PulseLimitWarning
+from ..schemes import SCHEMES, PulseLimitWarning
 from . import divergence, tables
 from .crossbar_mlp import TILE_RUN, check_tile_run
 
@@ -116,9 +116,12 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
-        if run["scheme"] not in _DENSE:
+        if run["scheme"] in SCHEMES and run["scheme"] not in _DENSE:
             raise ConfigError(f"{w}.scheme: e-prop's gradient is a sum over time, not one outer product; expected "
                               f"one of {', '.join(_DENSE)}, got {run['scheme']!r}")
+        if run["scheme"] not in _DENSE:
+            raise ConfigError(f"{w}.scheme: expected one of {', '.join(_DENSE)}, got {run['scheme']!r}"
+                              f"{did_you_mean(run['scheme'], _DENSE)}")
         card = check_tile_run(run, w, n_devices=cfg["hardware"]["n_devices"])
         if run["name"] is None:
             n = run["n_devices"]

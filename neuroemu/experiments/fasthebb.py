@@ -300,7 +300,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             out["images_per_s"] = layer.fit(xtr, epochs=h["epochs"], batch_size=h["batch_size"], rng=rng_order,
                                             scheme=scheme, callback=on_batch)
             if scheme is not None:
-                rec.observe(1, {"hebbian": scheme.tiles[0]})
+                rec.observe(h["epochs"], {"hebbian": scheme.tiles[0]})  # after the last Hebbian epoch
         out["hebbian_time_s"] = time.perf_counter() - t0
         ftr = features(layer, xtr, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
         fte = features(layer, xte, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])

@@ -584,7 +584,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     das = [c for c in curve if c.get("direct_association") is not None]
     if das:
         fig = plot._file_figure(figsize=(7.5, 4.8), layout="constrained")
-        ax = plot.plot_learning_curves(das, ax=fig.add_subplot(), y="direct_association", run=("run", "seed"))
+        ax = plot.plot_learning_curves(das, ax=fig.add_subplot(), y="direct_association", run=("run", "seed"),
+                                       percent=True)  # fractions, shown in % as the label says
         ax.set_ylabel(f"direct association (%), first {MONITOR[1]} test images")
         paths.append(plot._save(fig, figs / "direct_association.png", 120))
     accs = [c for c in curve if c.get("test_acc") is not None]

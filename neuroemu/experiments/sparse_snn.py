@@ -105,16 +105,18 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..runner import check_run_names
 
     try:
-        load_card(cfg["chip"]["card"])
+        cfg["chip"]["card_data"] = load_card(cfg["chip"]["card"]).to_dict()  # part of the job: an edited card reruns
     except NeuroemuError as exc:
         raise ConfigError(f"{where} chip.card: {exc}") from None
     if cfg["neurons"]["card"] is not None:
         from ..substrate import chip_targets
 
         try:
-            chip_targets(cfg["neurons"]["card"], cfg["neurons"]["targets"])
+            neurons = load_card(cfg["neurons"]["card"])
+            chip_targets(neurons, cfg["neurons"]["targets"])
         except NeuroemuError as exc:
             raise ConfigError(f"{where} neurons: {exc}") from None
+        cfg["neurons"]["card_data"] = neurons.to_dict()
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
