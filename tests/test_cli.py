@@ -139,6 +139,9 @@ def test_run_end_to_end_and_resume(tmp_path, tiny_data, capsys):
     code, _, err = run_cli(["run", str(cfg), "--out", str(out)], capsys)
     assert code == 0 and err.count("[done before]") == 2
     assert before == {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    # the resolved config.yaml runs as it is and names the same jobs
+    code, _, err = run_cli(["run", str(out / "config.yaml"), "--out", str(out)], capsys)
+    assert code == 0 and err.count("[done before]") == 2, err
     # a changed setting recomputes only what it touches
     code, _, err = run_cli(["run", str(cfg), "--out", str(out), "--set", "runs.1.scheme=sign"], capsys)
     assert code == 0 and err.count("[done before]") == 1

@@ -42,6 +42,17 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
     return module, module.check(cfg, where)
 
 
+def _as_written(cfg: Any) -> Any:
+    """The resolved config as a user would write it: without the device cards' content that
+    ``check`` copies into the runs (``card_data``, so that an edited card invalidates finished jobs;
+    each ``runs/*.json`` keeps it). ``config.yaml`` then runs as it is and gives the same jobs."""
+    if isinstance(cfg, dict):
+        return {k: _as_written(v) for k, v in cfg.items() if k != "card_data"}
+    if isinstance(cfg, list):
+        return [_as_written(v) for v in cfg]
+    return cfg
+
+
 def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None, *,
                    workers: int | None = None, quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run an experiment; write config.yaml, metrics.csv, summary.json, RESULTS.md and figures/.
@@ -58,7 +69,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     job_list = module.jobs(cfg)
     load_results(out, job_list, overwrite=overwrite)  # refuse before config.yaml is replaced
     out.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, out / "config.yaml")
+    dump_yaml(_as_written(cfg), out / "config.yaml")
     start = time.perf_counter()
     module.prepare(cfg)
     if not quiet:
