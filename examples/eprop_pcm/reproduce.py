@@ -1,13 +1,14 @@
 """Reproduce the e-prop-on-PCM study in both protocols and write examples/eprop_pcm/RESULTS.md.
 
-    python examples/eprop_pcm/reproduce.py [--workers N] [--render-only]
+    python examples/eprop_pcm/reproduce.py [--workers N] [--overwrite] [--render-only]
 
 Runs ``schemes.yaml`` as it is (the default protocol, 250 updates) into ``results/default/`` and
 with ``--set train.updates=750`` (the full protocol of Demirag et al. 2021) into ``results/full/``
 (both resume if interrupted), then writes ``RESULTS.md`` next to this script: one table per
 protocol, every number in a table from that protocol's runs; the ranking of the schemes against
 the paper's conclusion; the figures of the full protocol; and the discussion in ``discussion.md``.
-``--render-only`` writes ``RESULTS.md`` from the two ``summary.json`` files already there, without
+``--overwrite`` recomputes runs stored there with other settings (e.g. by another neuroemu
+version), which are otherwise refused. ``--render-only`` writes ``RESULTS.md`` from the two ``summary.json`` files already there, without
 running anything.
 """
 
@@ -32,6 +33,8 @@ PROTOCOLS = {"default": [], "full": ["train.updates=750"]}
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=None, help="local worker processes (default: the config's)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="recompute and replace stored runs that were computed with other settings")
     ap.add_argument("--render-only", action="store_true",
                     help="write RESULTS.md from results/default and results/full as they are; run nothing")
     args = ap.parse_args(argv)
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, overrides in PROTOCOLS.items():
         out = here / "results" / name
         if not args.render_only:
-            run_experiment(here / "schemes.yaml", out, overrides, workers=args.workers)
+            run_experiment(here / "schemes.yaml", out, overrides, workers=args.workers, overwrite=args.overwrite)
         elif not (out / "summary.json").is_file():
             sys.exit(f"reproduce.py: error: {out / 'summary.json'} is missing; run without --render-only first")
         summaries[name] = json.loads((out / "summary.json").read_text())
