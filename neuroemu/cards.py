@@ -183,7 +183,11 @@ KINDS: dict[str, dict[str, Field]] = {
         "up_down": _f(None, -1, 1, 0.0, "up/down asymmetry (aihwkit): > 0 shrinks the down step to "
                       "dw·(1-up_down), < 0 shrinks the up step to dw·(1+up_down)"),
         "up_down_dtod": _f(None, 0, 1, 0.0, "device-to-device spread of up_down"),
-        "bounds_dtod": _f(None, 0, 1, 0.0, "device-to-device relative spread of the range"),
+        "bounds_dtod": _f(None, 0, 1, 0.0, "device-to-device relative spread of each half of the range: "
+                          "g_mid ± half·|1 + bounds_dtod·ξ|, drawn separately for the two bounds"),
+        "write_noise_std": _f(None, 0, 1e4, 0.0, "write noise (aihwkit): what a read sees is the persistent "
+                              "conductance plus N(0, (write_noise_std·dw_min)²), drawn anew each time the device "
+                              "is programmed"),
         "es_a": _f(None, default=0.0, doc="exp_step: z = 2·es_a·(g-g_mid)/(g_max-g_min) + es_b"),
         "es_b": _f(None, default=0.0),
         "es_A_up": _f(None, default=0.0, doc="exp_step: up step ∝ max(1 - A_up·exp(γ_up·z), 0)"),
@@ -406,6 +410,10 @@ def _check_consistency(kind: str, p: Mapping[str, Any], where: str) -> None:
         raise CardError(f"{where}.g_min: expected g_min < g_max ({p['g_max']:g} uS), got {p['g_min']:g} uS")
     if kind == "pulsed" and p["law"] not in ("constant", "soft_bounds", "exp_step"):
         raise CardError(f"{where}.law: expected one of constant, soft_bounds, exp_step; got {p['law']!r}")
+    if kind == "pulsed" and p["write_noise_std"] > 0 and p["drift_nu"] > 0:
+        raise CardError(f"{where}.write_noise_std: write noise cannot be combined with drift (drift_nu = "
+                        f"{p['drift_nu']:g}): the persistent conductance that pulses act on does not drift; "
+                        "set one of them to 0")
     if p["levels"] == 1:
         raise CardError(f"{where}.levels: expected 0 (continuous) or an integer >= 2, got 1")
     if p["p_stuck_off"] + p["p_stuck_on"] > 1:

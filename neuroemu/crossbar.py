@@ -9,7 +9,8 @@ A :class:`Tile` holds an ``(out, in)`` weight matrix on devices of one card:
   fixed reference conductance at mid-range: ``W = (Σ G − n·g_mid) / scale``.
 
 ``scale`` (µS per weight unit) defaults to the value that maps ``w_max`` to a full side (pairs) or
-to a full half-range (reference mapping).
+to a full half-range (reference mapping). Pulsed cards spread each device's two bounds
+independently and symmetrically about the mid-point (``bounds_dtod``, as aihwkit).
 
 Reads: :meth:`Tile.forward` computes ``y = W x`` and :meth:`Tile.backward` ``d Wᵀ`` the way an
 analog array does: the input is normalised by max|x| (noise management) and quantised by a DAC,
@@ -17,12 +18,18 @@ every device read adds its read noise (card), the output gets additive noise, an
 saturates. Per-device read noise is applied in its exactly equivalent output-referred form: one
 read of ``Σ_i x_i (w_ij + σ_ij ξ_ij)`` is Gaussian with variance ``Σ_i x_i² σ_ij²``, so the tile keeps
 the per-weight variance next to the weights and draws one normal per output, not one per device.
-Boolean (spike) inputs skip the DAC and only touch the rows of active inputs.
+Boolean (spike) inputs skip the DAC and only touch the rows of active inputs. The read noise is
+drawn anew at every read, or once per state of the tile (``Periphery.read_noise_draw``);
+saturated forward outputs are re-read with a reduced input (bound management); drift compensation
+scales the outputs by one factor or one per output (:meth:`Tile.compensate_drift`).
 
 Writes: :meth:`Tile.pulse` sends signed pulse counts per synapse through the card's physics;
 :meth:`Tile.write` programs target weights (exactly, rounded to the card's levels; cards with a
 programming-noise model add it); :meth:`Tile.reset` RESETs devices; :meth:`Tile.refresh`
-re-balances saturated differential pairs.
+re-balances saturated differential pairs. Cards with write noise (``write_noise_std``) keep each
+device's persistent conductance, which the pulses act on, apart from the apparent one that reads
+see (:attr:`Tile.g_persistent` and ``Tile.g``); every pulse, write or RESET of a device draws its
+write-noise offset anew.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 
 from ._kernels import device as K
 from ._kernels import periphery as P
+from ._kernels.rng import normals
 from .cards import Card, load_card
 from .errors import ConfigError
 
@@ -51,15 +59,55 @@ def draw_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**63 - 1))
 
 
+#: aihwkit's limits of iterative bound management (``IOParameters.max_bm_factor`` and
+#: ``max_bm_res``): the re-reads stop once the input reduction factor exceeds max_bm_factor, or
+#: exceeds max_bm_res divided by the DAC step (the reduced input then spans fewer than about
+#: 1/max_bm_res DAC steps, 2 bits for 0.25).
+AIHWKIT_MAX_BM_FACTOR = 1000
+AIHWKIT_MAX_BM_RES = 0.25
+
+#: How the per-device read noise is drawn (see :class:`Periphery`).
+READ_NOISE_DRAWS = ("per_read", "frozen")
+
+
+def aihwkit_bm_reads(dac_bits: int) -> int:
+    """The largest number of bound-management re-reads aihwkit's default iterative bound management
+    makes for a DAC of ``dac_bits`` (0 = none): the reduction 2^k of the k-th re-read is the first
+    power of two beyond min(max_bm_factor, max_bm_res / DAC step). 7 bits: 4 (reductions 2 … 16)."""
+    limit = float(AIHWKIT_MAX_BM_FACTOR)
+    if dac_bits:
+        limit = min(limit, AIHWKIT_MAX_BM_RES * (2**dac_bits - 2) / 2.0)
+    k = 0
+    while 2**k <= limit:
+        k += 1
+    return k
+
+
 @dataclasses.dataclass(frozen=True)
 class Periphery:
-    """Peripheral circuits of a tile. Defaults follow IBM aihwkit's analog tile (papers.md §1c).
+    """Peripheral circuits of a tile. Defaults follow IBM aihwkit's analog tile (papers.md §1c,
+    aihwkit ``IOParameters``); the differences are listed below.
 
     dac_bits / adc_bits: resolution (0 = off). adc_range: output saturation |y| in weight × normalised
     input units (0 = none). out_noise: additive Gaussian output noise (same units). read_noise: apply
     the card's per-device read noise. noise_management: normalise inputs by max|x| before the DAC.
-    bound_management: when an output saturates, re-read it with the input halved, up to this many
-    times.
+
+    bound_management: the largest number of re-reads of a forward read whose output saturates at the
+    ADC range. The k-th re-read divides the (noise-managed) input by 2^k, quantises it on the DAC
+    grid again and multiplies the outputs back by 2^k; rows that no longer saturate keep that read.
+    0 turns it off. None (the default) takes aihwkit's default, iterative bound management, whose
+    limit depends on the DAC (:func:`aihwkit_bm_reads`: 4 re-reads with the 7-bit DAC, 10 without a
+    DAC); it is resolved to that count when the Periphery is built (``dataclasses.replace`` keeps
+    the count). As in aihwkit, backward reads are never re-read. Differences from aihwkit: an output
+    exactly at the bound counts as saturated (aihwkit: only beyond it); only the saturated rows of
+    a batch are re-read (as aihwkit's CUDA and CPU tiles; its torch tile re-reads the whole batch);
+    boolean (spike) inputs, which bypass the DAC, are never re-read.
+
+    read_noise_draw: ``"per_read"`` (default) draws the per-device read noise anew at every read;
+    ``"frozen"`` draws one realisation per state of the tile, i.e. anew only when its time advances
+    or it is programmed, and every read in between sees the same noisy weights. The frozen draw is
+    what aihwkit's inference tiles do with the 1/f read noise of ``pcm_inference`` cards: one
+    realisation per ``drift_analog_weights(t)``, held for the whole test set.
     """
 
     dac_bits: int = 7
@@ -68,7 +116,8 @@ class Periphery:
     out_noise: float = 0.06
     read_noise: bool = True
     noise_management: bool = True
-    bound_management: int = 0
+    bound_management: int | None = None
+    read_noise_draw: str = "per_read"
 
     @classmethod
     def ideal(cls) -> "Periphery":
@@ -81,17 +130,25 @@ class Periphery:
         return cls(0, 0, 0.0, 0.0)
 
     def __post_init__(self):
-        for name in ("dac_bits", "adc_bits", "bound_management"):
+        for name in ("dac_bits", "adc_bits"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 24:
                 raise ConfigError(f"periphery.{name}: expected an integer in [0, 24], got {v!r}")
-        for name in ("dac_bits", "adc_bits"):
-            if getattr(self, name) == 1:  # 2^1 - 2 = 0 steps: a 1-bit converter has no symmetric grid
+            if v == 1:  # 2^1 - 2 = 0 steps: a 1-bit converter has no symmetric grid
                 raise ConfigError(f"periphery.{name}: expected 0 (off) or 2..24 bits, got 1")
+        bm = self.bound_management
+        if bm is None:
+            object.__setattr__(self, "bound_management", aihwkit_bm_reads(self.dac_bits))
+        elif isinstance(bm, bool) or not isinstance(bm, int) or not 0 <= bm <= 24:
+            raise ConfigError(f"periphery.bound_management: expected None (aihwkit's default) or an integer "
+                              f"in [0, 24], got {bm!r}")
         for name in ("adc_range", "out_noise"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ConfigError(f"periphery.{name}: expected a number >= 0, got {v!r}")
+        if self.read_noise_draw not in READ_NOISE_DRAWS:
+            raise ConfigError(f"periphery.read_noise_draw: expected one of {', '.join(READ_NOISE_DRAWS)}, "
+                              f"got {self.read_noise_draw!r}")
 
 
 def device_params(card: Card) -> K.DeviceParams:
@@ -111,6 +168,7 @@ def device_params(card: Card) -> K.DeviceParams:
         t0=g("drift_t0", 1.0), t_offset=g("drift_t0") if card.kind == "pcm_inference" else g("drift_t_offset"),
         q=g("read_q"), q_exp=g("read_q_exp"), q_floor=g("read_q_floor", 1e-3), q_max=g("read_q_max"),
         t_read=g("t_read", 1.0),
+        write_noise=g("write_noise_std") * g("dw_min"),  # aihwkit: write_noise_std in units of dw_min
     )
 
 
@@ -192,9 +250,10 @@ class Tile:
         self.nwrite = 0
         self.n_refresh = 0
         self._draw_variation(size)
-        self.alpha = 1.0  # global drift compensation factor applied to outputs
-        self._drift_ref: float | None = None
+        self.alpha: float | np.ndarray = 1.0  # drift compensation: a global factor or one per output
+        self._drift_ref: tuple[float, np.ndarray] | None = None  # readouts: global and per output
         self._drift_probe: np.ndarray | None = None
+        self._frozen_seed: int | None = None
         self._version = 0
         self._cache_key = None
         self.reset()
@@ -215,11 +274,17 @@ class Tile:
             up_bias, down_bias = (0.0, -ud) if ud > 0 else (ud, 0.0)
             self.up = p["dw_min"] * np.abs(up_bias + gain + r)
             self.down = p["dw_min"] * np.abs(down_bias + gain - r)
+            # Each half-range scaled by its own |1 + bounds_dtod·ξ| around the mid-point, as aihwkit
+            # draws w_max·(1 + w_max_dtod·ξ) and w_min·(1 + w_min_dtod·ξ') and then, with its default
+            # enforce_consistency, takes |w_max| and -|w_min|: both bounds have the same distribution
+            # about g_mid. No clamp at 0 µS: a pulsed card's conductance is an affine image of
+            # aihwkit's weight (g = g_mid + w), and a lower bound below 0 µS is a device whose range
+            # reaches further down, as in aihwkit.
             bd = p["bounds_dtod"]
-            fh = np.maximum(1.0 + bd * rng.standard_normal(size), 0.05)
-            fl = np.maximum(1.0 + bd * rng.standard_normal(size), 0.05)
+            fh = np.abs(1.0 + bd * rng.standard_normal(size))
+            fl = np.abs(1.0 + bd * rng.standard_normal(size))
             self.hi = prm.g_mid + (prm.g_max - prm.g_mid) * fh
-            self.lo = np.maximum(prm.g_mid - (prm.g_mid - prm.g_min) * fl, 0.0)
+            self.lo = prm.g_mid - (prm.g_mid - prm.g_min) * fl
         elif c.kind in ("ideal", "quantized"):
             self.up[:] = self.down[:] = c.nominal_step
         if c.kind in ("pcm_set", "pulsed") and p["drift_nu"] > 0:
@@ -244,31 +309,52 @@ class Tile:
             raise ValueError(f"advance: dt must be >= 0, got {dt}")
         self.t += float(dt)
 
-    def conductances(self, *, noisy: bool = False, rng: Any = None) -> np.ndarray:
-        """Device conductances (µS) at the current time, shape (sides, n_devices, out, in).
+    def conductances(self, *, noisy: bool = False, rng: Any = None, persistent: bool = False) -> np.ndarray:
+        """Device conductances (µS) at the current time as a read sees them (with write noise: the
+        apparent ones), shape (sides, n_devices, out, in).
 
-        With ``noisy`` every device is read once with its read noise.
+        With ``noisy`` every device is read once with its read noise (always a fresh draw). With
+        ``persistent`` the conductances the devices hold, without the write-noise offsets of cards
+        that have write noise (the state pulses act on; :attr:`g_persistent`).
         """
         out = np.empty_like(self.g)
         seed = draw_seed(as_rng(rng) if rng is not None else self.rng) if noisy else 0
-        K.read_devices(self.g, self.tprog, self.nu, self.t, self.read_law, self.prm, seed, noisy, out)
+        g = self.g_persistent if persistent else self.g
+        K.read_devices(g, self.tprog, self.nu, self.t, self.read_law, self.prm, seed, noisy, out)
         return out.reshape(self._dev_shape)
 
     def _weights_and_var(self) -> tuple[np.ndarray, np.ndarray]:
-        key = (self.t, self._version)
+        per = self.periphery
+        frozen = per.read_noise and per.read_noise_draw == "frozen"
+        key = (self.t, self._version, per.read_noise, frozen)
         if self._cache_key != key:
             w = np.empty(self.n_synapses)
             var = np.empty(self.n_synapses)
             K.tile_weights(self.g, self.tprog, self.nu, self.t, self.n_side, self.n_devices, self.prm.g_mid,
                            1.0 / self.scale, self.read_law, self.prm, w, var)
             self._w64 = w.reshape(self.shape)
-            self._w = self._w64.astype(np.float32)
-            self._wT = np.ascontiguousarray(self._w.T)
             self._var = var.reshape(self.shape).astype(np.float32)
             self._varT = np.ascontiguousarray(self._var.T)
-            self._has_var = bool(self.periphery.read_noise and var.any())
+            self._has_var = bool(per.read_noise and var.any())
+            w_read = w
+            if frozen and self._has_var:
+                w_read = w + np.sqrt(var) * self._frozen_normals()
+                self._has_var = False  # the reads see this realisation and add no read noise of their own
+            self._w = w_read.reshape(self.shape).astype(np.float32)
+            self._wT = np.ascontiguousarray(self._w.T)
             self._cache_key = key
         return self._w64, self._var
+
+    def _frozen_normals(self) -> np.ndarray:
+        """One standard normal per synapse for the frozen read-noise realisation of the present state:
+        keyed by (the tile's frozen-noise seed, its time, its programming version), so the same state
+        always gives the same realisation and any change of state a new one. The per-device noises of
+        a synapse's devices add up to one Gaussian of variance ``var``: one normal per synapse is the
+        exact equivalent of one per device."""
+        if self._frozen_seed is None:
+            self._frozen_seed = draw_seed(self.rng)
+        t_bits = int(np.float64(self.t).view(np.uint64))
+        return normals((self._frozen_seed ^ t_bits) & (2**63 - 1), self._version, np.empty(self.n_synapses))
 
     def weights(self) -> np.ndarray:
         """Effective weights at the current time (with drift, without read noise), float64."""
@@ -277,7 +363,8 @@ class Tile:
     def weights_and_variance(self) -> tuple[np.ndarray, np.ndarray]:
         """Effective weights at the current time and the variance one read adds to each (the per-device
         read noise of its devices, in weight units²), both (out, in) float64. A read of spikes z then
-        has the output-referred noise std sqrt(Σ_i z_i var[:, i]) that :meth:`forward` applies."""
+        has the output-referred noise std sqrt(Σ_i z_i var[:, i]) that :meth:`forward` applies (with
+        ``read_noise_draw="frozen"`` the reads instead share one realisation of that noise)."""
         w, var = self._weights_and_var()
         return w.copy(), var.reshape(self.shape).astype(np.float64)
 
@@ -301,40 +388,52 @@ class Tile:
         """y = x Wᵀ through the periphery. x: (batch, in) float, or bool spikes; a 1-d x is read as the
         one-row batch x[None] (the same computation) and gives a 1-d y. Returns float32."""
         self._weights_and_var()
-        return self._read(x, self._w, self._wT, self._varT, self.shape[1])
+        return self._read(x, self._wT, self._varT, self.shape[1], forward=True)
 
     def backward(self, d: np.ndarray) -> np.ndarray:
-        """x = d W (the transposed read) through the periphery. d: (batch, out), or 1-d as in
-        :meth:`forward`. Returns float32."""
+        """x = d W (the transposed read) through the periphery, without bound management (aihwkit has
+        none on the backward pass). d: (batch, out), or 1-d as in :meth:`forward`. Returns float32."""
         self._weights_and_var()
-        return self._read(d, self._wT, self._w, self._var, self.shape[0])
+        return self._read(d, self._w, self._var, self.shape[0], forward=False)
 
-    def _read(self, x, w_cols, w_rows, var_rows, n_in):
-        """y = x @ w_cols.T; ``w_rows`` = w_cols.T contiguous (rows per input), ``var_rows`` likewise."""
+    def _read(self, x, w_rows, var_rows, n_in, *, forward):
+        """y = x @ w_rows: ``w_rows`` holds one row per input (Wᵀ for a forward read, W for a backward
+        one), ``var_rows`` the per-read variances likewise."""
         x = np.asarray(x)
         squeeze = x.ndim == 1
         x2 = x.reshape(1, -1) if squeeze else x
         if x2.ndim != 2 or x2.shape[1] != n_in:
             raise ValueError(f"tile read: expected input of shape (batch, {n_in}), got {x.shape}")
-        per = self.periphery
+        per_output = isinstance(self.alpha, np.ndarray)
+        if per_output and not forward:  # the transposed read of diag(α)·W: the digital side scales d first
+            x2 = x2 * self.alpha.astype(np.float32)
         n = x2.shape[0]
-        scale = np.ones(n, np.float32)
-        if x2.dtype == np.bool_:
-            xq = x2
+        spikes = x2.dtype == np.bool_
+        if spikes:
+            nm = np.ones(n, np.float32)
             y = P.spike_mvm(x2, w_rows, np.empty((n, w_rows.shape[1]), np.float32))
             var = P.spike_mvm(x2, var_rows, np.empty_like(y)) if self._has_var else np.empty((0, 0), np.float32)
         else:
-            xq = np.empty(x2.shape, np.float32)
-            levels = 2**per.dac_bits - 2 if per.dac_bits else 0
-            P.dac(np.ascontiguousarray(x2, dtype=np.float32), levels, per.noise_management, xq, scale)
+            x2 = np.ascontiguousarray(x2, dtype=np.float32)
+            xq, nm = self._dac(x2, self.periphery.noise_management)
             y = xq @ w_rows
             var = (xq * xq) @ var_rows if self._has_var else np.empty((0, 0), np.float32)
-        if self.alpha != 1.0:
-            scale *= np.float32(self.alpha)
-        self._periph_out(y, scale, var)
-        if per.bound_management and per.adc_range > 0 and xq.dtype != np.bool_:
-            self._bound_manage(xq, w_rows, var_rows, y, scale)
+        gain = np.float32(1.0 if per_output else self.alpha)  # a global drift compensation factor
+        scale = nm * gain if gain != 1.0 else nm
+        clipped = self._periph_out(y, scale, var)
+        if forward and not spikes and self.periphery.bound_management and clipped.any():
+            self._bound_manage(x2, nm, gain, w_rows, var_rows, y, clipped)
+        if per_output and forward:
+            y *= self.alpha.astype(np.float32)
         return y[0] if squeeze else y
+
+    def _dac(self, x, noise_management):
+        """Inputs on the DAC grid (noise-managed when asked) and the noise-management scale of each row."""
+        per = self.periphery
+        xq = np.empty(x.shape, np.float32)
+        nm = np.ones(x.shape[0], np.float32)
+        P.dac(x, 2**per.dac_bits - 2 if per.dac_bits else 0, noise_management, xq, nm)
+        return xq, nm
 
     def _periph_out(self, y, scale, var):
         per = self.periphery
@@ -343,40 +442,52 @@ class Tile:
         P.adc(y, scale, var, float(per.out_noise), levels, float(per.adc_range), draw_seed(self.rng), clipped)
         return clipped
 
-    def _bound_manage(self, xq, w_rows, var_rows, y, scale):
-        """Re-read saturated rows with the input halved (aihwkit's bound management)."""
-        per = self.periphery
-        rows = np.flatnonzero(np.abs(y).max(axis=1) >= per.adc_range * scale * (1 - 1e-9)) if y.size else []
-        factor = 1.0
-        for _ in range(per.bound_management):
-            if len(rows) == 0:
+    def _bound_manage(self, x, nm, gain, w_rows, var_rows, y, clipped):
+        """aihwkit's iterative bound management: re-read the saturated rows of a forward read with the
+        input divided by 2, 4, 8, … (on top of noise management) and quantised by the DAC again, until
+        no output saturates or ``periphery.bound_management`` re-reads are spent; the outputs are
+        multiplied back by the reduction. ``x`` is the input before the DAC, ``nm`` its noise-management
+        scale."""
+        rows = np.flatnonzero(clipped)
+        factor = np.float32(1.0)
+        for _ in range(self.periphery.bound_management):
+            if rows.size == 0:
                 break
-            factor *= 2.0
-            xs = xq[rows] / factor
+            factor *= np.float32(2.0)
+            s = nm[rows] * factor
+            xs, _ = self._dac(x[rows] / s[:, None], False)
             ys = xs @ w_rows
             var = (xs * xs) @ var_rows if self._has_var else np.empty((0, 0), np.float32)
-            s = scale[rows] * factor
-            clipped = self._periph_out(ys, s, var)
+            again = self._periph_out(ys, s * gain, var)
             y[rows] = ys
-            rows = rows[clipped.astype(bool)]
+            rows = rows[again.astype(bool)]
 
-    def compensate_drift(self) -> float:
-        """Global drift compensation (Joshi et al. 2020; aihwkit GlobalDriftCompensation).
+    def compensate_drift(self, per_output: bool = False) -> float | np.ndarray:
+        """Drift compensation (Joshi et al. 2020; aihwkit GlobalDriftCompensation and
+        PerColumnDriftCompensation).
 
         The first call (right after programming) reads the tile with a fixed set of random ±1 input
-        vectors and stores ``ref = mean|y|``; later calls read the same vectors again and set
-        ``alpha = ref / mean|y(t)|``, by which every output is then multiplied (a digital scale factor
+        vectors and stores the readout ``mean|y|``; later calls read the same vectors again and set
+        ``alpha = ref / mean|y(t)|``, by which the outputs are then multiplied (a digital scale factor
         in the periphery). Returns alpha. The probe vectors sum many weights per output, so the
         reference stands well above the ADC step and the output noise (an identity input would read
         single weights, which for typical layers are smaller than both).
+
+        ``per_output=False``: one global factor over all outputs (aihwkit's default). ``per_output=True``:
+        one factor per output (per column of aihwkit's tile), from that output's mean|y| over the
+        probes, which corrects drifts that differ between outputs; alpha is then an array of shape
+        (out,), and a backward read uses the compensated weights diag(alpha)·W. A reference stored by
+        either mode serves both.
         """
         self.alpha = 1.0
         if self._drift_probe is None:
             self._drift_probe = np.where(self.rng.random((32, self.shape[1])) < 0.5, -1.0, 1.0).astype(np.float32)
-        level = max(float(np.abs(self.forward(self._drift_probe)).mean()), 1e-12)
+        y = np.abs(self.forward(self._drift_probe))
+        level = (max(float(y.mean()), 1e-12), np.maximum(y.mean(axis=0, dtype=np.float64), 1e-12))
         if self._drift_ref is None:
             self._drift_ref = level
-        self.alpha = self._drift_ref / level
+        i = 1 if per_output else 0
+        self.alpha = self._drift_ref[i] / level[i]
         return self.alpha
 
     # ------------------------------------------------------------------ writes
@@ -417,6 +528,15 @@ class Tile:
     def _apply_stuck(self) -> None:
         self.g[self.stuck == 1] = self.lo[self.stuck == 1]
         self.g[self.stuck == 2] = self.hi[self.stuck == 2]
+        if self.prm.write_noise > 0.0:  # a stuck device has no write noise: persistent = apparent
+            self.p[self.stuck != 0] = self.g[self.stuck != 0]
+
+    @property
+    def g_persistent(self) -> np.ndarray:
+        """The conductances the devices hold (µS, flat like ``g``): for cards with write noise the
+        persistent state that pulses act on (``g`` is then the apparent one, persistent plus the
+        write-noise offset of the last programming), otherwise ``g`` itself. A view; do not modify."""
+        return self.p if self.prm.write_noise > 0.0 else self.g
 
     def write(self, w: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Program target weights (shape (out, in)) where ``mask`` is True (all if None).
@@ -424,7 +544,9 @@ class Tile:
         The weight is spread evenly over the ``n_devices`` devices of its side (pairs: the other side
         is set to g_min). Targets are clipped to each device's bounds and rounded to the card's
         levels; ``pcm_inference`` cards add their programming noise and draw each device's drift
-        exponent from its target state. Written devices restart their drift clock.
+        exponent from its target state; cards with write noise hold the target as the persistent
+        conductance and add a fresh write-noise offset to what reads see (aihwkit's
+        ``apply_write_noise_on_set``). Written devices restart their drift clock.
         """
         w = np.broadcast_to(np.asarray(w, dtype=np.float64), self.shape).reshape(-1)
         k = np.arange(self.n_synapses) if mask is None else np.flatnonzero(np.asarray(mask).reshape(-1))
@@ -452,9 +574,13 @@ class Tile:
                                 p["g_max"] / p["prog_ref"], coef, draw_seed(self.rng), g_out, nu_out)
             tgt = g_out
             self.nu[index] = nu_out
+        if self.prm.write_noise > 0.0:  # aihwkit adds write noise when weights are set, too
+            self.p[index] = tgt
+            tgt = tgt + self.prm.write_noise * self.rng.standard_normal(tgt.size)
+        else:
+            self.p[index] = 1.0
         self.g[index] = tgt
         self.tprog[index] = self.t
-        self.p[index] = 1.0
         self.nwrite += int(k.size)
         self._drift_ref, self.alpha = None, 1.0  # a new programming needs a new drift reference
         self._apply_stuck()

@@ -52,7 +52,7 @@ def tile_stats(tile: Tile) -> dict[str, float | int]:
     n = tile.g.size
     npulse = tile.npulse
     span = tile.hi - tile.lo
-    saturated = np.count_nonzero(tile.g >= tile.hi - SATURATION_MARGIN * span) / n
+    saturated = np.count_nonzero(tile.g_persistent >= tile.hi - SATURATION_MARGIN * span) / n  # what pulses act on
     return {
         "pulses": int(npulse.sum()),
         "pulses_mean": float(npulse.mean()),

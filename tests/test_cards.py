@@ -95,6 +95,24 @@ def test_shipped_card_numbers():
     assert q.levels == 15 and q.nominal_step == pytest.approx(2 / 14)
 
 
+def test_write_noise_std_of_the_pulsed_cards():
+    """rram_gong2018 carries aihwkit's ReRamESPresetDevice write noise (75 dw_min); other pulsed cards
+    default to none, and only pulsed cards take the field."""
+    assert load_card("rram_gong2018")["write_noise_std"] == 75.0
+    assert load_card("linear_step")["write_noise_std"] == 0.0
+    assert load_card("rram_gong2018").with_params(write_noise_std=0.0)["write_noise_std"] == 0.0
+    with pytest.raises(CardError, match="unknown parameter for kind 'pcm_set'"):
+        load_card("pcm_nandakumar2018").with_params(write_noise_std=1.0)
+
+
+@pytest.mark.parametrize("extra,expect", [
+    ("write_noise_std: -1.0", "parameters.write_noise_std: expected a value in [0, 10000], got -1.0"),
+    ("write_noise_std: 5.0\n  drift_nu: 0.05", "parameters.write_noise_std: write noise cannot be combined with drift"),
+])
+def test_write_noise_std_validation(tmp_path, extra, expect):
+    expect_error(write(tmp_path, good_text(**{"dw_min: 0.01": "dw_min: 0.01\n  " + extra})), expect)
+
+
 def test_unknown_card_name():
     with pytest.raises(CardError, match="no such device card; known cards: brainscales2, ideal"):
         load_card("no_such_card")

@@ -128,7 +128,8 @@ def test_pulse_laws_direction_and_bounds(rng):
     m = 200
     for case in ("constant", "soft_bounds", "exp_step", "ideal"):
         card, law, _, _ = CASES[case]
-        prm = params(card, dw_std=0.0)  # no cycle-to-cycle noise: every pulse moves in its direction
+        prm = params(card, dw_std=0.0, write_noise=0.0)  # no cycle-to-cycle or write noise: every pulse
+        # moves in its direction
         for sign in (1, -1):
             st = State(prm, 1, 1, m, rng)
             g0 = st.g.copy()
@@ -439,3 +440,95 @@ def test_pulse_acts_on_the_drifted_conductance(card, rng):
     noise = 1.0 + prm.dw_std * RR.normal(9, np.arange(st.g.size), 0)
     expect = np.clip(drifted + st.up * noise, st.lo, st.hi)
     np.testing.assert_allclose(st.g, expect, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- write noise
+WRITE_NOISE_CASES = {"constant": ("linear_step", K.CONSTANT), "soft_bounds": ("linear_step", K.SOFT_BOUNDS),
+                     "exp_step": ("rram_gong2018", K.EXP_STEP)}
+
+
+def _write_noise_state(prm, n_dev, m, rng):
+    st = State(prm, 1, n_dev, m, rng)
+    st.p = st.g.copy()  # persistent conductances
+    st.g = st.p + prm.write_noise * rng.standard_normal(st.g.size)  # apparent = persistent + an offset
+    return st
+
+
+@pytest.mark.parametrize("case", list(WRITE_NOISE_CASES))
+@pytest.mark.parametrize("levels", [0, 9])
+def test_write_noise_pulses_match_twin(case, levels, seed, rng):
+    card, law = WRITE_NOISE_CASES[case]
+    prm = params(card, write_noise=0.07, levels=levels)
+    st = _write_noise_state(prm, 2, 23, rng)
+    counts = rng.integers(-6, 7, 23).astype(np.int32)
+    start = rng.integers(0, 4, 23).astype(np.int32)
+    ref = R.pulse_tile(*st.args(), counts, start, 2, True, law, prm, seed, 7.5)
+    K.pulse_tile(*st.args(), counts, start, 2, True, law, prm, seed, 7.5)
+    exact = law != K.EXP_STEP or levels
+    for a, b in zip((st.g, st.p, st.tprog, st.npulse), ref):
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=RTOL_TRANSCENDENTAL, atol=1e-15)
+
+
+def test_write_noise_law(rng):
+    """Pulses step the persistent conductance p (clipped, on the levels); a read sees p plus
+    write_noise·ξ with ξ keyed by (seed ^ salt, device, pulse number) of the device's last pulse."""
+    prm = params("linear_step", dw_std=0.0, write_noise=0.05, levels=0.0)
+    m = 300
+    st = _write_noise_state(prm, 1, m, rng)
+    p0, g0 = st.p.copy(), st.g.copy()
+    counts = rng.integers(-3, 4, m).astype(np.int32)
+    K.pulse_tile(*st.args(), counts, np.empty(0, np.int32), 1, True, K.CONSTANT, prm, 5, 1.0)
+    moved = counts != 0
+    expect_p = np.clip(p0 + np.sign(counts) * np.abs(counts) * np.where(counts > 0, st.up, st.down), st.lo, st.hi)
+    np.testing.assert_allclose(st.p[moved], expect_p[moved], rtol=0, atol=1e-12)
+    last = np.abs(counts) - 1
+    xi = RR.normal(5 ^ K._WRITE_SALT, np.arange(m), last)
+    np.testing.assert_array_equal(st.g[moved], st.p[moved] + 0.05 * xi[moved])
+    np.testing.assert_array_equal(st.g[~moved], g0[~moved])  # untouched devices keep their offset
+    np.testing.assert_array_equal(st.p[~moved], p0[~moved])
+    # stochastic levels: the persistent state is on the grid, the apparent one is not
+    prm = params("linear_step", write_noise=0.05, levels=7.0)
+    st = _write_noise_state(prm, 1, m, rng)
+    K.pulse_tile(*st.args(), np.full(m, 2, np.int32), np.empty(0, np.int32), 1, True, K.CONSTANT, prm, 6, 1.0)
+    q = (st.p - prm.g_min) / ((prm.g_max - prm.g_min) / 6)
+    np.testing.assert_allclose(q, np.rint(q), atol=1e-9)
+    assert abs(np.std(st.g - st.p) / 0.05 - 1) < 0.15
+
+
+def test_reset_with_write_noise_matches_twin(seed, rng):
+    prm = params("rram_gong2018")
+    assert prm.write_noise == pytest.approx(75 * 0.00135)
+    st = _write_noise_state(prm, 1, 40, rng)
+    st.stuck[:3] = 1
+    index = np.arange(40, dtype=np.int64)
+    ref = R.reset_devices(st.g, st.p, st.tprog, st.nreset, st.lo, st.hi, st.stuck, index, prm, seed, 2.0)
+    g_stuck = st.g[:3].copy()
+    K.reset_devices(st.g, st.p, st.tprog, st.nreset, st.lo, st.hi, st.stuck, index, prm, seed, 2.0)
+    for a, b in zip((st.g, st.p, st.tprog, st.nreset), ref):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(st.g[:3], g_stuck)
+    free = np.arange(3, 40)
+    np.testing.assert_array_equal(st.g[free], st.p[free] + prm.write_noise * RR.normal(seed ^ K._WRITE_SALT, free, 0))
+    assert np.all(np.abs(st.p[free] - prm.reset_mean) < 6 * prm.reset_std)
+
+
+def test_scheme_pulse_paths_carry_the_write_noise(seed, rng):
+    """The schemes' sparse pulse kernel goes through the same pulse law: with write noise it gives what
+    pulse_tile gives (same keys), persistent and apparent conductances alike."""
+    from neuroemu._kernels import update as U
+
+    prm = params("rram_gong2018")
+    st = _write_noise_state(prm, 1, 30, rng)
+    other = _write_noise_state(prm, 1, 30, rng)
+    for name in ("g", "p", "tprog", "npulse", "up", "down", "lo", "hi", "stuck", "nu"):
+        setattr(other, name, getattr(st, name).copy())
+    counts = rng.integers(-4, 5, 30).astype(np.int32)
+    K.pulse_tile(*st.args(), counts, np.empty(0, np.int32), 1, True, K.EXP_STEP, prm, seed, 3.0)
+    ks = np.flatnonzero(counts).astype(np.int64)
+    U.pulse_sparse(ks, counts[ks].astype(np.int64), np.empty(0, np.int32), *other.args(), 30, 1, True, K.EXP_STEP,
+                   prm, seed, 3.0)
+    np.testing.assert_array_equal(other.g, st.g)
+    np.testing.assert_array_equal(other.p, st.p)

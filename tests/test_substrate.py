@@ -121,7 +121,10 @@ def test_spiking_layer_composes_any_tile_with_any_substrate():
                                                  .astype(np.float32), ref.params)[1], atol=1e-5)
     _, u0 = SpikingLayer(ideal_tile, ref, spiking=False)(s)
     for card in ("pcm_nandakumar2018", "rram_gong2018", "brainscales2"):
-        tile = make_tile(8, 30, card, rng=1)
+        # RRAM's write noise (σ 0.1 weight units at this w_max) would blur these small weights: off
+        # here, where the composition is under test
+        spec = load_card(card).with_params(write_noise_std=0.0) if card == "rram_gong2018" else card
+        tile = make_tile(8, 30, spec, rng=1)
         tile.write(np.clip(w, *tile.w_range))
         for sub in (make_substrate("ideal", 8), make_substrate("analog", 8, rng=2)):
             z, v = SpikingLayer(tile, sub)(s, rng=3)

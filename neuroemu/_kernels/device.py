@@ -1,8 +1,16 @@
-"""Device physics kernels: pulses, RESET, drift, read noise, programming by target.
+"""Device physics kernels: pulses, RESET, drift, read noise, write noise, programming by target.
 
 Arrays are flat views of a tile's device state laid out as (side, device, synapse): the device
 at (side s, device d, synapse k) sits at index ``(s * n_dev + d) * M + k`` with ``M`` synapses.
 All conductances are in µS, times in s.
+
+State per device: ``g`` is the conductance a read sees; ``p`` is the device's second state
+variable, whose meaning depends on the model: the pulse-history term P of ``PCM_SET`` devices,
+and for devices with write noise (``prm.write_noise > 0``) the *persistent* conductance that
+pulses act on, ``g`` then being the apparent one, ``p`` plus a write-noise offset drawn anew each
+time the device is programmed (aihwkit's ``w_persistent`` and apparent weight). Other devices
+leave ``p`` unused. Write noise and drift are exclusive (the card loader refuses the
+combination): the pulse kernels take the persistent conductance as it is, undrifted.
 """
 
 from typing import NamedTuple
@@ -23,6 +31,7 @@ READ_LINEAR = 0  # σ = rel·G + abs
 READ_1F = 1  # accumulating 1/f noise (Joshi et al. 2020)
 
 _ROUND_SALT = 0x5851F42D4C957F2D  # separates the rounding stream from the step-noise stream
+_WRITE_SALT = 0x2545F4914F6CDD1D  # separates the write-noise stream from the other two
 
 
 class DeviceParams(NamedTuple):
@@ -57,6 +66,7 @@ class DeviceParams(NamedTuple):
     q_floor: float
     q_max: float
     t_read: float
+    write_noise: float  # std of the write-noise offset (µS); 0 = none
 
 
 @njit(cache=True, inline="always")
@@ -78,7 +88,10 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
 
     ``sign`` > 0 moves the conductance up, < 0 down (ignored by PCM_SET, which only SETs).
     ``up``/``down`` are the device's step sizes (device-to-device spread applied), ``lo``/``hi``
-    its bounds. The random number is keyed by (seed, key, m): key = device index, m = pulse number.
+    its bounds. The random numbers are keyed by (seed, key, m): key = device index, m = pulse number.
+    With write noise the step acts on the persistent conductance ``p``, which is clipped and rounded
+    to the levels; the returned apparent conductance is ``p`` plus a fresh write-noise offset
+    (not clipped: it is what a read sees, not a device state).
     """
     xi = normal(seed, key, m)
     if law == PCM_SET:
@@ -87,6 +100,8 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
         std = prm.std_g * g + prm.std_0 + prm.std_p * p
         g = g + mean + std * xi
     else:
+        if prm.write_noise > 0.0:
+            g = p
         noise = 1.0 + prm.dw_std * xi
         if sign > 0:
             if law == CONSTANT:
@@ -109,6 +124,9 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
     g = min(max(g, lo), hi)
     if prm.levels > 0.0:
         g = _round_levels(g, prm, seed, key, m)
+    if law != PCM_SET and prm.write_noise > 0.0:
+        p = g
+        g = p + prm.write_noise * normal(seed ^ _WRITE_SALT, key, m)
     return g, p
 
 
@@ -131,8 +149,8 @@ def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, counts, start, 
     pulses on side 0; SET-only devices get |n| SETs on side 0 (n > 0) or side 1 (n < 0). The pulses
     go round-robin over the ``n_dev`` devices of that side starting at ``start[k]`` (``start`` may be
     empty: start at device 0). Stuck devices take the pulse (it is counted) but do not move.
-    A pulse acts on the device's present (drifted) conductance, G·(age/t0)^-ν, and restarts its
-    drift clock.
+    A pulse acts on the device's present (drifted) conductance, G·(age/t0)^-ν (with write noise: on
+    its persistent conductance, see :func:`pulse_one`), and restarts its drift clock.
     """
     m_syn = counts.size
     for k in range(m_syn):
@@ -154,7 +172,11 @@ def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, counts, start, 
 
 @njit(cache=True)
 def reset_devices(g, p, tprog, nreset, lo, hi, stuck, index, prm, seed, t):
-    """RESET the devices at ``index``: G ~ N(reset_mean, reset_std) clipped to the bounds, P = 1."""
+    """RESET the devices at ``index``: G ~ N(reset_mean, reset_std) clipped to the bounds, P = 1.
+
+    With write noise the clipped value is the persistent conductance ``p`` and ``g`` gets a fresh
+    write-noise offset on top (a RESET programs the device like a pulse does).
+    """
     for j in range(index.size):
         idx = index[j]
         nreset[idx] += 1
@@ -162,7 +184,11 @@ def reset_devices(g, p, tprog, nreset, lo, hi, stuck, index, prm, seed, t):
         p[idx] = 1.0
         if stuck[idx] == 0:
             v = prm.reset_mean + prm.reset_std * normal(seed, idx, 0)
-            g[idx] = min(max(v, lo[idx]), hi[idx])
+            v = min(max(v, lo[idx]), hi[idx])
+            if prm.write_noise > 0.0:
+                p[idx] = v
+                v = v + prm.write_noise * normal(seed ^ _WRITE_SALT, idx, 0)
+            g[idx] = v
 
 
 @njit(cache=True, inline="always")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from neuroemu._kernels.device import (CONSTANT, EXP_STEP, PCM_SET, READ_LINEAR, SOFT_BOUNDS,
-                                      _ROUND_SALT)
+                                      _ROUND_SALT, _WRITE_SALT)
 
 from . import rng as R
 
@@ -39,6 +39,8 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
         std = prm.std_g * g + prm.std_0 + prm.std_p * p
         g = g + mean + std * xi
     else:
+        if prm.write_noise > 0.0:  # the step acts on the persistent conductance
+            g = p
         noise = 1.0 + prm.dw_std * xi
         if law == CONSTANT:
             y_up = y_down = np.ones_like(g)
@@ -55,6 +57,9 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
     g = np.minimum(np.maximum(g, lo), hi)
     if prm.levels > 0.0:
         g = round_levels(g, prm, seed, key, m)
+    if law != PCM_SET and prm.write_noise > 0.0:  # apparent = persistent + a fresh write-noise offset
+        p = g
+        g = p + prm.write_noise * R.normal(int(seed) ^ _WRITE_SALT, key, m)
     return g, p
 
 
@@ -94,7 +99,11 @@ def reset_devices(g, p, tprog, nreset, lo, hi, stuck, index, prm, seed, t):
     p[index] = 1.0
     i = index[stuck[index] == 0]
     v = prm.reset_mean + prm.reset_std * R.normal(seed, i, 0)
-    g[i] = np.minimum(np.maximum(v, lo[i]), hi[i])
+    v = np.minimum(np.maximum(v, lo[i]), hi[i])
+    if prm.write_noise > 0.0:
+        p[i] = v
+        v = v + prm.write_noise * R.normal(int(seed) ^ _WRITE_SALT, i, 0)
+    g[i] = v
     return g, p, tprog, nreset
 
 
