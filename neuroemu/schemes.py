@@ -17,10 +17,12 @@ Schemes (registry :data:`SCHEMES`; papers.md §1c and §2):
 ``digital``               low-precision digital accumulator, transfer in steps of ε (Demirag 2021)
 ``sign``                  one pulse with the sign of ΔW where |ΔW| > θ (Demirag 2021)
 ``stochastic``            one pulse with probability |ΔW|/Δw_pulse (Demirag 2021)
-``stochastic_coincidence``  stochastic pulse trains, coincidences program (Gokmen & Vlasov 2016)
+``stochastic_coincidence``  stochastic pulse trains, coincidences program; BL and update management
+                          as IBM aihwkit (Gokmen & Vlasov 2016)
 ``multi_device``          trunc(|ΔW|/Δw_pulse) pulses round-robin over N devices (Boybat 2018)
 ``mixed_precision``       float accumulator, transfer whole pulses, keep the rest (Nandakumar 2020)
-``tiki_taka``             fast tile A takes the SGD pulses, columns transferred to C (Gokmen 2020)
+``tiki_taka``             fast tile A takes the SGD pulses, columns transferred to C by stochastically
+                          rounded pulse counts (Gokmen 2020)
 ========================  ==================================================================
 
 Δw_pulse is the nominal weight change of one pulse: ``card.nominal_step / tile.scale`` (the tile
@@ -29,6 +31,31 @@ the weight by Δw_pulse). Every pulse scheme takes a refresh policy for differen
 tiles: ``refresh_every`` (updates; 0 = off) and ``refresh_high`` (µS, default 0.75·g_max) call
 :meth:`Tile.refresh` — saturating pairs are re-programmed without losing their weight. On
 one-sided (bidirectional) tiles a refresh is a no-op.
+
+Pulse size. Every scheme that converts a wanted change into pulses assumes one pulse moves a
+device by the card's nominal step (Δw_pulse in weight units): ``multi_device`` issues
+trunc(|ΔW|/Δw_pulse) pulses, ``mixed_precision`` transfers in steps of ε (default Δw_pulse),
+``stochastic`` fires with probability |ΔW|/Δw_pulse, ``sign``'s default threshold is Δw_pulse/2,
+``stochastic_coincidence`` sets A·B = lr/(Δw_pulse·BL) (and the BL of BL management), and
+``tiki_taka`` uses A's Δw_pulse for the gradient and C's for the transfers. The nominal step is
+the size the papers' schemes assume, not what a device does: :meth:`Scheme.pulse_steps` (also
+``stats()["pulse_steps"]``) reports ``assumed_uS`` next to ``first_uS`` and ``first_down_uS``, the
+mean conductance change of the first up and down pulse on fresh devices of the card
+(:func:`first_pulse_steps`; Tiki-Taka adds the same for A with an ``a_`` prefix). For the shipped
+cards (µS):
+
+======================  ========  =============  ============================================
+card                    assumed   first pulse    note
+======================  ========  =============  ============================================
+``pcm_nandakumar2018``  0.75      1.97           the step law's mean at RESET is 1.82; the floor
+                                                 at g_min turns the 15 % negative draws into 0
+``linear_step``         0.001     0.0010 (both)  constant step
+``rram_gong2018``       0.00135   0.00147 up,    exponential step with up/down asymmetry,
+                                  0.00198 down   at the RESET state (mid-range)
+======================  ========  =============  ============================================
+
+So a PCM pulse moves a fresh device about 2.6 times as far as the schemes count on (later
+pulses move it less: the step shrinks with the pulse history and the conductance).
 
 Pulse limit. Every pulse scheme also takes ``max_pulses`` (default :data:`MAX_PULSES`), the most
 pulses one synapse receives in one update. A wanted change that needs more (a learning rate far
@@ -49,6 +76,7 @@ kernels are keyed by seeds drawn from it, so the same seeds give the same result
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from typing import Any
@@ -61,16 +89,41 @@ from ._kernels import update as _U
 from .cards import Card, load_card
 from .crossbar import Periphery, Tile, as_rng, draw_seed
 from .errors import CardError, ConfigError, did_you_mean
+from .response import pulse_response
 
 __all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
            "StochasticCoincidenceScheme", "MultiDeviceScheme", "MixedPrecisionScheme", "TikiTakaScheme", "read_column",
-           "MAX_PULSES", "PulseLimitWarning"]
+           "MAX_PULSES", "PulseLimitWarning", "first_pulse_steps"]
 
 #: Default of every pulse scheme's ``max_pulses``: pulses one synapse may receive in one update.
 #: 1000 pulses sweep the whole conductance range of the PCM and quantized cards (16 and 14 nominal
 #: pulses) many times over, and half the range of the fine-step cards (1200–2000 for linear_step,
 #: rram_gong2018 and ideal); a well-set learning rate asks for a few pulses per update.
 MAX_PULSES = 1000
+
+
+#: Fresh devices whose first pulse :func:`first_pulse_steps` measures: the mean first step of the PCM
+#: card (spread about 1.5 µS over devices) comes out within about ±0.01 µS.
+FIRST_STEP_DEVICES = 20000
+
+
+def first_pulse_steps(card: Card) -> tuple[float, float]:
+    """Mean conductance change (µS) of the first up pulse and of the first down pulse on fresh devices
+    of ``card`` (the RESET state a new tile is built in), measured with
+    :func:`~neuroemu.response.pulse_response` on :data:`FIRST_STEP_DEVICES` devices (seed 0), so the
+    step law, its cycle-to-cycle noise, the device-to-device spread, the bounds and any level grid
+    all count. A card's write noise is left out: a zero-mean offset drawn anew at every write, it
+    leaves the mean step as it is but would bury it in its spread. On a SET-only card depression is
+    a SET on the other device of the pair, so both numbers are the first SET. Compare with
+    ``card.nominal_step``, the step schemes assume."""
+    if card.params.get("write_noise_std"):
+        card = card.with_params(write_noise_std=0.0)
+    up = pulse_response(card, pulses=1, devices=FIRST_STEP_DEVICES, seed=0)
+    first_up = up["mean"][0] - up["initial_mean"]
+    if not card.bidirectional:
+        return first_up, first_up
+    down = pulse_response(card, pulses=1, devices=FIRST_STEP_DEVICES, seed=0, direction="down")
+    return first_up, down["initial_mean"] - down["mean"][0]
 
 
 class PulseLimitWarning(UserWarning):
@@ -214,6 +267,26 @@ class Scheme:
         """Nominal weight change of one pulse on the scheme's tile (weight units)."""
         return self.tile.card.nominal_step / self.tile.scale
 
+    @property
+    def assumed_step(self) -> float:
+        """Conductance change (µS) of one pulse that the scheme's pulse counts assume (the card's
+        nominal step)."""
+        return self.tile.card.nominal_step
+
+    @functools.cached_property
+    def _first_steps(self) -> tuple[float, float]:
+        return first_pulse_steps(self.tile.card)
+
+    def pulse_steps(self) -> dict[str, float]:
+        """The pulse size the scheme assumes against what the card's devices take, in µS:
+        ``assumed_uS`` (:attr:`assumed_step`), ``first_uS`` and ``first_down_uS`` (the mean first up
+        and down step of a fresh device, :func:`first_pulse_steps`). Empty for the schemes that
+        write targets instead of pulses."""
+        if not self.pulsed:
+            return {}
+        up, down = self._first_steps
+        return {"assumed_uS": float(self.assumed_step), "first_uS": float(up), "first_down_uS": float(down)}
+
     def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
         """Apply the wanted change ΔW = -lr · dᵀx (x: (batch, in), d: (batch, out))."""
         x2, d2, lr = self._batch(x, d, lr)
@@ -240,7 +313,8 @@ class Scheme:
         """Counters: updates, pulses issued by the scheme, refreshes (synapses re-programmed),
         refresh_checks (runs of the policy), writes (synapses programmed by target), energy_pJ
         (write energy spent on the scheme's tiles, from the card); pulse schemes add
-        pulse_limit_hits ((synapse, update) pairs clipped to ``max_pulses``)."""
+        pulse_limit_hits ((synapse, update) pairs clipped to ``max_pulses``) and ``pulse_steps`` (a dict,
+        :meth:`pulse_steps`). Numbers are counters (``*_mean``: means); settings come as dicts or strings."""
         out = {
             "scheme": self.name,
             "updates": self.n_updates,
@@ -252,6 +326,7 @@ class Scheme:
         }
         if self.pulsed:
             out["pulse_limit_hits"] = self.n_limit_hits
+            out["pulse_steps"] = self.pulse_steps()
         return out
 
     def refresh(self) -> int:
@@ -376,28 +451,55 @@ class _PulseScheme(Scheme):
         return int(n)
 
 
-def _coincidence(scheme: Scheme, tile: Tile, arb: np.ndarray, x: np.ndarray, d: np.ndarray, lr: float) -> int:
-    """Stochastic pulse-coincidence update of ``tile`` for ΔW = -lr·dᵀx; returns pulses issued."""
-    if lr == 0.0:
-        return 0
-    if lr < 0.0:  # -lr·dᵀx = -|lr|·(-d)ᵀx
-        d, lr = -d, -lr
-    bl = scheme.params["bl"]
-    c_ab = lr / (tile.card.nominal_step / tile.scale * bl)
-    n, n_over, most = _U.coincidence_update(x, d, c_ab, scheme.params["update_management"], bl,
-                                            scheme.params["max_pulses"], draw_seed(scheme.rng), draw_seed(scheme.rng),
-                                            tile.g, tile.p, tile.tprog, tile.npulse, tile.up, tile.down, tile.lo,
-                                            tile.hi, tile.stuck, tile.nu, arb, tile.n_devices, not tile.differential,
-                                            tile.law, tile.prm, tile.t)
-    tile.mark_changed()
-    scheme._limit_hit(tile, n_over, float(most), "later coincidences of the update were not applied", lr)
-    return int(n)
-
-
 _COINCIDENCE = {
-    "bl": Param("int", 31, 1, _U.MAX_BL, doc="bit length: slots per pulse train"),
-    "update_management": Param("bool", True, doc="rebalance A and B per sample by sqrt(x_max/d_max)"),
+    "bl": Param("int", 31, 1, _U.MAX_BL, doc="bit length: slots per pulse train; with update_bl_management the "
+                                            "most slots a sample may use (aihwkit's desired_bl)"),
+    "update_management": Param("bool", True, doc="balance A and B per sample by sqrt(x_max/d_max) (aihwkit's "
+                                                 "update_management)"),
+    "update_bl_management": Param("bool", True, doc="per-sample BL = min(ceil(lr·x_max·d_max/Δw_pulse), bl) "
+                                                    "(aihwkit's update_bl_management); needs update_management"),
 }
+
+
+class _CoincidenceScheme(_PulseScheme):
+    """A scheme that programs a gradient -lr·dᵀx as stochastic pulse coincidences (see
+    :class:`StochasticCoincidenceScheme`); counts the slots its samples used."""
+
+    PARAMS = dict(_COINCIDENCE)
+
+    def __init__(self, tile: Tile, *, rng: Any = None, **params: Any):
+        super().__init__(tile, rng=rng, **params)
+        if self.params["update_bl_management"] and not self.params["update_management"]:
+            raise ConfigError(f"scheme '{self.name}': update_management: false needs update_bl_management: false "
+                              "(BL management balances A and B itself, as in aihwkit, where it turns update "
+                              "management on)")
+        self.n_samples = 0  # samples drawn (x and d not all zero)
+        self.n_slots = 0  # slots they used
+
+    def _coincidence(self, tile: Tile, arb: np.ndarray, x: np.ndarray, d: np.ndarray, lr: float) -> int:
+        """Stochastic pulse-coincidence update of ``tile`` for ΔW = -lr·dᵀx; returns pulses issued."""
+        if lr == 0.0:
+            return 0
+        if lr < 0.0:  # -lr·dᵀx = -|lr|·(-d)ᵀx
+            d, lr = -d, -lr
+        p = self.params
+        n, n_over, most, bls = _U.coincidence_update(
+            x, d, lr, tile.card.nominal_step / tile.scale, p["update_management"], p["update_bl_management"], p["bl"],
+            p["max_pulses"], draw_seed(self.rng), draw_seed(self.rng), tile.g, tile.p, tile.tprog, tile.npulse,
+            tile.up, tile.down, tile.lo, tile.hi, tile.stuck, tile.nu, arb, tile.n_devices, not tile.differential,
+            tile.law, tile.prm, tile.t)
+        tile.mark_changed()
+        self.n_samples += int(np.count_nonzero(bls))
+        self.n_slots += int(bls.sum())
+        self._limit_hit(tile, n_over, float(most), "later coincidences of the update were not applied", lr)
+        return int(n)
+
+    def stats(self):
+        """Adds ``update_mode`` (a dict: ``bl``, ``update_management``, ``update_bl_management``) and
+        ``bl_mean``, the mean number of slots per sample drawn (``bl`` with a fixed BL; 0 before any)."""
+        mode = {k: self.params[k] for k in _COINCIDENCE}
+        return {**super().stats(), "update_mode": mode,
+                "bl_mean": self.n_slots / self.n_samples if self.n_samples else 0.0}
 
 
 # ---------------------------------------------------------------------------------------- schemes
@@ -487,26 +589,39 @@ class StochasticScheme(_PulseScheme):
         self.n_pulses += self._pulse(np.sign(v[fire]), ks=ks[fire])
 
 
-class StochasticCoincidenceScheme(_PulseScheme):
+class StochasticCoincidenceScheme(_CoincidenceScheme):
     """Stochastic pulse-coincidence update of the outer product (Gokmen & Vlasov, Front. Neurosci.
-    10, 333, 2016; update management as in IBM aihwkit, papers.md §1c).
+    10, 333, 2016), with the update management of IBM aihwkit (papers.md §1c).
 
-    For every sample, column j sends a train of ``bl`` slots, each a pulse with probability
-    B|x_j|; row i one with probability A|d_i|; every coincidence is one device pulse in direction
+    For every sample, column j sends a train of BL slots, each a pulse with probability B|x_j|;
+    row i one with probability A|d_i|; every coincidence is one device pulse in direction
     −sign(x_j d_i), so E[ΔW_ij] = −BL·A·B·Δw_pulse·x_j d_i = −lr·x_j d_i with A·B = lr/(Δw_pulse·BL).
-    With ``update_management`` A and B are rebalanced per sample by sqrt(x_max/d_max), so both
-    sides have the same largest probability. Probabilities are clipped to 1, which caps the
-    change of one sample at BL pulses per synapse (the update is then smaller than wanted), and an
-    update gives a synapse at most ``max_pulses`` (its first coincidences). Samples are applied in
-    order. Only :meth:`update` is supported: a dense ΔW has no factors.
+    The modes are those of aihwkit's ``UpdateParameters``, with its defaults:
+
+    * ``update_bl_management`` (default on): each sample's train is as short as its largest
+      product allows, BL = min(ceil(lr·x_max·d_max/Δw_pulse), ``bl``) (x_max and d_max floored at
+      Δw_pulse²), and A, B are balanced as below: the largest probability is then at most 1 on both
+      sides unless BL reaches ``bl``. It needs ``update_management`` (aihwkit turns that on with it).
+    * ``update_management`` (default on): A and B are rebalanced per sample by sqrt(x_max/d_max), so
+      both sides have the same largest probability; otherwise A = B = sqrt(lr/(Δw_pulse·BL)).
+
+    With ``update_bl_management: false`` every train has ``bl`` slots, and the draws are those
+    neuroemu made before BL management existed, bit for bit. aihwkit's default
+    probability resolution (``res`` = 0) is continuous, as here; its ``x_res_implicit`` and
+    ``d_res_implicit`` act only on deterministic pulse trains, which neuroemu does not model.
+
+    Probabilities are clipped to 1, which caps the change of one sample at BL pulses per synapse
+    (the update is then smaller than wanted), and an update gives a synapse at most ``max_pulses``
+    (its first coincidences). Samples are applied in order. ``stats()`` reports the mode
+    (``update_mode``) and ``bl_mean``, the mean BL of the samples drawn. Only :meth:`update` is
+    supported: a dense ΔW has no factors.
     """
 
     name = "stochastic_coincidence"
-    PARAMS = dict(_COINCIDENCE)
 
     def update(self, x, d, lr):
         x2, d2, lr = self._batch(x, d, lr)
-        self.n_pulses += _coincidence(self, self.tile, self._arb, x2, d2, lr)
+        self.n_pulses += self._coincidence(self.tile, self._arb, x2, d2, lr)
         self._after_update()
 
     def apply(self, dw):
@@ -550,6 +665,11 @@ class MixedPrecisionScheme(_PulseScheme):
         e = self.params["epsilon"]
         return self.dw_pulse if e is None else e
 
+    @property
+    def assumed_step(self) -> float:
+        """ε in µS: the conductance change one transferred pulse is taken to make."""
+        return self.epsilon * self.tile.scale
+
     def update(self, x, d, lr):
         x2, d2, lr = self._batch(x, d, lr)
         if x2.dtype != d2.dtype:
@@ -576,12 +696,25 @@ class MixedPrecisionScheme(_PulseScheme):
         return {**super().stats(), "accumulator_abs_mean": float(np.abs(self.chi).mean())}
 
 
-class TikiTakaScheme(_PulseScheme):
+class TikiTakaScheme(_CoincidenceScheme):
     """Tiki-Taka (Gokmen & Haensch, Front. Neurosci. 14, 103, 2020): the gradient goes to a fast
-    tile A as stochastic coincidence pulses; every ``transfer_every`` updates the next
-    ``transfer_columns`` columns of A (cycling over the columns) are read through A's periphery with a one-hot input (a noisy read)
-    and transferred to the slow tile C (the tile given) as n = trunc(transfer_lr·a/Δw_pulse(C))
-    pulses. The weight the network sees is C + γ·A (``gamma``, default 0: C alone).
+    tile A as stochastic coincidence pulses (with the update modes of
+    :class:`StochasticCoincidenceScheme`); every ``transfer_every`` updates the next
+    ``transfer_columns`` columns of A (cycling over the columns) are read through A's periphery
+    with a one-hot input (a noisy read) and transferred to the slow tile C (the tile given). The
+    weight the network sees is C + γ·A (``gamma``, default 0: C alone).
+
+    Transfer. Entry a of a column read asks C for r = transfer_lr·a/Δw_pulse(C) pulses, rounded
+    stochastically: floor(|r|) pulses with the sign of a, plus one more with probability
+    |r| − floor(|r|). The expected transfer is exactly transfer_lr·a in nominal pulses, however
+    small: a transfer of a tenth of a pulse happens one time in ten, where truncation would drop
+    it every time. IBM aihwkit's TransferCompound writes the read column as a stochastic
+    pulse-train update (x = the one-hot vector, d = the column, its default ``UpdateParameters``),
+    which has the same expectation only up to ``bl`` = 31 pulses per entry and transfer, and
+    more variance (binomial counts, correlated along the column by the shared column train).
+    Rounding is used here because it is unbiased at any size and adds the least noise an
+    unbiased integer count can. Unlike aihwkit's default (``scale_transfer_lr``), ``transfer_lr``
+    is absolute, not a multiple of the SGD learning rate.
 
     The transferred amount is *not* subtracted from A: A is meant to be a fast, near-symmetric
     device that keeps integrating the gradient, and its decay towards its symmetry point does the
@@ -589,8 +722,8 @@ class TikiTakaScheme(_PulseScheme):
     synapse, weight range and periphery of C unless ``a_card``, ``a_n_devices``, ``a_w_max``,
     ``a_periphery`` say otherwise; its device variation is drawn from the scheme's generator.
 
-    :meth:`apply` (a dense ΔW, for rules that do not give factors) puts ΔW on A by stochastic
-    rounding: floor(|ΔW|/Δw_pulse(A)) pulses plus one more with the fractional probability.
+    :meth:`apply` (a dense ΔW, for rules that do not give factors) puts ΔW on A by the same
+    stochastic rounding of ΔW/Δw_pulse(A).
     The refresh policy covers both tiles (``refresh_high`` scales with each tile's g_max), and so
     does ``max_pulses`` (a transfer of a full-range column of A with ``transfer_lr`` 1 asks C for
     up to w_max/Δw_pulse(C) pulses: about 1200–2000 on the fine-step cards, above the default).
@@ -635,17 +768,14 @@ class TikiTakaScheme(_PulseScheme):
 
     def update(self, x, d, lr):
         x2, d2, lr = self._batch(x, d, lr)
-        n = _coincidence(self, self.fast, self._arb_fast, x2, d2, lr)
+        n = self._coincidence(self.fast, self._arb_fast, x2, d2, lr)
         self.n_pulses_fast += n
         self.n_pulses += n
         self._after_fast()
 
     def _apply(self, dw):
         a = self.fast
-        step = a.card.nominal_step / a.scale
-        r = np.abs(dw) / step
-        n = np.floor(r) + (self.rng.random(dw.shape) < r - np.floor(r))
-        k = self._pulse(np.sign(dw) * n, a, self._arb_fast)
+        k = self._pulse(_stochastic_round(dw / (a.card.nominal_step / a.scale), self.rng), a, self._arb_fast)
         self.n_pulses_fast += k
         self.n_pulses += k
 
@@ -665,7 +795,7 @@ class TikiTakaScheme(_PulseScheme):
             j = self._next_col
             self._next_col = (j + 1) % in_size
             a_col = read_column(self.fast, j, draw_seed(self.fast.rng))
-            n = np.trunc(self.params["transfer_lr"] * a_col.astype(np.float64) / self.dw_pulse)
+            n = _stochastic_round(self.params["transfer_lr"] * a_col.astype(np.float64) / self.dw_pulse, self.rng)
             k = self._pulse(n, ks=np.arange(out_size) * in_size + j,
                             advice="A column of A is too large a transfer for C's pulse: lower transfer_lr")
             self.n_pulses_transfer += k
@@ -691,9 +821,29 @@ class TikiTakaScheme(_PulseScheme):
     def tiles(self):
         return [self.tile, self.fast]
 
+    @functools.cached_property
+    def _first_steps_fast(self) -> tuple[float, float]:
+        return self._first_steps if self.fast.card is self.tile.card else first_pulse_steps(self.fast.card)
+
+    def pulse_steps(self):
+        """As :meth:`Scheme.pulse_steps` for C (the transfers), and with an ``a_`` prefix for A (the gradient)."""
+        up, down = self._first_steps_fast
+        return {**super().pulse_steps(), "a_assumed_uS": float(self.fast.card.nominal_step), "a_first_uS": float(up),
+                "a_first_down_uS": float(down)}
+
     def stats(self):
         return {**super().stats(), "pulses_fast": int(self.n_pulses_fast),
                 "pulses_transfer": int(self.n_pulses_transfer), "transfers": self.n_transfers}
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _stochastic_round(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pulse counts for wanted (signed, fractional) counts ``r``: floor(|r|), plus one with probability
+    |r| − floor(|r|), with the sign of r; unbiased (E = r). Draws one uniform per entry."""
+    a = np.abs(r)
+    n = np.floor(a)
+    n += rng.random(r.shape) < a - n
+    return np.copysign(n, r)
 
 
 # ---------------------------------------------------------------------------------------- reads

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 import warnings
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def test_the_pulse_limit_is_public():
     ("stochastic_coincidence", {"bl": 65}, "bl"),
     ("stochastic_coincidence", {"bl": 3.0}, "bl"),
     ("stochastic_coincidence", {"update_management": 1}, "update_management"),
+    ("stochastic_coincidence", {"update_bl_management": "yes"}, "update_bl_management"),
     ("tiki_taka", {"transfer_every": 0}, "transfer_every"),
     ("tiki_taka", {"transfer_lr": 0.0}, "transfer_lr"),
     ("tiki_taka", {"gamma": True}, "gamma"),
@@ -329,6 +331,47 @@ def test_tiki_taka_transfers_into_slow_tile():
     np.testing.assert_allclose(g.forward(np.eye(4)), g.weights().T, atol=1e-6)
 
 
+def test_tiki_taka_transfer_is_unbiased():
+    """Repeated transfers of a fixed A move C by transfer_lr·A per transfer on average, also where that
+    is a fraction of one pulse of C (truncation would transfer nothing there)."""
+    card = quiet_linear(dw_min=1e-4)  # fine steps: 1000 transfers stay inside C's range
+    c = tile(card, shape=(8, 1), seed=0)
+    s = make_scheme("tiki_taka", c, rng=1, transfer_lr=0.5)
+    step = s.dw_pulse
+    wanted = np.array([0.05, 0.1, 0.35, 0.5, 0.9, -0.2, -0.65, 1.3])  # pulses of C per transfer
+    s.fast.write((wanted * step / 0.5)[:, None])
+    a = s.fast.weights()[:, 0]
+    w0 = c.weights()[:, 0]
+    n = 1000
+    for _ in range(n):
+        s.apply(np.zeros(c.shape))  # nothing on A; one column transfer each
+    np.testing.assert_array_equal(s.fast.weights()[:, 0], a)  # A keeps what it holds
+    got = (c.weights()[:, 0] - w0) / n  # weight moved per transfer
+    want = 0.5 * a
+    frac = np.abs(want / step) % 1.0
+    se = np.sqrt(frac * (1.0 - frac) / n) * step  # one Bernoulli pulse per transfer on top of floor(|r|)
+    assert np.all(np.abs(got - want) < 5 * se + 1e-12), (got / step, want / step)
+    assert s.stats()["transfers"] == n and s.stats()["pulses_transfer"] == pytest.approx(np.abs(wanted).sum() * n,
+                                                                                          rel=0.05)
+
+
+def test_tiki_taka_small_transfers_are_applied():
+    """The case of the issue: an 8x8 linear_step tile, 300 updates, transfer_lr 0.003 wants about a tenth
+    of a pulse per entry and transfer; the transfers happen, about as often as wanted."""
+    t = tile("linear_step", shape=(8, 8), seed=0)  # exact reads: the wanted counts are known
+    s = make_scheme("tiki_taka", t, rng=1, transfer_lr=0.003)
+    rng = np.random.default_rng(2)
+    wanted = 0.0
+    for i in range(300):
+        s.update(rng.random((4, 8)), rng.normal(0, 0.5, (4, 8)), 0.005)  # then column i % 8 is transferred
+        wanted += np.abs(0.003 * s.fast.weights()[:, i % 8] / s.dw_pulse).sum()
+    a_max = np.abs(s.fast.weights()).max()
+    assert 0.003 * a_max / s.dw_pulse < 1.0  # every entry asked for less than a pulse: truncation sent none
+    st = s.stats()
+    assert st["transfers"] == 300 and wanted > 150
+    assert abs(st["pulses_transfer"] - wanted) < 5 * np.sqrt(wanted)
+
+
 def test_tiki_taka_transfer_obeys_the_pulse_limit():
     from neuroemu.schemes import PulseLimitWarning
 
@@ -348,6 +391,35 @@ def test_tiki_taka_apply_and_overrides():
     s.apply(np.full(c.shape, 2.5 * step_a))
     assert 2 * 12 <= s.stats()["pulses_fast"] <= 3 * 12
     assert s.stats()["transfers"] == 1
+
+
+# ------------------------------------------------------------------------------------------ pulse size
+def test_pulse_steps_assumed_against_first_pulse():
+    """PCM: the schemes assume 0.75 µS a pulse; a fresh device's first SET moves it by the step law at
+    RESET (P = e^(-1/2.6), G = 0.1 µS: mean 1.82 µS, sd 1.73 µS), floored at g_min: about 1.95 µS."""
+    card = load_card("pcm_nandakumar2018")
+    p = card.params
+    g0, pp = p["reset_mean"], math.exp(-1.0 / p["decay_pulses"])
+    mu = p["mean_g"] * g0 + p["mean_0"] + p["mean_p"] * pp
+    sd = p["std_g"] * g0 + p["std_0"] + p["std_p"] * pp
+    assert mu == pytest.approx(1.82, abs=0.01) and p["g_min"] == g0  # a device at RESET sits on the floor
+    z = mu / sd  # E[max(ΔG, 0)] for ΔG ~ N(mu, sd²)
+    floored = mu * 0.5 * math.erfc(-z / math.sqrt(2)) + sd * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    for name in PULSE_SCHEMES:
+        st = make_scheme(name, tile(card), rng=0).stats()["pulse_steps"]
+        assert st["assumed_uS"] == 0.75
+        assert st["first_uS"] == pytest.approx(floored, abs=5 * sd / math.sqrt(20000))  # ≈ 1.95 µS
+        assert st["first_down_uS"] == st["first_uS"]  # depression: a SET on the other device
+        assert st["first_uS"] > 2.5 * st["assumed_uS"]
+    assert "pulse_steps" not in make_scheme("digital", tile(card)).stats()
+    mp = make_scheme("mixed_precision", tile(card), epsilon=0.05)
+    assert mp.pulse_steps()["assumed_uS"] == pytest.approx(0.05 * mp.tile.scale)  # ε in µS
+    # bidirectional cards: up and down from the mid-range RESET state
+    lin = make_scheme("multi_device", tile("linear_step")).pulse_steps()
+    assert lin["first_uS"] == pytest.approx(0.001, rel=0.02) == lin["first_down_uS"]
+    tt = make_scheme("tiki_taka", tile("pcm_nandakumar2018"), a_card="rram_gong2018").pulse_steps()
+    assert tt["assumed_uS"] == 0.75 and tt["a_assumed_uS"] == 0.00135
+    assert tt["a_first_uS"] > 0.00135 and tt["a_first_down_uS"] > 1.3 * tt["a_first_uS"]  # exp. step, asymmetric
 
 
 # ------------------------------------------------------------------------------------------ refresh
@@ -442,7 +514,7 @@ def test_absmax_and_grow_helpers():
         np.testing.assert_array_equal(out[:5], a)
 
 
-@pytest.mark.parametrize("bl", [1, 3, 4, 31, 64])  # bl < 4: scalar path only
+@pytest.mark.parametrize("bl", [1, 2, 3, 4, 31, 64])
 def test_masks_kernel_matches_twin(bl):
     rng = np.random.default_rng(bl)
     v = np.concatenate([rng.random(60) * 0.2, -rng.random(20), np.zeros(5), [1.0, -3.0]])
@@ -481,7 +553,7 @@ def test_floyd_positions_uniform():
 def test_fast_mask_path_matches_scalar_path():
     rng = np.random.default_rng(2)
     v = np.concatenate([rng.random(500) * 0.2, rng.random(100), np.zeros(20), [1.0, -0.7]])
-    for bl in (4, 8, 31, 64):
+    for bl in (1, 2, 3, 4, 8, 31, 64):  # BL_b of BL management is often below 4
         kout = np.empty(v.size, np.uint8)
         mout = np.empty(v.size, np.uint64)
         ku, kp = np.uint64(RU.key(9, 0)), np.uint64(RU.key(9, 1))
@@ -489,6 +561,7 @@ def test_fast_mask_path_matches_scalar_path():
         want = RU.draw_masks(v, 0.3, bl, int(ku), int(kp))
         fast = kout != U._SLOW
         assert fast.sum() > v.size // 2
+        assert (kout[fast] == min(bl, 2 if bl != 3 else 1)).any()  # the most slots the fast path fills
         for j in np.flatnonzero(fast):
             assert int(mout[j]) == want[j] and kout[j] == bin(want[j]).count("1")
 
@@ -497,18 +570,22 @@ def _state(t):
     return [a.copy() for a in (t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu)]
 
 
-@pytest.mark.parametrize("card, n_dev, bl, balance, dtype", [
-    ("linear_step", 1, 31, True, np.float32),  # one bidirectional device: coincidence_apply's short path
-    ("linear_step", 2, 5, False, np.float64),
-    ("pcm_nandakumar2018", 1, 31, True, np.float64),
-    ("pcm_nandakumar2018", 3, 64, True, np.float32),
-    ("stuck", 1, 16, True, np.float64),
-    ("quantized", 1, 31, True, np.float64),
+@pytest.mark.parametrize("card, n_dev, bl, balance, bl_manage, dtype", [
+    ("linear_step", 1, 31, True, False, np.float32),  # one bidirectional device: coincidence_apply's short path
+    ("linear_step", 1, 31, True, True, np.float32),
+    ("linear_step", 2, 5, False, False, np.float64),
+    ("pcm_nandakumar2018", 1, 31, True, False, np.float64),
+    ("pcm_nandakumar2018", 3, 64, True, True, np.float32),
+    ("stuck", 1, 16, True, True, np.float64),
+    ("write_noise", 1, 31, True, True, np.float64),  # the pulses act on the persistent conductance p
+    ("quantized", 1, 31, True, False, np.float64),
 ])
 @pytest.mark.parametrize("cap", [2**62, 3])  # no limit; a limit that clips many synapses
-def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype, cap):
+def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, bl_manage, dtype, cap):
     if card == "stuck":
         card = load_card("rram_gong2018").with_params(p_stuck_off=0.2, p_stuck_on=0.1)
+    elif card == "write_noise":
+        card = load_card("linear_step").with_params(write_noise_std=20.0)
     t = tile(card, shape=(6, 9), n_devices=n_dev, seed=4)
     t.t = 3.5
     rng = np.random.default_rng(5)
@@ -516,17 +593,27 @@ def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype, cap):
     x[:, 0] = -0.6  # negative inputs
     x[2] = 0.0  # an all-zero sample
     d = rng.normal(size=(5, 6)) * 0.3
+    dw = 0.01
+    if bl_manage:  # samples of very different sizes: trains from 1 slot up to bl
+        d *= np.array([[3.0], [0.02], [1.0], [0.2], [100.0]])
+        lr = 0.05
+    else:
+        lr = 1.0 * dw * bl  # A·B = 1: p > 1/2 and K > 2 somewhere (the scalar path)
     x, d = x.astype(dtype), d.astype(dtype)
-    c_ab = 1.0  # large enough for p > 1/2 and K > 2 somewhere (the scalar path)
     arb_k = np.zeros(t.n_synapses, np.int64) if n_dev > 1 else np.empty(0, np.int64)
     arb_r = arb_k.copy()
     sk, sr = _state(t), _state(t)
     bidir = not t.differential
     dev = (n_dev, bidir, t.law, t.prm)
-    res_k = U.coincidence_update(x, d, c_ab, balance, bl, cap, 77, 78, *sk, arb_k, *dev, t.t)
-    res_r = RU.coincidence_update(x, d, c_ab, balance, bl, cap, 77, 78, *sr, arb_r, *dev, t.t)
-    assert res_k == res_r and res_k[0] > 20
-    n_k, n_over, most = res_k
+    mode = (lr, dw, balance, bl_manage, bl)
+    res_k = U.coincidence_update(x, d, *mode, cap, 77, 78, *sk, arb_k, *dev, t.t)
+    res_r = RU.coincidence_update(x, d, *mode, cap, 77, 78, *sr, arb_r, *dev, t.t)
+    assert res_k[:3] == res_r[:3] and res_k[0] > 20
+    np.testing.assert_array_equal(res_k[3], res_r[3])
+    n_k, n_over, most, bls = res_k
+    assert bls[2] == 0 and (bls[[0, 1, 3, 4]] == bl).all() != bl_manage
+    if bl_manage:
+        assert bls[1] < 4 and bls[4] == bl  # a short train, and one clipped at bl
     for a, b in zip(sk, sr):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(arb_k, arb_r)
@@ -538,26 +625,56 @@ def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, dtype, cap):
     else:
         assert (n_over, most) == (0, 0)
     # the two halves on their own: the drawn lists, then applying the same lists
-    coff, cols, rstart, events = U.coincidence_draw(x, d, c_ab, balance, bl, 77)
-    drawn = RU.coincidence_draw(x, d, c_ab, balance, bl, 77)
-    for a, b in zip((coff, cols[:coff[-1]], rstart, events), drawn):  # cols is a buffer: its used part
+    coff, cols, rstart, events, bls_d = U.coincidence_draw(x, d, *mode, 77)
+    drawn = RU.coincidence_draw(x, d, *mode, 77)
+    for a, b in zip((coff, cols[:coff[-1]], rstart, events, bls_d), drawn):  # cols is a buffer: its used part
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(bls_d, bls)
     sa, sb = _state(t), _state(t)
     arb_a, arb_b = np.zeros_like(arb_k), np.zeros_like(arb_k)
     res_a = U.coincidence_apply(coff, cols, rstart, events, 9, cap, *sa, arb_a, *dev, 78, t.t)
-    res_b = RU.coincidence_apply(*drawn, 9, cap, *sb, arb_b, *dev, 78, t.t)
-    assert res_a == res_b == res_k
+    res_b = RU.coincidence_apply(*drawn[:4], 9, cap, *sb, arb_b, *dev, 78, t.t)
+    assert res_a == res_b == res_k[:3]
     for a, b, c in zip(sa + [arb_a], sb + [arb_b], sk + [arb_k]):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.parametrize("update_management", [True, False])
-def test_coincidence_expected_change(update_management):
-    """E[ΔW] = -lr·dᵀx on a linear device without noise (each pulse is exactly Δw_pulse)."""
+def test_sample_factors_kernel_matches_twin_and_aihwkit():
+    """BL and the factors of one sample: aihwkit's BL management (BL = min(ceil(lr·x_max·d_max/Δw), bl),
+    x_max and d_max floored at Δw²) and update management (A·B = lr/(Δw·BL), balanced)."""
+    rng = np.random.default_rng(6)
+    for _ in range(300):
+        xm, dm, lr = 10.0 ** rng.uniform(-7, 1, 3)
+        dw = 10.0 ** rng.uniform(-4, -1)
+        bl = int(rng.integers(1, 65))
+        for balance, manage in [(False, False), (True, False), (True, True)]:
+            got = U.sample_factors(xm, dm, lr, dw, balance, manage, bl)
+            assert got == RU.sample_factors(xm, dm, lr, dw, balance, manage, bl)
+            n, a, b = got
+            assert a * b == pytest.approx(lr / (dw * n))  # E[ΔW] = -lr·x·d
+            if not manage:
+                assert n == bl and (a == b or balance)
+                continue
+            xr, dr = max(xm, dw * dw), max(dm, dw * dw)
+            assert n == min(math.ceil(lr * xr * dr / dw), bl) and a * dr == pytest.approx(b * xr)
+            if n < bl:  # a short train: neither side is clipped
+                assert a * dr <= 1.0 + 1e-12
+    # a small product: one slot, both sides at probability sqrt(0.1)
+    n, a, b = U.sample_factors(0.5, 0.02, 0.01, 0.001, True, True, 31)
+    assert n == 1 and a * 0.02 == pytest.approx(math.sqrt(0.1)) and b * 0.5 == pytest.approx(math.sqrt(0.1))
+    assert U.sample_factors(0.5, 0.02, 10.0, 0.001, True, True, 31)[0] == 31  # a large one (100): clipped at bl
+
+
+@pytest.mark.parametrize("bl_management, update_management", [(True, True), (False, True), (False, False)])
+def test_coincidence_expected_change(bl_management, update_management):
+    """E[ΔW] = -lr·dᵀx on a linear device without noise (each pulse is exactly Δw_pulse), in every
+    update mode; with BL management (the default) the trains are as short as the samples allow."""
     t = tile(quiet_linear(), shape=(6, 7), seed=0)
     step = t.card.nominal_step / t.scale
-    s = make_scheme("stochastic_coincidence", t, rng=1, update_management=update_management)
+    modes = {"update_bl_management": bl_management, "update_management": update_management}
+    s = make_scheme("stochastic_coincidence", t, rng=1, **modes)
+    assert make_scheme("stochastic_coincidence", tile()).params["update_bl_management"]  # aihwkit's default
     rng = np.random.default_rng(2)
     x = rng.random((3, 7))
     x[:, 0] = 0.0
@@ -576,7 +693,22 @@ def test_coincidence_expected_change(update_management):
     assert np.abs(z).max() < 5.0
     assert np.abs(z.mean()) < 5.0 / np.sqrt(z.size)
     np.testing.assert_array_equal(got[:, 0], 0.0)
-    assert s.stats()["pulses"] == t.npulse.sum()
+    st = s.stats()
+    assert st["pulses"] == t.npulse.sum()
+    assert st["update_mode"] == {**modes, "bl": 31}
+    # lr·x_max·d_max/Δw_pulse = 0.4·x_max·d_max per sample: a train of a few slots instead of 31
+    wanted_bl = np.ceil(0.4 * np.abs(x).max(axis=1) * np.abs(d).max(axis=1))
+    assert st["bl_mean"] == (pytest.approx(wanted_bl.mean()) if bl_management else 31)
+    assert wanted_bl.max() < 4
+
+
+def test_bl_management_needs_update_management():
+    with pytest.raises(ConfigError, match="update_management: false needs update_bl_management: false"):
+        make_scheme("stochastic_coincidence", tile(), update_management=False)
+    with pytest.raises(ConfigError, match="scheme 'tiki_taka': update_management"):
+        make_scheme("tiki_taka", tile(), update_management=False)
+    s = make_scheme("tiki_taka", tile(), update_management=False, update_bl_management=False)
+    assert s.stats()["update_mode"]["update_bl_management"] is False and s.stats()["bl_mean"] == 0.0
 
 
 def test_pulse_sparse_and_accumulate_match_twins():

@@ -8,19 +8,34 @@ and a negative one on side 1. ``arb`` is a per-synapse arbitration counter (empt
 device 0): pulses go round-robin over the ``n_dev`` devices of a side starting at ``arb[k]``, and
 the counter advances by the number of pulses issued (Boybat et al. 2018).
 
-Stochastic pulse coincidences (Gokmen & Vlasov 2016). For a call keyed by ``seed`` and sample ``b``
-the streams are kc = key(seed, 4b), kcp = key(seed, 4b+1) (columns) and kr = key(seed, 4b+2),
-krp = key(seed, 4b+3) (rows). Column j (row i alike) gets a mask of BL slots:
+Stochastic pulse coincidences (Gokmen & Vlasov 2016), with the update management of IBM aihwkit
+(``PulsedUpdateMetaParameter::performUpdateManagement``). Sample b, with x_max = max|x_b| and
+d_max = max|d_b| (a sample whose x or d is all zero is skipped), uses BL_b slots, a row factor A (for d)
+and a column factor B (for x) with A·B = c = lr/(Δw_pulse·BL_b), so E[ΔW_ij] = −BL_b·A·B·Δw_pulse·x_j·d_i
+= −lr·x_j·d_i as long as no probability is clipped at 1 (:func:`sample_factors`):
 
-* K ~ Binomial(BL, p) from u = uniform_k(kc, j) by inverse CDF (:func:`binomial_inv`);
+* fixed BL: BL_b = BL and A = B = sqrt(c), or with ``balance`` (update management) A = sqrt(c·x_max/d_max),
+  B = sqrt(c·d_max/x_max): both sides reach the same largest probability, sqrt(c·x_max·d_max);
+* BL management (``bl_manage``, which balances too, as in aihwkit): x_max and d_max are first raised
+  to at least Δw_pulse² (aihwkit's floor), then BL_b = min(ceil(lr·x_max·d_max/Δw_pulse), BL) and the
+  factors are balanced. The largest probability, sqrt(lr·x_max·d_max/(Δw_pulse·BL_b)), is at most 1
+  unless BL_b = BL: a short train replaces a long one of mostly empty slots, and no side is clipped.
+
+Slot t of sample b is event e = b·BL + t whatever BL_b is (slots BL_b..BL−1 stay empty). For a call
+keyed by ``seed`` and sample ``b`` the streams are kc = key(seed, 4b), kcp = key(seed, 4b+1)
+(columns) and kr = key(seed, 4b+2), krp = key(seed, 4b+3) (rows). Column j (row i alike) gets a
+mask of BL_b slots:
+
+* K ~ Binomial(BL_b, p) from u = uniform_k(kc, j) by inverse CDF (:func:`binomial_inv`);
 * K distinct slots by Floyd's algorithm (:func:`floyd_mask`) fed by 32-bit fields of
   hash_k(kcp, 32j + 0), hash_k(kcp, 32j + 1), ... (low half first); slot t = (field·(i+1)) >> 32,
-  whose bias is below BL/2³² (for K > BL/2 the BL − K empty slots are drawn instead).
+  whose bias is below BL_b/2³² (for K > BL_b/2 the BL_b − K empty slots are drawn instead).
 
 Synapse (i, j) receives popcount(mask_i & mask_j) pulses, one per coincident slot, in slot order;
 the step noise of the pulse in slot t of sample b on device ``idx`` is keyed by (dseed, b·BL + t,
-idx). The kernel computes the common case (p ≤ 1/2, K ≤ 2, BL ≥ 4) in a branch-free loop the
-compiler vectorises, and everything else with the scalar functions; both give the same bits.
+idx). The kernel computes the common case (p ≤ 1/2, K ≤ 2, except K = 2 when BL_b = 3) in a
+branch-free loop the compiler vectorises, and everything else with the scalar functions; both give
+the same bits.
 It never tests every (row, column) pair: it lists, per (sample, slot), the columns that fire and,
 per row, the (sample, slot) events where the row fires, then walks row by row (the next row's
 device state is prefetched meanwhile), so the work is proportional to the number of
@@ -156,9 +171,12 @@ def floyd_mask(kp, base, n_set, bl):
 def _draw_fast(v, fac, bl, ku, kp, kout, mout):
     """Masks of one sample's columns (or rows) with firing probability min(fac·|v|, 1), in a
     branch-free loop the compiler vectorises. kout[j] = K (0..2) and mout[j] = the mask, or
-    kout[j] = _SLOW where the scalar path must decide (p > 1/2 or K > 2; needs BL >= 4)."""
+    kout[j] = _SLOW where the scalar path must decide: p > 1/2, K > 2, or K = 2 with BL = 3 (where
+    :func:`floyd_mask` draws the one empty slot instead; for BL <= 2 both ways give the same mask)."""
     c1 = bl / 1.0
     c2 = (bl - 1) / 2.0
+    i2 = max(bl - 2, 0)  # the first Floyd step of K = 2 (never used for BL = 1, where K <= 1)
+    odd3 = 2 if bl == 3 else 3  # BL = 3 draws K = 2 as its complement (one empty slot): scalar path
     for j in range(v.size):
         p = min(fac * abs(float(v[j])), 1.0)
         u = uniform_k(ku, j)
@@ -175,9 +193,9 @@ def _draw_fast(v, fac, bl, ku, kp, kout, mout):
         f0 = h & _M32
         f1 = h >> _S32
         m1 = _floyd_step(_ZERO, f0, bl - 1)
-        m2 = _floyd_step(_floyd_step(_ZERO, f0, bl - 2), f1, bl - 1)
+        m2 = _floyd_step(_floyd_step(_ZERO, f0, i2), f1, bl - 1)
         m = m1 if kk == 1 else (m2 if kk == 2 else _ZERO)
-        slow = (u >= cdf2) or (p > 0.5)
+        slow = (u >= cdf2) or (p > 0.5) or (kk == odd3)
         kout[j] = _SLOW if slow else kk
         mout[j] = m
 
@@ -210,11 +228,7 @@ def _masks(v, fac, bl, ku, kp, kout, mout, lst):
     """Masks of one sample's columns (or rows); returns the number of non-empty ones, listed in
     ``lst`` (ascending), with kout/mout holding each one's exact K and mask."""
     n = v.size
-    if bl >= 4:
-        _draw_fast(v, fac, bl, ku, kp, kout, mout)
-    else:
-        for j in range(n):
-            kout[j] = _SLOW
+    _draw_fast(v, fac, bl, ku, kp, kout, mout)
     nl = 0
     for j in range(n):  # branch-free compaction
         lst[nl] = j
@@ -235,17 +249,37 @@ def _masks(v, fac, bl, ku, kp, kout, mout, lst):
 
 
 @njit(cache=True)
-def coincidence_draw(x, d, c_ab, balance, bl, seed):
+def sample_factors(xm, dm, lr, dw, balance, bl_manage, bl):
+    """(BL, A, B) of one sample with max|x| = ``xm`` > 0 and max|d| = ``dm`` > 0 (see the module
+    docstring): the slots its trains use, the row factor A and the column factor B."""
+    if bl_manage:
+        reg = dw * dw
+        xm = max(xm, reg)
+        dm = max(dm, reg)
+        want = np.ceil(lr * xm * dm / dw)  # a float: no integer overflow
+        n = bl if want >= bl else max(int(want), 1)
+    else:
+        n = bl
+    c_ab = lr / (dw * n)
+    if balance or bl_manage:
+        return n, math.sqrt(c_ab * xm / dm), math.sqrt(c_ab * dm / xm)
+    f = math.sqrt(c_ab)
+    return n, f, f
+
+
+@njit(cache=True)
+def coincidence_draw(x, d, lr, dw, balance, bl_manage, bl, seed):
     """Draw the pulse coincidences of ΔW = -lr·dᵀx (see the module docstring).
 
-    x: (batch, n_in), d: (batch, n_out), float32 or float64. ``c_ab`` = A·B = lr/(Δw_pulse·BL). With
-    ``balance`` the factors are rebalanced per sample so that both sides have the same largest
-    probability: A = sqrt(c_ab·x_max/d_max), B = sqrt(c_ab·d_max/x_max); otherwise A = B =
-    sqrt(c_ab). Column j fires with p = min(B|x_j|, 1) per slot, row i with min(A|d_i|, 1).
+    x: (batch, n_in), d: (batch, n_out), float32 or float64; ``lr`` > 0; ``dw`` = Δw_pulse; ``bl``
+    the bit length (with ``bl_manage`` the most slots a sample may use). Each sample's BL and factors
+    come from :func:`sample_factors`; column j fires with p = min(B|x_j|, 1) per slot, row i with
+    min(A|d_i|, 1).
 
-    Returns (coff, cols, rstart, events): the columns firing in slot t of sample b are
-    cols[coff[e]:coff[e+1]], e = b·BL + t, stored as j (x_j > 0) or ~j (x_j < 0); the events of row i
-    are events[rstart[i]:rstart[i+1]] in (sample, slot) order, stored as e (d_i > 0) or ~e.
+    Returns (coff, cols, rstart, events, bls): the columns firing in slot t of sample b are
+    cols[coff[e]:coff[e+1]], e = b·bl + t, stored as j (x_j > 0) or ~j (x_j < 0); the events of row i
+    are events[rstart[i]:rstart[i+1]] in (sample, slot) order, stored as e (d_i > 0) or ~e; bls[b] is
+    the number of slots sample b used (0 for a sample whose x or d is all zero).
     """
     nb, n_in = x.shape
     n_out = d.shape[1]
@@ -263,6 +297,7 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
     lst = np.empty(max(n_in, n_out), np.int64)
     cnt = np.zeros(bl, np.int64)
     nxt = np.zeros(bl, np.int64)
+    bls = np.zeros(nb, np.int64)
     n_cols = 0
     n_ev = 0
     for b in range(nb):
@@ -273,15 +308,11 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
         dm = _absmax(d[b])
         if not (xm > 0.0 and dm > 0.0 and math.isfinite(xm) and math.isfinite(dm)):
             continue
-        if balance:
-            fa = math.sqrt(c_ab * xm / dm)
-            fb = math.sqrt(c_ab * dm / xm)
-        else:
-            fa = math.sqrt(c_ab)
-            fb = fa
-        # columns: slot lists of this sample
+        bl_b, fa, fb = sample_factors(xm, dm, lr, dw, balance, bl_manage, bl)
+        bls[b] = bl_b
+        # columns: slot lists of this sample (slots bl_b..bl-1 stay empty)
         xb = x[b]
-        nl = _masks(xb, fb, bl, key(seed, 4 * b), key(seed, 4 * b + 1), kc_out, mc_out, lst)
+        nl = _masks(xb, fb, bl_b, key(seed, 4 * b), key(seed, 4 * b + 1), kc_out, mc_out, lst)
         if nl == 0:
             continue
         for s in range(bl):
@@ -312,10 +343,10 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
         n_cols = pos
         # rows: events where a row fires in a slot that has columns
         db = d[b]
-        nl = _masks(db, fa, bl, key(seed, 4 * b + 2), key(seed, 4 * b + 3), kr_out, mr_out, lst)
-        if n_ev + bl * nl > ev_row.size:
-            ev_row = _grow(ev_row, n_ev + bl * nl)
-            ev_e = _grow(ev_e, n_ev + bl * nl)
+        nl = _masks(db, fa, bl_b, key(seed, 4 * b + 2), key(seed, 4 * b + 3), kr_out, mr_out, lst)
+        if n_ev + bl_b * nl > ev_row.size:
+            ev_row = _grow(ev_row, n_ev + bl_b * nl)
+            ev_e = _grow(ev_e, n_ev + bl_b * nl)
         for q in range(nl):
             i = lst[q]
             pos_d = db[i] > 0
@@ -340,12 +371,13 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
         r = ev_row[q]
         events[fill[r]] = ev_e[q]
         fill[r] += 1
-    return coff, cols, rstart, events
+    return coff, cols, rstart, events, bls
 
 
 @njit(cache=True, inline="always")
-def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, pcm, lo_i, hi_i, m_syn, n_planes):
-    """Prefetch elements [lo_i, hi_i) (one index per cache line) of every device plane of the state."""
+def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, use_p, lo_i, hi_i, m_syn, n_planes):
+    """Prefetch elements [lo_i, hi_i) (one index per cache line) of every device plane of the state
+    (``p`` only when the devices use it: ``use_p``)."""
     for pl in range(n_planes):
         o = pl * m_syn
         for j in range(o + lo_i, o + hi_i, 8):
@@ -357,7 +389,7 @@ def _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, pcm, l
             prefetch(lo, j)
             prefetch(hi, j)
             prefetch(nu, j)
-            if pcm:
+            if use_p:
                 prefetch(p, j)
             if (j & 63) < 8:
                 prefetch(stuck, j)
@@ -399,8 +431,8 @@ def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse
     m_syn = n_out * n_in
     n_planes = (1 if bidir else 2) * n_dev
     has_arb = arb.size > 0
-    pcm = law == PCM_SET
-    simple = bidir and not has_arb and not pcm
+    use_p = law == PCM_SET or prm.write_noise > 0.0  # p: PCM's pulse history, or the persistent conductance
+    simple = bidir and not has_arb and not use_p
     total = 0
     n_over = 0
     most = 0
@@ -429,7 +461,7 @@ def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse
             c1 = coff[e + 1]
             if nxt < nxt_end:
                 stop = min(nxt + chunk, nxt_end)
-                _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, pcm, nxt, stop, m_syn, n_planes)
+                _prefetch_span(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, use_p, nxt, stop, m_syn, n_planes)
                 nxt = stop
             if capped:
                 for c in range(c0, c1):
@@ -480,13 +512,15 @@ def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse
 
 
 @njit(cache=True)
-def coincidence_update(x, d, c_ab, balance, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
-                       arb, n_dev, bidir, law, prm, t):
+def coincidence_update(x, d, lr, dw, balance, bl_manage, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi,
+                       stuck, nu, arb, n_dev, bidir, law, prm, t):
     """Draw and apply a stochastic pulse-coincidence update, at most ``cap`` pulses per synapse;
-    returns (pulses issued, synapses that wanted more, most coincidences on one of them)."""
-    coff, cols, rstart, events = coincidence_draw(x, d, c_ab, balance, bl, seed)
-    return coincidence_apply(coff, cols, rstart, events, x.shape[1], cap, g, p, tprog, npulse, up, down, lo, hi,
-                             stuck, nu, arb, n_dev, bidir, law, prm, dseed, t)
+    returns (pulses issued, synapses that wanted more, most coincidences on one of them, the slots
+    each sample used)."""
+    coff, cols, rstart, events, bls = coincidence_draw(x, d, lr, dw, balance, bl_manage, bl, seed)
+    total, n_over, most = coincidence_apply(coff, cols, rstart, events, x.shape[1], cap, g, p, tprog, npulse, up,
+                                            down, lo, hi, stuck, nu, arb, n_dev, bidir, law, prm, dseed, t)
+    return total, n_over, most, bls
 
 
 @njit(cache=True)

@@ -91,19 +91,30 @@ def draw_masks(v: np.ndarray, fac: float, bl: int, ku: int, kp: int) -> list[int
     return out
 
 
-def sample_masks(x, d, c_ab, balance, bl, seed, b) -> tuple[list[int], list[int]]:
-    """Column masks (from x) and row masks (from d) of sample b; all empty when x[b] or d[b] is 0."""
+def sample_factors(xm, dm, lr, dw, balance, bl_manage, bl) -> tuple[int, float, float]:
+    """(BL, A, B) of one sample: aihwkit's BL management (x_max, d_max floored at dw², BL = min(ceil(
+    lr·x_max·d_max/dw), bl)) and update management (A·B = lr/(dw·BL) split by sqrt(x_max/d_max))."""
+    if bl_manage:
+        xm, dm = max(xm, dw * dw), max(dm, dw * dw)
+        n = min(max(math.ceil(lr * xm * dm / dw), 1), bl)
+    else:
+        n = bl
+    c_ab = lr / (dw * n)
+    if balance or bl_manage:
+        return n, math.sqrt(c_ab * xm / dm), math.sqrt(c_ab * dm / xm)
+    return n, math.sqrt(c_ab), math.sqrt(c_ab)
+
+
+def sample_masks(x, d, lr, dw, balance, bl_manage, bl, seed, b) -> tuple[list[int], list[int], int]:
+    """Column masks (from x), row masks (from d) and the slots used (BL_b) of sample b; no slots
+    when x[b] or d[b] is 0."""
     xm = max(abs(float(v)) for v in x[b])
     dm = max(abs(float(v)) for v in d[b])
     if not (xm > 0.0 and dm > 0.0):
-        return [0] * x.shape[1], [0] * d.shape[1]
-    if balance:
-        fa = math.sqrt(c_ab * xm / dm)
-        fb = math.sqrt(c_ab * dm / xm)
-    else:
-        fa = fb = math.sqrt(c_ab)
-    return (draw_masks(x[b], fb, bl, key(seed, 4 * b), key(seed, 4 * b + 1)),
-            draw_masks(d[b], fa, bl, key(seed, 4 * b + 2), key(seed, 4 * b + 3)))
+        return [0] * x.shape[1], [0] * d.shape[1], 0
+    n, fa, fb = sample_factors(xm, dm, lr, dw, balance, bl_manage, bl)
+    return (draw_masks(x[b], fb, n, key(seed, 4 * b), key(seed, 4 * b + 1)),
+            draw_masks(d[b], fa, n, key(seed, 4 * b + 2), key(seed, 4 * b + 3)), n)
 
 
 def _pulse_synapse(k, sgn, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law, prm,
@@ -130,17 +141,18 @@ def _limit_report(wanted: np.ndarray, cap) -> tuple[int, int]:
     return int(over.sum()), (np.abs(wanted).max().item() if over.any() else 0)
 
 
-def coincidence_update(x, d, c_ab, balance, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
-                       arb, n_dev, bidir, law, prm, t) -> tuple[int, int, int]:
+def coincidence_update(x, d, lr, dw, balance, bl_manage, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi,
+                       stuck, nu, arb, n_dev, bidir, law, prm, t) -> tuple[int, int, int, np.ndarray]:
     """Twin of ``coincidence_update``: same arguments, same effect on the arrays, (pulses issued,
-    synapses over the limit, most coincidences on one synapse among them)."""
+    synapses over the limit, most coincidences on one synapse among them, slots used per sample)."""
     nb, n_in = x.shape
     n_out = d.shape[1]
     m_syn = n_in * n_out
     used = np.zeros(m_syn, np.int64)  # coincidences drawn per synapse; the first cap are applied
+    bls = np.zeros(nb, np.int64)
     total = 0
     for b in range(nb):
-        cm, rm = sample_masks(x, d, c_ab, balance, bl, seed, b)
+        cm, rm, bls[b] = sample_masks(x, d, lr, dw, balance, bl_manage, bl, seed, b)
         for i in range(n_out):
             for j in range(n_in):
                 both = rm[i] & cm[j]
@@ -154,22 +166,23 @@ def coincidence_update(x, d, c_ab, balance, bl, cap, seed, dseed, g, p, tprog, n
                         _pulse_synapse(k, sgn, b * bl + s, arb, g, p, tprog, npulse, up, down, lo, hi,
                                        stuck, nu, m_syn, n_dev, bidir, law, prm, dseed, t)
                         total += 1
-    return (total, *_limit_report(used, cap))
+    return (total, *_limit_report(used, cap), bls)
 
 
-def coincidence_draw(x, d, c_ab, balance, bl, seed):
-    """Twin of ``coincidence_draw``: (coff, cols, rstart, events) from the masks of :func:`sample_masks`.
+def coincidence_draw(x, d, lr, dw, balance, bl_manage, bl, seed):
+    """Twin of ``coincidence_draw``: (coff, cols, rstart, events, bls) from the masks of :func:`sample_masks`.
 
-    Event e = b·BL + t is slot t of sample b; its firing columns (j, or ~j for x_j < 0) are
+    Event e = b·bl + t is slot t of sample b; its firing columns (j, or ~j for x_j < 0) are
     cols[coff[e]:coff[e+1]] in ascending j; row i's events (e, or ~e for d_i < 0) are
     events[rstart[i]:rstart[i+1]] in ascending e, listing only slots where some column fires.
     """
     nb, n_in = x.shape
     n_out = d.shape[1]
-    coff, cols = [0], []
+    coff, cols, bls = [0], [], []
     row_events = [[] for _ in range(n_out)]
     for b in range(nb):
-        cm, rm = sample_masks(x, d, c_ab, balance, bl, seed, b)
+        cm, rm, n = sample_masks(x, d, lr, dw, balance, bl_manage, bl, seed, b)
+        bls.append(n)
         for s in range(bl):
             e = b * bl + s
             fire = [j if x[b, j] > 0 else ~j for j in range(n_in) if (cm[j] >> s) & 1]
@@ -181,7 +194,7 @@ def coincidence_draw(x, d, c_ab, balance, bl, seed):
     rstart = np.cumsum([0] + [len(r) for r in row_events])
     events = [e for r in row_events for e in r]
     return (np.array(coff, np.int64), np.array(cols, np.int32), rstart.astype(np.int64),
-            np.array(events, np.int32))
+            np.array(events, np.int32), np.array(bls, np.int64))
 
 
 def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb,
