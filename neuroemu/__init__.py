@@ -3,7 +3,8 @@
 Device cards (:mod:`neuroemu.cards`) describe memristive devices with numbers from their papers;
 crossbar tiles (:mod:`neuroemu.crossbar`) store weights on those devices and read them through a
 realistic periphery; update schemes (:mod:`neuroemu.schemes`) turn the weight changes a learning
-rule wants into device pulses. Neuron substrates (:mod:`neuroemu.substrate`) are the neuron side of a
+rule wants into device pulses; a layer larger than one tile is split over several
+(:mod:`neuroemu.tiling`). Neuron substrates (:mod:`neuroemu.substrate`) are the neuron side of a
 chip: ideal LIF neurons or an emulated analog chip with mismatch, noise and calibration
 (:mod:`neuroemu.calibration`); :mod:`neuroemu.analog` holds the analog chip's matrix-multiply mode.
 """
@@ -16,9 +17,11 @@ from .errors import CardError, ConfigError, DataError, NeuroemuError
 from .record import Recorder
 from .schemes import MAX_PULSES, SCHEMES, PulseLimitWarning, make_scheme
 from .substrate import AnalogNeurons, IdealNeurons, SpikingLayer, make_substrate
+from .tiling import MAX_TILE, TiledLayer
 
 __version__ = "0.1.0"
 
 __all__ = ["AnalogNeurons", "Card", "CardError", "ConfigError", "DataError", "IdealNeurons", "MACTile", "MAX_PULSES",
-           "NeuroemuError", "Periphery", "PulseLimitWarning", "Recorder", "SCHEMES", "SpikingLayer", "Tile",
+           "MAX_TILE",
+           "NeuroemuError", "Periphery", "PulseLimitWarning", "Recorder", "SCHEMES", "SpikingLayer", "Tile", "TiledLayer",
            "calibrate", "list_cards", "load_card", "make_scheme", "make_substrate", "make_tile", "__version__"]
