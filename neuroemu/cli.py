@@ -7,6 +7,8 @@
     neuroemu run CONFIG.yaml --out DIR [--set key=value ...] [--overwrite]
     neuroemu sweep CONFIG.yaml --grid key=v1,v2 [--grid ...] [--seeds K] --out DIR
                    [--workers N | --scheduler tcp://host:8786] [--overwrite]
+    neuroemu tune CONFIG.yaml --out DIR [--set key=value ...] [--workers N | --scheduler tcp://host:8786]
+                  [--then-run] [--overwrite]     search each run's hyperparameters (the config's tune section)
     neuroemu data fashion-mnist                   find or fetch Fashion-MNIST, verify it, print its directory
 
 Errors caused by input (cards, configs, data, arguments) print one line and exit with status 2.
@@ -87,6 +89,21 @@ def _cmd_sweep(args) -> int:
     if summary["console"]:
         print("\n".join(summary["console"]))
     print(f"results: {args.out}/sweep.csv")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from .tune import run_tune
+
+    summary = run_tune(args.config, args.out, args.set, workers=args.workers, scheduler=args.scheduler,
+                       quiet=args.quiet, overwrite=args.overwrite, then_run=args.then_run)
+    print("\n".join(summary["console"]))
+    print(f"tuned config: {args.out}/tuned.yaml")
+    print(f"results: {args.out}/RESULTS.md")
+    if "run" in summary:
+        if summary["run"]["console"]:
+            print("\n".join(summary["run"]["console"]))
+        print(f"results of the tuned config: {args.out}/run/RESULTS.md")
     return 0
 
 
@@ -175,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_sweep)
+
+    t = sub.add_parser("tune", help="search each run's hyperparameters on validation seeds (the config's tune "
+                       "section), with the same budget for every run")
+    t.add_argument("config", help="experiment YAML with a tune section (budget, seeds, space)")
+    t.add_argument("--out", type=_out_dir, required=True,
+                   help="results directory (runs/, trials.csv, tune.json, tuned.yaml, RESULTS.md, figures/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value before tuning, e.g. --set tune.budget=4")
+    ex = t.add_mutually_exclusive_group()
+    ex.add_argument("--workers", type=_int(1), default=None,
+                    help="local worker processes (default: config 'workers'; 1 = serial)")
+    ex.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="run the trials on a Dask cluster, e.g. tcp://host:8786 (needs neuroemu[dask])")
+    t.add_argument("--then-run", action="store_true",
+                   help="then run tuned.yaml on the reported seeds into DIR/run (on local workers)")
+    t.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.set_defaults(func=_cmd_tune)
 
     g = sub.add_parser("data", help="find or fetch a dataset and print its directory")
     g.add_argument("dataset", choices=["fashion-mnist"])

@@ -290,6 +290,14 @@ BAD_INPUTS = [
     (["devices", "plot", "linear_step", "--out", "{tmp}/file/figs"], "file/figs: Not a directory"),
     (["data", "fashion-mnist", "--dir", "{data}"],
      "train-images-idx3-ubyte.gz: 235216 bytes of IDX data; expected 47040016"),
+    (["tune", "{cfg}", "--out", "{tmp}/o"], "cfg.yaml: tune: missing; add a tune section"),
+    (["tune", "{cfg}", "--out", "{tmp}/o", "--set", "tune={{budget: 2, seeds: [0], space: {{train.lr: [0.1, 0.2]}}}}"],
+     "tune.seeds: validation seeds must be disjoint from the reported seeds [0]; 0 is in both"),
+    (["tune", "{cfg}", "--out", "{tmp}/o", "--workers", "0"], "--workers: expected an integer >= 1, got '0'"),
+    (["tune", "{cfg}", "--out", "{tmp}/o", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
+     "argument --scheduler: not allowed with argument --workers"),
+    (["tune", "{cfg}"], "the following arguments are required: --out"),
+    (["tune", "{cfg}", "--out", "{tmp}/file"], "file exists and is not a directory"),
 ]
 
 
@@ -326,3 +334,23 @@ def test_overwrite_is_passed_to_run_and_sweep(monkeypatch, tmp_path, capsys):
         assert main([command, "cfg.yaml", "--out", str(tmp_path)]) == 0
         assert main([command, "cfg.yaml", "--out", str(tmp_path), "--overwrite"]) == 0
     assert seen == [False, True, False, True]
+
+
+def test_tune_gets_its_flags(monkeypatch, tmp_path, capsys):
+    import neuroemu.tune
+
+    seen = []
+
+    def fake(config, out, overrides, **kwargs):
+        seen.append((config, out, overrides, kwargs))
+        return {"console": ["run  chosen"], "chosen": {}, "trials": [],
+                **({"run": {"console": ["table"]}} if kwargs["then_run"] else {})}
+
+    monkeypatch.setattr(neuroemu.tune, "run_tune", fake)
+    assert main(["tune", "cfg.yaml", "--out", str(tmp_path), "--set", "tune.budget=4", "--quiet"]) == 0
+    assert main(["tune", "cfg.yaml", "--out", str(tmp_path), "--workers", "3", "--overwrite", "--then-run"]) == 0
+    assert seen[0] == ("cfg.yaml", str(tmp_path), ["tune.budget=4"], {"workers": None, "scheduler": None, "quiet": True,
+                                                                    "overwrite": False, "then_run": False})
+    assert seen[1][3] == {"workers": 3, "scheduler": None, "quiet": False, "overwrite": True, "then_run": True}
+    out = capsys.readouterr().out
+    assert f"tuned config: {tmp_path}/tuned.yaml" in out and f"results of the tuned config: {tmp_path}/run/RESULTS.md" in out

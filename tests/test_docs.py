@@ -187,6 +187,10 @@ class Shell:
             self.plan(parsed.config, parsed.set)
         elif parsed.command == "sweep":
             self.plan_sweep(parsed)
+        elif parsed.command == "tune":
+            from neuroemu.tune import plan
+
+            assert plan(self._config(parsed.config), parsed.set).first, f"`neuroemu {' '.join(args)}`: no trials"
         elif parsed.command == "data":
             pass  # parsed; finding or fetching the data is not a documentation check
         else:

@@ -11,6 +11,7 @@ An experiment module provides ``NAME``, ``SCHEMA`` (see :mod:`neuroemu.config`),
 
 from __future__ import annotations
 
+import copy
 import shlex
 import sys
 import time
@@ -33,12 +34,23 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} expected a mapping at the top level")
     apply_overrides(raw, overrides or [])
+    section = raw.pop("tune", None)  # the search of `neuroemu tune`: checked, not part of the experiment
+    if section is not None:
+        from ..tune import check_section
+
+        check_section(section, f"{where} tune")
+    return resolve_data(raw, where)
+
+
+def resolve_data(raw: dict[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
+    """Validate a config given as a mapping (without a ``tune`` section); ``where`` names its source
+    in errors. Returns (module, resolved config); ``raw`` is not changed."""
     name = raw.get("experiment")
     if not isinstance(name, str) or name not in EXPERIMENTS:
         raise ConfigError(f"{where} experiment: expected one of {', '.join(EXPERIMENTS)}, got {name!r}"
                           f"{did_you_mean(name, EXPERIMENTS)}")
     module = EXPERIMENTS[name]
-    cfg = validate(raw, module.SCHEMA, where)
+    cfg = validate(copy.deepcopy(raw), module.SCHEMA, where)
     return module, module.check(cfg, where)
 
 

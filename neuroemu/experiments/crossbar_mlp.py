@@ -12,6 +12,13 @@ A run with ``deploy: true`` trains on the ideal float chip and then programs the
 onto the run's card once (the inference use of e.g. ``pcm_joshi2020``), with optional global drift
 compensation.
 
+Validation: ``data.validation: N`` holds N training images out of training (a fixed subset drawn
+with ``data.validation_seed``, the same for every run and seed); every epoch and the end of
+training then also report ``val_acc`` on them. ``neuroemu tune`` (:mod:`neuroemu.tune`) scores its
+trials on that accuracy and sets ``eval.test: false``, so that the test set is not even loaded while
+hyperparameters are chosen. A run may override any ``train`` field for itself (``train: {lr: 0.2}``
+in the run), which is how each run gets its own tuned learning rate.
+
 A seed whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
 (default 5) × the loss of its first batch, stops and is marked diverged (:mod:`.divergence`); the
 tables average the other seeds. Long jobs print progress lines from inside
@@ -56,21 +63,28 @@ DATA: dict[str, Any] = {
     "download": Opt("bool", True, doc="fetch the data when it is missing"),
 }
 
+TRAIN: dict[str, Any] = {
+    "epochs": Opt("int", 3, 1, 10000),
+    "batch_size": Opt("int", 100, 1, 60000),
+    "lr": Opt("float", 0.05, 1e-12, 1e6),
+    "seconds_per_batch": Opt("float", 0.01, 0, doc="emulated chip time per mini-batch (drift clock)"),
+    "init_gain": Opt("float", 1.0, 0, 100, doc="scale of the uniform ±sqrt(1/fan_in) initialisation"),
+}
+
 SCHEMA: dict[str, Any] = {
     "experiment": Opt("str", NAME, choices=(NAME,)),
     "description": Opt("str", ""),
     "seeds": Opt("list", [0], check=check_seeds),
     "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
     "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
-    "data": DATA,
-    "model": {"hidden": Opt("list", [256], check=check_layers)},
-    "train": {
-        "epochs": Opt("int", 3, 1, 10000),
-        "batch_size": Opt("int", 100, 1, 60000),
-        "lr": Opt("float", 0.05, 1e-12, 1e6),
-        "seconds_per_batch": Opt("float", 0.01, 0, doc="emulated chip time per mini-batch (drift clock)"),
-        "init_gain": Opt("float", 1.0, 0, 100, doc="scale of the uniform ±sqrt(1/fan_in) initialisation"),
+    "data": {
+        **DATA,
+        "validation": Opt("int", 0, 0, 60000, doc="training images held out of training and scored as val_acc "
+                          "(0 = none); the same images for every run and seed"),
+        "validation_seed": Opt("int", 0, 0, doc="seed of the draw of the validation images"),
     },
+    "model": {"hidden": Opt("list", [256], check=check_layers)},
+    "train": TRAIN,
     "hardware": {
         "w_max": Opt("float", 1.0, 1e-9, 1e9, doc="weight mapped to a full conductance side"),
         "n_devices": Opt("int", 1, 1, 64),
@@ -81,6 +95,8 @@ SCHEMA: dict[str, Any] = {
         "delays": Opt("list", [1.0, 3600.0, 86400.0], check=check_delays,
                       doc="seconds after training at which test accuracy is measured again (drift)"),
         "drift_compensation": Opt("bool", True, doc="global drift compensation at the delayed evaluations"),
+        "test": Opt("bool", True, doc="measure test accuracy; false: the test set is not loaded (tuning trials), "
+                    "eval.delays must be [] and data.validation > 0"),
     },
     "runs": Opt("list", doc="list of runs: {card, scheme, ...}"),
 }
@@ -125,7 +141,26 @@ RUN = {
     "periphery": Opt("any", None, nullable=True, doc="'ideal' or overrides of hardware.periphery"),
     "deploy": Opt("bool", False, doc="train on the ideal chip, then program the weights onto this card"),
     "num_sends": Opt("int", None, 1, 64, nullable=True, doc="analog_chip cards: input repetitions of the MAC mode"),
+    "train": Opt("dict", {}, doc="this run's own values of train fields, e.g. {lr: 0.2} (a tuned learning rate)"),
 }
+
+
+def run_train(run: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    """The ``train`` section of a run's jobs: the config's, with the run's own ``train`` values."""
+    return {**train, **run.get("train", {})}
+
+
+def check_run_train(run: dict[str, Any], schema: dict[str, Opt], where: str) -> None:
+    """Validate a run's ``train`` overrides against the config's ``train`` fields (in place). An
+    empty override is dropped from the run, so that runs without one keep the job (and the results
+    recorded before runs could have one) they had."""
+    from ..config import validate
+
+    given = run.pop("train", None) or {}
+    if given:
+        partial = {k: Opt(v.kind, None, v.lo, v.hi, v.choices, nullable=True) for k, v in schema.items()}
+        checked = validate(given, partial, f"{where}.train")
+        run["train"] = {k: v for k, v in checked.items() if k in given}
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
@@ -137,15 +172,22 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..runner import check_run_names
     from ..schemes import SCHEMES, make_scheme
 
-    limit, bs = cfg["data"]["train_limit"], cfg["train"]["batch_size"]
-    if limit is not None and limit < bs:
-        raise ConfigError(f"{where} data.train_limit: expected at least train.batch_size ({bs}) images, got {limit}")
+    data, ev = cfg["data"], cfg["eval"]
+    if not ev["test"]:
+        if ev["delays"]:
+            raise ConfigError(f"{where} eval.delays: the delayed accuracies are measured on the test set, which "
+                              f"eval.test: false leaves alone; expected [], got {ev['delays']}")
+        if not data["validation"]:
+            raise ConfigError(f"{where} eval.test: false leaves nothing to score; hold out validation images "
+                              "(data.validation: N) or set eval.test: true")
     runs = []
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
+        check_run_train(run, SCHEMA["train"], w)
+        _check_data(data, run_train(run, cfg["train"])["batch_size"], where)
         if run["scheme"] not in SCHEMES:
             raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}"
                               f"{did_you_mean(run['scheme'], SCHEMES)}")
@@ -190,6 +232,37 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return cfg
 
 
+def _check_data(data: dict[str, Any], bs: int, where: str) -> None:
+    """The training images left after the validation images give at least one batch of ``bs``."""
+    limit, n_val = data["train_limit"], data["validation"]
+    if limit is not None and limit < bs + n_val:
+        need = f"train.batch_size ({bs}) + data.validation ({n_val})" if n_val else f"train.batch_size ({bs})"
+        raise ConfigError(f"{where} data.train_limit: expected at least {need} images, got {limit}")
+    if n_val and 60000 < bs + n_val:
+        raise ConfigError(f"{where} data.validation: {n_val} images leave fewer than train.batch_size ({bs}) of the "
+                          "60000 training images")
+
+
+def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config as a tuning trial (:mod:`neuroemu.tune`): scored on the held-out validation images
+    only; the test set is not loaded and the drift delays (test-set evaluations) are skipped."""
+    if not cfg["data"]["validation"]:
+        raise ConfigError(f"{where} data.validation: tuning scores its trials on held-out training images, never "
+                          "on the test set; hold some out, e.g. data.validation: 10000 (in the config, or only "
+                          "for the trials in tune.set)")
+    cfg["eval"] = {**cfg["eval"], "test": False, "delays": []}
+    return cfg
+
+
+#: How ``neuroemu tune`` searches this experiment (see :mod:`neuroemu.tune`): trials are scored by
+#: the validation accuracy (higher is better), the rungs of successive halving shorten
+#: ``train.epochs``, a run can have its own ``train`` values (so each run its own learning rate),
+#: and :func:`tune_trial` turns a config into a trial's.
+TUNE = {"metric": "val_acc", "mode": "max", "resource": "train.epochs", "sections": ("train",), "trial": tune_trial,
+        "about": "trials are scored on training images held out of training (data.validation); the test set is not "
+                 "loaded"}
+
+
 def prepare(cfg: dict[str, Any]) -> None:
     """Make sure the data is there once, before worker processes start."""
     from ..data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
@@ -208,10 +281,15 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per (run, seed), each carrying everything it needs (JSON-serialisable)."""
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("data", "model", "train", "hardware", "eval", "diverge_factor")}
+    common = {k: cfg[k] for k in ("data", "model", "hardware", "eval", "diverge_factor")}
+    # options at their defaults are left out of the jobs: results recorded before they existed stay valid
+    if not common["data"]["validation"]:
+        common["data"] = {k: v for k, v in common["data"].items() if k not in ("validation", "validation_seed")}
+    if common["eval"]["test"]:
+        common["eval"] = {k: v for k, v in common["eval"].items() if k != "test"}
     common["neuroemu"] = __version__
-    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, **common}
-            for run in cfg["runs"] for seed in cfg["seeds"]]
+    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "train": run_train(run, cfg["train"]),
+             **common} for run in cfg["runs"] for seed in cfg["seeds"]]
 
 
 # ---------------------------------------------------------------------------------------- network
@@ -326,7 +404,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     seed_seq = np.random.SeedSequence([job["seed"], zlib.crc32(run["name"].encode())])
     rng_chip, rng_data = (np.random.default_rng(s) for s in seed_seq.spawn(2))
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
-    xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
+    n_val = data.get("validation", 0)
+    xval = yval = None
+    if n_val:
+        keep, held = validation_split(len(xtr), n_val, data["validation_seed"])
+        xval, yval, xtr, ytr = xtr[held], ytr[held], xtr[keep], ytr[keep]
+    test = ev.get("test", True)
+    if test:
+        xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
     sizes = [xtr.shape[1], *job["model"]["hidden"], 10]
     n_dev = run["n_devices"] or hw["n_devices"]
     w_max = run["w_max"] or hw["w_max"]
@@ -364,15 +449,20 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 if progress.due():
                     progress.log(f"epoch {epoch}/{epochs}  batch {b}/{len(batches)}  loss {np.mean(losses):.3g}")
             watch.check(epoch, np.mean(losses))
-            test_acc = net.accuracy(xte, yte, ev["batch_size"])
+            scores = {}
+            if test:
+                scores["test_acc"] = net.accuracy(xte, yte, ev["batch_size"])
+            if n_val:
+                scores["val_acc"] = net.accuracy(xval, yval, ev["batch_size"])
             stats = _device_stats(net)
             del stats["pulse_limit_hits"]  # a total for the result, not a metrics.csv column
             device_row = {k: v for k, v in rec.observe(epoch, layers).items() if k != "step"}
             metrics.append({"run": run["name"], "seed": job["seed"], "epoch": epoch,
                             "train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)),
-                            "test_acc": test_acc, **stats, **device_row})
+                            **scores, **stats, **device_row})
             if progress.due():
-                progress.log(f"epoch {epoch}/{epochs}  loss {np.mean(losses):.3g}  test acc {100 * test_acc:.2f} %")
+                shown = "  ".join(f"{k.replace('_', ' ')} {100 * v:.2f} %" for k, v in scores.items())
+                progress.log(f"epoch {epoch}/{epochs}  loss {np.mean(losses):.3g}  {shown}")
     except divergence.Diverged as exc:
         diverged = exc.record
     train_time = time.perf_counter() - t_start
@@ -388,23 +478,27 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     elif ev["drift_compensation"]:  # the drift reference is read right after the last update
         for t in net.tiles:
             t.compensate_drift()
-    final = net.accuracy(xte, yte, ev["batch_size"])
-    at_delay = {}
-    elapsed = 0.0
-    for delay in ev["delays"]:
-        net.advance(delay - elapsed)
-        elapsed = delay
-        if ev["drift_compensation"]:
-            for t in net.tiles:
-                t.compensate_drift()
-        at_delay[delay_key(delay)] = net.accuracy(xte, yte, ev["batch_size"])
+    final = {}
+    if n_val:  # right after training, before the test evaluations (whose noisy reads draw from the chip's rng)
+        final["val_acc"] = net.accuracy(xval, yval, ev["batch_size"])
+    if test:
+        final["test_acc"] = net.accuracy(xte, yte, ev["batch_size"])
+        at_delay = {}
+        elapsed = 0.0
+        for delay in ev["delays"]:
+            net.advance(delay - elapsed)
+            elapsed = delay
+            if ev["drift_compensation"]:
+                for t in net.tiles:
+                    t.compensate_drift()
+            at_delay[delay_key(delay)] = net.accuracy(xte, yte, ev["batch_size"])
+        final["test_acc_after"] = at_delay
     n_syn = sum(t.n_synapses for t in net.tiles)
     stats = _device_stats(net)
     edges, steps, counts = rec.histograms("layer1")
     return {
         "run": run["name"], "card": card.name, "scheme": "ideal" if deploy else run["scheme"],
-        "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], "test_acc": final,
-        "test_acc_after": at_delay, "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / n_syn,
+        "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], **final, "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / n_syn,
         "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"], "pulse_limit_hits": stats["pulse_limit_hits"],
         "train_time_s": train_time,
         "metrics": metrics, "device_summary": rec.summary(),
@@ -412,6 +506,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                    "counts": np.asarray(counts).tolist()},
         "pulse_hist": pulse_histogram(net.tiles[0]),
     }
+
+
+def validation_split(n: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices kept for training, indices of the validation images) of ``n`` training images: a
+    uniformly drawn set of ``n_val`` held out by ``seed`` alone (the same for every run and job
+    seed), both in ascending order."""
+    if not 0 < n_val < n:
+        raise ConfigError(f"data.validation: expected between 1 and {n - 1} of the {n} training images, got {n_val}")
+    held = np.zeros(n, bool)
+    held[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 def _device_stats(net: Network) -> dict[str, float]:
@@ -447,8 +552,10 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
                "n_devices": rs[0]["n_devices"], **seeds,
                "pulse_limit_hits": sum(r.get("pulse_limit_hits", 0) for r in rs)}
         if ok:
-            row["test_acc"], row["test_acc_std"] = tables.mean_std([r["test_acc"] for r in ok], 100)
-            for d in delays:
+            for key in ("test_acc", "val_acc"):
+                if key in ok[0]:
+                    row[key], row[f"{key}_std"] = tables.mean_std([r[key] for r in ok], 100)
+            for d in delays if "test_acc_after" in ok[0] else ():
                 after = [r["test_acc_after"][delay_key(d)] for r in ok]
                 row[f"acc_after_{delay_key(d)}s"] = float(np.mean(after) * 100)
             row.update({
@@ -462,16 +569,20 @@ def table(results: list[dict[str, Any]], delays: list[float]) -> list[dict[str, 
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
-    return tables.console_table(rows, [("pulses/syn", "pulses_per_synapse", ".2f"), ("refreshes", "refreshes", ".0f"),
-                                       ("energy uJ", "energy_uJ", ".3g")])
+    val = [("val acc %", "val_acc", ".2f")] if any("val_acc" in r for r in rows) else []
+    return tables.console_table(rows, val + [("pulses/syn", "pulses_per_synapse", ".2f"),
+                                             ("refreshes", "refreshes", ".0f"), ("energy uJ", "energy_uJ", ".3g")])
 
 
 def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:
-    head = ["run", "test acc. (%)"] + [f"after {delay_label(d)}" for d in delays] + \
+    val = any("val_acc" in r for r in rows)
+    head = ["run", "test acc. (%)"] + (["validation acc. (%)"] if val else []) + \
+        [f"after {delay_label(d)}" for d in delays] + \
         ["pulses / synapse", "refreshes", "write energy (µJ)", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["run"], tables.value_cell(r, "test_acc")] + \
+            ([tables.value_cell(r, "val_acc", note=False)] if val else []) + \
             [tables.number(r, f"acc_after_{delay_key(d)}s", ".2f") for d in delays] + \
             [tables.number(r, "pulses_per_synapse", ".2f"), tables.number(r, "refreshes", ".0f"),
              tables.number(r, "energy_uJ", ".3g"), tables.number(r, "train_time_s", ".0f")]
@@ -495,8 +606,18 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     figs.mkdir(exist_ok=True)
     ok, _ = divergence.split(results)
     kept = [r for r in rows if tables.kept(r)]
-    figures = plot.experiment_figures(kept, [m for r in ok for m in r["metrics"]], ok, delays, figs) if kept else []
+    test = cfg["eval"]["test"]
+    figures = plot.experiment_figures(kept, [m for r in ok for m in r["metrics"]], ok, delays, figs) \
+        if kept and test else []
     seeds = ", ".join(map(str, cfg["seeds"]))
+    n_val, limit = cfg["data"]["validation"], cfg["data"]["train_limit"] or 60000
+    images = f"{limit - n_val} training ({n_val} more held out for validation, drawn with seed " \
+        f"{cfg['data']['validation_seed']})" if n_val else f"{limit} training"
+    images += f" / {cfg['data']['test_limit'] or 10000} test images" if test else \
+        " images; the test set was not used (eval.test: false)"
+    own = [f"{r['name']}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in r["train"].items()) for r in cfg["runs"] if r.get("train")]
+    own_line = "\n* runs with their own training values (the others use the lr above): " + "; ".join(own) if own else ""
     text = f"""# Fashion-MNIST MLP on emulated crossbars
 
 {cfg['description'] or 'Backprop-trained MLP whose weights live on crossbar tiles; one run per device card and update scheme.'}
@@ -509,7 +630,7 @@ Produced by:
 
 * network: 784-{'-'.join(map(str, cfg['model']['hidden']))}-10, ReLU, softmax cross-entropy; digital biases
 * training: {cfg['train']['epochs']} epoch(s), batch {cfg['train']['batch_size']}, lr {cfg['train']['lr']:g},
-  {cfg['data']['train_limit'] or 60000} training / {cfg['data']['test_limit'] or 10000} test images; seeds {seeds}
+  {images}; seeds {seeds}{own_line}
 * periphery (unless a run says otherwise): {cfg['hardware']['periphery']}
 * test accuracy is measured on the emulated chip (noisy analog reads) right after training and again
   after the chip has drifted for each delay (global drift compensation: {cfg['eval']['drift_compensation']})
@@ -532,7 +653,7 @@ card gives none).
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows of one job's result for sweep tables: one row (run, seed, scalar metrics; a diverged
     job: where and how instead of its metrics)."""
-    keys = ("test_acc", "pulses_per_synapse", "refreshes", "energy_pJ", "train_time_s")
+    keys = ("test_acc", "val_acc", "pulses_per_synapse", "refreshes", "energy_pJ", "train_time_s")
     row = {"run": result["run"], "seed": result["seed"], **{k: result[k] for k in keys if k in result},
            **divergence.tidy(result)}
     row.update({f"test_acc_after_{k}s": v for k, v in result.get("test_acc_after", {}).items()})
