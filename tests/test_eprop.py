@@ -443,3 +443,75 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="lr"):
         adapt_feedback(np.zeros((4, 2)), np.zeros((2, 4)), 0.0)
     assert isinstance(tr, Trace)
+
+
+# ------------------------------------------------------------------------------ options of Demirag et al.'s code
+def _grads(cfg, seed=3):
+    rng, x, w_in, w_rec, w_out, b_out = _problem(seed)
+    target = _targets(cfg, rng, *x.shape[:2], w_out.shape[0])
+    fb = rng.normal(size=(w_in.shape[0], w_out.shape[0]))
+    return _eprop(cfg, x, w_in, w_rec, w_out, b_out, target, np.ones(x.shape[:2]), fb=fb)
+
+
+def test_gradient_clamp_bounds_each_entry_and_leaves_the_rest():
+    free, _ = _grads(_cfg(n_alif=2))
+    assert free["clipped"] == 0
+    bound = 0.5 * np.abs(free["w_in"]).max()
+    bound_out = 0.5 * np.abs(free["w_out"]).max()
+    got, _ = _grads(_cfg(n_alif=2, grad_clip=bound, grad_clip_out=bound_out))
+    n = 0
+    for name, b in (("w_in", bound), ("w_rec", bound), ("w_out", bound_out), ("b_out", bound_out)):
+        assert np.abs(got[name]).max() <= b
+        np.testing.assert_array_equal(got[name], np.clip(free[name], -b, b), err_msg=name)
+        n += int(np.count_nonzero(np.abs(free[name]) > b))
+    assert got["clipped"] == n and n > 0
+    assert np.any(np.abs(got["w_in"]) == bound)  # the clamp acted on the input gradient
+    assert got["loss"] == free["loss"]  # the clamp acts on the gradient, not on the loss
+    # one bound at a time: the read-out clamp leaves the input and recurrent gradients alone
+    only_out, _ = _grads(_cfg(n_alif=2, grad_clip_out=bound_out))
+    np.testing.assert_array_equal(only_out["w_in"], free["w_in"])
+    np.testing.assert_array_equal(only_out["w_out"], got["w_out"])
+
+
+def test_signal_regulariser_is_a_constant_added_to_the_learning_signal():
+    """reg_form "signal" (the authors' code): L_j(t) += c_reg (f_j − f_target) at every step. The same
+    gradient comes from a network without regulariser given one more read-out unit whose error is 1 at
+    every step and whose feedback weights are c_reg (f − f_target)."""
+    c_reg, f_target = 2e-3, 100.0
+    cfg = _cfg(n_alif=2, c_reg=c_reg, f_target=f_target, reg_form="signal")
+    rng, x, w_in, w_rec, w_out, b_out = _problem(7)
+    nt, nb = x.shape[:2]
+    target = rng.normal(size=(nt, nb, w_out.shape[0]))
+    fb = rng.normal(size=(w_in.shape[0], w_out.shape[0]))
+    got, tr = _eprop(cfg, x, w_in, w_rec, w_out, b_out, target, np.ones((nt, nb)), fb=fb)
+    rate = tr.z.mean(axis=(0, 1)) / cfg.dt
+    y = readout(cfg, tr.z, w_out, b_out)
+    y2 = np.concatenate([y, np.zeros((nt, nb, 1))], axis=2)
+    t2 = np.concatenate([target, -np.ones((nt, nb, 1))], axis=2)  # error y − y* = 1
+    fb2 = np.concatenate([fb, (c_reg * (rate - f_target))[:, None]], axis=1)
+    ref = eprop_gradients(_cfg(n_alif=2), x, tr, y2, t2, fb2)
+    for name in ("w_in", "w_rec"):
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-12, atol=1e-12 * np.abs(ref[name]).max())
+    assert np.abs(got["w_in"] - _grads(_cfg(n_alif=2), seed=7)[0]["w_in"]).max() > 0  # the regulariser acted
+    loss_form, _ = _eprop(_cfg(n_alif=2, c_reg=c_reg, f_target=f_target), x, w_in, w_rec, w_out, b_out, target,
+                          np.ones((nt, nb)), fb=fb)
+    assert got["loss_reg"] == loss_form["loss_reg"] > 0  # reported the same way in both forms
+    np.testing.assert_array_equal(got["w_out"], loss_form["w_out"])  # the read-out has no regulariser
+
+
+def test_feedback_gain_scales_the_random_matrix_only():
+    cfg = _cfg()
+    a = EpropNetwork.init(cfg, 5, 6, 2, feedback="random", rng=4)
+    b = EpropNetwork.init(cfg, 5, 6, 2, feedback="random", rng=4, fb_gain=2.0)
+    np.testing.assert_array_equal(b.b_feedback, 2.0 * a.b_feedback)
+    for name in ("w_in", "w_rec", "w_out"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("field, value", [("grad_clip", 0.0), ("grad_clip", -1.0), ("grad_clip", float("nan")),
+                                          ("grad_clip", True), ("grad_clip_out", 0), ("grad_clip_out", "100"),
+                                          ("reg_form", "filtered")])
+def test_bad_option_values_name_the_option(field, value):
+    with pytest.raises(ValueError, match=f"EpropConfig.{field}"):
+        EpropConfig(**{field: value})
+    EpropConfig(grad_clip=math.inf, grad_clip_out=100)  # inf: no clamp

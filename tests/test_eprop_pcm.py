@@ -14,8 +14,8 @@ def config(path, **extra):
     cfg = {
         "experiment": "eprop_pcm", "seeds": [0, 1], "workers": 1,
         "task": {"n_in": 20, "t_steps": 200},
-        "model": {"n_rec": 20},
-        "train": {"updates": 30, "lr": 2e-5, "eval_every": 10},
+        "model": {"n_rec": 20, "init": "kaiming", "readout_bias": True},  # learns in 30 updates of 0.2 s
+        "train": {"updates": 30, "lr": 2e-5, "lr_out": 1e-3, "eval_every": 10},
         "hardware": {"w_max": 0.3},
         "eval": {"delays": [3600]},
         "runs": [{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
@@ -46,7 +46,7 @@ def test_eprop_pcm_end_to_end_and_reproducible(tmp_path, capsys):
     runs = {p.stem: json.loads(p.read_text())["result"] for p in (out / "runs").glob("*.json")}
     fp = runs["fp32_seed0"]
     assert fp["final"] < fp["curve"][0]["nmse"]
-    assert len(fp["target"]) == 200 and len(fp["curve"]) == 3
+    assert [len(t) for t in fp["target"]] == [200] * 3 and len(fp["curve"]) == 3  # three patterns
     # same seed, same chip, same numbers: the whole study again from scratch
     again = tmp_path / "again"
     assert main(["run", str(cfg), "--out", str(again), "--quiet"]) == 0
@@ -200,3 +200,166 @@ def test_warnings_and_progress_of_worker_processes_reach_the_console(tmp_path, c
     for seed in (0, 1):
         assert f"PulseLimitWarning: [mixed@seed{seed}]" in err
         assert f"[mixed@seed{seed}] update 1/3  nmse" in err
+
+
+# ---------------------------------------------------------------------------------------- the authors' setup
+def _job(tmp_path, run=None, **extra):
+    from neuroemu.config import validate
+
+    raw = yaml.safe_load(config(tmp_path / "cfg.yaml", **extra).read_text())
+    if run is not None:
+        raw["runs"] = [run]
+    cfg = eprop_pcm.check(validate(raw, eprop_pcm.SCHEMA, "t"), "t")
+    return cfg, eprop_pcm.jobs(cfg)[0]
+
+
+def test_the_study_follows_the_authors_setup():
+    """examples/eprop_pcm/schemes.yaml sets every shared setting of the authors' code (AUTHORS), and
+    docs/eprop_pcm.md lists every difference the experiment's RESULTS.md lists."""
+    from pathlib import Path
+
+    from neuroemu.config import validate
+
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "examples/eprop_pcm/schemes.yaml").read_text())
+    cfg = eprop_pcm.check(validate(raw, eprop_pcm.SCHEMA, "schemes.yaml"), "schemes.yaml")
+    assert eprop_pcm.departures(cfg) == []
+    m, tr = cfg["model"], cfg["train"]
+    assert (m["feedback"], m["v_th"], cfg["task"]["patterns"], tr["grad_clamp"]) == ("random", 0.193, 3, 100.0)
+    rule = eprop_pcm._config(eprop_pcm.jobs(cfg)[0])
+    assert rule.grad_clip == pytest.approx(100 / 0.193) and rule.grad_clip_out == 100.0
+    assert rule.reg_form == "signal" and rule.c_reg == 8.4e-4 and rule.n_ref == 0
+    # 11.825 µS per weight unit on the PCM card, the authors' xbar_scale
+    from neuroemu.crossbar import make_tile
+
+    tile = make_tile(2, 2, "pcm_nandakumar2018", w_max=cfg["hardware"]["w_max"])
+    assert tile.scale == pytest.approx(11.825, rel=1e-3)
+    docs = (root / "docs/eprop_pcm.md").read_text()
+    for title, _ in eprop_pcm.DIFFERENCES:
+        assert f"**{title}**" in docs, title
+    assert eprop_pcm.departures({**cfg, "model": {**m, "feedback": "symmetric"}}) == \
+        ["model.feedback symmetric (the authors': random)"]
+
+
+def test_random_feedback_is_drawn_once_and_never_updated(tmp_path):
+    from neuroemu.data import tasks
+    from neuroemu.rules.eprop import EpropNetwork
+
+    for run in ({"card": "ideal", "scheme": "ideal"}, {"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}):
+        _, job = _job(tmp_path, run=run, model={"n_rec": 20, "feedback": "random"})
+        chip = eprop_pcm.Chip(job, 20, 1, np.random.default_rng(0), np.random.default_rng(1))
+        b0 = chip.b_random.copy()
+        # Kaiming-normal × init_gain: the first draw after the weights' (EpropNetwork.init's order)
+        net = EpropNetwork.init(chip.cfg, 20, 20, 1, feedback="random", rng=np.random.default_rng(0),
+                                **eprop_pcm.initial_gains(job["model"], 20, 20, job["hardware"]["w_max"]))
+        np.testing.assert_array_equal(b0, net.b_feedback)
+        assert np.std(b0) == pytest.approx(0.237 * np.sqrt(2 / 20), rel=0.4)
+        task = tasks.pattern_generation(n_in=20, t_steps=200, rng=0)
+        w_out0 = chip.weights()[2].copy()
+        for _ in range(5):
+            trace, y = chip.forward(task.x)
+            chip.update(task.x, trace, y, task, 1e-3, 1e-3)
+        assert not np.array_equal(chip.weights()[2], w_out0)  # the read-out learned
+        np.testing.assert_array_equal(chip.feedback_matrix(), b0)  # the feedback did not
+        with pytest.raises(ValueError):
+            chip.b_random[0, 0] = 1.0
+
+
+def test_initial_weights_are_the_authors_device_init(tmp_path):
+    """init "devices": every device at 0.237 µS ± 10 %, so every weight is N(0, (√2·0.0237/11.825)²),
+    the same for every run of a seed; "kaiming": their float init."""
+    _, job = _job(tmp_path, run={"card": "pcm_nandakumar2018", "scheme": "sign"},
+                  model={"n_rec": 100}, task={"n_in": 100, "t_steps": 200}, hardware={"w_max": 1.006})
+    ideal = {**job, "run": {**job["run"], "card": "ideal", "scheme": "ideal", "exact_reads": True}}
+    chips = [eprop_pcm.Chip(j, 100, 1, np.random.default_rng(3)) for j in (job, ideal)]
+    want = np.sqrt(2) * 0.0237 / 11.83
+    for w in chips[0].weights():
+        assert np.std(w) == pytest.approx(want, rel=0.2)
+    for a, b in zip(chips[0].weights(), chips[1].weights()):
+        np.testing.assert_allclose(a, b, atol=1e-12)  # one initial network for every run
+    kaiming = {**job, "model": {**job["model"], "init": "kaiming"}}
+    w_in = eprop_pcm.Chip(kaiming, 100, 1, np.random.default_rng(3)).weights()[0]
+    assert np.std(w_in) == pytest.approx(0.237 * np.sqrt(2 / 100), rel=0.1)
+
+
+def test_three_patterns_are_trained_in_turn_and_the_nmse_is_their_mean(tmp_path):
+    cfg, job = _job(tmp_path, run={"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
+                    train={"updates": 9, "lr": 2e-5, "eval_every": 3})
+    assert cfg["task"]["patterns"] == 3  # null: the authors' three
+    result = eprop_pcm.run_job(job)
+    assert len(result["final_each"]) == 3 and result["final"] == pytest.approx(np.mean(result["final_each"]))
+    assert len(result["y"]) == len(result["target"]) == 3 and all(len(t) == 200 for t in result["target"])
+    t = np.array(result["target"])
+    assert np.abs(t[0] - t[1]).max() > 0.2 and np.abs(t[1] - t[2]).max() > 0.2
+    assert [c["update"] for c in result["curve"]] == [3, 6, 9]
+    assert set(result["after"]) == {"3600"}
+    one = eprop_pcm.run_job({**job, "task": {**job["task"], "patterns": 1}})
+    assert len(one["final_each"]) == 1 and one["final"] == one["final_each"][0]
+
+
+def test_gradient_clamp_and_update_interval_reach_the_chip(tmp_path, monkeypatch):
+    _, job = _job(tmp_path, run={"card": "pcm_nandakumar2018", "scheme": "mixed_precision"},
+                  model={"n_rec": 20, "v_th": 0.5}, train={"updates": 4, "lr": 1e-3, "grad_clamp": 2.0,
+                                                           "update_interval": 100.0, "eval_every": 2})
+    rule = eprop_pcm._config(job)
+    assert rule.grad_clip == 4.0 and rule.grad_clip_out == 2.0  # ±clamp/v_th on input and recurrent
+    steps = []
+    monkeypatch.setattr(eprop_pcm.Chip, "advance", lambda self, dt: steps.append(dt))
+    result = eprop_pcm.run_job(job)
+    assert steps == [100.0] * 4 + [3600.0]  # chip time between updates, then the drift delay
+    assert result["clip_updates"] == 4 and result["clipped_entries"] > 0
+    off = {**job, "train": {**job["train"], "grad_clamp": None, "update_interval": None}}
+    assert eprop_pcm._config(off).grad_clip == np.inf
+    steps.clear()
+    assert eprop_pcm.run_job(off)["clipped_entries"] == 0
+    assert steps[:4] == [pytest.approx(0.2)] * 4  # null: the sequence length, 200 steps of 1 ms
+
+
+@pytest.mark.parametrize("section, values, fragment", [
+    ("task", {"patterns": 0}, "task.patterns: expected"),
+    ("task", {"name": "evidence_accumulation", "n_in": 8, "patterns": 3}, "only pattern_generation"),
+    ("train", {"grad_clamp": 0}, "train.grad_clamp: expected a number > 0 (or null)"),
+    ("train", {"grad_clamp": -100}, "train.grad_clamp: expected a number > 0"),
+    ("train", {"update_interval": 0}, "train.update_interval: expected a number > 0"),
+    ("model", {"init": "zero"}, "model.init: expected one of devices, kaiming"),
+    ("model", {"reg_form": "filter"}, "model.reg_form: expected one of signal, loss"),
+    ("model", {"feedback": "fixed"}, "model.feedback: expected one of symmetric, random, adaptive"),
+])
+def test_bad_setup_values_are_refused_early(tmp_path, capsys, section, values, fragment):
+    base = {"task": {"n_in": 20, "t_steps": 200}, "model": {"n_rec": 20},
+            "train": {"updates": 30, "lr": 2e-5, "eval_every": 10}}
+    base[section] = {**base[section], **values}
+    cfg = config(tmp_path / "cfg.yaml", **{section: base[section]})
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and str(cfg) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_can_have_its_own_training_values(tmp_path, capsys):
+    """Tuned learning rates are committed per run (and searched by neuroemu tune through TUNE)."""
+    cfg, _ = _job(tmp_path, seeds=[0], train={"updates": 2, "lr": 2e-5, "eval_every": 1}, eval={"delays": []},
+                  runs=[{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True,
+                         "train": {"lr": 1e-6}},
+                        {"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}])
+    jobs = {j["run"]["name"]: j for j in eprop_pcm.jobs(cfg)}
+    assert jobs["fp32"]["train"]["lr"] == 1e-6 and jobs["fp32"]["train"]["updates"] == 2
+    assert jobs["pcm_nandakumar2018/mixed_precision"]["train"]["lr"] == 2e-5
+    assert "train" not in jobs["pcm_nandakumar2018/mixed_precision"]["run"]  # no override: the job it had
+    assert eprop_pcm.TUNE["resource"] == "train.updates" and eprop_pcm.TUNE["mode"](cfg) == "min"
+    assert eprop_pcm.tune_trial(cfg, "t")["eval"]["delays"] == []
+    out = tmp_path / "out"
+    path = config(tmp_path / "own.yaml", seeds=[0], train={"updates": 2, "lr": 2e-5, "eval_every": 1},
+                  eval={"delays": []}, runs=[{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True,
+                                              "train": {"lr": 1e-6}}])
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert "runs with their own training values: fp32: lr 1e-06" in text
+    assert "## Differences from the authors' setup" in text and "**Initial weights**" in text
+    assert "model.init kaiming (the authors': devices)" in text  # the test config departs, and says so
+    bad = config(tmp_path / "bad.yaml", runs=[{"card": "ideal", "scheme": "ideal", "train": {"lr": -1.0}}])
+    capsys.readouterr()
+    assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    assert "runs[0].train.lr: expected" in capsys.readouterr().err
+    typo = config(tmp_path / "typo.yaml", runs=[{"card": "ideal", "scheme": "ideal", "train": {"lrr": 1.0}}])
+    assert main(["run", str(typo), "--out", str(tmp_path / "o3")]) == 2
+    assert "lrr" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from neuroemu.data.tasks import Task, evidence_accumulation, pattern_generation
+from neuroemu.data.tasks import Task, epoch_order, evidence_accumulation, pattern_generation
 
 
 def test_pattern_generation_shapes_and_dtypes():
@@ -50,6 +50,37 @@ def test_tasks_are_frozen_by_seed():
     e, f = evidence_accumulation(8, rng=3), evidence_accumulation(8, rng=3)
     assert all(np.array_equal(u, v) for u, v in zip(e[:4], f[:4]))
     assert not np.array_equal(e.x, evidence_accumulation(8, rng=4).x)
+
+
+def test_three_patterns_are_independent_frozen_pairs():
+    """Demirag et al. train three sequences: each its own Poisson input and its own target."""
+    task = pattern_generation(n_patterns=3, rng=9)
+    assert task.x.shape == (1000, 3, 100) and task.target.shape == (1000, 3, 1) and task.mask.shape == (1000, 3)
+    assert np.all(task.mask == 1) and "3 frozen input/target pairs" in task.description
+    y = task.target[:, :, 0].astype(np.float64)
+    assert np.allclose(np.abs(y).max(axis=0), 1.0, atol=1e-6)
+    power = np.abs(np.fft.rfft(y, axis=0)) ** 2
+    assert np.all(power[[1, 2, 3, 5]].sum(axis=0) / power.sum(axis=0) > 0.999)  # each a sum of those sines
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert np.abs(y[:, a] - y[:, b]).max() > 0.2  # three different targets
+        assert np.mean(task.x[:, a] != task.x[:, b]) > 0.05  # three different inputs
+    again = pattern_generation(n_patterns=3, rng=9)
+    assert np.array_equal(task.x, again.x) and np.array_equal(task.target, again.target)
+    one = pattern_generation(rng=9)  # n_patterns = 1 is the default task, draw for draw
+    assert np.array_equal(one.x, pattern_generation(n_patterns=1, rng=9).x)
+    assert one.x.shape == (1000, 1, 100)
+
+
+def test_epoch_order_presents_every_pattern_once_per_epoch():
+    order = epoch_order(3, 3000, rng=1)
+    assert order.dtype == np.int64 and order.shape == (3000,)
+    epochs = order.reshape(1000, 3)
+    assert np.all(np.sort(epochs, axis=1) == np.arange(3))  # every pattern once per epoch
+    assert len({tuple(e) for e in epochs}) == 6  # a new random order each epoch: all 3! orders occur
+    assert np.array_equal(order, epoch_order(3, 3000, rng=1))  # seeded
+    assert np.array_equal(epoch_order(3, 7, rng=1), order[:7])  # a cut-short last epoch
+    assert np.array_equal(epoch_order(1, 4, rng=0), np.zeros(4, np.int64))
+    assert epoch_order(3, 0, rng=0).size == 0
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +156,11 @@ def test_evidence_other_layouts():
     (lambda: pattern_generation(amp_range=(2, 1)), "amp_range"),
     (lambda: pattern_generation(rng="seed"), "rng"),
     (lambda: pattern_generation(rng=-1), "rng"),
+    (lambda: pattern_generation(n_patterns=0), "n_patterns"),
+    (lambda: pattern_generation(n_patterns=2.0), "n_patterns"),
+    (lambda: pattern_generation(n_patterns=True), "n_patterns"),
+    (lambda: epoch_order(0, 5), "n_patterns"),
+    (lambda: epoch_order(3, -1), "n_updates"),
     (lambda: evidence_accumulation(0), "batch"),
     (lambda: evidence_accumulation(2, n_in=42), "n_in"),
     (lambda: evidence_accumulation(2, n_cues=6), "n_cues"),

@@ -8,7 +8,8 @@ Both generators return a :class:`Task` with arrays laid out time first, like the
 * :func:`pattern_generation` — the regression task of Bellec et al. 2020 (Nat. Commun. 11:3625),
   Fig. S7, used for on-chip e-prop by Demirag et al. 2021 (arXiv 2108.01804): 100 frozen Poisson
   inputs at 50 Hz for 1000 steps of 1 ms; the target is a sum of sines at 1, 2, 3 and 5 Hz with
-  amplitudes U(0.5, 2) and phases U(0, 2π), scaled to max |y*| = 1.
+  amplitudes U(0.5, 2) and phases U(0, 2π), scaled to max |y*| = 1. ``n_patterns`` frozen
+  input/target pairs side by side (Demirag et al. train three).
 * :func:`evidence_accumulation` — the "store and recall" cue task of Bellec et al. 2020, Fig. 3:
   seven 100 ms cues on a left or a right input population, a delay, a 150 ms recall cue; the
   answer is the side that had more cues.
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Task", "evidence_accumulation", "pattern_generation"]
+__all__ = ["Task", "epoch_order", "evidence_accumulation", "pattern_generation"]
 
 
 class Task(NamedTuple):
@@ -105,28 +106,36 @@ def _pair(value, name: str) -> tuple[float, float]:
 # -------------------------------------------------------------------------------- pattern generation
 def pattern_generation(n_in: int = 100, t_steps: int = 1000, dt: float = 1e-3, rate_hz: float = 50.0,
                        freqs=(1, 2, 3, 5), amp_range=(0.5, 2.0), n_out: int = 1, rng=None, *,
-                       start_at_zero: bool = False) -> Task:
+                       start_at_zero: bool = False, n_patterns: int = 1) -> Task:
     """Frozen Poisson input and a sum-of-sines target (Bellec et al. 2020 Fig. S7; Demirag et al. 2021).
 
-    * ``x`` (t_steps, 1, n_in) float32: each input spikes at every step independently with
+    * ``x`` (t_steps, n_patterns, n_in) float32: each input spikes at every step independently with
       probability ``rate_hz · dt`` (Bernoulli approximation of a Poisson process, as in the authors'
-      code); drawn once ("frozen"): the task is one fixed input/target pair, batch 1.
-    * ``target`` (t_steps, 1, n_out) float32: for each output k independently,
+      code); drawn once ("frozen"). Pattern p is the fixed input/target pair ``x[:, p]``,
+      ``target[:, p]``; the patterns are independent draws, each with its own input and its own
+      target. ``n_patterns = 1`` (default) is the task of Bellec et al.; Demirag et al.'s code
+      (srnn-pcm ``train.py``: six ``Sinusoids`` samples, half of them for training) trains three,
+      one per update (batch 1), in a new random order every epoch — the caller picks pattern p
+      for an update as ``x[:, p:p+1]`` (see :func:`epoch_order`).
+    * ``target`` (t_steps, n_patterns, n_out) float32: for each pattern and output k independently,
       y*_k(t) = Σ_f A_f sin(2π f t + φ_f) at t = n·dt (n = 0 … t_steps−1), A_f ~ U(amp_range),
       φ_f ~ U(0, 2π), f in ``freqs`` (Hz), then divided by max_t |y*_k(t)| so that max |y*_k| = 1.
       With ``start_at_zero`` the sum is first shifted so that y*_k(0) = 0, as the authors' code
       (``sum_of_sines_target``) does; the paper does not mention the shift, so it is off by default.
       The authors' code lays each sine on ``linspace`` over the sequence with a whole number of
       periods; here the frequencies are exact at t = n·dt.
-    * ``mask`` (t_steps, 1) all ones; ``labels`` None.
+    * ``mask`` (t_steps, n_patterns) all ones; ``labels`` None.
 
     Draw order from ``rng`` (fixed, so a seed gives the same task bit for bit): the spikes
-    (t_steps × n_in uniforms), then per output the amplitudes, then per output the phases.
+    (t_steps × n_patterns × n_in uniforms), then the amplitudes (n_patterns × n_out × 4), then
+    the phases. With ``n_patterns = 1`` these are the draws of a single pattern, so the default
+    task is the same arrays for a seed whatever version wrote them.
     """
     g = _rng(rng)
     n_in = _int(n_in, "n_in")
     t_steps = _int(t_steps, "t_steps")
     n_out = _int(n_out, "n_out")
+    n_patterns = _int(n_patterns, "n_patterns")
     dt = _positive(dt, "dt")
     p = _probability(rate_hz, dt, "rate_hz")
     try:
@@ -139,23 +148,38 @@ def pattern_generation(n_in: int = 100, t_steps: int = 1000, dt: float = 1e-3, r
     if a_hi <= 0:
         raise ValueError(f"amp_range: expected a high end > 0, got {amp_range!r}")
 
-    x = (g.random((t_steps, 1, n_in)) < p).astype(np.float32)
-    amps = g.uniform(a_lo, a_hi, (n_out, f.size))
-    phases = g.uniform(0.0, 2.0 * np.pi, (n_out, f.size))
+    x = (g.random((t_steps, n_patterns, n_in)) < p).astype(np.float32)
+    amps = g.uniform(a_lo, a_hi, (n_patterns, n_out, f.size))
+    phases = g.uniform(0.0, 2.0 * np.pi, (n_patterns, n_out, f.size))
     t = np.arange(t_steps, dtype=np.float64) * dt
-    y = np.einsum("kf,tkf->tk", amps, np.sin(2.0 * np.pi * f[None, None, :] * t[:, None, None] + phases[None]))
+    y = np.einsum("pkf,tpkf->tpk", amps,
+                  np.sin(2.0 * np.pi * f[None, None, None, :] * t[:, None, None, None] + phases[None]))
     if start_at_zero:
         y = y - y[:1]
     top = np.abs(y).max(axis=0)
     if np.any(top <= 1e-12):
         raise ValueError(f"t_steps: the target is zero over all {t_steps} step(s) (too short for freqs {freqs!r} "
                          f"at dt = {dt:g} s)")
-    y = y / top
-    target = y[:, None, :].astype(np.float32)
-    mask = np.ones((t_steps, 1), np.float32)
-    desc = (f"pattern generation: {n_in} frozen Poisson inputs at {rate_hz:g} Hz, {t_steps} steps of {dt:g} s, "
+    target = (y / top).astype(np.float32)
+    mask = np.ones((t_steps, n_patterns), np.float32)
+    what = "one frozen input/target pair" if n_patterns == 1 else f"{n_patterns} frozen input/target pairs"
+    desc = (f"pattern generation: {what}, {n_in} Poisson inputs at {rate_hz:g} Hz, {t_steps} steps of {dt:g} s, "
             f"target = sum of sines at {', '.join(f'{v:g}' for v in f)} Hz (max |y*| = 1), {n_out} output(s)")
     return Task(x, target, mask, None, dt, desc)
+
+
+def epoch_order(n_patterns: int, n_updates: int, rng=None) -> np.ndarray:
+    """Which pattern each of ``n_updates`` updates trains on: every epoch of ``n_patterns``
+    updates presents every pattern once, in a new random order (a PyTorch ``DataLoader`` with
+    ``shuffle=True`` and batch 1, as Demirag et al.'s code draws its three training sequences).
+    Returns an int64 array of length ``n_updates``; the last epoch may be cut short. Draws one
+    permutation per epoch from ``rng``."""
+    g = _rng(rng)
+    n_patterns = _int(n_patterns, "n_patterns")
+    n_updates = _int(n_updates, "n_updates", 0)
+    epochs = -(-n_updates // n_patterns)
+    order = [g.permutation(n_patterns) for _ in range(epochs)]
+    return np.concatenate(order)[:n_updates].astype(np.int64) if order else np.zeros(0, np.int64)
 
 
 # -------------------------------------------------------------------------------- evidence accumulation

@@ -2,19 +2,39 @@
 recurrent and output weights are differential PCM pairs, one run per weight-update scheme
 (Demirag, Frenkel, Payvand & Indiveri 2021, arXiv:2108.01804).
 
-Every update is one presentation of the task sequence (batch 1 for pattern generation). The
-forward pass reads the chip: the input currents through the input tile (one noisy read per time
+Every update is one presentation of one task sequence (batch 1 for pattern generation). Pattern
+generation trains ``task.patterns`` frozen input/target pairs (3, as the authors' code), one per
+update, each epoch in a new random order (:func:`neuroemu.data.tasks.epoch_order`). The forward
+pass reads the chip: the input currents through the input tile (one noisy read per time
 step of the active rows), the recurrent currents inside the neuron loop with the exact
 output-referred per-device read noise of the active rows, the read-out through the output tile.
 e-prop (:mod:`neuroemu.rules.eprop`) turns the recorded traces into the gradient it wants for each
 matrix; the run's update scheme applies ΔW = −lr·g to the tiles as device pulses (or exact writes
-for the float reference). The read-out bias is digital. Between updates the chip's clock advances
-by the sequence length, so devices drift (time since programming is tracked per device; with the
-Nandakumar card the drift power law acts only once t − t_p ≥ T0 = 38.6 s — before that a device
-keeps its programmed conductance, see ``drift_t0`` in the card).
+for the float reference). The read-out bias (off in the authors' setup) is digital. Between
+updates the chip's clock advances by ``train.update_interval`` (the authors' code writes every
+T0 = 38.6 s; null: the sequence length), so devices drift (time since programming is tracked per
+device; with the Nandakumar card the drift power law acts only once t − t_p ≥ T0 — before that a
+device keeps its programmed conductance, see ``drift_t0`` in the card).
+
+Units. The LIF equation here is the one of the authors' code (srnn-pcm ``SRNN.forward``: no
+(1 − α) factor on the input current, reset by subtracting v_th), so membrane potentials, thresholds
+and weights are in their units: ``model.v_th`` 0.193 is their 0.193 and ``hardware.w_max`` sets
+their ``xbar_scale`` (µS per weight unit = (g_max − g_min)/w_max per device). Their
+pseudo-derivative leaves out the 1/v_th of e-prop's ψ (:mod:`neuroemu.rules.eprop`), so their
+input and recurrent gradients are v_th × ours: their learning rate η is η·v_th in ``train.lr``,
+their clamp ±``train.grad_clamp`` on those gradients is ±grad_clamp/v_th here, and on the read-out
+gradient (no ψ) it is ±grad_clamp. Their firing-rate regulariser enters the learning signal
+(``reg_form: signal``), so its coefficient carries over unchanged.
+
+A run may have its own ``train`` values (``train: {lr: 1.0e-6}`` in the run), which is how tuned
+learning rates are committed; :data:`TUNE` lets ``neuroemu tune`` search them per run.
 
 Autapses are excluded: the recurrent diagonal never enters the dynamics and is never updated.
-The normalised MSE is mean_t (y − y*)² / mean_t (y* − mean y*)² (1 = predicting the mean).
+The normalised MSE of one sequence is mean_t (y − y*)² / mean_t (y* − mean y*)² (1 = predicting
+the mean); with several patterns the reported NMSE is the mean over the patterns. The learning
+curve reports, at each evaluation, the mean over the patterns of each one's error on its latest
+training pass (no extra forward pass); the final and after-drift numbers come from a pass over all
+patterns after training.
 
 Every update checks the error of its forward pass (the NMSE, or the task's cross-entropy for
 classification) before the update is applied: a NaN/inf error, or at an evaluation (and on the
@@ -26,6 +46,7 @@ reach ~300×). Long runs print a progress line from inside the job
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from typing import Any
@@ -45,6 +66,13 @@ NAME = "eprop_pcm"
 
 TASKS = ("pattern_generation", "evidence_accumulation")
 
+
+def _positive(value: float, where: str) -> float:
+    if not value > 0:
+        raise ConfigError(f"{where}: expected a number > 0 (or null), got {value!r}")
+    return value
+
+
 SCHEMA: dict[str, Any] = {
     "experiment": Opt("str", NAME, choices=(NAME,)),
     "description": Opt("str", ""),
@@ -56,7 +84,10 @@ SCHEMA: dict[str, Any] = {
         "n_in": Opt("int", 100, 1, 100000),
         "t_steps": Opt("int", 1000, 1, 10**7, doc="pattern generation: steps of one sequence (1 ms each); "
                        "evidence accumulation trials last 2250 steps"),
-        "batch": Opt("int", 1, 1, 4096, doc="sequences per update"),
+        "batch": Opt("int", 1, 1, 4096, doc="evidence accumulation: trials per update"),
+        "patterns": Opt("int", None, 1, 1000, nullable=True,
+                        doc="pattern generation: frozen input/target pairs, one per update, each epoch in a new "
+                            "random order; the NMSE is their mean (null: 3, as the authors' code)"),
     },
     "model": {
         "n_rec": Opt("int", 100, 1, 100000),
@@ -65,19 +96,37 @@ SCHEMA: dict[str, Any] = {
         "tau_out": Opt("float", 30e-3, 1e-6, 10.0),
         "tau_a": Opt("float", 200e-3, 1e-6, 100.0),
         "beta": Opt("float", 0.266, 0, 100, doc="ALIF threshold increase per spike, in units of v_th"),
-        "v_th": Opt("float", 1.0, 1e-6, 1e6),
-        "n_ref": Opt("int", 2, 0, 1000, doc="refractory steps"),
-        "feedback": Opt("str", "symmetric", choices=("symmetric", "random", "adaptive")),
-        "c_reg": Opt("float", 1e-4, 0, 1e6, doc="firing-rate regulariser"),
+        "v_th": Opt("float", 0.193, 1e-6, 1e6, doc="threshold, in the authors' units (their tuned set: 0.193)"),
+        "n_ref": Opt("int", 0, 0, 1000, doc="refractory steps (the authors' code: none)"),
+        "feedback": Opt("str", "random", choices=("symmetric", "random", "adaptive"),
+                        doc="learning-signal matrix: random = drawn once and never updated (the authors' code)"),
+        "c_reg": Opt("float", 8.4e-4, 0, 1e6, doc="firing-rate regulariser (the authors' tuned set: 8.4e-4)"),
+        "reg_form": Opt("str", "signal", choices=("signal", "loss"),
+                        doc="signal: c_reg (f − f_target) added to the learning signal (the authors' code); loss: the "
+                            "gradient of ½ c_reg Σ (f − f_target)²"),
         "f_target": Opt("float", 12.0, 0, 1000, doc="target rate (Hz)"),
-        "init_gain": Opt("float", 1.0, 0, 100, doc="scale of the initial input and recurrent weights (1: the authors' "
-                         "init)"),
-        "out_gain": Opt("float", 0.1, 0, 100, doc="initial read-out weights N(0, out_gain²/n_rec)"),
+        "init": Opt("str", "devices", choices=("devices", "kaiming"),
+                    doc="initial weights: devices = the authors' PCM init, every device at init_gain µS ± 10 % "
+                        "(weights ≈ 0); kaiming = their float init, N(0, 2 init_gain²/fan_in)"),
+        "init_gain": Opt("float", 0.237, 0, 100,
+                         doc="the authors' w_init_gain (tuned set 0.237): the devices' initial conductance in µS (init: "
+                             "devices) or the Kaiming-normal gain (init: kaiming); always the gain of the random "
+                             "feedback matrix, N(0, 2 init_gain²/n_rec)"),
+        "out_gain": Opt("float", None, 0, 100, nullable=True,
+                        doc="init: kaiming only: the Kaiming-normal gain of the initial read-out weights (null: init_gain)"),
+        "readout_bias": Opt("bool", False, doc="train a digital read-out bias (the authors' code has none)"),
     },
     "train": {
         "updates": Opt("int", 250, 1, 10**7, doc="weight updates (the full protocol: 750)"),
-        "lr": Opt("float", 1e-5, 1e-12, 1e6, doc="input and recurrent weights: ΔW = −lr·g, g summed over the steps"),
-        "lr_out": Opt("float", 3e-6, 1e-12, 1e6, doc="read-out weights and bias (their gradient is larger)"),
+        "lr": Opt("float", 7e-5, 1e-12, 1e6, doc="input and recurrent weights: ΔW = −lr·g, g summed over the steps "
+                  "(the authors' η is η·v_th here)"),
+        "lr_out": Opt("float", 1.66e-5, 1e-12, 1e6, doc="read-out weights and bias"),
+        "grad_clamp": Opt("float", 100.0, nullable=True, check=_positive,
+                          doc="clamp on each entry of one sequence's gradient in the authors' units: ±grad_clamp/v_th "
+                              "on the input and recurrent gradients, ±grad_clamp on the read-out's (null: none)"),
+        "update_interval": Opt("float", 38.6, nullable=True, check=_positive,
+                               doc="chip time from one update to the next, s (the authors' code: T0 = 38.6 s; null: "
+                                   "the sequence length)"),
         "eval_every": Opt("int", 10, 1, 10**7, doc="record the learning curve every this many updates"),
     },
     "hardware": {
@@ -94,9 +143,14 @@ SCHEMA: dict[str, Any] = {
     "runs": Opt("list", doc="list of runs: {name, card, scheme, scheme_params, n_devices, w_max}"),
 }
 
+#: Patterns trained when ``task.patterns`` is null: three, as Demirag et al.'s code (srnn-pcm
+#: ``train.py``: six ``Sinusoids`` samples, a 50 % random split for training).
+AUTHORS_PATTERNS = 3
+
 RUN = {
     **TILE_RUN,
     "exact_reads": Opt("bool", False, doc="read the tiles without noise (the float reference)"),
+    "train": Opt("dict", {}, doc="this run's own values of train fields, e.g. {lr: 1.0e-5} (a tuned learning rate)"),
 }
 
 _DENSE = ("ideal", "digital", "sign", "stochastic", "multi_device", "mixed_precision", "tiki_taka")
@@ -110,12 +164,21 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     if cfg["model"]["n_alif"] > cfg["model"]["n_rec"]:
         raise ConfigError(f"{where} model.n_alif: expected at most model.n_rec ({cfg['model']['n_rec']}), "
                           f"got {cfg['model']['n_alif']}")
+    if cfg["task"]["name"] != "pattern_generation" and cfg["task"]["patterns"] is not None:
+        raise ConfigError(f"{where} task.patterns: only pattern_generation trains frozen patterns ({cfg['task']['name']} "
+                          f"draws new trials every update); expected null, got {cfg['task']['patterns']}")
+    if cfg["task"]["name"] == "pattern_generation" and cfg["task"]["patterns"] is None:
+        cfg["task"]["patterns"] = AUTHORS_PATTERNS
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
+        given = run.pop("train") or {}
+        if given:  # checked like the config's train section; a run without any keeps the job it had
+            checked = validate(given, SCHEMA["train"], f"{w}.train")
+            run["train"] = {k: checked[k] for k in given}
         if run["scheme"] in SCHEMES and run["scheme"] not in _DENSE:
             raise ConfigError(f"{w}.scheme: e-prop's gradient is a sum over time, not one outer product; expected "
                               f"one of {', '.join(_DENSE)}, got {run['scheme']!r}")
@@ -139,9 +202,28 @@ def prepare(cfg: dict[str, Any]) -> None:
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from .. import __version__
 
-    common = {k: cfg[k] for k in ("task", "model", "train", "hardware", "eval", "diverge_factor")}
-    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
+    common = {k: cfg[k] for k in ("task", "model", "hardware", "eval", "diverge_factor")}
+    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__,
+             "train": {**cfg["train"], **run.get("train", {})}, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
+
+
+def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config as a tuning trial (:mod:`neuroemu.tune`): scored by the error right after training,
+    so the drift delays are skipped."""
+    cfg["eval"] = {**cfg["eval"], "delays": []}
+    return cfg
+
+
+#: How ``neuroemu tune`` searches this study (:mod:`neuroemu.tune`): trials are scored by ``final``
+#: (the NMSE, lower is better; accuracy, higher, for evidence accumulation) on validation seeds,
+#: which draw their own patterns, inputs, network and devices; successive halving shortens
+#: ``train.updates``; a run can have its own ``train`` values (its own learning rates).
+TUNE = {"metric": "final",
+        "mode": lambda cfg: "min" if cfg["task"]["name"] == "pattern_generation" else "max",
+        "resource": "train.updates", "sections": ("train",), "trial": tune_trial,
+        "about": "trials run on validation seeds, each with its own task patterns, inputs, initial network and "
+                 "devices, disjoint from the reported seeds"}
 
 
 # ---------------------------------------------------------------------------------------- the chip
@@ -150,18 +232,49 @@ def _task(job: dict[str, Any], rng: np.random.Generator, batch: int | None = Non
 
     t = job["task"]
     if t["name"] == "pattern_generation":
-        return tasks.pattern_generation(n_in=t["n_in"], t_steps=t["t_steps"], rng=rng)
+        return tasks.pattern_generation(n_in=t["n_in"], t_steps=t["t_steps"], rng=rng,
+                                        n_patterns=t.get("patterns") or 1)
     return tasks.evidence_accumulation(batch or t["batch"], n_in=t["n_in"], rng=rng)
 
 
 def _config(job: dict[str, Any]):
+    """The rule's config; the authors' gradient clamp converted to our units (module docstring)."""
     from ..rules.eprop import EpropConfig
 
-    m = job["model"]
+    m, clamp = job["model"], job["train"]["grad_clamp"]
     loss = "mse" if job["task"]["name"] == "pattern_generation" else "ce"
     return EpropConfig(dt=1e-3, tau_m=m["tau_m"], tau_out=m["tau_out"], tau_a=m["tau_a"], beta=m["beta"] * m["v_th"],
                        v_th=m["v_th"], n_ref=m["n_ref"], n_alif=m["n_alif"], loss=loss, c_reg=m["c_reg"],
-                       f_target=m["f_target"])
+                       f_target=m["f_target"], reg_form=m["reg_form"],
+                       grad_clip=math.inf if clamp is None else clamp / m["v_th"],
+                       grad_clip_out=math.inf if clamp is None else clamp)
+
+
+#: The card the authors' code models (Nandakumar et al. 2018, G_max 12 µS): its conductance range and
+#: ``hardware.w_max`` give the µS per weight unit at which the "devices" init is expressed as weights.
+AUTHORS_CARD = "pcm_nandakumar2018"
+
+
+def initial_gains(m: dict[str, Any], n_in: int, n_rec: int, w_max: float) -> dict[str, float]:
+    """Gains for :meth:`EpropNetwork.init` (W ~ N(0, 1)·gain/√fan_in) that give the authors' initial weights.
+
+    ``init: kaiming`` (their float runs): ``kaiming_normal_ × w_init_gain``, std g·√(2/fan_in), for
+    W_in, W_rec and W_out (W_out with ``out_gain`` when set). ``init: devices`` (their PCM runs, xbar.py
+    ``XBar.__init__``): every device at G ~ N(G0, (0.1·G0)²) with G0 = init_gain µS, so a weight
+    (G⁺ − G⁻)/scale has std √2·0.1·G0/scale — the same for every matrix, whatever its fan-in; scale is
+    :data:`AUTHORS_CARD`'s (g_max − g_min)/w_max µS per weight unit (their 11.825). Every run of a seed
+    starts from these same weights, programmed onto its own devices. The random feedback matrix is
+    ``kaiming_normal_ × w_init_gain`` in both modes (srnn.py).
+    """
+    root2, g0 = math.sqrt(2.0), m["init_gain"]
+    fb = root2 * g0
+    if m["init"] == "kaiming":
+        out = root2 * (g0 if m["out_gain"] is None else m["out_gain"])
+        return {"in_gain": fb, "rec_gain": fb, "out_gain": out, "fb_gain": fb}
+    p = load_card(AUTHORS_CARD).params
+    std = root2 * 0.1 * g0 * w_max / (p["g_max"] - p["g_min"])
+    return {"in_gain": std * math.sqrt(n_in), "rec_gain": std * math.sqrt(n_rec), "out_gain": std * math.sqrt(n_rec),
+            "fb_gain": fb}
 
 
 class Chip:
@@ -182,10 +295,8 @@ class Chip:
         per = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0,
                         read_noise=hw["read_noise"] and not run["exact_reads"], noise_management=False)
         self.read_noise = per.read_noise
-        # the authors' LIF init, N(0, 1)·(1 − α)/√n at v_th = 0.03, expressed at our threshold
-        gain = m["init_gain"] * (1.0 - self.cfg.alpha) * m["v_th"] / 0.03
-        net = EpropNetwork.init(self.cfg, n_in, n_rec, n_out, feedback=m["feedback"], rng=rng, in_gain=gain,
-                                rec_gain=gain, out_gain=m["out_gain"])
+        net = EpropNetwork.init(self.cfg, n_in, n_rec, n_out, feedback=m["feedback"], rng=rng,
+                                **initial_gains(m, n_in, n_rec, hw["w_max"]))
         self.names = ("input", "recurrent", "output")
         self.tiles = []
         for name, w0 in zip(self.names, (net.w_in, net.w_rec, net.w_out)):
@@ -196,8 +307,11 @@ class Chip:
         self.rng = rng if run_rng is None else run_rng
         self.schemes = [make_scheme(run["scheme"], t, rng=self.rng, **run["scheme_params"]) for t in self.tiles]
         self.b_out = np.zeros(n_out)
+        self.bias = m["readout_bias"]
         self.feedback = m["feedback"]
         self.b_random = net.b_feedback
+        if self.feedback == "random":  # drawn once, never updated: a write would raise
+            self.b_random.setflags(write=False)
 
     def weights(self) -> list[np.ndarray]:
         return [s.weights() for s in self.schemes]
@@ -221,7 +335,8 @@ class Chip:
 
     def update(self, x, trace, y, task, lr: float, lr_out: float | None = None) -> dict[str, Any]:
         """e-prop gradients of one forward pass, applied through the schemes: ΔW = −lr·g for the input
-        and recurrent weights, −lr_out·g (default lr) for the read-out weights and bias."""
+        and recurrent weights, −lr_out·g (default lr) for the read-out weights and bias (when the
+        chip has one). The random feedback matrix is never updated; the adaptive one takes W_out's step."""
         from ..rules.eprop import adapt_feedback, eprop_gradients
 
         lr_out = lr if lr_out is None else lr_out
@@ -231,7 +346,8 @@ class Chip:
             if key == "w_rec":
                 np.fill_diagonal(dw, 0.0)  # no autapses
             s.apply(dw)
-        self.b_out -= lr_out * g["b_out"]
+        if self.bias:
+            self.b_out -= lr_out * g["b_out"]
         if self.feedback == "adaptive":
             self.b_random = adapt_feedback(self.b_random, g["w_out"], lr_out)
         return g
@@ -242,13 +358,21 @@ class Chip:
                 t.advance(dt)
 
 
+def nmse_each(y: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Normalised MSE of each sequence b over its masked steps: mean (y − y*)² / variance of y*
+    (the MSE where y* is constant). y, target (T, B, n_out), mask (T, B); returns (B,)."""
+    out = np.empty(y.shape[1])
+    for b in range(y.shape[1]):
+        m = np.broadcast_to(mask[:, b, None] > 0, y[:, b].shape)
+        err = ((y[:, b] - target[:, b]) ** 2)[m].mean()
+        var = target[:, b][m].var()
+        out[b] = err / var if var > 0 else err
+    return out
+
+
 def nmse(y: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    """Normalised MSE over the masked steps: mean (y − y*)² / variance of y*."""
-    m = mask[..., None] > 0
-    m = np.broadcast_to(m, y.shape)
-    err = ((y - target) ** 2)[m].mean()
-    var = target[m].var()
-    return float(err / var) if var > 0 else float(err)
+    """The mean over the sequences of :func:`nmse_each`."""
+    return float(nmse_each(y, target, mask).mean())
 
 
 def _accuracy(y, task) -> float:
@@ -261,44 +385,60 @@ def _accuracy(y, task) -> float:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it; module-level so that worker processes can run it. A run
     that diverges stops there and returns what it recorded, with ``diverged`` (see :mod:`.divergence`)."""
+    from ..data.tasks import epoch_order
     from ..progress import JobProgress
     from ..record import Recorder, pulse_histogram
     from ..rules.eprop import task_loss
 
     run, tr, ev = job["run"], job["train"], job["eval"]
-    seeds = np.random.SeedSequence([job["seed"], zlib.crc32(b"eprop")]).spawn(2)
+    seeds = np.random.SeedSequence([job["seed"], zlib.crc32(b"eprop")]).spawn(3)
     rng_task = np.random.default_rng(seeds[0])
     rng_chip = np.random.default_rng([job["seed"], zlib.crc32(run["name"].encode())])
     task = _task(job, rng_task)
     regression = task.labels is None
     test = task if regression else _task(job, rng_task, batch=job["eval"]["trials"])
-    x = task.x
-    chip = Chip(job, x.shape[2], task.target.shape[2], np.random.default_rng(seeds[1]), rng_chip)
+    n_updates, diverged = tr["updates"], None
+    if regression:  # one frozen pattern per update, each epoch in a new order
+        n_pat = task.x.shape[1]
+        patterns = [task._replace(x=np.ascontiguousarray(task.x[:, k:k + 1]),
+                                  target=np.ascontiguousarray(task.target[:, k:k + 1]),
+                                  mask=np.ascontiguousarray(task.mask[:, k:k + 1])) for k in range(n_pat)]
+        order = epoch_order(n_pat, n_updates, np.random.default_rng(seeds[2]))
+        latest = np.full(n_pat, np.nan)  # each pattern's error on its latest training pass
+    chip = Chip(job, task.x.shape[2], task.target.shape[2], np.random.default_rng(seeds[1]), rng_chip)
     rec = Recorder()
     layers = dict(zip(chip.names, chip.tiles))
     rec.observe(0, layers)
-    seq_time = task.x.shape[0] * task.dt
+    interval = tr.get("update_interval") or task.x.shape[0] * task.dt
     curve = []
     watch = divergence.Watch("nmse" if regression else "loss", job["diverge_factor"])
     progress = JobProgress(job["id"])
-    n_updates, diverged = tr["updates"], None
+    clip_updates = clipped = 0
     t0 = time.perf_counter()
     try:
         for step in range(1, n_updates + 1):
-            if not regression:
+            if regression:
+                k = int(order[step - 1])
+                task = patterns[k]
+            else:
                 task = _task(job, rng_task)
-                x = task.x
+            x = task.x
             trace, y = chip.forward(x)
             error = nmse(y, task.target, task.mask) if regression else task_loss(chip.cfg, y, task.target,
                                                                                    task.mask)[0]
             evaluation = step % tr["eval_every"] == 0 or step == n_updates
             watch.check(step, error, bound=evaluation)  # before the update: NaN never reaches the devices
-            chip.update(x, trace, y, task, tr["lr"], tr["lr_out"])
-            chip.advance(seq_time)
+            g = chip.update(x, trace, y, task, tr["lr"], tr["lr_out"])
+            clipped += g["clipped"]
+            clip_updates += g["clipped"] > 0
+            chip.advance(interval)
+            if regression:
+                latest[k] = error
             if evaluation:
                 row = {"run": run["name"], "seed": job["seed"], "update": step,
                        "rate_hz": float(trace.z.mean() / task.dt)}
-                row["nmse" if regression else "accuracy"] = error if regression else _accuracy(y, task)
+                row["nmse" if regression else "accuracy"] = float(np.nanmean(latest)) if regression else \
+                    _accuracy(y, task)
                 dev = rec.observe(step, layers)
                 row.update({k: v for k, v in dev.items() if k.endswith(".g_mean_uS")})
                 curve.append(row)
@@ -310,10 +450,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     def evaluate():
         _, y = chip.forward(test.x)
-        return (nmse(y, test.target, test.mask) if regression else _accuracy(y, test)), y
+        return (nmse_each(y, test.target, test.mask) if regression else _accuracy(y, test)), y
 
     if diverged is None:  # the error after training is the number the tables report: checked as well
-        final, y_final = evaluate()
+        final_each, y_final = evaluate()
+        final = float(np.mean(final_each)) if regression else final_each
         diverged = watch.test(n_updates, final, metric="nmse after training") if regression else \
             watch.test(n_updates, np.abs(y_final).max(), bound=False, metric="output after training")
     stats = [s.stats() for s in chip.schemes]
@@ -323,23 +464,151 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 "metric": "nmse" if regression else "accuracy", "pulses": pulses, "pulses_per_synapse": pulses / n_syn,
                 "refreshes": int(sum(s["refreshes"] for s in stats)),
                 "energy_pJ": float(sum(s["energy_pJ"] for s in stats)),
-                "pulse_limit_hits": int(sum(s.get("pulse_limit_hits", 0) for s in stats)), "train_time_s": train_time}
+                "pulse_limit_hits": int(sum(s.get("pulse_limit_hits", 0) for s in stats)), "train_time_s": train_time,
+                "clip_updates": int(clip_updates), "clipped_entries": int(clipped)}
     if diverged is not None:
         return {**counters, "diverged": diverged, "curve": curve}
     after, elapsed = {}, 0.0
     for d in ev["delays"]:
         chip.advance(d - elapsed)
         elapsed = d
-        after[delay_key(d)] = evaluate()[0]
+        value = evaluate()[0]
+        after[delay_key(d)] = float(np.mean(value)) if regression else value
     edges, steps, counts = rec.histograms("recurrent")
     return {
         **counters, "final": final, "after": after, "curve": curve, "device_summary": rec.summary(),
+        "final_each": final_each.tolist() if regression else None,
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
         "pulse_hist": pulse_histogram(chip.tiles[1]),
-        "y": y_final[:, 0, 0].tolist() if regression else None,
-        "target": task.target[:, 0, 0].tolist() if regression else None,
+        "y": y_final[:, :, 0].T.tolist() if regression else None,  # one list per pattern
+        "target": test.target[:, :, 0].T.tolist() if regression else None,
     }
+
+
+# ---------------------------------------------------------------------------------------- the authors' setup
+#: The settings of Demirag et al.'s code (github.com/YigitDemirag/srnn-pcm; its README's tuned set for
+#: mixed precision where it gives one) that apply to every scheme: (config field, value, where from).
+AUTHORS: tuple[tuple[str, Any, str], ...] = (
+    ("task.n_in", 100, "train.py --inp_dim"),
+    ("task.t_steps", 1000, "train.py --n_t"),
+    ("task.patterns", 3, "train.py: 6 Sinusoids samples, 50 % for training"),
+    ("model.n_rec", 100, "train.py --n_rec"),
+    ("model.n_alif", 0, "srnn.py: LIF only"),
+    ("model.tau_m", 0.03, "train.py --tau_rec"),
+    ("model.tau_out", 0.03, "train.py --tau_out"),
+    ("model.v_th", 0.193, "README tuned set --thr (train.py default 0.1)"),
+    ("model.n_ref", 0, "srnn.py: no refractory period"),
+    ("model.feedback", "random", "srnn.py: w_fb drawn once, never updated"),
+    ("model.c_reg", 8.4e-4, "README tuned set --reg (train.py default 1e-4)"),
+    ("model.reg_form", "signal", "srnn.py acc_gradient: L = L_loss + reg·(f − f0)"),
+    ("model.f_target", 12.0, "train.py --f0"),
+    ("model.init", "devices", "xbar.py XBar(G0=w_init_gain): PCM runs start every device at G0 ± 10 %"),
+    ("model.init_gain", 0.237, "README tuned set --w_init_gain"),
+    ("model.out_gain", None, "srnn.py: the same gain for every matrix"),
+    ("model.readout_bias", False, "srnn.py: b_o = 0, not trained"),
+    ("train.grad_clamp", 100.0, "srnn.py acc_gradient: .clamp(-100, 100)"),
+    ("train.update_interval", 38.6, "train.py: tp += T0 before every write"),
+    ("hardware.w_max", 1.006, "README tuned set --xbar_scale 11.825 µS per weight unit: (12 − 0.1)/11.825"),
+)
+
+#: What the study does not take from the authors' code, and why (RESULTS.md and docs/eprop_pcm.md).
+DIFFERENCES: tuple[tuple[str, str], ...] = (
+    ("Initial weights",
+     "their PCM runs set both devices of every pair to w_init_gain = 0.237 µS ± 10 %; here the same weights "
+     "(std √2·0.0237/11.825 ≈ 0.003) are programmed as a difference onto one device of each pair, the other at "
+     "g_min = 0.1 µS, so the devices start about 0.1 µS lower (read noise 0.133 instead of 0.137 µS per device). "
+     "The float and digital references start from these same weights, where their float run starts from "
+     "Kaiming-normal × 0.237 (std 0.034): every scheme trains the same initial network."),
+    ("Learning rates",
+     "their README says each scheme needs its own hyperparameters and gives a tuned set for mixed precision only "
+     "(η_in 3.3e-4, η_rec 3.9e-4, η_out 1.66e-5). Here input and recurrent weights share one rate: lr 7e-5 ≈ their "
+     "η·v_th (6.4e-5, 7.6e-5), lr_out 1.66e-5. These are the untuned defaults for every scheme; the study is meant "
+     "to be tuned per scheme (same budget for each) before its results are read."),
+    ("Read noise",
+     "their code clamps every noisy device read to [0.1, 12] µS, which biases reads of low-conductance devices "
+     "upward; here the per-device Gaussian read noise is applied in its exact output-referred form (one normal per "
+     "output), which cannot express a per-device clamp."),
+    ("Drift clock",
+     "their reads come 0–1 s after each write and apply the drift power law before T0 (freshly written devices read "
+     "1.16–1.57× high); here the card applies drift only for t − t_p ≥ T0 = 38.6 s, the model's domain. The writes "
+     "are T0 apart in both (train.update_interval)."),
+    ("Refresh",
+     "in their code the stochastic and mixed-precision schemes never refresh (refresh=False), and the multi-memristor "
+     "refresh, at two fixed chip times, crashes (a missing argument); here every PCM run re-programs saturated pairs "
+     "every 10 updates (scheme parameter refresh_every, open to tuning)."),
+    ("Stochastic scheme",
+     "a pulse with probability |ΔW|/Δw_pulse (Δw_pulse: the card's nominal 0.75 µS pulse), which is unbiased; "
+     "theirs is |ΔG|/prob_scale (780 in their README). The two differ by a factor on the learning rate, which tuning "
+     "covers."),
+    ("Sign threshold",
+     "one threshold on ΔW for the three matrices; theirs is θ on each gradient (their README: 0.9). θ·lr/v_th on "
+     "ΔW is their threshold for the input and recurrent matrices; for the read-out theirs would be θ·lr_out."),
+    ("Mixed-precision step",
+     "their ε = 0.125 weight units is written as ⌈0.125·11.8 µS / 0.75 µS⌉ = 2 pulses; here ε is one nominal pulse "
+     "(0.75 µS at 11.8 µS per unit ≈ 0.063): about the same pulses per accumulated weight change, one at a time."),
+    ("Multi-device scale",
+     "their reads sum the N devices of a side at 11.8 µS per weight unit while their updates count the mean; here "
+     "the N devices share one synapse's range (N × 11.8 µS per weight unit), as the updates assume."),
+    ("Added references",
+     "Tiki-Taka is not in their comparison; the 4-bit digital reference uses the quantized card where their "
+     "accumulator has steps of 0.125 on [−1, 1]."),
+    ("Evaluation",
+     "their code prints the training MSE of the latest sequence; here the NMSE of a separate pass over the three "
+     "patterns after training, with noisy reads, averaged over the patterns, over several seeds."),
+    ("Input timing",
+     "in their code the input of step t reaches the membrane at t + 1; here at t: the frozen input is shifted by "
+     "1 ms, the same task."),
+    ("Eligibility traces",
+     "computed recursively (O(T)); the authors' code convolves over the whole sequence (O(T²)). This changes the "
+     "cost, not the result: the kernel is checked against stopped-gradient BPTT in the tests."),
+)
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return cfg[section][key]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
+def departures(cfg: dict[str, Any]) -> list[str]:
+    """The fields of :data:`AUTHORS` that this config sets otherwise: "field value (the authors': x)"."""
+    out = []
+    for field, value, _ in AUTHORS:
+        if field.startswith("task.") and cfg["task"]["name"] != "pattern_generation":
+            continue
+        mine = _get(cfg, field)
+        if not _same(mine, value):
+            out.append(f"{field} {mine} (the authors': {value})")
+    return out
+
+
+def differences_markdown(cfg: dict[str, Any]) -> list[str]:
+    """The "differences from the authors' setup" list of RESULTS.md: this config's departures from
+    :data:`AUTHORS`, then :data:`DIFFERENCES`."""
+    lines = ["## Differences from the authors' setup", "",
+             "Demirag et al.'s code (srnn-pcm) and its README's tuned set for mixed precision, as recorded in "
+             "`neuroemu.experiments.eprop_pcm.AUTHORS`; units converted as the module docstring says.", ""]
+    gone = departures(cfg)
+    lines.append("* **This configuration**: " + ("; ".join(gone) if gone else "follows every setting listed there") + ".")
+    lines += [f"* **{title}**: {text}" for title, text in DIFFERENCES]
+    return lines
+
+
+def _scale_note(cfg: dict[str, Any]) -> str:
+    """" (X µS per weight unit on CARD)" for the differential-pair cards of the runs that use hardware.w_max."""
+    notes = {}
+    for run in cfg["runs"]:
+        card = load_card(run["card"])
+        if card.kind in ("pcm_set", "pcm_inference") and run["w_max"] is None:
+            p = card.params
+            notes[card.name] = (p["g_max"] - p["g_min"]) / cfg["hardware"]["w_max"]
+    return "".join(f" ({v:.3g} µS per weight unit per device on {k})" for k, v in notes.items())
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -440,9 +709,16 @@ def figures(rows, results, delays, out_dir) -> list:
 
 
 def _draw_pattern(ax, result) -> None:
-    t = np.arange(len(result["target"]))
-    ax.plot(t, result["target"], "k-", lw=1, label="target")
-    ax.plot(t, result["y"], lw=1, label=f"produced (NMSE {result['final']:.3f})")
+    """Target and produced output of every pattern, stacked (results of one pattern: one list each)."""
+    targets, ys = np.atleast_2d(result["target"]), np.atleast_2d(result["y"])
+    each = result.get("final_each") or [result["final"]]
+    t = np.arange(targets.shape[1])
+    for k, (tg, y) in enumerate(zip(targets, ys)):
+        off = -2.5 * k
+        ax.plot(t, tg + off, "k-", lw=1, label="target" if k == 0 else None)
+        ax.plot(t, y + off, lw=1, color=f"C{k}", label=f"pattern {k + 1}: NMSE {each[k]:.3f}")
+    if len(targets) > 1:
+        ax.set_yticks([])
     ax.set_xlabel("step (ms)", fontsize="x-small")
     ax.legend(fontsize="xx-small")
 
@@ -471,7 +747,26 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
              tables.number(r, "energy_uJ", ".3g"), tables.number(r, "train_time_s", ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += tables.markdown_notes(rows, "update")
-    t, m, hw = cfg["task"], cfg["model"], cfg["hardware"]
+    t, m, hw, tr = cfg["task"], cfg["model"], cfg["hardware"], cfg["train"]
+    if t["name"] == "pattern_generation":
+        task_line = (f"{t['name']} ({t['patterns']} frozen pattern(s), one per update in a new order each epoch; "
+                     f"{t['n_in']} inputs, {t['t_steps']} steps of 1 ms)")
+    else:
+        task_line = f"{t['name']} ({t['n_in']} inputs, batch {t['batch']})"
+    if m["init"] == "devices":
+        init_line = (f"the authors' PCM init, every device at {m['init_gain']:g} µS ± 10 % (weights ≈ 0), the same "
+                     "for every run")
+    else:
+        init_line = f"Kaiming-normal × {m['init_gain']:g}" + \
+            ("" if m["out_gain"] is None else f" (read-out × {m['out_gain']:g})")
+    fb_line = f" (Kaiming-normal × {m['init_gain']:g}, never updated)" if m["feedback"] == "random" else ""
+    clamp = ("no gradient clamp" if tr["grad_clamp"] is None else
+             f"each sequence's gradient clamped to ±{tr['grad_clamp']:g} in the authors' units "
+             f"(±{tr['grad_clamp'] / m['v_th']:.4g} on input and recurrent gradients here)")
+    interval = "the sequence length" if tr["update_interval"] is None else f"{tr['update_interval']:g} s"
+    own = [f"{r['name']}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["train"].items())
+           for r in cfg["runs"] if r.get("train")]
+    own_line = ("\n* runs with their own training values: " + "; ".join(own)) if own else ""
     text = f"""# e-prop on an emulated PCM chip: weight-update schemes compared
 
 {cfg['description'] or ''}
@@ -482,14 +777,16 @@ Produced by:
 {meta['command']}
 ```
 
-* task: {t['name']} ({t['n_in']} inputs, {t['t_steps']} steps of 1 ms, batch {t['batch']}); seeds {', '.join(map(str, cfg['seeds']))}
+* task: {task_line}; seeds {', '.join(map(str, cfg['seeds']))}
 * network: {m['n_rec']} recurrent neurons ({m['n_alif']} ALIF), τ_m {m['tau_m'] * 1e3:g} ms, τ_out {m['tau_out'] * 1e3:g} ms,
-  v_th {m['v_th']:g}, refractory {m['n_ref']} steps; e-prop with {m['feedback']} feedback, firing-rate
-  regulariser {m['c_reg']:g} toward {m['f_target']:g} Hz; no autapses
-* training: {cfg['train']['updates']} updates, lr {cfg['train']['lr']:g} (input, recurrent) and {cfg['train']['lr_out']:g}
-  (read-out): ΔW = −lr·g through each run's scheme
-* chip: weight {hw['w_max']:g} = a full conductance side, {hw['n_devices']} device(s) per side unless a run says otherwise;
-  every read with per-device read noise: {hw['read_noise']}; 1 s of chip time per update (drift)
+  v_th {m['v_th']:g}, refractory {m['n_ref']} steps; initial weights: {init_line};
+  e-prop with {m['feedback']} feedback{fb_line}, firing-rate regulariser {m['c_reg']:g} toward {m['f_target']:g} Hz
+  ({m['reg_form']} form); {'a digital read-out bias' if m['readout_bias'] else 'no read-out bias'}; no autapses
+* training: {tr['updates']} updates, lr {tr['lr']:g} (input, recurrent) and {tr['lr_out']:g}
+  (read-out): ΔW = −lr·g through each run's scheme; {clamp}{own_line}
+* chip: weight {hw['w_max']:g} = a full conductance side{_scale_note(cfg)}, {hw['n_devices']} device(s) per side
+  unless a run says otherwise; every read with per-device read noise:
+  {hw['read_noise']}; {interval} of chip time from one update to the next (drift)
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
 * compute: {sum(r['train_time_s'] for r in results):.0f} s of training over all jobs (this invocation took
   {meta['wall_time_s']:.0f} s of wall time; jobs finished before are loaded, not rerun)
@@ -500,9 +797,11 @@ Produced by:
 """ + "\n".join(lines) + """
 
 NMSE = mean (y − y*)² / variance of y* on one final pass with noisy reads (1 = predicting the
-mean); "after" columns: the same after the trained chip has drifted for that long. Pulses per
-synapse count all device pulses (programming, refresh) over the three matrices.
+mean), averaged over the patterns; "after" columns: the same after the trained chip has drifted
+for that long. Pulses per synapse count all device pulses (programming, refresh) over the three
+matrices.
 
-""" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
+""" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n\n" + \
+        "\n".join(differences_markdown(cfg)) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}

@@ -46,10 +46,26 @@ summed over the batch, with F_κ(e)(t) = κ F_κ(e)(t−1) + e(t) the readout's 
     dW_rec[j,i] = Σ_t L_j(t) F_κ(e^rec_ji)(t) + c_reg (f_j − f_target)/(T·B·dt) Σ_t e^rec_ji(t),  dW_rec[j,j] = 0
     dW_out[k,j] = Σ_t err_k(t) F_κ(z_j)(t),    db_k = Σ_t err_k(t)
 
-With B = W_outᵀ this is exactly the gradient of E + E_reg by BPTT with ψ standing for dz/dv and
-the gradient stopped through the spikes z_i(t−1) entering other neurons and through the reset
-term z_j(t−1)·v_th, but kept through each neuron's own v and a and through the readout (the
-identity the authors verify numerically; tests/test_eprop.py checks it to 1e-10).
+``reg_form = "signal"`` puts the regulariser into the learning signal instead, as Demirag et al.'s
+e-prop-on-PCM code (srnn-pcm ``SRNN.acc_gradient``) does: L_j(t) ← L_j(t) + c_reg (f_j − f_target)
+at every step, so its term is c_reg (f_j − f_target) Σ_t F_κ(e_ji)(t) — not the gradient of E_reg
+(it is about T·B·dt/(1 − κ) times the "loss" form's term with the same c_reg; the two agree on
+the direction). ``loss_reg`` is reported as ½ c_reg Σ_j (f_j − f_target)² either way.
+
+Gradient clamp (Demirag et al.'s code clamps each entry of one sequence's summed gradient to ±100
+in its units): with ``grad_clip`` finite, every entry of dW_in and dW_rec is clamped to
+±grad_clip after the sums over time and batch, and every entry of dW_out and db to
+±grad_clip_out (default: no clamp). Their code's pseudo-derivative is γ·max(0, 1 − |v − v_th|/v_th),
+without the 1/v_th of ψ here, so their input and recurrent gradients are v_th × ours and their
+±100 is grad_clip = 100/v_th here; the read-out gradient has no ψ, so grad_clip_out = 100 (and
+their learning rate η for W_in, W_rec is η·v_th here). ``clipped`` in the returned dict counts
+the entries that hit a clamp.
+
+With B = W_outᵀ, reg_form "loss" and no clamp this is exactly the gradient of E + E_reg by BPTT
+with ψ standing for dz/dv and the gradient stopped through the spikes z_i(t−1) entering other
+neurons and through the reset term z_j(t−1)·v_th, but kept through each neuron's own v and a and
+through the readout (the identity the authors verify numerically; tests/test_eprop.py checks it
+to 1e-10).
 
 Hardware hooks
 --------------
@@ -93,6 +109,7 @@ __all__ = [
 
 _LOSSES = ("mse", "ce")
 _FEEDBACK = ("symmetric", "random", "adaptive")
+_REG_FORMS = ("loss", "signal")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -104,7 +121,11 @@ class EpropConfig:
     of a (a grows by 1 per spike); v_th: threshold; gamma: pseudo-derivative amplitude; n_ref:
     refractory steps after a spike (0 = none); n_alif: how many of the recurrent neurons (the last
     ones) are ALIF; loss: "mse" (regression) or "ce" (softmax cross-entropy); c_reg, f_target:
-    firing-rate regulariser strength (per Hz²) and target rate (Hz).
+    firing-rate regulariser strength (per Hz²) and target rate (Hz); reg_form: "loss" (the
+    gradient of E_reg, Bellec) or "signal" (c_reg (f − f_target) added to the learning signal,
+    Demirag et al.'s code); grad_clip, grad_clip_out: clamp on each entry of one call's input and
+    recurrent gradients, and of its read-out weight and bias gradients (inf = none). See the module
+    docstring for the forms and for converting the authors' numbers.
     """
 
     dt: float = 1e-3
@@ -119,6 +140,9 @@ class EpropConfig:
     loss: str = "mse"
     c_reg: float = 0.0
     f_target: float = 10.0
+    reg_form: str = "loss"
+    grad_clip: float = math.inf
+    grad_clip_out: float = math.inf
 
     def __post_init__(self):
         for name in ("dt", "tau_m", "tau_out", "tau_a", "v_th"):
@@ -135,6 +159,13 @@ class EpropConfig:
                 raise ValueError(f"EpropConfig.{name}: expected an integer >= 0, got {val!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"EpropConfig.loss: expected one of {_LOSSES}, got {self.loss!r}")
+        if self.reg_form not in _REG_FORMS:
+            raise ValueError(f"EpropConfig.reg_form: expected one of {_REG_FORMS}, got {self.reg_form!r}")
+        for name in ("grad_clip", "grad_clip_out"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, (int, float, np.floating, np.integer)) \
+                    or math.isnan(val) or val <= 0:
+                raise ValueError(f"EpropConfig.{name}: expected a number > 0 (inf for no clamp), got {val!r}")
 
     @property
     def alpha(self) -> float:
@@ -314,8 +345,9 @@ def eprop_gradients(cfg: EpropConfig, x, trace: Trace, y, target, feedback, *, m
     matrix B of the learning signal L = err Bᵀ (pass W_outᵀ for symmetric e-prop).
 
     Returns a dict: ``w_in`` (n_rec, n_in), ``w_rec`` (n_rec, n_rec, zero diagonal), ``w_out``
-    (n_out, n_rec), ``b_out`` (n_out,), ``loss`` (E + E_reg), ``loss_task``, ``loss_reg`` and
-    ``rate_hz`` (n_rec,) the firing rate f_j used by the regulariser.
+    (n_out, n_rec), ``b_out`` (n_out,), ``loss`` (E + E_reg), ``loss_task``, ``loss_reg``,
+    ``rate_hz`` (n_rec,) the firing rate f_j used by the regulariser and ``clipped`` (how many
+    gradient entries the clamps of ``cfg.grad_clip``/``grad_clip_out`` changed; 0 without them).
     """
     cfg = _check_cfg(cfg)
     if not isinstance(trace, Trace):
@@ -334,12 +366,14 @@ def eprop_gradients(cfg: EpropConfig, x, trace: Trace, y, target, feedback, *, m
     loss_task, err = task_loss(cfg, y, target, mask)
     ls = np.ascontiguousarray(err @ fb.T)
     rate = z.mean(axis=(0, 1)) / cfg.dt
+    creg = np.zeros(n_rec)
+    loss_reg = 0.0
     if cfg.c_reg > 0:
-        creg = cfg.c_reg * (rate - cfg.f_target) / (nt * nb * cfg.dt)
         loss_reg = 0.5 * cfg.c_reg * float(np.sum((rate - cfg.f_target) ** 2))
-    else:
-        creg = np.zeros(n_rec)
-        loss_reg = 0.0
+        if cfg.reg_form == "signal":
+            ls += cfg.c_reg * (rate - cfg.f_target)
+        else:
+            creg = cfg.c_reg * (rate - cfg.f_target) / (nt * nb * cfg.dt)
     args = (cfg.alpha, cfg.kappa, cfg.rho, float(cfg.beta), np.int64(cfg.n_alif))
     g_in = np.zeros((n_rec, x.shape[2]))
     _K.accumulate(x, psi, ls, creg, *args, g_in)
@@ -350,15 +384,23 @@ def eprop_gradients(cfg: EpropConfig, x, trace: Trace, y, target, feedback, *, m
     np.fill_diagonal(g_rec, 0.0)
     zf = _lowpass(z, cfg.kappa)
     g_out = err.reshape(-1, n_out).T @ zf.reshape(-1, n_rec)
+    g_b = err.sum(axis=(0, 1))
+    clipped = 0
+    for g, bound in ((g_in, cfg.grad_clip), (g_rec, cfg.grad_clip), (g_out, cfg.grad_clip_out),
+                     (g_b, cfg.grad_clip_out)):
+        if math.isfinite(bound):
+            clipped += int(np.count_nonzero(np.abs(g) > bound))
+            np.clip(g, -bound, bound, out=g)
     return {
         "w_in": g_in,
         "w_rec": g_rec,
         "w_out": g_out,
-        "b_out": err.sum(axis=(0, 1)),
+        "b_out": g_b,
         "loss": loss_task + loss_reg,
         "loss_task": loss_task,
         "loss_reg": loss_reg,
         "rate_hz": rate,
+        "clipped": clipped,
     }
 
 
@@ -384,9 +426,10 @@ class EpropNetwork:
 
     :meth:`init` draws Bellec-style weights: W_in ~ N(0, 1)·in_gain/√n_in, W_rec ~
     N(0, 1)·rec_gain/√n_rec with zero diagonal, W_out ~ N(0, 1)·out_gain/√n_rec, b_out = 0, and for
-    "random"/"adaptive" feedback B ~ N(0, 1)/√n_rec (the authors' pattern-generation code). The
-    default gains in_gain = rec_gain = 1 − α, out_gain = 1 reproduce that code's LIF, which scales
-    its input current by (1 − α) where the equations here do not.
+    "random"/"adaptive" feedback B ~ N(0, 1)·fb_gain/√n_rec (fb_gain = 1: Bellec's pattern-generation
+    code). The default gains in_gain = rec_gain = 1 − α, out_gain = 1 reproduce that code's LIF,
+    which scales its input current by (1 − α) where the equations here do not. PyTorch's
+    ``kaiming_normal_`` × g (Demirag et al.'s code) is every gain = √2·g.
     """
 
     def __init__(self, cfg: EpropConfig, w_in, w_rec, w_out, b_out=None, *, feedback: str = "symmetric",
@@ -417,14 +460,15 @@ class EpropNetwork:
     @classmethod
     def init(cls, cfg: EpropConfig, n_in: int, n_rec: int, n_out: int, *, feedback: str = "symmetric",
              rng=None, in_gain: float | None = None, rec_gain: float | None = None,
-             out_gain: float = 1.0) -> "EpropNetwork":
+             out_gain: float = 1.0, fb_gain: float = 1.0) -> "EpropNetwork":
         """Random initial network (class docstring). rng: seed or numpy Generator."""
         cfg = _check_cfg(cfg)
         for name, val in (("n_in", n_in), ("n_rec", n_rec), ("n_out", n_out)):
             if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {val!r}")
         gains = {"in_gain": 1.0 - cfg.alpha if in_gain is None else in_gain,
-                 "rec_gain": 1.0 - cfg.alpha if rec_gain is None else rec_gain, "out_gain": out_gain}
+                 "rec_gain": 1.0 - cfg.alpha if rec_gain is None else rec_gain, "out_gain": out_gain,
+                 "fb_gain": fb_gain}
         for name, val in gains.items():
             if not (math.isfinite(float(val)) and float(val) >= 0):
                 raise ValueError(f"{name}: expected a finite number >= 0, got {val!r}")
@@ -434,7 +478,8 @@ class EpropNetwork:
         w_in = g.standard_normal((n_rec, n_in)) * (gains["in_gain"] / math.sqrt(n_in))
         w_rec = g.standard_normal((n_rec, n_rec)) * (gains["rec_gain"] / math.sqrt(n_rec))
         w_out = g.standard_normal((n_out, n_rec)) * (gains["out_gain"] / math.sqrt(n_rec))
-        b_fb = None if feedback == "symmetric" else g.standard_normal((n_rec, n_out)) / math.sqrt(n_rec)
+        b_fb = None if feedback == "symmetric" else \
+            g.standard_normal((n_rec, n_out)) * gains["fb_gain"] / math.sqrt(n_rec)
         return cls(cfg, w_in, w_rec, w_out, feedback=feedback, b_feedback=b_fb)
 
     def feedback_matrix(self) -> np.ndarray:
