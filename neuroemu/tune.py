@@ -830,7 +830,7 @@ def _figure(p: Plan, trials: list[dict[str, Any]], out_dir: Path) -> Path | None
             sel = [(x, t) for x, t in zip(xv, mine) if t["rung"] == rung]
             ok = [(x, t["score"]) for x, t in sel if t["score"] is not None]
             bad = [x for x, t in sel if t["score"] is None]
-            label = f"{what} {p.resources[rung]}"
+            label = f"rung {rung + 1}: {what} {p.resources[rung]}"
             if ok:
                 ax.plot(*zip(*sorted(ok)), "o-" if len(r.space) == 1 else "o", color=colors[rung % 10], ms=4, lw=0.8,
                         label=label)
@@ -842,6 +842,8 @@ def _figure(p: Plan, trials: list[dict[str, Any]], out_dir: Path) -> Path | None
             ax.plot(*zip(*best), "*", color="k", ms=12, label="chosen")
         if numeric and xv and min(xv) > 0 and max(xv) / min(xv) > 10:
             ax.set_xscale("log")
+        if finite and lo > 0 and hi / lo > 10:  # a few blown-up trials would flatten the rest
+            ax.set_yscale("log")
         if not numeric:
             ax.set_xticks(range(len(pos)), list(pos), fontsize="xx-small")
         ax.set_title(r.name, fontsize="x-small")
