@@ -26,7 +26,7 @@ def test_the_first_command_installs_activates_and_runs_the_main_study():
     first = bash_blocks()[0].strip()
     steps = [s.strip() for s in first.split("&&")]
     assert steps[:3] == ["python3 -m venv .venv", ". .venv/bin/activate", "pip install -e ."], steps
-    assert steps[3].startswith("neuroemu run examples/eprop_pcm/schemes.yaml --out "), steps
+    assert steps[3].startswith("neuroemu run examples/eprop_pcm/tuned.yaml --out "), steps
 
 
 def test_the_readme_links_every_study_page_and_stays_short():
