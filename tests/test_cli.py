@@ -11,7 +11,7 @@ import yaml
 
 from neuroemu.cards import cards_dir, list_cards
 from neuroemu.cli import main
-from neuroemu.data.fashion_mnist import write_idx
+from tests.synthetic import write_tiny_fashion_mnist
 
 
 def run_cli(args, capsys):
@@ -87,16 +87,7 @@ def test_devices_plot_writes_pngs(tmp_path, capsys):
 
 @pytest.fixture
 def tiny_data(tmp_path):
-    rng = np.random.default_rng(0)
-    d = tmp_path / "fmnist"
-    d.mkdir()
-    for split, n in (("train", 300), ("t10k", 100)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        # class-dependent images so that a network can learn something
-        x = (rng.random((n, 28, 28)) * 60 + (y[:, None, None] * 19)).astype(np.uint8)
-        write_idx(d / f"{split}-images-idx3-ubyte.gz", x)
-        write_idx(d / f"{split}-labels-idx1-ubyte.gz", y)
-    return d
+    return write_tiny_fashion_mnist(tmp_path / "fmnist", 300, 100)
 
 
 def write_config(path, data_dir, runs=None, **extra):

@@ -218,12 +218,12 @@ def test_the_study_follows_the_authors_setup():
     docs/eprop_pcm.md lists every difference the experiment's RESULTS.md lists."""
     from pathlib import Path
 
-    from neuroemu.config import validate
+    from neuroemu.experiments import resolve
 
     root = Path(__file__).resolve().parents[1]
-    raw = yaml.safe_load((root / "examples/eprop_pcm/schemes.yaml").read_text())
-    cfg = eprop_pcm.check(validate(raw, eprop_pcm.SCHEMA, "schemes.yaml"), "schemes.yaml")
+    _, cfg = resolve(root / "examples/eprop_pcm/schemes.yaml")
     assert eprop_pcm.departures(cfg) == []
+    assert eprop_pcm.departures(resolve(root / "examples/eprop_pcm/tuned.yaml")[1]) == []  # the main job
     m, tr = cfg["model"], cfg["train"]
     assert (m["feedback"], m["v_th"], cfg["task"]["patterns"], tr["grad_clamp"]) == ("random", 0.193, 3, 100.0)
     rule = eprop_pcm._config(eprop_pcm.jobs(cfg)[0])

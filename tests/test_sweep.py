@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from neuroemu.cli import main
-from neuroemu.data.fashion_mnist import write_idx
+from tests.synthetic import write_tiny_fashion_mnist
 from neuroemu.errors import ConfigError
 from neuroemu.experiments import EXPERIMENTS, crossbar_mlp, spiking_fmnist
 from neuroemu.sweep import console_table, grid_points, parse_grid, run_sweep, split_values, tidy_rows
@@ -31,14 +31,7 @@ def run_cli(args, capsys):
 def setup(tmp_path_factory):
     """Tiny synthetic Fashion-MNIST (100 train / 50 test images) and a one-run crossbar_mlp config."""
     root = tmp_path_factory.mktemp("sweep")
-    rng = np.random.default_rng(0)
-    d = root / "fmnist"
-    d.mkdir()
-    for split, n in (("train", 100), ("t10k", 50)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = (rng.random((n, 28, 28)) * 60 + (y[:, None, None] * 19)).astype(np.uint8)
-        write_idx(d / f"{split}-images-idx3-ubyte.gz", x)
-        write_idx(d / f"{split}-labels-idx1-ubyte.gz", y)
+    d = write_tiny_fashion_mnist(root / "fmnist", 100, 50)
     cfg = root / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({
         "experiment": "crossbar_mlp", "workers": 1,

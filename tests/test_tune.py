@@ -13,7 +13,7 @@ import yaml
 
 from neuroemu.cli import main
 from neuroemu.config import Opt, check_seeds, validate
-from neuroemu.data.fashion_mnist import write_idx
+from tests.synthetic import write_tiny_fashion_mnist
 from neuroemu.errors import ConfigError
 from neuroemu.experiments import EXPERIMENTS, crossbar_mlp, resolve
 from neuroemu.tune import expand, halving_sizes, lin_grid, log_grid, plan, promote, rung_resources, run_tune
@@ -288,16 +288,7 @@ def test_a_config_without_a_tune_section_or_an_experiment_without_tune_support(t
 @pytest.fixture(scope="module")
 def fmnist(tmp_path_factory):
     """Tiny synthetic Fashion-MNIST (150 train / 40 test images)."""
-    root = tmp_path_factory.mktemp("tune")
-    rng = np.random.default_rng(0)
-    d = root / "fmnist"
-    d.mkdir()
-    for split, n in (("train", 150), ("t10k", 40)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = (rng.random((n, 28, 28)) * 60 + (y[:, None, None] * 19)).astype(np.uint8)
-        write_idx(d / f"{split}-images-idx3-ubyte.gz", x)
-        write_idx(d / f"{split}-labels-idx1-ubyte.gz", y)
-    return d
+    return write_tiny_fashion_mnist(tmp_path_factory.mktemp("tune") / "fmnist", 150, 40)
 
 
 def crossbar_config(path, data_dir, validation=50, tune=None):
