@@ -169,18 +169,26 @@ def test_arrays_go_to_an_npz_beside_the_result(tmp_path):
     assert load_arrays(tmp_path, again[0])["w"].dtype == np.float32
 
 
-def test_run_experiment_refuses_before_replacing_the_config(tmp_path, monkeypatch):
+def squares_experiment(monkeypatch, workers: int = 1):
+    """Register a tiny experiment "squares": one job squaring the config's x."""
     import types
 
     from neuroemu.config import Opt
-    from neuroemu.experiments import EXPERIMENTS, run_experiment
+    from neuroemu.experiments import EXPERIMENTS
 
     mod = types.SimpleNamespace(
-        NAME="squares", SCHEMA={"experiment": Opt("str"), "workers": Opt("int", 1), "x": Opt("int", 0)},
+        NAME="squares", SCHEMA={"experiment": Opt("str"), "workers": Opt("int", workers), "x": Opt("int", 0)},
         check=lambda cfg, where: cfg, prepare=lambda cfg: None, run_job=square,
         jobs=lambda cfg: [{"id": "a", "x": cfg["x"]}], console_table=lambda table: [],
         report=lambda cfg, results, out, meta: {"table": [r["value"] for r in results]})
     monkeypatch.setitem(EXPERIMENTS, mod.NAME, mod)
+    return mod
+
+
+def test_run_experiment_refuses_before_replacing_the_config(tmp_path, monkeypatch):
+    from neuroemu.experiments import run_experiment
+
+    squares_experiment(monkeypatch)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("experiment: squares\nx: 2\n")
     out = tmp_path / "out"
@@ -194,19 +202,11 @@ def test_run_experiment_refuses_before_replacing_the_config(tmp_path, monkeypatc
 
 
 def test_run_experiment_takes_the_workers_it_is_given(tmp_path, monkeypatch):
-    import types
-
     import neuroemu.experiments
-    from neuroemu.config import Opt
     from neuroemu.errors import ConfigError
-    from neuroemu.experiments import EXPERIMENTS, run_experiment
+    from neuroemu.experiments import run_experiment
 
-    mod = types.SimpleNamespace(
-        NAME="squares", SCHEMA={"experiment": Opt("str"), "workers": Opt("int", 3), "x": Opt("int", 0)},
-        check=lambda cfg, where: cfg, prepare=lambda cfg: None, run_job=square,
-        jobs=lambda cfg: [{"id": "a", "x": cfg["x"]}], console_table=lambda table: [],
-        report=lambda cfg, results, out, meta: {"table": [r["value"] for r in results]})
-    monkeypatch.setitem(EXPERIMENTS, mod.NAME, mod)
+    squares_experiment(monkeypatch, workers=3)
     seen = []
     monkeypatch.setattr(neuroemu.experiments, "run_jobs",
                         lambda jobs, fn, out, *, workers, **kw: seen.append(workers) or [fn(j) for j in jobs])
