@@ -10,7 +10,7 @@ step on a batch of random images towards its self-defined target (k-WTA of y −
 
 Baseline, measured in the same run: the same forward, target and loss, then the full backward
 (down to the input gradient) and the optimiser written as plain numpy (Adam: the twin in
-``tests/reference/optim.py``). Ours: :class:`neuroemu.experiments.sdt` networks' step (the backward
+``tests/reference/optim.py``). Ours: :class:`neuroemu.studies.sdt` networks' step (the backward
 stops at the lowest weights; Adam is one fused numba pass per array). Both start from the same
 weights and the benchmark checks that one step of each gives the same weights. Ratio = baseline
 time / our time (higher is better); throughput = training samples per second.
@@ -33,7 +33,7 @@ from benchmarks.timing import median_times  # noqa: E402
 from tests.reference.optim import adam_step as numpy_adam  # noqa: E402
 
 from neuroemu.config import validate  # noqa: E402
-from neuroemu.experiments import sdt  # noqa: E402
+from neuroemu.studies import sdt  # noqa: E402
 from neuroemu.nn import mse_loss  # noqa: E402
 from neuroemu.rules.sdt import SelfDefinedTarget  # noqa: E402
 

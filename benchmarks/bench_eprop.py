@@ -30,7 +30,7 @@ from benchmarks.timing import median_times  # noqa: E402
 
 from neuroemu.config import validate  # noqa: E402
 from neuroemu.data.tasks import pattern_generation  # noqa: E402
-from neuroemu.experiments import eprop_pcm  # noqa: E402
+from neuroemu.studies import eprop_pcm  # noqa: E402
 from neuroemu.rules.eprop import EpropNetwork  # noqa: E402
 
 CONFIG = ROOT / "examples" / "eprop_pcm" / "schemes.yaml"
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         print(f"{r['case']:<42} {r['ms']:>9.2f} {r['ratio']:>7.2f}")
     if args.study:
-        from neuroemu.experiments import run_experiment
+        from neuroemu.studies import run_experiment
 
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()

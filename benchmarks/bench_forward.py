@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_times  # noqa: E402
 
-from neuroemu.crossbar import Periphery, Tile  # noqa: E402
+from neuroemu.hardware.crossbar import Periphery, Tile  # noqa: E402
 
 TARGET = 0.5
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_times  # noqa: E402
 
-from neuroemu.neurons import LIFParams, lif_sequence  # noqa: E402
-from neuroemu.substrate import AnalogNeurons  # noqa: E402
+from neuroemu.hardware.neurons import LIFParams, lif_sequence  # noqa: E402
+from neuroemu.hardware.substrate import AnalogNeurons  # noqa: E402
 
 
 def numpy_lif(cur, alpha, v_th):

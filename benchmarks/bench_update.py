@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_times  # noqa: E402
 
-from neuroemu.crossbar import Tile  # noqa: E402
-from neuroemu.schemes import make_scheme  # noqa: E402
+from neuroemu.hardware.crossbar import Tile  # noqa: E402
+from neuroemu.hardware.schemes import make_scheme  # noqa: E402
 
 TARGET = 0.4
 CASES = [  # (scheme, card, scheme parameters, what the parameters say)

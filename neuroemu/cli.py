@@ -31,7 +31,7 @@ OVERWRITE_HELP = "replace finished runs in --out that were computed with a diffe
 
 
 def _cmd_devices(args) -> int:
-    from .cards import list_cards, load_card
+    from .hardware.cards import list_cards, load_card
 
     if args.action is None:
         for name in list_cards():
@@ -47,7 +47,7 @@ def _cmd_devices(args) -> int:
         print(f"# {card.path}")
         print(yaml.safe_dump(card.to_dict(), sort_keys=False, allow_unicode=True), end="")
     elif args.action == "response":
-        from .response import pulse_response
+        from .hardware.response import pulse_response
 
         if card.kind == "analog_chip":
             raise NeuroemuError(f"devices response: {card.name} is an analog chip with digital synapses (no pulse "
@@ -71,7 +71,7 @@ def _cmd_devices(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .experiments import run_experiment
+    from .studies import run_experiment
 
     summary = run_experiment(args.config, args.out, args.set, workers=args.workers, quiet=args.quiet,
                              overwrite=args.overwrite)

@@ -25,9 +25,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import response
-from .cards import Card, load_card
-from .crossbar import Periphery, Tile
+from .hardware import response
+from .hardware.cards import Card, load_card
+from .hardware.crossbar import Periphery, Tile
 
 G_LABEL = "conductance G (µS)"
 
@@ -85,7 +85,7 @@ def _title(card: Card, what: str) -> str:
 # ---------------------------------------------------------------------------------------- pulse response
 def compute_pulse_response(card: Card | str, pulses: int = 20, devices: int = 1000, seed: Any = 0, *,
                            direction: str = "up") -> dict[str, Any]:
-    """Mean ± std conductance after each pulse (see :func:`neuroemu.response.pulse_response`)."""
+    """Mean ± std conductance after each pulse (see :func:`neuroemu.hardware.response.pulse_response`)."""
     return response.pulse_response(card, pulses, devices, seed, direction=direction)
 
 
@@ -118,7 +118,7 @@ def plot_pulse_response(data: Mapping[str, Any], *, ax=None, label: str | None =
 # ---------------------------------------------------------------------------------------- drift
 def compute_drift(card: Card | str, g0_values: Sequence[float] | None = None, times: Sequence[float] | None = None,
                   devices: int = 1000, seed: Any = 0) -> dict[str, Any]:
-    """Mean ± std conductance vs time after programming (see :func:`neuroemu.response.drift_curve`).
+    """Mean ± std conductance vs time after programming (see :func:`neuroemu.hardware.response.drift_curve`).
 
     Defaults: G0 at 25, 50, 75 and 100 % of the card's range; times from 1 s to 10^7 s (about 4
     months), logarithmically spaced.
@@ -155,7 +155,7 @@ def plot_drift(data: Mapping[str, Any], *, ax=None, **kwargs):
 # ---------------------------------------------------------------------------------------- read noise
 def compute_read_noise(card: Card | str, g_values: Sequence[float] | None = None, reads: int = 2000,
                        seed: Any = 0, *, t: float = 0.0) -> dict[str, Any]:
-    """Std of one read vs G (see :func:`neuroemu.response.read_noise_curve`).
+    """Std of one read vs G (see :func:`neuroemu.hardware.response.read_noise_curve`).
 
     Default G: 12 values evenly spaced from 5 % to 100 % of the card's range.
     """
@@ -185,7 +185,7 @@ def compute_conductance_histograms(snapshots: Mapping[str, Any], *, bins: int = 
                                    g_range: tuple[float, float] | None = None) -> dict[str, Any]:
     """Histograms of device conductances for several snapshots.
 
-    ``snapshots`` maps a label to a :class:`~neuroemu.crossbar.Tile` (its noiseless conductances
+    ``snapshots`` maps a label to a :class:`~neuroemu.hardware.crossbar.Tile` (its noiseless conductances
     now) or to an array of conductances (µS). Bins are shared: ``g_range`` or the first tile's card
     range, else the range of the data. Values outside are counted in the edge bins.
     """
@@ -245,7 +245,7 @@ def plot_conductance_histograms(data: Mapping[str, Any], *, ax=None, density: bo
 # ---------------------------------------------------------------------------------------- programming
 def compute_programmed_vs_target(card: Card | str, targets: Sequence[float] | None = None, seed: Any = 0, *,
                                  method: str = "write", max_pulses: int = 100, t: float = 0.0) -> dict[str, Any]:
-    """Programmed vs target weights (see :func:`neuroemu.response.programmed_vs_target`).
+    """Programmed vs target weights (see :func:`neuroemu.hardware.response.programmed_vs_target`).
 
     Default targets: 400 values uniform over 1.1× the tile's nominal weight range (so clipping at
     the bounds shows).
@@ -470,12 +470,13 @@ _PARAM_LABELS = {"v_leak": "leak potential (LSB)", "v_reset": "reset potential (
 
 def compute_calibration(card: Card | str = "brainscales2", n: int | None = None, seed: Any = 0):
     """A chip of ``n`` neurons (default: the whole chip) drawn from ``seed`` and calibrated; returns
-    the :class:`~neuroemu.calibration.CalibrationReport` (true values before and after)."""
-    from .substrate import AnalogNeurons
+    the :class:`~neuroemu.hardware.calibration.CalibrationReport` (true values before and after)."""
+    from .hardware.calibration import calibrate
+    from .hardware.substrate import AnalogNeurons
 
     card = _card(card)
     chip = AnalogNeurons(n or int(card.params["n_neurons"]), card, rng=seed)
-    return chip.calibrate(rng=np.random.SeedSequence([0 if seed is None else int(seed), 1]).generate_state(1)[0])
+    return calibrate(chip, rng=np.random.SeedSequence([0 if seed is None else int(seed), 1]).generate_state(1)[0])
 
 
 def plot_calibration(report, name: str, *, ax=None, bins: int = 40, **kwargs):
@@ -499,7 +500,7 @@ def plot_calibration(report, name: str, *, ax=None, bins: int = 40, **kwargs):
 def compute_mac_transfer(card: Card | str = "brainscales2", samples: int = 4000, seed: Any = 0):
     """One 128-row block of the analog MAC on random 5-bit inputs and 6-bit weights whose mean sweeps
     the whole signed range: ideal gain·Σxw against the ADC output (with and without noise)."""
-    from .analog import MACParams, hagen_mac
+    from .hardware.analog import MACParams, hagen_mac
 
     card = _card(card)
     p = MACParams.from_card(card)
@@ -539,7 +540,8 @@ def compute_membrane_traces(card: Card | str = "brainscales2", n: int = 6, steps
     calibrated, next to the ideal neuron. Inputs: ``sources`` trains of ``rate`` spikes per step, each
     with ``weight`` (normalised) onto every neuron (the defaults keep the mean membrane just below
     threshold, so the neurons fire on fluctuations)."""
-    from .substrate import AnalogNeurons, IdealNeurons
+    from .hardware.calibration import calibrate
+    from .hardware.substrate import AnalogNeurons, IdealNeurons
 
     card = _card(card)
     rng = np.random.default_rng(seed)
@@ -547,7 +549,7 @@ def compute_membrane_traces(card: Card | str = "brainscales2", n: int = 6, steps
     chip = AnalogNeurons(n, card, rng=seed)
     out = {"dt": card.params["dt"], "acceleration": card.params["acceleration"]}
     out["uncalibrated"] = chip.run(x, rng=1)
-    chip.calibrate(rng=2)
+    calibrate(chip, rng=2)
     out["calibrated"] = chip.run(x, rng=1)
     out["ideal"] = IdealNeurons.from_card(n, card).run(x)
     return out
@@ -599,7 +601,7 @@ def chip_figures(card: Card | str, out_dir: str | os.PathLike, seed: Any = 0, *,
     * ``<name>_membrane_traces.png`` — membranes of six neurons with the same input;
     * ``<name>_raster.png`` — spike rasters of 64 neurons with the same input.
     """
-    from .substrate import PARAMETERS
+    from .hardware.substrate import PARAMETERS
 
     card = _card(card)
     out = Path(out_dir)

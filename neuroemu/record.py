@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .crossbar import Tile
+from .hardware.crossbar import Tile
 from .io import write_csv
 
 #: Per-tile statistics, in column order.

@@ -38,7 +38,7 @@ rerun (e.g. two rungs that round to the same number of epochs).
 Scoring: a trial's score is the mean over its validation seeds of the experiment's main metric
 (``TUNE["metric"]`` and ``TUNE["mode"]``; ``metric``/``mode`` in the section override them), taken
 from the jobs' tidy rows (:func:`neuroemu.sweep.tidy_rows`). A configuration that diverged on any
-seed (see :mod:`neuroemu.experiments.divergence`) scores worst. Ties go to the earlier grid point.
+seed (see :mod:`neuroemu.studies.divergence`) scores worst. Ties go to the earlier grid point.
 Trials run on the validation seeds only and through the experiment's ``TUNE["trial"]`` hook
 (crossbar_mlp: scored on held-out training images, the test set is not loaded); ``tune.set`` gives
 values for the trials only (e.g. ``{data.validation: 10000}``).
@@ -398,7 +398,7 @@ class Plan:
                 _set(raw_run, self.resource, resource[1])  # the run's own value would hide the rung's
         raw["runs"] = [raw_run]
         where = f"{self.config_path}: tune trial of run {run.name!r} ({_label(values) or 'as configured'}):"
-        from .experiments import resolve_data
+        from .studies import resolve_data
 
         _, cfg = resolve_data(raw, where)
         if self.trial_hook is not None:
@@ -416,7 +416,7 @@ class Plan:
 def _declaration(module: Any, cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """The module's ``TUNE`` declaration, checked; a ``metric`` or ``mode`` given as a function of
     the resolved config (e.g. one per task) is evaluated."""
-    from .experiments import EXPERIMENTS
+    from .studies import EXPERIMENTS
 
     decl = getattr(module, "TUNE", None)
     if decl is None:
@@ -481,7 +481,7 @@ def plan(config_path: str | Path, overrides: list[str] | None = None) -> Plan:
     if section is None:
         raise ConfigError(f"{where} tune: missing; add a tune section (budget, seeds, space) to the config, see "
                           "docs/tune.md")
-    from .experiments import resolve_data
+    from .studies import resolve_data
 
     module, cfg = resolve_data(raw, where)
     decl = _declaration(module, cfg, where)
@@ -639,7 +639,7 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
         raise failure
     summary: dict[str, Any] = {"chosen": chosen, "trials": trials, "console": console_table(p, trials, chosen)}
     if then_run:
-        from .experiments import run_experiment
+        from .studies import run_experiment
 
         say(f"running the tuned config on the reported seeds {p.cfg['seeds']} -> {out / 'run'}")
         summary["run"] = run_experiment(out / "tuned.yaml", out / "run", workers=workers, quiet=quiet,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from neuroemu._kernels import analog as K
-from neuroemu.analog import MACParams, analog_matmul, hagen_mac, quantize_inputs, quantize_weights
+from neuroemu.hardware.analog import MACParams, analog_matmul, hagen_mac, quantize_inputs, quantize_weights
 from tests.reference import analog as R
 
 
@@ -74,9 +74,9 @@ def test_analog_matmul_approximates_the_float_product():
 
 # ------------------------------------------------------------------------------ the MAC as a tile
 def test_mac_tile_is_what_make_tile_builds_and_reads_like_hagen_mac():
-    from neuroemu.analog import MACTile
-    from neuroemu.cards import load_card
-    from neuroemu.crossbar import make_tile
+    from neuroemu.hardware.analog import MACTile
+    from neuroemu.hardware.cards import load_card
+    from neuroemu.hardware.factory import make_tile
 
     rng = np.random.default_rng(0)
     tile = make_tile(6, 200, "brainscales2", w_max=0.5, rng=1)
@@ -109,7 +109,7 @@ def test_mac_tile_is_what_make_tile_builds_and_reads_like_hagen_mac():
 
 
 def test_mac_tile_more_sends_less_relative_noise():
-    from neuroemu.crossbar import make_tile
+    from neuroemu.hardware.factory import make_tile
 
     rng = np.random.default_rng(3)
     w = rng.uniform(-0.05, 0.05, (20, 256))
@@ -123,8 +123,9 @@ def test_mac_tile_more_sends_less_relative_noise():
 
 
 def test_mac_tile_errors():
-    from neuroemu.analog import MACTile
-    from neuroemu.crossbar import Tile, make_tile
+    from neuroemu.hardware.analog import MACTile
+    from neuroemu.hardware.crossbar import Tile
+    from neuroemu.hardware.factory import make_tile
     from neuroemu.errors import ConfigError
 
     with pytest.raises(ConfigError, match="make_tile"):

@@ -5,9 +5,9 @@ real chip)."""
 import numpy as np
 import pytest
 
-from neuroemu.calibration import calibrate, measure
+from neuroemu.hardware.calibration import calibrate, measure
 from neuroemu.errors import ConfigError
-from neuroemu.substrate import PARAMETERS, AnalogNeurons
+from neuroemu.hardware.substrate import PARAMETERS, AnalogNeurons
 
 
 @pytest.fixture(scope="module")

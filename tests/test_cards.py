@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import neuroemu
-from neuroemu.cards import KINDS, Card, cards_dir, list_cards, load_card, parse_card
+from neuroemu.hardware.cards import KINDS, Card, cards_dir, list_cards, load_card, parse_card
 from neuroemu.errors import CardError, NeuroemuError
 
 SHIPPED = ["ideal", "linear_step", "pcm_joshi2020", "pcm_nandakumar2018", "quantized", "rram_gong2018"]
@@ -337,7 +337,7 @@ def test_every_kind_default_is_valid():
         for key, field in schema.items():
             if field.default is not None:
                 field.check(field.default, f"{kind}.{key}")
-    from neuroemu.cards import COMMON
+    from neuroemu.hardware.cards import COMMON
     for key, field in COMMON.items():
         field.check(field.default, key)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from neuroemu.cards import cards_dir, list_cards
+from neuroemu.hardware.cards import cards_dir, list_cards
 from neuroemu.cli import main
 from tests.synthetic import write_tiny_fashion_mnist
 
@@ -155,7 +155,7 @@ def test_run_config_errors_are_one_line(tmp_path, tiny_data, capsys):
 
 
 def test_shipped_example_config_validates():
-    from neuroemu.experiments import resolve
+    from neuroemu.studies import resolve
 
     root = Path(__file__).resolve().parents[1]
     module, cfg = resolve(root / "examples" / "fmnist_crossbar" / "config.yaml")
@@ -314,12 +314,12 @@ def test_a_closed_pipe_ends_quietly():
 
 
 def test_overwrite_is_passed_to_run_and_sweep(monkeypatch, tmp_path, capsys):
-    import neuroemu.experiments
+    import neuroemu.studies
     import neuroemu.sweep
 
     seen = []
     fake = lambda *args, **kwargs: seen.append(kwargs["overwrite"]) or {"console": []}  # noqa: E731
-    monkeypatch.setattr(neuroemu.experiments, "run_experiment", fake)
+    monkeypatch.setattr(neuroemu.studies, "run_experiment", fake)
     monkeypatch.setattr(neuroemu.sweep, "run_sweep", fake)
     for command in ("run", "sweep"):
         assert main([command, "cfg.yaml", "--out", str(tmp_path)]) == 0

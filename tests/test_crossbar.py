@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from neuroemu import Periphery, Tile, load_card
-from neuroemu.crossbar import aihwkit_bm_reads
+from neuroemu.hardware.crossbar import aihwkit_bm_reads
 from neuroemu.errors import ConfigError
 from tests.reference import device as RD
 from tests.reference import periphery as RP

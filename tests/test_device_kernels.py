@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 from neuroemu._kernels import device as K
-from neuroemu.cards import load_card
-from neuroemu.crossbar import device_params
+from neuroemu.hardware.cards import load_card
+from neuroemu.hardware.crossbar import device_params
 from tests.reference import device as R
 from tests.reference import rng as RR
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from neuroemu.cli import main
-from neuroemu.experiments import divergence, tables
+from neuroemu.studies import divergence, tables
 from neuroemu.progress import JobProgress
-from neuroemu.schemes import PulseLimitWarning
+from neuroemu.hardware.schemes import PulseLimitWarning
 from tests.test_cli import tiny_data, write_config  # noqa: F401 - the fixture
 
 

@@ -198,7 +198,7 @@ class Shell:
 
     @staticmethod
     def _chip(target: str | None) -> bool:
-        from neuroemu.cards import load_card
+        from neuroemu.hardware.cards import load_card
 
         return target is not None and load_card(target).kind == "analog_chip"
 
@@ -210,13 +210,13 @@ class Shell:
         return p
 
     def plan(self, config: str, overrides: list[str]) -> None:
-        from neuroemu.experiments import resolve
+        from neuroemu.studies import resolve
 
         module, cfg = resolve(self._config(config), overrides)
         assert module.jobs(cfg), f"{config}: no jobs"
 
     def plan_sweep(self, parsed) -> None:
-        from neuroemu.experiments import EXPERIMENTS, resolve
+        from neuroemu.studies import EXPERIMENTS, resolve
         from neuroemu.sweep import grid_points, parse_grid
 
         config = self._config(parsed.config)
@@ -313,7 +313,7 @@ def test_code_blocks(page, workdir, capsys):
 
 
 def check_yaml(code: str, where: str) -> None:
-    from neuroemu.cards import parse_card
+    from neuroemu.hardware.cards import parse_card
 
     data = yaml.safe_load(code)
     if isinstance(data, dict) and "schema" in data and "kind" in data:
@@ -380,7 +380,7 @@ def test_cli_page_names_every_subcommand_and_flag():
 
 
 def test_devices_page_names_every_card_and_field():
-    from neuroemu.cards import COMMON, KINDS, SOURCE_KEYS, TOP_LEVEL, list_cards
+    from neuroemu.hardware.cards import COMMON, KINDS, SOURCE_KEYS, TOP_LEVEL, list_cards
 
     text = (ROOT / "docs" / "devices.md").read_text()
     for name in list_cards():

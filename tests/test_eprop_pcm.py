@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from neuroemu.cli import main
-from neuroemu.experiments import eprop_pcm
+from neuroemu.studies import eprop_pcm
 
 
 def config(path, **extra):
@@ -101,7 +101,7 @@ def test_a_typo_in_the_scheme_is_not_blamed_on_e_prop(tmp_path, capsys):
 
 
 def test_an_edited_card_is_not_served_from_old_results(tmp_path, capsys):
-    from neuroemu.cards import cards_dir
+    from neuroemu.hardware.cards import cards_dir
 
     card = tmp_path / "my_step.yaml"
     card.write_text((cards_dir() / "linear_step.yaml").read_text().replace("name: linear_step", "name: my_step"))
@@ -157,7 +157,7 @@ def test_blown_up_error_is_marked_diverged_not_averaged(tmp_path, capsys):
     """lr 1e6: the NMSE blows up (the read-out bias alone makes it 1e16 after one update) and the
     runs are marked, not reported; on the mixed-precision chip the updates are clipped to the pulse
     limit, so the job ends quickly, warns once and says how often the limit was hit."""
-    from neuroemu.schemes import PulseLimitWarning
+    from neuroemu.hardware.schemes import PulseLimitWarning
 
     cfg = config(tmp_path / "cfg.yaml", train={"updates": 20, "lr": 1e6, "lr_out": 1e6, "eval_every": 10},
                  runs=[{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
@@ -189,7 +189,7 @@ def test_blown_up_error_is_marked_diverged_not_averaged(tmp_path, capsys):
 
 
 def test_warnings_and_progress_of_worker_processes_reach_the_console(tmp_path, capfd, monkeypatch):
-    from neuroemu.experiments import run_experiment
+    from neuroemu.studies import run_experiment
 
     monkeypatch.setenv("NEUROEMU_PROGRESS_S", "0")
     monkeypatch.delenv("NEUROEMU_QUIET", raising=False)
@@ -218,7 +218,7 @@ def test_the_study_follows_the_authors_setup():
     docs/eprop_pcm.md lists every difference the experiment's RESULTS.md lists."""
     from pathlib import Path
 
-    from neuroemu.experiments import resolve
+    from neuroemu.studies import resolve
 
     root = Path(__file__).resolve().parents[1]
     _, cfg = resolve(root / "examples/eprop_pcm/schemes.yaml")
@@ -230,7 +230,7 @@ def test_the_study_follows_the_authors_setup():
     assert rule.grad_clip == pytest.approx(100 / 0.193) and rule.grad_clip_out == 100.0
     assert rule.reg_form == "signal" and rule.c_reg == 8.4e-4 and rule.n_ref == 0
     # 11.825 µS per weight unit on the PCM card, the authors' xbar_scale
-    from neuroemu.crossbar import make_tile
+    from neuroemu.hardware.factory import make_tile
 
     tile = make_tile(2, 2, "pcm_nandakumar2018", w_max=cfg["hardware"]["w_max"])
     assert tile.scale == pytest.approx(11.825, rel=1e-3)

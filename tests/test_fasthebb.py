@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from neuroemu.cli import main
-from neuroemu.experiments.fasthebb import label_subset
+from neuroemu.studies.fasthebb import label_subset
 from tests.test_spiking_fmnist import tiny_data  # noqa: F401 - the fixture
 
 
@@ -85,7 +85,7 @@ def test_fasthebb_config_errors(tmp_path, tiny_data, capsys, extra, message):  #
 
 
 def test_a_run_may_name_its_own_seeds(tmp_path, tiny_data):  # noqa: F811
-    from neuroemu.experiments import resolve
+    from neuroemu.studies import resolve
 
     cfg = config(tmp_path / "cfg.yaml", tiny_data, seeds=[0, 1, 2],
                  runs=[{"features": "hebbian"}, {"features": "backprop", "seeds": [4]}])

@@ -7,10 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from neuroemu.crossbar import Periphery, make_tile
+from neuroemu.hardware.crossbar import Periphery
+from neuroemu.hardware.factory import make_tile
 from neuroemu.errors import ConfigError
 from neuroemu.rules.hebbian import HebbianConv, HebbianDense, HebbianRule, responses, similarity
-from neuroemu.schemes import make_scheme
+from neuroemu.hardware.schemes import make_scheme
 
 SETTINGS = [("swta", "mean"), ("swta", "sum"), ("swta", "responses"), ("kwta", "mean"), ("kwta", "responses"),
             ("hpca", "mean"), ("hpca", "sum"), ("oja", "mean"), ("oja", "sum")]

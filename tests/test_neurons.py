@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from neuroemu import neurons as N
+from neuroemu.hardware import neurons as N
 from neuroemu._kernels import neurons as K
 from tests.reference import neurons as R
 

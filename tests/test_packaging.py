@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from neuroemu.cards import list_cards
+from neuroemu.hardware.cards import list_cards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,4 +18,4 @@ def test_build_copies_every_card_into_the_package(tmp_path):
     assert res.returncode == 0, res.stderr
     shipped = sorted(p.stem for p in (tmp_path / "neuroemu" / "cards").glob("*.yaml"))
     assert shipped == list_cards()
-    assert (tmp_path / "neuroemu" / "cards.py").is_file()
+    assert (tmp_path / "neuroemu" / "hardware" / "cards.py").is_file()

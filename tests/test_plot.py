@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from neuroemu import plot  # noqa: E402
-from neuroemu.cards import list_cards  # noqa: E402
-from neuroemu.crossbar import Tile  # noqa: E402
+from neuroemu.hardware.cards import list_cards  # noqa: E402
+from neuroemu.hardware.crossbar import Tile  # noqa: E402
 from neuroemu.record import Recorder, read_csv  # noqa: E402
 
 PCM = "pcm_nandakumar2018"
@@ -178,7 +178,7 @@ def test_device_figures_for_every_card(tmp_path):
 
 
 def test_chip_plots_show_what_they_claim():
-    from neuroemu.cards import load_card
+    from neuroemu.hardware.cards import load_card
 
     rep = plot.compute_calibration("brainscales2", n=64, seed=1)
     assert all(r < 0.3 for r in rep.ratio().values())

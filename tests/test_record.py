@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from neuroemu.crossbar import Periphery, Tile
+from neuroemu.hardware.crossbar import Periphery, Tile
 from neuroemu.record import Recorder, read_csv
 
 

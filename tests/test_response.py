@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from neuroemu.cards import load_card
-from neuroemu import response
+from neuroemu.hardware.cards import load_card
+from neuroemu.hardware import response
 from neuroemu.errors import CardError, NeuroemuError
-from neuroemu.response import drift_curve, programmed_vs_target, pulse_response, read_noise_curve
+from neuroemu.hardware.response import drift_curve, programmed_vs_target, pulse_response, read_noise_curve
 
 PCM = "pcm_nandakumar2018"
 

@@ -174,7 +174,7 @@ def squares_experiment(monkeypatch, workers: int = 1):
     import types
 
     from neuroemu.config import Opt
-    from neuroemu.experiments import EXPERIMENTS
+    from neuroemu.studies import EXPERIMENTS
 
     mod = types.SimpleNamespace(
         NAME="squares", SCHEMA={"experiment": Opt("str"), "workers": Opt("int", workers), "x": Opt("int", 0)},
@@ -186,7 +186,7 @@ def squares_experiment(monkeypatch, workers: int = 1):
 
 
 def test_run_experiment_refuses_before_replacing_the_config(tmp_path, monkeypatch):
-    from neuroemu.experiments import run_experiment
+    from neuroemu.studies import run_experiment
 
     squares_experiment(monkeypatch)
     cfg = tmp_path / "cfg.yaml"
@@ -202,13 +202,13 @@ def test_run_experiment_refuses_before_replacing_the_config(tmp_path, monkeypatc
 
 
 def test_run_experiment_takes_the_workers_it_is_given(tmp_path, monkeypatch):
-    import neuroemu.experiments
+    import neuroemu.studies
     from neuroemu.errors import ConfigError
-    from neuroemu.experiments import run_experiment
+    from neuroemu.studies import run_experiment
 
     squares_experiment(monkeypatch, workers=3)
     seen = []
-    monkeypatch.setattr(neuroemu.experiments, "run_jobs",
+    monkeypatch.setattr(neuroemu.studies, "run_jobs",
                         lambda jobs, fn, out, *, workers, **kw: seen.append(workers) or [fn(j) for j in jobs])
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("experiment: squares\nx: 2\n")

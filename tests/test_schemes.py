@@ -14,7 +14,7 @@ import pytest
 
 from neuroemu import ConfigError, Periphery, Tile, load_card
 from neuroemu._kernels import update as U
-from neuroemu.schemes import SCHEMES, make_scheme, read_column
+from neuroemu.hardware.schemes import SCHEMES, make_scheme, read_column
 
 from tests.reference import update as RU
 
@@ -57,7 +57,7 @@ def test_unknown_param_names_field_and_choices():
 
 def test_the_pulse_limit_is_public():
     import neuroemu
-    from neuroemu import schemes
+    from neuroemu.hardware import schemes
 
     assert neuroemu.PulseLimitWarning is schemes.PulseLimitWarning and neuroemu.MAX_PULSES == schemes.MAX_PULSES
     assert {"PulseLimitWarning", "MAX_PULSES"} <= set(neuroemu.__all__)
@@ -259,7 +259,7 @@ def test_mixed_precision_keeps_remainder():
 def test_pulse_limit_clips_and_warns_once(name, how, card, excess):
     """An update wanting far more pulses than max_pulses gets max_pulses per synapse, one
     PulseLimitWarning (with the numbers and the way out) and a count in stats()."""
-    from neuroemu.schemes import MAX_PULSES, PulseLimitWarning
+    from neuroemu.hardware.schemes import MAX_PULSES, PulseLimitWarning
 
     t = tile(card, shape=(3, 4))
     extra = {"transfer_every": 10**6} if name == "tiki_taka" else {}  # A alone (transfers: test_tiki_taka_...)
@@ -373,7 +373,7 @@ def test_tiki_taka_small_transfers_are_applied():
 
 
 def test_tiki_taka_transfer_obeys_the_pulse_limit():
-    from neuroemu.schemes import PulseLimitWarning
+    from neuroemu.hardware.schemes import PulseLimitWarning
 
     c = tile("linear_step", shape=(3, 4), seed=5)
     s = make_scheme("tiki_taka", c, rng=6, transfer_lr=1e4, max_pulses=3, transfer_columns=4)

@@ -9,9 +9,9 @@ import yaml
 from neuroemu.cli import main
 from neuroemu.data import load_fashion_mnist
 from neuroemu.data.encoders import latency_encode
-from neuroemu.experiments.sparse_snn import learning_rate, psp_peak
+from neuroemu.studies.sparse_snn import learning_rate, psp_peak
 from neuroemu.rules.sparse import SparseSNN
-from neuroemu.substrate import IdealNeurons
+from neuroemu.hardware.substrate import IdealNeurons
 from tests.test_spiking_fmnist import tiny_data  # noqa: F401 - the fixture
 
 
@@ -67,8 +67,8 @@ def test_sparse_snn_config_errors(tmp_path, tiny_data, capsys):  # noqa: F811
     ("chip", "pcm_joshi2020", "read_q: 0.0088"), ("neurons", "brainscales2", "n_neurons: 512"),
 ])
 def test_an_edited_card_is_not_served_from_old_results(tmp_path, tiny_data, section, card, field):  # noqa: F811
-    from neuroemu.cards import cards_dir
-    from neuroemu.experiments import resolve
+    from neuroemu.hardware.cards import cards_dir
+    from neuroemu.studies import resolve
     from neuroemu.runner import ResultsDiffer, load_results, run_jobs
 
     path = tmp_path / f"my_{card}.yaml"

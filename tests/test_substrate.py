@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 
 from neuroemu._kernels import analog as K
-from neuroemu.cards import load_card
-from neuroemu.crossbar import Periphery, make_tile
+from neuroemu.hardware.cards import load_card
+from neuroemu.hardware.crossbar import Periphery
+from neuroemu.hardware.factory import make_tile
 from neuroemu.errors import ConfigError
-from neuroemu.neurons import CubaParams, cuba_sequence
-from neuroemu.substrate import PARAMETERS, AnalogNeurons, IdealNeurons, SpikingLayer, chip_targets, make_substrate
+from neuroemu.hardware.neurons import CubaParams, cuba_sequence
+from neuroemu.hardware.substrate import PARAMETERS, AnalogNeurons, IdealNeurons, SpikingLayer, chip_targets
+from neuroemu.hardware.factory import make_substrate
 from tests.reference import analog as R
 
 CARD = load_card("brainscales2")

@@ -15,7 +15,7 @@ import yaml
 from neuroemu.cli import main
 from tests.synthetic import write_tiny_fashion_mnist
 from neuroemu.errors import ConfigError
-from neuroemu.experiments import EXPERIMENTS, crossbar_mlp, spiking_fmnist
+from neuroemu.studies import EXPERIMENTS, crossbar_mlp, spiking_fmnist
 from neuroemu.sweep import console_table, grid_points, parse_grid, run_sweep, split_values, tidy_rows
 
 GRID = ["--grid", "train.lr=0.5,0.1", "--seeds", "2"]

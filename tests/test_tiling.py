@@ -1,4 +1,4 @@
-"""Tests for layers split over several crossbar tiles (neuroemu.tiling)."""
+"""Tests for layers split over several crossbar tiles (neuroemu.hardware.tiling)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from neuroemu import ConfigError, Periphery, load_card, make_tile
-from neuroemu.schemes import make_scheme
-from neuroemu.tiling import MAX_TILE, TiledLayer, split_sizes
+from neuroemu.hardware.schemes import make_scheme
+from neuroemu.hardware.tiling import MAX_TILE, TiledLayer, split_sizes
 
 IDEAL = Periphery.ideal()
 

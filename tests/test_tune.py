@@ -15,7 +15,7 @@ from neuroemu.cli import main
 from neuroemu.config import Opt, check_seeds, validate
 from tests.synthetic import write_tiny_fashion_mnist
 from neuroemu.errors import ConfigError
-from neuroemu.experiments import EXPERIMENTS, crossbar_mlp, resolve
+from neuroemu.studies import EXPERIMENTS, crossbar_mlp, resolve
 from neuroemu.tune import expand, halving_sizes, lin_grid, log_grid, plan, promote, rung_resources, run_tune
 
 

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neuroemu.experiments import run_experiment  # noqa: E402
+from neuroemu.studies import run_experiment  # noqa: E402
 from neuroemu.io import atomic_write_text  # noqa: E402
 from neuroemu.tune import run_tune  # noqa: E402
 

@@ -35,7 +35,7 @@ _WRITE_SALT = 0x2545F4914F6CDD1D  # separates the write-noise stream from the ot
 
 
 class DeviceParams(NamedTuple):
-    """Card numbers a kernel needs (floats only; see neuroemu.cards for their meaning)."""
+    """Card numbers a kernel needs (floats only; see neuroemu.hardware.cards for their meaning)."""
 
     p_factor: float  # exp(-1/decay_pulses)
     mean_g: float

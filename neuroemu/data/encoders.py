@@ -1,7 +1,7 @@
 """Spike encoders: time-to-first-spike (latency) and Bernoulli rate codes.
 
 Both turn intensities x in [0, 1] into spike trains of shape (T, batch, n), time first, 0/1
-valued, ready for :func:`neuroemu.neurons.cuba_sequence` and the spiking networks in
+valued, ready for :func:`neuroemu.hardware.neurons.cuba_sequence` and the spiking networks in
 :mod:`neuroemu.rules`.
 
 * Latency code (Perez-Nieves & Goodman 2021, after Zenke & Vogels 2021): a pixel spikes once,

@@ -281,7 +281,7 @@ class HebbianDense:
         """Train without labels on samples x (N, ...), ``batch_size`` at a time in a shuffled order
         per epoch; returns the throughput (samples per second).
 
-        scheme: an update scheme (:mod:`neuroemu.schemes`) whose tile holds the weights, shape
+        scheme: an update scheme (:mod:`neuroemu.hardware.schemes`) whose tile holds the weights, shape
         (K, D): the products x·w_i are read from the array (``scheme.forward``, with its read noise),
         the wanted ΔW is applied by the scheme (pulses on devices) and ``w`` follows the programmed
         weights. callback(epoch, batch_index) is called after every batch.

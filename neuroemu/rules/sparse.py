@@ -58,7 +58,7 @@ from typing import NamedTuple
 import numpy as np
 
 from neuroemu._kernels import sparse as K
-from neuroemu.neurons import decay
+from neuroemu.hardware.neurons import decay
 from neuroemu.rules.surrogate import (
     PAPER_INIT_GAIN,
     PAPER_REG,

@@ -3,7 +3,7 @@
 Network (the Perez-Nieves & Goodman 2021 set-up, with current-based neurons): input spikes
 S_0 (T, B, n_0) → hidden CUBA-LIF layers l = 1..L−1 → a non-spiking CUBA readout; weights
 W_l of shape (n_l, n_{l−1}), no biases. Per hidden layer and step t (state zero at t = −1),
-exactly the ideal kernel :func:`neuroemu.neurons.cuba_sequence` with ``reset_mode=1``:
+exactly the ideal kernel :func:`neuroemu.hardware.neurons.cuba_sequence` with ``reset_mode=1``:
 
     I_t  = S_{l−1,t} W_lᵀ
     i_t  = β_syn i_{t−1} + I_t
@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 
 from neuroemu._kernels.optim import adam_step
-from neuroemu.neurons import CubaParams, cuba_sequence, decay
+from neuroemu.hardware.neurons import CubaParams, cuba_sequence, decay
 
 __all__ = [
     "Adam",

@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import device as K
-from ._kernels import periphery as P
-from ._kernels.rng import normals
+from .._kernels import device as K
+from .._kernels import periphery as P
+from .._kernels.rng import normals
 from .cards import Card, load_card
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _LAWS = {"constant": K.CONSTANT, "soft_bounds": K.SOFT_BOUNDS, "exp_step": K.EXP_STEP}
 
@@ -180,28 +180,13 @@ def pulse_law(card: Card) -> int:
     return K.CONSTANT
 
 
-def make_tile(out_size: int, in_size: int, card: Card | str = "ideal", **kwargs: Any) -> "Tile":
-    """A tile for any card: a :class:`Tile` of devices, or for an ``analog_chip`` card its synapse
-    array with the analog MAC mode (:class:`~neuroemu.analog.MACTile`; ``periphery`` and
-    ``n_devices`` do not apply to it and must be left at their defaults)."""
-    card = card if isinstance(card, Card) else load_card(card)
-    if card.kind == "analog_chip":
-        from .analog import MACTile
-
-        if kwargs.pop("n_devices", 1) != 1:
-            raise ConfigError(f"{card.name}: n_devices: the chip's synapse array has one cell pair per weight")
-        kwargs.pop("periphery", None)  # the MAC mode has its own converters, from the card
-        return MACTile(out_size, in_size, card, **kwargs)
-    return Tile(out_size, in_size, card, **kwargs)
-
-
 class Tile:
     """A weight matrix of shape ``(out_size, in_size)`` on a crossbar of devices.
 
     Parameters
     ----------
     out_size, in_size: matrix shape.
-    card: a :class:`~neuroemu.cards.Card`, a card name or a path to a card file.
+    card: a :class:`~neuroemu.hardware.cards.Card`, a card name or a path to a card file.
     n_devices: devices per side of each synapse.
     w_max: the weight that maps to the full conductance range of one side (default 1).
     scale: µS per weight unit; overrides ``w_max``.
@@ -215,7 +200,7 @@ class Tile:
         self.card = card if isinstance(card, Card) else load_card(card)
         if self.card.kind == "analog_chip":
             raise ConfigError(f"Tile: {self.card.name} describes a whole chip; build its synapse array with "
-                              "make_tile (or neuroemu.analog.MACTile)")
+                              "make_tile (or neuroemu.hardware.analog.MACTile)")
         if not (isinstance(n_devices, int) and n_devices >= 1):
             raise ConfigError(f"n_devices: expected an integer >= 1, got {n_devices!r}")
         if out_size < 1 or in_size < 1:

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import analog as _K
+from .._kernels import analog as _K
 from .cards import Card, load_card
 from .crossbar import Periphery, Tile, as_rng, draw_seed
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Fashion-MNIST MLP trained by backprop with its weights on crossbar tiles.
 
-Every layer's weight matrix lives on a :class:`~neuroemu.crossbar.Tile` of one device card and is
+Every layer's weight matrix lives on a :class:`~neuroemu.hardware.crossbar.Tile` of one device card and is
 read through the tile's periphery (DAC, read noise, output noise, ADC) in the forward and the
 backward pass. After each mini-batch the backprop update ``ΔW = −lr · dᵀx`` goes to the layer's
 update scheme, which turns it into pulses on the devices. Biases are digital (float) and trained by
@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from ..cards import load_card
+from ..hardware.cards import load_card
 from ..config import Opt, check_delays, check_layers, check_seeds
-from ..crossbar import Periphery, make_tile
+from ..hardware.crossbar import Periphery
+from ..hardware.factory import make_tile
 from ..errors import ConfigError, did_you_mean
 from ..plot import delay_key, delay_label
 from ..progress import job_messages
-from ..schemes import PulseLimitWarning
+from ..hardware.schemes import PulseLimitWarning
 from . import divergence, tables
 
 NAME = "crossbar_mlp"
@@ -116,7 +117,7 @@ def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> An
     (so a typo fails now, not minutes later in a worker) and keep the card's numbers in the run (an
     edited card reruns). Returns the card."""
     from ..errors import NeuroemuError
-    from ..schemes import SCHEMES, make_scheme
+    from ..hardware.schemes import SCHEMES, make_scheme
 
     if run["scheme"] not in SCHEMES:
         raise ConfigError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}"
@@ -170,7 +171,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ..config import validate
     from ..errors import NeuroemuError
     from ..runner import check_run_names
-    from ..schemes import SCHEMES, make_scheme
+    from ..hardware.schemes import SCHEMES, make_scheme
 
     data, ev = cfg["data"], cfg["eval"]
     if not ev["test"]:
@@ -322,7 +323,7 @@ class Network:
     def __init__(self, sizes: list[int], card, scheme: str, scheme_params: dict, *, periphery: Periphery,
                  n_devices: int, w_max: float, rng: np.random.Generator, init_gain: float = 1.0,
                  weights: list[np.ndarray] | None = None, tile_options: dict[str, Any] | None = None):
-        from ..schemes import make_scheme
+        from ..hardware.schemes import make_scheme
 
         self.tiles, self.schemes, self.biases = [], [], []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):

@@ -99,7 +99,7 @@ RUN = {
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    from ..cards import load_card
+    from ..hardware.cards import load_card
     from ..config import validate
     from ..errors import NeuroemuError
     from ..runner import check_run_names
@@ -109,7 +109,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     except NeuroemuError as exc:
         raise ConfigError(f"{where} chip.card: {exc}") from None
     if cfg["neurons"]["card"] is not None:
-        from ..substrate import chip_targets
+        from ..hardware.substrate import chip_targets
 
         try:
             neurons = load_card(cfg["neurons"]["card"])
@@ -244,8 +244,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _on_chip(net, job, xte, yte, enc) -> dict[str, float]:
     """Program the trained weights once on the chip card and measure test accuracy after each delay."""
-    from ..cards import load_card
-    from ..crossbar import Periphery, make_tile
+    from ..hardware.cards import load_card
+    from ..hardware.crossbar import Periphery
+    from ..hardware.factory import make_tile
 
     c = job["chip"]
     card = load_card(c["card"])
@@ -289,8 +290,9 @@ def psp_peak(neurons) -> float:
 
 def _on_neurons(net, job, xte, yte, xcal, enc) -> dict[str, Any] | None:
     """Test accuracy with the neuron layers on the chip's neurons (weights ideal); see the module doc."""
-    from ..cards import load_card
-    from ..substrate import chip_targets, make_substrate
+    from ..hardware.cards import load_card
+    from ..hardware.factory import make_substrate
+    from ..hardware.substrate import chip_targets
 
     c = job["neurons"]
     if c["card"] is None:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cards import load_card
+from ..hardware.cards import load_card
 from ..config import Opt, check_layers, check_seeds
 from ..errors import ConfigError
 from . import divergence, tables
@@ -90,10 +90,11 @@ RUN = {
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate the runs and build each one's tile and substrate once on a tiny chip."""
     from ..config import validate
-    from ..crossbar import Periphery, make_tile
+    from ..hardware.crossbar import Periphery
+    from ..hardware.factory import make_tile
     from ..errors import NeuroemuError
     from ..runner import check_run_names
-    from ..substrate import make_substrate
+    from ..hardware.factory import make_substrate
 
     try:
         chip = load_card(cfg["model"]["card"])
@@ -143,7 +144,7 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------- one job
 def _network(job: dict[str, Any], rng: np.random.Generator):
     from ..rules.surrogate import PAPER_REG, SpikingMLP
-    from ..substrate import IdealNeurons
+    from ..hardware.substrate import IdealNeurons
 
     chip = load_card(job["model"]["card"])
     ideal = IdealNeurons.from_card(1, chip)
@@ -173,8 +174,10 @@ def _evaluate(net, x, y, enc, batch, matmul=None, neurons=None) -> tuple[float, 
 
 def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
     """Tiles and substrates of one run on the seed's chip; returns (matmul, neurons, calibration report)."""
-    from ..crossbar import Periphery, make_tile
-    from ..substrate import make_substrate
+    from ..hardware.crossbar import Periphery
+    from ..hardware.factory import make_tile
+    from ..hardware.factory import make_substrate
+    from ..hardware.calibration import calibrate
 
     seed = job["seed"]
     chip = load_card(job["model"]["card"])
@@ -195,7 +198,7 @@ def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
         # the same chip for every run of a seed: mismatch from (seed, layer) only
         sub = make_substrate(run["neurons"], w.shape[0], chip, rng=np.random.default_rng([seed, 100 + layer]))
         if run["calibrated"]:
-            reports.append(sub.calibrate(rng=np.random.default_rng([seed, 200 + layer])))
+            reports.append(calibrate(sub, rng=np.random.default_rng([seed, 200 + layer])))
         subs.append(sub)
     noise = np.random.default_rng([seed, 300, zlib.crc32(run["name"].encode())])
 

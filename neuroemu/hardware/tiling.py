@@ -7,7 +7,7 @@ A :class:`TiledLayer` holds an ``(out, in)`` weight matrix the same way:
 * Each dimension is split into the fewest pieces of at most ``max_tile`` that are as equal as
   possible (aihwkit's ``TileModuleArray``): 784 inputs on 512-wide tiles give 392 + 392, 1000 give
   500 + 500 (:func:`split_sizes`).
-* Every block is a full :class:`~neuroemu.crossbar.Tile` of the card, with its own periphery
+* Every block is a full :class:`~neuroemu.hardware.crossbar.Tile` of the card, with its own periphery
   (noise management on its own slice of the input, DAC, output noise, ADC, bound management),
   its own drift compensation, and its own update scheme (accumulators, arbitration counters,
   refresh policy, update management on its own slice of x and d).
@@ -16,7 +16,7 @@ A :class:`TiledLayer` holds an ``(out, in)`` weight matrix the same way:
   digital, is left to the caller here as for a scheme). ``backward(d)`` reads block (r, c) with
   the output slice r and sums over r. Writes and updates are split and delegated to the blocks.
 
-A :class:`TiledLayer` has the public interface of a :class:`~neuroemu.schemes.Scheme`
+A :class:`TiledLayer` has the public interface of a :class:`~neuroemu.hardware.schemes.Scheme`
 (``forward``, ``backward``, ``update``, ``apply``, ``weights``, ``stats``, ``refresh``, ``tiles``),
 plus the tile operations that concern the whole layer (``write``, ``advance``,
 ``compensate_drift``), so a training loop can take either.
@@ -36,8 +36,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from .cards import Card, load_card
-from .crossbar import Tile, as_rng, make_tile
-from .errors import ConfigError
+from .crossbar import Tile, as_rng
+from .factory import make_tile
+from ..errors import ConfigError
 from .schemes import Scheme, make_scheme
 
 __all__ = ["MAX_TILE", "TiledLayer", "split_sizes"]
@@ -81,9 +82,9 @@ class TiledLayer:
     Parameters
     ----------
     out_size, in_size: the layer's matrix shape.
-    card: a :class:`~neuroemu.cards.Card`, a card name or a path, for every tile.
-    scheme: the update scheme of every block (a key of :data:`~neuroemu.schemes.SCHEMES`).
-    scheme_params: the scheme's parameters (see :func:`~neuroemu.schemes.make_scheme`).
+    card: a :class:`~neuroemu.hardware.cards.Card`, a card name or a path, for every tile.
+    scheme: the update scheme of every block (a key of :data:`~neuroemu.hardware.schemes.SCHEMES`).
+    scheme_params: the scheme's parameters (see :func:`~neuroemu.hardware.schemes.make_scheme`).
     max_tile: the largest tile, ``(out, in)`` synapses, i.e. weight rows × columns as aihwkit counts
         them (the devices of one synapse, a pair or N per side, sit in one tile); default
         :data:`MAX_TILE`, aihwkit's 512 × 512; one value for both; ``None`` for no limit.
@@ -93,7 +94,7 @@ class TiledLayer:
     weights: initial weights (shape (out, in), or anything that broadcasts to it), written on each
         block's tile before its scheme is made: like a tile programmed before its scheme, this
         programming is not counted in ``stats()["writes"]`` (a later :meth:`write` is).
-    tile_options: further keyword arguments of :func:`~neuroemu.crossbar.make_tile` for every
+    tile_options: further keyword arguments of :func:`~neuroemu.hardware.crossbar.make_tile` for every
         tile: ``n_devices``, ``w_max``, ``scale``, ``periphery``, …
     """
 

@@ -53,12 +53,12 @@ from typing import Any
 
 import numpy as np
 
-from ..cards import load_card
+from ..hardware.cards import load_card
 from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError, did_you_mean
 from ..plot import delay_key, delay_label
 from ..progress import job_messages
-from ..schemes import SCHEMES, PulseLimitWarning
+from ..hardware.schemes import SCHEMES, PulseLimitWarning
 from . import divergence, tables
 from .crossbar_mlp import TILE_RUN, check_tile_run
 
@@ -284,9 +284,10 @@ class Chip:
                  run_rng: np.random.Generator | None = None):
         """``rng`` draws the initial weights and the devices (the same for every run of a seed);
         ``run_rng`` (default ``rng``) the read noise and the schemes' random pulses."""
-        from ..crossbar import Periphery, make_tile
+        from ..hardware.crossbar import Periphery
+        from ..hardware.factory import make_tile
         from ..rules.eprop import EpropNetwork
-        from ..schemes import make_scheme
+        from ..hardware.schemes import make_scheme
 
         run, hw, m = job["run"], job["hardware"], job["model"]
         card = load_card(run["card"])
@@ -318,7 +319,7 @@ class Chip:
 
     def forward(self, x: np.ndarray):
         """Run one batch of sequences x (T, B, n_in) on the chip: (trace, y)."""
-        from ..crossbar import draw_seed
+        from ..hardware.crossbar import draw_seed
         from ..rules.eprop import readout, simulate
 
         t_steps, batch, n_in = x.shape
@@ -593,7 +594,7 @@ def differences_markdown(cfg: dict[str, Any]) -> list[str]:
     :data:`AUTHORS`, then :data:`DIFFERENCES`."""
     lines = ["## Differences from the authors' setup", "",
              "Demirag et al.'s code (srnn-pcm) and its README's tuned set for mixed precision, as recorded in "
-             "`neuroemu.experiments.eprop_pcm.AUTHORS`; units converted as the module docstring says.", ""]
+             "`neuroemu.studies.eprop_pcm.AUTHORS`; units converted as the module docstring says.", ""]
     gone = departures(cfg)
     lines.append("* **This configuration**: " + ("; ".join(gone) if gone else "follows every setting listed there") + ".")
     lines += [f"* **{title}**: {text}" for title, text in DIFFERENCES]

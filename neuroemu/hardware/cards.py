@@ -34,8 +34,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .errors import CardError, did_you_mean
-from .io import read_yaml_file
+from ..errors import CardError, did_you_mean
+from ..io import read_yaml_file
 
 SCHEMA_VERSION = 1
 
@@ -367,7 +367,7 @@ def _validate_params(kind: str, raw: Mapping[str, Any], where: str, units: Mappi
         if key not in raw:
             if field.default is None:
                 unit = f" [{CANONICAL[field.dim]}]" if field.dim else ""
-                raise CardError(f"{fw}: missing required parameter{unit} ({field.doc or 'see neuroemu.cards.KINDS'})")
+                raise CardError(f"{fw}: missing required parameter{unit} ({field.doc or 'see neuroemu.hardware.cards.KINDS'})")
             out[key] = field.default
             continue
         value = raw[key]
@@ -489,9 +489,9 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
 
 def cards_dir() -> Path:
     """Directory of the cards shipped with neuroemu (a checkout's ``devices/`` or the installed copy)."""
-    here = Path(__file__).resolve().parent
-    repo = here.parent / "devices"
-    return repo if repo.is_dir() else here / "cards"
+    package = Path(__file__).resolve().parent.parent
+    repo = package.parent / "devices"
+    return repo if repo.is_dir() else package / "cards"
 
 
 def list_cards() -> list[str]:

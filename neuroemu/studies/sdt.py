@@ -52,7 +52,7 @@ import numpy as np
 from ..config import Opt, check_seeds, validate
 from ..errors import ConfigError
 from ..progress import job_messages
-from ..schemes import PulseLimitWarning
+from ..hardware.schemes import PulseLimitWarning
 from . import divergence, tables
 from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
@@ -315,9 +315,10 @@ class _EPNet:
         self.rng = rng
         self.schemes = []
         if run["card"] is not None:
-            from ..cards import load_card
-            from ..crossbar import Periphery, make_tile
-            from ..schemes import make_scheme
+            from ..hardware.cards import load_card
+            from ..hardware.crossbar import Periphery
+            from ..hardware.factory import make_tile
+            from ..hardware.schemes import make_scheme
 
             card = load_card(run["card"])
             for w in self.net.weights:

@@ -4,7 +4,7 @@ On BrainScaleS-2 every neuron parameter is set by a 10-bit analog memory cell; b
 is slightly different, the same code gives a different leak, threshold or time constant on every
 neuron. The chip's calibration software (calix) therefore *measures* each neuron through the
 chip's own read-out and searches each cell's code until the measurement meets the target. This
-module does the same on an :class:`~neuroemu.substrate.AnalogNeurons` chip: it only looks at what
+module does the same on an :class:`~neuroemu.hardware.substrate.AnalogNeurons` chip: it only looks at what
 the emulated read-out shows (8-bit CADC samples with read-out noise of membrane traces and
 synaptic-input traces, with the membrane's temporal noise), never at the hidden true values.
 
@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .crossbar import as_rng
-from .errors import ConfigError
+from ..errors import ConfigError
 from .substrate import PARAMETERS, VOLTAGES, AnalogNeurons
 
 __all__ = ["calibrate", "measure", "CalibrationReport", "MEASUREMENTS"]

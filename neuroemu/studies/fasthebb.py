@@ -38,7 +38,7 @@ import numpy as np
 from ..config import Opt, check_seeds
 from ..errors import ConfigError
 from ..progress import job_messages
-from ..schemes import PulseLimitWarning
+from ..hardware.schemes import PulseLimitWarning
 from . import divergence, tables
 from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
@@ -324,10 +324,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _chip(layer, run, seed):
     """The layer's weights written on a tile of the run's card, and the scheme that updates it."""
-    from ..cards import load_card
-    from ..crossbar import Periphery, make_tile
+    from ..hardware.cards import load_card
+    from ..hardware.crossbar import Periphery
+    from ..hardware.factory import make_tile
     from ..record import Recorder
-    from ..schemes import make_scheme
+    from ..hardware.schemes import make_scheme
 
     rng = np.random.default_rng([seed, zlib.crc32(run["name"].encode())])
     tile = make_tile(*layer.w.shape, load_card(run["card"]), n_devices=run["n_devices"] or 1, w_max=run["w_max"],

@@ -5,7 +5,7 @@ in *normalised units*: 0 is the rest (leak) potential, 1 the threshold, and an i
 synaptic current by x. Both substrates answer ``run(currents, spiking=...) -> (z, v)`` with spikes
 z and membranes v of shape (T, batch, n):
 
-* :class:`IdealNeurons` — the float model of :mod:`neuroemu.neurons` (CUBA, reset to a value,
+* :class:`IdealNeurons` — the float model of :mod:`neuroemu.hardware.neurons` (CUBA, reset to a value,
   refractory steps).
 * :class:`AnalogNeurons` — an emulated analog chip (an ``analog_chip`` card such as
   ``brainscales2``): every neuron has its own leak, reset and threshold potentials, τ_mem, τ_syn and
@@ -15,7 +15,7 @@ z and membranes v of shape (T, batch, n):
   in CADC LSB; the card's calibration targets define the normalised units, so a perfectly
   calibrated noise-free chip is the ideal substrate (with reset equal to leak, exactly).
   :meth:`AnalogNeurons.calibrate` trims the cells toward the targets by measurement
-  (:mod:`neuroemu.calibration`).
+  (:mod:`neuroemu.hardware.calibration`).
 
 Transfer laws from code c (0 .. capmem_max) to parameter, per neuron j:
 
@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import analog as _A
+from .._kernels import analog as _A
 from .cards import Card, load_card
 from .crossbar import as_rng, draw_seed
-from .errors import ConfigError, did_you_mean
+from ..errors import ConfigError, did_you_mean
 from .neurons import CubaParams, cuba_sequence, decay
 
-__all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "make_substrate", "chip_targets", "PARAMETERS",
+__all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "chip_targets", "PARAMETERS",
            "SUBSTRATES"]
 
 #: Neuron parameters of an analog chip, each held in one 10-bit cell per neuron.
@@ -269,34 +269,9 @@ class AnalogNeurons:
         vn = ((v - self.targets["v_leak"]) / self.gap).astype(z.dtype)
         return z, vn
 
-    def calibrate(self, *, rng: Any = None, parameters=PARAMETERS, **kwargs):
-        """Trim the parameter cells toward the targets by measurement; see
-        :func:`neuroemu.calibration.calibrate`. Returns its report."""
-        from .calibration import calibrate
-
-        return calibrate(self, rng=rng, parameters=parameters, **kwargs)
-
     def __repr__(self) -> str:
         state = "calibrated" if self.calibrated else "uncalibrated"
         return f"AnalogNeurons(n={self.n}, card={self.card.name}, {state})"
-
-
-SUBSTRATES = ("ideal", "analog")
-
-
-def make_substrate(kind: str, n: int, card: Card | str = "brainscales2", *, rng: Any = None,
-                   calibrate: bool = False, calibration_rng: Any = None, targets: dict[str, float] | None = None):
-    """A substrate by name: ``ideal`` (the card's targets as float neurons) or ``analog`` (an emulated
-    chip drawn from ``rng``, calibrated when asked); ``targets`` overrides some of the card's."""
-    if kind == "ideal":
-        return IdealNeurons.from_card(n, card, targets=targets)
-    if kind == "analog":
-        neurons = AnalogNeurons(n, card, rng=rng, targets=targets)
-        if calibrate:
-            neurons.calibrate(rng=calibration_rng)
-        return neurons
-    raise ConfigError(f"substrate: expected one of {', '.join(SUBSTRATES)}, got {kind!r}"
-                      f"{did_you_mean(kind, SUBSTRATES)}")
 
 
 class SpikingLayer:

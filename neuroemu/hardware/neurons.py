@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels import neurons as _K
+from .._kernels import neurons as _K
 
 __all__ = [
     "LIFParams", "CubaParams", "ALIFParams", "ReadoutParams",

@@ -1,7 +1,7 @@
 """Weight-update schemes: what the hardware does with the weight change a learning rule wants.
 
 A learning rule returns the update it *wants* (ΔW in weight units); a scheme turns it into device
-operations on a :class:`~neuroemu.crossbar.Tile` (exact writes, or programming pulses) and owns the
+operations on a :class:`~neuroemu.hardware.crossbar.Tile` (exact writes, or programming pulses) and owns the
 digital side state this needs (accumulators, arbitration counters, refresh policy)::
 
     scheme = make_scheme("mixed_precision", tile, rng=0)
@@ -83,12 +83,12 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import device as _K
-from ._kernels import periphery as _P
-from ._kernels import update as _U
+from .._kernels import device as _K
+from .._kernels import periphery as _P
+from .._kernels import update as _U
 from .cards import Card, load_card
 from .crossbar import Periphery, Tile, as_rng, draw_seed
-from .errors import CardError, ConfigError, did_you_mean
+from ..errors import CardError, ConfigError, did_you_mean
 from .response import pulse_response
 
 __all__ = ["SCHEMES", "Scheme", "make_scheme", "IdealScheme", "DigitalScheme", "SignScheme", "StochasticScheme",
@@ -110,7 +110,7 @@ FIRST_STEP_DEVICES = 20000
 def first_pulse_steps(card: Card) -> tuple[float, float]:
     """Mean conductance change (µS) of the first up pulse and of the first down pulse on fresh devices
     of ``card`` (the RESET state a new tile is built in), measured with
-    :func:`~neuroemu.response.pulse_response` on :data:`FIRST_STEP_DEVICES` devices (seed 0), so the
+    :func:`~neuroemu.hardware.response.pulse_response` on :data:`FIRST_STEP_DEVICES` devices (seed 0), so the
     step law, its cycle-to-cycle noise, the device-to-device spread, the bounds and any level grid
     all count. A card's write noise is left out: a zero-mean offset drawn anew at every write, it
     leaves the mean step as it is but would bury it in its spread. On a SET-only card depression is

@@ -5,7 +5,7 @@ A table row carries ``seeds`` (all of a run's seeds) and ``diverged`` (how many 
 see :mod:`.divergence`); its means and stds are over the other seeds, and are absent when every
 seed diverged. :func:`value_cell` and :func:`status` turn that into "81.20 ± 0.40 (diverged 1/3)"
 or "diverged"; :func:`notes` lists the diverged jobs and the runs whose update schemes hit their
-pulse limit (``pulse_limit_hits``, see :mod:`neuroemu.schemes`), for the console and RESULTS.md.
+pulse limit (``pulse_limit_hits``, see :mod:`neuroemu.hardware.schemes`), for the console and RESULTS.md.
 """
 
 from __future__ import annotations

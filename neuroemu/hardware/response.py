@@ -1,6 +1,6 @@
 """Device-level statistics of a card, measured through real tiles.
 
-Every function here builds a :class:`~neuroemu.crossbar.Tile` on the card, drives it with the
+Every function here builds a :class:`~neuroemu.hardware.crossbar.Tile` on the card, drives it with the
 tile's own operations (``pulse``, ``write``, ``advance``, ``conductances``, ``weights``) and reports
 statistics over many fresh devices. No physics is re-implemented: what these curves show is what a
 training run on that card experiences.
@@ -23,7 +23,7 @@ import numpy as np
 
 from .cards import Card, load_card
 from .crossbar import Periphery, Tile
-from .errors import CardError, NeuroemuError
+from ..errors import CardError, NeuroemuError
 
 UNIT = "uS"
 
