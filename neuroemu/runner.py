@@ -20,7 +20,7 @@ parent stops them) and exit within about a second when the parent is gone, even 
 (see :func:`_worker_init`). With ``quiet=True`` the environment variable ``NEUROEMU_QUIET=1``
 (:data:`neuroemu.progress.QUIET_ENV`) is set while the jobs run, so that the jobs (in workers too)
 silence their own progress lines. A job whose result holds ``diverged`` (see
-:mod:`neuroemu.studies.divergence`) is reported as finished with where and how it diverged.
+:mod:`neuroemu.divergence`) is reported as finished with where and how it diverged.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def tidy_rows(module: Any, result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if _scalar(v)} for row in rows]
 
 
-#: Fields of a diverged job's tidy row (:func:`neuroemu.studies.divergence.tidy`): not metrics.
+#: Fields of a diverged job's tidy row (:func:`neuroemu.divergence.tidy`): not metrics.
 _DIVERGED = ("diverged_at", "diverged_metric", "diverged_value")
 
 
@@ -173,7 +173,7 @@ def _main_metric(rows: list[dict[str, Any]], skip: set[str]) -> str | None:
 def console_table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
     """One line per (grid point, run): the grid values, the run, the main metric's mean ± std over
     seeds and the number of seeds. Rows of diverged jobs (they carry ``diverged_at``, see
-    :func:`neuroemu.studies.divergence.tidy`) are left out of the mean and counted: "… (diverged
+    :func:`neuroemu.divergence.tidy`) are left out of the mean and counted: "… (diverged
     k/n)", or "diverged" when every seed did."""
     if not rows:
         return []

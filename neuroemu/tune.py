@@ -38,7 +38,7 @@ rerun (e.g. two rungs that round to the same number of epochs).
 Scoring: a trial's score is the mean over its validation seeds of the experiment's main metric
 (``TUNE["metric"]`` and ``TUNE["mode"]``; ``metric``/``mode`` in the section override them), taken
 from the jobs' tidy rows (:func:`neuroemu.sweep.tidy_rows`). A configuration that diverged on any
-seed (see :mod:`neuroemu.studies.divergence`) scores worst. Ties go to the earlier grid point.
+seed (see :mod:`neuroemu.divergence`) scores worst. Ties go to the earlier grid point.
 Trials run on the validation seeds only and through the experiment's ``TUNE["trial"]`` hook
 (crossbar_mlp: scored on held-out training images, the test set is not loaded); ``tune.set`` gives
 values for the trials only (e.g. ``{data.validation: 10000}``).

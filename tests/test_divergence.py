@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from neuroemu.cli import main
-from neuroemu.studies import divergence, tables
+from neuroemu import divergence
+from neuroemu.studies import tables
 from neuroemu.progress import JobProgress
 from neuroemu.hardware.schemes import PulseLimitWarning
 from tests.test_cli import tiny_data, write_config  # noqa: F401 - the fixture

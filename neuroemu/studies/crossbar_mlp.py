@@ -20,7 +20,7 @@ hyperparameters are chosen. A run may override any ``train`` field for itself (`
 in the run), which is how each run gets its own tuned learning rate.
 
 A seed whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
-(default 5) × the loss of its first batch, stops and is marked diverged (:mod:`.divergence`); the
+(default 5) × the loss of its first batch, stops and is marked diverged (:mod:`neuroemu.divergence`); the
 tables average the other seeds. Long jobs print progress lines from inside
 (:class:`neuroemu.progress.JobProgress`).
 """
@@ -41,7 +41,8 @@ from ..errors import ConfigError, did_you_mean
 from ..plot import delay_key, delay_label
 from ..progress import job_messages
 from ..hardware.schemes import PulseLimitWarning
-from . import divergence, tables
+from .. import divergence
+from . import tables
 
 NAME = "crossbar_mlp"
 

@@ -59,7 +59,8 @@ from ..errors import ConfigError, did_you_mean
 from ..plot import delay_key, delay_label
 from ..progress import job_messages
 from ..hardware.schemes import SCHEMES, PulseLimitWarning
-from . import divergence, tables
+from .. import divergence
+from . import tables
 from .crossbar_mlp import TILE_RUN, check_tile_run
 
 NAME = "eprop_pcm"
@@ -385,7 +386,7 @@ def _accuracy(y, task) -> float:
 @job_messages(once=(PulseLimitWarning,))
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it; module-level so that worker processes can run it. A run
-    that diverges stops there and returns what it recorded, with ``diverged`` (see :mod:`.divergence`)."""
+    that diverges stops there and returns what it recorded, with ``diverged`` (see :mod:`neuroemu.divergence`)."""
     from ..data.tasks import epoch_order
     from ..progress import JobProgress
     from ..record import Recorder, pulse_histogram

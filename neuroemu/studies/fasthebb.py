@@ -20,7 +20,7 @@ Runs (one job per run and seed) choose where the features come from:
 The read-out and the backprop control train for ``epochs`` over the labelled images, and at least
 ``min_steps`` batches (so that 1 % of the labels still gets enough updates).
 
-A job stops and is marked diverged (:mod:`.divergence`) when the Hebbian weights become NaN/inf,
+A job stops and is marked diverged (:mod:`neuroemu.divergence`) when the Hebbian weights become NaN/inf,
 or when a read-out's (or the backprop control's) epoch loss is NaN/inf or above ``diverge_factor``
 (default 5) × ln 10, the loss of a ten-class classifier at chance; the tables average the other
 seeds. Long jobs print progress lines from inside (:class:`neuroemu.progress.JobProgress`).
@@ -39,7 +39,8 @@ from ..config import Opt, check_seeds
 from ..errors import ConfigError
 from ..progress import job_messages
 from ..hardware.schemes import PulseLimitWarning
-from . import divergence, tables
+from .. import divergence
+from . import tables
 from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "fasthebb"

@@ -36,7 +36,7 @@ devices); the biases stay digital.
 
 A run whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
 (default 5) × the loss of the first batch of that phase (supervised or unsupervised), stops there
-and is marked diverged (:mod:`.divergence`); the tables average the other seeds. Long jobs print
+and is marked diverged (:mod:`neuroemu.divergence`); the tables average the other seeds. Long jobs print
 progress lines from inside (:class:`neuroemu.progress.JobProgress`).
 """
 
@@ -53,7 +53,8 @@ from ..config import Opt, check_seeds, validate
 from ..errors import ConfigError
 from ..progress import job_messages
 from ..hardware.schemes import PulseLimitWarning
-from . import divergence, tables
+from .. import divergence
+from . import tables
 from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sdt"

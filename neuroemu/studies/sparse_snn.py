@@ -24,7 +24,7 @@ hardware:
 
 A seed whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
 (default 5) × the loss of its first batch, stops there, skips the hardware evaluations and is
-marked diverged (:mod:`.divergence`); the tables average the other seeds. Long jobs print progress
+marked diverged (:mod:`neuroemu.divergence`); the tables average the other seeds. Long jobs print progress
 lines from inside (:class:`neuroemu.progress.JobProgress`).
 """
 
@@ -40,7 +40,8 @@ from ..config import Opt, check_delays, check_seeds
 from ..errors import ConfigError
 from ..plot import delay_key, delay_label
 from ..runner import ARRAYS
-from . import divergence, tables
+from .. import divergence
+from . import tables
 from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sparse_snn"

@@ -24,7 +24,7 @@ network's decisions unchanged, since the read-out is linear in its weights.
 
 A seed whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
 (default 5) × the loss of its first batch, stops there, is deployed nowhere and counts as diverged
-in every run's row (:mod:`.divergence`); the tables average the other seeds. Long jobs print
+in every run's row (:mod:`neuroemu.divergence`); the tables average the other seeds. Long jobs print
 progress lines from inside (:class:`neuroemu.progress.JobProgress`).
 """
 
@@ -40,7 +40,8 @@ import numpy as np
 from ..hardware.cards import load_card
 from ..config import Opt, check_layers, check_seeds
 from ..errors import ConfigError
-from . import divergence, tables
+from .. import divergence
+from . import tables
 from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "spiking_fmnist"

@@ -2,7 +2,7 @@
 cells and notes every experiment's tables use for diverged seeds and pulse-limit hits.
 
 A table row carries ``seeds`` (all of a run's seeds) and ``diverged`` (how many of them diverged,
-see :mod:`.divergence`); its means and stds are over the other seeds, and are absent when every
+see :mod:`neuroemu.divergence`); its means and stds are over the other seeds, and are absent when every
 seed diverged. :func:`value_cell` and :func:`status` turn that into "81.20 ± 0.40 (diverged 1/3)"
 or "diverged"; :func:`notes` lists the diverged jobs and the runs whose update schemes hit their
 pulse limit (``pulse_limit_hits``, see :mod:`neuroemu.hardware.schemes`), for the console and RESULTS.md.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .divergence import seed_counts, split
+from ..divergence import seed_counts, split
 
 
 def mean_std(values: list[float] | np.ndarray, scale: float = 1.0) -> tuple[float, float]:
@@ -25,7 +25,7 @@ def mean_std(values: list[float] | np.ndarray, scale: float = 1.0) -> tuple[floa
 
 def run_groups(results: list[dict[str, Any]], key: str = "run"):
     """(name, all results of the run, the ones that did not diverge, seed fields of the row) per run,
-    in the order the runs first appear; the seed fields are :func:`.divergence.seed_counts`."""
+    in the order the runs first appear; the seed fields are :func:`neuroemu.divergence.seed_counts`."""
     for name in dict.fromkeys(r[key] for r in results):
         rs = [r for r in results if r[key] == name]
         ok, _ = split(rs)

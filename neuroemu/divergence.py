@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from ..config import Opt
+from .config import Opt
 
 #: Default ``diverge_factor`` of the experiments whose watched value is a training loss.
 LOSS_FACTOR = 5.0
