@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Opt, check_seeds
-from ..errors import ConfigError
-from ..progress import job_messages
-from ..hardware.schemes import PulseLimitWarning
-from .. import divergence
-from . import tables
-from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
+from ...config import Opt, check_seeds
+from ...errors import ConfigError
+from ...progress import job_messages
+from ...hardware.schemes import PulseLimitWarning
+from ... import divergence
+from .. import tables
+from ..crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")
@@ -108,8 +108,8 @@ RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    from ..config import validate
-    from ..runner import check_run_names
+    from ...config import validate
+    from ...runner import check_run_names
 
     h, lay = cfg["hebbian"], cfg["layer"]
     try:
@@ -144,7 +144,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from .. import __version__
+    from ... import __version__
 
     common = {k: cfg[k] for k in ("data", "zca", "layer", "hebbian", "readout", "backprop", "labels", "eval",
                                   "diverge_factor")}
@@ -155,14 +155,14 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------- pieces
 def _rule(h: dict[str, Any]):
-    from ..rules.hebbian import HebbianRule
+    from ...rules.hebbian import HebbianRule
 
     return HebbianRule(h["rule"], lr=h["lr"], temperature=h["temperature"], k=h["k"], sim=h["similarity"],
                        weighting=h["weighting"])
 
 
 def _layer(job: dict[str, Any], rng):
-    from ..rules.hebbian import HebbianConv, HebbianDense
+    from ...rules.hebbian import HebbianConv, HebbianDense
 
     lay = job["layer"]
     if lay["kind"] == "conv":
@@ -195,7 +195,7 @@ def _pool(maps: np.ndarray, p: int) -> np.ndarray:
 def features(layer, x: np.ndarray, pool: int, *, read=None, batch: int = 1000) -> np.ndarray:
     """Rectified (and, for conv layers, max-pooled) responses of the layer, flattened, float32.
     ``read(patches) -> products`` replaces the exact products (e.g. analog reads of a tile)."""
-    from ..rules.hebbian import HebbianConv
+    from ...rules.hebbian import HebbianConv
 
     out = []
     for i in range(0, len(x), batch):
@@ -210,7 +210,7 @@ def features(layer, x: np.ndarray, pool: int, *, read=None, batch: int = 1000) -
 def _readout_accuracy(ftr, ytr, fte, yte, opts, rng, on_epoch=None) -> float:
     """Test accuracy of a linear read-out trained on the features; ``on_epoch(epoch, row)`` after
     every epoch (:func:`neuroemu.nn.train_classifier`'s ``progress``)."""
-    from ..nn import Linear, Sequential, accuracy, standardise, train_classifier
+    from ...nn import Linear, Sequential, accuracy, standardise, train_classifier
 
     xtr, xte = standardise(ftr, fte)
     model = Sequential(Linear(ftr.shape[1], 10, rng=rng))
@@ -220,7 +220,7 @@ def _readout_accuracy(ftr, ytr, fte, yte, opts, rng, on_epoch=None) -> float:
 
 
 def _backprop_accuracy(job, xtr, ytr, xte, yte, rng, on_epoch=None) -> float:
-    from ..nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, accuracy, out_size, train_classifier
+    from ...nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, accuracy, out_size, train_classifier
 
     lay, opts = job["layer"], job["backprop"]
     if lay["kind"] == "conv":
@@ -239,9 +239,9 @@ def _backprop_accuracy(job, xtr, ytr, xte, yte, rng, on_epoch=None) -> float:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Learn the features of one (run, seed) and train and test a read-out per label fraction. A job
     that diverges stops there and returns ``diverged`` instead of accuracies."""
-    from ..data import load_fashion_mnist
-    from ..data.preprocess import ZCA
-    from ..progress import JobProgress
+    from ...data import load_fashion_mnist
+    from ...data.preprocess import ZCA
+    from ...progress import JobProgress
 
     run, data, seed = job["run"], job["data"], job["seed"]
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
@@ -325,11 +325,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _chip(layer, run, seed):
     """The layer's weights written on a tile of the run's card, and the scheme that updates it."""
-    from ..hardware.cards import load_card
-    from ..hardware.crossbar import Periphery
-    from ..hardware.factory import make_tile
-    from ..record import Recorder
-    from ..hardware.schemes import make_scheme
+    from ...hardware.cards import load_card
+    from ...hardware.crossbar import Periphery
+    from ...hardware.factory import make_tile
+    from ...record import Recorder
+    from ...hardware.schemes import make_scheme
 
     rng = np.random.default_rng([seed, zlib.crc32(run["name"].encode())])
     tile = make_tile(*layer.w.shape, load_card(run["card"]), n_devices=run["n_devices"] or 1, w_max=run["w_max"],
@@ -341,7 +341,7 @@ def _chip(layer, run, seed):
 
 
 def _chip_stats(scheme, rec) -> dict[str, Any]:
-    from ..record import pulse_histogram
+    from ...record import pulse_histogram
 
     stats = scheme.stats()
     tile = scheme.tiles[0]
@@ -415,8 +415,8 @@ def _draw_filters(ax, result):
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     from pathlib import Path
 
-    from .. import plot
-    from ..io import atomic_write_text
+    from ... import plot
+    from ...io import atomic_write_text
 
     out = Path(out)
     fractions = cfg["labels"]

@@ -49,13 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Opt, check_seeds, validate
-from ..errors import ConfigError
-from ..progress import job_messages
-from ..hardware.schemes import PulseLimitWarning
-from .. import divergence
-from . import tables
-from .crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
+from ...config import Opt, check_seeds, validate
+from ...errors import ConfigError
+from ...progress import job_messages
+from ...hardware.schemes import PulseLimitWarning
+from ... import divergence
+from .. import tables
+from ..crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -155,8 +155,8 @@ RUN = {
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    from ..rules.eqprop import _rates
-    from ..runner import check_run_names
+    from ...rules.eqprop import _rates
+    from ...runner import check_run_names
 
     if not cfg["runs"]:
         raise ConfigError(f"{where} runs: expected at least one run")
@@ -206,7 +206,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from .. import __version__
+    from ... import __version__
 
     common = {k: cfg[k] for k in ("data", "semi", "readout", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
@@ -238,9 +238,9 @@ class _BPNet:
     With ``train_conv`` false its conv layers are ``features``, computed once by :meth:`prepare`."""
 
     def __init__(self, run: dict[str, Any], rng: np.random.Generator):
-        from .. import nn
-        from ..rules.eqprop import _rates
-        from ..rules.surrogate import Adam
+        from ... import nn
+        from ...rules.eqprop import _rates
+        from ...rules.surrogate import Adam
 
         bp, n_out = run["bp"], _n_out(run)
         self.masks, self.features = [], None
@@ -288,7 +288,7 @@ class _BPNet:
         return self.model.predict(x, batch_size=batch)
 
     def step(self, x, target_fn, mask_fn) -> float:
-        from ..nn import mse_loss, softmax_cross_entropy
+        from ...nn import mse_loss, softmax_cross_entropy
 
         y = self.model.forward(x)
         mask = mask_fn(len(x))
@@ -306,7 +306,7 @@ class _EPNet:
     """An EqProp network (MSE output), optionally with its weights on crossbar tiles."""
 
     def __init__(self, run: dict[str, Any], rng: np.random.Generator, chip_rng: np.random.Generator):
-        from ..rules.eqprop import EqPropConfig, EqPropNetwork
+        from ...rules.eqprop import EqPropConfig, EqPropNetwork
 
         ep = run["eqprop"]
         cfg = EqPropConfig(dt=ep["dt"], t_free=ep["t_free"], t_nudge=ep["t_nudge"], beta=ep["beta"],
@@ -316,10 +316,10 @@ class _EPNet:
         self.rng = rng
         self.schemes = []
         if run["card"] is not None:
-            from ..hardware.cards import load_card
-            from ..hardware.crossbar import Periphery
-            from ..hardware.factory import make_tile
-            from ..hardware.schemes import make_scheme
+            from ...hardware.cards import load_card
+            from ...hardware.crossbar import Periphery
+            from ...hardware.factory import make_tile
+            from ...hardware.schemes import make_scheme
 
             card = load_card(run["card"])
             for w in self.net.weights:
@@ -379,11 +379,11 @@ def _epoch(net, x, rng, batch, target_fn, mask_fn, on_batch=None) -> float:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it. A run that diverges stops there and returns what it
     recorded, with ``diverged``."""
-    from ..data import load_fashion_mnist
-    from ..progress import JobProgress
-    from ..rules.eqprop import _rates
-    from ..rules.sdt import DirectAssociation, SelfDefinedTarget
-    from .fasthebb import label_subset
+    from ...data import load_fashion_mnist
+    from ...progress import JobProgress
+    from ...rules.eqprop import _rates
+    from ...rules.sdt import DirectAssociation, SelfDefinedTarget
+    from ..fasthebb import label_subset
 
     run, data, seed = job["run"], job["data"], job["seed"]
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
@@ -513,7 +513,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _linear(ftr, ytr, fte, yte, opts, rng) -> dict[str, Any]:
     """The linear read-out on frozen outputs: {"linear_readout": test accuracy} (+ the chosen "readout_l2")."""
-    from ..nn import Linear, Sequential, accuracy, linear_probe, standardise, train_classifier
+    from ...nn import Linear, Sequential, accuracy, linear_probe, standardise, train_classifier
 
     if opts["method"] == "lbfgs":
         res = linear_probe(ftr, ytr, fte, yte, l2=opts["l2"], validation=opts["validation"],
@@ -560,8 +560,8 @@ def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     from pathlib import Path
 
-    from .. import plot
-    from ..io import atomic_write_text, write_csv
+    from ... import plot
+    from ...io import atomic_write_text, write_csv
 
     out = Path(out)
     if any(r["curve"] for r in results):

@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from ..hardware.cards import load_card
-from ..config import Opt, check_layers, check_seeds
-from ..errors import ConfigError
-from .. import divergence
-from . import tables
-from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
+from ...hardware.cards import load_card
+from ...config import Opt, check_layers, check_seeds
+from ...errors import ConfigError
+from ... import divergence
+from .. import tables
+from ..crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "spiking_fmnist"
 
@@ -90,12 +90,12 @@ RUN = {
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate the runs and build each one's tile and substrate once on a tiny chip."""
-    from ..config import validate
-    from ..hardware.crossbar import Periphery
-    from ..hardware.factory import make_tile
-    from ..errors import NeuroemuError
-    from ..runner import check_run_names
-    from ..hardware.factory import make_substrate
+    from ...config import validate
+    from ...hardware.crossbar import Periphery
+    from ...hardware.factory import make_tile
+    from ...errors import NeuroemuError
+    from ...runner import check_run_names
+    from ...hardware.factory import make_substrate
 
     try:
         chip = load_card(cfg["model"]["card"])
@@ -136,7 +136,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per seed: train once, evaluate every run."""
-    from .. import __version__
+    from ... import __version__
 
     common = {k: cfg[k] for k in ("data", "encoding", "model", "train", "eval", "runs", "diverge_factor")}
     return [{"id": f"seed{seed}", "seed": seed, "neuroemu": __version__, **common} for seed in cfg["seeds"]]
@@ -144,8 +144,8 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------- one job
 def _network(job: dict[str, Any], rng: np.random.Generator):
-    from ..rules.surrogate import PAPER_REG, SpikingMLP
-    from ..hardware.substrate import IdealNeurons
+    from ...rules.surrogate import PAPER_REG, SpikingMLP
+    from ...hardware.substrate import IdealNeurons
 
     chip = load_card(job["model"]["card"])
     ideal = IdealNeurons.from_card(1, chip)
@@ -158,7 +158,7 @@ def _network(job: dict[str, Any], rng: np.random.Generator):
 
 
 def _encode(x: np.ndarray, enc: dict[str, Any]) -> np.ndarray:
-    from ..data.encoders import latency_encode
+    from ...data.encoders import latency_encode
 
     return latency_encode(x, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
 
@@ -175,10 +175,10 @@ def _evaluate(net, x, y, enc, batch, matmul=None, neurons=None) -> tuple[float, 
 
 def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
     """Tiles and substrates of one run on the seed's chip; returns (matmul, neurons, calibration report)."""
-    from ..hardware.crossbar import Periphery
-    from ..hardware.factory import make_tile
-    from ..hardware.factory import make_substrate
-    from ..hardware.calibration import calibrate
+    from ...hardware.crossbar import Periphery
+    from ...hardware.factory import make_tile
+    from ...hardware.factory import make_substrate
+    from ...hardware.calibration import calibrate
 
     seed = job["seed"]
     chip = load_card(job["model"]["card"])
@@ -215,9 +215,9 @@ def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train the network of one seed, then evaluate it on every run's chip. A seed that diverges
     stops there: its result has ``diverged`` and, per run, an entry that says so."""
-    from ..data import load_fashion_mnist
-    from ..progress import JobProgress
-    from ..rules.surrogate import Adam
+    from ...data import load_fashion_mnist
+    from ...progress import JobProgress
+    from ...rules.surrogate import Adam
 
     data, enc, tr, ev = job["data"], job["encoding"], job["train"], job["eval"]
     seed = job["seed"]
@@ -331,8 +331,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     """Write metrics.csv, RESULTS.md and figures; return the summary."""
     from pathlib import Path
 
-    from .. import plot
-    from ..io import atomic_write_text, write_csv
+    from ... import plot
+    from ...io import atomic_write_text, write_csv
 
     out = Path(out)
     metrics = [m for r in results for m in r["metrics"]]

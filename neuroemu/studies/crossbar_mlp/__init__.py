@@ -33,16 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from ..hardware.cards import load_card
-from ..config import Opt, check_delays, check_layers, check_seeds
-from ..hardware.crossbar import Periphery
-from ..hardware.factory import make_tile
-from ..errors import ConfigError, did_you_mean
-from ..plot import delay_key, delay_label
-from ..progress import job_messages
-from ..hardware.schemes import PulseLimitWarning
-from .. import divergence
-from . import tables
+from ...hardware.cards import load_card
+from ...config import Opt, check_delays, check_layers, check_seeds
+from ...hardware.crossbar import Periphery
+from ...hardware.factory import make_tile
+from ...errors import ConfigError, did_you_mean
+from ...plot import delay_key, delay_label
+from ...progress import job_messages
+from ...hardware.schemes import PulseLimitWarning
+from ... import divergence
+from .. import tables
 
 NAME = "crossbar_mlp"
 
@@ -117,8 +117,8 @@ def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> An
     """A run on tiles of one card through one scheme: build its card, a 2×2 tile and the scheme once
     (so a typo fails now, not minutes later in a worker) and keep the card's numbers in the run (an
     edited card reruns). Returns the card."""
-    from ..errors import NeuroemuError
-    from ..hardware.schemes import SCHEMES, make_scheme
+    from ...errors import NeuroemuError
+    from ...hardware.schemes import SCHEMES, make_scheme
 
     if run["scheme"] not in SCHEMES:
         raise ConfigError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}"
@@ -156,7 +156,7 @@ def check_run_train(run: dict[str, Any], schema: dict[str, Opt], where: str) -> 
     """Validate a run's ``train`` overrides against the config's ``train`` fields (in place). An
     empty override is dropped from the run, so that runs without one keep the job (and the results
     recorded before runs could have one) they had."""
-    from ..config import validate
+    from ...config import validate
 
     given = run.pop("train", None) or {}
     if given:
@@ -169,10 +169,10 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate across fields: every run's card, scheme, scheme parameters and periphery are built
     once on a tiny tile (so a typo fails now, not minutes later in a worker); run names are filled
     in and must be distinct; the data must give at least one batch."""
-    from ..config import validate
-    from ..errors import NeuroemuError
-    from ..runner import check_run_names
-    from ..hardware.schemes import SCHEMES, make_scheme
+    from ...config import validate
+    from ...errors import NeuroemuError
+    from ...runner import check_run_names
+    from ...hardware.schemes import SCHEMES, make_scheme
 
     data, ev = cfg["data"], cfg["eval"]
     if not ev["test"]:
@@ -267,12 +267,12 @@ TUNE = {"metric": "val_acc", "mode": "max", "resource": "train.epochs", "section
 
 def prepare(cfg: dict[str, Any]) -> None:
     """Make sure the data is there once, before worker processes start."""
-    from ..data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
+    from ...data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
 
     d = cfg["data"]
     if find_fashion_mnist(d["dir"]) is None:
         if not d["download"]:
-            from ..errors import DataError
+            from ...errors import DataError
 
             raise DataError("Fashion-MNIST not found and data.download is false; run `neuroemu data fashion-mnist` "
                             "or set NEUROEMU_FASHION_MNIST to a directory with the IDX files")
@@ -281,7 +281,7 @@ def prepare(cfg: dict[str, Any]) -> None:
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per (run, seed), each carrying everything it needs (JSON-serialisable)."""
-    from .. import __version__
+    from ... import __version__
 
     common = {k: cfg[k] for k in ("data", "model", "hardware", "eval", "diverge_factor")}
     # options at their defaults are left out of the jobs: results recorded before they existed stay valid
@@ -324,7 +324,7 @@ class Network:
     def __init__(self, sizes: list[int], card, scheme: str, scheme_params: dict, *, periphery: Periphery,
                  n_devices: int, w_max: float, rng: np.random.Generator, init_gain: float = 1.0,
                  weights: list[np.ndarray] | None = None, tile_options: dict[str, Any] | None = None):
-        from ..hardware.schemes import make_scheme
+        from ...hardware.schemes import make_scheme
 
         self.tiles, self.schemes, self.biases = [], [], []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -398,9 +398,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one (run, seed). Module-level so that worker processes can run it. A seed
     that diverges stops there and returns what it recorded, with ``diverged``."""
-    from ..data import load_fashion_mnist
-    from ..progress import JobProgress
-    from ..record import Recorder, pulse_histogram
+    from ...data import load_fashion_mnist
+    from ...progress import JobProgress
+    from ...record import Recorder, pulse_histogram
 
     run, tr, hw, ev, data = job["run"], job["train"], job["hardware"], job["eval"], job["data"]
     seed_seq = np.random.SeedSequence([job["seed"], zlib.crc32(run["name"].encode())])
@@ -596,8 +596,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     """Write metrics.csv, RESULTS.md and figures; return the summary (for summary.json)."""
     from pathlib import Path
 
-    from .. import plot
-    from ..io import atomic_write_text, write_csv
+    from ... import plot
+    from ...io import atomic_write_text, write_csv
 
     out = Path(out)
     delays = cfg["eval"]["delays"]

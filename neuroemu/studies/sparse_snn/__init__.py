@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Opt, check_delays, check_seeds
-from ..errors import ConfigError
-from ..plot import delay_key, delay_label
-from ..runner import ARRAYS
-from .. import divergence
-from . import tables
-from .crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
+from ...config import Opt, check_delays, check_seeds
+from ...errors import ConfigError
+from ...plot import delay_key, delay_label
+from ...runner import ARRAYS
+from ... import divergence
+from .. import tables
+from ..crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "sparse_snn"
 
@@ -100,17 +100,17 @@ RUN = {
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    from ..hardware.cards import load_card
-    from ..config import validate
-    from ..errors import NeuroemuError
-    from ..runner import check_run_names
+    from ...hardware.cards import load_card
+    from ...config import validate
+    from ...errors import NeuroemuError
+    from ...runner import check_run_names
 
     try:
         cfg["chip"]["card_data"] = load_card(cfg["chip"]["card"]).to_dict()  # part of the job: an edited card reruns
     except NeuroemuError as exc:
         raise ConfigError(f"{where} chip.card: {exc}") from None
     if cfg["neurons"]["card"] is not None:
-        from ..hardware.substrate import chip_targets
+        from ...hardware.substrate import chip_targets
 
         try:
             neurons = load_card(cfg["neurons"]["card"])
@@ -137,7 +137,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from .. import __version__
+    from ... import __version__
 
     common = {k: cfg[k] for k in ("data", "encoding", "train", "chip", "neurons", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
@@ -146,7 +146,7 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------- one job
 def _encode(x, enc):
-    from ..data.encoders import latency_encode
+    from ...data.encoders import latency_encode
 
     return latency_encode(x, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
 
@@ -169,10 +169,10 @@ def learning_rate(train: dict[str, Any], step: int, steps: int) -> float:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed), then evaluate it on the chip after each delay. A seed that diverges
     stops there and returns what it recorded, with ``diverged``."""
-    from ..data import load_fashion_mnist
-    from ..progress import JobProgress
-    from ..rules.sparse import SparseSNN
-    from ..rules.surrogate import Adam
+    from ...data import load_fashion_mnist
+    from ...progress import JobProgress
+    from ...rules.sparse import SparseSNN
+    from ...rules.surrogate import Adam
 
     data, enc, tr, m = job["data"], job["encoding"], job["train"], job["run"]["model"]
     seed = job["seed"]
@@ -245,9 +245,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _on_chip(net, job, xte, yte, enc) -> dict[str, float]:
     """Program the trained weights once on the chip card and measure test accuracy after each delay."""
-    from ..hardware.cards import load_card
-    from ..hardware.crossbar import Periphery
-    from ..hardware.factory import make_tile
+    from ...hardware.cards import load_card
+    from ...hardware.crossbar import Periphery
+    from ...hardware.factory import make_tile
 
     c = job["chip"]
     card = load_card(c["card"])
@@ -291,9 +291,9 @@ def psp_peak(neurons) -> float:
 
 def _on_neurons(net, job, xte, yte, xcal, enc) -> dict[str, Any] | None:
     """Test accuracy with the neuron layers on the chip's neurons (weights ideal); see the module doc."""
-    from ..hardware.cards import load_card
-    from ..hardware.factory import make_substrate
-    from ..hardware.substrate import chip_targets
+    from ...hardware.cards import load_card
+    from ...hardware.factory import make_substrate
+    from ...hardware.substrate import chip_targets
 
     c = job["neurons"]
     if c["card"] is None:
@@ -371,8 +371,8 @@ def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     from pathlib import Path
 
-    from .. import plot
-    from ..io import atomic_write_text, write_csv
+    from ... import plot
+    from ...io import atomic_write_text, write_csv
 
     out = Path(out)
     delays = cfg["chip"]["delays"]

@@ -53,15 +53,15 @@ from typing import Any
 
 import numpy as np
 
-from ..hardware.cards import load_card
-from ..config import Opt, check_delays, check_seeds
-from ..errors import ConfigError, did_you_mean
-from ..plot import delay_key, delay_label
-from ..progress import job_messages
-from ..hardware.schemes import SCHEMES, PulseLimitWarning
-from .. import divergence
-from . import tables
-from .crossbar_mlp import TILE_RUN, check_tile_run
+from ...hardware.cards import load_card
+from ...config import Opt, check_delays, check_seeds
+from ...errors import ConfigError, did_you_mean
+from ...plot import delay_key, delay_label
+from ...progress import job_messages
+from ...hardware.schemes import SCHEMES, PulseLimitWarning
+from ... import divergence
+from .. import tables
+from ..crossbar_mlp import TILE_RUN, check_tile_run
 
 NAME = "eprop_pcm"
 
@@ -159,8 +159,8 @@ _DENSE = ("ideal", "digital", "sign", "stochastic", "multi_device", "mixed_preci
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate every run by building its card, tile and scheme once on a tiny tile."""
-    from ..config import validate
-    from ..runner import check_run_names
+    from ...config import validate
+    from ...runner import check_run_names
 
     if cfg["model"]["n_alif"] > cfg["model"]["n_rec"]:
         raise ConfigError(f"{where} model.n_alif: expected at most model.n_rec ({cfg['model']['n_rec']}), "
@@ -201,7 +201,7 @@ def prepare(cfg: dict[str, Any]) -> None:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from .. import __version__
+    from ... import __version__
 
     common = {k: cfg[k] for k in ("task", "model", "hardware", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__,
@@ -229,7 +229,7 @@ TUNE = {"metric": "final",
 
 # ---------------------------------------------------------------------------------------- the chip
 def _task(job: dict[str, Any], rng: np.random.Generator, batch: int | None = None):
-    from ..data import tasks
+    from ...data import tasks
 
     t = job["task"]
     if t["name"] == "pattern_generation":
@@ -240,7 +240,7 @@ def _task(job: dict[str, Any], rng: np.random.Generator, batch: int | None = Non
 
 def _config(job: dict[str, Any]):
     """The rule's config; the authors' gradient clamp converted to our units (module docstring)."""
-    from ..rules.eprop import EpropConfig
+    from ...rules.eprop import EpropConfig
 
     m, clamp = job["model"], job["train"]["grad_clamp"]
     loss = "mse" if job["task"]["name"] == "pattern_generation" else "ce"
@@ -285,10 +285,10 @@ class Chip:
                  run_rng: np.random.Generator | None = None):
         """``rng`` draws the initial weights and the devices (the same for every run of a seed);
         ``run_rng`` (default ``rng``) the read noise and the schemes' random pulses."""
-        from ..hardware.crossbar import Periphery
-        from ..hardware.factory import make_tile
-        from ..rules.eprop import EpropNetwork
-        from ..hardware.schemes import make_scheme
+        from ...hardware.crossbar import Periphery
+        from ...hardware.factory import make_tile
+        from ...rules.eprop import EpropNetwork
+        from ...hardware.schemes import make_scheme
 
         run, hw, m = job["run"], job["hardware"], job["model"]
         card = load_card(run["card"])
@@ -320,8 +320,8 @@ class Chip:
 
     def forward(self, x: np.ndarray):
         """Run one batch of sequences x (T, B, n_in) on the chip: (trace, y)."""
-        from ..hardware.crossbar import draw_seed
-        from ..rules.eprop import readout, simulate
+        from ...hardware.crossbar import draw_seed
+        from ...rules.eprop import readout, simulate
 
         t_steps, batch, n_in = x.shape
         tin, trec, tout = (s.tile for s in self.schemes)
@@ -339,7 +339,7 @@ class Chip:
         """e-prop gradients of one forward pass, applied through the schemes: ΔW = −lr·g for the input
         and recurrent weights, −lr_out·g (default lr) for the read-out weights and bias (when the
         chip has one). The random feedback matrix is never updated; the adaptive one takes W_out's step."""
-        from ..rules.eprop import adapt_feedback, eprop_gradients
+        from ...rules.eprop import adapt_feedback, eprop_gradients
 
         lr_out = lr if lr_out is None else lr_out
         g = eprop_gradients(self.cfg, x, trace, y, task.target, self.feedback_matrix(), mask=task.mask)
@@ -387,10 +387,10 @@ def _accuracy(y, task) -> float:
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it; module-level so that worker processes can run it. A run
     that diverges stops there and returns what it recorded, with ``diverged`` (see :mod:`neuroemu.divergence`)."""
-    from ..data.tasks import epoch_order
-    from ..progress import JobProgress
-    from ..record import Recorder, pulse_histogram
-    from ..rules.eprop import task_loss
+    from ...data.tasks import epoch_order
+    from ...progress import JobProgress
+    from ...record import Recorder, pulse_histogram
+    from ...rules.eprop import task_loss
 
     run, tr, ev = job["run"], job["train"], job["eval"]
     seeds = np.random.SeedSequence([job["seed"], zlib.crc32(b"eprop")]).spawn(3)
@@ -662,7 +662,7 @@ def figures(rows, results, delays, out_dir) -> list:
     import functools
     from pathlib import Path
 
-    from .. import plot
+    from ... import plot
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -729,7 +729,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     """Write metrics.csv (learning curves), RESULTS.md and figures; return the summary."""
     from pathlib import Path
 
-    from ..io import atomic_write_text, write_csv
+    from ...io import atomic_write_text, write_csv
 
     out = Path(out)
     delays = cfg["eval"]["delays"]
