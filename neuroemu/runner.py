@@ -72,6 +72,9 @@ def check_run_names(runs: list[dict[str, Any]], where: str) -> None:
 #: Key of a job result holding a dict of numpy arrays: saved as ``runs/<id>.npz``; the stored result
 #: keeps the file's name under the same key (load it with :func:`load_arrays`).
 ARRAYS = "arrays"
+#: Environment variable naming the directory where a job's trainer keeps its checkpoint while the
+#: job runs (:mod:`neuroemu.train`); set to ``<out>/runs`` while the jobs run.
+CHECKPOINT_ENV = "NEUROEMU_CHECKPOINTS"
 
 
 def load_arrays(out_dir: str | Path, result: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -297,7 +300,10 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
                     finish(job, fut.result())
             raise
 
-    with _environ({QUIET_ENV: "1"} if quiet else {}), _sigterm_as_ctrl_c():
+    env = {CHECKPOINT_ENV: str((out_dir / "runs").resolve())}  # where trainers checkpoint their jobs
+    if quiet:
+        env[QUIET_ENV] = "1"
+    with _environ(env), _sigterm_as_ctrl_c():
         try:
             if executor is not None:
                 if todo:

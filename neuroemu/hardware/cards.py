@@ -258,6 +258,9 @@ class Card:
     def __getitem__(self, key: str) -> Any:
         return self.params[key]
 
+    def __reduce__(self):  # read-only mappings do not pickle; a copy of the card rebuilds them
+        return _card, (self.name, self.kind, self.description, dict(self.source), dict(self.params), self.path)
+
     @property
     def levels(self) -> int:
         """Number of stored levels (0 = continuous). A ``quantized`` card of b bits has 2^b - 1
@@ -485,6 +488,10 @@ def parse_card(data: Any, where: str = "<card>", stem: str | None = None) -> Car
     values = _validate_params(kind, params, f"{where}: parameters", units)
     return Card(name, kind, desc, MappingProxyType({k: str(v) for k, v in source.items()}),
                 MappingProxyType(values), where)
+
+
+def _card(name, kind, description, source, params, path) -> Card:
+    return Card(name, kind, description, MappingProxyType(source), MappingProxyType(params), path)
 
 
 def cards_dir() -> Path:

@@ -1,0 +1,49 @@
+"""Network models: how a chip's layers are wired and which units sit behind them.
+
+A model says which weight layers it needs (:meth:`Model.layers`), draws their initial weights
+(:meth:`Model.init_weights`) and runs the network on a chip (:meth:`Model.forward`, which reads
+every layer through ``chip[name].forward``: the hardware's periphery, read noise and drift). Its
+:attr:`Model.traits` tell rules what it is, so that a rule can refuse a network it has no meaning
+for (e-prop needs a recurrent spiking network):
+
+``feedforward`` / ``recurrent``
+    the wiring;
+``rate`` / ``spiking``
+    the units;
+``differentiable``
+    the model gives the derivative of its units (``act_grad``), so backprop applies;
+``sequence``
+    ``forward`` takes (T, batch, n_in) sequences.
+
+:mod:`.mlp` is the rate MLP; the spiking models live beside their rules' dynamics
+(:mod:`neuroemu.rules`). A model of one's own is any class with these methods, named in a config by
+import path (:mod:`neuroemu.plugins`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..chip import Chip, Hardware, LayerSpec, build_chip
+
+
+class Model:
+    """Base of the network models (see the module docstring)."""
+
+    #: What the network is, for rules to check (see the module docstring).
+    traits: frozenset[str] = frozenset()
+
+    def layers(self) -> list[LayerSpec]:
+        raise NotImplementedError
+
+    def init_weights(self, spec: LayerSpec, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, chip: Chip, x: Any, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def build(self, hardware: Hardware | None = None, rng: Any = None, **kwargs: Any) -> Chip:
+        """This network on ``hardware`` (see :func:`neuroemu.chip.build_chip`)."""
+        return build_chip(self, hardware, rng, **kwargs)

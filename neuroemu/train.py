@@ -1,0 +1,275 @@
+"""The trainer: one loop for every rule, chip and task.
+
+:class:`Trainer` runs a :class:`~neuroemu.rules.base.Rule` on a :class:`~neuroemu.chip.Chip` over
+the data of a task, following a :class:`Protocol`:
+
+* **the loop** — ``epochs`` passes over the task's batches (``task.batches(epoch)``), or
+  ``updates`` single updates (``task.batch(step)``); after each update the chip's clock moves on by
+  ``seconds_per_update`` (drift);
+* **evaluation** — at the end of every epoch, or every ``eval_every`` updates and after the last:
+  ``task.evaluate(chip, stage, last)`` (``last``: what the rule measured on the latest batch) gives
+  the row of ``rows``, with the means of the rule's measurements over the epoch (``train_<name>``),
+  the chip's counters (``device_stats``) and the tiles' statistics (``recorder`` and ``device``);
+* **after training** — the trained weights programmed onto other hardware (``deploy``), global drift
+  compensation, the final evaluation (``stage="final"``), then each drift delay (``delays``, seconds
+  after training, ``stage="delay"``);
+* **divergence** — the rule's watched measurement (``watch``) is checked at every update (NaN/inf,
+  before the update's changes reach the devices) and against ``diverge_factor`` × its first value at
+  every evaluation (:mod:`neuroemu.divergence`); a diverged run stops and says where;
+* **checkpoints** — with ``checkpoint`` (a path), the whole run (chip, rule, task, random generators,
+  rows so far) is saved atomically at every epoch end (every evaluation in an update protocol); a run
+  started again with the same path and ``key`` resumes there and ends with the result it would have
+  had, bit for bit. The file is removed when the run ends;
+* **progress** — a line now and then from inside the run (:class:`neuroemu.progress.JobProgress`).
+
+A task is any object with ``batches(epoch)`` (epoch protocols) or ``batch(step)`` (update
+protocols) and ``evaluate(chip, stage, last) -> dict``; optionally ``observe(batch, measured)``
+(called after every update), ``check_final(final, watch, at)`` (returns a ``diverged`` record
+for a final evaluation that shows divergence, or None) and ``restore(fresh)`` (after a checkpoint
+is loaded: take from the task built anew what the checkpoint left out, e.g. the data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import divergence
+from .chip import Chip, Hardware
+from .progress import JobProgress
+from .record import Recorder
+from .rules.base import run_step
+from .runner import CHECKPOINT_ENV, slug
+
+
+
+@dataclasses.dataclass
+class Protocol:
+    """How a run is trained and evaluated (see the module docstring). Give ``epochs`` or
+    ``updates``."""
+
+    epochs: int | None = None
+    updates: int | None = None
+    eval_every: int | None = None
+    seconds_per_update: float = 0.0
+    delays: Sequence[float] = ()
+    drift_compensation: bool = False
+    deploy: Hardware | None = None
+    watch: str = "loss"
+    diverge_factor: float = divergence.LOSS_FACTOR
+
+    def __post_init__(self):
+        if (self.epochs is None) == (self.updates is None):
+            raise ValueError("Protocol: give epochs or updates, not both and not neither")
+        if self.epochs is not None and self.eval_every is not None:
+            raise ValueError("Protocol: eval_every counts updates; an epoch protocol evaluates every epoch")
+        if self.updates is not None and not (self.eval_every or 0) >= 1:
+            self.eval_every = self.updates
+
+
+@dataclasses.dataclass
+class Result:
+    """What a run produced. ``rows``: one per evaluation during training; ``final``: the final
+    evaluation (empty when diverged); ``after``: {delay: evaluation}; ``diverged``: where and how
+    (:mod:`neuroemu.divergence`) or None; ``chip``: the chip at the end (deployed, drifted)."""
+
+    rows: list[dict[str, Any]]
+    final: dict[str, Any]
+    after: dict[float, dict[str, Any]]
+    diverged: dict[str, Any] | None
+    train_time_s: float
+    chip: Chip
+    recorder: Recorder
+    last: dict[str, Any]
+
+
+def checkpoint_path(job_id: str) -> Path | None:
+    """Where a job's checkpoint goes: ``$NEUROEMU_CHECKPOINTS/<job>.ckpt`` (None when unset)."""
+    root = os.environ.get(CHECKPOINT_ENV)
+    if not root:
+        return None
+    return Path(root) / f"{slug(job_id)}.ckpt"
+
+
+class Trainer:
+    """Train ``rule`` on ``chip`` over ``task`` following ``protocol`` (module docstring).
+
+    ``deploy_rng``: the generator of the deployed chip's devices. ``recorder``: snapshots of the
+    tiles at every evaluation (a fresh one by default; after a deploy the deployed chip is recorded
+    afresh); ``device``: a filter of its columns for the rows (default: all); ``device_stats``: add
+    the chip's counters to the rows. ``key``: what the run is (e.g. its job), stored with a
+    checkpoint; a checkpoint of another key is not resumed."""
+
+    def __init__(self, chip: Chip, rule: Any, task: Any, protocol: Protocol, *, job_id: str = "run",
+                 deploy_rng: Any = None, recorder: Recorder | None = None, observe_start: bool = True,
+                 device: Callable[[str], bool] | None = None, device_stats: bool = True,
+                 checkpoint: str | Path | None = None, key: Any = None, progress: bool | None = None):
+        self.chip, self.rule, self.task, self.protocol = chip, rule, task, protocol
+        self.deploy_rng = deploy_rng
+        self.recorder = Recorder() if recorder is None else recorder
+        self.device, self.device_stats = device, device_stats
+        self.job_id, self.key = job_id, key
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self._progress_enabled = progress
+        self.watch = divergence.Watch(protocol.watch, protocol.diverge_factor)
+        self.rows: list[dict[str, Any]] = []
+        self.done = 0  # epochs (epoch protocol) or updates finished
+        self.train_time = 0.0
+        self.last: dict[str, Any] = {}
+        rule.bind(chip)
+        if observe_start and protocol.deploy is None:
+            self.recorder.observe(0, chip.tiles())  # the chip as programmed, before training
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_progress", None)
+        return state
+
+    def _save(self) -> None:
+        if self.checkpoint is None:
+            return
+        from .io import atomic_write_bytes
+
+        atomic_write_bytes(self.checkpoint, pickle.dumps({"key": self.key, "trainer": self},
+                                                         protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _resume(self) -> "Trainer":
+        """The checkpointed trainer of this run, or self."""
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return self
+        try:
+            saved = pickle.loads(self.checkpoint.read_bytes())
+        except Exception:  # a checkpoint of another version or a torn file: start afresh
+            return self
+        if not isinstance(saved, dict) or saved.get("key") != self.key:
+            return self
+        trainer = saved["trainer"]
+        trainer.checkpoint, trainer._progress_enabled = self.checkpoint, self._progress_enabled
+        restore = getattr(trainer.task, "restore", None)
+        if restore is not None:  # what the task left out of the checkpoint (e.g. its data)
+            restore(self.task)
+        return trainer
+
+    # ------------------------------------------------------------------------------- the loop
+    def run(self) -> Result:
+        """Train (from a checkpoint when there is one), then evaluate; see the module docstring."""
+        trainer = self._resume()
+        result = trainer._run()
+        if trainer.checkpoint is not None:
+            trainer.checkpoint.unlink(missing_ok=True)
+        return result
+
+    def _update(self, at: int, batch: Any, bound: bool) -> dict[str, Any]:
+        watched = self.protocol.watch
+
+        def check(measured: dict[str, Any]) -> None:
+            if watched in measured:
+                self.watch.check(at, measured[watched], bound=bound)
+
+        measured = run_step(self.rule, self.chip, batch, check)
+        self.chip.advance(self.protocol.seconds_per_update)
+        observe = getattr(self.task, "observe", None)
+        if observe is not None:
+            observe(batch, measured)
+        self.last = measured
+        return measured
+
+    def _row(self, unit: str, n: int, stage: str, means: dict[str, float]) -> dict[str, Any]:
+        row: dict[str, Any] = {unit: n, **means, **self.task.evaluate(self.chip, stage, self.last)}
+        if self.device_stats:
+            row.update({k: v for k, v in self.chip.stats().items() if k != "pulse_limit_hits"})
+        device = {k: v for k, v in self.recorder.observe(n, self.chip.tiles()).items() if k != "step"}
+        row.update({k: v for k, v in device.items() if self.device is None or self.device(k)})
+        self.rows.append(row)
+        return row
+
+    def _run(self) -> Result:
+        p = self.protocol
+        self._progress = JobProgress(self.job_id, enabled=self._progress_enabled)
+        diverged = None
+        start = time.perf_counter()
+        try:
+            if p.epochs is not None:
+                self._epochs()
+            else:
+                self._updates()
+        except divergence.Diverged as exc:
+            diverged = exc.record
+        self.train_time += time.perf_counter() - start
+        final: dict[str, Any] = {}
+        after: dict[float, dict[str, Any]] = {}
+        if diverged is None:
+            if p.deploy is not None:
+                self.chip = self.chip.deploy(p.deploy, self.deploy_rng)
+                self.recorder = Recorder()
+                self.recorder.observe(self.done, self.chip.tiles())
+            if p.drift_compensation:  # the drift reference is read right after the last update
+                self.chip.compensate_drift()
+            final = self.task.evaluate(self.chip, "final", self.last)
+            check_final = getattr(self.task, "check_final", None)
+            diverged = check_final(final, self.watch, self.done) if check_final is not None else None
+        if diverged is None:
+            elapsed = 0.0
+            for delay in p.delays:
+                self.chip.advance(delay - elapsed)
+                elapsed = delay
+                if p.drift_compensation:
+                    self.chip.compensate_drift()
+                after[delay] = self.task.evaluate(self.chip, "delay", self.last)
+        return Result(self.rows, final, after, diverged, self.train_time, self.chip, self.recorder, self.last)
+
+    def _epochs(self) -> None:
+        p = self.protocol
+        while self.done < p.epochs:
+            epoch = self.done + 1
+            t0 = time.perf_counter()
+            sums: dict[str, list[float]] = {}
+            batches = self.task.batches(epoch)
+            total = len(batches) if hasattr(batches, "__len__") else None
+            for b, batch in enumerate(batches, 1):
+                measured = self._update(epoch, batch, bound=False)
+                for k, v in measured.items():
+                    if isinstance(v, (float, int, np.floating, np.integer)) and not isinstance(v, bool):
+                        sums.setdefault(k, []).append(v)
+                if self._progress.due():
+                    watched = sums.get(p.watch)
+                    self._progress.log(f"epoch {epoch}/{p.epochs}  batch {b}/{total or '?'}"
+                                       + (f"  {p.watch} {np.mean(watched):.3g}" if watched else ""))
+            means = {f"train_{k}": float(np.mean(v)) for k, v in sums.items()}
+            if p.watch in sums:
+                self.watch.check(epoch, np.mean(sums[p.watch]))
+            self.done = epoch
+            row = self._row("epoch", epoch, "epoch", means)
+            self.train_time += time.perf_counter() - t0
+            self._save()
+            if self._progress.due():
+                shown = "  ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in row.items()
+                                  if k.endswith(("_acc", "_loss", "nmse", "accuracy")) and isinstance(v, float))
+                self._progress.log(f"epoch {epoch}/{p.epochs}  {shown}")
+
+    def _updates(self) -> None:
+        p = self.protocol
+        t0 = time.perf_counter()
+        while self.done < p.updates:
+            step = self.done + 1
+            evaluation = step % p.eval_every == 0 or step == p.updates
+            measured = self._update(step, self.task.batch(step), bound=evaluation)
+            self.done = step
+            if evaluation:
+                self._row("update", step, "update", {})
+            if self._progress.due():
+                value = measured.get(p.watch)
+                self._progress.log(f"update {step}/{p.updates}" + (f"  {p.watch} {value:.3g}" if value is not None
+                                                                     else ""))
+            if evaluation:
+                self.train_time += time.perf_counter() - t0
+                self._save()
+                t0 = time.perf_counter()
+        self.train_time += time.perf_counter() - t0
