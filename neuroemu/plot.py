@@ -16,7 +16,6 @@ conductance range of one side).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import re
@@ -685,44 +684,6 @@ def delay_label(d: float) -> str:
     return f"{d:g} s"
 
 
-def experiment_figures(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Mapping[str, Any]],
-                       results: Sequence[Mapping[str, Any]], delays: Sequence[float], out_dir) -> list[Path]:
-    """Figures of a crossbar experiment: accuracy per run (and after drift), learning curves,
-    pulses and write energy per run, final layer-1 conductance histograms per run."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    n = len(rows)
-    tall = (9.0, 1.2 + 0.32 * n)
-
-    fig = _file_figure(figsize=tall, layout="constrained")
-    acc = compute_run_bars(rows, "test_acc",
-                           extra={f"after {delay_label(d)}": f"acc_after_{delay_key(d)}s" for d in delays})
-    ax = plot_run_bars(acc, ax=fig.add_subplot(), xlabel="test accuracy (%)")
-    lo = min([v for v in acc["value"] + [x for e in acc["extra"].values() for x in e] if v > 0] or [0])
-    ax.set_xlim(max(0.0, lo - 5), 100)
-    ax.set_title("Fashion-MNIST test accuracy on the emulated chip", fontsize="medium")
-    paths.append(_save(fig, out / "accuracy.png", 120))
-
-    fig = _file_figure(figsize=(7.5, 4.8), layout="constrained")
-    plot_learning_curves(metrics, ax=fig.add_subplot(), y="test_acc", run="run")
-    paths.append(_save(fig, out / "learning_curves.png", 120))
-
-    fig = _file_figure(figsize=(11, 1.2 + 0.32 * n), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2, sharey=True)
-    plot_run_bars(compute_run_bars(rows, "pulses_per_synapse"), ax=ax1, log=True, xlabel="pulses per synapse")
-    plot_run_bars(compute_run_bars(rows, "energy_uJ"), ax=ax2, log=True, xlabel="write energy (µJ)")
-    paths.append(_save(fig, out / "pulses_energy.png", 120))
-
-    for name, title, draw in (
-            ("conductances.png", "layer-1 device conductances: as programmed (epoch 0) and after training",
-             functools.partial(_draw_g_hist, step_label="epoch")),
-            ("pulses_per_device.png", "layer-1 pulses per synapse over the whole run (all its devices)",
-             _draw_pulse_hist)):
-        paths.append(run_panels(results, title, draw, out / name))
-    return paths
-
-
 def run_panels(results: Sequence[Mapping[str, Any]], title: str, draw, path, *, ncol: int = 4, dpi: int = 110) -> Path:
     """One small panel per run (its first seed's result), drawn by ``draw(ax, result)``; saved to ``path``."""
     first = list({r["run"]: r for r in reversed(results)}.values())[::-1]
@@ -764,7 +725,7 @@ def _draw_pulse_hist(ax, result: Mapping[str, Any]) -> None:
 
 
 __all__ = [
-    "citation_short", "compute_accuracy_bars", "compute_run_bars", "experiment_figures", "plot_run_bars", "compute_conductance_histograms", "compute_drift",
+    "citation_short", "compute_accuracy_bars", "compute_run_bars", "plot_run_bars", "compute_conductance_histograms", "compute_drift",
     "compute_learning_curves", "compute_programmed_vs_target", "compute_pulse_response", "compute_read_noise",
     "device_figures", "histograms_from_recorder", "plot_accuracy_bars", "plot_conductance_histograms",
     "plot_drift", "plot_learning_curves", "plot_programmed_vs_target", "plot_pulse_response", "plot_read_noise",

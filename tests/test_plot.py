@@ -1,4 +1,4 @@
-"""Plots: compute_* / plot_* pairs and the device figures of every shipped card."""
+"""Plots: compute_* / plot_* pairs, the device figures of every shipped card and the studies' figures."""
 
 from __future__ import annotations
 
@@ -201,3 +201,21 @@ def test_chip_plots_show_what_they_claim():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------- study figures
+def test_crossbar_mlp_experiment_figures(tmp_path):
+    from neuroemu.studies.crossbar_mlp.figures import experiment_figures
+
+    plt = pytest.importorskip("matplotlib.pyplot")
+    figs_before = plt.get_fignums()
+    rows = [{"run": f"r{i}", "test_acc": 80.0 + i, "acc_after_3600s": 78.0 + i, "pulses_per_synapse": 10.0 ** i,
+             "energy_uJ": 2.0 + i} for i in range(2)]
+    metrics = [{"run": f"r{i}", "epoch": e, "test_acc": 50.0 + 10 * e} for i in range(2) for e in range(2)]
+    results = [{"run": f"r{i}", "seed": 0, "g_hist": {"edges": [0.0, 1.0, 2.0], "counts": [[1, 2], [2, 1]]},
+                "pulse_hist": {"edges": [0.0, 1.0, 10.0], "counts": [3, 1]}} for i in range(2)]
+    paths = experiment_figures(rows, metrics, results, [3600.0], tmp_path / "figs")
+    assert [p.name for p in paths] == ["accuracy.png", "learning_curves.png", "pulses_energy.png",
+                                       "conductances.png", "pulses_per_device.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    assert plt.get_fignums() == figs_before

@@ -596,8 +596,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     """Write metrics.csv, RESULTS.md and figures; return the summary (for summary.json)."""
     from pathlib import Path
 
-    from ... import plot
     from ...io import atomic_write_text, write_csv
+    from .figures import experiment_figures
 
     out = Path(out)
     delays = cfg["eval"]["delays"]
@@ -609,7 +609,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     ok, _ = divergence.split(results)
     kept = [r for r in rows if tables.kept(r)]
     test = cfg["eval"]["test"]
-    figures = plot.experiment_figures(kept, [m for r in ok for m in r["metrics"]], ok, delays, figs) \
+    figures = experiment_figures(kept, [m for r in ok for m in r["metrics"]], ok, delays, figs) \
         if kept and test else []
     seeds = ", ".join(map(str, cfg["seeds"]))
     n_val, limit = cfg["data"]["validation"], cfg["data"]["train_limit"] or 60000
