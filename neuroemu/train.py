@@ -13,7 +13,7 @@ the data of a task, following a :class:`Protocol`:
 * **after training** — the trained weights programmed onto other hardware (``deploy``), global drift
   compensation, the final evaluation (``stage="final"``), then each drift delay (``delays``, seconds
   after training, ``stage="delay"``);
-* **divergence** — the rule's watched measurement (``watch``) is checked at every update (NaN/inf,
+* **divergence** — the rule's watched measurement (``watch``; named ``watch_label`` in the records) is checked at every update (NaN/inf,
   before the update's changes reach the devices) and against ``diverge_factor`` × its first value at
   every evaluation (:mod:`neuroemu.divergence`); a diverged run stops and says where;
 * **checkpoints** — with ``checkpoint`` (a path), the whole run (chip, rule, task, random generators,
@@ -62,6 +62,7 @@ class Protocol:
     drift_compensation: bool = False
     deploy: Hardware | None = None
     watch: str = "loss"
+    watch_label: str | None = None
     diverge_factor: float = divergence.LOSS_FACTOR
 
     def __post_init__(self):
@@ -117,7 +118,7 @@ class Trainer:
         self.job_id, self.key = job_id, key
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self._progress_enabled = progress
-        self.watch = divergence.Watch(protocol.watch, protocol.diverge_factor)
+        self.watch = divergence.Watch(protocol.watch_label or protocol.watch, protocol.diverge_factor)
         self.rows: list[dict[str, Any]] = []
         self.done = 0  # epochs (epoch protocol) or updates finished
         self.train_time = 0.0
@@ -182,13 +183,15 @@ class Trainer:
         return measured
 
     def _row(self, unit: str, n: int, stage: str, means: dict[str, float]) -> dict[str, Any]:
-        row: dict[str, Any] = {unit: n, **means, **self.task.evaluate(self.chip, stage, self.last)}
+        """Evaluate, record the tiles, append the row; returns the evaluation."""
+        scores = self.task.evaluate(self.chip, stage, self.last)
+        row: dict[str, Any] = {unit: n, **means, **scores}
         if self.device_stats:
             row.update({k: v for k, v in self.chip.stats().items() if k != "pulse_limit_hits"})
         device = {k: v for k, v in self.recorder.observe(n, self.chip.tiles()).items() if k != "step"}
         row.update({k: v for k, v in device.items() if self.device is None or self.device(k)})
         self.rows.append(row)
-        return row
+        return scores
 
     def _run(self) -> Result:
         p = self.protocol
@@ -246,13 +249,14 @@ class Trainer:
             if p.watch in sums:
                 self.watch.check(epoch, np.mean(sums[p.watch]))
             self.done = epoch
-            row = self._row("epoch", epoch, "epoch", means)
+            scores = self._row("epoch", epoch, "epoch", means)
             self.train_time += time.perf_counter() - t0
             self._save()
             if self._progress.due():
-                shown = "  ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in row.items()
-                                  if k.endswith(("_acc", "_loss", "nmse", "accuracy")) and isinstance(v, float))
-                self._progress.log(f"epoch {epoch}/{p.epochs}  {shown}")
+                shown = [f"{p.watch} {means[f'train_{p.watch}']:.3g}"] if f"train_{p.watch}" in means else []
+                shown += [f"{k.replace('_', ' ')} {100 * v:.2f} %" if k.endswith("_acc") else
+                          f"{k.replace('_', ' ')} {v:.4g}" for k, v in scores.items() if isinstance(v, float)]
+                self._progress.log(f"epoch {epoch}/{p.epochs}  " + "  ".join(shown))
 
     def _updates(self) -> None:
         p = self.protocol

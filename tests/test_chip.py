@@ -220,3 +220,40 @@ def test_card_and_hardware_pickle():
     hw = _hw(scheme_params={"epsilon": 0.1})
     back = pickle.loads(pickle.dumps(hw))
     assert back == hw and dict(back.scheme_params) == {"epsilon": 0.1}
+
+
+def test_an_interrupted_study_job_resumes_mid_run(tmp_path, monkeypatch):
+    """A crossbar_mlp job killed after its first epoch goes on from its checkpoint when run again."""
+    from neuroemu import train
+    from neuroemu.runner import CHECKPOINT_ENV
+    from neuroemu.studies import crossbar_mlp, resolve_data
+    from tests.synthetic import write_tiny_fashion_mnist
+
+    data = write_tiny_fashion_mnist(tmp_path / "fmnist", 200, 50)
+    _, cfg = resolve_data({"experiment": "crossbar_mlp", "seeds": [0], "workers": 1,
+                           "data": {"dir": str(data), "download": False},
+                           "model": {"hidden": [16]}, "train": {"epochs": 3, "batch_size": 50, "lr": 0.1},
+                           "eval": {"delays": [60.0]},
+                           "runs": [{"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}]}, "test:")
+    job = crossbar_mlp.jobs(cfg)[0]
+
+    def timeless(result):
+        return {k: v for k, v in result.items() if k != "train_time_s"}
+
+    straight = timeless(crossbar_mlp.run_job(job))
+    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "runs"))
+    save, epochs = train.Trainer._save, []
+
+    def save_then_die(self):
+        save(self)
+        epochs.append(self.done)
+        if self.done == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        crossbar_mlp.run_job(job)
+    assert train.checkpoint_path(job["id"]).is_file()
+    resumed = timeless(crossbar_mlp.run_job(job))
+    assert epochs == [1, 2, 3]  # the second run started at epoch 2
+    assert resumed == straight and not train.checkpoint_path(job["id"]).exists()

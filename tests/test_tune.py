@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
+from neuroemu.data.classification import validation_split
+from neuroemu.rules.backprop import Backprop
 from neuroemu.cli import main
 from neuroemu.config import Opt, check_seeds, validate
 from tests.synthetic import write_tiny_fashion_mnist
 from neuroemu.errors import ConfigError
-from neuroemu.studies import EXPERIMENTS, crossbar_mlp, resolve
+from neuroemu.studies import EXPERIMENTS, resolve
 from neuroemu.tune import expand, halving_sizes, lin_grid, log_grid, plan, promote, rung_resources, run_tune
 
 
@@ -308,12 +310,12 @@ def crossbar_config(path, data_dir, validation=50, tune=None):
 
 
 def test_validation_split_is_disjoint_and_fixed():
-    keep, held = crossbar_mlp.validation_split(100, 30, 0)
+    keep, held = validation_split(100, 30, 0)
     assert len(held) == 30 and len(keep) == 70 and not set(keep) & set(held) and set(keep) | set(held) == set(range(100))
-    assert np.array_equal(held, crossbar_mlp.validation_split(100, 30, 0)[1])  # by its own seed, not the job's
-    assert not np.array_equal(held, crossbar_mlp.validation_split(100, 30, 1)[1])
+    assert np.array_equal(held, validation_split(100, 30, 0)[1])  # by its own seed, not the job's
+    assert not np.array_equal(held, validation_split(100, 30, 1)[1])
     with pytest.raises(ConfigError, match="data.validation"):
-        crossbar_mlp.validation_split(100, 100, 0)
+        validation_split(100, 100, 0)
 
 
 def test_crossbar_trials_train_off_the_validation_images_and_never_load_the_test_set(fmnist, tmp_path, capsys,
@@ -327,20 +329,20 @@ def test_crossbar_trials_train_off_the_validation_images_and_never_load_the_test
         loaded.append(split)
         return load(split, **kw)
 
-    step = crossbar_mlp.Network.train_step
+    step = Backprop.step
 
-    def spy_step(self, x, y, lr):
-        trained.append(x.copy())
-        return step(self, x, y, lr)
+    def spy_step(self, chip, batch):
+        trained.append(batch[0].copy())
+        return step(self, chip, batch)
 
     monkeypatch.setattr(neuroemu.data, "load_fashion_mnist", spy_load)
-    monkeypatch.setattr(crossbar_mlp.Network, "train_step", spy_step)
+    monkeypatch.setattr(Backprop, "step", spy_step)
     cfg = crossbar_config(tmp_path / "cfg.yaml", fmnist)
     out = tmp_path / "out"
     summary = run_tune(cfg, out, workers=1, quiet=True)
     assert set(loaded) == {"train"}  # the test set was never loaded
     x_all, _ = load("train", data_dir=fmnist, download=False)
-    _, held = crossbar_mlp.validation_split(len(x_all), 50, 0)
+    _, held = validation_split(len(x_all), 50, 0)
     val_rows = {row.tobytes() for row in x_all[held]}
     seen = {row.tobytes() for x in trained for row in x}
     assert seen and not seen & val_rows and len(seen) == len(x_all) - 50  # all of the rest, none of them
@@ -355,7 +357,7 @@ def test_crossbar_trials_train_off_the_validation_images_and_never_load_the_test
 
     # the same command again with --then-run: nothing recomputed, then tuned.yaml on the reported seeds
     monkeypatch.setattr(neuroemu.data, "load_fashion_mnist", load)
-    monkeypatch.setattr(crossbar_mlp.Network, "train_step", step)
+    monkeypatch.setattr(Backprop, "step", step)
     before = mtimes(out)
     code, stdout, err = run_cli(["tune", str(cfg), "--out", str(out), "--then-run", "--workers", "1"], capsys)
     assert code == 0, err

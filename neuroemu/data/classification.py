@@ -98,7 +98,7 @@ def fashion_mnist_task(*, rng: np.random.Generator, batch_size: int = 100, valid
     training images held out (drawn with ``validation_seed``, the same for every run) and scored as
     ``val_acc``; the test set scored as ``test_acc`` unless ``test`` is false (then it is not even
     loaded)."""
-    from .fashion_mnist import load_fashion_mnist
+    from . import load_fashion_mnist
 
     xtr, ytr = load_fashion_mnist("train", data_dir=dir, download=download, limit=train_limit)
     held: dict[str, tuple[np.ndarray, np.ndarray]] = {}

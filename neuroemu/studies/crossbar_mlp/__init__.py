@@ -27,7 +27,6 @@ tables average the other seeds. Long jobs print progress lines from inside
 
 from __future__ import annotations
 
-import time
 import zlib
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from ...hardware.cards import load_card
 from ...config import Opt, check_delays, check_layers, check_seeds
+from ...chip import Hardware
 from ...hardware.crossbar import Periphery
 from ...hardware.factory import make_tile
 from ...errors import ConfigError, did_you_mean
@@ -318,230 +318,64 @@ def _card(run: dict[str, Any]):
     return card
 
 
-class Network:
-    """MLP whose weights sit on tiles, each trained through an update scheme."""
-
-    def __init__(self, sizes: list[int], card, scheme: str, scheme_params: dict, *, periphery: Periphery,
-                 n_devices: int, w_max: float, rng: np.random.Generator, init_gain: float = 1.0,
-                 weights: list[np.ndarray] | None = None, tile_options: dict[str, Any] | None = None):
-        from ...hardware.schemes import make_scheme
-
-        self.tiles, self.schemes, self.biases = [], [], []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            if weights is None:
-                bound = init_gain * np.sqrt(1.0 / n_in)
-                w = rng.uniform(-bound, bound, (n_out, n_in))
-            else:
-                w = weights[i]
-            scale, top = None, max(float(np.abs(w).max()), 1e-12) if weights is not None else None
-            if weights is not None and card.kind == "pcm_inference":  # aihwkit mapping: max|W| -> g_max
-                scale = n_devices * (card["g_max"] - card["g_min"]) / top
-            if weights is not None and card.kind == "analog_chip":  # hxtorch mapping: max|W| -> the largest integer
-                scale = (2 ** card["weight_bits"] - 1) / top
-            tile = make_tile(n_out, n_in, card, n_devices=n_devices, w_max=w_max, scale=scale, periphery=periphery,
-                             rng=rng, **(tile_options or {}))
-            tile.write(w)
-            self.tiles.append(tile)
-            self.schemes.append(make_scheme(scheme, tile, rng=rng, **scheme_params))
-            self.biases.append(np.zeros(n_out, np.float32))
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        acts = [x]
-        h = x
-        for i, (s, b) in enumerate(zip(self.schemes, self.biases)):
-            z = s.forward(h) + b
-            h = np.maximum(z, 0.0) if i < len(self.schemes) - 1 else z
-            acts.append(h)
-        return h, acts
-
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> tuple[float, float]:
-        """One SGD step on the batch; returns (loss, accuracy) of its forward pass. A NaN/inf loss
-        (a diverged network) is returned without an update."""
-        logits, acts = self.forward(x)
-        p = _softmax(logits)
-        n = x.shape[0]
-        loss = float(-np.log(p[np.arange(n), y] + 1e-12).mean())
-        acc = float((logits.argmax(1) == y).mean())
-        if not np.isfinite(loss):
-            return loss, acc
-        d = p
-        d[np.arange(n), y] -= 1.0
-        d /= n
-        for i in range(len(self.schemes) - 1, -1, -1):
-            d_prev = self.schemes[i].backward(d) * (acts[i] > 0) if i > 0 else None
-            self.schemes[i].update(acts[i], d, lr)
-            self.biases[i] -= lr * d.sum(axis=0)
-            d = d_prev
-        return loss, acc
-
-    def advance(self, dt: float) -> None:
-        for s in self.schemes:
-            for t in s.tiles:
-                t.advance(dt)
-
-    def accuracy(self, x: np.ndarray, y: np.ndarray, batch: int) -> float:
-        correct = 0
-        for i in range(0, len(x), batch):
-            logits, _ = self.forward(x[i:i + batch])
-            correct += int((logits.argmax(1) == y[i:i + batch]).sum())
-        return correct / len(x)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def hardware(job: dict[str, Any]) -> Hardware:
+    """The run's chip: its card, scheme, devices per synapse, weight range, periphery."""
+    run, hw = job["run"], job["hardware"]
+    return Hardware(card=_card(run), scheme=run["scheme"], scheme_params=run["scheme_params"],
+                    n_devices=run["n_devices"] or hw["n_devices"], w_max=run["w_max"] or hw["w_max"],
+                    periphery=_periphery(job), tile_options=_tile_options(run))
 
 
 # ---------------------------------------------------------------------------------------- one job
 @job_messages(once=(PulseLimitWarning,))
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one (run, seed). Module-level so that worker processes can run it. A seed
-    that diverges stops there and returns what it recorded, with ``diverged``."""
-    from ...data import load_fashion_mnist
-    from ...progress import JobProgress
-    from ...record import Recorder, pulse_histogram
+    """Train and evaluate one (run, seed) on the core (:class:`~neuroemu.models.mlp.MLP` on the run's
+    :class:`~neuroemu.chip.Hardware`, :class:`~neuroemu.rules.backprop.Backprop`,
+    :class:`~neuroemu.train.Trainer`). Module-level so that worker processes can run it. A seed that
+    diverges stops there and returns what it recorded, with ``diverged``."""
+    from ...data.classification import fashion_mnist_task
+    from ...models.mlp import MLP
+    from ...record import pulse_histogram
+    from ...rules.backprop import Backprop
+    from ...train import Protocol, Trainer, checkpoint_path
 
-    run, tr, hw, ev, data = job["run"], job["train"], job["hardware"], job["eval"], job["data"]
+    run, tr, ev, data = job["run"], job["train"], job["eval"], job["data"]
     seed_seq = np.random.SeedSequence([job["seed"], zlib.crc32(run["name"].encode())])
     rng_chip, rng_data = (np.random.default_rng(s) for s in seed_seq.spawn(2))
-    xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
-    n_val = data.get("validation", 0)
-    xval = yval = None
-    if n_val:
-        keep, held = validation_split(len(xtr), n_val, data["validation_seed"])
-        xval, yval, xtr, ytr = xtr[held], ytr[held], xtr[keep], ytr[keep]
-    test = ev.get("test", True)
-    if test:
-        xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
-    sizes = [xtr.shape[1], *job["model"]["hidden"], 10]
-    n_dev = run["n_devices"] or hw["n_devices"]
-    w_max = run["w_max"] or hw["w_max"]
-    card = _card(run)
+    task = fashion_mnist_task(rng=rng_data, batch_size=tr["batch_size"], validation=data.get("validation", 0),
+                              validation_seed=data.get("validation_seed", 0), test=ev.get("test", True),
+                              train_limit=data["train_limit"], test_limit=data["test_limit"], dir=data["dir"],
+                              download=data["download"], eval_batch=ev["batch_size"])
+    hw = hardware(job)
     deploy = run["deploy"]
-    if deploy:
-        net = Network(sizes, load_card("ideal"), "ideal", {}, periphery=Periphery.ideal(), n_devices=1,
-                      w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip)
-    else:
-        net = Network(sizes, card, run["scheme"], run["scheme_params"], periphery=_periphery(job),
-                      n_devices=n_dev, w_max=w_max, init_gain=tr["init_gain"], rng=rng_chip,
-                      tile_options=_tile_options(run))
-    rec = Recorder()
-    layers = {f"layer{i + 1}": t for i, t in enumerate(net.tiles)}
-    if not deploy:
-        rec.observe(0, layers)  # the chip as programmed, before training
-    metrics = []
-    t_start = time.perf_counter()
-    bs, epochs = tr["batch_size"], tr["epochs"]
-    batches = range(0, len(xtr) - bs + 1, bs)
-    watch = divergence.Watch("train_loss", job["diverge_factor"])
-    progress = JobProgress(job["id"])
-    diverged = None
-    try:
-        for epoch in range(1, epochs + 1):
-            order = rng_data.permutation(len(xtr))
-            losses, accs = [], []
-            for b, i in enumerate(batches, 1):
-                idx = order[i:i + bs]
-                loss, acc = net.train_step(xtr[idx], ytr[idx], tr["lr"])
-                watch.check(epoch, loss, bound=False)
-                losses.append(loss)
-                accs.append(acc)
-                net.advance(tr["seconds_per_batch"])
-                if progress.due():
-                    progress.log(f"epoch {epoch}/{epochs}  batch {b}/{len(batches)}  loss {np.mean(losses):.3g}")
-            watch.check(epoch, np.mean(losses))
-            scores = {}
-            if test:
-                scores["test_acc"] = net.accuracy(xte, yte, ev["batch_size"])
-            if n_val:
-                scores["val_acc"] = net.accuracy(xval, yval, ev["batch_size"])
-            stats = _device_stats(net)
-            del stats["pulse_limit_hits"]  # a total for the result, not a metrics.csv column
-            device_row = {k: v for k, v in rec.observe(epoch, layers).items() if k != "step"}
-            metrics.append({"run": run["name"], "seed": job["seed"], "epoch": epoch,
-                            "train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)),
-                            **scores, **stats, **device_row})
-            if progress.due():
-                shown = "  ".join(f"{k.replace('_', ' ')} {100 * v:.2f} %" for k, v in scores.items())
-                progress.log(f"epoch {epoch}/{epochs}  loss {np.mean(losses):.3g}  {shown}")
-    except divergence.Diverged as exc:
-        diverged = exc.record
-    train_time = time.perf_counter() - t_start
-    if diverged is not None:
-        stats = _device_stats(net)
-        return {"run": run["name"], "card": card.name, "scheme": "ideal" if deploy else run["scheme"],
-                "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], "diverged": diverged,
-                "pulse_limit_hits": stats["pulse_limit_hits"], "train_time_s": train_time, "metrics": metrics}
-    if deploy:  # from here on the chip is the programmed one: record it afresh
-        net = _deploy(net, sizes, card, job, n_dev, w_max, rng_chip)
-        rec = Recorder()
-        rec.observe(tr["epochs"], {f"layer{i + 1}": t for i, t in enumerate(net.tiles)})
-    elif ev["drift_compensation"]:  # the drift reference is read right after the last update
-        for t in net.tiles:
-            t.compensate_drift()
-    final = {}
-    if n_val:  # right after training, before the test evaluations (whose noisy reads draw from the chip's rng)
-        final["val_acc"] = net.accuracy(xval, yval, ev["batch_size"])
-    if test:
-        final["test_acc"] = net.accuracy(xte, yte, ev["batch_size"])
-        at_delay = {}
-        elapsed = 0.0
-        for delay in ev["delays"]:
-            net.advance(delay - elapsed)
-            elapsed = delay
-            if ev["drift_compensation"]:
-                for t in net.tiles:
-                    t.compensate_drift()
-            at_delay[delay_key(delay)] = net.accuracy(xte, yte, ev["batch_size"])
-        final["test_acc_after"] = at_delay
-    n_syn = sum(t.n_synapses for t in net.tiles)
-    stats = _device_stats(net)
-    edges, steps, counts = rec.histograms("layer1")
+    model = MLP([task.x.shape[1], *job["model"]["hidden"], 10], init_gain=tr["init_gain"])
+    chip = model.build(Hardware.ideal(hw.w_max) if deploy else hw, rng_chip)
+    protocol = Protocol(epochs=tr["epochs"], seconds_per_update=tr["seconds_per_batch"],
+                        delays=ev["delays"] if ev.get("test", True) else (),
+                        drift_compensation=ev["drift_compensation"], deploy=hw if deploy else None,
+                        watch_label="train_loss", diverge_factor=job["diverge_factor"])
+    result = Trainer(chip, Backprop(tr["lr"]), task, protocol, job_id=job["id"], deploy_rng=rng_chip,
+                     checkpoint=checkpoint_path(job["id"]), key=job).run()
+    chip, stats = result.chip, result.chip.stats()
+    head = {"run": run["name"], "card": hw.card.name, "scheme": "ideal" if deploy else run["scheme"],
+            "deploy": deploy, "n_devices": hw.n_devices, "seed": job["seed"]}
+    metrics = [{"run": run["name"], "seed": job["seed"], **row} for row in result.rows]
+    if result.diverged is not None:
+        return {**head, "diverged": result.diverged, "pulse_limit_hits": stats["pulse_limit_hits"],
+                "train_time_s": result.train_time_s, "metrics": metrics}
+    final = dict(result.final)
+    if result.after:
+        final["test_acc_after"] = {delay_key(d): v["test_acc"] for d, v in result.after.items()}
+    edges, steps, counts = result.recorder.histograms("layer1")
     return {
-        "run": run["name"], "card": card.name, "scheme": "ideal" if deploy else run["scheme"],
-        "deploy": deploy, "n_devices": n_dev, "seed": job["seed"], **final, "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / n_syn,
+        **head, **final, "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / chip.n_synapses,
         "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"], "pulse_limit_hits": stats["pulse_limit_hits"],
-        "train_time_s": train_time,
-        "metrics": metrics, "device_summary": rec.summary(),
+        "train_time_s": result.train_time_s,
+        "metrics": metrics, "device_summary": result.recorder.summary(),
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
-        "pulse_hist": pulse_histogram(net.tiles[0]),
+        "pulse_hist": pulse_histogram(chip["layer1"].tile),
     }
-
-
-def validation_split(n: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices kept for training, indices of the validation images) of ``n`` training images: a
-    uniformly drawn set of ``n_val`` held out by ``seed`` alone (the same for every run and job
-    seed), both in ascending order."""
-    if not 0 < n_val < n:
-        raise ConfigError(f"data.validation: expected between 1 and {n - 1} of the {n} training images, got {n_val}")
-    held = np.zeros(n, bool)
-    held[np.random.default_rng(seed).permutation(n)[:n_val]] = True
-    return np.flatnonzero(~held), np.flatnonzero(held)
-
-
-def _device_stats(net: Network) -> dict[str, float]:
-    """Scheme counters summed over the layers."""
-    pulses = refresh = energy = hits = 0.0
-    for s in net.schemes:
-        st = s.stats()
-        pulses += st["pulses"]
-        refresh += st["refreshes"]
-        energy += st["energy_pJ"]
-        hits += st.get("pulse_limit_hits", 0)
-    return {"pulses": int(pulses), "refreshes": int(refresh), "energy_pJ": float(energy), "pulse_limit_hits": int(hits)}
-
-
-def _deploy(trained: Network, sizes, card, job, n_dev, w_max, rng) -> Network:
-    """Program the trained float weights onto the run's card (one write, then inference)."""
-    net = Network(sizes, card, "ideal", {}, periphery=_periphery(job), n_devices=n_dev, w_max=w_max, rng=rng,
-                  weights=[t.weights() for t in trained.tiles], tile_options=_tile_options(job["run"]))
-    net.biases = [b.copy() for b in trained.biases]
-    if job["eval"]["drift_compensation"]:
-        for t in net.tiles:
-            t.compensate_drift()
-    return net
 
 
 # ---------------------------------------------------------------------------------------- report
