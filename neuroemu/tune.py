@@ -400,7 +400,7 @@ class Plan:
         where = f"{self.config_path}: tune trial of run {run.name!r} ({_label(values) or 'as configured'}):"
         from .studies import resolve_data
 
-        _, cfg = resolve_data(raw, where)
+        _, cfg = resolve_data(raw, where, base_dir=Path(self.config_path).resolve().parent)
         if self.trial_hook is not None:
             cfg = self.trial_hook(cfg, where)
         return cfg, _prefix(values, resource)
@@ -483,7 +483,7 @@ def plan(config_path: str | Path, overrides: list[str] | None = None) -> Plan:
                           "docs/tune.md")
     from .studies import resolve_data
 
-    module, cfg = resolve_data(raw, where)
+    module, cfg = resolve_data(raw, where, base_dir=Path(config_path).resolve().parent)
     decl = _declaration(module, cfg, where)
     sec = check_section(section, f"{where} tune")
     tw = f"{where} tune"
@@ -717,6 +717,9 @@ def _write(p: Plan, out: Path, trials: list[dict[str, Any]], chosen: dict[str, d
         rows.append(row)
     write_csv(out / "trials.csv", rows)
     raw = tuned_config(p, chosen)
+    relocate = getattr(p.module, "relocate", None)  # files the config names relative to itself
+    if relocate is not None:
+        raw = relocate(raw, Path(p.config_path).resolve().parent, out.resolve())
     done = not meta["failed"] and all(r.name in chosen for r in p.runs if r.tuned)
     if done:
         header = (f"# {p.config_path} with each run's values chosen by\n#   {meta['command']}\n"

@@ -63,11 +63,11 @@ class ClassificationTask:
     partial batch is dropped); evaluate ``<set>_acc`` on the named held-out sets (``test``, ``val``)
     at each stage, in the order of :data:`STAGES`."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, rng: np.random.Generator,
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, rng: Any,
                  held_out: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None, eval_batch: int = 1000):
         if len(x) < batch_size:
             raise ConfigError(f"batch_size: expected at most the {len(x)} training samples, got {batch_size}")
-        self.x, self.y, self.batch_size, self.rng = x, y, int(batch_size), rng
+        self.x, self.y, self.batch_size, self.rng = x, y, int(batch_size), np.random.default_rng(rng)
         self.held_out = dict(held_out or {})
         self.eval_batch = int(eval_batch)
 

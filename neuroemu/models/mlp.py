@@ -31,13 +31,18 @@ class MLP(Model):
         bound = self.init_gain * np.sqrt(1.0 / spec.n_in)
         return rng.uniform(-bound, bound, (spec.n_out, spec.n_in))
 
-    def forward(self, chip: Chip, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(output logits, [input, every layer's activation]) of a batch x (batch, n_in)."""
+    def forward(self, chip: Chip, x: np.ndarray, *, perturb: Sequence[np.ndarray] | None = None
+                ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(output logits, [input, every layer's activation]) of a batch x (batch, n_in).
+        ``perturb``: one array (batch, n_out) per layer added to its units' input (node
+        perturbation, noise injection)."""
         acts = [x]
         h = x
         layers = list(chip)
         for i, layer in enumerate(layers):
             z = layer.forward(h) + layer.bias
+            if perturb is not None:
+                z = z + perturb[i]
             h = np.maximum(z, 0.0) if i < len(layers) - 1 else z
             acts.append(h)
         return h, acts

@@ -12,6 +12,7 @@ An experiment module provides ``NAME``, ``SCHEMA`` (see :mod:`neuroemu.config`),
 from __future__ import annotations
 
 import copy
+import inspect
 import shlex
 import sys
 import time
@@ -22,9 +23,9 @@ from ..config import apply_overrides, dump_yaml, load_yaml, validate
 from ..errors import ConfigError, did_you_mean
 from ..io import atomic_write_json, versions
 from ..runner import JobsFailed, load_results, run_jobs
-from . import crossbar_mlp, eprop_pcm, fasthebb, sdt, sparse_snn, spiking_fmnist
+from . import crossbar_mlp, eprop_pcm, fasthebb, generic, sdt, sparse_snn, spiking_fmnist
 
-EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist, eprop_pcm, sparse_snn, fasthebb, sdt)}
+EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist, eprop_pcm, sparse_snn, fasthebb, sdt, generic)}
 
 
 def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -39,18 +40,21 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
         from ..tune import check_section
 
         check_section(section, f"{where} tune")
-    return resolve_data(raw, where)
+    return resolve_data(raw, where, base_dir=Path(config_path).resolve().parent)
 
 
-def resolve_data(raw: dict[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
+def resolve_data(raw: dict[str, Any], where: str, base_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """Validate a config given as a mapping (without a ``tune`` section); ``where`` names its source
-    in errors. Returns (module, resolved config); ``raw`` is not changed."""
+    in errors, ``base_dir`` the directory that files it names are relative to (plug-ins). Returns
+    (module, resolved config); ``raw`` is not changed."""
     name = raw.get("experiment")
     if not isinstance(name, str) or name not in EXPERIMENTS:
         raise ConfigError(f"{where} experiment: expected one of {', '.join(EXPERIMENTS)}, got {name!r}"
                           f"{did_you_mean(name, EXPERIMENTS)}")
     module = EXPERIMENTS[name]
     cfg = validate(copy.deepcopy(raw), module.SCHEMA, where)
+    if "base_dir" in inspect.signature(module.check).parameters:
+        return module, module.check(cfg, where, base_dir=base_dir)
     return module, module.check(cfg, where)
 
 

@@ -1,0 +1,190 @@
+"""Rules, models and tasks from outside the package (neuroemu.plugins), and the config-driven
+study that runs them on any chip (experiment: train)."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from neuroemu import plugins
+from neuroemu.errors import ConfigError
+from neuroemu.rules.backprop import Backprop
+from tests.synthetic import write_tiny_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "plugin_rule"
+
+
+def test_load_by_short_name_import_path_and_file(tmp_path):
+    assert plugins.load("rule", "backprop") is Backprop
+    assert plugins.load("rule", "neuroemu.rules.backprop:Backprop") is Backprop
+    (tmp_path / "mine.py").write_text("class Rule:\n    pass\n")
+    cls = plugins.load("rule", "mine.py:Rule", base_dir=tmp_path)
+    assert cls.__name__ == "Rule" and plugins.load("rule", f"{tmp_path}/mine.py:Rule") is cls
+
+
+def test_load_by_entry_point(monkeypatch):
+    class EP:
+        name = "mine"
+
+        def load(self):
+            return Backprop
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [EP()] if group == "neuroemu.rules" else [])
+    assert plugins.load("rule", "mine") is Backprop
+
+
+@pytest.mark.parametrize("name, message", [
+    ("backprob", r"unknown rule 'backprob'.*did you mean 'backprop'"),
+    ("nowhere.mod:X", r"cannot import nowhere.mod"),
+    ("neuroemu.rules.backprop:Backprob", r"has no 'Backprob'.*Backprop"),
+    ("missing.py:X", r"no such file"),
+])
+def test_bad_names_say_what_was_expected(name, message):
+    with pytest.raises(ConfigError, match=message):
+        plugins.load("rule", name, where="cfg.yaml: rule.name")
+
+
+def test_make_names_a_parameter_the_factory_does_not_take():
+    assert plugins.make("rule", {"name": "backprop", "lr": 0.1}).lr == 0.1
+    with pytest.raises(ConfigError, match=r"rule.lrate: backprop takes no parameter 'lrate'; it takes lr, optimizer"):
+        plugins.make("rule", {"name": "backprop", "lrate": 0.1})
+    with pytest.raises(ConfigError, match=r"rule: backprop: optimizer"):
+        plugins.make("rule", {"name": "backprop", "lr": 0.1, "optimizer": "rmsprop"})
+
+
+def _example(tmp_path, **changes):
+    """The example config on tiny synthetic data, one seed, one epoch (its tune section dropped)."""
+    data = write_tiny_fashion_mnist(tmp_path / "fmnist", 240, 60)
+    raw = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
+    raw.pop("tune")
+    raw.update(seeds=[0], workers=1)
+    raw["task"].update(dir=str(data), download=False, train_limit=240, validation=40, batch_size=10)
+    raw["protocol"].update(epochs=1)
+    raw.update(changes)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    (tmp_path / "node_perturbation.py").write_text((EXAMPLE / "node_perturbation.py").read_text())
+    return cfg
+
+
+def test_the_example_rule_trains_on_pcm_and_rram_under_three_schemes(tmp_path):
+    """The rule from outside the package, named in a config, on the float chip and on PCM and
+    RRAM through sign, stochastic and mixed-precision updates: no change to neuroemu."""
+    from neuroemu.studies import run_experiment
+
+    cfg = _example(tmp_path)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["chip"]["periphery"] = "ideal"  # exact reads: the two passes differ by the rule's noise alone
+    cfg.write_text(yaml.safe_dump(raw))
+    summary = run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)
+    rows = {r["run"]: r for r in summary["table"]}
+    assert list(rows) == ["float"] + [f"{c}/{s}" for c in ("pcm_nandakumar2018", "rram_gong2018")
+                                      for s in ("sign", "stochastic", "mixed_precision")]
+    pulsed = 0
+    for name, row in rows.items():
+        if row.get("diverged"):  # a learning rate too large for a card is a result, recorded as such
+            assert name != "float" and row["diverged_seeds"]["0"]["metric"] == "loss"
+            continue
+        assert 0 <= row["test_acc"] <= 100 and 0 <= row["val_acc"] <= 100
+        assert ("test_acc_after_3600s" in row) and ("test_acc_after_86400s" in row)
+        assert row["pulses_per_synapse"] == 0 if name == "float" else row["pulses_per_synapse"] >= 0
+        pulsed += row["pulses_per_synapse"] > 0
+    assert pulsed >= 3
+    result = json.loads((tmp_path / "out" / "runs" / "rram_gong2018_mixed_precision_seed0.json").read_text())
+    assert result["job"]["run"]["rule"]["name"].endswith("node_perturbation.py:NodePerturbation")
+    assert [m["epoch"] for m in result["result"]["metrics"]] == [1]
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "node_perturbation.py:NodePerturbation" in text and "(figures/learning_curves.png)" in text
+
+
+def test_node_perturbation_estimates_the_gradient_of_the_loss():
+    """The example rule's mean update over many noise draws is the backprop step (same lr)."""
+    import sys
+
+    from neuroemu.chip import Hardware, Update
+    from neuroemu.models.mlp import MLP
+
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from node_perturbation import NodePerturbation
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 6)), rng.integers(0, 3, 8)
+    model = MLP([6, 5, 3])
+
+    chip = model.build(Hardware.ideal(w_max=8.0), rng=1)
+
+    def wanted(rule):  # the ΔW the rule asks for, not applied, in the chip's layer order
+        asked = {u.layer: -u.lr * u.d.T @ u.x for u in rule.step(chip, (x, y)) if isinstance(u, Update)}
+        return np.concatenate([asked[name].ravel() for name in chip.layers])
+
+    want = wanted(Backprop(1.0))
+    rule = NodePerturbation(lr=1.0, sigma=0.01, rng=2)
+    got = np.mean([wanted(rule) for _ in range(4000)], axis=0)
+    assert np.corrcoef(got, want)[0, 1] > 0.9
+    assert np.linalg.norm(got) == pytest.approx(np.linalg.norm(want), rel=0.25)
+
+
+def test_a_rule_on_a_network_it_has_no_meaning_on_fails_with_a_clear_error(tmp_path):
+    from neuroemu.runner import JobsFailed
+    from neuroemu.studies import run_experiment
+
+    (tmp_path / "rec.py").write_text(textwrap.dedent("""
+        from neuroemu.rules.base import Rule
+
+        class RecurrentOnly(Rule):
+            requires = frozenset({"recurrent", "spiking"})
+    """))
+    cfg = _example(tmp_path, runs=[{"name": "float", "chip": {"card": "ideal"}}])
+    raw = yaml.safe_load(cfg.read_text())
+    raw["rule"] = {"name": "rec.py:RecurrentOnly"}
+    cfg.write_text(yaml.safe_dump(raw))
+    with pytest.raises(JobsFailed):
+        run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)
+    error = (tmp_path / "out" / "runs" / "float_seed0.error.txt").read_text()
+    assert "RuleError: rule RecurrentOnly needs a network that is recurrent, spiking" in error
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rule": {"name": "nope.py:X"}}, r"runs\[0\].rule.name: no such file"),
+    ({"runs": [{"chip": {"card": "pcm_nandakumar2018", "scheme": "signn"}}]}, r"runs\[0\].chip.scheme: expected one of"),
+    ({"runs": [{"chip": {}, "rules": {}}]}, r"runs\[0\].rules: unknown field.*did you mean 'rule'"),
+    ({"protocol": {"epochs": 1, "updates": 3}}, r"runs\[0\].protocol: Protocol: give epochs or updates"),
+    ({"rule": {"name": "backprop", "lrate": 1}}, None),  # a bad parameter fails when the rule is built
+])
+def test_config_errors_name_the_field(tmp_path, change, message):
+    from neuroemu.studies import resolve
+
+    cfg = _example(tmp_path, **change)
+    if message is None:
+        from neuroemu.runner import JobsFailed
+        from neuroemu.studies import run_experiment
+
+        with pytest.raises(JobsFailed):
+            run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)
+        assert "rule.lrate: backprop takes no parameter 'lrate'" in next((tmp_path / "out" / "runs").glob(
+            "*.error.txt")).read_text()
+        return
+    with pytest.raises(ConfigError, match=message):
+        resolve(cfg)
+
+
+def test_relocate_keeps_plugin_files_found_from_another_directory(tmp_path):
+    from neuroemu.studies import generic
+
+    raw = {"rule": {"name": "node_perturbation.py:NodePerturbation"}, "model": "mlp", "task": {"name": "x"},
+           "runs": [{"rule": {"name": "sub/other.py:R"}}, {"chip": {}}]}
+    moved = generic.relocate(raw, tmp_path / "a", tmp_path / "b" / "c")
+    assert moved["rule"]["name"] == "../../a/node_perturbation.py:NodePerturbation" and moved["model"] == "mlp"
+    assert moved["runs"][0]["rule"]["name"] == "../../a/sub/other.py:R" and moved["runs"][1] == {"chip": {}}
+
+
+def test_the_docs_page_shows_the_example_files_as_they_are():
+    page = (ROOT / "docs" / "plugins.md").read_text()
+    for name in ("node_perturbation.py", "config.yaml"):
+        assert (EXAMPLE / name).read_text() in page, f"docs/plugins.md does not show examples/plugin_rule/{name} as it is"
