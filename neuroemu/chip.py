@@ -35,6 +35,40 @@ from .hardware.factory import make_tile
 from .hardware.schemes import SCHEMES, Scheme, make_scheme
 
 
+#: The scheme name of an exact float chip (:meth:`Hardware.exact`): plain weight arrays, no tiles.
+EXACT = "exact"
+
+
+class FloatWeights:
+    """What stands in for tile and scheme on an exact float chip: a plain weight array, read
+    (``x @ Wᵀ``) and written (``W += ΔW``) exactly in its own dtype, as a numpy layer would."""
+
+    name = EXACT
+    tile = None
+    tiles: tuple = ()
+
+    def __init__(self, w: np.ndarray):
+        self.w = np.array(w)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.w.T
+
+    def backward(self, d: np.ndarray) -> np.ndarray:
+        return d @ self.w
+
+    def weights(self) -> np.ndarray:
+        return self.w
+
+    def apply(self, dw: np.ndarray) -> None:
+        self.w += dw
+
+    def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
+        self.w -= (lr * (d.T @ x)).astype(self.w.dtype)
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Hardware:
     """Where a layer's weights live and how they are written: tiles of ``card`` (``n_devices`` per
@@ -63,8 +97,15 @@ class Hardware:
 
     @classmethod
     def ideal(cls, w_max: float = 1.0) -> "Hardware":
-        """A float chip: exact weights, exact reads."""
+        """A float chip of ideal devices: exact reads, the weights held as float64 conductances in
+        ±``w_max`` (a tile like any other: recorded, deployable, its writes counted)."""
         return cls(w_max=w_max)
+
+    @classmethod
+    def exact(cls) -> "Hardware":
+        """A float chip without tiles: every layer a plain array in the dtype of its initial weights,
+        read and written exactly as a numpy network would (:class:`FloatWeights`), unbounded."""
+        return cls(scheme=EXACT)
 
     def replace(self, **changes: Any) -> "Hardware":
         return dataclasses.replace(self, **changes)
@@ -77,9 +118,15 @@ class Hardware:
     def check(self, where: str = "chip") -> "Hardware":
         """Build a 2×2 tile and its scheme once, so that a bad card, scheme or parameter fails now
         with ``where`` in the message, not minutes later in a worker."""
+        if self.scheme == EXACT:
+            if self.card.kind != "ideal":
+                raise ConfigError(f"{where}.scheme: '{EXACT}' is a float chip without devices; expected card "
+                                  f"'ideal', got {self.card.name!r}")
+            return self
         if self.scheme not in SCHEMES:
-            raise ConfigError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {self.scheme!r}"
-                              f"{did_you_mean(self.scheme, SCHEMES)}")
+            known = (*SCHEMES, EXACT)
+            raise ConfigError(f"{where}.scheme: expected one of {', '.join(known)}, got {self.scheme!r}"
+                              f"{did_you_mean(self.scheme, known)}")
         if not self.card.pulsable and self.scheme != "ideal":
             raise ConfigError(f"{where}.scheme: card {self.card.name} is programmed by target, not by pulses; "
                               "use scheme 'ideal' (or train on the ideal chip and deploy)")
@@ -162,7 +209,7 @@ class Layer:
     """One weight matrix (out, in) of the network on tiles, written through ``scheme``; ``bias``: a
     digital bias vector the model adds where its units need it (or None)."""
 
-    def __init__(self, name: str, scheme: Scheme, bias: np.ndarray | None = None):
+    def __init__(self, name: str, scheme: Scheme | FloatWeights, bias: np.ndarray | None = None):
         self.name, self.scheme, self.bias = name, scheme, bias
 
     @classmethod
@@ -170,20 +217,27 @@ class Layer:
               bias: np.ndarray | None = None, scale: float | None = None, clip: bool = False) -> "Layer":
         """Program ``w`` onto a fresh tile of ``hw`` (devices from ``rng``; ``clip``: clip ``w`` to
         the tile's range first) and put the scheme in front (its random pulses from ``scheme_rng``,
-        default ``rng``)."""
+        default ``rng``). On an exact chip (:meth:`Hardware.exact`) the layer is ``w`` itself."""
+        if hw.scheme == EXACT:
+            return cls(name, FloatWeights(w), bias)
         tile = hw.tile(*w.shape, rng, scale=scale)
         tile.write(np.clip(w, *tile.w_range) if clip else w)
         return cls(name, make_scheme(hw.scheme, tile, rng=rng if scheme_rng is None else scheme_rng,
                                      **hw.scheme_params), bias)
 
     @property
-    def tile(self) -> Tile:
-        """The tile the layer was programmed on (a scheme may use more: :attr:`Scheme.tiles`)."""
+    def tile(self) -> Tile | None:
+        """The tile the layer was programmed on (a scheme may use more: :attr:`Scheme.tiles`; an
+        exact float layer has none)."""
         return self.scheme.tile
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.scheme.tile.shape)
+        return tuple(self.tile.shape) if self.tile is not None else self.weights().shape
+
+    @property
+    def n_synapses(self) -> int:
+        return self.tile.n_synapses if self.tile is not None else self.weights().size
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (batch, n_in) -> (batch, n_out): one read of the array through its periphery."""
@@ -259,15 +313,17 @@ class Chip:
     def compensate_drift(self) -> None:
         """Global drift compensation on every layer's tile (read a reference, rescale the outputs)."""
         for layer in self:
-            layer.tile.compensate_drift()
+            if layer.tile is not None:
+                layer.tile.compensate_drift()
 
     def tiles(self) -> dict[str, Tile]:
-        """{layer name: its tile}, for :meth:`neuroemu.record.Recorder.observe`."""
-        return {name: layer.tile for name, layer in self.layers.items()}
+        """{layer name: its tile}, for :meth:`neuroemu.record.Recorder.observe` (exact float layers
+        have none)."""
+        return {name: layer.tile for name, layer in self.layers.items() if layer.tile is not None}
 
     @property
     def n_synapses(self) -> int:
-        return sum(layer.tile.n_synapses for layer in self)
+        return sum(layer.n_synapses for layer in self)
 
     def stats(self, *, per_layer: bool = False) -> dict[str, Any]:
         """Pulses, refreshes, write energy (pJ) and pulse-limit hits summed over the layers; with

@@ -78,7 +78,9 @@ class Protocol:
 class Result:
     """What a run produced. ``rows``: one per evaluation during training; ``final``: the final
     evaluation (empty when diverged); ``after``: {delay: evaluation}; ``diverged``: where and how
-    (:mod:`neuroemu.divergence`) or None; ``chip``: the chip at the end (deployed, drifted)."""
+    (:mod:`neuroemu.divergence`) or None; ``chip``, ``rule``, ``task``: as they are at the end (the
+    chip deployed and drifted; after a resumed run, the objects restored from the checkpoint, not
+    the ones the trainer was given)."""
 
     rows: list[dict[str, Any]]
     final: dict[str, Any]
@@ -88,6 +90,8 @@ class Result:
     chip: Chip
     recorder: Recorder
     last: dict[str, Any]
+    rule: Any = None
+    task: Any = None
 
 
 def checkpoint_path(job_id: str) -> Path | None:
@@ -226,7 +230,8 @@ class Trainer:
                 if p.drift_compensation:
                     self.chip.compensate_drift()
                 after[delay] = self.task.evaluate(self.chip, "delay", self.last)
-        return Result(self.rows, final, after, diverged, self.train_time, self.chip, self.recorder, self.last)
+        return Result(self.rows, final, after, diverged, self.train_time, self.chip, self.recorder, self.last,
+                      self.rule, self.task)
 
     def _epochs(self) -> None:
         p = self.protocol

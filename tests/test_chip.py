@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from neuroemu.chip import Hardware, Update
+from neuroemu.chip import Hardware, Update, build_chip
 from neuroemu.data.classification import ClassificationTask, accuracy
 from neuroemu.errors import ConfigError
 from neuroemu.hardware import Periphery, load_card, make_scheme
@@ -257,3 +257,22 @@ def test_an_interrupted_study_job_resumes_mid_run(tmp_path, monkeypatch):
     resumed = timeless(crossbar_mlp.run_job(job))
     assert epochs == [1, 2, 3]  # the second run started at epoch 2
     assert resumed == straight and not train.checkpoint_path(job["id"]).exists()
+
+
+def test_an_exact_chip_is_plain_arrays_in_their_dtype():
+    chip = MLP([4, 3]).build(Hardware.exact(), rng=0)
+    w = chip["layer1"].weights()
+    assert chip.tiles() == {} and chip.n_synapses == 12 and chip["layer1"].shape == (3, 4)
+    x = np.random.default_rng(1).random((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(chip["layer1"].forward(x), x @ w.T)
+    w32 = w.astype(np.float32)
+    f32 = build_chip(MLP([4, 3]), Hardware.exact(), weights={"layer1": w32})
+    dw = np.full((3, 4), 0.1, np.float32)
+    f32.apply(Update("layer1", dw=dw))
+    np.testing.assert_array_equal(f32["layer1"].weights(), w32 + dw)
+    assert f32["layer1"].weights().dtype == np.float32 and f32.stats()["pulses"] == 0
+    f32.advance(10.0)
+    f32.compensate_drift()
+    assert Hardware.from_config({"scheme": "exact"}).scheme == "exact"
+    with pytest.raises(ConfigError, match="float chip without devices"):
+        Hardware.from_config({"card": "rram_gong2018", "scheme": "exact"})

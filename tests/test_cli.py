@@ -254,7 +254,7 @@ BAD_INPUTS = [
      "runs[0].card: pcm_nandakumar: no such device card (did you mean 'pcm_nandakumar2018'?)"),
     (["run", "{cfg}", "--out", "{tmp}/o", "--set", "runs.0.scheme=tikitaka"],
      "runs[0].scheme: expected one of ideal, digital, sign, stochastic, stochastic_coincidence, multi_device, "
-     "mixed_precision, tiki_taka, got 'tikitaka' (did you mean 'tiki_taka'?)"),
+     "mixed_precision, tiki_taka, exact, got 'tikitaka' (did you mean 'tiki_taka'?)"),
     (["run", "{cfg}", "--out", "{tmp}/o", "--set", "experiment=crossbar-mlp"],
      "got 'crossbar-mlp' (did you mean 'crossbar_mlp'?)"),
     (["run", "{cfg}", "--out", "{tmp}/o", "--set", "runs.0.periphery=ideel"], "got 'ideel' (did you mean 'ideal'?)"),

@@ -34,9 +34,8 @@ import numpy as np
 
 from ...hardware.cards import load_card
 from ...config import Opt, check_delays, check_layers, check_seeds
-from ...chip import Hardware
+from ...chip import EXACT, Hardware
 from ...hardware.crossbar import Periphery
-from ...hardware.factory import make_tile
 from ...errors import ConfigError, did_you_mean
 from ...plot import delay_key, delay_label
 from ...progress import job_messages
@@ -113,25 +112,25 @@ TILE_RUN = {
     "w_max": Opt("float", None, 1e-9, 1e9, nullable=True),
 }
 
+def _tiles_only(run: dict[str, Any], where: str) -> None:
+    if run["scheme"] == EXACT:
+        raise ConfigError(f"{where}.scheme: the runs of this study live on tiles and '{EXACT}' has none; for float "
+                          "weights use card 'ideal' with scheme 'ideal'")
+
+
 def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> Any:
     """A run on tiles of one card through one scheme: build its card, a 2×2 tile and the scheme once
-    (so a typo fails now, not minutes later in a worker) and keep the card's numbers in the run (an
-    edited card reruns). Returns the card."""
+    (:meth:`Hardware.check`: a typo fails now, not minutes later in a worker) and keep the card's
+    numbers in the run (an edited card reruns). Returns the card."""
     from ...errors import NeuroemuError
-    from ...hardware.schemes import SCHEMES, make_scheme
 
-    if run["scheme"] not in SCHEMES:
-        raise ConfigError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}"
-                          f"{did_you_mean(run['scheme'], SCHEMES)}")
+    _tiles_only(run, where)
     try:
         card = load_card(run["card"])
-        if not card.pulsable and run["scheme"] != "ideal":
-            raise ConfigError(f"card {card.name} is programmed by target, not by pulses; use scheme 'ideal'")
-        tile = make_tile(2, 2, card, n_devices=run["n_devices"] or n_devices, w_max=run.get("w_max") or 1.0,
-                         periphery=Periphery.ideal(), rng=0)
-        make_scheme(run["scheme"], tile, rng=0, **run["scheme_params"])
     except NeuroemuError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}.card: {exc}") from None
+    Hardware(card=card, scheme=run["scheme"], scheme_params=run["scheme_params"],
+             n_devices=run["n_devices"] or n_devices, w_max=run.get("w_max") or 1.0).check(where)
     run["card_data"] = card.to_dict()
     return card
 
@@ -172,8 +171,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ...config import validate
     from ...errors import NeuroemuError
     from ...runner import check_run_names
-    from ...hardware.schemes import SCHEMES, make_scheme
-
     data, ev = cfg["data"], cfg["eval"]
     if not ev["test"]:
         if ev["delays"]:
@@ -188,11 +185,9 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     for i, raw in enumerate(cfg["runs"]):
         w = f"{where} runs[{i}]"
         run = validate(raw, RUN, w)
+        _tiles_only(run, w)
         check_run_train(run, SCHEMA["train"], w)
         _check_data(data, run_train(run, cfg["train"])["batch_size"], where)
-        if run["scheme"] not in SCHEMES:
-            raise ConfigError(f"{w}.scheme: expected one of {', '.join(SCHEMES)}, got {run['scheme']!r}"
-                              f"{did_you_mean(run['scheme'], SCHEMES)}")
         if run["levels"] is not None and run["bits"] is not None:
             raise ConfigError(f"{w}.bits: give levels or bits, not both")
         if run["deploy"] and run["scheme"] != "ideal":
@@ -212,17 +207,14 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         if run["num_sends"] is not None and card.kind != "analog_chip":
             raise ConfigError(f"{w}.num_sends: only analog_chip cards (e.g. brainscales2) have a MAC mode; "
                               f"card {card.name} is kind '{card.kind}'")
-        if not card.pulsable and run["scheme"] != "ideal" and not run["deploy"]:
+        hw = hardware({"run": run, "hardware": cfg["hardware"]})
+        if run["deploy"]:  # trained on the ideal chip: only the tile must build
+            hw.replace(scheme="ideal", scheme_params={}).check(w)
+        elif not card.pulsable and run["scheme"] != "ideal":
             raise ConfigError(f"{w}.scheme: card {card.name} is programmed by target, not by pulses; "
                               "use scheme 'ideal' or deploy: true")
-        try:
-            probe = make_tile(2, 2, card, n_devices=run["n_devices"] or cfg["hardware"]["n_devices"],
-                              periphery=_periphery({"run": run, "hardware": cfg["hardware"]}), rng=0,
-                              **_tile_options(run))
-            if not run["deploy"]:
-                make_scheme(run["scheme"], probe, rng=0, **run["scheme_params"])
-        except NeuroemuError as exc:
-            raise ConfigError(f"{w}: {exc}") from None
+        else:
+            hw.check(w)
         run["card_data"] = card.to_dict()  # the card's numbers are part of the job: an edited card reruns
         if run["name"] is None:
             n = run["n_devices"]
