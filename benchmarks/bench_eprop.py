@@ -31,6 +31,7 @@ from benchmarks.timing import median_times  # noqa: E402
 from neuroemu.config import validate  # noqa: E402
 from neuroemu.data.tasks import pattern_generation  # noqa: E402
 from neuroemu.studies import eprop_pcm  # noqa: E402
+from neuroemu.rules.base import run_step  # noqa: E402
 from neuroemu.rules.eprop import EpropNetwork  # noqa: E402
 
 CONFIG = ROOT / "examples" / "eprop_pcm" / "schemes.yaml"
@@ -43,21 +44,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     repeat = 3 if args.quick else 20
     raw = yaml.safe_load(CONFIG.read_text())
+    raw.pop("tune", None)  # the tune command's section, not the study's
     raw["runs"] = [r for r in raw["runs"] if r.get("scheme") == "mixed_precision"]
     cfg = eprop_pcm.check(validate(raw, eprop_pcm.SCHEMA, str(CONFIG)), str(CONFIG))
     job = eprop_pcm.jobs(cfg)[0]
     lr, lr_out = cfg["train"]["lr"], cfg["train"]["lr_out"]
     task = pattern_generation(n_in=cfg["task"]["n_in"], t_steps=cfg["task"]["t_steps"], rng=0)
-    chip = eprop_pcm.Chip(job, task.x.shape[2], 1, np.random.default_rng(0))
-    net = EpropNetwork(chip.cfg, *[t.weights() for t in chip.tiles])
+    chip, rule = eprop_pcm.network(job, task.x.shape[2], 1, np.random.default_rng(0))
+    rule.bind(chip)
+    net = EpropNetwork(rule.cfg, *chip.weights().values())
 
     def float_update():
         net.apply(net.gradients(task.x, task.target, task.mask), {"w_in": lr, "w_rec": lr, "w_out": lr_out,
                                                                   "b_out": lr_out})
 
     def chip_update():
-        trace, y = chip.forward(task.x)
-        chip.update(task.x, trace, y, task, lr, lr_out)
+        run_step(rule, chip, task)
         chip.advance(1.0)
 
     t_float, t_chip = median_times([float_update, chip_update], repeat)

@@ -515,3 +515,117 @@ def test_bad_option_values_name_the_option(field, value):
     with pytest.raises(ValueError, match=f"EpropConfig.{field}"):
         EpropConfig(**{field: value})
     EpropConfig(grad_clip=math.inf, grad_clip_out=100)  # inf: no clamp
+
+
+# ------------------------------------------------------------------------------ the rule and the model on a chip
+def _rsnn(cfg=None, *, readout_bias=True, n_in=6, n_rec=8, n_out=2):
+    from neuroemu.models.rsnn import RSNN
+
+    cfg = cfg or _cfg(v_th=0.3, n_alif=3)
+    return RSNN(n_in, n_rec, n_out, cfg, in_gain=2.0, rec_gain=1.0, out_gain=1.0, readout_bias=readout_bias)
+
+
+def _sequences(seed=0, t=40, b=2, n_in=6, n_out=2):
+    from neuroemu.data.tasks import Task
+
+    rng = np.random.default_rng(seed)
+    x = (rng.random((t, b, n_in)) < 0.3).astype(np.float32)
+    target = np.sin(np.linspace(0, 6, t))[:, None, None] * np.ones((1, b, n_out))
+    return Task(x, target.astype(np.float32), np.ones((t, b), np.float32), None, 1e-3, "test")
+
+
+def test_eprop_refuses_a_network_it_has_no_meaning_on():
+    from neuroemu.chip import LayerSpec
+    from neuroemu.models import Model
+    from neuroemu.models.mlp import MLP
+    from neuroemu.rules.base import RuleError
+    from neuroemu.rules.eprop import Eprop
+
+    with pytest.raises(RuleError, match="recurrent, sequence, spiking"):
+        Eprop(1e-3).bind(MLP([4, 3]).build())
+
+    class Other(Model):  # recurrent and spiking, but without e-prop's dynamics
+        traits = frozenset({"recurrent", "spiking", "sequence"})
+
+        def layers(self):
+            return [LayerSpec("w", 3, 3)]
+
+        def init_weights(self, spec, rng):
+            return np.zeros((3, 3))
+
+    with pytest.raises(RuleError, match="e-prop dynamics"):
+        Eprop(1e-3).bind(Other().build())
+    with pytest.raises(RuleError, match="b_feedback"):
+        Eprop(1e-3, feedback="random", b_feedback=np.ones((3, 2))).bind(_rsnn().build(rng=0))
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    ({"loss": "hinge"}, "EpropConfig.loss"),
+    ({"feedback": "fixed"}, "Eprop.feedback"),
+    ({"lr_out": -1.0}, "Eprop.lr_out"),
+    ({"feedback": "symmetric", "b_feedback": np.ones((8, 2))}, "b_feedback"),
+])
+def test_eprop_options_fail_when_the_rule_is_made(kw, fragment):
+    from neuroemu.rules.eprop import Eprop
+
+    with pytest.raises(ValueError, match=fragment):
+        Eprop(1e-3, **kw)
+    with pytest.raises(TypeError, match="unknown option 'lrr'"):
+        Eprop(1e-3, lrr=1.0)
+
+
+def test_rsnn_on_a_float_chip_is_the_float_network_and_eprop_takes_its_step():
+    """On Hardware.ideal() the model runs the network of EpropNetwork and the rule's updates are
+    EpropNetwork's gradient step (symmetric feedback)."""
+    from neuroemu.chip import Hardware
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.eprop import Eprop
+
+    model = _rsnn()
+    chip = model.build(Hardware.ideal(w_max=10.0), rng=0)
+    w = chip.weights()
+    net = EpropNetwork(model.cfg, w["input"], w["recurrent"], w["output"])
+    task = _sequences()
+    (trace, y), (trace_f, y_f) = chip.forward(task.x), net.forward(task.x)
+    np.testing.assert_array_equal(trace.z, trace_f.z)
+    np.testing.assert_allclose(y, y_f, rtol=1e-5, atol=1e-6)  # the tile reads in float32
+    rule = Eprop(1e-4, 1e-3)
+    rule.bind(chip)
+    measured = run_step(rule, chip, task)
+    assert measured["loss"] == pytest.approx(task_loss(model.cfg, y_f, task.target, task.mask)[0], rel=1e-5)
+    assert measured["clipped"] == 0 and measured["rate_hz"] == pytest.approx(trace_f.z.mean() / 1e-3)
+    net.apply(net.gradients(task.x, task.target, task.mask), {"w_in": 1e-4, "w_rec": 1e-4, "w_out": 1e-3,
+                                                              "b_out": 1e-3})
+    after = chip.weights()
+    for name, want in (("input", net.w_in), ("recurrent", net.w_rec), ("output", net.w_out)):
+        np.testing.assert_allclose(after[name], want, rtol=1e-4, atol=1e-6)
+        assert np.abs(after[name] - w[name]).max() > 1e-4  # a real step
+    np.testing.assert_allclose(chip["output"].bias, net.b_out, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("card", ["pcm_nandakumar2018", "rram_gong2018"])
+@pytest.mark.parametrize("scheme", ["ideal", "sign", "mixed_precision"])
+def test_eprop_trains_a_pulsed_chip_through_its_scheme(card, scheme):
+    from neuroemu.chip import Hardware
+    from neuroemu.hardware import Periphery
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.eprop import Eprop
+
+    params = {"threshold": 1e-4} if scheme == "sign" else {}
+    hw = Hardware(card=card, scheme=scheme, scheme_params=params,
+                  periphery=Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0))
+    chip = _rsnn(readout_bias=False).build(hw, rng=1)
+    assert chip["output"].bias is None
+    rule = Eprop(1e-4, 1e-5, feedback="adaptive", fb_gain=1.0, rng=2)
+    rule.bind(chip)
+    b0, before = rule.feedback.copy(), chip.weights()
+    task = _sequences(1)
+    for _ in range(3):
+        measured = run_step(rule, chip, task)
+        assert np.isfinite(measured["nmse"])
+    after = chip.weights()
+    np.testing.assert_array_equal(np.diag(after["recurrent"]), np.diag(before["recurrent"]))  # no autapses
+    assert any(np.any(after[k] != before[k]) for k in after)
+    assert not np.array_equal(rule.feedback, b0)  # adaptive: B took W_out's steps
+    if scheme != "ideal":
+        assert chip.stats()["pulses"] > 0

@@ -57,16 +57,19 @@ def test_eprop_pcm_end_to_end_and_reproducible(tmp_path, capsys):
 def test_chip_excludes_autapses_and_reads_with_noise():
     from neuroemu.config import validate
     from neuroemu.data import tasks
+    from neuroemu.rules.base import run_step
 
     cfg = validate(yaml.safe_load(config_text()), eprop_pcm.SCHEMA, "t")
     cfg = eprop_pcm.check(cfg, "t")
     job = eprop_pcm.jobs(cfg)[1]  # the PCM run
+    job = {**job, "train": {**job["train"], "lr": 1e-2}}
     task = tasks.pattern_generation(n_in=20, t_steps=200, rng=0)
-    chip = eprop_pcm.Chip(job, 20, 1, np.random.default_rng(0))
-    before = chip.tiles[1].weights()
-    trace, y = chip.forward(task.x)
-    chip.update(task.x, trace, y, task, 1e-2)
-    after = chip.tiles[1].weights()
+    chip, rule = eprop_pcm.network(job, 20, 1, np.random.default_rng(0))
+    rule.bind(chip)
+    before = chip["recurrent"].weights()
+    measured = run_step(rule, chip, task)
+    assert measured["nmse"] > 0 and measured["rate_hz"] >= 0 and measured["y"].shape == (200, 1, 1)
+    after = chip["recurrent"].weights()
     np.testing.assert_array_equal(np.diag(after), np.diag(before))  # the diagonal is never programmed
     assert np.any(after != before)
     t1, y1 = chip.forward(task.x)
@@ -243,26 +246,28 @@ def test_the_study_follows_the_authors_setup():
 
 def test_random_feedback_is_drawn_once_and_never_updated(tmp_path):
     from neuroemu.data import tasks
+    from neuroemu.rules.base import run_step
     from neuroemu.rules.eprop import EpropNetwork
 
     for run in ({"card": "ideal", "scheme": "ideal"}, {"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}):
-        _, job = _job(tmp_path, run=run, model={"n_rec": 20, "feedback": "random"})
-        chip = eprop_pcm.Chip(job, 20, 1, np.random.default_rng(0), np.random.default_rng(1))
-        b0 = chip.b_random.copy()
+        _, job = _job(tmp_path, run=run, model={"n_rec": 20, "feedback": "random"},
+                      train={"updates": 5, "lr": 1e-3, "lr_out": 1e-3})
+        chip, rule = eprop_pcm.network(job, 20, 1, np.random.default_rng(0), np.random.default_rng(1))
+        rule.bind(chip)
+        b0 = rule.feedback.copy()
         # Kaiming-normal × init_gain: the first draw after the weights' (EpropNetwork.init's order)
-        net = EpropNetwork.init(chip.cfg, 20, 20, 1, feedback="random", rng=np.random.default_rng(0),
+        net = EpropNetwork.init(eprop_pcm._config(job), 20, 20, 1, feedback="random", rng=np.random.default_rng(0),
                                 **eprop_pcm.initial_gains(job["model"], 20, 20, job["hardware"]["w_max"]))
         np.testing.assert_array_equal(b0, net.b_feedback)
         assert np.std(b0) == pytest.approx(0.237 * np.sqrt(2 / 20), rel=0.4)
         task = tasks.pattern_generation(n_in=20, t_steps=200, rng=0)
-        w_out0 = chip.weights()[2].copy()
+        w_out0 = chip["output"].weights().copy()
         for _ in range(5):
-            trace, y = chip.forward(task.x)
-            chip.update(task.x, trace, y, task, 1e-3, 1e-3)
-        assert not np.array_equal(chip.weights()[2], w_out0)  # the read-out learned
-        np.testing.assert_array_equal(chip.feedback_matrix(), b0)  # the feedback did not
+            run_step(rule, chip, task)
+        assert not np.array_equal(chip["output"].weights(), w_out0)  # the read-out learned
+        np.testing.assert_array_equal(rule.feedback_matrix(chip), b0)  # the feedback did not
         with pytest.raises(ValueError):
-            chip.b_random[0, 0] = 1.0
+            rule.feedback[0, 0] = 1.0
 
 
 def test_initial_weights_are_the_authors_device_init(tmp_path):
@@ -271,14 +276,14 @@ def test_initial_weights_are_the_authors_device_init(tmp_path):
     _, job = _job(tmp_path, run={"card": "pcm_nandakumar2018", "scheme": "sign"},
                   model={"n_rec": 100}, task={"n_in": 100, "t_steps": 200}, hardware={"w_max": 1.006})
     ideal = {**job, "run": {**job["run"], "card": "ideal", "scheme": "ideal", "exact_reads": True}}
-    chips = [eprop_pcm.Chip(j, 100, 1, np.random.default_rng(3)) for j in (job, ideal)]
+    chips = [eprop_pcm.network(j, 100, 1, np.random.default_rng(3))[0] for j in (job, ideal)]
     want = np.sqrt(2) * 0.0237 / 11.83
-    for w in chips[0].weights():
+    for w in chips[0].weights().values():
         assert np.std(w) == pytest.approx(want, rel=0.2)
-    for a, b in zip(chips[0].weights(), chips[1].weights()):
+    for a, b in zip(chips[0].weights().values(), chips[1].weights().values()):
         np.testing.assert_allclose(a, b, atol=1e-12)  # one initial network for every run
     kaiming = {**job, "model": {**job["model"], "init": "kaiming"}}
-    w_in = eprop_pcm.Chip(kaiming, 100, 1, np.random.default_rng(3)).weights()[0]
+    w_in = eprop_pcm.network(kaiming, 100, 1, np.random.default_rng(3))[0]["input"].weights()
     assert np.std(w_in) == pytest.approx(0.237 * np.sqrt(2 / 100), rel=0.1)
 
 
@@ -303,8 +308,10 @@ def test_gradient_clamp_and_update_interval_reach_the_chip(tmp_path, monkeypatch
                                                            "update_interval": 100.0, "eval_every": 2})
     rule = eprop_pcm._config(job)
     assert rule.grad_clip == 4.0 and rule.grad_clip_out == 2.0  # ±clamp/v_th on input and recurrent
+    from neuroemu.chip import Chip
+
     steps = []
-    monkeypatch.setattr(eprop_pcm.Chip, "advance", lambda self, dt: steps.append(dt))
+    monkeypatch.setattr(Chip, "advance", lambda self, dt: steps.append(dt))
     result = eprop_pcm.run_job(job)
     assert steps == [100.0] * 4 + [3600.0]  # chip time between updates, then the drift delay
     assert result["clip_updates"] == 4 and result["clipped_entries"] > 0
@@ -363,3 +370,45 @@ def test_a_run_can_have_its_own_training_values(tmp_path, capsys):
     typo = config(tmp_path / "typo.yaml", runs=[{"card": "ideal", "scheme": "ideal", "train": {"lrr": 1.0}}])
     assert main(["run", str(typo), "--out", str(tmp_path / "o3")]) == 2
     assert "lrr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"task": {"name": "evidence_accumulation", "n_in": 8, "batch": 2}, "model": {"n_rec": 12, "n_alif": 6},
+     "eval": {"delays": [3600], "trials": 4}},
+], ids=["pattern_generation", "evidence_accumulation"])
+def test_an_interrupted_job_resumes_from_its_checkpoint_with_the_same_result(tmp_path, monkeypatch, extra):
+    """The trainer checkpoints the whole job at every evaluation; a job run again after an
+    interruption resumes there and ends with the result of an uninterrupted run, bit for bit."""
+    from neuroemu import train
+    from neuroemu.runner import CHECKPOINT_ENV
+
+    _, job = _job(tmp_path, run={"card": "pcm_nandakumar2018", "scheme": "mixed_precision"},
+                  train={"updates": 6, "lr": 1e-3, "eval_every": 2}, **extra)
+
+    def result():
+        out = eprop_pcm.run_job(job)
+        out.pop("train_time_s")
+        return out
+
+    straight = result()
+    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "checkpoints"))
+    save = train.Trainer._save
+
+    class Stop(Exception):
+        pass
+
+    def save_then_stop(self):
+        save(self)
+        if self.done == 4:
+            raise Stop
+
+    monkeypatch.setattr(train.Trainer, "_save", save_then_stop)
+    with pytest.raises(Stop):
+        eprop_pcm.run_job(job)
+    ckpt = train.checkpoint_path(job["id"])
+    assert ckpt.is_file()
+    monkeypatch.setattr(train.Trainer, "_save", save)
+    assert result() == straight
+    assert not ckpt.exists()
+    assert [row["update"] for row in straight["curve"]] == [2, 4, 6] and straight["pulses"] > 0

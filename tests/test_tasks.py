@@ -173,3 +173,56 @@ def test_bad_arguments_name_the_argument(call, field):
     with pytest.raises(ValueError) as info:
         call()
     assert str(info.value).startswith(field + ":"), info.value
+
+
+# -------------------------------------------------------------------------------- tasks for the trainer
+def test_frozen_patterns_train_one_pattern_per_update_in_epoch_order():
+    from neuroemu.data.sequences import FrozenPatterns, nmse_each, pattern_generation_task
+
+    task = pattern_generation_task(n_in=5, t_steps=50, patterns=3, updates=7, rng=np.random.default_rng(0),
+                                   order_rng=np.random.default_rng(1))
+    want = pattern_generation(n_in=5, t_steps=50, n_patterns=3, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(task.task.x, want.x)
+    np.testing.assert_array_equal(task.order, epoch_order(3, 7, rng=np.random.default_rng(1)))
+    assert isinstance(task, FrozenPatterns)
+    for step in range(1, 8):
+        batch = task.batch(step)
+        k = task.order[step - 1]
+        assert batch.x.shape == (50, 1, 5)
+        np.testing.assert_array_equal(batch.x[:, 0], want.x[:, k])
+        task.observe(batch, {"nmse": float(k)})
+    assert task.evaluate(None, "update", {"rate_hz": 3.0}) == {"rate_hz": 3.0, "nmse": 1.0}  # mean of 0, 1, 2
+
+    class Chip:  # predicts the mean of every target
+        def forward(self, x):
+            return None, np.broadcast_to(want.target.mean(axis=0), want.target.shape)
+
+    final = task.evaluate(Chip(), "final", {})
+    np.testing.assert_allclose(final["nmse_each"], 1.0, rtol=1e-6)
+    assert final["nmse"] == pytest.approx(1.0) and final["y"].shape == (50, 3, 1)
+    np.testing.assert_array_equal(nmse_each(want.target, want.target, want.mask), 0.0)
+
+
+def test_fresh_trials_draw_a_new_batch_every_update_and_keep_the_test_set_out_of_checkpoints():
+    import pickle
+
+    from neuroemu.data.sequences import evidence_accumulation_task, sequence_accuracy
+
+    task = evidence_accumulation_task(batch=2, n_in=8, trials=4, rng=np.random.default_rng(3))
+    g = np.random.default_rng(3)
+    evidence_accumulation(2, n_in=8, rng=g)  # the dropped first batch
+    test = evidence_accumulation(4, n_in=8, rng=g)
+    np.testing.assert_array_equal(task.test.x, test.x)
+    for step in (1, 2):
+        batch = task.batch(step)
+        np.testing.assert_array_equal(batch.x, evidence_accumulation(2, n_in=8, rng=g).x)
+    y = np.zeros((2250, 2, 2))
+    y[-150:, np.arange(2), batch.labels] = 1.0  # the right answer on the recall steps
+    assert sequence_accuracy(y, batch) == 1.0
+    task.observe(batch, {"y": y})
+    assert task.evaluate(None, "update", {"rate_hz": 1.0}) == {"rate_hz": 1.0, "accuracy": 1.0}
+    saved = pickle.loads(pickle.dumps(task))
+    assert not hasattr(saved, "test")
+    saved.restore(task)
+    np.testing.assert_array_equal(saved.batch(3).x, task.batch(3).x)  # the generator went along
+    assert saved.test is task.test

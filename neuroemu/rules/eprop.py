@@ -77,6 +77,9 @@ Hardware hooks
   drawn by the counter-based generator as ``normal_k(key(seed, t), b·n_rec + j)``: the same seed
   gives the same result bit for bit.
 * :func:`readout` takes either spikes and W_out or the readout currents W_out z precomputed.
+* :class:`Eprop` is the rule on a chip (:mod:`neuroemu.rules.base`): it runs the network of
+  :class:`neuroemu.models.rsnn.RSNN` on the hardware, measures, and yields the three updates
+  through the layers' schemes. :class:`EpropNetwork` is the same network with float weights.
 
 Defaults (:class:`EpropConfig`): dt = 1 ms, τ_m = τ_out = 30 ms and v_th = 0.03 are the pattern-
 generation task of the authors' code (Bellec Fig. S7, papers.md §3); γ = 0.3 (Bellec). ALIF:
@@ -96,12 +99,21 @@ import numpy as np
 from neuroemu._kernels import eprop as _K
 from neuroemu._kernels import neurons as _NK
 
+from ..chip import Update
+from ..data.sequences import nmse
+from .base import Rule, RuleError, Step, check_traits
+
 __all__ = [
+    "Eprop",
     "EpropConfig",
     "EpropNetwork",
+    "LEARNING",
     "Trace",
     "adapt_feedback",
     "eprop_gradients",
+    "initial_weight",
+    "initial_weights",
+    "random_feedback",
     "readout",
     "simulate",
     "task_loss",
@@ -418,6 +430,143 @@ def adapt_feedback(feedback, grad_w_out, lr: float, weight_decay: float = 0.0) -
     return b - lr * (g.T + weight_decay * b)
 
 
+def initial_weight(n_out: int, n_in: int, gain: float, rng: np.random.Generator, *,
+                   recurrent: bool = False) -> np.ndarray:
+    """One initial weight matrix (n_out, n_in) ~ N(0, 1)·gain/√n_in from ``rng``; ``recurrent``:
+    with a zero diagonal (no autapses)."""
+    w = rng.standard_normal((n_out, n_in)) * (gain / math.sqrt(n_in))
+    if recurrent:
+        np.fill_diagonal(w, 0.0)
+    return w
+
+
+def initial_weights(n_in: int, n_rec: int, n_out: int, rng: np.random.Generator, *, in_gain: float,
+                    rec_gain: float, out_gain: float) -> dict[str, np.ndarray]:
+    """Bellec-style initial weights (:func:`initial_weight`), drawn from ``rng`` in this order:
+    ``input`` (n_rec, n_in) with in_gain, ``recurrent`` (n_rec, n_rec, zero diagonal) with
+    rec_gain, ``output`` (n_out, n_rec) with out_gain."""
+    return {"input": initial_weight(n_rec, n_in, in_gain, rng),
+            "recurrent": initial_weight(n_rec, n_rec, rec_gain, rng, recurrent=True),
+            "output": initial_weight(n_out, n_rec, out_gain, rng)}
+
+
+def random_feedback(n_rec: int, n_out: int, gain: float, rng: np.random.Generator) -> np.ndarray:
+    """A random feedback matrix B (n_rec, n_out) ~ N(0, 1)·gain/√n_rec (one draw from ``rng``)."""
+    return rng.standard_normal((n_rec, n_out)) * gain / math.sqrt(n_rec)
+
+
+# ----------------------------------------------------------------------------- the rule on a chip
+#: The fields of :class:`EpropConfig` that belong to the learning rule (the others describe the
+#: network's dynamics, which the chip's model holds).
+LEARNING = ("loss", "c_reg", "f_target", "reg_form", "grad_clip", "grad_clip_out")
+
+
+class Eprop(Rule):
+    """e-prop on a chip whose model is a recurrent spiking network with e-prop dynamics
+    (:class:`neuroemu.models.rsnn.RSNN`: layers ``input``, ``recurrent``, ``output`` and an
+    :class:`EpropConfig` ``cfg``).
+
+    A step takes a batch of sequences (``x`` (T, B, n_in), ``target``, ``mask``: a
+    :class:`neuroemu.data.tasks.Task`), runs the network on the chip (noisy reads included) and
+
+    * measures ``loss`` (the task loss E; NaN when the output is not finite), ``nmse`` (regression:
+      the mean over the sequences of their normalised MSE, :func:`neuroemu.data.sequences.nmse`),
+      ``rate_hz`` (the mean firing rate) and ``y`` (the read-out, (T, B, n_out));
+    * then, from the same pass, the e-prop gradients (:func:`eprop_gradients`, feedback matrix B)
+      and ``clipped`` (entries the gradient clamp changed), with the run's totals ``clipped_entries``
+      and ``clip_updates`` (updates with any clamped entry);
+    * then the updates ΔW = −lr·g of ``input`` and ``recurrent`` (the diagonal never written: no
+      autapses) and ΔW = −lr_out·g of ``output`` (``lr_out`` default ``lr``), with its bias when the
+      layer has one (−lr_out·db, digital).
+
+    The weights change through each layer's update scheme as a dense ΔW (e-prop's gradient is a
+    sum over time, not one outer product), so any scheme applies. ``loss``, ``c_reg``, ``f_target``,
+    ``reg_form``, ``grad_clip``, ``grad_clip_out``: the learning fields of :class:`EpropConfig`
+    (:data:`LEARNING`), combined with the model's dynamics when the rule is bound.
+
+    ``feedback``: ``symmetric`` (B = W_outᵀ as the chip holds it), ``random`` (a fixed matrix,
+    never updated, read-only) or ``adaptive`` (a matrix that takes W_out's step,
+    :func:`adapt_feedback`). The matrix is ``b_feedback`` when given, else drawn when the rule is
+    bound, N(0, 1)·``fb_gain``/√n_rec from ``rng``."""
+
+    requires = frozenset({"recurrent", "spiking", "sequence"})
+
+    def __init__(self, lr: float, lr_out: float | None = None, *, feedback: str = "symmetric", b_feedback=None,
+                 fb_gain: float = 1.0, rng=None, **learning):
+        unknown = sorted(set(learning) - set(LEARNING))
+        if unknown:
+            raise TypeError(f"Eprop: unknown option {unknown[0]!r}; expected lr, lr_out, feedback, b_feedback, "
+                            f"fb_gain, rng or one of {', '.join(LEARNING)}")
+        EpropConfig(**learning)  # bad values fail here, not when the rule is bound
+        for name, val in (("lr", lr), ("lr_out", lr if lr_out is None else lr_out)):
+            if not (isinstance(val, (int, float, np.floating, np.integer)) and math.isfinite(val) and val > 0):
+                raise ValueError(f"Eprop.{name}: expected a finite learning rate > 0, got {val!r}")
+        if feedback not in _FEEDBACK:
+            raise ValueError(f"Eprop.feedback: expected one of {_FEEDBACK}, got {feedback!r}")
+        if feedback == "symmetric" and b_feedback is not None:
+            raise ValueError("Eprop.b_feedback: expected None for feedback='symmetric' (B = W_out transposed)")
+        self.lr = lr
+        self.lr_out = lr if lr_out is None else lr_out
+        self.learning = dict(learning)
+        self.feedback_mode, self.fb_gain, self.rng = feedback, fb_gain, rng
+        self.feedback = None if b_feedback is None else _array("b_feedback", b_feedback, 2).copy()
+        self.cfg: EpropConfig | None = None
+        self.clipped_entries = 0
+        self.clip_updates = 0
+
+    def bind(self, chip) -> None:
+        check_traits(self, chip)
+        model = chip.model
+        if not isinstance(getattr(model, "cfg", None), EpropConfig) or \
+                not {"input", "recurrent", "output"} <= set(chip.layers):
+            raise RuleError(f"rule {self.name} needs a network with e-prop dynamics (an EpropConfig 'cfg') and "
+                            f"layers input, recurrent, output; the chip's model {model!r} has layers "
+                            f"{', '.join(chip.layers)}")
+        self.cfg = dataclasses.replace(model.cfg, **self.learning)
+        n_out, n_rec = chip["output"].shape
+        if self.feedback_mode != "symmetric":
+            if self.feedback is None:
+                g = self.rng if isinstance(self.rng, np.random.Generator) else np.random.default_rng(self.rng)
+                self.feedback = random_feedback(n_rec, n_out, self.fb_gain, g)
+            if self.feedback.shape != (n_rec, n_out):
+                raise RuleError(f"rule {self.name}: b_feedback: expected shape ({n_rec}, {n_out}) for this chip, "
+                                f"got {self.feedback.shape}")
+            if self.feedback_mode == "random":  # drawn once, never updated: a write raises
+                self.feedback.setflags(write=False)
+
+    def feedback_matrix(self, chip) -> np.ndarray:
+        """The matrix B (n_rec, n_out) of the learning signal."""
+        return chip["output"].weights().T if self.feedback_mode == "symmetric" else self.feedback
+
+    def step(self, chip, batch) -> Step:
+        cfg = self.cfg
+        x = batch.x
+        trace, y = chip.forward(x)
+        measured = {"loss": task_loss(cfg, y, batch.target, batch.mask)[0] if np.all(np.isfinite(y)) else math.nan}
+        if cfg.loss == "mse":
+            measured["nmse"] = nmse(y, batch.target, batch.mask)
+        measured.update(rate_hz=float(trace.z.mean() / cfg.dt), y=y)
+        yield measured
+        g = eprop_gradients(cfg, x, trace, y, batch.target, self.feedback_matrix(chip), mask=batch.mask)
+        self.clipped_entries += g["clipped"]
+        self.clip_updates += g["clipped"] > 0
+        yield {"clipped": g["clipped"], "clipped_entries": self.clipped_entries, "clip_updates": self.clip_updates}
+        yield Update("input", dw=-self.lr * g["w_in"])
+        dw = -self.lr * g["w_rec"]
+        np.fill_diagonal(dw, 0.0)  # no autapses
+        yield Update("recurrent", dw=dw)
+        out = chip["output"]
+        yield Update("output", dw=-self.lr_out * g["w_out"],
+                     db=None if out.bias is None else -self.lr_out * g["b_out"])
+        if self.feedback_mode == "adaptive":
+            self.feedback = adapt_feedback(self.feedback, g["w_out"], self.lr_out)
+
+    def __setstate__(self, state):  # a checkpoint gives the random feedback back writeable
+        self.__dict__.update(state)
+        if self.feedback_mode == "random" and self.feedback is not None:
+            self.feedback.setflags(write=False)
+
+
 # ----------------------------------------------------------------------------- convenience network
 class EpropNetwork:
     """Float weights of an e-prop network plus its config: W_in (n_rec, n_in), W_rec (n_rec, n_rec,
@@ -475,12 +624,10 @@ class EpropNetwork:
         if feedback not in _FEEDBACK:
             raise ValueError(f"feedback: expected one of {_FEEDBACK}, got {feedback!r}")
         g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        w_in = g.standard_normal((n_rec, n_in)) * (gains["in_gain"] / math.sqrt(n_in))
-        w_rec = g.standard_normal((n_rec, n_rec)) * (gains["rec_gain"] / math.sqrt(n_rec))
-        w_out = g.standard_normal((n_out, n_rec)) * (gains["out_gain"] / math.sqrt(n_rec))
-        b_fb = None if feedback == "symmetric" else \
-            g.standard_normal((n_rec, n_out)) * gains["fb_gain"] / math.sqrt(n_rec)
-        return cls(cfg, w_in, w_rec, w_out, feedback=feedback, b_feedback=b_fb)
+        w = initial_weights(n_in, n_rec, n_out, g, in_gain=gains["in_gain"], rec_gain=gains["rec_gain"],
+                            out_gain=gains["out_gain"])
+        b_fb = None if feedback == "symmetric" else random_feedback(n_rec, n_out, gains["fb_gain"], g)
+        return cls(cfg, w["input"], w["recurrent"], w["output"], feedback=feedback, b_feedback=b_fb)
 
     def feedback_matrix(self) -> np.ndarray:
         """The matrix B (n_rec, n_out) of the learning signal: W_outᵀ or the stored one."""

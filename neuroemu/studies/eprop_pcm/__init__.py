@@ -2,10 +2,13 @@
 recurrent and output weights are differential PCM pairs, one run per weight-update scheme
 (Demirag, Frenkel, Payvand & Indiveri 2021, arXiv:2108.01804).
 
-Every update is one presentation of one task sequence (batch 1 for pattern generation). Pattern
-generation trains ``task.patterns`` frozen input/target pairs (3, as the authors' code), one per
-update, each epoch in a new random order (:func:`neuroemu.data.tasks.epoch_order`). The forward
-pass reads the chip: the input currents through the input tile (one noisy read per time
+A job is the core's pieces (:func:`run_job`): the network :class:`~neuroemu.models.rsnn.RSNN` on
+the run's chip (:func:`hardware`, :func:`network`), the rule :class:`~neuroemu.rules.eprop.Eprop`,
+a task of :mod:`neuroemu.data.sequences` (:func:`task`) and :class:`~neuroemu.train.Trainer` with
+an update protocol. Every update is one presentation of one task sequence (batch 1 for pattern
+generation). Pattern generation trains ``task.patterns`` frozen input/target pairs (3, as the
+authors' code), one per update, each epoch in a new random order
+(:func:`neuroemu.data.tasks.epoch_order`). The forward pass reads the chip: the input currents through the input tile (one noisy read per time
 step of the active rows), the recurrent currents inside the neuron loop with the exact
 output-referred per-device read noise of the active rows, the read-out through the output tile.
 e-prop (:mod:`neuroemu.rules.eprop`) turns the recorded traces into the gradient it wants for each
@@ -47,12 +50,12 @@ reach ~300×). Long runs print a progress line from inside the job
 from __future__ import annotations
 
 import math
-import time
 import zlib
 from typing import Any
 
 import numpy as np
 
+from ...chip import Hardware
 from ...hardware.cards import load_card
 from ...config import Opt, check_delays, check_seeds
 from ...errors import ConfigError, did_you_mean
@@ -228,16 +231,6 @@ TUNE = {"metric": "final",
 
 
 # ---------------------------------------------------------------------------------------- the chip
-def _task(job: dict[str, Any], rng: np.random.Generator, batch: int | None = None):
-    from ...data import tasks
-
-    t = job["task"]
-    if t["name"] == "pattern_generation":
-        return tasks.pattern_generation(n_in=t["n_in"], t_steps=t["t_steps"], rng=rng,
-                                        n_patterns=t.get("patterns") or 1)
-    return tasks.evidence_accumulation(batch or t["batch"], n_in=t["n_in"], rng=rng)
-
-
 def _config(job: dict[str, Any]):
     """The rule's config; the authors' gradient clamp converted to our units (module docstring)."""
     from ...rules.eprop import EpropConfig
@@ -257,7 +250,8 @@ AUTHORS_CARD = "pcm_nandakumar2018"
 
 
 def initial_gains(m: dict[str, Any], n_in: int, n_rec: int, w_max: float) -> dict[str, float]:
-    """Gains for :meth:`EpropNetwork.init` (W ~ N(0, 1)·gain/√fan_in) that give the authors' initial weights.
+    """Gains of :class:`~neuroemu.models.rsnn.RSNN` (W ~ N(0, 1)·gain/√fan_in) and of the random feedback
+    matrix that give the authors' initial weights.
 
     ``init: kaiming`` (their float runs): ``kaiming_normal_ × w_init_gain``, std g·√(2/fan_in), for
     W_in, W_rec and W_out (W_out with ``out_gain`` when set). ``init: devices`` (their PCM runs, xbar.py
@@ -278,213 +272,102 @@ def initial_gains(m: dict[str, Any], n_in: int, n_rec: int, w_max: float) -> dic
             "fb_gain": fb}
 
 
-class Chip:
-    """The network's three weight matrices on tiles of one card, each trained through the run's scheme."""
+def hardware(job: dict[str, Any]) -> Hardware:
+    """The run's chip: its card, scheme, devices per synapse and weight range; the periphery reads
+    exactly (no DAC, ADC or output noise), with per-device read noise unless the config or the run
+    turns it off."""
+    from ...hardware.crossbar import Periphery
 
-    def __init__(self, job: dict[str, Any], n_in: int, n_out: int, rng: np.random.Generator,
-                 run_rng: np.random.Generator | None = None):
-        """``rng`` draws the initial weights and the devices (the same for every run of a seed);
-        ``run_rng`` (default ``rng``) the read noise and the schemes' random pulses."""
-        from ...hardware.crossbar import Periphery
-        from ...hardware.factory import make_tile
-        from ...rules.eprop import EpropNetwork
-        from ...hardware.schemes import make_scheme
-
-        run, hw, m = job["run"], job["hardware"], job["model"]
-        card = load_card(run["card"])
-        self.cfg = _config(job)
-        n_rec = m["n_rec"]
-        per = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0,
-                        read_noise=hw["read_noise"] and not run["exact_reads"], noise_management=False)
-        self.read_noise = per.read_noise
-        net = EpropNetwork.init(self.cfg, n_in, n_rec, n_out, feedback=m["feedback"], rng=rng,
-                                **initial_gains(m, n_in, n_rec, hw["w_max"]))
-        self.names = ("input", "recurrent", "output")
-        self.tiles = []
-        for name, w0 in zip(self.names, (net.w_in, net.w_rec, net.w_out)):
-            tile = make_tile(*w0.shape, card, n_devices=run["n_devices"] or hw["n_devices"],
-                             w_max=run["w_max"] or hw["w_max"], periphery=per, rng=rng)
-            tile.write(np.clip(w0, *tile.w_range))
-            self.tiles.append(tile)
-        self.rng = rng if run_rng is None else run_rng
-        self.schemes = [make_scheme(run["scheme"], t, rng=self.rng, **run["scheme_params"]) for t in self.tiles]
-        self.b_out = np.zeros(n_out)
-        self.bias = m["readout_bias"]
-        self.feedback = m["feedback"]
-        self.b_random = net.b_feedback
-        if self.feedback == "random":  # drawn once, never updated: a write would raise
-            self.b_random.setflags(write=False)
-
-    def weights(self) -> list[np.ndarray]:
-        return [s.weights() for s in self.schemes]
-
-    def forward(self, x: np.ndarray):
-        """Run one batch of sequences x (T, B, n_in) on the chip: (trace, y)."""
-        from ...hardware.crossbar import draw_seed
-        from ...rules.eprop import readout, simulate
-
-        t_steps, batch, n_in = x.shape
-        tin, trec, tout = (s.tile for s in self.schemes)
-        i_in = self.schemes[0].forward(x.reshape(-1, n_in) > 0).reshape(t_steps, batch, -1)
-        w_rec, var_rec = trec.weights_and_variance()
-        trace = simulate(self.cfg, i_in, w_rec, var_rec=var_rec if self.read_noise else None,
-                         seed=draw_seed(self.rng))
-        out = self.schemes[2].forward(trace.z.reshape(t_steps * batch, -1) > 0).reshape(t_steps, batch, -1)
-        return trace, readout(self.cfg, out, b_out=self.b_out)
-
-    def feedback_matrix(self) -> np.ndarray:
-        return self.schemes[2].weights().T if self.feedback == "symmetric" else self.b_random
-
-    def update(self, x, trace, y, task, lr: float, lr_out: float | None = None) -> dict[str, Any]:
-        """e-prop gradients of one forward pass, applied through the schemes: ΔW = −lr·g for the input
-        and recurrent weights, −lr_out·g (default lr) for the read-out weights and bias (when the
-        chip has one). The random feedback matrix is never updated; the adaptive one takes W_out's step."""
-        from ...rules.eprop import adapt_feedback, eprop_gradients
-
-        lr_out = lr if lr_out is None else lr_out
-        g = eprop_gradients(self.cfg, x, trace, y, task.target, self.feedback_matrix(), mask=task.mask)
-        for s, key, rate in zip(self.schemes, ("w_in", "w_rec", "w_out"), (lr, lr, lr_out)):
-            dw = -rate * g[key]
-            if key == "w_rec":
-                np.fill_diagonal(dw, 0.0)  # no autapses
-            s.apply(dw)
-        if self.bias:
-            self.b_out -= lr_out * g["b_out"]
-        if self.feedback == "adaptive":
-            self.b_random = adapt_feedback(self.b_random, g["w_out"], lr_out)
-        return g
-
-    def advance(self, dt: float) -> None:
-        for s in self.schemes:
-            for t in s.tiles:
-                t.advance(dt)
+    run, hw = job["run"], job["hardware"]
+    per = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0,
+                    read_noise=hw["read_noise"] and not run["exact_reads"], noise_management=False)
+    return Hardware(card=load_card(run["card"]), scheme=run["scheme"], scheme_params=run["scheme_params"],
+                    n_devices=run["n_devices"] or hw["n_devices"], w_max=run["w_max"] or hw["w_max"], periphery=per)
 
 
-def nmse_each(y: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Normalised MSE of each sequence b over its masked steps: mean (y − y*)² / variance of y*
-    (the MSE where y* is constant). y, target (T, B, n_out), mask (T, B); returns (B,)."""
-    out = np.empty(y.shape[1])
-    for b in range(y.shape[1]):
-        m = np.broadcast_to(mask[:, b, None] > 0, y[:, b].shape)
-        err = ((y[:, b] - target[:, b]) ** 2)[m].mean()
-        var = target[:, b][m].var()
-        out[b] = err / var if var > 0 else err
-    return out
+def network(job: dict[str, Any], n_in: int, n_out: int, rng: np.random.Generator,
+            run_rng: np.random.Generator | None = None):
+    """The run's network on its chip and its e-prop rule: ``(chip, rule)``. ``rng`` draws the initial
+    weights, then the random feedback matrix, then the devices (the same for every run of a seed);
+    ``run_rng`` (default ``rng``) the schemes' random pulses and the seeds of the recurrent read noise."""
+    from ...models.rsnn import RSNN
+    from ...rules.eprop import LEARNING, Eprop, random_feedback
+
+    m, tr = job["model"], job["train"]
+    run_rng = rng if run_rng is None else run_rng
+    cfg = _config(job)
+    gains = initial_gains(m, n_in, m["n_rec"], job["hardware"]["w_max"])
+    model = RSNN(n_in, m["n_rec"], n_out, cfg, in_gain=gains["in_gain"], rec_gain=gains["rec_gain"],
+                 out_gain=gains["out_gain"], readout_bias=m["readout_bias"], noise_rng=run_rng)
+    weights = model.initial_weights(rng)
+    fb = None if m["feedback"] == "symmetric" else random_feedback(m["n_rec"], n_out, gains["fb_gain"], rng)
+    chip = model.build(hardware(job), rng, scheme_rng=run_rng, weights=weights)
+    rule = Eprop(tr["lr"], tr["lr_out"], feedback=m["feedback"], b_feedback=fb,
+                 **{k: getattr(cfg, k) for k in LEARNING})
+    return chip, rule
 
 
-def nmse(y: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    """The mean over the sequences of :func:`nmse_each`."""
-    return float(nmse_each(y, target, mask).mean())
+def task(job: dict[str, Any], rng: np.random.Generator, order_rng: np.random.Generator):
+    """The job's task for the trainer (:mod:`neuroemu.data.sequences`): pattern generation's frozen
+    patterns, one per update in a new order each epoch (from ``order_rng``), or evidence
+    accumulation's fresh batches and test set (from ``rng``)."""
+    from ...data import sequences
+
+    t = job["task"]
+    if t["name"] == "pattern_generation":
+        return sequences.pattern_generation_task(n_in=t["n_in"], t_steps=t["t_steps"], patterns=t.get("patterns") or 1,
+                                                 updates=job["train"]["updates"], rng=rng, order_rng=order_rng)
+    return sequences.evidence_accumulation_task(batch=t["batch"], n_in=t["n_in"], trials=job["eval"]["trials"], rng=rng)
 
 
-def _accuracy(y, task) -> float:
-    """Classification: the class with the larger summed output over the masked steps."""
-    score = (y * task.mask[..., None]).sum(axis=0)
-    return float((score.argmax(axis=1) == task.labels).mean())
+def _g_mean(column: str) -> bool:
+    """The device columns of the learning curve: each tile's mean conductance."""
+    return column.endswith(".g_mean_uS")
 
 
 @job_messages(once=(PulseLimitWarning,))
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one (run, seed) and evaluate it; module-level so that worker processes can run it. A run
-    that diverges stops there and returns what it recorded, with ``diverged`` (see :mod:`neuroemu.divergence`)."""
-    from ...data.tasks import epoch_order
-    from ...progress import JobProgress
-    from ...record import Recorder, pulse_histogram
-    from ...rules.eprop import task_loss
+    """Train one (run, seed) and evaluate it (:class:`~neuroemu.models.rsnn.RSNN` on the run's chip,
+    :class:`~neuroemu.rules.eprop.Eprop`, :class:`~neuroemu.train.Trainer` with an update protocol);
+    module-level so that worker processes can run it. A run that diverges stops there and returns what
+    it recorded, with ``diverged`` (see :mod:`neuroemu.divergence`)."""
+    from ...record import pulse_histogram
+    from ...train import Protocol, Trainer, checkpoint_path
 
     run, tr, ev = job["run"], job["train"], job["eval"]
     seeds = np.random.SeedSequence([job["seed"], zlib.crc32(b"eprop")]).spawn(3)
-    rng_task = np.random.default_rng(seeds[0])
     rng_chip = np.random.default_rng([job["seed"], zlib.crc32(run["name"].encode())])
-    task = _task(job, rng_task)
-    regression = task.labels is None
-    test = task if regression else _task(job, rng_task, batch=job["eval"]["trials"])
-    n_updates, diverged = tr["updates"], None
-    if regression:  # one frozen pattern per update, each epoch in a new order
-        n_pat = task.x.shape[1]
-        patterns = [task._replace(x=np.ascontiguousarray(task.x[:, k:k + 1]),
-                                  target=np.ascontiguousarray(task.target[:, k:k + 1]),
-                                  mask=np.ascontiguousarray(task.mask[:, k:k + 1])) for k in range(n_pat)]
-        order = epoch_order(n_pat, n_updates, np.random.default_rng(seeds[2]))
-        latest = np.full(n_pat, np.nan)  # each pattern's error on its latest training pass
-    chip = Chip(job, task.x.shape[2], task.target.shape[2], np.random.default_rng(seeds[1]), rng_chip)
-    rec = Recorder()
-    layers = dict(zip(chip.names, chip.tiles))
-    rec.observe(0, layers)
-    interval = tr.get("update_interval") or task.x.shape[0] * task.dt
-    curve = []
-    watch = divergence.Watch("nmse" if regression else "loss", job["diverge_factor"])
-    progress = JobProgress(job["id"])
-    clip_updates = clipped = 0
-    t0 = time.perf_counter()
-    try:
-        for step in range(1, n_updates + 1):
-            if regression:
-                k = int(order[step - 1])
-                task = patterns[k]
-            else:
-                task = _task(job, rng_task)
-            x = task.x
-            trace, y = chip.forward(x)
-            error = nmse(y, task.target, task.mask) if regression else task_loss(chip.cfg, y, task.target,
-                                                                                   task.mask)[0]
-            evaluation = step % tr["eval_every"] == 0 or step == n_updates
-            watch.check(step, error, bound=evaluation)  # before the update: NaN never reaches the devices
-            g = chip.update(x, trace, y, task, tr["lr"], tr["lr_out"])
-            clipped += g["clipped"]
-            clip_updates += g["clipped"] > 0
-            chip.advance(interval)
-            if regression:
-                latest[k] = error
-            if evaluation:
-                row = {"run": run["name"], "seed": job["seed"], "update": step,
-                       "rate_hz": float(trace.z.mean() / task.dt)}
-                row["nmse" if regression else "accuracy"] = float(np.nanmean(latest)) if regression else \
-                    _accuracy(y, task)
-                dev = rec.observe(step, layers)
-                row.update({k: v for k, v in dev.items() if k.endswith(".g_mean_uS")})
-                curve.append(row)
-            if progress.due():
-                progress.log(f"update {step}/{n_updates}  {watch.metric} {error:.3g}")
-    except divergence.Diverged as exc:
-        diverged = exc.record
-    train_time = time.perf_counter() - t0
-
-    def evaluate():
-        _, y = chip.forward(test.x)
-        return (nmse_each(y, test.target, test.mask) if regression else _accuracy(y, test)), y
-
-    if diverged is None:  # the error after training is the number the tables report: checked as well
-        final_each, y_final = evaluate()
-        final = float(np.mean(final_each)) if regression else final_each
-        diverged = watch.test(n_updates, final, metric="nmse after training") if regression else \
-            watch.test(n_updates, np.abs(y_final).max(), bound=False, metric="output after training")
-    stats = [s.stats() for s in chip.schemes]
-    n_syn = sum(t.n_synapses for t in chip.tiles)
-    pulses = sum(int(s["pulses"]) for s in stats)
-    counters = {"run": run["name"], "card": run["card"], "scheme": run["scheme"], "seed": job["seed"],
-                "metric": "nmse" if regression else "accuracy", "pulses": pulses, "pulses_per_synapse": pulses / n_syn,
-                "refreshes": int(sum(s["refreshes"] for s in stats)),
-                "energy_pJ": float(sum(s["energy_pJ"] for s in stats)),
-                "pulse_limit_hits": int(sum(s.get("pulse_limit_hits", 0) for s in stats)), "train_time_s": train_time,
-                "clip_updates": int(clip_updates), "clipped_entries": int(clipped)}
-    if diverged is not None:
-        return {**counters, "diverged": diverged, "curve": curve}
-    after, elapsed = {}, 0.0
-    for d in ev["delays"]:
-        chip.advance(d - elapsed)
-        elapsed = d
-        value = evaluate()[0]
-        after[delay_key(d)] = float(np.mean(value)) if regression else value
-    edges, steps, counts = rec.histograms("recurrent")
+    data = task(job, np.random.default_rng(seeds[0]), np.random.default_rng(seeds[2]))
+    regression = job["task"]["name"] == "pattern_generation"
+    sample = data.task if regression else data.test
+    chip, rule = network(job, sample.x.shape[2], sample.target.shape[2], np.random.default_rng(seeds[1]), rng_chip)
+    metric = "nmse" if regression else "accuracy"
+    protocol = Protocol(updates=tr["updates"], eval_every=tr["eval_every"],
+                        seconds_per_update=tr.get("update_interval") or sample.x.shape[0] * sample.dt,
+                        delays=ev["delays"], watch="nmse" if regression else "loss",
+                        diverge_factor=job["diverge_factor"])
+    result = Trainer(chip, rule, data, protocol, job_id=job["id"], device=_g_mean, device_stats=False,
+                     checkpoint=checkpoint_path(job["id"]), key=job).run()
+    chip, stats, last = result.chip, result.chip.stats(), result.last
+    counters = {"run": run["name"], "card": run["card"], "scheme": run["scheme"], "seed": job["seed"], "metric": metric,
+                "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / chip.n_synapses,
+                "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"],
+                "pulse_limit_hits": stats["pulse_limit_hits"], "train_time_s": result.train_time_s,
+                "clip_updates": int(last.get("clip_updates", 0)), "clipped_entries": int(last.get("clipped_entries", 0))}
+    curve = [{"run": run["name"], "seed": job["seed"], **row} for row in result.rows]
+    if result.diverged is not None:
+        return {**counters, "diverged": result.diverged, "curve": curve}
+    final = result.final
+    edges, steps, counts = result.recorder.histograms("recurrent")
     return {
-        **counters, "final": final, "after": after, "curve": curve, "device_summary": rec.summary(),
-        "final_each": final_each.tolist() if regression else None,
+        **counters, "final": final[metric], "after": {delay_key(d): v[metric] for d, v in result.after.items()},
+        "curve": curve, "device_summary": result.recorder.summary(),
+        "final_each": final["nmse_each"].tolist() if regression else None,
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
-        "pulse_hist": pulse_histogram(chip.tiles[1]),
-        "y": y_final[:, :, 0].T.tolist() if regression else None,  # one list per pattern
-        "target": test.target[:, :, 0].T.tolist() if regression else None,
+        "pulse_hist": pulse_histogram(chip["recurrent"].tile),
+        "y": final["y"][:, :, 0].T.tolist() if regression else None,  # one list per pattern
+        "target": sample.target[:, :, 0].T.tolist() if regression else None,
     }
 
 
