@@ -18,7 +18,7 @@ one batch is timed three ways, all computing the same ΔW (equal to float tolera
 * batched: :meth:`HebbianRule.update` — the FastHebb matrix-product form.
 ratio = baseline time / batched time (higher is better; the paper: up to 50× on a GPU).
 Also the images per second of a whole Hebbian training epoch of the conv layer on Fashion-MNIST
-shapes (batched, 1000 images).
+shapes (batched, 1000 images, the rule on exact float weights through the trainer).
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import median_times  # noqa: E402
 
-from neuroemu.rules.hebbian import HebbianConv, HebbianDense, HebbianRule  # noqa: E402
+from neuroemu.chip import Hardware  # noqa: E402
+from neuroemu.models.hebbian import LAYER, ConvLayer, DenseLayer  # noqa: E402
+from neuroemu.rules.hebbian import Hebbian, HebbianRule, Unlabelled  # noqa: E402
+from neuroemu.train import Protocol, Trainer  # noqa: E402
 
 RULES = {"swta": dict(rule="swta", temperature=0.02, sim="raised_cosine"), "kwta": dict(rule="kwta", k=5),
          "hpca": dict(rule="hpca"), "oja": dict(rule="oja")}
@@ -52,24 +55,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     images = rng.standard_normal((args.batch, 1, 28, 28)).astype(np.float32)
     for name, kw in RULES.items():
         rule = HebbianRule(lr=0.01, weighting="mean", **kw)
-        for layer_name, layer in (("dense 784->2000", HebbianDense(784, 2000, rule, rng=1)),
-                                  ("conv 96x5x5 on 28x28", HebbianConv(1, 96, 5, rule, rng=1))):
-            p = layer.patches(images)  # dense: the flattened images; conv: every patch
-            batched = rule.update(layer.w, p)
+        for layer_name, model in (("dense 784->2000", DenseLayer(784, 2000)),
+                                  ("conv 96x5x5 on 28x28", ConvLayer(1, 96, 5))):
+            w = model.build(Hardware.exact(), 1)[LAYER].weights()
+            p = model.samples(images)  # dense: the flattened images; conv: every patch
+            batched = rule.update(w, p)
             for name_b, fn in (("loop", rule.per_sample_loop), ("tensor", rule.per_sample_sum)):
-                err = float(np.abs(fn(layer.w, p) - batched).max() / max(np.abs(batched).max(), 1e-30))
+                err = float(np.abs(fn(w, p) - batched).max() / max(np.abs(batched).max(), 1e-30))
                 if err > 1e-3:
                     raise AssertionError(f"{name} {layer_name}: {name_b} and batched updates differ (rel. {err:.2e})")
-            t_loop, t_per, t_batch = median_times([lambda: rule.per_sample_loop(layer.w, p),
-                                                   lambda: rule.per_sample_sum(layer.w, p),
-                                                   lambda: rule.update(layer.w, p)], repeat=repeat, warmup=1)
+            t_loop, t_per, t_batch = median_times([lambda: rule.per_sample_loop(w, p),
+                                                   lambda: rule.per_sample_sum(w, p),
+                                                   lambda: rule.update(w, p)], repeat=repeat, warmup=1)
             rows.append({"rule": name, "layer": layer_name, "samples": len(p), "loop_ms": t_loop * 1e3,
                          "per_sample_ms": t_per * 1e3, "batched_ms": t_batch * 1e3, "ratio_loop": t_loop / t_batch,
                          "ratio": t_per / t_batch})
-    conv = HebbianConv(1, 96, 5, HebbianRule("swta", lr=0.1, weighting="responses"), rng=2)
     x = rng.standard_normal((250 if args.quick else 1000, 1, 28, 28)).astype(np.float32)
     t = time.perf_counter()
-    conv.fit(x, epochs=1, batch_size=args.batch, rng=3)
+    Trainer(ConvLayer(1, 96, 5).build(Hardware.exact(), 2), Hebbian("swta", lr=0.1, weighting="responses"),
+            Unlabelled(x, args.batch, 3), Protocol(epochs=1), observe_start=False, progress=False).run()
     ips = len(x) / (time.perf_counter() - t)
     print(f"FastHebb batched vs per-sample Hebbian update, batch {args.batch} images, float32")
     print(f"{'rule':<6} {'layer':<22} {'samples':>8} {'per-sample ms':>14} {'vectorised ms':>14} {'batched ms':>11} "

@@ -1,17 +1,20 @@
 """Hebbian rules: the batched (FastHebb) update equals the sum of per-sample updates for every rule,
 fully connected and convolutional; the rules learn what they should (Oja: the first principal
-component; soft-WTA: cluster centres); errors are clear."""
+component; soft-WTA: cluster centres), in float and through update schemes on device chips (the
+Hebbian layer models, the Hebbian rule and the trainer); errors are clear."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from neuroemu.hardware.crossbar import Periphery
-from neuroemu.hardware.factory import make_tile
+from neuroemu.chip import Hardware
 from neuroemu.errors import ConfigError
-from neuroemu.rules.hebbian import HebbianConv, HebbianDense, HebbianRule, responses, similarity
-from neuroemu.hardware.schemes import make_scheme
+from neuroemu.models.hebbian import LAYER, ConvLayer, DenseLayer
+from neuroemu.models.mlp import MLP
+from neuroemu.rules.base import RuleError, run_step
+from neuroemu.rules.hebbian import Hebbian, HebbianConv, HebbianRule, Unlabelled, responses, similarity
+from neuroemu.train import Protocol, Trainer
 
 SETTINGS = [("swta", "mean"), ("swta", "sum"), ("swta", "responses"), ("kwta", "mean"), ("kwta", "responses"),
             ("hpca", "mean"), ("hpca", "sum"), ("oja", "mean"), ("oja", "sum")]
@@ -75,15 +78,18 @@ def test_batched_equals_sum_of_per_sample_updates_conv(rule, weighting):
     """A conv layer's update is the sum over images × positions of every patch's own update."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 2, 7, 6))
-    layer = HebbianConv(2, 5, 3, HebbianRule(rule, lr=0.2, k=2, weighting=weighting, temperature=0.5), rng=2,
-                        dtype=np.float64)
+    model = ConvLayer(2, 5, 3, dtype=np.float64)
+    chip = model.build(Hardware.exact(), 2)
+    rule = HebbianRule(rule, lr=0.2, k=2, weighting=weighting, temperature=0.5)
     pats = [x[n, :, i:i + 3, j:j + 3].ravel() for n, i, j in itertools.product(range(3), range(5), range(4))]
-    np.testing.assert_allclose(layer.patches(x), np.array(pats))
-    dw = layer.wanted(x)
-    np.testing.assert_allclose(dw, loop_update(layer.rule, layer.w, np.array(pats)), rtol=1e-10, atol=1e-12)
-    maps = layer.forward(x)
+    np.testing.assert_allclose(model.samples(x), np.array(pats))
+    w = chip[LAYER].weights().copy()
+    run_step(Hebbian(core=rule), chip, x)
+    np.testing.assert_allclose(chip[LAYER].weights() - w, loop_update(rule, w, np.array(pats)), rtol=1e-9, atol=1e-12)
+    maps = chip.forward(x)
     assert maps.shape == (3, 5, 5, 4)
-    np.testing.assert_allclose(maps[1, 3, 2, 1], layer.w[3] @ x[1, :, 2:5, 1:4].ravel())
+    w = chip[LAYER].weights()
+    np.testing.assert_allclose(maps[1, 3, 2, 1], w[3] @ x[1, :, 2:5, 1:4].ravel())
 
 
 @pytest.mark.parametrize("sim", ["dot", "cosine", "raised_cosine"])
@@ -109,14 +115,24 @@ def test_similarities_and_responses(sim):
         np.testing.assert_array_equal(responses(many, "kwta", k=k), want)
 
 
+def train(model, rule, x, *, epochs, batch_size, rng, hardware=None, weights=None, chip_rng=0):
+    """The rule trained on the model (exact float weights, or on ``hardware``) by the trainer."""
+    if hardware is None:
+        chip = model.build(Hardware.exact(), chip_rng, weights=weights)
+    else:
+        chip = model.build(hardware, chip_rng, weights=weights)
+    return Trainer(chip, Hebbian(core=rule), Unlabelled(x, batch_size, rng), Protocol(epochs=epochs),
+                   observe_start=False, progress=False).run().chip
+
+
 def test_oja_finds_the_first_principal_component():
     rng = np.random.default_rng(4)
     cov = np.diag([4.0, 1.0, 0.5, 0.25])
     q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
     x = rng.multivariate_normal(np.zeros(4), q @ cov @ q.T, size=20000)
-    layer = HebbianDense(4, 1, HebbianRule("oja", lr=0.01, weighting="mean"), rng=5, dtype=np.float64)
-    layer.fit(x, epochs=3, batch_size=10, rng=6)
-    w = layer.w[0]
+    chip = train(DenseLayer(4, 1, dtype=np.float64), HebbianRule("oja", lr=0.01, weighting="mean"), x, epochs=3,
+                 batch_size=10, rng=6, chip_rng=5)
+    w = chip[LAYER].weights()[0]
     assert np.linalg.norm(w) == pytest.approx(1.0, abs=0.05)
     assert abs(w @ q[:, 0]) > 0.99
 
@@ -128,39 +144,85 @@ def test_sanger_finds_the_leading_components_in_order():
     z = np.abs(rng.standard_normal((30000, 5))) * np.array([3.0, 1.5, 0.5, 0.3, 0.2])
     x = z @ q.T
     w0 = q[:, :2].T + 0.1 * rng.standard_normal((2, 5))  # start near the positive orthant of the components
-    layer = HebbianDense(5, 2, HebbianRule("hpca", lr=0.005, weighting="mean"), rng=8, dtype=np.float64)
-    layer.w = w0
-    layer.fit(x, epochs=2, batch_size=10, rng=9)
+    chip = train(DenseLayer(5, 2, dtype=np.float64), HebbianRule("hpca", lr=0.005, weighting="mean"), x, epochs=2,
+                 batch_size=10, rng=9, weights={LAYER: w0})
+    w = chip[LAYER].weights()
     # each unit aligns with one direction, the first with the dominant one, and the two are orthonormal
-    g = layer.w @ layer.w.T
-    np.testing.assert_allclose(g, np.eye(2), atol=0.1)
-    assert abs(layer.w[0] @ q[:, 0]) > 0.9
+    np.testing.assert_allclose(w @ w.T, np.eye(2), atol=0.1)
+    assert abs(w[0] @ q[:, 0]) > 0.9
+
+
+def clusters(n=6000, seed=10):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(6)[:3] * 3.0
+    return centres, centres[rng.integers(0, 3, n)] + 0.2 * rng.standard_normal((n, 6))
 
 
 def test_soft_wta_learns_the_cluster_centres():
-    rng = np.random.default_rng(10)
-    centres = np.eye(6)[:3] * 3.0
-    x = centres[rng.integers(0, 3, 6000)] + 0.2 * rng.standard_normal((6000, 6))
-    layer = HebbianDense(6, 3, HebbianRule("swta", lr=0.5, weighting="responses", temperature=0.02), rng=11,
-                         dtype=np.float64)
-    layer.fit(x, epochs=2, batch_size=32, rng=12)
-    dist = np.linalg.norm(layer.w[:, None, :] - centres[None], axis=2)
+    centres, x = clusters()
+    chip = train(DenseLayer(6, 3, dtype=np.float64), HebbianRule("swta", lr=0.5, weighting="responses",
+                                                                 temperature=0.02), x, epochs=2, batch_size=32,
+                 rng=12, chip_rng=11)
+    w = chip[LAYER].weights()
+    dist = np.linalg.norm(w[:, None, :] - centres[None], axis=2)
     assert sorted(dist.argmin(axis=1)) == [0, 1, 2]  # one unit per cluster
     assert dist.min(axis=1).max() < 0.2
 
 
-def test_fit_through_an_ideal_scheme_matches_exact_updates():
+def test_an_ideal_chip_learns_what_exact_float_weights_learn():
     rng = np.random.default_rng(13)
     x = rng.standard_normal((256, 8))
-    exact = HebbianDense(8, 4, HebbianRule("swta", lr=0.1, weighting="responses", temperature=0.5), rng=14,
-                         dtype=np.float64)
-    chip = HebbianDense(8, 4, exact.rule, rng=14, dtype=np.float64)
-    tile = make_tile(4, 8, "ideal", w_max=4.0, periphery=Periphery.ideal(), rng=0)
-    tile.write(chip.w)
-    rate = chip.fit(x, epochs=2, batch_size=32, rng=15, scheme=make_scheme("ideal", tile, rng=0))
-    exact.fit(x, epochs=2, batch_size=32, rng=15)
-    assert rate > 0
-    np.testing.assert_allclose(chip.w, exact.w, atol=1e-6)  # the tile stores conductances
+    rule = HebbianRule("swta", lr=0.1, weighting="responses", temperature=0.5)
+    model = DenseLayer(8, 4, dtype=np.float64)
+    w0 = {LAYER: model.init_weights(model.layers()[0], np.random.default_rng(14))}
+    exact = train(model, rule, x, epochs=2, batch_size=32, rng=15, weights=w0)
+    ideal = train(model, rule, x, epochs=2, batch_size=32, rng=15, weights=w0, hardware=Hardware.ideal(w_max=4.0))
+    np.testing.assert_allclose(ideal[LAYER].weights(), exact[LAYER].weights(), atol=1e-6)  # float64 conductances
+    assert np.abs(exact[LAYER].weights() - w0[LAYER]).max() > 0.1
+
+
+@pytest.mark.parametrize("card,scheme", [("pcm_nandakumar2018", "sign"), ("pcm_nandakumar2018", "stochastic"),
+                                         ("pcm_nandakumar2018", "mixed_precision"), ("rram_gong2018", "sign"),
+                                         ("rram_gong2018", "mixed_precision"), ("ideal", "ideal")])
+def test_the_rule_trains_a_layer_on_devices_through_any_scheme(card, scheme):
+    """The wanted ΔW as pulses (or an exact write): the weights move the way the rule wants."""
+    _, x = clusters(1024)
+    hw = Hardware(card=card, scheme=scheme, w_max=4.0)
+    chip = DenseLayer(6, 3).build(hw, 0)
+    w0 = chip[LAYER].weights()
+    trained = Trainer(chip, Hebbian("swta", lr=0.5, weighting="responses", temperature=0.05),
+                      Unlabelled(x.astype(np.float32), 32, 1), Protocol(epochs=1), progress=False).run()
+    w = trained.chip[LAYER].weights()
+    assert np.isfinite(w).all() and np.abs(w - w0).max() > 0.05
+    assert trained.chip.stats()["pulses"] > 0 or scheme == "ideal"
+    wanted = HebbianRule("swta", lr=0.5, weighting="responses", temperature=0.05).update(w0, x)
+    if (card, scheme) != ("rram_gong2018", "sign"):  # one pulse a batch: RRAM's up/down asymmetry dominates
+        assert np.sum((w - w0) * wanted) > 0  # the weights went the way the rule wanted
+
+
+def test_the_rule_refuses_a_network_it_has_no_meaning_on():
+    with pytest.raises(RuleError, match="needs a network that is single_layer.*MLP"):
+        Hebbian().bind(MLP([4, 3]).build(Hardware.ideal(), 0))
+    with pytest.raises(RuleError, match="k = 4 winners, but the layer has 3 units"):
+        Hebbian("kwta", k=4).bind(DenseLayer(2, 3).build(Hardware.exact(), 0))
+    assert "conv" in ConvLayer(1, 2, 3).traits and "conv" not in DenseLayer(4, 2).traits
+
+
+def test_a_nan_update_stops_the_run_at_that_batch():
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    x[40] = np.inf
+    result = Trainer(DenseLayer(4, 2).build(Hardware.exact(), 0), Hebbian("oja", lr=0.1), Unlabelled(x, 16, 1),
+                     Protocol(epochs=2, watch="max_w", diverge_factor=np.inf), progress=False).run()
+    assert result.diverged["at"] == 1 and result.diverged["value"] in ("nan", "inf") and result.final == {}
+
+
+def test_the_layer_and_its_rule_in_one_object():
+    images = np.random.default_rng(1).random((64, 1, 12, 12), dtype=np.float32)
+    layer = HebbianConv(1, 4, 5, HebbianRule("swta", lr=0.1, weighting="responses"), rng=0)
+    w0 = layer.w.copy()
+    assert layer.fit(images, epochs=1, batch_size=16, rng=2) > 0
+    assert layer.w.dtype == np.float32 and np.abs(layer.w - w0).max() > 0
+    assert layer.forward(images[:2]).shape == (2, 4, 8, 8)
 
 
 def test_hebbian_errors():
@@ -176,5 +238,5 @@ def test_hebbian_errors():
         HebbianRule().update(np.ones((3, 2)), np.ones((5, 3)))
     with pytest.raises(ValueError, match=r"wx: expected shape \(5, 3\)"):
         HebbianRule().update(np.ones((3, 2)), np.ones((5, 2)), np.ones((5, 2)))
-    with pytest.raises(ValueError, match="HebbianConv: expected images"):
-        HebbianConv(1, 2, 3, HebbianRule()).wanted(np.ones((2, 2, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="ConvLayer: expected images"):
+        ConvLayer(1, 2, 3).samples(np.ones((2, 2, 8, 8), np.float32))

@@ -25,10 +25,13 @@ over the batch, as matrix products (C the per-sample, per-unit factors):
 sample's update (what one computes without the batched algebra); its sum over samples equals
 :meth:`HebbianRule.update` to float tolerance (tested for every rule).
 
-A rule returns the update it *wants* (weight units); a layer (:class:`HebbianDense`,
-:class:`HebbianConv`) applies it exactly or hands it to an update scheme that programs devices.
-A convolutional layer learns from image patches: every (sample, position) is one sample of the rule,
-so its update is aggregated over batch × positions.
+A rule returns the update it *wants* (weight units). :class:`Hebbian` is the rule on a chip
+(:mod:`neuroemu.rules.base`): it trains the one layer of a Hebbian layer model
+(:mod:`neuroemu.models.hebbian`, fully connected or convolutional) from the samples the model gives
+(a conv layer: every (image, position) patch, so its update is aggregated over batch × positions),
+reading the products x·w_i from the chip (a device array: with its read noise) and yielding ΔW for
+the layer's update scheme. :class:`Unlabelled` is the task of such a run: images without labels, in a
+shuffled order per epoch.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from ..chip import Chip, Hardware, Layer, Update
 from ..errors import ConfigError
+from .base import Rule, RuleError, Step, check_traits
 
-__all__ = ["HebbianRule", "HebbianDense", "HebbianConv", "RULES", "SIMILARITIES", "WEIGHTINGS", "similarity",
-           "responses"]
+__all__ = ["Hebbian", "HebbianRule", "HebbianDense", "HebbianConv", "Unlabelled", "RULES", "SIMILARITIES",
+           "WEIGHTINGS", "similarity", "responses"]
 
 RULES = ("swta", "kwta", "hpca", "oja")
 SIMILARITIES = ("dot", "cosine", "raised_cosine")
@@ -248,93 +253,112 @@ class HebbianRule:
         return out
 
 
-# ---------------------------------------------------------------------------------------- layers
-def _init(k: int, d: int, rng, dtype) -> np.ndarray:
-    g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    w = g.standard_normal((k, d))
-    return (w / np.linalg.norm(w, axis=1, keepdims=True)).astype(dtype)
+# ---------------------------------------------------------------------------------------- on a chip
+class Hebbian(Rule):
+    """A Hebbian rule (:class:`HebbianRule`: ``rule``, ``lr``, ``temperature``, ``k``, ``sim``,
+    ``weighting``, or ``core=`` one) on a chip whose model is one Hebbian layer
+    (:mod:`neuroemu.models.hebbian`).
+
+    A step on a batch: the model's samples x of the batch, the products x·w_i read from the layer
+    (``layer.forward``: a device array's read noise included) and the weights as the layer holds them
+    (in the model's dtype); yields ``{"max_w": max|W|}`` (the weights it learns from), the batched
+    update ΔW, then ``{"max_w": ...}`` of the weights after it, so that a watch on ``max_w`` stops a
+    run at the first update that makes the weights NaN/inf. On a device chip ΔW goes through the
+    layer's update scheme (pulses: ``sign``, ``stochastic``, ``mixed_precision``...)."""
+
+    requires = frozenset({"feedforward", "rate", "single_layer"})
+
+    def __init__(self, rule: str = "swta", *, core: HebbianRule | None = None, **settings: Any):
+        self.core = core if core is not None else HebbianRule(rule, **settings)
+
+    @property
+    def name(self) -> str:
+        return f"Hebbian({self.core.rule})"
+
+    def bind(self, chip: Chip) -> None:
+        check_traits(self, chip)
+        if len(chip) != 1 or not hasattr(chip.model, "samples"):
+            raise RuleError(f"rule {self.name} trains one layer from its model's samples; the chip's model "
+                            f"{chip.model!r} has {len(chip)} layers" + ("" if hasattr(chip.model, "samples")
+                                                                       else " and no samples()"))
+        n_units = next(iter(chip)).weights().shape[0]
+        if self.core.rule == "kwta" and self.core.k > n_units:
+            raise RuleError(f"rule {self.name}: k = {self.core.k} winners, but the layer has {n_units} units")
+
+    def step(self, chip: Chip, batch: Any) -> Step:
+        layer = next(iter(chip))
+        x = chip.model.samples(batch)
+        dtype = getattr(chip.model, "dtype", x.dtype)
+        w = np.asarray(layer.weights(), dtype)
+        yield {"max_w": np.abs(w).max()}
+        yield Update(layer.name, dw=self.core.update(w, x, layer.forward(x)))
+        yield {"max_w": np.abs(np.asarray(layer.weights(), dtype)).max()}
 
 
+class Unlabelled:
+    """The task of a Hebbian run: images ``x`` without labels, ``batch_size`` at a time in an order
+    drawn from ``rng`` per epoch (the epoch protocol of :class:`neuroemu.train.Trainer`). A
+    checkpoint keeps the order generator, not the images (:meth:`restore`)."""
+
+    def __init__(self, x: np.ndarray, batch_size: int, rng: Any = None):
+        from ..hardware.crossbar import as_rng
+
+        self.x, self.batch_size, self.rng = x, int(batch_size), as_rng(rng)
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        order = self.rng.permutation(len(self.x))
+        return [self.x[order[i:i + self.batch_size]] for i in range(0, len(order), self.batch_size)]
+
+    def evaluate(self, chip: Chip, stage: str, last: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "x"}
+
+    def restore(self, fresh: "Unlabelled") -> None:
+        self.x = fresh.x
+
+
+# ---------------------------------------------------------------------------------------- a layer with its rule
 class HebbianDense:
-    """A fully connected Hebbian layer: K units over D inputs, weights W (K, D) initialised as random
-    unit vectors. ``wanted(x)`` is the rule's batched update; ``learn(x)`` applies it exactly."""
+    """A fully connected Hebbian layer and its rule in one object: the model
+    (:class:`~neuroemu.models.hebbian.DenseLayer`) on exact float weights; ``fit`` trains it with
+    :class:`Hebbian` through the :class:`~neuroemu.train.Trainer`, on those weights or, given an
+    update ``scheme``, on that scheme's tile (which then holds the layer)."""
 
-    def __init__(self, n_in: int, n_out: int, rule: HebbianRule, *, rng: Any = None, dtype=np.float32):
-        self.rule = rule
-        self.w = _init(n_out, n_in, rng, dtype)
+    def __init__(self, n_in: int, n_out: int, rule: HebbianRule, *, rng: Any = None, dtype: Any = np.float32):
+        from ..models.hebbian import DenseLayer
 
-    def patches(self, x) -> np.ndarray:
-        """The rule's samples from a batch: the flattened inputs (N, D)."""
-        x = np.asarray(x)
-        return x.reshape(len(x), -1)
+        self._setup(DenseLayer(n_in, n_out, dtype=dtype), rule, rng)
 
-    def wanted(self, x) -> np.ndarray:
-        return self.rule.update(self.w, self.patches(x))
+    def _setup(self, model, rule, rng):
 
-    def learn(self, x) -> np.ndarray:
-        dw = self.wanted(x)
-        self.w += dw
-        return dw
+        self.model, self.rule, self.chip = model, rule, model.build(Hardware.exact(), rng)
 
-    def fit(self, x, *, epochs: int = 1, batch_size: int = 64, rng: Any = None, scheme=None,
-            callback=None) -> float:
-        """Train without labels on samples x (N, ...), ``batch_size`` at a time in a shuffled order
-        per epoch; returns the throughput (samples per second).
+    @property
+    def w(self) -> np.ndarray:
+        return np.asarray(next(iter(self.chip)).weights(), self.model.dtype)
 
-        scheme: an update scheme (:mod:`neuroemu.hardware.schemes`) whose tile holds the weights, shape
-        (K, D): the products x·w_i are read from the array (``scheme.forward``, with its read noise),
-        the wanted ΔW is applied by the scheme (pulses on devices) and ``w`` follows the programmed
-        weights. callback(epoch, batch_index) is called after every batch.
-        """
-        import time
+    def fit(self, x, *, epochs: int = 1, batch_size: int = 64, rng: Any = None, scheme=None) -> float:
+        """Train on samples x without labels; returns the throughput (samples per second)."""
+        from ..models.hebbian import LAYER
+        from ..train import Protocol, Trainer
 
-        g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         if scheme is not None:
-            self.w = scheme.weights().astype(self.w.dtype)
-        t0 = time.perf_counter()
-        for epoch in range(epochs):
-            order = g.permutation(len(x))
-            for b, i in enumerate(range(0, len(order), batch_size)):
-                p = self.patches(x[order[i:i + batch_size]])
-                if scheme is None:
-                    self.w += self.rule.update(self.w, p)
-                else:
-                    scheme.apply(self.rule.update(self.w, p, scheme.forward(p)))
-                    self.w = scheme.weights().astype(self.w.dtype)
-                if callback is not None:
-                    callback(epoch, b)
-        return epochs * len(x) / max(time.perf_counter() - t0, 1e-12)
+            self.chip = Chip(self.model, [Layer(LAYER, scheme)], Hardware(card=scheme.tile.card, scheme=scheme.name))
+        result = Trainer(self.chip, Hebbian(core=self.rule), Unlabelled(x, batch_size, rng), Protocol(epochs=epochs),
+                         observe_start=False, device_stats=False, progress=False).run()
+        return epochs * len(x) / max(result.train_time_s, 1e-12)
 
-    def forward(self, x, w=None) -> np.ndarray:
-        """Linear responses W x, (N, K) (``w`` overrides the layer's weights, e.g. read from a tile)."""
-        return self.patches(x) @ (self.w if w is None else w).T
+    def forward(self, x) -> np.ndarray:
+        return self.model.forward(self.chip, x)
 
 
 class HebbianConv(HebbianDense):
-    """A convolutional Hebbian layer: K filters of C×k×k over images (N, C, H, W); the rule sees every
-    (sample, position) patch as one sample, so ΔW is aggregated over batch × positions."""
+    """A convolutional Hebbian layer and its rule in one object (see :class:`HebbianDense`)."""
 
     def __init__(self, c_in: int, n_out: int, k: int, rule: HebbianRule, *, stride: int = 1, rng: Any = None,
-                 dtype=np.float32):
-        super().__init__(c_in * k * k, n_out, rule, rng=rng, dtype=dtype)
-        self.c_in, self.k, self.stride = c_in, k, stride
+                 dtype: Any = np.float32):
+        from ..models.hebbian import ConvLayer
 
-    def patches(self, x) -> np.ndarray:
-        from ..nn import patches
-
-        x = np.asarray(x)
-        if x.ndim != 4 or x.shape[1] != self.c_in:
-            raise ValueError(f"HebbianConv: expected images of shape (N, {self.c_in}, H, W), got {x.shape}")
-        return patches(x, self.k, self.stride)
-
-    def maps(self, x, y) -> np.ndarray:
-        """Responses y (N·Ho·Wo, K) of the patches of images x as feature maps (N, K, Ho, Wo)."""
-        from ..nn import out_size
-
-        ho, wo = out_size(x.shape[2], self.k, self.stride, 0), out_size(x.shape[3], self.k, self.stride, 0)
-        return np.ascontiguousarray(np.asarray(y).reshape(len(x), ho, wo, -1).transpose(0, 3, 1, 2))
-
-    def forward(self, x, w=None) -> np.ndarray:
-        """Feature maps (N, K, Ho, Wo) of the linear responses."""
-        x = np.asarray(x)
-        return self.maps(x, super().forward(x, w))
+        self._setup(ConvLayer(c_in, n_out, k, stride=stride, dtype=dtype), rule, rng)

@@ -41,6 +41,7 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
+from ...models.hebbian import LAYER
 from ..crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
 
 NAME = "fasthebb"
@@ -161,13 +162,11 @@ def _rule(h: dict[str, Any]):
                        weighting=h["weighting"])
 
 
-def _layer(job: dict[str, Any], rng):
-    from ...rules.hebbian import HebbianConv, HebbianDense
+def _model(job: dict[str, Any]):
+    from ...models.hebbian import ConvLayer, DenseLayer
 
     lay = job["layer"]
-    if lay["kind"] == "conv":
-        return HebbianConv(1, lay["units"], lay["kernel"], _rule(job["hebbian"]), rng=rng)
-    return HebbianDense(784, lay["units"], _rule(job["hebbian"]), rng=rng)
+    return ConvLayer(1, lay["units"], lay["kernel"]) if lay["kind"] == "conv" else DenseLayer(784, lay["units"])
 
 
 def label_subset(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -192,18 +191,15 @@ def _pool(maps: np.ndarray, p: int) -> np.ndarray:
     return maps[:, :, :ho * p, :wo * p].reshape(n, k, ho, p, wo, p).max(axis=(3, 5))
 
 
-def features(layer, x: np.ndarray, pool: int, *, read=None, batch: int = 1000) -> np.ndarray:
-    """Rectified (and, for conv layers, max-pooled) responses of the layer, flattened, float32.
-    ``read(patches) -> products`` replaces the exact products (e.g. analog reads of a tile)."""
-    from ...rules.hebbian import HebbianConv
-
+def features(chip, x: np.ndarray, pool: int, *, batch: int = 1000) -> np.ndarray:
+    """Rectified (and, for conv layers, max-pooled) responses of the Hebbian layer model on ``chip``
+    (read from its array: a device chip's reads carry their noise), flattened, float32."""
     out = []
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
-        y = layer.forward(xb) if read is None else read(layer.patches(xb))
-        if isinstance(layer, HebbianConv):
-            y = _pool(layer.maps(xb, y) if read is not None else y, pool)
-        out.append(np.maximum(y, 0.0).reshape(len(xb), -1).astype(np.float32))
+        y = chip.forward(x[i:i + batch])
+        if y.ndim == 4:
+            y = _pool(y, pool)
+        out.append(np.maximum(y, 0.0).reshape(len(y), -1).astype(np.float32))
     return np.concatenate(out)
 
 
@@ -220,6 +216,8 @@ def _readout_accuracy(ftr, ytr, fte, yte, opts, rng, on_epoch=None) -> float:
 
 
 def _backprop_accuracy(job, xtr, ytr, xte, yte, rng, on_epoch=None) -> float:
+    """The backprop control: the same architecture trained end to end (:mod:`neuroemu.nn`: a conv
+    layer and Adam, which the chip's models and rules do not have)."""
     from ...nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, accuracy, out_size, train_classifier
 
     lay, opts = job["layer"], job["backprop"]
@@ -241,6 +239,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     that diverges stops there and returns ``diverged`` instead of accuracies."""
     from ...data import load_fashion_mnist
     from ...data.preprocess import ZCA
+    from ...chip import Hardware
     from ...progress import JobProgress
 
     run, data, seed = job["run"], job["data"], job["seed"]
@@ -271,6 +270,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
         return on_epoch
 
+    def diverged(record: dict[str, Any]) -> dict[str, Any]:
+        del out["accuracy"]
+        out["diverged"] = record
+        out["train_time_s"] = time.perf_counter() - t0
+        if run["card"] is not None:
+            out["pulse_limit_hits"] = chip[LAYER].stats().get("pulse_limit_hits", 0)
+        return out
+
     if run["features"] == "backprop":
         try:
             for f, idx in subsets.items():
@@ -278,76 +285,75 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 out["accuracy"][str(f)] = _backprop_accuracy(job, xtr[idx], ytr[idx], xte, yte, rng,
                                                              check_epochs("backprop", f))
         except divergence.Diverged as exc:
-            del out["accuracy"]
-            out["diverged"] = exc.record
+            return diverged(exc.record)
         out["train_time_s"] = time.perf_counter() - t0
         return out
-    layer = _layer(job, rng_init)
-    read, scheme = None, None
+    model = _model(job)
+    w0 = {LAYER: model.init_weights(model.layers()[0], rng_init)}
+    chip = model.build(Hardware.exact(), weights=w0) if run["card"] is None else _chip(model, run, seed, w0)
+    if run["features"] == "hebbian":
+        chip, rec, trained = _learn(chip, job, xtr, rng_order)
+        if trained.diverged is not None:
+            return diverged(trained.diverged)
+        out["images_per_s"] = job["hebbian"]["epochs"] * len(xtr) / max(trained.train_time_s, 1e-12)
+    out["hebbian_time_s"] = time.perf_counter() - t0
     try:
-        if run["features"] == "hebbian":
-            h = job["hebbian"]
-            if run["card"] is not None:
-                scheme, rec = _chip(layer, run, seed)
-                read = scheme.forward
-            weights = divergence.Watch("hebbian weights (max |w|)", job["diverge_factor"])
-            n_batches = -(-len(xtr) // h["batch_size"])
-
-            def on_batch(epoch: int, b: int) -> None:
-                weights.check(epoch + 1, np.abs(layer.w).max(), bound=False)
-                if progress.due():
-                    progress.log(f"hebbian epoch {epoch + 1}/{h['epochs']}  batch {b + 1}/{n_batches}")
-
-            out["images_per_s"] = layer.fit(xtr, epochs=h["epochs"], batch_size=h["batch_size"], rng=rng_order,
-                                            scheme=scheme, callback=on_batch)
-            if scheme is not None:
-                rec.observe(h["epochs"], {"hebbian": scheme.tiles[0]})  # after the last Hebbian epoch
-        out["hebbian_time_s"] = time.perf_counter() - t0
-        ftr = features(layer, xtr, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
-        fte = features(layer, xte, job["layer"]["pool"], read=read, batch=job["eval"]["batch_size"])
+        ftr = features(chip, xtr, job["layer"]["pool"], batch=job["eval"]["batch_size"])
+        fte = features(chip, xte, job["layer"]["pool"], batch=job["eval"]["batch_size"])
         for f, idx in subsets.items():
             rng = np.random.default_rng([seed, int(f * 1e6)])
             out["accuracy"][str(f)] = _readout_accuracy(ftr[idx], ytr[idx], fte, yte, job["readout"], rng,
                                                         check_epochs("read-out", f))
     except divergence.Diverged as exc:
-        del out["accuracy"]
-        out["diverged"] = exc.record
-        out["train_time_s"] = time.perf_counter() - t0
-        if scheme is not None:
-            out["pulse_limit_hits"] = scheme.stats()["pulse_limit_hits"]
-        return out
+        return diverged(exc.record)
     out["train_time_s"] = time.perf_counter() - t0
-    out["filters"] = np.asarray(layer.w, np.float32).tolist()
-    if scheme is not None:
-        out.update(_chip_stats(scheme, rec))
+    out["filters"] = np.asarray(chip[LAYER].weights(), np.float32).tolist()
+    if run["card"] is not None:
+        out.update(_chip_stats(chip[LAYER], rec))
     return out
 
 
-def _chip(layer, run, seed):
-    """The layer's weights written on a tile of the run's card, and the scheme that updates it."""
-    from ...hardware.cards import load_card
+def _chip(model, run, seed, weights):
+    """The Hebbian layer's initial ``weights`` written on a tile of the run's card (ideal periphery:
+    the devices' own read noise), behind the run's update scheme."""
+    from ...chip import Hardware
     from ...hardware.crossbar import Periphery
-    from ...hardware.factory import make_tile
-    from ...record import Recorder
-    from ...hardware.schemes import make_scheme
 
+    hw = Hardware(card=run["card"], scheme=run["scheme"], scheme_params=run["scheme_params"],
+                  n_devices=run["n_devices"] or 1, w_max=run["w_max"], periphery=Periphery.device_reads())
     rng = np.random.default_rng([seed, zlib.crc32(run["name"].encode())])
-    tile = make_tile(*layer.w.shape, load_card(run["card"]), n_devices=run["n_devices"] or 1, w_max=run["w_max"],
-                     periphery=Periphery.device_reads(), rng=rng)
-    tile.write(np.asarray(layer.w, np.float64))
+    return model.build(hw, rng, weights={k: np.asarray(v, np.float64) for k, v in weights.items()})
+
+
+def _learn(chip, job, x, rng):
+    """The unsupervised phase: the Hebbian rule on ``chip`` over the images ``x`` (``hebbian.epochs``
+    epochs, shuffled by ``rng``), through the trainer (checkpointed when the runner asks). A job
+    stops, marked diverged, when the weights become NaN/inf. Returns (the trained chip, a recorder
+    of its tile as written and after the last epoch, the trainer's result)."""
+    from ...record import Recorder
+    from ...rules.hebbian import Hebbian, Unlabelled
+    from ...train import Protocol, Trainer, checkpoint_path
+
+    h = job["hebbian"]
     rec = Recorder()
-    rec.observe(0, {"hebbian": tile})
-    return make_scheme(run["scheme"], tile, rng=rng, **run["scheme_params"]), rec
+    rec.observe(0, chip.tiles())
+    protocol = Protocol(epochs=h["epochs"], watch="max_w", watch_label="hebbian weights (max |w|)",
+                        diverge_factor=math.inf)  # NaN/inf only: the weights have no divergence bound
+    result = Trainer(chip, Hebbian(core=_rule(h)), Unlabelled(x, h["batch_size"], rng), protocol, job_id=job["id"],
+                     observe_start=False, device_stats=False, checkpoint=checkpoint_path(job["id"]), key=job).run()
+    if result.diverged is None:
+        rec.observe(h["epochs"], result.chip.tiles())
+    return result.chip, rec, result
 
 
-def _chip_stats(scheme, rec) -> dict[str, Any]:
+def _chip_stats(layer, rec) -> dict[str, Any]:
     from ...record import pulse_histogram
 
-    stats = scheme.stats()
-    tile = scheme.tiles[0]
-    edges, steps, counts = rec.histograms("hebbian")
-    return {"pulses": int(stats["pulses"]), "pulses_per_synapse": int(stats["pulses"]) / tile.n_synapses,
-            "energy_pJ": float(stats["energy_pJ"]), "pulse_limit_hits": int(stats["pulse_limit_hits"]),
+    stats = layer.stats()
+    tile = layer.tile
+    edges, steps, counts = rec.histograms(LAYER)
+    return {"pulses": int(stats.get("pulses", 0)), "pulses_per_synapse": int(stats.get("pulses", 0)) / tile.n_synapses,
+            "energy_pJ": float(stats["energy_pJ"]), "pulse_limit_hits": int(stats.get("pulse_limit_hits", 0)),
             "device_summary": rec.summary(),
             "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                        "counts": np.asarray(counts).tolist()},
