@@ -10,16 +10,18 @@ step on a batch of random images towards its self-defined target (k-WTA of y −
 
 Baseline, measured in the same run: the same forward, target and loss, then the full backward
 (down to the input gradient) and the optimiser written as plain numpy (Adam: the twin in
-``tests/reference/optim.py``). Ours: :class:`neuroemu.studies.sdt` networks' step (the backward
-stops at the lowest weights; Adam is one fused numba pass per array). Both start from the same
-weights and the benchmark checks that one step of each gives the same weights. Ratio = baseline
+``tests/reference/optim.py``), on the network's own float32 arrays. Ours: one step of the study's
+rule (:class:`neuroemu.rules.sdt.SelfDefinedTargets` around
+:class:`~neuroemu.rules.sdt.TargetBackprop`) on the network placed on a float chip
+(``Hardware.ideal()``: every step reads the weights from the tiles and writes the change back; the
+backward stops at the lowest weights; Adam is one fused numba pass per array). Both start from the
+same weights and the benchmark checks that one step of each gives the same weights. Ratio = baseline
 time / our time (higher is better); throughput = training samples per second.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 from pathlib import Path
@@ -32,10 +34,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.timing import median_times  # noqa: E402
 from tests.reference.optim import adam_step as numpy_adam  # noqa: E402
 
+from neuroemu.chip import Hardware  # noqa: E402
 from neuroemu.config import validate  # noqa: E402
-from neuroemu.studies import sdt  # noqa: E402
 from neuroemu.nn import mse_loss  # noqa: E402
-from neuroemu.rules.sdt import SelfDefinedTarget  # noqa: E402
+from neuroemu.rules.base import run_step  # noqa: E402
+from neuroemu.rules.sdt import SelfDefinedTarget, TargetBatch  # noqa: E402
+from neuroemu.studies import sdt  # noqa: E402
 
 CASES = [
     ("MLP 784-2000, SGD", {"hidden": [2000]}, {"optimizer": "sgd", "lr": 0.008}, (784,), 6),
@@ -47,26 +51,32 @@ CASES = [
 
 
 class PlainStep:
-    """The baseline: a copy of the network trained with the full backward and numpy optimisers."""
+    """The baseline: the network's float32 layers trained with the full backward and numpy optimisers."""
 
-    def __init__(self, net, sgd: bool):
-        self.net, self.sgd = copy.deepcopy(net), sgd  # the copy's pruning masks act on the copied weights
-        self.state = [[(np.zeros_like(p), np.zeros_like(p)) for p in layer.params] for _, layer in self.net.opts]
+    def __init__(self, model, lrs, sgd: bool):
+        self.model, self.lrs, self.sgd = model, lrs, sgd
+        self.trained = [model.names[n] for n in model.trained]
+        self.state = [[(np.zeros_like(p), np.zeros_like(p)) for p in layer.params] for layer in self.trained]
         self.t = 0
 
-    def __call__(self, x, target_fn):
-        y = self.net.model.forward(x)
-        loss, g = mse_loss(y, target_fn(y, None), None)
-        self.net.model.backward(g)
+    def __call__(self, x, target):
+        layers = list(self.model.net)[self.model.start:]
+        y = x
+        for layer in layers:
+            y = layer.forward(y)
+        loss, g = mse_loss(y, target(y), None)
+        for layer in reversed(layers):
+            g = layer.backward(g)
         self.t += 1
         a, r = 1.0 / (1 - 0.9 ** self.t), 1.0 / np.sqrt(1 - 0.999 ** self.t)
-        for lr, (_, layer), state in zip(self.net.lrs, self.net.opts, self.state):
+        for lr, layer, state in zip(self.lrs, self.trained, self.state):
             for p, gp, (m, s) in zip(layer.params, layer.grads, state):
                 if self.sgd:
                     p -= lr * gp
                 else:
                     numpy_adam(p, gp.astype(p.dtype), m, s, lr * a, 0.9, 0.999, r, 1e-8)
-        self.net._prune()
+        for name, mask in self.model.masks.items():
+            self.model.names[name].w *= mask
         return loss
 
 
@@ -80,21 +90,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name, run_opts, bp, shape, k in CASES:
         run = validate({"trainer": "bp", **run_opts}, sdt.RUN, "run")
         run["bp"] = validate(bp, sdt.BP, "bp")
-        net = sdt._BPNet(run, np.random.default_rng(0))
-        plain = PlainStep(net, bp["optimizer"] == "sgd")
-        n_out = sdt._n_out(run)
-        x = net.prepare(np.random.default_rng(1).random((nb, *shape), dtype=np.float32), nb)
-        targets = [SelfDefinedTarget(n_out, k=k, gamma=0.3) for _ in range(2)]
+        run["sdt"] = {**validate({}, sdt.SDT, "sdt"), "k": k, "gamma": 0.3}
+        model, inner, rule = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
+        chip = model.build(Hardware.ideal(), 0)
+        rule.bind(chip)
+        twin, _, _ = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
+        plain = PlainStep(twin, inner.lrs, bp["optimizer"] == "sgd")
+        x = np.random.default_rng(1).random((nb, *shape), dtype=np.float32)
+        x, x_twin = model.features(chip, x, nb), twin.features(chip, x, nb)
+        target = SelfDefinedTarget(sdt._n_out(run), k=k, gamma=0.3)
 
         def ours():
-            return net.step(x, lambda y, m: targets[0](y, m), lambda n: None)
+            return run_step(rule, chip, TargetBatch(x, None, 1))["loss"]
 
         def baseline():
-            return plain(x, lambda y, m: targets[1](y, m))
+            return plain(x_twin, target)
 
         ours(), baseline()  # one step each from the same weights: the same result
-        for p, q in zip(net.model.params, plain.net.model.params):
-            np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-6)
+        for layer in model.trained:
+            np.testing.assert_allclose(chip[layer].weights(), twin.names[layer].w, rtol=1e-4, atol=1e-6)
         times = median_times([baseline, ours], repeat)
         for case, t in zip(("plain numpy step", "ours"), times):
             rows.append({"network": name, "case": case, "ms": t * 1e3, "samples_per_s": nb / t,

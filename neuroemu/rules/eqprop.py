@@ -62,11 +62,14 @@ import numpy as np
 from numba.typed import List
 
 from neuroemu._kernels import eqprop as _K
+from neuroemu.chip import Chip, Layer, Update
 from neuroemu.errors import ConfigError
+from neuroemu.rules.base import Rule, Step
 
 __all__ = [
     "NUDGES",
     "OUTPUTS",
+    "EqProp",
     "EqPropConfig",
     "EqPropNetwork",
     "contrastive_update",
@@ -504,3 +507,61 @@ class EqPropNetwork:
             self.weights[i] = w + dw
             self.biases[i] = b + db
         return info
+
+
+# ----------------------------------------------------------------------------- rule
+def exact(layer: Layer) -> bool:
+    """Whether ``layer`` holds float weights exactly as written (the ideal card under the ideal scheme)."""
+    return layer.tile.card.kind == "ideal" and layer.scheme.name == "ideal"
+
+
+def float32_change(layer: Layer, w: np.ndarray, dw: np.ndarray | None = None,
+                   new: np.ndarray | None = None) -> np.ndarray:
+    """The weight change (float64) of a float32 network whose weights ``w`` (as read) become
+    ``w + dw`` (or ``new``). On an exact layer (:func:`exact`) the change that makes it hold the
+    float32 result of that arithmetic, as the network's own weights would; elsewhere the wanted
+    change, for the update scheme to carry out."""
+    if exact(layer):
+        new = w + dw if new is None else new
+        return new.astype(np.float64) - w.astype(np.float64)
+    return np.asarray(new - w if dw is None else dw, np.float64)
+
+
+class EqProp(Rule):
+    """Equilibrium propagation on a chip whose model is an energy-based network
+    (:class:`neuroemu.models.eqprop.EqPropModel`): a free phase, a nudged phase towards the batch's
+    target, then every layer's contrastive update (:meth:`EqPropNetwork.wanted_update`) through its
+    scheme; digital biases change exactly. ``lr``: a rate or one per weight matrix (None: the
+    network's default); ``rng`` draws the random nudging signs (None: the network's own generator).
+
+    A batch is (x, target, ...): target (B, n_out), integer labels (B,), or a function of the
+    free-phase output that returns the target (e.g. a self-defined target). Measures ``loss`` (the
+    mean cost at the free state); a batch whose loss is not finite gets no update."""
+
+    requires = frozenset({"energy"})
+    #: EqProp's energy has no output dropout: a self-defined target of it is drawn without a mask.
+    output_mask = False
+
+    def __init__(self, lr=None, *, rng: Any = None):
+        self.lr = lr
+        self.rng = rng
+
+    @property
+    def lrs(self):
+        """The learning rate(s), as :attr:`lr` (a number or one per weight matrix)."""
+        return self.lr
+
+    @lrs.setter
+    def lrs(self, rates) -> None:
+        self.lr = rates
+
+    def step(self, chip: Chip, batch: Any) -> Step:
+        x, target = batch[0], batch[1]
+        net = chip.model.network(chip)
+        lr = None if self.lr is None else _rates(self.lr, len(net.weights))
+        dws, dbs, info = net.wanted_update(x, target, self.rng, lr=lr)
+        yield {"loss": info["loss"]}
+        if not np.isfinite(info["loss"]):
+            return
+        for layer, w, dw, db in zip(chip, net.weights, dws, dbs):
+            yield Update(layer.name, dw=float32_change(layer, w, dw), db=db)

@@ -12,6 +12,12 @@ equilibrium propagation. Options as in the authors' code: an output dropout mask
 neither compete nor count; the homeostatic rate is the rate among the samples where a unit was
 present, against k / (units present), which corrects for the dropout) and label smoothing (d ← (1 − ε) d + ε k / N).
 
+As rules on a chip: :class:`SelfDefinedTargets` wraps a gradient rule that learns towards given
+targets — :class:`TargetBackprop` (backprop through a model's own layers) or
+:class:`neuroemu.rules.eqprop.EqProp` (the target nudges the relaxation) — and hands it, for every
+unlabelled batch, the target of the network's own outputs. Batches are :class:`TargetBatch` es
+(inputs, a target or None for a self-defined one, the epoch); H is reset when the epoch changes.
+
 Read-outs of the unsupervised outputs: :class:`DirectAssociation` labels every output unit with the
 class it wins most often on a labelled subset and predicts the class of the winning unit; a linear
 classifier on the frozen outputs is :func:`neuroemu.nn.linear_probe` (or
@@ -20,13 +26,15 @@ classifier on the frozen outputs is :func:`neuroemu.nn.linear_probe` (or
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..chip import Chip, Update
 from ..errors import ConfigError
+from .base import Rule, Step
 
-__all__ = ["SelfDefinedTarget", "DirectAssociation"]
+__all__ = ["SelfDefinedTarget", "DirectAssociation", "SelfDefinedTargets", "TargetBackprop", "TargetBatch"]
 
 
 class SelfDefinedTarget:
@@ -132,3 +140,143 @@ class DirectAssociation:
 
     def accuracy(self, outputs, labels) -> float:
         return float(np.mean(self.predict(outputs) == np.asarray(labels)))
+
+
+# ----------------------------------------------------------------------------- rules
+class TargetBatch(NamedTuple):
+    """A batch of inputs ``x`` with its ``target``: (B, n_out) rows, a function of the network's
+    outputs that returns them (or (rows, output mask)), or None (a self-defined target, made by
+    :class:`SelfDefinedTargets`); ``epoch``: the epoch it belongs to (counted over the whole run)."""
+
+    x: np.ndarray
+    target: Any
+    epoch: int = 1
+
+
+def _targets(target: Any, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    d = target(y) if callable(target) else target
+    return d if isinstance(d, tuple) else (d, None)
+
+
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("mse", "xent")
+
+
+class TargetBackprop(Rule):
+    """Backprop towards given targets through a model that carries its errors back itself
+    (``backward`` trait: :class:`neuroemu.models.convnet.SequentialNet`).
+
+    Loss: ½Σ_units m (y − d)² (batch mean; m an output dropout mask, default 1) for ``"mse"``,
+    softmax cross-entropy of the outputs as logits for ``"xent"``. Each trained layer has its own
+    learning rate (``lr``: a number, or one per trained layer; :attr:`lrs` may be changed between
+    epochs) and optimiser (``sgd`` or ``adam``, over its weights and bias); with ``lr_end`` ≠ 1 the
+    rates follow a linear schedule per epoch, base·(1 + (lr_end − 1)·min(e, decay)/decay) in epoch
+    e + 1. The optimiser runs on the float32 weights as read; the model's pruning masks are applied
+    to the result; the layer gets the change (:func:`neuroemu.rules.eqprop.float32_change`).
+    Measures ``loss``."""
+
+    requires = frozenset({"backward"})
+    output_mask = True
+
+    def __init__(self, lr=0.008, *, optimizer: str = "sgd", loss: str = "mse", lr_end: float = 1.0,
+                 decay_epochs: int = 1):
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if loss not in LOSSES:
+            raise ConfigError(f"loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
+        self.lr, self.optimizer, self.loss = lr, optimizer, loss
+        self.lr_end, self.decay_epochs = float(lr_end), max(int(decay_epochs), 1)
+        self.opts: dict[str, Any] = {}
+        self._lrs: list[float] | None = None  # rates set before the rule was bound
+        self._epoch: int | None = None
+
+    def bind(self, chip: Chip) -> None:
+        from .eqprop import _rates
+
+        super().bind(chip)
+        if self.opts:  # bound before (a later phase on the same chip): keep the optimisers' state
+            return
+        names = chip.model.trained
+        self.base = _rates(self.lr, len(names))
+        self.opts = {name: self._optimizer(lr) for name, lr in zip(names, self._lrs or self.base)}
+
+    def _optimizer(self, lr: float) -> Any:
+        from ..nn import SGD
+        from .surrogate import Adam
+
+        return SGD(lr) if self.optimizer == "sgd" else Adam(lr=lr)
+
+    @property
+    def lrs(self) -> list[float]:
+        """The present learning rates of the trained layers (before binding: ``lr``)."""
+        if self.opts:
+            return [opt.lr for opt in self.opts.values()]
+        from .eqprop import _rates
+
+        return self._lrs or (_rates(self.lr, len(self.lr)) if isinstance(self.lr, (list, tuple)) else [self.lr])
+
+    @lrs.setter
+    def lrs(self, rates: list[float]) -> None:
+        if not self.opts:
+            self._lrs = list(rates)
+        for lr, opt in zip(rates[-len(self.opts):] if self.opts else (), self.opts.values()):
+            opt.lr = lr
+
+    def step(self, chip: Chip, batch: Any) -> Step:
+        from ..nn import mse_loss, softmax_cross_entropy
+        from .eqprop import float32_change
+
+        x, target, epoch = batch
+        if epoch != self._epoch:
+            self._epoch = epoch
+            if self.lr_end != 1.0:
+                f = 1.0 + (self.lr_end - 1.0) * min(epoch - 1, self.decay_epochs) / self.decay_epochs
+                self.lrs = [lr * f for lr in self.base]
+        model = chip.model
+        y = model.forward(chip, x, train=True)
+        d, mask = _targets(target, y)
+        loss, g = softmax_cross_entropy(y, d) if self.loss == "xent" else mse_loss(y, d, mask)
+        yield {"loss": loss}
+        grads = model.backward(g)
+        for name, opt in self.opts.items():
+            layer = chip[name]
+            w = model.weights(name)
+            new, bias = w.copy(), layer.bias.copy()
+            opt.step([new, bias], grads[name])
+            if name in model.masks:
+                new *= model.masks[name]
+            yield Update(name, dw=float32_change(layer, w, new=new),
+                         db=bias.astype(np.float64) - layer.bias.astype(np.float64))
+
+
+class SelfDefinedTargets(Rule):
+    """Self-defined targets (k-WTA + homeostasis, :class:`SelfDefinedTarget` ``target``) learned by
+    the gradient rule ``inner`` (:class:`TargetBackprop` or :class:`neuroemu.rules.eqprop.EqProp`):
+    a :class:`TargetBatch` without a target gets the target of the network's own outputs (with an
+    output dropout mask from ``rng`` where the inner rule has output masks); one with a target (a
+    labelled batch of a semi-supervised run) goes to ``inner`` as it is. H is reset at every new
+    epoch."""
+
+    def __init__(self, inner: Rule, target: SelfDefinedTarget, *, rng: Any = None):
+        self.inner, self.target, self.rng = inner, target, rng
+        self.requires = inner.requires
+        self._epoch: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"SelfDefinedTargets({self.inner.name})"
+
+    def bind(self, chip: Chip) -> None:
+        self.inner.bind(chip)
+
+    def _self_defined(self, y: np.ndarray) -> Any:
+        mask = self.target.mask(len(y), self.rng) if getattr(self.inner, "output_mask", False) else None
+        d = self.target(y, mask)
+        return d if mask is None else (d, mask)
+
+    def step(self, chip: Chip, batch: Any) -> Step:
+        x, target, epoch = batch
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self.target.reset()
+        yield from self.inner.step(chip, TargetBatch(x, self._self_defined if target is None else target, epoch))

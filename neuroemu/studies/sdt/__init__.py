@@ -220,7 +220,6 @@ def _n_out(run: dict[str, Any]) -> int:
     return run["outputs"] if run["arch"] == "cnn" else run["hidden"][-1]
 
 
-CNN_FEATURES = 128 * 7 * 7
 MONITOR = (10000, 2000)  # unsupervised runs: direct association after every epoch on these many train/test images
 
 
@@ -230,148 +229,131 @@ def _weight_layers(run: dict[str, Any]) -> int:
     return len(run["hidden"]) + (run["mode"] != "unsupervised")
 
 
-class _BPNet:
-    """A backprop network (an :mod:`neuroemu.nn` Sequential) and one optimiser per weight layer.
+def _network(run: dict[str, Any], rng: np.random.Generator, rng_mask: np.random.Generator):
+    """(the network model, the gradient rule, the self-defined-target rule around it) of a run;
+    the initial weights drawn from ``rng``."""
+    from ...models.convnet import clip_mlp, sdt_cnn
+    from ...models.eqprop import EqPropModel
+    from ...rules.eqprop import EqProp, EqPropConfig, _rates
+    from ...rules.sdt import SelfDefinedTarget, SelfDefinedTargets, TargetBackprop
 
-    The cnn is the authors': conv 32 5×5 (pad 2), ReLU, max-pool 4×4 stride 2 (pad 1), conv 128 3×3
-    (pad 1), ReLU, the same pooling, flatten (128·7·7), dropout ``input_dropout``, a linear output layer.
-    With ``train_conv`` false its conv layers are ``features``, computed once by :meth:`prepare`."""
-
-    def __init__(self, run: dict[str, Any], rng: np.random.Generator):
-        from ... import nn
-        from ...rules.eqprop import _rates
-        from ...rules.surrogate import Adam
-
-        bp, n_out = run["bp"], _n_out(run)
-        self.masks, self.features = [], None
-        if run["arch"] == "cnn":
-            convs = [nn.Conv2d(1, 32, 5, pad=2, rng=rng, init="fan_in"),
-                     nn.Conv2d(32, 128, 3, pad=1, rng=rng, init="fan_in")]
-            for c in convs:
-                if bp["prune_conv"]:
-                    self.masks.append((c.w, (rng.random(c.w.shape) >= bp["prune_conv"]).astype(c.w.dtype)))
-            front = [convs[0], nn.ReLU(), nn.MaxPool2d(4, 2, 1), convs[1], nn.ReLU(), nn.MaxPool2d(4, 2, 1),
-                     nn.Flatten()]
-            if not bp["train_conv"]:  # pruned once; the frozen layers keep it
-                self._prune()
-                self.features, front, self.masks = nn.Sequential(*front), [], []
-            layers = [*front, *([nn.Dropout(bp["input_dropout"], rng=rng)] if bp["input_dropout"] else []),
-                      nn.Linear(CNN_FEATURES, n_out, rng=rng, init="fan_in")]
-        else:
-            layers = [nn.Dropout(bp["input_dropout"], rng=rng)] if bp["input_dropout"] else []
-            sizes = [784, *(run["hidden"] if run["mode"] == "unsupervised" else [*run["hidden"], n_out])]
-            for a, b in zip(sizes[:-1], sizes[1:]):
-                layers += [nn.Linear(a, b, rng=rng, init="fan_in"), nn.HardSigmoid(1.0, 0.0)]
-            if run["mode"] != "unsupervised":
-                layers.pop()  # class logits
-        self.xent = run["mode"] != "unsupervised"
-        self.model = nn.Sequential(*layers)
-        trained = [layer for layer in self.model if layer.params]
-        self.lrs = _rates(bp["lr"], _weight_layers(run))[-len(trained):]
-        self.opts = [(nn.SGD(lr) if bp["optimizer"] == "sgd" else Adam(lr=lr), layer)
-                     for lr, layer in zip(self.lrs, trained)]
-        self._prune()
-
-    def _prune(self):
-        for w, m in self.masks:
-            w *= m
-
-    def set_lrs(self, lrs: list[float]):
-        for lr, (opt, _) in zip(lrs[-len(self.opts):], self.opts):
-            opt.lr = lr
-
-    def prepare(self, x, batch):
-        """The trained part's input: x, or the frozen conv layers' features of x."""
-        return x if self.features is None else self.features.predict(x, batch_size=batch)
-
-    def outputs(self, x, batch):
-        return self.model.predict(x, batch_size=batch)
-
-    def step(self, x, target_fn, mask_fn) -> float:
-        from ...nn import mse_loss, softmax_cross_entropy
-
-        y = self.model.forward(x)
-        mask = mask_fn(len(x))
-        d = target_fn(y, mask)
-        # the target rows: one-hot or smoothed, each summing to 1
-        loss, g = softmax_cross_entropy(y, d) if self.xent else mse_loss(y, d, mask)
-        self.model.backward(g, input_grad=False)
-        for opt, layer in self.opts:
-            opt.step(layer.params, layer.grads)
-        self._prune()
-        return loss
-
-
-class _EPNet:
-    """An EqProp network (MSE output), optionally with its weights on crossbar tiles."""
-
-    def __init__(self, run: dict[str, Any], rng: np.random.Generator, chip_rng: np.random.Generator):
-        from ...rules.eqprop import EqPropConfig, EqPropNetwork
-
+    n_out, unsup = _n_out(run), run["mode"] == "unsupervised"
+    if run["trainer"] == "eqprop":
         ep = run["eqprop"]
         cfg = EqPropConfig(dt=ep["dt"], t_free=ep["t_free"], t_nudge=ep["t_nudge"], beta=ep["beta"],
-                           nudge=ep["nudge"], output="mse" if run["mode"] == "unsupervised" else "xent")
-        sizes = [784, *run["hidden"]] + ([] if run["mode"] == "unsupervised" else [10])
-        self.net = EqPropNetwork(sizes, config=cfg, rng=rng, lr=ep["lr"])
-        self.rng = rng
-        self.schemes = []
-        if run["card"] is not None:
-            from ...hardware.cards import load_card
-            from ...hardware.crossbar import Periphery
-            from ...hardware.factory import make_tile
-            from ...hardware.schemes import make_scheme
-
-            card = load_card(run["card"])
-            for w in self.net.weights:
-                tile = make_tile(*w.shape, card, w_max=run["w_max"], periphery=Periphery.device_reads(),
-                                 rng=chip_rng)
-                tile.write(np.asarray(w, np.float64))
-                self.schemes.append(make_scheme(run["scheme"], tile, rng=chip_rng, **run["scheme_params"]))
-            self._read()
-
-    def prepare(self, x, batch):
-        return x
-
-    @property
-    def lrs(self) -> list[float]:
-        return self.net.lr
-
-    def set_lrs(self, lrs: list[float]):
-        self.net.lr = list(lrs)
-
-    def _read(self):
-        for i, s in enumerate(self.schemes):
-            self.net.weights[i] = s.weights().astype(self.net.dtype)
-
-    def outputs(self, x, batch):
-        return np.concatenate([self.net.predict(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-    def step(self, x, target_fn, mask_fn) -> float:
-        dws, dbs, info = self.net.wanted_update(x, lambda y: target_fn(y, None), self.rng)
-        if not np.isfinite(info["loss"]):  # a diverged network: no update (the run's check stops it)
-            return info["loss"]
-        for i, (dw, db) in enumerate(zip(dws, dbs)):
-            self.net.biases[i] = self.net.biases[i] + db
-            if self.schemes:
-                self.schemes[i].apply(np.asarray(dw, np.float64))
-            else:
-                self.net.weights[i] = self.net.weights[i] + dw
-        if self.schemes:
-            self._read()
-        return info["loss"]
+                           nudge=ep["nudge"], output="mse" if unsup else "xent")
+        model = EqPropModel([784, *run["hidden"]] + ([] if unsup else [10]), config=cfg, rng=rng)
+        inner = EqProp(_rates(ep["lr"], _weight_layers(run)), rng=rng)
+    else:
+        bp = run["bp"]
+        if run["arch"] == "cnn":
+            model = sdt_cnn(n_out, prune=bp["prune_conv"], train_conv=bp["train_conv"],
+                            input_dropout=bp["input_dropout"], rng=rng)
+        else:
+            model = clip_mlp([784, *run["hidden"], *([] if unsup else [n_out])], logits=not unsup,
+                             input_dropout=bp["input_dropout"], rng=rng)
+        epochs = bp["epochs"]
+        inner = TargetBackprop(_rates(bp["lr"], _weight_layers(run))[-len(model.trained):],
+                               optimizer=bp["optimizer"], loss="mse" if unsup else "xent",
+                               lr_end=1.0 if run["mode"] == "semi" else bp["lr_end"],
+                               decay_epochs=bp["lr_decay_epochs"] or epochs)
+    s = run["sdt"]
+    target = SelfDefinedTarget(n_out, k=s["k"], gamma=s["gamma"], smoothing=s["smoothing"],
+                               output_dropout=s["output_dropout"])
+    return model, inner, SelfDefinedTargets(inner, target, rng=rng_mask)
 
 
-def _epoch(net, x, rng, batch, target_fn, mask_fn, on_batch=None) -> float:
-    """One epoch in batches drawn by ``rng``; returns the mean batch loss. ``on_batch(b, loss)`` is
-    called after every batch (b = 1, 2, ...)."""
-    order = rng.permutation(len(x))
-    losses = []
-    for i in range(0, len(order), batch):
-        idx = order[i:i + batch]
-        losses.append(net.step(x[idx], lambda y, m, idx=idx: target_fn(y, m, idx), mask_fn))
-        if on_batch is not None:
-            on_batch(len(losses), losses[-1])
-    return float(np.mean(losses))
+def _hardware(run: dict[str, Any]):
+    """A float chip, or the run's card and scheme (tiles read without periphery: only the devices'
+    own read noise)."""
+    from ...chip import Hardware
+    from ...hardware.crossbar import Periphery
+
+    if run["card"] is None:
+        return Hardware.ideal()
+    return Hardware(card=run["card"], scheme=run["scheme"], scheme_params=run["scheme_params"],
+                    n_devices=run["n_devices"] or 1, w_max=run["w_max"], periphery=Periphery.device_reads())
+
+
+def outputs(chip, x: np.ndarray, batch: int) -> np.ndarray:
+    """The network's outputs for all of x, ``batch`` samples at a time."""
+    return np.concatenate([chip.forward(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+class _Phase:
+    """The data of one phase of a run for :class:`neuroemu.train.Trainer`: every epoch the images
+    (or the labelled ones) in a new order from ``rng``, in batches of ``batch`` (the last one may
+    be smaller), each with its one-hot labels (``onehot``) or for a self-defined target; epochs
+    counted from ``first``. Unsupervised runs log direct association after every epoch."""
+
+    def __init__(self, x, y, *, rng, batch: int, first: int, labelled: bool, monitor, eval_batch: int):
+        self.x, self.y, self.rng, self.batch, self.first = x, y, rng, int(batch), int(first)
+        self.labelled, self.monitor, self.eval_batch = labelled, monitor, eval_batch
+        self.losses: list[float] = []
+        self.monitor_s = 0.0
+
+    def batches(self, epoch: int) -> "_Epoch":
+        self.losses = []
+        return _Epoch(self, self.rng.permutation(len(self.x)), self.first + epoch - 1)
+
+    def observe(self, batch, measured) -> None:
+        self.losses.append(measured["loss"])
+
+    def evaluate(self, chip, stage: str, last=None) -> dict[str, float]:
+        """Direct association fitted on the first MONITOR[0] training images, scored on the first
+        MONITOR[1] test images (not counted in the training time)."""
+        from ...rules.sdt import DirectAssociation
+
+        if stage != "epoch" or self.monitor is None:
+            return {}
+        t = time.perf_counter()
+        (xtr, ytr), (xte, yte) = self.monitor
+        n_tr, n_te = MONITOR
+        da = DirectAssociation(10).fit(outputs(chip, xtr[:n_tr], self.eval_batch), ytr[:n_tr]).accuracy(
+            outputs(chip, xte[:n_te], self.eval_batch), yte[:n_te])
+        self.monitor_s += time.perf_counter() - t
+        return {"direct_association": da}
+
+    _DATA = ("x", "y", "monitor")
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._DATA}
+
+    def restore(self, fresh: "_Phase") -> None:
+        for k in self._DATA:
+            setattr(self, k, getattr(fresh, k))
+
+
+class _Epoch:
+    """The batches of one epoch (a sized iterable)."""
+
+    def __init__(self, phase: _Phase, order: np.ndarray, epoch: int):
+        self.phase, self.order, self.epoch = phase, order, epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.phase.batch)
+
+    def __iter__(self):
+        from ...rules.sdt import TargetBatch
+
+        p, onehot = self.phase, np.eye(10, dtype=np.float32)
+        for i in range(0, len(self.order), p.batch):
+            idx = self.order[i:i + p.batch]
+            yield TargetBatch(p.x[idx], onehot[p.y[idx]] if p.labelled else None, self.epoch)
+
+
+def _no_device(column: str) -> bool:
+    return False
+
+
+class _Offset:
+    """A divergence watch shared by the phases of a run, at epochs counted over the whole run."""
+
+    def __init__(self, watch: divergence.Watch, offset: int):
+        self.watch, self.offset = watch, offset
+
+    def check(self, at: int, value: float, **kw: Any) -> None:
+        self.watch.check(at + self.offset, value, **kw)
 
 
 # ---------------------------------------------------------------------------------------- one job
@@ -380,9 +362,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it. A run that diverges stops there and returns what it
     recorded, with ``diverged``."""
     from ...data import load_fashion_mnist
-    from ...progress import JobProgress
     from ...rules.eqprop import _rates
-    from ...rules.sdt import DirectAssociation, SelfDefinedTarget
+    from ...rules.sdt import DirectAssociation
+    from ...train import Protocol, Trainer, checkpoint_path
     from ..fasthebb import label_subset
 
     run, data, seed = job["run"], job["data"], job["seed"]
@@ -393,112 +375,88 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     base = np.random.SeedSequence([seed, zlib.crc32(b"sdt")])
     rng_init, rng_order, rng_mask, rng_labels = (np.random.default_rng(s) for s in base.spawn(4))
     chip_rng = np.random.default_rng([seed, zlib.crc32(run["name"].encode())])
-    trainer = run["trainer"]
-    net = _EPNet(run, rng_init, chip_rng) if trainer == "eqprop" else _BPNet(run, rng_init)
-    batch = run["eqprop" if trainer == "eqprop" else "bp"]["batch_size"]
-    epochs = run["eqprop" if trainer == "eqprop" else "bp"]["epochs"]
-    s = run["sdt"]
-    sdt = SelfDefinedTarget(_n_out(run), k=s["k"], gamma=s["gamma"], smoothing=s["smoothing"],
-                            output_dropout=s["output_dropout"])
-    onehot = np.eye(10, dtype=np.float32)
-
-    def unsup(y, mask, idx):
-        return sdt(y, mask)
-
-    def mask_fn(n):
-        return sdt.mask(n, rng_mask)
-
-    def no_mask(n):
-        return None
-
-    curve = []
-    t0 = time.perf_counter()
+    trainer, mode = run["trainer"], run["mode"]
+    model, inner, rule = _network(run, rng_init, rng_mask)
+    chip = model.build(_hardware(run), chip_rng)
+    sec = run["eqprop" if trainer == "eqprop" else "bp"]
+    batch, epochs = sec["batch_size"], sec["epochs"]
     ev = job["eval"]["batch_size"]
-    xtr, xte = net.prepare(xtr, ev), net.prepare(xte, ev)
-    mode, base_lrs = run["mode"], list(net.lrs)
-    decay = max(run["bp"]["lr_decay_epochs"] or epochs, 1)
+    t0 = time.perf_counter()
+    if hasattr(model, "features"):  # the cnn's fixed conv layers: their features, once
+        xtr, xte = model.features(chip, xtr, ev), model.features(chip, xte, ev)
+    base_lrs = list(inner.lrs)
 
-    monitor_s = [0.0]
-
-    def monitor() -> float:
-        """Direct association fitted on the first MONITOR[0] training images, scored on the first
-        MONITOR[1] test images (not counted in the training time)."""
-        t = time.perf_counter()
-        n_tr, n_te = MONITOR
-        da = DirectAssociation(10).fit(net.outputs(xtr[:n_tr], ev), ytr[:n_tr]).accuracy(
-            net.outputs(xte[:n_te], ev), yte[:n_te])
-        monitor_s[0] += time.perf_counter() - t
-        return da
-
-    def test_acc():
-        return float(np.mean(net.outputs(xte, ev).argmax(axis=1) == yte))
-
+    curve: list[dict[str, Any]] = []
     watches = {k: divergence.Watch(f"{k} loss", job["diverge_factor"]) for k in ("supervised", "unsupervised")}
-    progress = JobProgress(job["id"])
+    spent = [0.0, 0.0]  # training time, monitor time
 
-    def train(kind, x_idx, n_epochs, batch=batch):
-        watch = watches[kind]
-        for _ in range(n_epochs):
-            if trainer == "bp" and mode != "semi":  # linear schedule (the authors' LinearLR, per epoch)
-                f = 1.0 + (run["bp"]["lr_end"] - 1.0) * min(len(curve), decay) / decay
-                net.set_lrs([lr * f for lr in base_lrs])
-            sdt.reset()
-            xs = xtr if x_idx is None else xtr[x_idx]
-            at, n_batches = len(curve) + 1, -(-len(xs) // batch)
-
-            def on_batch(b, loss):
-                watch.check(at, loss, bound=False)
-                if progress.due():
-                    progress.log(f"epoch {at} ({kind})  batch {b}/{n_batches}  loss {loss:.3g}")
-
-            if kind == "unsupervised":
-                loss = _epoch(net, xs, rng_order, batch, unsup, mask_fn, on_batch)
-            else:  # one-hot labels of the batch (positions idx into xs)
-                ys = ytr if x_idx is None else ytr[x_idx]
-                loss = _epoch(net, xs, rng_order, batch, lambda y, m, idx: onehot[ys[idx]], no_mask, on_batch)
-            curve.append({"run": run["name"], "seed": seed, "epoch": at, "phase": kind, "loss": loss})
+    def train(kind: str, idx, n_epochs: int, batch: int = batch, lrs=None) -> None:
+        """One phase: a Trainer run on the chip (epochs counted on from the curve's). A run of one
+        phase resumes from its checkpoint."""
+        nonlocal chip
+        if lrs is not None:
+            inner.lrs = list(lrs)
+        first = len(curve) + 1
+        task = _Phase(xtr if idx is None else xtr[idx], ytr if idx is None else ytr[idx], rng=rng_order,
+                      batch=batch, first=first, labelled=kind == "supervised",
+                      monitor=((xtr, ytr), (xte, yte)) if mode == "unsupervised" else None, eval_batch=ev)
+        ckpt = checkpoint_path(job["id"]) if mode != "semi" else None
+        tr = Trainer(chip, rule, task, Protocol(epochs=n_epochs, watch="loss"), job_id=job["id"],
+                     observe_start=False, device=_no_device, device_stats=False, checkpoint=ckpt, key=job)
+        tr.watch = _Offset(watches[kind], first - 1)
+        res = tr.run()
+        chip = res.chip
+        for row in res.rows:
+            curve.append({"run": run["name"], "seed": seed, "epoch": first + row["epoch"] - 1, "phase": kind,
+                          "loss": row["train_loss"]})
             if mode == "unsupervised":
-                curve[-1]["direct_association"] = monitor()
-            watch.check(at, loss)
-            if progress.due():
-                progress.log(f"epoch {at} ({kind})  loss {loss:.3g}")
+                curve[-1]["direct_association"] = row["direct_association"]
+        spent[0] += res.train_time_s
+        if res.diverged is not None:
+            if res.diverged["bound"] is not None:  # the epoch's mean loss: its row is kept
+                curve.append({"run": run["name"], "seed": seed, "epoch": len(curve) + 1, "phase": kind,
+                              "loss": float(np.mean(task.losses))})
+                if mode == "unsupervised":
+                    curve[-1].update(task.evaluate(res.chip, "epoch"))
+            spent[1] += task.monitor_s
+            raise divergence.Diverged(**{k: res.diverged[k] for k in ("at", "metric", "value", "bound")})
+        spent[1] += task.monitor_s
+
+    def test_acc() -> float:
+        return float(np.mean(outputs(chip, xte, ev).argmax(axis=1) == yte))
 
     res: dict[str, Any] = {"run": run["name"], "trainer": trainer, "mode": mode, "card": run["card"],
                            "scheme": run["scheme"] if run["card"] else None, "seed": seed}
     try:
         if trainer != "none":
-            if mode == "unsupervised":
-                train("unsupervised", None, epochs)
-            elif mode == "supervised":
-                train("supervised", None, epochs)
+            if mode in ("unsupervised", "supervised"):
+                train(mode, None, epochs)
             else:
                 sem = job["semi"]
                 idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
-                pre_lr = run["eqprop" if trainer == "eqprop" else "bp"]["pretrain_lr"]
-                net.set_lrs(base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
-                train("supervised", idx, sem["pretrain_epochs"], sem["batch_size"])
+                pre_lr = sec["pretrain_lr"]
+                train("supervised", idx, sem["pretrain_epochs"], sem["batch_size"],
+                      base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
                 pre_acc = test_acc()
                 if curve:
                     curve[-1]["test_acc"] = pre_acc
                 for _ in range(sem["rounds"]):
-                    net.set_lrs([lr * sem["unsupervised_lr_factor"] for lr in base_lrs])
-                    train("unsupervised", None, 1)
-                    net.set_lrs(base_lrs)
-                    train("supervised", idx, 1, sem["batch_size"])
+                    train("unsupervised", None, 1, lrs=[lr * sem["unsupervised_lr_factor"] for lr in base_lrs])
+                    train("supervised", idx, 1, sem["batch_size"], lrs=base_lrs)
                     curve[-1]["test_acc"] = test_acc()
     except divergence.Diverged as exc:
         res["diverged"] = exc.record
-    res.update({"train_time_s": time.perf_counter() - t0 - monitor_s[0], "curve": curve})
+    res.update({"train_time_s": spent[0] + (time.perf_counter() - t0 if trainer == "none" else 0.0) - spent[1],
+                "curve": curve})
     if trainer == "eqprop" and run["card"]:
-        st = [sc.stats() for sc in net.schemes]
-        n_syn = sum(sc.tiles[0].n_synapses for sc in net.schemes)
-        res["pulses_per_synapse"] = sum(int(x["pulses"]) for x in st) / n_syn
-        res["pulse_limit_hits"] = sum(x.get("pulse_limit_hits", 0) for x in st)
+        st = chip.stats()
+        res["pulses_per_synapse"] = st["pulses"] / chip.n_synapses
+        res["pulse_limit_hits"] = st["pulse_limit_hits"]
     if "diverged" in res:
         return res
-    out_te = net.outputs(xte, ev)
+    out_te = outputs(chip, xte, ev)
     if mode == "unsupervised":
-        out_tr = net.outputs(xtr, ev)
+        out_tr = outputs(chip, xtr, ev)
         da = DirectAssociation(10).fit(out_tr, ytr)
         res["direct_association"] = da.accuracy(out_te, yte)
         res.update(_linear(out_tr, ytr, out_te, yte, job["readout"], np.random.default_rng([seed, 1])))
