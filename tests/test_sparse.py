@@ -525,3 +525,28 @@ def test_kernel_constants_take_the_array_dtype():
         k = K._cast(np.zeros(1, dt), 0.9, 1.0, 100.0, 0.2)
         assert k.dtype == dt
         np.testing.assert_array_equal(k, np.array([0.9, 1.0, 100.0, 0.0, 1.0, 0.2], dt))
+
+
+# ----------------------------------------------------------------------------- on the chip
+@pytest.mark.parametrize("backward", ["dense", "sparse"])
+def test_sparse_rule_on_a_float_chip_is_the_float_network(backward):
+    from neuroemu.models.snn import SNN, float_chip
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.sparse import SparseBPTT
+    from neuroemu.rules.surrogate import Adam
+
+    rng = np.random.default_rng(0)
+    s, y = (rng.random((20, 8, 30)) < 0.1).astype(np.float32), rng.integers(0, 4, 8)
+    ref = SparseSNN((30, 12, 12, 4), backward=backward, rng=3)
+    chip = SNN(SparseSNN((30, 12, 12, 4), rng=3)).build(float_chip(), rng=0)
+    rule, opt = SparseBPTT(1e-2, backward=backward), Adam(1e-2)
+    rule.bind(chip)
+    assert chip.model.net.backward_mode == backward
+    for _ in range(3):
+        want = ref.train_step(s, y, opt)
+        got = run_step(rule, chip, (s, y))
+        assert got["loss"] == want[0] and got["stats"]["active_fraction"] == want[2]["active_fraction"]
+    for layer, w in zip(chip, ref.weights):
+        np.testing.assert_array_equal(layer.weights(), w.astype(np.float64))
+    with pytest.raises(ValueError, match="backward"):
+        SparseBPTT(backward="half")

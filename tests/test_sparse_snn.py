@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from neuroemu.cli import main
+from neuroemu.runner import ARRAYS
 from neuroemu.data import load_fashion_mnist
 from neuroemu.data.encoders import latency_encode
 from neuroemu.studies.sparse_snn import learning_rate, psp_peak
@@ -154,3 +155,51 @@ def test_a_diverged_seed_is_marked_and_not_deployed(tmp_path, tiny_data, capsys)
     result = json.loads(next((out / "runs").glob("*.json")).read_text())["result"]
     assert "chip" not in result and "neurons" not in result  # stopped before the hardware evaluations
     assert "| sparse/N24/b_th0.2 | diverged |" in (out / "RESULTS.md").read_text()
+
+
+def _timeless(result):
+    """A job's result without its wall times (and arrays compared apart)."""
+    if isinstance(result, dict):
+        return {k: _timeless(v) for k, v in result.items()
+                if not (k.endswith(("_time_s", "wall_s", "_ms")) or k == ARRAYS)}
+    if isinstance(result, list):
+        return [_timeless(v) for v in result]
+    return result
+
+
+@pytest.mark.parametrize("study", ["sparse_snn", "spiking_fmnist"])
+def test_an_interrupted_job_resumes_from_its_checkpoint_with_the_same_result(tmp_path, tiny_data, monkeypatch,
+                                                                             study):  # noqa: F811
+    from neuroemu import train
+    from neuroemu.runner import CHECKPOINT_ENV
+    from neuroemu.studies import resolve
+    from tests import test_spiking_fmnist
+
+    make = config if study == "sparse_snn" else test_spiking_fmnist.config
+    extra = {"runs": [{"backward": "sparse"}]} if study == "sparse_snn" else {}
+    cfg = make(tmp_path / "cfg.yaml", tiny_data, train={"epochs": 3, "batch_size": 40, "lr": 0.01}, **extra)
+    module, resolved = resolve(cfg)
+    job = module.jobs(resolved)[0]
+    straight = module.run_job(job)
+
+    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "ckpt"))
+    save = train.Trainer._save
+
+    class Stop(Exception):
+        pass
+
+    def save_then_stop(self):
+        save(self)
+        if self.done == 2:
+            raise Stop
+
+    monkeypatch.setattr(train.Trainer, "_save", save_then_stop)
+    with pytest.raises(Stop):
+        module.run_job(job)
+    assert list((tmp_path / "ckpt").iterdir())
+    monkeypatch.setattr(train.Trainer, "_save", save)
+    resumed = module.run_job(job)
+    assert not list((tmp_path / "ckpt").iterdir())
+    assert _timeless(resumed) == _timeless(straight)
+    for k, w in straight.get(ARRAYS, {}).items():
+        np.testing.assert_array_equal(resumed[ARRAYS][k], w)

@@ -523,3 +523,59 @@ def test_adam_rejects_non_contiguous_params():
     p = np.zeros((4, 4))[:, ::2]
     with pytest.raises(ValueError, match="C-contiguous"):
         Adam().step([p], [np.ones_like(p)])
+
+
+# ----------------------------------------------------------------------------- on the chip
+def _spiking_batch(n=12, t=15, n_in=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((t, n, n_in)) < 0.15).astype(np.float32), rng.integers(0, 3, n)
+
+
+def test_the_rule_on_a_float_chip_takes_the_float_networks_adam_step_exactly():
+    from neuroemu.models.snn import SNN, float_chip
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.surrogate import SurrogateBPTT
+
+    s, y = _spiking_batch()
+    ref = SpikingMLP([20, 16, 3], rng=4)
+    chip = SNN(SpikingMLP([20, 16, 3], rng=4)).build(float_chip(), rng=0)
+    rule, opt = SurrogateBPTT(1e-2), Adam(1e-2)
+    rule.bind(chip)
+    for _ in range(3):
+        want = ref.train_step(s, y, opt)[0]
+        assert run_step(rule, chip, (s, y))["loss"] == want
+    for layer, w in zip(chip, ref.weights):
+        np.testing.assert_array_equal(layer.weights(), w.astype(np.float64))
+
+
+@pytest.mark.parametrize("card, scheme", [("pcm_nandakumar2018", "sign"), ("pcm_nandakumar2018", "mixed_precision"),
+                                          ("rram_gong2018", "sign"), ("rram_gong2018", "mixed_precision")])
+def test_the_rule_trains_a_device_chip_through_a_pulsed_scheme(card, scheme):
+    from neuroemu.chip import Hardware
+    from neuroemu.hardware import Periphery
+    from neuroemu.models.snn import SNN
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.surrogate import SurrogateBPTT
+
+    s, y = _spiking_batch()
+    chip = SNN(SpikingMLP([20, 16, 3], rng=4)).build(Hardware(card=card, scheme=scheme, periphery=Periphery()), rng=1)
+    rule = SurrogateBPTT(0.05)
+    rule.bind(chip)
+    w0 = chip.weights()
+    losses = [run_step(rule, chip, (s, y))["loss"] for _ in range(4)]
+    assert all(np.isfinite(losses))
+    assert chip.stats()["pulses"] > 0
+    assert any(not np.array_equal(chip.weights()[k], w0[k]) for k in w0)
+
+
+def test_the_rule_refuses_a_network_without_a_surrogate_gradient():
+    from neuroemu.models.mlp import MLP
+    from neuroemu.models.snn import SNN, float_chip
+    from neuroemu.rules.base import RuleError
+    from neuroemu.rules.sparse import SparseBPTT
+    from neuroemu.rules.surrogate import SurrogateBPTT
+
+    with pytest.raises(RuleError, match="spiking"):
+        SurrogateBPTT().bind(MLP([4, 3]).build(rng=0))
+    with pytest.raises(RuleError, match="needs a SparseSNN"):
+        SparseBPTT().bind(SNN(SpikingMLP([20, 3], rng=0)).build(float_chip(), rng=0))

@@ -67,6 +67,7 @@ from neuroemu.rules.surrogate import (
     NeuronsHook,
     SpikeCountReg,
     SpikingNet,
+    SurrogateBPTT,
     _check_reg,
     fast_sigmoid_grad,
     spike_count_reg,
@@ -75,6 +76,7 @@ from neuroemu.rules.surrogate import (
 __all__ = [
     "ActiveSet",
     "DeadNetworkError",
+    "SparseBPTT",
     "DenseSaved",
     "SparseForward",
     "SparseSaved",
@@ -385,18 +387,21 @@ class SparseSNN(SpikingNet):
             self.set_weights([f[k] for k in keys])
 
     # ------------------------------------------------------------------ forward
-    def _currents(self, layer: int, x: np.ndarray) -> np.ndarray:
+    def _currents(self, mm: MatmulHook, layer: int, x: np.ndarray) -> np.ndarray:
         nt, nb, n_in = x.shape
-        return (x.reshape(nt * nb, n_in) @ self.weights[layer].T).reshape(nt, nb, -1)
+        n = self.weights[layer].shape[0]
+        cur = self._hook_array(mm(layer, x.reshape(nt * nb, n_in)), (nt * nb, n), f"matmul output (layer {layer})")
+        return cur.reshape(nt, nb, n)
 
-    def forward(self, s_in) -> SparseForward:
-        """Ideal forward pass on input spikes s_in (T, B, n_in), recording what the configured
-        backward needs (see :class:`SparseForward`)."""
+    def forward(self, s_in, *, matmul: MatmulHook | None = None) -> SparseForward:
+        """Forward pass on input spikes s_in (T, B, n_in), recording what the configured backward
+        needs (see :class:`SparseForward`); ``matmul`` as in :meth:`predict`."""
         x = self._check_input(s_in)
+        mm = self.ideal_matmul if matmul is None else matmul
         sparse = self.backward_mode == "sparse"
         counts, fractions, saved = [], [], []
         for layer in range(self.n_layers - 1):
-            cur = self._currents(layer, x)
+            cur = self._currents(mm, layer, x)
             if sparse:
                 trace = presynaptic_trace(x, self.beta)
                 z, act = lif_layer_active(cur, self.beta, self.theta, self.b_th, self.surrogate_scale)
@@ -408,7 +413,7 @@ class SparseSNN(SpikingNet):
                 fractions.append(count / v.size)
             counts.append(z.sum(axis=0))
             x = z
-        y = leaky_readout(self._currents(self.n_layers - 1, x), self.beta_out)
+        y = leaky_readout(self._currents(mm, self.n_layers - 1, x), self.beta_out)
         return SparseForward(y.max(axis=0), counts, fractions, saved, x, np.argmax(y, axis=0))
 
     def ideal_matmul(self, layer: int, s_flat: np.ndarray) -> np.ndarray:
@@ -429,9 +434,11 @@ class SparseSNN(SpikingNet):
         returns the currents (T·B, n_l) (default :meth:`ideal_matmul`); ``neurons(l, currents
         (T, B, n_l), spiking)`` returns (z, v) (default :meth:`ideal_neurons`); for the readout
         (spiking False) z is ignored and v is the readout trace y."""
-        return self._run(s_in, matmul, neurons)[0]
+        return self.run(s_in, matmul=matmul, neurons=neurons)[0]
 
-    def _run(self, s_in, matmul, neurons):
+    def run(self, s_in, *, matmul: MatmulHook | None = None,
+            neurons: NeuronsHook | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(logits (B, n_classes), spike counts (B, n_l) per hidden layer); hooks as in :meth:`predict`."""
         s = self._check_input(s_in)
         nt, nb, _ = s.shape
         mm = self.ideal_matmul if matmul is None else matmul
@@ -455,7 +462,7 @@ class SparseSNN(SpikingNet):
     def dead_network(self, s_in, *, matmul: MatmulHook | None = None, neurons: NeuronsHook | None = None) -> list[int]:
         """Hidden layers (0-based) that are dead on s_in: mean spike count per neuron and sample
         <= dead_rate. An empty list means every hidden layer spikes."""
-        return dead_layers(self._run(s_in, matmul, neurons)[1], self.dead_rate)
+        return dead_layers(self.run(s_in, matmul=matmul, neurons=neurons)[1], self.dead_rate)
 
     # ------------------------------------------------------------------ backward
     def backward(self, fwd: SparseForward, labels) -> tuple[float, float, list[np.ndarray], dict]:
@@ -530,7 +537,8 @@ class SparseSNN(SpikingNet):
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
         return ce + reg_loss, acc, grads, stats
 
-    def loss_and_grads(self, s_in, labels) -> tuple[float, float, list[np.ndarray], dict]:
+    def loss_and_grads(self, s_in, labels, *, matmul: MatmulHook | None = None,
+                       neurons: NeuronsHook | None = None) -> tuple[float, float, list[np.ndarray], dict]:
         """Forward and backward on one batch: returns (loss, accuracy, grads, stats).
 
         loss = CE + regulariser; grads[l] = ∂loss/∂W_l (model dtype). stats: "ce", "reg"; per
@@ -539,9 +547,13 @@ class SparseSNN(SpikingNet):
         readout) "backward_s" (perf_counter time of that layer's backward) and "backward_bytes"
         (memory kept from the forward for it: dense v and input spikes, or the active set and
         the presynaptic trace; the readout keeps the last spikes and the argmax steps);
-        "forward_s"; "dead_layers" (see ``guard``)."""
+        "forward_s"; "dead_layers" (see ``guard``). ``matmul``: the layers' currents as in
+        :meth:`predict` (the LIF units are the network's own: the sparse backward needs their
+        voltages near the threshold, so ``neurons`` must be None)."""
+        if neurons is not None:
+            raise ValueError("neurons: the sparse backward runs on the network's own LIF units; expected None")
         t0 = time.perf_counter()
-        fwd = self.forward(s_in)
+        fwd = self.forward(s_in, matmul=matmul)
         t_fwd = time.perf_counter() - t0
         out = self.backward(fwd, labels)
         out[3]["forward_s"] = t_fwd
@@ -552,3 +564,29 @@ class SparseSNN(SpikingNet):
         loss, acc, grads, stats = self.loss_and_grads(s_in, labels)
         optimizer.step(self.weights, grads)
         return loss, acc, stats
+
+
+class SparseBPTT(SurrogateBPTT):
+    """:class:`~neuroemu.rules.surrogate.SurrogateBPTT` with the backward of Perez-Nieves & Goodman
+    (2021) chosen by the rule: ``"sparse"`` (the surrogate kept on the active set |v − θ| < b_th
+    only) or ``"dense"``, for a :class:`SparseSNN` network (set on it when the rule is bound). Its
+    measurements add the statistics of :meth:`SparseSNN.loss_and_grads` (active fraction, backward
+    time and memory per layer)."""
+
+    def __init__(self, lr=2e-4, *, backward: str = "sparse", **adam):
+        if backward not in ("dense", "sparse"):
+            raise ValueError(f"backward: expected 'dense' or 'sparse', got {backward!r}")
+        super().__init__(lr, **adam)
+        self.backward = backward
+
+    def bind(self, chip) -> None:
+        from neuroemu.rules.base import RuleError
+
+        super().bind(chip)
+        net = chip.model.net
+        if not isinstance(net, SparseSNN):
+            raise RuleError(f"rule {self.name} needs a SparseSNN network (LIF with reset by subtraction); the chip's "
+                            f"model runs {type(net).__name__}")
+        if getattr(chip.model, "neurons", None) is not None:
+            raise RuleError(f"rule {self.name}: the sparse backward needs the network's own LIF units, not a substrate")
+        net.backward_mode = self.backward

@@ -42,15 +42,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from neuroemu._kernels.optim import adam_step
+from neuroemu.chip import Chip, Update
 from neuroemu.hardware.neurons import CubaParams, cuba_sequence, decay
+from neuroemu.rules.base import Rule, RuleError, Step
 
 __all__ = [
     "Adam",
+    "SurrogateBPTT",
     "ForwardResult",
     "SpikeCountReg",
     "SpikingMLP",
@@ -418,6 +421,12 @@ class SpikingMLP(SpikingNet):
         """Logits (B, n_classes) of :meth:`forward`."""
         return self.forward(s_in, matmul=matmul, neurons=neurons).logits
 
+    def run(self, s_in, *, matmul: MatmulHook | None = None,
+            neurons: NeuronsHook | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(logits (B, n_classes), spike counts (B, n_l) per hidden layer) of :meth:`forward`."""
+        fwd = self.forward(s_in, matmul=matmul, neurons=neurons)
+        return fwd.logits, fwd.spike_counts
+
     # ------------------------------------------------------------------ backward
     def refractory_flags(self, z: np.ndarray) -> np.ndarray:
         """rf_t = 1 if a spike occurred in steps t − n_ref .. t − 1 (as bool, shape of z)."""
@@ -520,3 +529,54 @@ class SpikingMLP(SpikingNet):
         loss, acc, grads, stats = self.loss_and_grads(s_in, labels, matmul=matmul, neurons=neurons)
         optimizer.step(self.weights, grads)
         return loss, acc, stats
+
+
+# ----------------------------------------------------------------------------- the rule
+class SurrogateBPTT(Rule):
+    """Surrogate-gradient BPTT of a spiking network on the chip, with Adam.
+
+    The model is a :class:`neuroemu.models.snn.SNN` (a network with ``loss_and_grads``: a
+    :class:`SpikingMLP` or a :class:`~neuroemu.rules.sparse.SparseSNN`). The forward pass is the
+    chip's: every layer's currents are a read of its tile (periphery, read noise, drift), the units
+    the model's. The backward pass is the network's, off-chip, through the recorded traces and the
+    weights as the chip holds them (in the network's dtype). Adam (one over all layers, its moments on
+    the rule) steps those weights, and each layer gets the dense ΔW from what the chip holds to the
+    stepped weights, through its update scheme: on a float chip the weights then are exactly the
+    float network's after its Adam step; on a device chip the scheme writes what it can (pulses of
+    the sign of ΔW, an accumulator that transfers whole pulses, …), and the next step starts from
+    what the devices hold. ``lr``: a number, or a function of the step number (0, 1, …) giving it.
+    A batch whose loss is NaN/inf gets no update."""
+
+    requires = frozenset({"feedforward", "spiking", "sequence", "differentiable"})
+
+    def __init__(self, lr: float | Callable[[int], float] = 2e-4, *, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.lr = lr
+        self.adam = Adam(self.rate(0), betas, eps)
+        self.steps = 0
+
+    def rate(self, step: int) -> float:
+        """The learning rate of step ``step``."""
+        return self.lr(step) if callable(self.lr) else self.lr
+
+    def bind(self, chip: Chip) -> None:
+        super().bind(chip)
+        if not hasattr(getattr(chip.model, "net", None), "loss_and_grads"):
+            raise RuleError(f"rule {self.name} needs a spiking network model with a surrogate gradient "
+                            f"(neuroemu.models.snn.SNN); the chip's model is {chip.model!r}")
+
+    def step(self, chip: Chip, batch: Any) -> Step:
+        x, y = batch
+        model = chip.model
+        net = model.net
+        held = [layer.weights() for layer in chip]
+        net.weights = [w.astype(net.dtype) for w in held]
+        self.adam.lr = self.rate(self.steps)
+        self.steps += 1
+        loss, acc, grads, stats = net.loss_and_grads(model.input(x), y, **model.hooks(chip))
+        yield {"loss": loss, "acc": acc, "stats": stats}
+        if not math.isfinite(loss):
+            return
+        self.adam.step(net.weights, grads)
+        for layer, w, now in zip(chip, net.weights, held):
+            yield Update(layer.name, dw=w.astype(np.float64) - now)

@@ -30,6 +30,7 @@ lines from inside (:class:`neuroemu.progress.JobProgress`).
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from typing import Any
@@ -37,6 +38,9 @@ from typing import Any
 import numpy as np
 
 from ...config import Opt, check_delays, check_seeds
+from ...data.classification import ClassificationTask, accuracy
+from ...rules.sparse import dead_layers
+from ...train import Protocol
 from ...errors import ConfigError
 from ...plot import delay_key, delay_label
 from ...runner import ARRAYS
@@ -145,34 +149,75 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- one job
-def _encode(x, enc):
+def _encoder(enc: dict[str, Any]):
     from ...data.encoders import latency_encode
 
-    return latency_encode(x, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
+    return functools.partial(latency_encode, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
 
 
-def _accuracy(net, x, y, enc, batch, **hooks) -> float:
-    correct = 0
-    for i in range(0, len(x), batch):
-        logits = net.predict(_encode(x[i:i + batch], enc), **hooks)
-        correct += int((logits.argmax(axis=1) == y[i:i + batch]).sum())
-    return correct / len(x)
+class LearningRate:
+    """The learning rate of ``train`` at each of ``steps`` training steps (``train.lr_schedule``)."""
+
+    def __init__(self, train: dict[str, Any], steps: int):
+        self.lr, self.schedule, self.steps = train["lr"], train["lr_schedule"], steps
+
+    def __call__(self, step: int) -> float:
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + np.cos(np.pi * step / self.steps))
+        return self.lr
 
 
 def learning_rate(train: dict[str, Any], step: int, steps: int) -> float:
     """The learning rate at training step ``step`` of ``steps`` (``train.lr_schedule``)."""
-    if train["lr_schedule"] == "cosine":
-        return train["lr"] * 0.5 * (1.0 + np.cos(np.pi * step / steps))
-    return train["lr"]
+    return LearningRate(train, steps)(step)
+
+
+class _Task(ClassificationTask):
+    """Fashion-MNIST batches; at every epoch test accuracy, whether a hidden layer died (on the first
+    training-batch-sized slice of the test set) and the per-layer statistics of the epoch's
+    batches. With ``stop_when_dead`` the run ends at the first epoch with a dead layer."""
+
+    def __init__(self, *args, dead_images: int, protocol: Protocol, stop_when_dead: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dead_images, self.protocol, self.stop_when_dead = dead_images, protocol, stop_when_dead
+        self.epoch = 0
+        self.agg: dict[str, list] = {}
+
+    def observe(self, batch, measured: dict[str, Any]) -> None:
+        stats = measured["stats"]
+        for k, name in (("active", "active_fraction"), ("bwd", "backward_s"), ("bytes", "backward_bytes"),
+                        ("counts", "mean_count")):
+            self.agg.setdefault(k, []).append(stats[name])
+
+    def evaluate(self, chip, stage: str, last=None) -> dict[str, Any]:
+        if stage != "epoch":
+            return {}
+        self.epoch += 1
+        x, y = self.held_out["test"]
+        dead = dead_layers(chip.model.run(chip, x[:self.dead_images])[1], chip.model.net.dead_rate)
+        row = {"test_acc": accuracy(chip, x, y, self.eval_batch), "dead": bool(dead)}
+        agg, self.agg = self.agg, {}
+        for k, name in enumerate(("hidden1", "hidden2")):
+            row[f"{name}_active_fraction"] = float(np.mean([a[k] for a in agg["active"]]))
+            row[f"{name}_backward_ms"] = float(np.median([b[k] for b in agg["bwd"]]) * 1e3)
+            row[f"{name}_backward_MB"] = float(np.max([b[k] for b in agg["bytes"]]) / 1e6)
+            row[f"{name}_spikes_per_neuron"] = float(np.mean([c[k] for c in agg["counts"]]))
+        if dead and self.stop_when_dead:  # the trainer ends after this epoch
+            self.protocol.epochs = self.epoch
+        return row
+
+
+def _no_device(column: str) -> bool:
+    return False
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed), then evaluate it on the chip after each delay. A seed that diverges
     stops there and returns what it recorded, with ``diverged``."""
     from ...data import load_fashion_mnist
-    from ...progress import JobProgress
-    from ...rules.sparse import SparseSNN
-    from ...rules.surrogate import Adam
+    from ...models.snn import SNN, float_chip
+    from ...rules.sparse import SparseBPTT, SparseSNN
+    from ...train import Trainer, checkpoint_path
 
     data, enc, tr, m = job["data"], job["encoding"], job["train"], job["run"]["model"]
     seed = job["seed"]
@@ -183,95 +228,50 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     n = m["hidden"]
     net = SparseSNN((784, n, n, 10), tau_mem=m["tau_mem"], tau_out=m["tau_out"], b_th=m["b_th"],
                     backward=m["backward"], surrogate_scale=m["surrogate_scale"], rng=rng_init)
-    opt = Adam(lr=tr["lr"])
+    chip = SNN(net, encode=_encoder(enc)).build(float_chip(), rng=0)
     bs = tr["batch_size"]
-    steps, step = tr["epochs"] * (len(xtr) // bs), 0
-    batches = range(0, len(xtr) - bs + 1, bs)
-    metrics, dead_at = [], None
-    watch = divergence.Watch("train_loss", job["diverge_factor"])
-    progress = JobProgress(job["id"])
-    t0 = time.perf_counter()
-    try:
-        for epoch in range(1, tr["epochs"] + 1):
-            order = rng_data.permutation(len(xtr))
-            agg: dict[str, list] = {"loss": [], "acc": [], "active": [], "bwd": [], "bytes": [], "counts": []}
-            for b, i in enumerate(batches, 1):
-                idx = order[i:i + bs]
-                opt.lr = learning_rate(tr, step, steps)
-                step += 1
-                loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
-                watch.check(epoch, loss, bound=False)
-                agg["loss"].append(loss)
-                agg["acc"].append(acc)
-                agg["active"].append(stats["active_fraction"])
-                agg["bwd"].append(stats["backward_s"])
-                agg["bytes"].append(stats["backward_bytes"])
-                agg["counts"].append(stats["mean_count"])
-                if progress.due():
-                    progress.log(f"epoch {epoch}/{tr['epochs']}  batch {b}/{len(batches)}  "
-                                 f"loss {np.mean(agg['loss']):.3g}")
-            watch.check(epoch, np.mean(agg["loss"]))
-            dead = net.dead_network(_encode(xte[:bs], enc))
-            row = {"run": job["run"]["name"], "seed": seed, "epoch": epoch, "train_loss": float(np.mean(agg["loss"])),
-                   "train_acc": float(np.mean(agg["acc"])),
-                   "test_acc": _accuracy(net, xte, yte, enc, job["eval"]["batch_size"]), "dead": bool(dead)}
-            for k, name in enumerate(("hidden1", "hidden2")):
-                row[f"{name}_active_fraction"] = float(np.mean([a[k] for a in agg["active"]]))
-                row[f"{name}_backward_ms"] = float(np.median([b[k] for b in agg["bwd"]]) * 1e3)
-                row[f"{name}_backward_MB"] = float(np.max([b[k] for b in agg["bytes"]]) / 1e6)
-                row[f"{name}_spikes_per_neuron"] = float(np.mean([c[k] for c in agg["counts"]]))
-            metrics.append(row)
-            if progress.due():
-                progress.log(f"epoch {epoch}/{tr['epochs']}  loss {row['train_loss']:.3g}  "
-                             f"test acc {100 * row['test_acc']:.2f} %")
-            if dead and dead_at is None:
-                dead_at = epoch
-                if m["dead_guard"]:
-                    break
-    except divergence.Diverged as exc:
-        return {"run": job["run"]["name"], "backward": m["backward"], "hidden": n, "b_th": m["b_th"], "seed": seed,
-                "diverged": exc.record, "dead_at_epoch": dead_at, "train_time_s": time.perf_counter() - t0,
-                "metrics": metrics}
-    train_time = time.perf_counter() - t0
-    final = metrics[-1]["test_acc"]
+    protocol = Protocol(epochs=tr["epochs"], diverge_factor=job["diverge_factor"])
+    task = _Task(xtr, ytr, batch_size=bs, rng=rng_data, held_out={"test": (xte, yte)},
+                 eval_batch=job["eval"]["batch_size"], dead_images=bs, protocol=protocol,
+                 stop_when_dead=m["dead_guard"])
+    rule = SparseBPTT(LearningRate(tr, tr["epochs"] * (len(xtr) // bs)), backward=m["backward"])
+    trainer = Trainer(chip, rule, task, protocol, job_id=job["id"], observe_start=False, device=_no_device,
+                      device_stats=False, checkpoint=checkpoint_path(job["id"]), key=job)
+    result = trainer.run()
+    metrics = [{"run": job["run"]["name"], "seed": seed, **r} for r in result.rows]
+    dead_at = next((r["epoch"] for r in metrics if r["dead"]), None)
+    head = {"run": job["run"]["name"], "backward": m["backward"], "hidden": n, "b_th": m["b_th"], "seed": seed}
+    if result.diverged is not None:
+        return {**head, "diverged": {**result.diverged, "metric": "train_loss"}, "dead_at_epoch": dead_at,
+                "train_time_s": result.train_time_s, "metrics": metrics}
+    chip = result.chip
     n_eval = job["eval"]["chip_images"]
     xc, yc = xte[:n_eval], yte[:n_eval]
-    chip = _on_chip(net, job, xc, yc, enc)
-    neurons = _on_neurons(net, job, xc, yc, xtr[:job["eval"]["batch_size"]], enc)
-    return {"run": job["run"]["name"], "backward": m["backward"], "hidden": n, "b_th": m["b_th"], "seed": seed,
-            "test_acc": final, "dead_at_epoch": dead_at, "train_time_s": train_time, "metrics": metrics, "chip": chip,
-            "neurons": neurons, ARRAYS: net.arrays()}
+    on_chip = _on_chip(chip, job, xc, yc)
+    neurons = _on_neurons(chip, job, xc, yc, xtr[:job["eval"]["batch_size"]])
+    return {**head, "test_acc": metrics[-1]["test_acc"], "dead_at_epoch": dead_at,
+            "train_time_s": result.train_time_s, "metrics": metrics, "chip": on_chip, "neurons": neurons,
+            ARRAYS: {f"w{k}": w for k, w in enumerate(chip.model.weights(chip))}}
 
 
-def _on_chip(net, job, xte, yte, enc) -> dict[str, float]:
+def _on_chip(chip, job, xte, yte) -> dict[str, float]:
     """Program the trained weights once on the chip card and measure test accuracy after each delay."""
-    from ...hardware.cards import load_card
+    from ...chip import Hardware
     from ...hardware.crossbar import Periphery
-    from ...hardware.factory import make_tile
+    from ...models.snn import deploy, with_model
 
     c = job["chip"]
-    card = load_card(c["card"])
-    rng = np.random.default_rng([job["seed"], 7])
-    tiles = []
-    for w in net.weights:
-        top = max(float(np.abs(w).max()), 1e-12)  # max|W| -> a full conductance side (aihwkit's mapping)
-        tile = make_tile(*w.shape, card, w_max=top, periphery=Periphery.device_reads(), rng=rng)
-        tile.write(np.asarray(w, dtype=np.float64))
-        if c["drift_compensation"]:
-            tile.compensate_drift()
-        tiles.append(tile)
-
-    def matmul(layer, s_flat):
-        return tiles[layer].forward(s_flat > 0)
-
+    base = Hardware(card=c["card"], periphery=Periphery.device_reads())
+    on = deploy(chip, lambda w: base.replace(w_max=max(float(np.abs(w).max()), 1e-12)), np.random.default_rng([job["seed"], 7]),
+                compensate_drift=c["drift_compensation"])
+    on = with_model(on, chip.model.replace(spike_reads=True))
     out, elapsed = {}, 0.0
     for d in [0.0, *c["delays"]]:
-        for t in tiles:
-            t.advance(d - elapsed)
-            if c["drift_compensation"]:
-                t.compensate_drift()
+        on.advance(d - elapsed)
         elapsed = d
-        out[delay_key(d)] = _accuracy(net, xte, yte, enc, job["eval"]["batch_size"], matmul=matmul)
+        if c["drift_compensation"]:
+            on.compensate_drift()
+        out[delay_key(d)] = accuracy(on, xte, yte, job["eval"]["batch_size"])
     return out
 
 
@@ -289,27 +289,29 @@ def psp_peak(neurons) -> float:
     return float(neurons.run(x, spiking=False)[1].max())
 
 
-def _on_neurons(net, job, xte, yte, xcal, enc) -> dict[str, Any] | None:
+def _on_neurons(chip, job, xte, yte, xcal) -> dict[str, Any] | None:
     """Test accuracy with the neuron layers on the chip's neurons (weights ideal); see the module doc."""
     from ...hardware.cards import load_card
     from ...hardware.factory import make_substrate
     from ...hardware.substrate import chip_targets
+    from ...models.snn import with_model
 
     c = job["neurons"]
     if c["card"] is None:
         return None
     card, seed, batch = load_card(c["card"]), job["seed"], job["eval"]["batch_size"]
-    sizes = [w.shape[0] for w in net.weights]
+    model = chip.model
+    sizes = [layer.shape[0] for layer in chip]
     ideal = [make_substrate("ideal", k, card, targets=c["targets"]) for k in sizes]
     scale = [1.0 / psp_peak(s) for s in ideal]
     # the read-out's largest value on training images (ideal chip model) at 80 % of the upper rail
-    top = net.predict(_encode(xcal, enc), neurons=lambda l, cur, spk: ideal[l].run(cur * scale[l], spiking=spk))
+    top = with_model(chip, model.replace(neurons=ideal, gains=scale)).forward(xcal)
     t = chip_targets(card, c["targets"])
     rail = (card.params["v_max"] - t["v_leak"]) / (t["v_th"] - t["v_leak"])
     scale[-1] *= 0.8 * rail / max(float(np.quantile(top.max(axis=1), 0.99)), 1e-12)
     out: dict[str, Any] = {"psp_peak": 1.0 / float(np.mean(scale[:-1])), "readout_scale": scale[-1] * psp_peak(ideal[-1])}
     t0 = time.perf_counter()
-    out["network"] = _accuracy(net, xte, yte, enc, batch)
+    out["network"] = accuracy(chip, xte, yte, batch)
     for name in SUBSTRATE_RUNS[1:]:
         if name == "chip_model":
             subs = ideal
@@ -319,8 +321,7 @@ def _on_neurons(net, job, xte, yte, xcal, enc) -> dict[str, Any] | None:
                                    calibration_rng=np.random.default_rng([seed, 200 + layer]))
                     for layer, k in enumerate(sizes)]
         noise = np.random.default_rng([seed, 300, zlib.crc32(name.encode())])
-        out[name] = _accuracy(net, xte, yte, enc, batch,
-                              neurons=lambda l, cur, spk, subs=subs: subs[l].run(cur * scale[l], spiking=spk, rng=noise))
+        out[name] = accuracy(with_model(chip, model.replace(neurons=subs, gains=scale, noise=noise)), xte, yte, batch)
     out["wall_s"] = time.perf_counter() - t0
     return out
 

@@ -31,6 +31,7 @@ progress lines from inside (:class:`neuroemu.progress.JobProgress`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import zlib
 from typing import Any
@@ -39,6 +40,7 @@ import numpy as np
 
 from ...hardware.cards import load_card
 from ...config import Opt, check_layers, check_seeds
+from ...data.classification import ClassificationTask
 from ...errors import ConfigError
 from ... import divergence
 from .. import tables
@@ -157,124 +159,120 @@ def _network(job: dict[str, Any], rng: np.random.Generator):
                       reg=PAPER_REG if job["train"]["regularise"] else None, rng=rng)
 
 
-def _encode(x: np.ndarray, enc: dict[str, Any]) -> np.ndarray:
-    from ...data.encoders import latency_encode
-
-    return latency_encode(x, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
-
-
-def _evaluate(net, x, y, enc, batch, matmul=None, neurons=None) -> tuple[float, float]:
+def _evaluate(chip, x, y, batch) -> tuple[float, float]:
     """Test accuracy and hidden spikes per neuron and image."""
     correct, spikes = 0, 0.0
     for i in range(0, len(x), batch):
-        fwd = net.forward(_encode(x[i:i + batch], enc), matmul=matmul, neurons=neurons)
-        correct += int((fwd.logits.argmax(axis=1) == y[i:i + batch]).sum())
-        spikes += float(sum(c.sum() / c.shape[1] for c in fwd.spike_counts))
-    return correct / len(x), spikes / len(x) / max(len(net.sizes) - 2, 1)
+        logits, counts = chip.model.run(chip, x[i:i + batch])
+        correct += int((logits.argmax(axis=1) == y[i:i + batch]).sum())
+        spikes += float(sum(c.sum() / c.shape[1] for c in counts))
+    return correct / len(x), spikes / len(x) / max(len(chip) - 1, 1)
 
 
-def _deploy(net, run: dict[str, Any], job: dict[str, Any]):
-    """Tiles and substrates of one run on the seed's chip; returns (matmul, neurons, calibration report)."""
+class _Task(ClassificationTask):
+    """Fashion-MNIST batches; at every epoch test accuracy and the hidden spikes per neuron and image
+    of the epoch's training batches."""
+
+    rates: list[float] = []
+
+    def observe(self, batch, measured: dict[str, Any]) -> None:
+        counts = measured["stats"].get("mean_count")
+        self.rates = [*self.rates, counts[0] if counts else 0.0]
+
+    def evaluate(self, chip, stage: str, last=None) -> dict[str, Any]:
+        if stage != "epoch":
+            return {}
+        rates, self.rates = self.rates, []
+        return {"test_acc": _evaluate(chip, *self.held_out["test"], self.eval_batch)[0],
+                "hidden_spikes_per_neuron": float(np.mean(rates))}
+
+
+def _no_device(column: str) -> bool:
+    return False
+
+
+def _deploy(chip, run: dict[str, Any], job: dict[str, Any]):
+    """The trained chip on one run's synapses and neurons (the seed's chip); returns (chip, calibration
+    reports)."""
+    from ...chip import Hardware
     from ...hardware.crossbar import Periphery
-    from ...hardware.factory import make_tile
     from ...hardware.factory import make_substrate
     from ...hardware.calibration import calibrate
+    from ...models.snn import deploy, with_model
 
     seed = job["seed"]
-    chip = load_card(job["model"]["card"])
-    card = load_card(run["synapses"])
-    tiles = []
-    for layer, w in enumerate(net.weights):
-        tile_rng = np.random.default_rng([seed, 1 + layer, zlib.crc32(card.name.encode())])
+    card = load_card(job["model"]["card"])
+    synapses = load_card(run["synapses"])
+
+    def hardware(w):
         top = max(float(np.abs(w).max()), 1e-12)
         per = Periphery.ideal()
         if run["periphery"] == "default":  # output noise and ADC range relative to the full-scale weight
             per = dataclasses.replace(Periphery(), out_noise=Periphery.out_noise * top,
                                       adc_range=Periphery.adc_range * top)
-        tile = make_tile(*w.shape, card, w_max=top, periphery=per, rng=tile_rng)
-        tile.write(w.astype(np.float64))
-        tiles.append(tile)
+        return Hardware(card=synapses, w_max=top, periphery=per)
+
+    rngs = [np.random.default_rng([seed, 1 + layer, zlib.crc32(synapses.name.encode())]) for layer in range(len(chip))]
+    on = deploy(chip, hardware, rngs)
     subs, reports = [], []
-    for layer, w in enumerate(net.weights):
+    for layer, spec in enumerate(chip):
         # the same chip for every run of a seed: mismatch from (seed, layer) only
-        sub = make_substrate(run["neurons"], w.shape[0], chip, rng=np.random.default_rng([seed, 100 + layer]))
+        sub = make_substrate(run["neurons"], spec.shape[0], card, rng=np.random.default_rng([seed, 100 + layer]))
         if run["calibrated"]:
             reports.append(calibrate(sub, rng=np.random.default_rng([seed, 200 + layer])))
         subs.append(sub)
     noise = np.random.default_rng([seed, 300, zlib.crc32(run["name"].encode())])
-
-    def matmul(layer, s_flat):
-        return tiles[layer].forward(s_flat > 0)
-
-    def neurons(layer, currents, spiking):
-        return subs[layer].run(currents, spiking=spiking, rng=noise)
-
-    return matmul, neurons, reports
+    return with_model(on, chip.model.replace(neurons=subs, noise=noise, spike_reads=True)), reports
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train the network of one seed, then evaluate it on every run's chip. A seed that diverges
     stops there: its result has ``diverged`` and, per run, an entry that says so."""
+    from ...chip import Update
     from ...data import load_fashion_mnist
-    from ...progress import JobProgress
-    from ...rules.surrogate import Adam
+    from ...data.encoders import latency_encode
+    from ...models.snn import SNN, float_chip
+    from ...rules.surrogate import SurrogateBPTT
+    from ...train import Protocol, Trainer, checkpoint_path
 
     data, enc, tr, ev = job["data"], job["encoding"], job["train"], job["eval"]
     seed = job["seed"]
     rng_init, rng_data = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, 0]).spawn(2))
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
     xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
-    net = _network(job, rng_init)
-    opt = Adam(lr=tr["lr"])
+    encode = functools.partial(latency_encode, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
+    chip = SNN(_network(job, rng_init), encode=encode).build(float_chip(), rng=0)
     bs = tr["batch_size"]
-    batches = range(0, len(xtr) - bs + 1, bs)
-    metrics = []
-    watch = divergence.Watch("train_loss", job["diverge_factor"])
-    progress = JobProgress(job["id"])
-    t0 = time.perf_counter()
-    try:
-        for epoch in range(1, tr["epochs"] + 1):
-            order = rng_data.permutation(len(xtr))
-            losses, accs, rates = [], [], []
-            for b, i in enumerate(batches, 1):
-                idx = order[i:i + bs]
-                loss, acc, stats = net.train_step(_encode(xtr[idx], enc), ytr[idx], opt)
-                watch.check(epoch, loss, bound=False)
-                losses.append(loss)
-                accs.append(acc)
-                rates.append(stats["mean_count"][0] if stats.get("mean_count") else 0.0)
-                if progress.due():
-                    progress.log(f"epoch {epoch}/{tr['epochs']}  batch {b}/{len(batches)}  loss {np.mean(losses):.3g}")
-            watch.check(epoch, np.mean(losses))
-            test_acc, _ = _evaluate(net, xte, yte, enc, ev["batch_size"])
-            metrics.append({"seed": seed, "epoch": epoch, "train_loss": float(np.mean(losses)),
-                            "train_acc": float(np.mean(accs)), "test_acc": test_acc,
-                            "hidden_spikes_per_neuron": float(np.mean(rates))})
-            if progress.due():
-                progress.log(f"epoch {epoch}/{tr['epochs']}  loss {np.mean(losses):.3g}  "
-                             f"test acc {100 * test_acc:.2f} %")
-    except divergence.Diverged as exc:
+    task = _Task(xtr, ytr, batch_size=bs, rng=rng_data, held_out={"test": (xte, yte)}, eval_batch=ev["batch_size"])
+    trainer = Trainer(chip, SurrogateBPTT(tr["lr"]), task, Protocol(epochs=tr["epochs"], diverge_factor=job["diverge_factor"]),
+                      job_id=job["id"], observe_start=False, device=_no_device, device_stats=False,
+                      checkpoint=checkpoint_path(job["id"]), key=job)
+    result = trainer.run()
+    metrics = [{"seed": seed, **r} for r in result.rows]
+    if result.diverged is not None:
+        diverged = {**result.diverged, "metric": "train_loss"}
         runs = [{"run": r["name"], "synapses": r["synapses"], "neurons": r["neurons"], "calibrated": r["calibrated"],
-                 "diverged": exc.record} for r in job["runs"]]
-        return {"seed": seed, "diverged": exc.record, "train_time_s": time.perf_counter() - t0, "metrics": metrics,
+                 "diverged": diverged} for r in job["runs"]]
+        return {"seed": seed, "diverged": diverged, "train_time_s": result.train_time_s, "metrics": metrics,
                 "runs": runs}
-    train_time = time.perf_counter() - t0
+    chip = result.chip
 
-    chip = load_card(job["model"]["card"])
-    p = chip.params
-    logits = net.predict(_encode(xtr[:bs], enc))
+    p = load_card(job["model"]["card"]).params
+    logits = chip.forward(xtr[:bs])
     top = float(np.percentile(logits, 99))
     room = ev["readout_headroom"] * (p["v_max"] - p["v_leak"]) / (p["v_th"] - p["v_leak"])
     scale = min(1.0, room / top) if top > 0 else 1.0
-    net.weights[-1] *= np.float32(scale)
+    out = list(chip)[-1]
+    held = out.weights()
+    chip.apply(Update(out.name, dw=(held.astype(np.float32) * np.float32(scale)).astype(np.float64) - held))
 
     runs = []
     for run in job["runs"]:
         t1 = time.perf_counter()
-        matmul, neurons, reports = _deploy(net, run, job)
+        on, reports = _deploy(chip, run, job)
         cal_time = time.perf_counter() - t1
         t2 = time.perf_counter()
-        acc, rate = _evaluate(net, xte, yte, enc, ev["batch_size"], matmul, neurons)
+        acc, rate = _evaluate(on, xte, yte, ev["batch_size"])
         wall = time.perf_counter() - t2
         steps = len(xte) * enc["t_steps"]
         entry = {"run": run["name"], "synapses": run["synapses"], "neurons": run["neurons"],
@@ -284,8 +282,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if reports:
             entry["calibration"] = [r.rows() for r in reports]
         runs.append(entry)
-    return {"seed": seed, "train_time_s": train_time, "readout_scale": scale, "metrics": metrics, "runs": runs,
-            "weights_max": [float(np.abs(w).max()) for w in net.weights]}
+    return {"seed": seed, "train_time_s": result.train_time_s, "readout_scale": scale, "metrics": metrics,
+            "runs": runs, "weights_max": [float(np.abs(w).max()) for w in chip.model.weights(chip)]}
 
 
 # ---------------------------------------------------------------------------------------- report

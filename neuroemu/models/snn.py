@@ -1,0 +1,130 @@
+"""A feed-forward spiking network on the chip: LIF hidden layers and a leaky read-out (logits = the
+read-out's maximum over time), its weight layers on the chip's tiles, its units on any substrate.
+
+The dynamics are those of a network of :mod:`neuroemu.rules` (:class:`~neuroemu.rules.sparse.SparseSNN`:
+LIF with reset by subtraction; :class:`~neuroemu.rules.surrogate.SpikingMLP`: current-based LIF with
+reset to rest and refractory time), which also draws the initial weights. :class:`SNN` wires them
+to a chip:
+
+* every layer's currents are a read of its tile (``chip[name].forward``: periphery, read noise,
+  drift), with the spikes as numbers in the network's dtype (a float chip computes exactly the
+  network's own float product) or, with ``spike_reads``, as spikes (the tiles' spike path: no DAC);
+* the units are the network's own (ideal float neurons) or, with ``neurons``, one substrate per
+  layer (:func:`neuroemu.hardware.factory.make_substrate`: the ideal model of an analog chip, or its
+  analog neurons with mismatch and temporal noise drawn from ``noise``), each layer's currents
+  multiplied by ``gains[layer]`` on the way in;
+* ``encode`` turns a batch of images (batch, pixels) into input spikes (T, batch, pixels), so that
+  classification tasks of images serve (without it the input is already a spike sequence).
+
+:func:`deploy` programs a trained chip's layers one by one onto other hardware (the trained float
+network on PCM, RRAM or an analog chip's synapses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..chip import Chip, Hardware, LayerSpec
+from . import Model
+
+
+@dataclasses.dataclass
+class SNN(Model):
+    """The spiking network ``net`` on a chip (module docstring). Layers ``layer1`` … ``layerN`` (no
+    biases), initial weights those ``net`` drew at construction."""
+
+    net: Any
+    encode: Callable[[np.ndarray], np.ndarray] | None = None
+    neurons: Sequence[Any] | None = None
+    gains: Sequence[float] | None = None
+    noise: np.random.Generator | None = None
+    spike_reads: bool = False
+
+    traits = frozenset({"feedforward", "spiking", "sequence", "differentiable"})
+
+    def layers(self) -> list[LayerSpec]:
+        return [LayerSpec(f"layer{i + 1}", *w.shape) for i, w in enumerate(self.net.weights)]
+
+    def init_weights(self, spec: LayerSpec, rng: np.random.Generator) -> np.ndarray:
+        """The weights the network drew at construction (``rng`` is not used)."""
+        return np.asarray(self.net.weights[int(spec.name[5:]) - 1], dtype=np.float64)
+
+    def replace(self, **changes: Any) -> "SNN":
+        """This network with other units, reads or encoder (the same ``net``)."""
+        return dataclasses.replace(self, **changes)
+
+    def input(self, x: np.ndarray) -> np.ndarray:
+        """Input spikes (T, batch, n_in) of a batch: ``encode(x)``, or x itself."""
+        return x if self.encode is None else self.encode(x)
+
+    def weights(self, chip: Chip) -> list[np.ndarray]:
+        """The weights as the chip holds them, in the network's dtype."""
+        return [layer.weights().astype(self.net.dtype) for layer in chip]
+
+    def hooks(self, chip: Chip) -> dict[str, Callable]:
+        """The ``matmul`` and ``neurons`` hooks of the network's forward on ``chip``."""
+        layers = list(chip)
+        if self.spike_reads:
+            def matmul(layer, s_flat):
+                return layers[layer].forward(s_flat > 0)
+        else:
+            def matmul(layer, s_flat):
+                return layers[layer].forward(s_flat)
+        hooks = {"matmul": matmul}
+        if self.neurons is not None:
+            subs, noise = list(self.neurons), self.noise
+            gains = [1.0] * len(subs) if self.gains is None else list(self.gains)
+
+            def neurons(layer, cur, spiking):
+                x = cur if self.gains is None else cur * gains[layer]
+                return subs[layer].run(x, spiking=spiking, rng=noise)
+            hooks["neurons"] = neurons
+        return hooks
+
+    def run(self, chip: Chip, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(logits (batch, classes), spike counts (batch, n) of every hidden layer) of a batch."""
+        return self.net.run(self.input(x), **self.hooks(chip))
+
+    def forward(self, chip: Chip, x: np.ndarray) -> np.ndarray:
+        """Logits (batch, classes) of a batch (images with ``encode``, else spikes (T, batch, n_in))."""
+        return self.run(chip, x)[0]
+
+    def __repr__(self) -> str:
+        units = "own units" if self.neurons is None else type(self.neurons[0]).__name__
+        return f"SNN({type(self.net).__name__} {'-'.join(map(str, self.net.sizes))}, {units})"
+
+
+#: Weight range of :func:`float_chip`: a power of two (float32 weights down to ~1e-8 in magnitude
+#: are held exactly) and far above trained weights (at most ~1 on latency-coded Fashion-MNIST).
+FLOAT_W_MAX = 8.0
+
+
+def float_chip() -> Hardware:
+    """The float chip spiking networks train on: exact weights within ±:data:`FLOAT_W_MAX`."""
+    return Hardware.ideal(FLOAT_W_MAX)
+
+
+def deploy(chip: Chip, hardware: Hardware | Callable[[np.ndarray], Hardware], rngs: Any, *,
+           compensate_drift: bool = False) -> Chip:
+    """``chip``'s layers programmed once onto other hardware, one layer at a time
+    (:meth:`Chip.deploy` of each): ``hardware`` is one :class:`Hardware` or a function of the
+    layer's weights giving it (e.g. its max|W| as ``w_max``); ``rngs`` one generator for every
+    layer's devices or one per layer; with ``compensate_drift`` each tile reads its drift reference
+    right after it is programmed. The model stays ``chip``'s."""
+    layers, hw = [], chip.hardware
+    for i, layer in enumerate(chip):
+        hw = hardware(layer.weights()) if callable(hardware) else hardware
+        rng = rngs[i] if isinstance(rngs, (list, tuple)) else rngs
+        one = Chip(chip.model, [layer], chip.hardware).deploy(hw, rng)[layer.name]
+        if compensate_drift:
+            one.tile.compensate_drift()
+        layers.append(one)
+    return Chip(chip.model, layers, hw.replace(scheme="ideal", scheme_params={}))
+
+
+def with_model(chip: Chip, model: Model) -> Chip:
+    """The same layers behind another model (e.g. the network's units on a neuron substrate)."""
+    return Chip(model, list(chip), chip.hardware)
