@@ -146,46 +146,31 @@ def test_trainer_rows_final_and_delays():
     assert 0 <= result.final["test_acc"] <= 1
 
 
-def _trained(checkpoint=None, stop_after=None, seed=0):
-    from neuroemu import train
-
+def _trained(checkpoint=None, seed=0):
     chip = MLP([12, 8, 2]).build(_hw(), rng=seed)
-    trainer = Trainer(chip, Backprop(0.2), _task(), Protocol(epochs=4, seconds_per_update=0.5, delays=[50.0],
-                                                           drift_compensation=True),
-                      checkpoint=checkpoint, key={"seed": seed}, progress=False)
-    if stop_after is None:
-        return trainer.run()
-
-    class Stop(Exception):
-        pass
-
-    save = train.Trainer._save
-
-    def save_then_stop(self):
-        save(self)
-        if self.done == stop_after:
-            raise Stop
-
-    train.Trainer._save = save_then_stop
-    try:
-        with pytest.raises(Stop):
-            trainer.run()
-    finally:
-        train.Trainer._save = save
+    protocol = Protocol(epochs=4, seconds_per_update=0.5, delays=[50.0], drift_compensation=True)
+    return Trainer(chip, Backprop(0.2), _task(), protocol, checkpoint=checkpoint, key={"seed": seed},
+                   progress=False).run()
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
+def test_an_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path, monkeypatch):
+    from tests.checkpoints import Interrupted, stop_after_checkpoint
+
     straight = _trained()
     ckpt = tmp_path / "job.ckpt"
-    _trained(ckpt, stop_after=2)
+    with stop_after_checkpoint(monkeypatch, 2), pytest.raises(Interrupted):
+        _trained(ckpt)
     assert ckpt.is_file()
-    resumed = _trained(ckpt)
-    assert not ckpt.exists()  # removed when the run ends
+    with stop_after_checkpoint(monkeypatch, -1) as saved:
+        resumed = _trained(ckpt)
+    assert saved == [3, 4] and not ckpt.exists()  # resumed at epoch 3; removed when the run ends
     assert resumed.rows == straight.rows and resumed.final == straight.final and resumed.after == straight.after
     # a checkpoint of another run (key) is not resumed
-    _trained(ckpt, stop_after=2, seed=1)
-    again = _trained(ckpt)
-    assert again.rows == straight.rows
+    with stop_after_checkpoint(monkeypatch, 2), pytest.raises(Interrupted):
+        _trained(ckpt, seed=1)
+    with stop_after_checkpoint(monkeypatch, -1) as saved:
+        again = _trained(ckpt)
+    assert saved == [1, 2, 3, 4] and again.rows == straight.rows
 
 
 def test_accuracy_reads_the_chip_in_batches():
@@ -224,9 +209,8 @@ def test_card_and_hardware_pickle():
 
 def test_an_interrupted_study_job_resumes_mid_run(tmp_path, monkeypatch):
     """A crossbar_mlp job killed after its first epoch goes on from its checkpoint when run again."""
-    from neuroemu import train
-    from neuroemu.runner import CHECKPOINT_ENV
     from neuroemu.studies import crossbar_mlp, resolve_data
+    from tests.checkpoints import resumes_identically
     from tests.synthetic import write_tiny_fashion_mnist
 
     data = write_tiny_fashion_mnist(tmp_path / "fmnist", 200, 50)
@@ -236,27 +220,9 @@ def test_an_interrupted_study_job_resumes_mid_run(tmp_path, monkeypatch):
                            "eval": {"delays": [60.0]},
                            "runs": [{"card": "pcm_nandakumar2018", "scheme": "mixed_precision"}]}, "test:")
     job = crossbar_mlp.jobs(cfg)[0]
-
-    def timeless(result):
-        return {k: v for k, v in result.items() if k != "train_time_s"}
-
-    straight = timeless(crossbar_mlp.run_job(job))
-    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "runs"))
-    save, epochs = train.Trainer._save, []
-
-    def save_then_die(self):
-        save(self)
-        epochs.append(self.done)
-        if self.done == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train.Trainer, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        crossbar_mlp.run_job(job)
-    assert train.checkpoint_path(job["id"]).is_file()
-    resumed = timeless(crossbar_mlp.run_job(job))
-    assert epochs == [1, 2, 3]  # the second run started at epoch 2
-    assert resumed == straight and not train.checkpoint_path(job["id"]).exists()
+    resumed = resumes_identically(monkeypatch, tmp_path, crossbar_mlp.run_job, job, done=1,
+                                  clean=lambda r: {k: v for k, v in r.items() if k != "train_time_s"})
+    assert [m["epoch"] for m in resumed["metrics"]] == [1, 2, 3]
 
 
 def test_an_exact_chip_is_plain_arrays_in_their_dtype():

@@ -380,35 +380,11 @@ def test_a_run_can_have_its_own_training_values(tmp_path, capsys):
 def test_an_interrupted_job_resumes_from_its_checkpoint_with_the_same_result(tmp_path, monkeypatch, extra):
     """The trainer checkpoints the whole job at every evaluation; a job run again after an
     interruption resumes there and ends with the result of an uninterrupted run, bit for bit."""
-    from neuroemu import train
-    from neuroemu.runner import CHECKPOINT_ENV
+    from tests.checkpoints import resumes_identically
 
     _, job = _job(tmp_path, run={"card": "pcm_nandakumar2018", "scheme": "mixed_precision"},
                   train={"updates": 6, "lr": 1e-3, "eval_every": 2}, **extra)
 
-    def result():
-        out = eprop_pcm.run_job(job)
-        out.pop("train_time_s")
-        return out
-
-    straight = result()
-    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "checkpoints"))
-    save = train.Trainer._save
-
-    class Stop(Exception):
-        pass
-
-    def save_then_stop(self):
-        save(self)
-        if self.done == 4:
-            raise Stop
-
-    monkeypatch.setattr(train.Trainer, "_save", save_then_stop)
-    with pytest.raises(Stop):
-        eprop_pcm.run_job(job)
-    ckpt = train.checkpoint_path(job["id"])
-    assert ckpt.is_file()
-    monkeypatch.setattr(train.Trainer, "_save", save)
-    assert result() == straight
-    assert not ckpt.exists()
+    straight = resumes_identically(monkeypatch, tmp_path, eprop_pcm.run_job, job, done=4,
+                                   clean=lambda r: {k: v for k, v in r.items() if k != "train_time_s"})
     assert [row["update"] for row in straight["curve"]] == [2, 4, 6] and straight["pulses"] > 0

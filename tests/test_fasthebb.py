@@ -113,34 +113,14 @@ def test_a_diverged_read_out_is_marked(tmp_path, tiny_data, capsys):  # noqa: F8
 def test_an_interrupted_hebbian_job_resumes_mid_run(tmp_path, tiny_data, monkeypatch):  # noqa: F811
     """A job on a PCM tile killed after its first Hebbian epoch goes on from its checkpoint when run
     again, and ends with the result of a run never interrupted."""
-    from neuroemu import train
-    from neuroemu.rules.hebbian import Unlabelled
-    from neuroemu.runner import CHECKPOINT_ENV
     from neuroemu.studies import fasthebb, resolve
+    from tests.checkpoints import resumes_identically
 
     cfg = config(tmp_path / "cfg.yaml", tiny_data, hebbian={"epochs": 3}, labels=[1.0],
                  runs=[{"features": "hebbian", "card": "pcm_nandakumar2018", "scheme": "stochastic"}])
     _, resolved = resolve(cfg)
     job = fasthebb.jobs(resolved)[0]
 
-    def timeless(result):
-        return {k: v for k, v in result.items() if k not in ("train_time_s", "hebbian_time_s", "images_per_s")}
-
-    straight = timeless(fasthebb.run_job(job))
-    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "runs"))
-    batches, started = Unlabelled.batches, []
-
-    def die_in_epoch_two(self, epoch):  # killed as the second epoch starts, after the first was saved
-        started.append(epoch)
-        if epoch == 2 and len(started) == 2:
-            raise KeyboardInterrupt
-        return batches(self, epoch)
-
-    monkeypatch.setattr(Unlabelled, "batches", die_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        fasthebb.run_job(job)
-    assert train.checkpoint_path(job["id"]).is_file()
-    resumed = timeless(fasthebb.run_job(job))
-    assert started == [1, 2, 2, 3]  # the second run started at epoch 2
-    assert resumed == straight and not train.checkpoint_path(job["id"]).exists()
+    resumed = resumes_identically(monkeypatch, tmp_path, fasthebb.run_job, job, done=1, clean=lambda r: {
+        k: v for k, v in r.items() if k not in ("train_time_s", "hebbian_time_s", "images_per_s")})
     assert resumed["g_hist"]["steps"] == [0, 3] and resumed["pulses"] > 0
