@@ -25,12 +25,26 @@ KINDS = ("rule", "model", "task")
 REGISTRY: dict[str, dict[str, str]] = {
     "rule": {
         "backprop": "neuroemu.rules.backprop:Backprop",
+        "eprop": "neuroemu.rules.eprop:Eprop",
+        "eqprop": "neuroemu.rules.eqprop:EqProp",
+        "hebbian": "neuroemu.rules.hebbian:Hebbian",
+        "sparse_bptt": "neuroemu.rules.sparse:SparseBPTT",
+        "surrogate_bptt": "neuroemu.rules.surrogate:SurrogateBPTT",
+        "target_backprop": "neuroemu.rules.sdt:TargetBackprop",
     },
     "model": {
+        "eqprop": "neuroemu.models.eqprop:EqPropModel",
+        "hebbian_conv": "neuroemu.models.hebbian:ConvLayer",
+        "hebbian_dense": "neuroemu.models.hebbian:DenseLayer",
         "mlp": "neuroemu.models.mlp:MLP",
+        "rsnn": "neuroemu.models.rsnn:RSNN",
+        "sdt_cnn": "neuroemu.models.convnet:sdt_cnn",
+        "sdt_mlp": "neuroemu.models.convnet:clip_mlp",
     },
     "task": {
+        "evidence_accumulation": "neuroemu.data.sequences:evidence_accumulation_task",
         "fashion_mnist": "neuroemu.data.classification:fashion_mnist_task",
+        "pattern_generation": "neuroemu.data.sequences:pattern_generation_task",
     },
 }
 

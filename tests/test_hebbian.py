@@ -13,7 +13,7 @@ from neuroemu.errors import ConfigError
 from neuroemu.models.hebbian import LAYER, ConvLayer, DenseLayer
 from neuroemu.models.mlp import MLP
 from neuroemu.rules.base import RuleError, run_step
-from neuroemu.rules.hebbian import Hebbian, HebbianConv, HebbianRule, Unlabelled, responses, similarity
+from neuroemu.rules.hebbian import Hebbian, HebbianRule, Unlabelled, responses, similarity
 from neuroemu.train import Protocol, Trainer
 
 SETTINGS = [("swta", "mean"), ("swta", "sum"), ("swta", "responses"), ("kwta", "mean"), ("kwta", "responses"),
@@ -214,15 +214,6 @@ def test_a_nan_update_stops_the_run_at_that_batch():
     result = Trainer(DenseLayer(4, 2).build(Hardware.exact(), 0), Hebbian("oja", lr=0.1), Unlabelled(x, 16, 1),
                      Protocol(epochs=2, watch="max_w", diverge_factor=np.inf), progress=False).run()
     assert result.diverged["at"] == 1 and result.diverged["value"] in ("nan", "inf") and result.final == {}
-
-
-def test_the_layer_and_its_rule_in_one_object():
-    images = np.random.default_rng(1).random((64, 1, 12, 12), dtype=np.float32)
-    layer = HebbianConv(1, 4, 5, HebbianRule("swta", lr=0.1, weighting="responses"), rng=0)
-    w0 = layer.w.copy()
-    assert layer.fit(images, epochs=1, batch_size=16, rng=2) > 0
-    assert layer.w.dtype == np.float32 and np.abs(layer.w - w0).max() > 0
-    assert layer.forward(images[:2]).shape == (2, 4, 8, 8)
 
 
 def test_hebbian_errors():

@@ -188,3 +188,21 @@ def test_the_docs_page_shows_the_example_files_as_they_are():
     page = (ROOT / "docs" / "plugins.md").read_text()
     for name in ("node_perturbation.py", "config.yaml"):
         assert (EXAMPLE / name).read_text() in page, f"docs/plugins.md does not show examples/plugin_rule/{name} as it is"
+
+
+def test_every_registered_name_loads_and_every_rule_refuses_a_network_it_has_no_meaning_on():
+    from neuroemu.chip import Hardware
+    from neuroemu.models.mlp import MLP
+    from neuroemu.models.rsnn import RSNN
+    from neuroemu.rules.base import RuleError
+
+    for kind, names in plugins.REGISTRY.items():
+        for name in names:
+            assert callable(plugins.load(kind, name)), (kind, name)
+    mlp = MLP([6, 4, 3]).build(Hardware.ideal(), rng=0)
+    rsnn = RSNN(3, 5, 2).build(Hardware.ideal(), rng=0)
+    params = {"eprop": {"lr": 1e-3}, "backprop": {"lr": 0.1}}
+    for name in plugins.REGISTRY["rule"]:
+        rule = plugins.make("rule", {"name": name, **params.get(name, {})})
+        with pytest.raises(RuleError, match="needs|expects|requires"):
+            rule.bind(rsnn if name == "backprop" else mlp)

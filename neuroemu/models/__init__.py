@@ -11,13 +11,25 @@ for (e-prop needs a recurrent spiking network):
 ``rate`` / ``spiking``
     the units;
 ``differentiable``
-    the model gives the derivative of its units (``act_grad``), so backprop applies;
+    the model gives the derivative of its units (``act_grad``) and ``forward`` returns
+    (logits, activations), so :class:`~neuroemu.rules.backprop.Backprop` applies;
+``backward``
+    the model backpropagates through its own layers (``backward``; the CNN and MLPs of
+    :mod:`.convnet`, for :class:`~neuroemu.rules.sdt.TargetBackprop`);
+``energy``
+    an energy-based network whose forward is a relaxation (:mod:`.eqprop`, for equilibrium
+    propagation);
+``single_layer``, ``conv``
+    one weight layer (the Hebbian layers of :mod:`.hebbian`), convolutional;
 ``sequence``
     ``forward`` takes (T, batch, n_in) sequences.
 
-:mod:`.mlp` is the rate MLP; the spiking models live beside their rules' dynamics
-(:mod:`neuroemu.rules`). A model of one's own is any class with these methods, named in a config by
-import path (:mod:`neuroemu.plugins`).
+:mod:`.mlp` is the rate MLP; :mod:`.rsnn` the recurrent spiking network of e-prop; :mod:`.snn` the
+feed-forward spiking network (units on ideal or analog neuron substrates); :mod:`.convnet` the
+MLP/CNN of the self-defined-targets study; :mod:`.eqprop` the layered network of equilibrium
+propagation; :mod:`.hebbian` the Hebbian layers. Their dynamics' kernels stay with their rules
+(:mod:`neuroemu.rules`). A model of one's own is any class with these methods, named in a config
+(:mod:`neuroemu.plugins`).
 """
 
 from __future__ import annotations

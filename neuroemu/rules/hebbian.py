@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..chip import Chip, Hardware, Layer, Update
+from ..chip import Chip, Update
 from ..errors import ConfigError
 from .base import Rule, RuleError, Step, check_traits
 
@@ -317,48 +317,3 @@ class Unlabelled:
 
     def restore(self, fresh: "Unlabelled") -> None:
         self.x = fresh.x
-
-
-# ---------------------------------------------------------------------------------------- a layer with its rule
-class HebbianDense:
-    """A fully connected Hebbian layer and its rule in one object: the model
-    (:class:`~neuroemu.models.hebbian.DenseLayer`) on exact float weights; ``fit`` trains it with
-    :class:`Hebbian` through the :class:`~neuroemu.train.Trainer`, on those weights or, given an
-    update ``scheme``, on that scheme's tile (which then holds the layer)."""
-
-    def __init__(self, n_in: int, n_out: int, rule: HebbianRule, *, rng: Any = None, dtype: Any = np.float32):
-        from ..models.hebbian import DenseLayer
-
-        self._setup(DenseLayer(n_in, n_out, dtype=dtype), rule, rng)
-
-    def _setup(self, model, rule, rng):
-
-        self.model, self.rule, self.chip = model, rule, model.build(Hardware.exact(), rng)
-
-    @property
-    def w(self) -> np.ndarray:
-        return np.asarray(next(iter(self.chip)).weights(), self.model.dtype)
-
-    def fit(self, x, *, epochs: int = 1, batch_size: int = 64, rng: Any = None, scheme=None) -> float:
-        """Train on samples x without labels; returns the throughput (samples per second)."""
-        from ..models.hebbian import LAYER
-        from ..train import Protocol, Trainer
-
-        if scheme is not None:
-            self.chip = Chip(self.model, [Layer(LAYER, scheme)], Hardware(card=scheme.tile.card, scheme=scheme.name))
-        result = Trainer(self.chip, Hebbian(core=self.rule), Unlabelled(x, batch_size, rng), Protocol(epochs=epochs),
-                         observe_start=False, device_stats=False, progress=False).run()
-        return epochs * len(x) / max(result.train_time_s, 1e-12)
-
-    def forward(self, x) -> np.ndarray:
-        return self.model.forward(self.chip, x)
-
-
-class HebbianConv(HebbianDense):
-    """A convolutional Hebbian layer and its rule in one object (see :class:`HebbianDense`)."""
-
-    def __init__(self, c_in: int, n_out: int, k: int, rule: HebbianRule, *, stride: int = 1, rng: Any = None,
-                 dtype: Any = np.float32):
-        from ..models.hebbian import ConvLayer
-
-        self._setup(ConvLayer(c_in, n_out, k, stride=stride, dtype=dtype), rule, rng)

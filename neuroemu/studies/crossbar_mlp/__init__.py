@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from ...hardware.cards import load_card
-from ...config import Opt, check_delays, check_layers, check_seeds
-from ...chip import EXACT, Hardware
+from ...config import Opt, check_delays, check_layers
+from ...chip import Hardware
 from ...hardware.crossbar import Periphery
 from ...errors import ConfigError, did_you_mean
 from ...plot import delay_key, delay_label
@@ -42,6 +42,7 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
+from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, start_report, tiles_only  # noqa: F401 - prepare: this study's
 
 NAME = "crossbar_mlp"
 
@@ -56,14 +57,6 @@ PERIPHERY = {
     "bound_management": Opt("int", 0, 0, 24),
 }
 
-#: Where the Fashion-MNIST data comes from (shared by the Fashion-MNIST experiments).
-DATA: dict[str, Any] = {
-    "dir": Opt("str", None, nullable=True, doc="directory with the Fashion-MNIST IDX files"),
-    "train_limit": Opt("int", None, 1, 60000, nullable=True),
-    "test_limit": Opt("int", None, 1, 10000, nullable=True),
-    "download": Opt("bool", True, doc="fetch the data when it is missing"),
-}
-
 TRAIN: dict[str, Any] = {
     "epochs": Opt("int", 3, 1, 10000),
     "batch_size": Opt("int", 100, 1, 60000),
@@ -73,11 +66,7 @@ TRAIN: dict[str, Any] = {
 }
 
 SCHEMA: dict[str, Any] = {
-    "experiment": Opt("str", NAME, choices=(NAME,)),
-    "description": Opt("str", ""),
-    "seeds": Opt("list", [0], check=check_seeds),
-    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
+    **header(NAME, divergence.LOSS_FACTOR),
     "data": {
         **DATA,
         "validation": Opt("int", 0, 0, 60000, doc="training images held out of training and scored as val_acc "
@@ -101,39 +90,6 @@ SCHEMA: dict[str, Any] = {
     },
     "runs": Opt("list", doc="list of runs: {card, scheme, ...}"),
 }
-
-#: Fields of a run on tiles of one card trained through one update scheme (shared by the tile experiments).
-TILE_RUN = {
-    "name": Opt("str", None, nullable=True),
-    "card": Opt("str"),
-    "scheme": Opt("str"),
-    "scheme_params": Opt("dict", {}),
-    "n_devices": Opt("int", None, 1, 64, nullable=True),
-    "w_max": Opt("float", None, 1e-9, 1e9, nullable=True),
-}
-
-def _tiles_only(run: dict[str, Any], where: str) -> None:
-    if run["scheme"] == EXACT:
-        raise ConfigError(f"{where}.scheme: the runs of this study live on tiles and '{EXACT}' has none; for float "
-                          "weights use card 'ideal' with scheme 'ideal'")
-
-
-def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> Any:
-    """A run on tiles of one card through one scheme: build its card, a 2×2 tile and the scheme once
-    (:meth:`Hardware.check`: a typo fails now, not minutes later in a worker) and keep the card's
-    numbers in the run (an edited card reruns). Returns the card."""
-    from ...errors import NeuroemuError
-
-    _tiles_only(run, where)
-    try:
-        card = load_card(run["card"])
-    except NeuroemuError as exc:
-        raise ConfigError(f"{where}.card: {exc}") from None
-    Hardware(card=card, scheme=run["scheme"], scheme_params=run["scheme_params"],
-             n_devices=run["n_devices"] or n_devices, w_max=run.get("w_max") or 1.0).check(where)
-    run["card_data"] = card.to_dict()
-    return card
-
 
 RUN = {
     **TILE_RUN,
@@ -180,12 +136,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where} eval.test: false leaves nothing to score; hold out validation images "
                               "(data.validation: N) or set eval.test: true")
     runs = []
-    if not cfg["runs"]:
-        raise ConfigError(f"{where} runs: expected at least one run")
-    for i, raw in enumerate(cfg["runs"]):
-        w = f"{where} runs[{i}]"
-        run = validate(raw, RUN, w)
-        _tiles_only(run, w)
+    for w, run in each_run(cfg, where, RUN):
+        tiles_only(run, w)
         check_run_train(run, SCHEMA["train"], w)
         _check_data(data, run_train(run, cfg["train"])["batch_size"], where)
         if run["levels"] is not None and run["bits"] is not None:
@@ -255,20 +207,6 @@ def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 TUNE = {"metric": "val_acc", "mode": "max", "resource": "train.epochs", "sections": ("train",), "trial": tune_trial,
         "about": "trials are scored on training images held out of training (data.validation); the test set is not "
                  "loaded"}
-
-
-def prepare(cfg: dict[str, Any]) -> None:
-    """Make sure the data is there once, before worker processes start."""
-    from ...data.fashion_mnist import fetch_fashion_mnist, find_fashion_mnist
-
-    d = cfg["data"]
-    if find_fashion_mnist(d["dir"]) is None:
-        if not d["download"]:
-            from ...errors import DataError
-
-            raise DataError("Fashion-MNIST not found and data.download is false; run `neuroemu data fashion-mnist` "
-                            "or set NEUROEMU_FASHION_MNIST to a directory with the IDX files")
-        fetch_fashion_mnist(d["dir"])
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -420,18 +358,12 @@ def markdown_table(rows: list[dict[str, Any]], delays: list[float]) -> str:
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv, RESULTS.md and figures; return the summary (for summary.json)."""
-    from pathlib import Path
-
-    from ...io import atomic_write_text, write_csv
+    from ...io import atomic_write_text
     from .figures import experiment_figures
 
-    out = Path(out)
+    out, figs = start_report(out, [m for r in results for m in r["metrics"]])
     delays = cfg["eval"]["delays"]
-    metrics = [m for r in results for m in r["metrics"]]
-    write_csv(out / "metrics.csv", metrics)
     rows = table(results, delays)
-    figs = out / "figures"
-    figs.mkdir(exist_ok=True)
     ok, _ = divergence.split(results)
     kept = [r for r in rows if tables.kept(r)]
     test = cfg["eval"]["test"]

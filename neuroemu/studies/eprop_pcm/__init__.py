@@ -57,14 +57,14 @@ import numpy as np
 
 from ...chip import Hardware
 from ...hardware.cards import load_card
-from ...config import Opt, check_delays, check_seeds
+from ...config import Opt, check_delays
 from ...errors import ConfigError, did_you_mean
 from ...plot import delay_key, delay_label
 from ...progress import job_messages
 from ...hardware.schemes import SCHEMES, PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..crossbar_mlp import TILE_RUN, check_tile_run
+from ..common import TILE_RUN, check_tile_run, each_run, header, start_report
 
 NAME = "eprop_pcm"
 
@@ -78,11 +78,7 @@ def _positive(value: float, where: str) -> float:
 
 
 SCHEMA: dict[str, Any] = {
-    "experiment": Opt("str", NAME, choices=(NAME,)),
-    "description": Opt("str", ""),
-    "seeds": Opt("list", [0, 1, 2], check=check_seeds, doc="network, task and chip seed"),
-    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "diverge_factor": divergence.option(divergence.NMSE_FACTOR),
+    **header(NAME, divergence.NMSE_FACTOR, seeds=[0, 1, 2], seeds_doc="network, task and chip seed"),
     "task": {
         "name": Opt("str", "pattern_generation", choices=TASKS),
         "n_in": Opt("int", 100, 1, 100000),
@@ -173,12 +169,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
                           f"draws new trials every update); expected null, got {cfg['task']['patterns']}")
     if cfg["task"]["name"] == "pattern_generation" and cfg["task"]["patterns"] is None:
         cfg["task"]["patterns"] = AUTHORS_PATTERNS
-    if not cfg["runs"]:
-        raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
-    for i, raw in enumerate(cfg["runs"]):
-        w = f"{where} runs[{i}]"
-        run = validate(raw, RUN, w)
+    for w, run in each_run(cfg, where, RUN):
         given = run.pop("train") or {}
         if given:  # checked like the config's train section; a run without any keeps the job it had
             checked = validate(given, SCHEMA["train"], f"{w}.train")
@@ -610,16 +602,13 @@ def _draw_pattern(ax, result) -> None:
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv (learning curves), RESULTS.md and figures; return the summary."""
-    from pathlib import Path
+    from ...io import atomic_write_text
 
-    from ...io import atomic_write_text, write_csv
-
-    out = Path(out)
+    out, figs = start_report(out, [c for r in results for c in r["curve"]], make_figures=False)  # figures() makes it
     delays = cfg["eval"]["delays"]
-    write_csv(out / "metrics.csv", [c for r in results for c in r["curve"]])
     rows = table(results, delays)
     kept = [r for r in rows if tables.kept(r)]
-    paths = figures(kept, divergence.split(results)[0], delays, out / "figures") if kept else []
+    paths = figures(kept, divergence.split(results)[0], delays, figs) if kept else []
     metric = rows[0]["metric"]
     head = ["run", "final NMSE" if metric == "nmse" else "accuracy"] + \
         [f"after {delay_label(d)}" for d in delays] + ["pulses / synapse", "refreshes", "write energy (µJ)",

@@ -42,7 +42,7 @@ from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
 from ...models.hebbian import LAYER
-from ..crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
+from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare  # noqa: F401 - prepare: this study's
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")
@@ -57,11 +57,7 @@ def _fractions(value, where):
 
 
 SCHEMA: dict[str, Any] = {
-    "experiment": Opt("str", NAME, choices=(NAME,)),
-    "description": Opt("str", ""),
-    "seeds": Opt("list", [0], check=check_seeds),
-    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
+    **header(NAME, divergence.LOSS_FACTOR),
     "data": DATA,
     "zca": {
         "eps": Opt("float", 0.1, 1e-9, 1e9, doc="ZCA regulariser, relative to the mean eigenvalue"),
@@ -124,12 +120,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     if lay["kind"] == "conv" and lay["pool"] > 28 - lay["kernel"] + 1:
         raise ConfigError(f"{where} layer.pool: expected at most the feature-map side {28 - lay['kernel'] + 1}, "
                           f"got {lay['pool']}")
-    if not cfg["runs"]:
-        raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
-    for i, raw in enumerate(cfg["runs"]):
-        w = f"{where} runs[{i}]"
-        run = validate(raw, RUN, w)
+    for w, run in each_run(cfg, where, RUN):
         if run["card"] is not None:
             if run["features"] != "hebbian":
                 raise ConfigError(f"{w}.card: only hebbian features are learned on a chip; got features "

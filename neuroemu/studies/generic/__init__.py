@@ -34,12 +34,13 @@ import numpy as np
 
 from ... import divergence
 from ...chip import Hardware
-from ...config import Opt, check_seeds
-from ...errors import ConfigError, NeuroemuError, did_you_mean
+from ...config import Opt
+from ...errors import ConfigError, NeuroemuError
 from ...hardware.schemes import PulseLimitWarning
 from ...plot import delay_key, delay_label
 from ...progress import job_messages
 from .. import tables
+from ..common import each_run, header, start_report
 
 NAME = "train"
 
@@ -55,11 +56,7 @@ PROTOCOL = {
 }
 
 SCHEMA: dict[str, Any] = {
-    "experiment": Opt("str", NAME, choices=(NAME,)),
-    "description": Opt("str", ""),
-    "seeds": Opt("list", [0], check=check_seeds),
-    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
+    **header(NAME, divergence.LOSS_FACTOR),
     "model": Opt("any", doc="the network: a name, or {name: ..., its parameters}"),
     "rule": Opt("any", doc="the learning rule: a name, or {name: ..., its parameters}"),
     "task": Opt("any", doc="the data and its evaluation: a name, or {name: ..., its parameters}"),
@@ -68,7 +65,8 @@ SCHEMA: dict[str, Any] = {
     "runs": Opt("list", doc="list of runs: {name, chip, and any changes to model, rule, task, protocol}"),
 }
 
-RUN = {"name", "chip", "model", "rule", "task", "protocol"}
+RUN = {"name": Opt("str", None, nullable=True), "chip": Opt("dict", {}, doc="changes to the config's chip"),
+       **{k: Opt("dict", {}, doc=f"changes to the config's {k}") for k in ("model", "rule", "task", "protocol")}}
 PARTS = ("model", "rule", "task")
 
 
@@ -138,29 +136,18 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     from ...train import Protocol
 
     base = {k: _absolute(_spec(cfg[k], f"{where} {k}"), base_dir) for k in PARTS}
-    if not cfg["runs"]:
-        raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
-    for i, raw in enumerate(cfg["runs"]):
-        w = f"{where} runs[{i}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{w}: expected a mapping with a chip and any changes to {', '.join(PARTS)}, protocol")
-        unknown = sorted(set(raw) - RUN)
-        if unknown:
-            raise ConfigError(f"{w}.{unknown[0]}: unknown field{did_you_mean(unknown[0], RUN)}; expected some of "
-                              f"{', '.join(sorted(RUN))}")
-        run: dict[str, Any] = {"name": raw.get("name")}
+    for w, raw in each_run(cfg, where, RUN):
+        run: dict[str, Any] = {"name": raw["name"]}
         for k in PARTS:
-            change = raw.get(k) or {}
-            if not isinstance(change, dict):
-                raise ConfigError(f"{w}.{k}: expected a mapping of changes to the config's {k}, got {change!r}")
+            change = raw[k]
             run[k] = _absolute(dict(change), base_dir) if "name" in change else {**base[k], **change}  # a new name: its own parameters
-        run["protocol"] = validate({**cfg["protocol"], **(raw.get("protocol") or {})}, PROTOCOL, f"{w}.protocol")
+        run["protocol"] = validate({**cfg["protocol"], **raw["protocol"]}, PROTOCOL, f"{w}.protocol")
         try:
             Protocol(**{k: v for k, v in run["protocol"].items() if k != "deploy"})
         except ValueError as exc:
             raise ConfigError(f"{w}.protocol: {exc}") from None
-        chip = {**cfg["chip"], **(raw.get("chip") or {})}
+        chip = {**cfg["chip"], **raw["chip"]}
         hw = Hardware.from_config(chip, f"{w}.chip")
         run["chip"] = chip
         run["card_data"] = hw.card.to_dict()  # an edited card reruns
@@ -310,14 +297,12 @@ def markdown_table(rows: list[dict[str, Any]], unit: str) -> str:
     return "\n".join(lines + tables.markdown_notes(rows, unit))
 
 
-def _figures(rows, results, out: Path) -> list[Path]:
+def _figures(rows, results, figs: Path) -> list[Path]:
     from ...plot import _file_figure, _save, compute_run_bars, plot_learning_curves, plot_run_bars
 
     ok, _ = divergence.split(results)
     metrics = [m for r in ok for m in r["metrics"]]
     main = _main_metric(rows)
-    figs = out / "figures"
-    figs.mkdir(exist_ok=True)
     paths = []
     unit = results[0]["unit"]
     curve_keys = [k for k in (main, "train_loss") if k and metrics and k in metrics[0]]
@@ -336,12 +321,11 @@ def _figures(rows, results, out: Path) -> list[Path]:
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv, RESULTS.md and figures; return the summary (for summary.json)."""
-    from ...io import atomic_write_text, write_csv
+    from ...io import atomic_write_text
 
-    out = Path(out)
-    write_csv(out / "metrics.csv", [m for r in results for m in r["metrics"]])
+    out, figs = start_report(out, [m for r in results for m in r["metrics"]])
     rows = table(results)
-    figures = _figures(rows, results, out)
+    figures = _figures(rows, results, figs)
     unit = results[0]["unit"]
     delays = sorted({float(d) for run in cfg["runs"] for d in run["protocol"]["delays"]})
 
