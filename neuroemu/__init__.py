@@ -1,5 +1,10 @@
 """neuroemu: neuromorphic hardware emulation.
 
+The chip model (:mod:`neuroemu.chip`: a network model's layers on tiles of any card, written
+through any update scheme), the rule interface (:mod:`neuroemu.rules.base`) and the trainer
+(:mod:`neuroemu.train`) are the core every study runs on; :mod:`neuroemu.hardware` is the hardware
+side below them:
+
 Device cards (:mod:`neuroemu.hardware.cards`) describe memristive devices with numbers from their papers;
 crossbar tiles (:mod:`neuroemu.hardware.crossbar`) store weights on those devices and read them through a
 realistic periphery; update schemes (:mod:`neuroemu.hardware.schemes`) turn the weight changes a learning
@@ -14,10 +19,13 @@ from .hardware import (MAX_PULSES, MAX_TILE, SCHEMES, AnalogNeurons, Card, Ideal
                        PulseLimitWarning, SpikingLayer, Tile, TiledLayer, calibrate, list_cards, load_card, make_scheme,
                        make_substrate, make_tile)
 from .record import Recorder
+from .chip import Chip, Hardware, Update, build_chip
+from .rules.base import Rule, RuleError
+from .train import Protocol, Trainer
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-__all__ = ["AnalogNeurons", "Card", "CardError", "ConfigError", "DataError", "IdealNeurons", "MACTile", "MAX_PULSES",
+__all__ = ["Chip", "Hardware", "Protocol", "Rule", "RuleError", "Trainer", "Update", "build_chip", "AnalogNeurons", "Card", "CardError", "ConfigError", "DataError", "IdealNeurons", "MACTile", "MAX_PULSES",
            "MAX_TILE",
            "NeuroemuError", "Periphery", "PulseLimitWarning", "Recorder", "SCHEMES", "SpikingLayer", "Tile", "TiledLayer",
            "calibrate", "list_cards", "load_card", "make_scheme", "make_substrate", "make_tile", "__version__"]

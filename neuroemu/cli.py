@@ -145,7 +145,7 @@ def _out_dir(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     p = _Parser(prog="neuroemu", description="Neuromorphic hardware emulation: device cards, crossbars, "
                 "update schemes and experiments on emulated chips.")

@@ -136,7 +136,7 @@ def versions() -> dict[str, str]:
     import numpy
     import scipy
 
-    from . import __version__
+    from ._version import __version__
 
     return {"neuroemu": __version__, "python": sys.version.split()[0], "numpy": numpy.__version__,
             "scipy": scipy.__version__, "numba": numba.__version__, "platform": platform.platform()}

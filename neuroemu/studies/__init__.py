@@ -37,7 +37,7 @@ def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tupl
     apply_overrides(raw, overrides or [])
     section = raw.pop("tune", None)  # the search of `neuroemu tune`: checked, not part of the experiment
     if section is not None:
-        from ..tune import check_section
+        from ..tune_section import check_section
 
         check_section(section, f"{where} tune")
     return resolve_data(raw, where, base_dir=Path(config_path).resolve().parent)

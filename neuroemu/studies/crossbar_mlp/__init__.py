@@ -211,7 +211,7 @@ TUNE = {"metric": "val_acc", "mode": "max", "resource": "train.epochs", "section
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per (run, seed), each carrying everything it needs (JSON-serialisable)."""
-    from ... import __version__
+    from ..._version import __version__
 
     common = {k: cfg[k] for k in ("data", "model", "hardware", "eval", "diverge_factor")}
     # options at their defaults are left out of the jobs: results recorded before they existed stay valid

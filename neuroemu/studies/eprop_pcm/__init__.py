@@ -196,7 +196,7 @@ def prepare(cfg: dict[str, Any]) -> None:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from ... import __version__
+    from ..._version import __version__
 
     common = {k: cfg[k] for k in ("task", "model", "hardware", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__,

@@ -137,7 +137,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from ... import __version__
+    from ..._version import __version__
 
     common = {k: cfg[k] for k in ("data", "zca", "layer", "hebbian", "readout", "backprop", "labels", "eval",
                                   "diverge_factor")}

@@ -191,7 +191,7 @@ def prepare(cfg: dict[str, Any]) -> None:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from ... import __version__
+    from ..._version import __version__
 
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "diverge_factor": cfg["diverge_factor"],
              "neuroemu": __version__} for run in cfg["runs"] for seed in cfg["seeds"]]
