@@ -529,8 +529,9 @@ def test_kernel_constants_take_the_array_dtype():
 
 # ----------------------------------------------------------------------------- on the chip
 @pytest.mark.parametrize("backward", ["dense", "sparse"])
-def test_sparse_rule_on_a_float_chip_is_the_float_network(backward):
-    from neuroemu.models.snn import SNN, float_chip
+def test_sparse_rule_on_an_exact_chip_is_the_float_network(backward):
+    from neuroemu.chip import Hardware
+    from neuroemu.models.snn import SNN
     from neuroemu.rules.base import run_step
     from neuroemu.rules.sparse import SparseBPTT
     from neuroemu.rules.surrogate import Adam
@@ -538,7 +539,7 @@ def test_sparse_rule_on_a_float_chip_is_the_float_network(backward):
     rng = np.random.default_rng(0)
     s, y = (rng.random((20, 8, 30)) < 0.1).astype(np.float32), rng.integers(0, 4, 8)
     ref = SparseSNN((30, 12, 12, 4), backward=backward, rng=3)
-    chip = SNN(SparseSNN((30, 12, 12, 4), rng=3)).build(float_chip(), rng=0)
+    chip = SNN(SparseSNN((30, 12, 12, 4), rng=3)).build(Hardware.exact(), rng=0)
     rule, opt = SparseBPTT(1e-2, backward=backward), Adam(1e-2)
     rule.bind(chip)
     assert chip.model.net.backward_mode == backward
@@ -547,6 +548,24 @@ def test_sparse_rule_on_a_float_chip_is_the_float_network(backward):
         got = run_step(rule, chip, (s, y))
         assert got["loss"] == want[0] and got["stats"]["active_fraction"] == want[2]["active_fraction"]
     for layer, w in zip(chip, ref.weights):
-        np.testing.assert_array_equal(layer.weights(), w.astype(np.float64))
+        assert layer.weights().dtype == w.dtype and layer.weights().tobytes() == w.tobytes()
     with pytest.raises(ValueError, match="backward"):
         SparseBPTT(backward="half")
+
+
+@pytest.mark.parametrize("card, scheme", [("pcm_nandakumar2018", "sign"), ("rram_gong2018", "mixed_precision")])
+def test_sparse_rule_trains_a_device_chip_through_a_pulsed_scheme(card, scheme):
+    from neuroemu.chip import Hardware
+    from neuroemu.models.snn import SNN
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.sparse import SparseBPTT
+
+    rng = np.random.default_rng(0)
+    s, y = (rng.random((20, 8, 30)) < 0.1).astype(np.float32), rng.integers(0, 4, 8)
+    chip = SNN(SparseSNN((30, 12, 12, 4), rng=3)).build(Hardware(card=card, scheme=scheme), rng=1)
+    rule = SparseBPTT(0.05, backward="sparse")
+    rule.bind(chip)
+    w0 = chip.weights()
+    assert all(np.isfinite(run_step(rule, chip, (s, y))["loss"]) for _ in range(4))
+    assert chip.stats()["pulses"] > 0
+    assert any(not np.array_equal(chip.weights()[k], w0[k]) for k in w0)

@@ -531,21 +531,23 @@ def _spiking_batch(n=12, t=15, n_in=20, seed=0):
     return (rng.random((t, n, n_in)) < 0.15).astype(np.float32), rng.integers(0, 3, n)
 
 
-def test_the_rule_on_a_float_chip_takes_the_float_networks_adam_step_exactly():
-    from neuroemu.models.snn import SNN, float_chip
+def test_the_rule_on_an_exact_chip_takes_the_float_networks_adam_step_exactly():
+    from neuroemu.chip import Hardware
+    from neuroemu.models.snn import SNN
     from neuroemu.rules.base import run_step
     from neuroemu.rules.surrogate import SurrogateBPTT
 
     s, y = _spiking_batch()
     ref = SpikingMLP([20, 16, 3], rng=4)
-    chip = SNN(SpikingMLP([20, 16, 3], rng=4)).build(float_chip(), rng=0)
+    chip = SNN(SpikingMLP([20, 16, 3], rng=4)).build(Hardware.exact(), rng=0)
+    assert chip.tiles() == {}
     rule, opt = SurrogateBPTT(1e-2), Adam(1e-2)
     rule.bind(chip)
     for _ in range(3):
         want = ref.train_step(s, y, opt)[0]
         assert run_step(rule, chip, (s, y))["loss"] == want
     for layer, w in zip(chip, ref.weights):
-        np.testing.assert_array_equal(layer.weights(), w.astype(np.float64))
+        assert layer.weights().dtype == w.dtype and layer.weights().tobytes() == w.tobytes()
 
 
 @pytest.mark.parametrize("card, scheme", [("pcm_nandakumar2018", "sign"), ("pcm_nandakumar2018", "mixed_precision"),
@@ -569,8 +571,9 @@ def test_the_rule_trains_a_device_chip_through_a_pulsed_scheme(card, scheme):
 
 
 def test_the_rule_refuses_a_network_without_a_surrogate_gradient():
+    from neuroemu.chip import Hardware
     from neuroemu.models.mlp import MLP
-    from neuroemu.models.snn import SNN, float_chip
+    from neuroemu.models.snn import SNN
     from neuroemu.rules.base import RuleError
     from neuroemu.rules.sparse import SparseBPTT
     from neuroemu.rules.surrogate import SurrogateBPTT
@@ -578,4 +581,4 @@ def test_the_rule_refuses_a_network_without_a_surrogate_gradient():
     with pytest.raises(RuleError, match="spiking"):
         SurrogateBPTT().bind(MLP([4, 3]).build(rng=0))
     with pytest.raises(RuleError, match="needs a SparseSNN"):
-        SparseBPTT().bind(SNN(SpikingMLP([20, 3], rng=0)).build(float_chip(), rng=0))
+        SparseBPTT().bind(SNN(SpikingMLP([20, 3], rng=0)).build(Hardware.exact(), rng=0))

@@ -7,8 +7,9 @@ reset to rest and refractory time), which also draws the initial weights. :class
 to a chip:
 
 * every layer's currents are a read of its tile (``chip[name].forward``: periphery, read noise,
-  drift), with the spikes as numbers in the network's dtype (a float chip computes exactly the
-  network's own float product) or, with ``spike_reads``, as spikes (the tiles' spike path: no DAC);
+  drift), with the spikes as numbers in the network's dtype (on an exact chip,
+  :meth:`~neuroemu.chip.Hardware.exact`, exactly the network's own float product) or, with
+  ``spike_reads``, as spikes (the tiles' spike path: no DAC);
 * the units are the network's own (ideal float neurons) or, with ``neurons``, one substrate per
   layer (:func:`neuroemu.hardware.factory.make_substrate`: the ideal model of an analog chip, or its
   analog neurons with mismatch and temporal noise drawn from ``noise``), each layer's currents
@@ -49,8 +50,9 @@ class SNN(Model):
         return [LayerSpec(f"layer{i + 1}", *w.shape) for i, w in enumerate(self.net.weights)]
 
     def init_weights(self, spec: LayerSpec, rng: np.random.Generator) -> np.ndarray:
-        """The weights the network drew at construction (``rng`` is not used)."""
-        return np.asarray(self.net.weights[int(spec.name[5:]) - 1], dtype=np.float64)
+        """The weights the network drew at construction, in its dtype (``rng`` is not used): an
+        exact chip (:meth:`~neuroemu.chip.Hardware.exact`) holds them as the network does."""
+        return np.array(self.net.weights[int(spec.name[5:]) - 1], dtype=self.net.dtype)
 
     def replace(self, **changes: Any) -> "SNN":
         """This network with other units, reads or encoder (the same ``net``)."""
@@ -95,16 +97,6 @@ class SNN(Model):
     def __repr__(self) -> str:
         units = "own units" if self.neurons is None else type(self.neurons[0]).__name__
         return f"SNN({type(self.net).__name__} {'-'.join(map(str, self.net.sizes))}, {units})"
-
-
-#: Weight range of :func:`float_chip`: a power of two (float32 weights down to ~1e-8 in magnitude
-#: are held exactly) and far above trained weights (at most ~1 on latency-coded Fashion-MNIST).
-FLOAT_W_MAX = 8.0
-
-
-def float_chip() -> Hardware:
-    """The float chip spiking networks train on: exact weights within ±:data:`FLOAT_W_MAX`."""
-    return Hardware.ideal(FLOAT_W_MAX)
 
 
 def deploy(chip: Chip, hardware: Hardware | Callable[[np.ndarray], Hardware], rngs: Any, *,

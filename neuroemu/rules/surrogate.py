@@ -539,13 +539,14 @@ class SurrogateBPTT(Rule):
     :class:`SpikingMLP` or a :class:`~neuroemu.rules.sparse.SparseSNN`). The forward pass is the
     chip's: every layer's currents are a read of its tile (periphery, read noise, drift), the units
     the model's. The backward pass is the network's, off-chip, through the recorded traces and the
-    weights as the chip holds them (in the network's dtype). Adam (one over all layers, its moments on
-    the rule) steps those weights, and each layer gets the dense ΔW from what the chip holds to the
-    stepped weights, through its update scheme: on a float chip the weights then are exactly the
-    float network's after its Adam step; on a device chip the scheme writes what it can (pulses of
-    the sign of ΔW, an accumulator that transfers whole pulses, …), and the next step starts from
-    what the devices hold. ``lr``: a number, or a function of the step number (0, 1, …) giving it.
-    A batch whose loss is NaN/inf gets no update."""
+    weights as the chip holds them (in the network's dtype). Each layer gets Adam's step (one Adam
+    over all layers, its moments on the rule) as a dense ΔW in the network's dtype, through its
+    update scheme: on an exact chip (:meth:`~neuroemu.chip.Hardware.exact`) ``W += ΔW`` is the very
+    operation of Adam's own update, so the weights are bit for bit the float network's after its
+    step; on a device chip the scheme writes what it can (pulses of the sign of ΔW, an accumulator
+    that transfers whole pulses, …), and the next step starts from what the devices hold. ``lr``: a
+    number, or a function of the step number (0, 1, …) giving it. A batch whose loss is NaN/inf gets
+    no update."""
 
     requires = frozenset({"feedforward", "spiking", "sequence", "differentiable"})
 
@@ -569,14 +570,15 @@ class SurrogateBPTT(Rule):
         x, y = batch
         model = chip.model
         net = model.net
-        held = [layer.weights() for layer in chip]
-        net.weights = [w.astype(net.dtype) for w in held]
+        net.weights = [layer.weights().astype(net.dtype) for layer in chip]
         self.adam.lr = self.rate(self.steps)
         self.steps += 1
         loss, acc, grads, stats = net.loss_and_grads(model.input(x), y, **model.hooks(chip))
         yield {"loss": loss, "acc": acc, "stats": stats}
         if not math.isfinite(loss):
             return
-        self.adam.step(net.weights, grads)
-        for layer, w, now in zip(chip, net.weights, held):
-            yield Update(layer.name, dw=w.astype(np.float64) - now)
+        # Adam's step from zero is exactly −step, and W + (−step) is exactly Adam's own W − step
+        changes = [np.zeros_like(w) for w in net.weights]
+        self.adam.step(changes, grads)
+        for layer, dw in zip(chip, changes):
+            yield Update(layer.name, dw=dw)

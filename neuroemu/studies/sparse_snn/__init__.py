@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ...chip import Hardware
 from ...config import Opt, check_delays, check_seeds
 from ...data.classification import ClassificationTask, accuracy
 from ...rules.sparse import dead_layers
@@ -141,7 +142,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from ... import __version__
+    from ..._version import __version__
 
     common = {k: cfg[k] for k in ("data", "encoding", "train", "chip", "neurons", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
@@ -215,7 +216,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed), then evaluate it on the chip after each delay. A seed that diverges
     stops there and returns what it recorded, with ``diverged``."""
     from ...data import load_fashion_mnist
-    from ...models.snn import SNN, float_chip
+    from ...models.snn import SNN
     from ...rules.sparse import SparseBPTT, SparseSNN
     from ...train import Trainer, checkpoint_path
 
@@ -228,7 +229,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     n = m["hidden"]
     net = SparseSNN((784, n, n, 10), tau_mem=m["tau_mem"], tau_out=m["tau_out"], b_th=m["b_th"],
                     backward=m["backward"], surrogate_scale=m["surrogate_scale"], rng=rng_init)
-    chip = SNN(net, encode=_encoder(enc)).build(float_chip(), rng=0)
+    chip = SNN(net, encode=_encoder(enc)).build(Hardware.exact(), rng=0)
     bs = tr["batch_size"]
     protocol = Protocol(epochs=tr["epochs"], diverge_factor=job["diverge_factor"])
     task = _Task(xtr, ytr, batch_size=bs, rng=rng_data, held_out={"test": (xte, yte)},
@@ -256,7 +257,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _on_chip(chip, job, xte, yte) -> dict[str, float]:
     """Program the trained weights once on the chip card and measure test accuracy after each delay."""
-    from ...chip import Hardware
     from ...hardware.crossbar import Periphery
     from ...models.snn import deploy, with_model
 

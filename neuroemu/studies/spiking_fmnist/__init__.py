@@ -138,7 +138,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One job per seed: train once, evaluate every run."""
-    from ... import __version__
+    from ..._version import __version__
 
     common = {k: cfg[k] for k in ("data", "encoding", "model", "train", "eval", "runs", "diverge_factor")}
     return [{"id": f"seed{seed}", "seed": seed, "neuroemu": __version__, **common} for seed in cfg["seeds"]]
@@ -228,10 +228,10 @@ def _deploy(chip, run: dict[str, Any], job: dict[str, Any]):
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train the network of one seed, then evaluate it on every run's chip. A seed that diverges
     stops there: its result has ``diverged`` and, per run, an entry that says so."""
-    from ...chip import Update
+    from ...chip import Hardware, Update
     from ...data import load_fashion_mnist
     from ...data.encoders import latency_encode
-    from ...models.snn import SNN, float_chip
+    from ...models.snn import SNN
     from ...rules.surrogate import SurrogateBPTT
     from ...train import Protocol, Trainer, checkpoint_path
 
@@ -241,7 +241,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
     xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
     encode = functools.partial(latency_encode, t_steps=enc["t_steps"], tau_eff=enc["tau_eff"], theta=enc["theta"])
-    chip = SNN(_network(job, rng_init), encode=encode).build(float_chip(), rng=0)
+    chip = SNN(_network(job, rng_init), encode=encode).build(Hardware.exact(), rng=0)
     bs = tr["batch_size"]
     task = _Task(xtr, ytr, batch_size=bs, rng=rng_data, held_out={"test": (xte, yte)}, eval_batch=ev["batch_size"])
     trainer = Trainer(chip, SurrogateBPTT(tr["lr"]), task, Protocol(epochs=tr["epochs"], diverge_factor=job["diverge_factor"]),
@@ -264,7 +264,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     scale = min(1.0, room / top) if top > 0 else 1.0
     out = list(chip)[-1]
     held = out.weights()
-    chip.apply(Update(out.name, dw=(held.astype(np.float32) * np.float32(scale)).astype(np.float64) - held))
+    chip.apply(Update(out.name, dw=(held * np.float32(scale)).astype(np.float64) - held))
 
     runs = []
     for run in job["runs"]:
