@@ -206,3 +206,32 @@ def test_every_registered_name_loads_and_every_rule_refuses_a_network_it_has_no_
         rule = plugins.make("rule", {"name": name, **params.get(name, {})})
         with pytest.raises(RuleError, match="needs|expects|requires"):
             rule.bind(rsnn if name == "backprop" else mlp)
+
+
+def test_a_paper_study_written_as_a_train_config_gives_the_same_numbers(tmp_path):
+    """The crossbar study is the MLP, backprop and Fashion-MNIST on each run's chip: written as an
+    ``experiment: train`` config it trains the same networks, bit for bit."""
+    from neuroemu.studies import crossbar_mlp, generic, resolve_data
+
+    data = write_tiny_fashion_mnist(tmp_path / "fmnist", 240, 60)
+    periphery = {"dac_bits": 7, "adc_bits": 9, "adc_range": 12.0, "out_noise": 0.06, "read_noise": True,
+                 "noise_management": True, "bound_management": 0}
+    runs = [("pcm_nandakumar2018", "mixed_precision", False), ("pcm_joshi2020", "ideal", True)]
+    _, study = resolve_data({
+        "experiment": "crossbar_mlp", "seeds": [0], "data": {"dir": str(data), "download": False, "validation": 40},
+        "model": {"hidden": [16]}, "train": {"epochs": 2, "batch_size": 20, "lr": 0.1},
+        "hardware": {"periphery": periphery}, "eval": {"delays": [3600.0]},
+        "runs": [{"name": f"r{i}", "card": c, "scheme": s, "deploy": d} for i, (c, s, d) in enumerate(runs)]}, "study:")
+    _, config = resolve_data({
+        "experiment": "train", "seeds": [0], "model": {"name": "mlp", "sizes": [784, 16, 10]},
+        "rule": {"name": "backprop", "lr": 0.1},
+        "task": {"name": "fashion_mnist", "batch_size": 20, "validation": 40, "dir": str(data), "download": False},
+        "protocol": {"epochs": 2, "seconds_per_update": 0.01, "delays": [3600.0], "drift_compensation": True},
+        "chip": {"periphery": periphery},
+        "runs": [{"name": f"r{i}", "chip": {"card": c, "scheme": s}, "protocol": {"deploy": d}}
+                 for i, (c, s, d) in enumerate(runs)]}, "config:")
+    for a, b in zip(map(crossbar_mlp.run_job, crossbar_mlp.jobs(study)), map(generic.run_job, generic.jobs(config))):
+        assert (a["test_acc"], a["val_acc"]) == (b["final"]["test_acc"], b["final"]["val_acc"])
+        assert a["test_acc_after"]["3600"] == b["after"]["3600"]["test_acc"]
+        assert (a["pulses"], a["energy_pJ"]) == (b["pulses"], b["energy_pJ"])
+        assert [m["val_acc"] for m in a["metrics"]] == [m["val_acc"] for m in b["metrics"]]

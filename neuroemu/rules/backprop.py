@@ -40,10 +40,7 @@ class Backprop(Rule):
     def _adam_step(self, name: str, g: np.ndarray) -> np.ndarray:
         from .surrogate import Adam
 
-        opt = self._adam.setdefault(name, Adam(self.lr, self.betas, self.eps))
-        change = np.zeros_like(g)
-        opt.step([change], [g])
-        return change
+        return self._adam.setdefault(name, Adam(self.lr, self.betas, self.eps)).change([g])[0]
 
     def step(self, chip: Chip, batch: Any) -> Step:
         x, y = batch

@@ -200,6 +200,14 @@ class Adam:
         self._m: list[np.ndarray] | None = None
         self._s: list[np.ndarray] | None = None
 
+    def change(self, grads: Sequence[np.ndarray], like: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """The change one :meth:`step` makes (−lr·m̂/(√ŝ + eps), exactly, advancing the state), as new
+        arrays shaped and typed like ``like`` (default: the gradients): for a rule that hands the step
+        to a chip as ΔW instead of applying it."""
+        changes = [np.zeros_like(a) for a in (grads if like is None else like)]
+        self.step(changes, grads)
+        return changes
+
     def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
         """One update of every array in params (in place) from the matching gradient."""
         if len(params) != len(grads):
@@ -578,7 +586,6 @@ class SurrogateBPTT(Rule):
         if not math.isfinite(loss):
             return
         # Adam's step from zero is exactly −step, and W + (−step) is exactly Adam's own W − step
-        changes = [np.zeros_like(w) for w in net.weights]
-        self.adam.step(changes, grads)
+        changes = self.adam.change(grads, like=net.weights)
         for layer, dw in zip(chip, changes):
             yield Update(layer.name, dw=dw)
