@@ -12,9 +12,9 @@ Baseline, measured in the same run: the same forward, target and loss, then the 
 (down to the input gradient) and the optimiser written as plain numpy (Adam: the twin in
 ``tests/reference/optim.py``), on the network's own float32 arrays. Ours: one step of the study's
 rule (:class:`neuroemu.rules.sdt.SelfDefinedTargets` around
-:class:`~neuroemu.rules.sdt.TargetBackprop`) on the network placed on a float chip
-(``Hardware.ideal()``: every step reads the weights from the tiles and writes the change back; the
-backward stops at the lowest weights; Adam is one fused numba pass per array). Both start from the
+:class:`~neuroemu.rules.sdt.TargetBackprop`) on the network placed on an exact float chip
+(``Hardware.exact()``: every step reads the chip's float32 weights and writes the optimiser's change
+back; the backward stops at the lowest weights; Adam is one fused numba pass per array). Both start from the
 same weights and the benchmark checks that one step of each gives the same weights. Ratio = baseline
 time / our time (higher is better); throughput = training samples per second.
 """
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         run["bp"] = validate(bp, sdt.BP, "bp")
         run["sdt"] = {**validate({}, sdt.SDT, "sdt"), "k": k, "gamma": 0.3}
         model, inner, rule = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
-        chip = model.build(Hardware.ideal(), 0)
+        chip = model.build(Hardware.exact(), 0)
         rule.bind(chip)
         twin, _, _ = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
         plain = PlainStep(twin, inner.lrs, bp["optimizer"] == "sgd")

@@ -89,11 +89,11 @@ def test_backprop_to_self_defined_targets_changes_the_trained_layers_and_keeps_p
     from neuroemu.rules.sdt import TargetBackprop, TargetBatch
 
     model = sdt_cnn(8, prune=0.5, rng=0)
-    chip = model.build(Hardware.ideal(), 1)
+    chip = model.build(Hardware.exact(), 1)
     assert [layer.name for layer in chip] == ["conv1", "conv2", "layer1"] and chip["conv2"].shape == (128, 288)
     rule = _sdt_rule(TargetBackprop([1e-3, 1e-3, 1e-2], optimizer="adam"), 8)
     rule.bind(chip)
-    before = chip.weights()
+    before = {name: w.copy() for name, w in chip.weights().items()}  # an exact chip's weights are its arrays
     x = np.random.default_rng(0).random((6, 1, 28, 28)).astype(np.float32)
     metrics = run_step(rule, chip, TargetBatch(x, None, 1))
     assert np.isfinite(metrics["loss"]) and rule.target.h.any()  # homeostasis moved
@@ -104,25 +104,53 @@ def test_backprop_to_self_defined_targets_changes_the_trained_layers_and_keeps_p
     assert pruned.any() and not after["conv1"][pruned].any()
 
 
-def test_backprop_on_a_float_chip_is_the_float32_optimiser_step():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_backprop_on_an_exact_chip_is_the_float32_optimiser_step(optimizer):
+    """Even steps large enough to diverge: the chip holds what the optimiser makes of the weights in place."""
     from neuroemu import nn
     from neuroemu.chip import Hardware
     from neuroemu.models.convnet import clip_mlp
     from neuroemu.rules.base import run_step
     from neuroemu.rules.sdt import TargetBackprop, TargetBatch
+    from neuroemu.rules.surrogate import Adam
 
-    chip = clip_mlp([784, 10], rng=0).build(Hardware.ideal(), 1)
+    lr = 1000.0 if optimizer == "sgd" else 0.5
+    chip = clip_mlp([784, 10], rng=0).build(Hardware.exact(), 1)
     ref = clip_mlp([784, 10], rng=0).net  # the same network in float
-    x = _batch().x
-    d = np.eye(10, dtype=np.float32)[np.arange(12) % 10]
-    rule = TargetBackprop(0.05)
+    opt = nn.SGD(lr) if optimizer == "sgd" else Adam(lr=lr)
+    rule = TargetBackprop(lr, optimizer=optimizer)
     rule.bind(chip)
-    run_step(rule, chip, TargetBatch(x, d, 1))
-    _, g = nn.mse_loss(ref.forward(x), d)
-    ref.backward(g, input_grad=False)
-    nn.SGD(0.05).step(ref[0].params, ref[0].grads)
-    np.testing.assert_array_equal(chip["layer1"].weights().astype(np.float32), ref[0].w)
-    np.testing.assert_array_equal(chip["layer1"].bias, ref[0].b)
+    for step in range(3):
+        x, d = _batch(seed=step).x, np.eye(10, dtype=np.float32)[(np.arange(12) + step) % 10]
+        run_step(rule, chip, TargetBatch(x, d, 1))
+        _, g = nn.mse_loss(ref.forward(x), d)
+        ref.backward(g, input_grad=False)
+        opt.step(ref[0].params, ref[0].grads)
+        assert chip["layer1"].weights().dtype == np.float32
+        np.testing.assert_array_equal(chip["layer1"].weights(), ref[0].w)
+        np.testing.assert_array_equal(chip["layer1"].bias, ref[0].b)
+    assert np.abs(ref[0].w).max() > 1  # beyond any tile's range
+
+
+def test_eqprop_on_an_exact_chip_is_the_network_step():
+    from neuroemu.chip import Hardware
+    from neuroemu.models.eqprop import EqPropModel
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.eqprop import EqProp, EqPropConfig, EqPropNetwork
+    from neuroemu.rules.sdt import TargetBatch
+
+    cfg = EqPropConfig(t_free=8, t_nudge=3)
+    chip = EqPropModel([784, 16, 10], config=cfg, rng=0).build(Hardware.exact(), 1)
+    ref = EqPropNetwork([784, 16, 10], config=cfg, rng=0)
+    rule = EqProp([50.0, 50.0], rng=3)
+    rule.bind(chip)
+    for step in range(3):
+        x, d = _batch(seed=step).x, np.eye(10, dtype=np.float32)[(np.arange(12) + step) % 10]
+        run_step(rule, chip, TargetBatch(x, d, 1))
+        ref.train_step(x, d, [50.0, 50.0], rng=3)
+        for name, w, b in zip(("layer1", "layer2"), ref.weights, ref.biases):
+            np.testing.assert_array_equal(chip[name].weights(), w)
+            np.testing.assert_array_equal(chip[name].bias, b)
 
 
 @pytest.mark.parametrize("card,scheme", [("pcm_nandakumar2018", "sign"), ("pcm_nandakumar2018", "mixed_precision"),
@@ -161,48 +189,37 @@ def test_a_rule_refuses_a_network_it_has_no_meaning_on():
     from neuroemu.rules.sdt import TargetBackprop
 
     with pytest.raises(RuleError, match="energy"):
-        _sdt_rule(EqProp(0.1), 16).bind(clip_mlp([784, 16], rng=0).build(Hardware.ideal(), 0))
+        _sdt_rule(EqProp(0.1), 16).bind(clip_mlp([784, 16], rng=0).build(Hardware.exact(), 0))
     with pytest.raises(RuleError, match="backward"):
-        _sdt_rule(TargetBackprop(0.1), 16).bind(EqPropModel([784, 16], rng=0).build(Hardware.ideal(), 0))
+        _sdt_rule(TargetBackprop(0.1), 16).bind(EqPropModel([784, 16], rng=0).build(Hardware.exact(), 0))
     with pytest.raises(RuleError, match="backward"):
         TargetBackprop(0.1).bind(MLP([784, 16]).build(rng=0))
     with pytest.raises(RuleError, match="differentiable"):
-        Backprop(0.1).bind(EqPropModel([784, 16], rng=0).build(Hardware.ideal(), 0))
+        Backprop(0.1).bind(EqPropModel([784, 16], rng=0).build(Hardware.exact(), 0))
 
 
-def test_an_interrupted_sdt_job_resumes_mid_run(tmp_path, monkeypatch):
-    """An unsupervised EqProp job on a PCM chip killed after its first epoch goes on from its
+@pytest.mark.parametrize("run,done", [
+    ({"trainer": "eqprop", "hidden": [12], "card": "pcm_nandakumar2018", "scheme": "sign", "w_max": 0.25}, 1),
+    ({"trainer": "bp", "hidden": [12], "mode": "semi", "sdt": {"k": 1}}, 2),  # in the first round
+])
+def test_an_interrupted_sdt_job_resumes_mid_run(tmp_path, monkeypatch, run, done):
+    """An unsupervised EqProp job on a PCM chip, and a semi-supervised job (pre-training, then
+    rounds of an unsupervised and a supervised epoch), killed after an epoch go on from their
     checkpoint when run again, to the same result."""
-    from neuroemu import train
-    from neuroemu.runner import CHECKPOINT_ENV
     from neuroemu.studies import resolve_data, sdt
+    from tests.checkpoints import resumes_identically
     from tests.synthetic import write_tiny_fashion_mnist
 
     data = write_tiny_fashion_mnist(tmp_path / "fmnist", 120, 40)
     _, cfg = resolve_data({"experiment": "sdt", "seeds": [0], "workers": 1, "data": {"dir": str(data), "download": False},
                            "eqprop": {"epochs": 3, "batch_size": 20, "t_free": 6, "t_nudge": 2},
+                           "bp": {"batch_size": 20, "optimizer": "adam", "lr": 1e-3},
+                           "semi": {"labels": 30, "pretrain_epochs": 1, "rounds": 2, "batch_size": 10},
                            "readout": {"epochs": 1, "batch_size": 40}, "eval": {"batch_size": 40},
-                           "runs": [{"trainer": "eqprop", "hidden": [12], "card": "pcm_nandakumar2018",
-                                     "scheme": "sign", "w_max": 0.25}]}, "test:")
+                           "runs": [run]}, "test:")
     job = sdt.jobs(cfg)[0]
-
-    def timeless(result):
-        return {k: v for k, v in result.items() if k != "train_time_s"}
-
-    straight = timeless(sdt.run_job(job))
-    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "runs"))
-    save, epochs = train.Trainer._save, []
-
-    def save_then_die(self):
-        save(self)
-        epochs.append(self.done)
-        if self.done == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train.Trainer, "_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        sdt.run_job(job)
-    assert train.checkpoint_path(job["id"]).is_file()
-    resumed = timeless(sdt.run_job(job))
-    assert epochs == [1, 2, 3] and len(straight["curve"]) == 3
-    assert resumed == straight and not train.checkpoint_path(job["id"]).exists()
+    resumed = resumes_identically(monkeypatch, tmp_path, sdt.run_job, job, done=done,
+                                  clean=lambda r: {k: v for k, v in r.items() if k != "train_time_s"})
+    phases = ["supervised", "unsupervised", "supervised", "unsupervised", "supervised"] if "mode" in run else \
+        ["unsupervised"] * 3
+    assert [c["phase"] for c in resumed["curve"]] == phases

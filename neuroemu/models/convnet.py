@@ -5,7 +5,7 @@ pooling, dropout, flatten) stays digital.
 The initial weights and biases are drawn when the network is made (in layer order, from the
 generator that also draws its dropout masks), so that :meth:`Model.build` only places them on the
 hardware. Each forward reads the weights as the hardware holds them (without read noise) into the
-float32 layers and runs them in float; :meth:`SequentialNet.backward` carries the error back
+float32 layers (on an exact float chip, the chip's own arrays) and runs them in float; :meth:`SequentialNet.backward` carries the error back
 through the same layers (``backward`` trait). ``masks``: pruning masks (1 = kept) that a rule
 applies after every update (:class:`neuroemu.rules.sdt.TargetBackprop`).
 
@@ -64,7 +64,7 @@ class SequentialNet(Model):
     def _read(self, chip: Chip, names: Sequence[str]) -> None:
         for name in names:
             layer = self.names[name]
-            layer.w = chip[name].weights().astype(layer.dtype)
+            layer.w = np.asarray(chip[name].weights(), layer.dtype)
             layer.b = chip[name].bias
 
     def weights(self, name: str) -> np.ndarray:

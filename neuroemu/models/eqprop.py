@@ -53,7 +53,7 @@ class EqPropModel(Model):
     def network(self, chip: Chip) -> EqPropNetwork:
         """The functional network with the chip's present weights (float32 reads) and biases."""
         net = self.net
-        net.weights = [chip[n].weights().astype(net.dtype) for n in self.names]
+        net.weights = [np.asarray(chip[n].weights(), net.dtype) for n in self.names]
         net.biases = [chip[n].bias for n in self.names]
         return net
 

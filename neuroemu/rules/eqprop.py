@@ -62,7 +62,7 @@ import numpy as np
 from numba.typed import List
 
 from neuroemu._kernels import eqprop as _K
-from neuroemu.chip import Chip, Layer, Update
+from neuroemu.chip import Chip, Update
 from neuroemu.errors import ConfigError
 from neuroemu.rules.base import Rule, Step
 
@@ -510,23 +510,6 @@ class EqPropNetwork:
 
 
 # ----------------------------------------------------------------------------- rule
-def exact(layer: Layer) -> bool:
-    """Whether ``layer`` holds float weights exactly as written (the ideal card under the ideal scheme)."""
-    return layer.tile.card.kind == "ideal" and layer.scheme.name == "ideal"
-
-
-def float32_change(layer: Layer, w: np.ndarray, dw: np.ndarray | None = None,
-                   new: np.ndarray | None = None) -> np.ndarray:
-    """The weight change (float64) of a float32 network whose weights ``w`` (as read) become
-    ``w + dw`` (or ``new``). On an exact layer (:func:`exact`) the change that makes it hold the
-    float32 result of that arithmetic, as the network's own weights would; elsewhere the wanted
-    change, for the update scheme to carry out."""
-    if exact(layer):
-        new = w + dw if new is None else new
-        return new.astype(np.float64) - w.astype(np.float64)
-    return np.asarray(new - w if dw is None else dw, np.float64)
-
-
 class EqProp(Rule):
     """Equilibrium propagation on a chip whose model is an energy-based network
     (:class:`neuroemu.models.eqprop.EqPropModel`): a free phase, a nudged phase towards the batch's
@@ -563,5 +546,5 @@ class EqProp(Rule):
         yield {"loss": info["loss"]}
         if not np.isfinite(info["loss"]):
             return
-        for layer, w, dw, db in zip(chip, net.weights, dws, dbs):
-            yield Update(layer.name, dw=float32_change(layer, w, dw), db=db)
+        for layer, dw, db in zip(chip, dws, dbs):
+            yield Update(layer.name, dw=dw, db=db)

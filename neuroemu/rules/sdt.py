@@ -171,9 +171,10 @@ class TargetBackprop(Rule):
     learning rate (``lr``: a number, or one per trained layer; :attr:`lrs` may be changed between
     epochs) and optimiser (``sgd`` or ``adam``, over its weights and bias); with ``lr_end`` ≠ 1 the
     rates follow a linear schedule per epoch, base·(1 + (lr_end − 1)·min(e, decay)/decay) in epoch
-    e + 1. The optimiser runs on the float32 weights as read; the model's pruning masks are applied
-    to the result; the layer gets the change (:func:`neuroemu.rules.eqprop.float32_change`).
-    Measures ``loss``."""
+    e + 1. The optimiser's step (in the dtype of the weights as read, float32), with the model's
+    pruning masks applied, is the change the layer gets: on an exact float chip
+    (:meth:`neuroemu.chip.Hardware.exact`) the weights become what the optimiser would make of
+    them in place. Measures ``loss``."""
 
     requires = frozenset({"backward"})
     output_mask = True
@@ -224,7 +225,6 @@ class TargetBackprop(Rule):
 
     def step(self, chip: Chip, batch: Any) -> Step:
         from ..nn import mse_loss, softmax_cross_entropy
-        from .eqprop import float32_change
 
         x, target, epoch = batch
         if epoch != self._epoch:
@@ -239,14 +239,12 @@ class TargetBackprop(Rule):
         yield {"loss": loss}
         grads = model.backward(g)
         for name, opt in self.opts.items():
-            layer = chip[name]
-            w = model.weights(name)
-            new, bias = w.copy(), layer.bias.copy()
-            opt.step([new, bias], grads[name])
+            # the optimiser's step taken from zero is the change, to the bit: w + (0 − s) = w − s
+            dw, db = np.zeros_like(model.weights(name)), np.zeros_like(chip[name].bias)
+            opt.step([dw, db], grads[name])
             if name in model.masks:
-                new *= model.masks[name]
-            yield Update(name, dw=float32_change(layer, w, new=new),
-                         db=bias.astype(np.float64) - layer.bias.astype(np.float64))
+                dw *= model.masks[name]
+            yield Update(name, dw=dw, db=db)
 
 
 class SelfDefinedTargets(Rule):

@@ -30,9 +30,11 @@ U(±1/√fan_in), as in PyTorch: with larger weights most clip(x, 0, 1) outputs 
 the clip, where no gradient reaches them, and self-defined targets never revive them. ``bp.lr``
 may give one rate per weight layer, and ``bp.lr_end`` a linear schedule (the authors' LinearLR).
 
-On a chip (``card``, EqProp only): every weight matrix sits on a crossbar tile of the card; each
-step reads the weights from the tiles and the scheme applies the update EqProp wants (pulses on the
-devices); the biases stay digital.
+Without a ``card`` the weights are float32 arrays of an exact float chip
+(:meth:`neuroemu.chip.Hardware.exact`), changed as the float network would change them. On a chip
+(``card``, EqProp only): every weight matrix sits on a crossbar tile of the card; each step reads
+the weights from the tiles and the scheme applies the update EqProp wants (pulses on the devices);
+the biases stay digital. A job interrupted mid-run resumes from its checkpoint at the last epoch end.
 
 A run whose training loss is NaN/inf, or whose epoch-mean loss is above ``diverge_factor``
 (default 5) × the loss of the first batch of that phase (supervised or unsupervised), stops there
@@ -45,7 +47,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -206,7 +208,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from ... import __version__
+    from ..._version import __version__
 
     common = {k: cfg[k] for k in ("data", "semi", "readout", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
@@ -270,7 +272,7 @@ def _hardware(run: dict[str, Any]):
     from ...hardware.crossbar import Periphery
 
     if run["card"] is None:
-        return Hardware.ideal()
+        return Hardware.exact()
     return Hardware(card=run["card"], scheme=run["scheme"], scheme_params=run["scheme_params"],
                     n_devices=run["n_devices"] or 1, w_max=run["w_max"], periphery=Periphery.device_reads())
 
@@ -280,46 +282,72 @@ def outputs(chip, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([chip.forward(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-class _Phase:
-    """The data of one phase of a run for :class:`neuroemu.train.Trainer`: every epoch the images
-    (or the labelled ones) in a new order from ``rng``, in batches of ``batch`` (the last one may
-    be smaller), each with its one-hot labels (``onehot``) or for a self-defined target; epochs
-    counted from ``first``. Unsupervised runs log direct association after every epoch."""
+class _Phase(NamedTuple):
+    """One epoch of a run's schedule: its ``kind`` (supervised: one-hot labels, or unsupervised:
+    self-defined targets), the images (``idx`` into the training set, None: all), the batch size,
+    the learning rates set before it (None: kept) and whether the test accuracy is taken after it."""
 
-    def __init__(self, x, y, *, rng, batch: int, first: int, labelled: bool, monitor, eval_batch: int):
-        self.x, self.y, self.rng, self.batch, self.first = x, y, rng, int(batch), int(first)
-        self.labelled, self.monitor, self.eval_batch = labelled, monitor, eval_batch
+    kind: str
+    idx: np.ndarray | None
+    batch: int
+    lrs: list[float] | None = None
+    test: bool = False
+
+
+class _Schedule:
+    """A run's training for :class:`neuroemu.train.Trainer`: epoch e is a pass over the images of
+    ``plan[e − 1]`` in a new order from ``rng`` (the last batch may be smaller), the learning rates
+    of ``rule`` set first where the phase gives them. Every epoch of an unsupervised run logs
+    direct association (``monitor``); a phase with ``test`` logs the accuracy on ``test``."""
+
+    def __init__(self, x, y, plan: list[_Phase], *, rule, rng, monitor, test, eval_batch: int):
+        self.x, self.y, self.plan, self.rule, self.rng = x, y, plan, rule, rng
+        self.monitor, self.test, self.eval_batch = monitor, test, eval_batch
+        self.epoch = 0
         self.losses: list[float] = []
-        self.monitor_s = 0.0
+        self.eval_s = 0.0
 
     def batches(self, epoch: int) -> "_Epoch":
-        self.losses = []
-        return _Epoch(self, self.rng.permutation(len(self.x)), self.first + epoch - 1)
+        phase = self.plan[epoch - 1]
+        if phase.lrs is not None:
+            self.rule.lrs = list(phase.lrs)
+        self.epoch, self.losses = epoch, []
+        n = len(self.x) if phase.idx is None else len(phase.idx)
+        return _Epoch(self, phase, self.rng.permutation(n), epoch)
 
     def observe(self, batch, measured) -> None:
         self.losses.append(measured["loss"])
 
     def evaluate(self, chip, stage: str, last=None) -> dict[str, float]:
-        """Direct association fitted on the first MONITOR[0] training images, scored on the first
-        MONITOR[1] test images (not counted in the training time)."""
-        from ...rules.sdt import DirectAssociation
-
-        if stage != "epoch" or self.monitor is None:
+        """After an epoch: direct association fitted on the first MONITOR[0] training images, scored
+        on the first MONITOR[1] test images (unsupervised runs), or the test accuracy where the
+        phase asks for it (not counted in the training time)."""
+        if stage != "epoch":
             return {}
         t = time.perf_counter()
+        scores = self.monitored(chip)
+        if self.plan[self.epoch - 1].test:
+            xte, yte = self.test
+            scores["test_acc"] = float(np.mean(outputs(chip, xte, self.eval_batch).argmax(axis=1) == yte))
+        self.eval_s += time.perf_counter() - t
+        return scores
+
+    def monitored(self, chip) -> dict[str, float]:
+        from ...rules.sdt import DirectAssociation
+
+        if self.monitor is None:
+            return {}
         (xtr, ytr), (xte, yte) = self.monitor
         n_tr, n_te = MONITOR
-        da = DirectAssociation(10).fit(outputs(chip, xtr[:n_tr], self.eval_batch), ytr[:n_tr]).accuracy(
-            outputs(chip, xte[:n_te], self.eval_batch), yte[:n_te])
-        self.monitor_s += time.perf_counter() - t
-        return {"direct_association": da}
+        return {"direct_association": DirectAssociation(10).fit(outputs(chip, xtr[:n_tr], self.eval_batch), ytr[:n_tr])
+                .accuracy(outputs(chip, xte[:n_te], self.eval_batch), yte[:n_te])}
 
-    _DATA = ("x", "y", "monitor")
+    _DATA = ("x", "y", "monitor", "test")
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in self._DATA}
 
-    def restore(self, fresh: "_Phase") -> None:
+    def restore(self, fresh: "_Schedule") -> None:
         for k in self._DATA:
             setattr(self, k, getattr(fresh, k))
 
@@ -327,8 +355,8 @@ class _Phase:
 class _Epoch:
     """The batches of one epoch (a sized iterable)."""
 
-    def __init__(self, phase: _Phase, order: np.ndarray, epoch: int):
-        self.phase, self.order, self.epoch = phase, order, epoch
+    def __init__(self, task: _Schedule, phase: _Phase, order: np.ndarray, epoch: int):
+        self.task, self.phase, self.order, self.epoch = task, phase, order, epoch
 
     def __len__(self) -> int:
         return -(-len(self.order) // self.phase.batch)
@@ -336,24 +364,25 @@ class _Epoch:
     def __iter__(self):
         from ...rules.sdt import TargetBatch
 
-        p, onehot = self.phase, np.eye(10, dtype=np.float32)
+        t, p, onehot = self.task, self.phase, np.eye(10, dtype=np.float32)
+        x, y = (t.x, t.y) if p.idx is None else (t.x[p.idx], t.y[p.idx])
         for i in range(0, len(self.order), p.batch):
             idx = self.order[i:i + p.batch]
-            yield TargetBatch(p.x[idx], onehot[p.y[idx]] if p.labelled else None, self.epoch)
+            yield TargetBatch(x[idx], onehot[y[idx]] if p.kind == "supervised" else None, self.epoch)
 
 
 def _no_device(column: str) -> bool:
     return False
 
 
-class _Offset:
-    """A divergence watch shared by the phases of a run, at epochs counted over the whole run."""
+class _Watches:
+    """The divergence watches of a run, one per kind of phase, each checking the epochs of its kind."""
 
-    def __init__(self, watch: divergence.Watch, offset: int):
-        self.watch, self.offset = watch, offset
+    def __init__(self, watches: dict[str, divergence.Watch], plan: list[_Phase]):
+        self.watches, self.kinds = watches, [p.kind for p in plan]
 
     def check(self, at: int, value: float, **kw: Any) -> None:
-        self.watch.check(at + self.offset, value, **kw)
+        self.watches[self.kinds[at - 1]].check(at, value, **kw)
 
 
 # ---------------------------------------------------------------------------------------- one job
@@ -386,68 +415,47 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         xtr, xte = model.features(chip, xtr, ev), model.features(chip, xte, ev)
     base_lrs = list(inner.lrs)
 
+    # the schedule: one phase of epochs, or (semi) pre-training, then rounds of one epoch each way
+    plan = [_Phase(mode, None, batch)] * epochs if trainer != "none" and mode != "semi" else []
+    if trainer != "none" and mode == "semi":
+        sem = job["semi"]
+        idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
+        pre_lr = sec["pretrain_lr"]
+        plan = [_Phase("supervised", idx, sem["batch_size"], base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
+                ] * sem["pretrain_epochs"]
+        if plan:
+            plan[-1] = plan[-1]._replace(test=True)
+        else:  # the untrained network's
+            pre_acc = float(np.mean(outputs(chip, xte, ev).argmax(axis=1) == yte))
+        for _ in range(sem["rounds"]):
+            plan += [_Phase("unsupervised", None, batch, [lr * sem["unsupervised_lr_factor"] for lr in base_lrs]),
+                     _Phase("supervised", idx, sem["batch_size"], base_lrs, test=True)]
     curve: list[dict[str, Any]] = []
-    watches = {k: divergence.Watch(f"{k} loss", job["diverge_factor"]) for k in ("supervised", "unsupervised")}
-    spent = [0.0, 0.0]  # training time, monitor time
-
-    def train(kind: str, idx, n_epochs: int, batch: int = batch, lrs=None) -> None:
-        """One phase: a Trainer run on the chip (epochs counted on from the curve's). A run of one
-        phase resumes from its checkpoint."""
-        nonlocal chip
-        if lrs is not None:
-            inner.lrs = list(lrs)
-        first = len(curve) + 1
-        task = _Phase(xtr if idx is None else xtr[idx], ytr if idx is None else ytr[idx], rng=rng_order,
-                      batch=batch, first=first, labelled=kind == "supervised",
-                      monitor=((xtr, ytr), (xte, yte)) if mode == "unsupervised" else None, eval_batch=ev)
-        ckpt = checkpoint_path(job["id"]) if mode != "semi" else None
-        tr = Trainer(chip, rule, task, Protocol(epochs=n_epochs, watch="loss"), job_id=job["id"],
-                     observe_start=False, device=_no_device, device_stats=False, checkpoint=ckpt, key=job)
-        tr.watch = _Offset(watches[kind], first - 1)
-        res = tr.run()
-        chip = res.chip
-        for row in res.rows:
-            curve.append({"run": run["name"], "seed": seed, "epoch": first + row["epoch"] - 1, "phase": kind,
-                          "loss": row["train_loss"]})
-            if mode == "unsupervised":
-                curve[-1]["direct_association"] = row["direct_association"]
-        spent[0] += res.train_time_s
-        if res.diverged is not None:
-            if res.diverged["bound"] is not None:  # the epoch's mean loss: its row is kept
-                curve.append({"run": run["name"], "seed": seed, "epoch": len(curve) + 1, "phase": kind,
-                              "loss": float(np.mean(task.losses))})
-                if mode == "unsupervised":
-                    curve[-1].update(task.evaluate(res.chip, "epoch"))
-            spent[1] += task.monitor_s
-            raise divergence.Diverged(**{k: res.diverged[k] for k in ("at", "metric", "value", "bound")})
-        spent[1] += task.monitor_s
-
-    def test_acc() -> float:
-        return float(np.mean(outputs(chip, xte, ev).argmax(axis=1) == yte))
-
     res: dict[str, Any] = {"run": run["name"], "trainer": trainer, "mode": mode, "card": run["card"],
                            "scheme": run["scheme"] if run["card"] else None, "seed": seed}
-    try:
-        if trainer != "none":
-            if mode in ("unsupervised", "supervised"):
-                train(mode, None, epochs)
-            else:
-                sem = job["semi"]
-                idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
-                pre_lr = sec["pretrain_lr"]
-                train("supervised", idx, sem["pretrain_epochs"], sem["batch_size"],
-                      base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
-                pre_acc = test_acc()
-                if curve:
-                    curve[-1]["test_acc"] = pre_acc
-                for _ in range(sem["rounds"]):
-                    train("unsupervised", None, 1, lrs=[lr * sem["unsupervised_lr_factor"] for lr in base_lrs])
-                    train("supervised", idx, 1, sem["batch_size"], lrs=base_lrs)
-                    curve[-1]["test_acc"] = test_acc()
-    except divergence.Diverged as exc:
-        res["diverged"] = exc.record
-    res.update({"train_time_s": spent[0] + (time.perf_counter() - t0 if trainer == "none" else 0.0) - spent[1],
-                "curve": curve})
+    train_time = time.perf_counter() - t0
+    if plan:
+        task = _Schedule(xtr, ytr, plan, rule=inner, rng=rng_order, eval_batch=ev, test=(xte, yte),
+                         monitor=((xtr, ytr), (xte, yte)) if mode == "unsupervised" else None)
+        tr = Trainer(chip, rule, task, Protocol(epochs=len(plan), watch="loss"), job_id=job["id"],
+                     observe_start=False, device=_no_device, device_stats=False,
+                     checkpoint=checkpoint_path(job["id"]), key=job)
+        tr.watch = _Watches({k: divergence.Watch(f"{k} loss", job["diverge_factor"])
+                             for k in ("supervised", "unsupervised")}, plan)
+        out = tr.run()
+        chip, task = out.chip, out.task
+        for row in out.rows:
+            curve.append({"run": run["name"], "seed": seed, "epoch": row["epoch"], "phase": plan[row["epoch"] - 1].kind,
+                          "loss": row["train_loss"],
+                          **{k: row[k] for k in ("direct_association", "test_acc") if k in row}})
+        if out.diverged is not None:
+            if out.diverged["bound"] is not None:  # the epoch's mean loss: its row is kept
+                curve.append({"run": run["name"], "seed": seed, "epoch": len(curve) + 1,
+                              "phase": plan[len(curve)].kind, "loss": float(np.mean(task.losses)),
+                              **task.monitored(chip)})
+            res["diverged"] = out.diverged
+        train_time = out.train_time_s - task.eval_s
+    res.update({"train_time_s": train_time, "curve": curve})
     if trainer == "eqprop" and run["card"]:
         st = chip.stats()
         res["pulses_per_synapse"] = st["pulses"] / chip.n_synapses
@@ -465,7 +473,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     else:
         res["test_acc"] = float(np.mean(out_te.argmax(axis=1) == yte))
         if mode == "semi":
-            res["pretrain_acc"] = pre_acc
+            res["pretrain_acc"] = curve[sem["pretrain_epochs"] - 1]["test_acc"] if sem["pretrain_epochs"] else pre_acc
     return res
 
 
