@@ -51,13 +51,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ...config import Opt, check_seeds, validate
+from ...config import Opt, validate
 from ...errors import ConfigError
 from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..crossbar_mlp import DATA, TILE_RUN, check_tile_run, prepare  # noqa: F401 - the experiment's prepare step
+from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare  # noqa: F401 - prepare: this study's
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -107,11 +107,7 @@ def _check_l2(value: Any, where: str) -> list[float]:
 
 
 SCHEMA: dict[str, Any] = {
-    "experiment": Opt("str", NAME, choices=(NAME,)),
-    "description": Opt("str", ""),
-    "seeds": Opt("list", [0], check=check_seeds),
-    "workers": Opt("int", 2, 1, 256),
-    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
+    **header(NAME, divergence.LOSS_FACTOR),
     "data": DATA,
     "sdt": SDT,
     "bp": BP,
@@ -160,12 +156,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ...rules.eqprop import _rates
     from ...runner import check_run_names
 
-    if not cfg["runs"]:
-        raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
-    for i, raw in enumerate(cfg["runs"]):
-        w = f"{where} runs[{i}]"
-        run = validate(raw, RUN, w)
+    for w, run in each_run(cfg, where, RUN):
         for sec, schema in (("sdt", SDT), ("bp", BP), ("eqprop", EQPROP)):
             run[sec] = validate({**cfg[sec], **run[sec]}, schema, f"{w}.{sec}")
         if not run["hidden"] or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1

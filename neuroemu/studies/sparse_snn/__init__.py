@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ...chip import Hardware
-from ...config import Opt, check_delays, check_seeds
+from ...config import Opt, check_delays
 from ...data.classification import ClassificationTask, accuracy
 from ...rules.sparse import dead_layers
 from ...train import Protocol
@@ -47,16 +47,12 @@ from ...plot import delay_key, delay_label
 from ...runner import ARRAYS
 from ... import divergence
 from .. import tables
-from ..crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
+from ..common import DATA, each_run, header, prepare, start_report  # noqa: F401 - prepare: this study's
 
 NAME = "sparse_snn"
 
 SCHEMA: dict[str, Any] = {
-    "experiment": Opt("str", NAME, choices=(NAME,)),
-    "description": Opt("str", ""),
-    "seeds": Opt("list", [0], check=check_seeds),
-    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
+    **header(NAME, divergence.LOSS_FACTOR),
     "data": DATA,
     "encoding": {
         "t_steps": Opt("int", 100, 1, 100000),
@@ -106,7 +102,6 @@ RUN = {
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ...hardware.cards import load_card
-    from ...config import validate
     from ...errors import NeuroemuError
     from ...runner import check_run_names
 
@@ -123,12 +118,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         except NeuroemuError as exc:
             raise ConfigError(f"{where} neurons: {exc}") from None
         cfg["neurons"]["card_data"] = neurons.to_dict()
-    if not cfg["runs"]:
-        raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
-    for i, raw in enumerate(cfg["runs"]):
-        w = f"{where} runs[{i}]"
-        run = validate(raw, RUN, w)
+    for w, run in each_run(cfg, where, RUN):
         model = {**cfg["model"], **{k: v for k, v in run.items() if k != "name" and v is not None}}
         run["model"] = model
         if run["name"] is None:
@@ -370,19 +361,14 @@ def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
-    from pathlib import Path
-
     from ... import plot
-    from ...io import atomic_write_text, write_csv
+    from ...io import atomic_write_text
 
-    out = Path(out)
-    delays = cfg["chip"]["delays"]
     metrics = [m for r in results for m in r["metrics"]]
-    write_csv(out / "metrics.csv", metrics)
+    out, figs = start_report(out, metrics)
+    delays = cfg["chip"]["delays"]
     rows = table(results, delays)
     kept = [r for r in rows if tables.kept(r)]
-    figs = out / "figures"
-    figs.mkdir(exist_ok=True)
     paths = []
     xs = [0.0, *delays]
     if kept:  # figures of the seeds that did not diverge

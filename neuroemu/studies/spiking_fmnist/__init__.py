@@ -39,22 +39,18 @@ from typing import Any
 import numpy as np
 
 from ...hardware.cards import load_card
-from ...config import Opt, check_layers, check_seeds
+from ...config import Opt, check_layers
 from ...data.classification import ClassificationTask
 from ...errors import ConfigError
 from ... import divergence
 from .. import tables
-from ..crossbar_mlp import DATA, prepare  # noqa: F401 - the experiment's prepare step
+from ..common import DATA, each_run, header, prepare, start_report  # noqa: F401 - prepare: this study's
 
 NAME = "spiking_fmnist"
 
 
 SCHEMA: dict[str, Any] = {
-    "experiment": Opt("str", NAME, choices=(NAME,)),
-    "description": Opt("str", ""),
-    "seeds": Opt("list", [0], check=check_seeds, doc="one network and one emulated chip per seed"),
-    "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
-    "diverge_factor": divergence.option(divergence.LOSS_FACTOR),
+    **header(NAME, divergence.LOSS_FACTOR, seeds_doc="one network and one emulated chip per seed"),
     "data": DATA,
     "encoding": {
         "t_steps": Opt("int", 100, 1, 100000, doc="time bins per image (one emulation step each)"),
@@ -92,7 +88,6 @@ RUN = {
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate the runs and build each one's tile and substrate once on a tiny chip."""
-    from ...config import validate
     from ...hardware.crossbar import Periphery
     from ...hardware.factory import make_tile
     from ...errors import NeuroemuError
@@ -107,12 +102,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         raise ConfigError(f"{where} model.card: expected an analog_chip card (e.g. brainscales2), got {chip.name} "
                           f"(kind '{chip.kind}')")
     widest = max(cfg["model"]["hidden"])
-    if not cfg["runs"]:
-        raise ConfigError(f"{where} runs: expected at least one run")
     runs = []
-    for i, raw in enumerate(cfg["runs"]):
-        w = f"{where} runs[{i}]"
-        run = validate(raw, RUN, w)
+    for w, run in each_run(cfg, where, RUN):
         if run["calibrated"] and run["neurons"] != "analog":
             raise ConfigError(f"{w}.calibrated: only analog neurons are calibrated; got neurons {run['neurons']!r}")
         if run["neurons"] == "analog" and widest > chip["n_neurons"]:
@@ -327,18 +318,13 @@ def _calibration_table(results: list[dict[str, Any]]) -> str:
 
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv, RESULTS.md and figures; return the summary."""
-    from pathlib import Path
-
     from ... import plot
-    from ...io import atomic_write_text, write_csv
+    from ...io import atomic_write_text
 
-    out = Path(out)
     metrics = [m for r in results for m in r["metrics"]]
-    write_csv(out / "metrics.csv", metrics)
+    out, figs = start_report(out, metrics)
     rows = table(results)
     ok, _ = divergence.split(results)
-    figs = out / "figures"
-    figs.mkdir(exist_ok=True)
     figures = []
     if ok:  # figures of the seeds that did not diverge
         fig = plot._file_figure(figsize=(8, 4.2), layout="constrained")
