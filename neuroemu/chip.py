@@ -298,6 +298,8 @@ class Chip:
         return self.model.forward(self, x, **options)
 
     def weights(self) -> dict[str, np.ndarray]:
+        """{layer name: its weights as the hardware holds them}: fresh arrays read from the tiles, or
+        on an exact float chip the layers' own arrays (copy them to keep a snapshot)."""
         return {name: layer.weights() for name, layer in self.layers.items()}
 
     def apply(self, update: Update) -> None:

@@ -45,7 +45,7 @@ from ..chip import Chip, Update
 from ..errors import ConfigError
 from .base import Rule, RuleError, Step, check_traits
 
-__all__ = ["Hebbian", "HebbianRule", "HebbianDense", "HebbianConv", "Unlabelled", "RULES", "SIMILARITIES",
+__all__ = ["Hebbian", "HebbianRule", "Unlabelled", "RULES", "SIMILARITIES",
            "WEIGHTINGS", "similarity", "responses"]
 
 RULES = ("swta", "kwta", "hpca", "oja")
