@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import ConfigError, NeuroemuError, did_you_mean
 from .hardware.cards import Card, load_card
-from .hardware.crossbar import Periphery, Tile
+from .hardware.crossbar import Periphery, Tile, as_rng
 from .hardware.factory import make_tile
 from .hardware.schemes import SCHEMES, Scheme, make_scheme
 
@@ -220,6 +220,7 @@ class Layer:
         default ``rng``). On an exact chip (:meth:`Hardware.exact`) the layer is ``w`` itself."""
         if hw.scheme == EXACT:
             return cls(name, FloatWeights(w), bias)
+        rng = as_rng(rng)  # a seed: one generator for the tile and the scheme, not two copies of it
         tile = hw.tile(*w.shape, rng, scale=scale)
         tile.write(np.clip(w, *tile.w_range) if clip else w)
         return cls(name, make_scheme(hw.scheme, tile, rng=rng if scheme_rng is None else scheme_rng,
@@ -346,6 +347,7 @@ class Chip:
         max|W| to g_max (aihwkit's mapping), the analog chip max|W| to its largest integer weight
         (hxtorch's); other cards use ``hardware.w_max``."""
         hw = hardware.replace(scheme="ideal", scheme_params={})
+        rng = as_rng(rng)  # a seed: one generator for every layer, not the same draws in each
         layers = []
         for layer in self:
             w = layer.weights()
@@ -375,8 +377,6 @@ def build_chip(model: Any, hardware: Hardware | None = None, rng: Any = None, *,
     """The model's layers on ``hardware`` (default: a float chip). For every layer in the model's
     order: its initial weights (``weights[name]`` when given, else drawn by the model from ``rng``),
     a tile (devices from ``rng``) and the scheme (from ``scheme_rng``, default ``rng``)."""
-    from .hardware.crossbar import as_rng
-
     hw = Hardware.ideal() if hardware is None else hardware
     rng = as_rng(rng)
     layers = []

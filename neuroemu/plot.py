@@ -276,7 +276,7 @@ def plot_programmed_vs_target(data: Mapping[str, Any], *, ax=None, color=None, *
     return ax
 
 
-# ---------------------------------------------------------------------------------------- experiments
+# ---------------------------------------------------------------------------------------- study results
 def _is_acc(name: str) -> bool:
     return "acc" in name.lower()
 

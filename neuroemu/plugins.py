@@ -9,6 +9,7 @@ pyproject.toml). :func:`make` builds one from a config mapping ``{name: ..., <it
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -56,7 +57,8 @@ def _group(kind: str) -> str:
 def _from_file(path: Path, attr: str, where: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{where}: no such file {path}")
-    name = f"neuroemu_plugin_{abs(hash(str(path.resolve())))}"
+    # the same name in every process: a checkpoint pickles the plug-in's objects by module name
+    name = "neuroemu_plugin_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
     module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, path)

@@ -35,6 +35,7 @@ import dataclasses
 import os
 import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -70,8 +71,14 @@ class Protocol:
             raise ValueError("Protocol: give epochs or updates, not both and not neither")
         if self.epochs is not None and self.eval_every is not None:
             raise ValueError("Protocol: eval_every counts updates; an epoch protocol evaluates every epoch")
-        if self.updates is not None and not (self.eval_every or 0) >= 1:
+        if self.eval_every is not None and not self.eval_every >= 1:
+            raise ValueError(f"Protocol: eval_every: expected an integer >= 1, got {self.eval_every!r}")
+        if self.updates is not None and self.eval_every is None:
             self.eval_every = self.updates
+        delays = [float(d) for d in self.delays]
+        if any(not d >= 0 for d in delays) or delays != sorted(delays):
+            raise ValueError(f"Protocol: delays: expected seconds after training, >= 0 and in increasing order, "
+                             f"got {list(self.delays)}")
 
 
 @dataclasses.dataclass
@@ -135,6 +142,7 @@ class Trainer:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_progress", None)
+        state.pop("_started", None)
         return state
 
     def _save(self) -> None:
@@ -151,7 +159,9 @@ class Trainer:
             return self
         try:
             saved = pickle.loads(self.checkpoint.read_bytes())
-        except Exception:  # a checkpoint of another version or a torn file: start afresh
+        except Exception as exc:  # a checkpoint of another version or a torn file: start afresh
+            warnings.warn(f"{self.job_id}: checkpoint {self.checkpoint} cannot be read ({type(exc).__name__}: {exc}); "
+                          "the run starts from the beginning", stacklevel=2)
             return self
         if not isinstance(saved, dict) or saved.get("key") != self.key:
             return self
@@ -186,6 +196,11 @@ class Trainer:
         self.last = measured
         return measured
 
+    def _clock(self) -> None:
+        """train_time: the time saved by a checkpoint plus the time this run has trained."""
+        start, before = self._started
+        self.train_time = before + time.perf_counter() - start
+
     def _row(self, unit: str, n: int, stage: str, means: dict[str, float]) -> dict[str, Any]:
         """Evaluate, record the tiles, append the row; returns the evaluation."""
         scores = self.task.evaluate(self.chip, stage, self.last)
@@ -201,7 +216,7 @@ class Trainer:
         p = self.protocol
         self._progress = JobProgress(self.job_id, enabled=self._progress_enabled)
         diverged = None
-        start = time.perf_counter()
+        self._started = (time.perf_counter(), self.train_time)  # a resumed run adds to the time saved
         try:
             if p.epochs is not None:
                 self._epochs()
@@ -209,7 +224,7 @@ class Trainer:
                 self._updates()
         except divergence.Diverged as exc:
             diverged = exc.record
-        self.train_time += time.perf_counter() - start
+        self._clock()
         final: dict[str, Any] = {}
         after: dict[float, dict[str, Any]] = {}
         if diverged is None:
@@ -237,7 +252,6 @@ class Trainer:
         p = self.protocol
         while self.done < p.epochs:
             epoch = self.done + 1
-            t0 = time.perf_counter()
             sums: dict[str, list[float]] = {}
             batches = self.task.batches(epoch)
             total = len(batches) if hasattr(batches, "__len__") else None
@@ -255,7 +269,7 @@ class Trainer:
                 self.watch.check(epoch, np.mean(sums[p.watch]))
             self.done = epoch
             scores = self._row("epoch", epoch, "epoch", means)
-            self.train_time += time.perf_counter() - t0
+            self._clock()
             self._save()
             if self._progress.due():
                 shown = [f"{p.watch} {means[f'train_{p.watch}']:.3g}"] if f"train_{p.watch}" in means else []
@@ -265,7 +279,6 @@ class Trainer:
 
     def _updates(self) -> None:
         p = self.protocol
-        t0 = time.perf_counter()
         while self.done < p.updates:
             step = self.done + 1
             evaluation = step % p.eval_every == 0 or step == p.updates
@@ -278,7 +291,5 @@ class Trainer:
                 self._progress.log(f"update {step}/{p.updates}" + (f"  {p.watch} {value:.3g}" if value is not None
                                                                      else ""))
             if evaluation:
-                self.train_time += time.perf_counter() - t0
+                self._clock()
                 self._save()
-                t0 = time.perf_counter()
-        self.train_time += time.perf_counter() - t0

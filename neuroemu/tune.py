@@ -81,8 +81,8 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from .config import apply_overrides, load_yaml, validate
-from .tune_section import METHODS, SECTION, check_section  # noqa: F401 - part of this module's API
+from .config import apply_overrides, load_yaml
+from .tune_section import METHODS, check_section  # noqa: F401 - METHODS: part of this module's API
 from .errors import ConfigError, NeuroemuError, did_you_mean
 from .io import atomic_write_json, atomic_write_text, versions, write_csv
 from .runner import JobsFailed, load_results, run_jobs, slug

@@ -91,9 +91,10 @@ def test_the_example_rule_trains_on_pcm_and_rram_under_three_schemes(tmp_path):
             continue
         assert 0 <= row["test_acc"] <= 100 and 0 <= row["val_acc"] <= 100
         assert ("test_acc_after_3600s" in row) and ("test_acc_after_86400s" in row)
-        assert row["pulses_per_synapse"] == 0 if name == "float" else row["pulses_per_synapse"] >= 0
+        if name == "float":
+            assert row["pulses_per_synapse"] == 0 and row["energy_uJ"] == 0
         pulsed += row["pulses_per_synapse"] > 0
-    assert pulsed >= 3
+    assert pulsed >= 3  # devices were programmed by pulses on the chips that did not diverge
     result = json.loads((tmp_path / "out" / "runs" / "rram_gong2018_mixed_precision_seed0.json").read_text())
     assert result["job"]["run"]["rule"]["name"].endswith("node_perturbation.py:NodePerturbation")
     assert [m["epoch"] for m in result["result"]["metrics"]] == [1]
@@ -235,3 +236,18 @@ def test_a_paper_study_written_as_a_train_config_gives_the_same_numbers(tmp_path
         assert a["test_acc_after"]["3600"] == b["after"]["3600"]["test_acc"]
         assert (a["pulses"], a["energy_pJ"]) == (b["pulses"], b["energy_pJ"])
         assert [m["val_acc"] for m in a["metrics"]] == [m["val_acc"] for m in b["metrics"]]
+
+
+def test_a_rule_from_a_file_pickles_across_processes(tmp_path):
+    """A checkpoint holds the plug-in's objects by module name: another process that loads the same
+    file (as a resumed job does) reads them back."""
+    import subprocess
+    import sys
+
+    (tmp_path / "mine.py").write_text("class Rule:\n    def __init__(self, lr):\n        self.lr = lr\n")
+    common = f"from neuroemu import plugins; R = plugins.load('rule', {str(tmp_path / 'mine.py:Rule')!r}); import pickle"
+    subprocess.run([sys.executable, "-c", f"{common}; open({str(tmp_path / 'r.pkl')!r}, 'wb').write("
+                    "pickle.dumps(R(0.5)))"], check=True)
+    out = subprocess.run([sys.executable, "-c", f"{common}; print(pickle.loads(open({str(tmp_path / 'r.pkl')!r}, "
+                          "'rb').read()).lr)"], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "0.5"

@@ -40,8 +40,7 @@ from .crossbar import as_rng, draw_seed
 from ..errors import ConfigError, did_you_mean
 from .neurons import CubaParams, cuba_sequence, decay
 
-__all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "chip_targets", "PARAMETERS",
-           "SUBSTRATES"]
+__all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "chip_targets", "PARAMETERS"]
 
 #: Neuron parameters of an analog chip, each held in one 10-bit cell per neuron.
 PARAMETERS = ("v_leak", "v_reset", "v_th", "tau_mem", "tau_syn", "gain")

@@ -256,7 +256,9 @@ class SelfDefinedTargets(Rule):
     epoch."""
 
     def __init__(self, inner: Rule, target: SelfDefinedTarget, *, rng: Any = None):
-        self.inner, self.target, self.rng = inner, target, rng
+        from ..hardware.crossbar import as_rng
+
+        self.inner, self.target, self.rng = inner, target, as_rng(rng)  # one stream for every batch's mask
         self.requires = inner.requires
         self._epoch: int | None = None
 

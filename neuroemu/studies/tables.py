@@ -1,4 +1,4 @@
-"""Result tables shared by the experiments: the aligned text table ``neuroemu run`` prints, and the
+"""Result tables shared by the studies: the aligned text table ``neuroemu run`` prints, and the
 cells and notes every experiment's tables use for diverged seeds and pulse-limit hits.
 
 A table row carries ``seeds`` (all of a run's seeds) and ``diverged`` (how many of them diverged,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ... import divergence
-from ...chip import Hardware
+from ...chip import Hardware, build_chip
 from ...config import Opt
 from ...errors import ConfigError, NeuroemuError
 from ...hardware.schemes import PulseLimitWarning
@@ -208,14 +208,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     rng_chip, rng_task, rng_rule = (np.random.default_rng(s) for s in
                                     np.random.SeedSequence([job["seed"], zlib.crc32(run["name"].encode())]).spawn(3))
     hw = Hardware.from_config(run["chip"], "chip")
-    model = _make("model", run["model"], "model")
+    model = _make("model", run["model"], "model", rng=rng_chip)
     task = _make("task", run["task"], "task", rng=rng_task)
     rule = _make("rule", run["rule"], "rule", rng=rng_rule)
     p = dict(run["protocol"])
     deploy = p.pop("deploy")
     protocol = Protocol(**p, deploy=hw if deploy else None, diverge_factor=job["diverge_factor"])
     try:
-        chip = model.build(Hardware.ideal(hw.w_max) if deploy else hw, rng_chip)
+        chip = build_chip(model, Hardware.ideal(hw.w_max) if deploy else hw, rng_chip)
     except NeuroemuError as exc:
         raise ConfigError(f"{run['name']}: {exc}") from None
     result = Trainer(chip, rule, task, protocol, job_id=job["id"], deploy_rng=rng_chip,
@@ -232,7 +232,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     if result.diverged is not None:
         out["diverged"] = result.diverged
     else:
-        out["pulse_hist"] = pulse_histogram(next(iter(chip)).tile)
+        first = next(iter(chip)).tile
+        if first is not None:  # an exact float chip has no tiles
+            out["pulse_hist"] = pulse_histogram(first)
     return out
 
 
@@ -277,8 +279,13 @@ def console_table(rows: list[dict[str, Any]]) -> list[str]:
     main = _main_metric(rows) or "test_acc"
     head = f"{main.replace('_', ' ')}{' %' if main.endswith('_acc') else ''}"
     return tables.console_table(rows, [("pulses/syn", "pulses_per_synapse", ".2f"), ("refreshes", "refreshes", ".0f"),
-                                       ("energy uJ", "energy_uJ", ".3g")], main=(head, main, ".4g"),
+                                       ("energy uJ", "energy_uJ", ".3g")], main=(head, main, _fmt(main)),
                                 unit=rows[0]["unit"])
+
+
+def _fmt(key: str) -> str:
+    """Accuracies (in %) with two decimals, other metrics with four significant digits."""
+    return ".2f" if "_acc" in key else ".4g"
 
 
 def markdown_table(rows: list[dict[str, Any]], unit: str) -> str:
@@ -289,8 +296,8 @@ def markdown_table(rows: list[dict[str, Any]], unit: str) -> str:
         ["pulses / synapse", "refreshes", "write energy (µJ)", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["run"]] + [tables.value_cell(r, k, ".4g") for k in finals] + \
-            [tables.number(r, k, ".4g") for k in after] + \
+        cells = [r["run"]] + [tables.value_cell(r, k, _fmt(k)) for k in finals] + \
+            [tables.number(r, k, _fmt(k)) for k in after] + \
             [tables.number(r, "pulses_per_synapse", ".2f"), tables.number(r, "refreshes", ".0f"),
              tables.number(r, "energy_uJ", ".3g"), tables.number(r, "train_time_s", ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
