@@ -78,11 +78,15 @@ def _spec(value: Any, where: str) -> dict[str, Any]:
     raise ConfigError(f"{where}: expected a name or a mapping with 'name' and its parameters, got {value!r}")
 
 
-def _absolute(spec: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
-    """A file named relative to the config becomes absolute: workers run elsewhere."""
+def _from_here(spec: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """A file named relative to the config is named relative to the working directory (where the
+    workers start too): ``examples/plugin_rule/rule.py:Rule`` for a run from the repository, the same
+    job on every machine."""
+    import os
+
     source, sep, attr = spec["name"].rpartition(":")
     if sep and (source.endswith(".py") or "/" in source) and not Path(source).is_absolute() and base_dir:
-        spec["name"] = f"{(base_dir / source).resolve()}:{attr}"
+        spec["name"] = f"{Path(os.path.relpath((base_dir / source).resolve()))}:{attr}"
     return spec
 
 
@@ -135,13 +139,13 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     from ...runner import check_run_names
     from ...train import Protocol
 
-    base = {k: _absolute(_spec(cfg[k], f"{where} {k}"), base_dir) for k in PARTS}
+    base = {k: _from_here(_spec(cfg[k], f"{where} {k}"), base_dir) for k in PARTS}
     runs = []
     for w, raw in each_run(cfg, where, RUN):
         run: dict[str, Any] = {"name": raw["name"]}
         for k in PARTS:
             change = raw[k]
-            run[k] = _absolute(dict(change), base_dir) if "name" in change else {**base[k], **change}  # a new name: its own parameters
+            run[k] = _from_here(dict(change), base_dir) if "name" in change else {**base[k], **change}  # a new name: its own parameters
         run["protocol"] = validate({**cfg["protocol"], **raw["protocol"]}, PROTOCOL, f"{w}.protocol")
         try:
             Protocol(**{k: v for k, v in run["protocol"].items() if k != "deploy"})
@@ -336,13 +340,15 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     unit = results[0]["unit"]
     delays = sorted({float(d) for run in cfg["runs"] for d in run["protocol"]["delays"]})
 
-    def part(run, k):
-        return ", ".join(f"{a} {b}" for a, b in run[k].items() if a != "name")
+    def part(spec, base=None):
+        shown = ", ".join(f"{a} {b}" for a, b in spec.items() if a != "name" and (base is None or base.get(a) != b))
+        return f" ({shown})" if shown else ""
 
-    described = "\n".join(f"* {r['name']}: model {r['model']['name']} ({part(r, 'model')}); rule {r['rule']['name']} "
-                          f"({part(r, 'rule')}); task {r['task']['name']} ({part(r, 'task')}); chip "
-                          f"{', '.join(f'{a} {b}' for a, b in r['chip'].items()) or 'ideal'}"
-                          for r in cfg["runs"])
+    described = "\n".join(
+        [f"* {k}: {cfg[k]['name']}{part(cfg[k])}" for k in PARTS] +
+        [f"* run {r['name']}: chip {', '.join(f'{a} {b}' for a, b in r['chip'].items()) or 'ideal'}" +
+         "".join(f"; {k}{' ' + r[k]['name'] if r[k]['name'] != cfg[k]['name'] else ''}{part(r[k], cfg[k])}"
+                 for k in PARTS if r[k] != cfg[k]) for r in cfg["runs"]])
     text = f"""# {cfg['description'] or 'Training on emulated chips'}
 
 Produced by:
