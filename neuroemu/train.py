@@ -43,6 +43,7 @@ import numpy as np
 
 from . import divergence
 from .chip import Chip, Hardware
+from .io import atomic_write_bytes
 from .progress import JobProgress
 from .record import Recorder
 from .rules.base import run_step
@@ -122,6 +123,9 @@ class Trainer:
                  deploy_rng: Any = None, recorder: Recorder | None = None, observe_start: bool = True,
                  device: Callable[[str], bool] | None = None, device_stats: bool = True,
                  checkpoint: str | Path | None = None, key: Any = None, progress: bool | None = None):
+        if protocol.deploy is not None and deploy_rng is None:
+            raise ValueError("Trainer: a protocol that deploys needs deploy_rng, the generator of the deployed "
+                             "chip's devices (a seed or a Generator), so that the run can be repeated")
         self.chip, self.rule, self.task, self.protocol = chip, rule, task, protocol
         self.deploy_rng = deploy_rng
         self.recorder = Recorder() if recorder is None else recorder
@@ -148,8 +152,6 @@ class Trainer:
     def _save(self) -> None:
         if self.checkpoint is None:
             return
-        from .io import atomic_write_bytes
-
         atomic_write_bytes(self.checkpoint, pickle.dumps({"key": self.key, "trainer": self},
                                                          protocol=pickle.HIGHEST_PROTOCOL))
 
