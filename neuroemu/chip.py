@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -341,18 +341,26 @@ class Chip:
             out["layers"] = each
         return out
 
-    def deploy(self, hardware: Hardware, rng: Any) -> "Chip":
-        """This network with its weights (as held now) programmed once onto ``hardware`` (scheme
-        ``ideal``: one write, then inference), digital biases copied. PCM inference cards map
-        max|W| to g_max (aihwkit's mapping), the analog chip max|W| to its largest integer weight
-        (hxtorch's); other cards use ``hardware.w_max``."""
-        hw = hardware.replace(scheme="ideal", scheme_params={})
-        rng = as_rng(rng)  # a seed: one generator for every layer, not the same draws in each
-        layers = []
-        for layer in self:
+    def deploy(self, hardware: Hardware | Callable[[np.ndarray], Hardware], rng: Any, *,
+               compensate_drift: bool = False) -> "Chip":
+        """This network with its weights (as held now) programmed once onto other hardware (scheme
+        ``ideal``: one write, then inference), digital biases copied, layer by layer. ``hardware``
+        is one :class:`Hardware` or a function of a layer's weights giving it (e.g. with its max|W|
+        as ``w_max``); ``rng`` one generator (or seed) for every layer's devices, or a list of one
+        per layer; ``compensate_drift``: each tile reads its drift reference right after it is
+        programmed. PCM inference cards map max|W| to g_max (aihwkit's mapping), the analog chip
+        max|W| to its largest integer weight (hxtorch's); other cards use ``w_max``."""
+        rngs = list(rng) if isinstance(rng, (list, tuple)) else None
+        one = None if rngs is not None else as_rng(rng)  # a seed: one generator, not the same draws per layer
+        layers, hw = [], hardware
+        for i, layer in enumerate(self):
             w = layer.weights()
-            layers.append(Layer.build(layer.name, w, hw, rng, scale=program_scale(hw, w),
-                                      bias=None if layer.bias is None else layer.bias.copy()))
+            hw = (hardware(w) if callable(hardware) else hardware).replace(scheme="ideal", scheme_params={})
+            new = Layer.build(layer.name, w, hw, rngs[i] if rngs is not None else one, scale=program_scale(hw, w),
+                              bias=None if layer.bias is None else layer.bias.copy())
+            if compensate_drift and new.tile is not None:
+                new.tile.compensate_drift()
+            layers.append(new)
         return Chip(self.model, layers, hw)
 
     def __repr__(self) -> str:

@@ -242,3 +242,21 @@ def test_an_exact_chip_is_plain_arrays_in_their_dtype():
     assert Hardware.from_config({"scheme": "exact"}).scheme == "exact"
     with pytest.raises(ConfigError, match="float chip without devices"):
         Hardware.from_config({"card": "rram_gong2018", "scheme": "exact"})
+
+
+def test_deploy_per_layer_hardware_and_generators():
+    chip = MLP([12, 8, 3]).build(Hardware.ideal(w_max=4.0), rng=1)
+    seen = []
+
+    def hardware(w):
+        seen.append(w.shape)
+        return Hardware(card="pcm_nandakumar2018", w_max=float(np.abs(w).max()), periphery=Periphery.ideal())
+
+    rngs = [np.random.default_rng(5), np.random.default_rng(6)]
+    on = chip.deploy(hardware, rngs, compensate_drift=True)
+    assert seen == [(8, 12), (3, 8)] and [layer.tile.card.name for layer in on] == ["pcm_nandakumar2018"] * 2
+    again = chip.deploy(hardware, [np.random.default_rng(5), np.random.default_rng(6)], compensate_drift=True)
+    for name in chip.layers:  # the same generators, the same devices
+        np.testing.assert_array_equal(on[name].tile.conductances(), again[name].tile.conductances())
+    one_seed = chip.deploy(hardware, 7)  # one generator from the seed, not a fresh copy of it per layer
+    assert one_seed["layer1"].tile.rng.random() != one_seed["layer2"].tile.rng.random()

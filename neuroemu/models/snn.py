@@ -99,24 +99,6 @@ class SNN(Model):
         return f"SNN({type(self.net).__name__} {'-'.join(map(str, self.net.sizes))}, {units})"
 
 
-def deploy(chip: Chip, hardware: Hardware | Callable[[np.ndarray], Hardware], rngs: Any, *,
-           compensate_drift: bool = False) -> Chip:
-    """``chip``'s layers programmed once onto other hardware, one layer at a time
-    (:meth:`Chip.deploy` of each): ``hardware`` is one :class:`Hardware` or a function of the
-    layer's weights giving it (e.g. its max|W| as ``w_max``); ``rngs`` one generator for every
-    layer's devices or one per layer; with ``compensate_drift`` each tile reads its drift reference
-    right after it is programmed. The model stays ``chip``'s."""
-    layers, hw = [], chip.hardware
-    for i, layer in enumerate(chip):
-        hw = hardware(layer.weights()) if callable(hardware) else hardware
-        rng = rngs[i] if isinstance(rngs, (list, tuple)) else rngs
-        one = Chip(chip.model, [layer], chip.hardware).deploy(hw, rng)[layer.name]
-        if compensate_drift:
-            one.tile.compensate_drift()
-        layers.append(one)
-    return Chip(chip.model, layers, hw.replace(scheme="ideal", scheme_params={}))
-
-
 def with_model(chip: Chip, model: Model) -> Chip:
     """The same layers behind another model (e.g. the network's units on a neuron substrate)."""
     return Chip(model, list(chip), chip.hardware)

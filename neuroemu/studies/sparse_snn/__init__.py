@@ -249,12 +249,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def _on_chip(chip, job, xte, yte) -> dict[str, float]:
     """Program the trained weights once on the chip card and measure test accuracy after each delay."""
     from ...hardware.crossbar import Periphery
-    from ...models.snn import deploy, with_model
+    from ...models.snn import with_model
 
     c = job["chip"]
     base = Hardware(card=c["card"], periphery=Periphery.device_reads())
-    on = deploy(chip, lambda w: base.replace(w_max=max(float(np.abs(w).max()), 1e-12)), np.random.default_rng([job["seed"], 7]),
-                compensate_drift=c["drift_compensation"])
+    on = chip.deploy(lambda w: base.replace(w_max=max(float(np.abs(w).max()), 1e-12)),
+                     np.random.default_rng([job["seed"], 7]), compensate_drift=c["drift_compensation"])
     on = with_model(on, chip.model.replace(spike_reads=True))
     out, elapsed = {}, 0.0
     for d in [0.0, *c["delays"]]:

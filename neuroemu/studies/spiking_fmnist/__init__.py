@@ -189,7 +189,7 @@ def _deploy(chip, run: dict[str, Any], job: dict[str, Any]):
     from ...hardware.crossbar import Periphery
     from ...hardware.factory import make_substrate
     from ...hardware.calibration import calibrate
-    from ...models.snn import deploy, with_model
+    from ...models.snn import with_model
 
     seed = job["seed"]
     card = load_card(job["model"]["card"])
@@ -204,7 +204,7 @@ def _deploy(chip, run: dict[str, Any], job: dict[str, Any]):
         return Hardware(card=synapses, w_max=top, periphery=per)
 
     rngs = [np.random.default_rng([seed, 1 + layer, zlib.crc32(synapses.name.encode())]) for layer in range(len(chip))]
-    on = deploy(chip, hardware, rngs)
+    on = chip.deploy(hardware, rngs)
     subs, reports = [], []
     for layer, spec in enumerate(chip):
         # the same chip for every run of a seed: mismatch from (seed, layer) only
