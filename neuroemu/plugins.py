@@ -41,6 +41,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "rsnn": "neuroemu.models.rsnn:RSNN",
         "sdt_cnn": "neuroemu.models.convnet:sdt_cnn",
         "sdt_mlp": "neuroemu.models.convnet:clip_mlp",
+        "snn": "neuroemu.models.snn:spiking_network",
     },
     "task": {
         "evidence_accumulation": "neuroemu.data.sequences:evidence_accumulation_task",

@@ -251,3 +251,23 @@ def test_a_rule_from_a_file_pickles_across_processes(tmp_path):
     out = subprocess.run([sys.executable, "-c", f"{common}; print(pickle.loads(open({str(tmp_path / 'r.pkl')!r}, "
                           "'rb').read()).lr)"], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "0.5"
+
+
+def test_the_spiking_network_and_its_rules_train_from_a_config(tmp_path):
+    from neuroemu.studies import run_experiment
+
+    data = write_tiny_fashion_mnist(tmp_path / "fmnist", 120, 40)
+    cfg = tmp_path / "snn.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "experiment": "train", "seeds": [0], "workers": 1,
+        "model": {"name": "snn", "sizes": [784, 12, 10], "t_steps": 10},
+        "rule": {"name": "sparse_bptt", "lr": 0.002},
+        "task": {"name": "fashion_mnist", "batch_size": 20, "dir": str(data), "download": False},
+        "protocol": {"epochs": 1},
+        "runs": [{"name": "exact", "chip": {"scheme": "exact"}},
+                 {"name": "surrogate", "chip": {"scheme": "exact"}, "rule": {"name": "surrogate_bptt", "lr": 0.002},
+                  "model": {"name": "snn", "sizes": [784, 12, 10], "t_steps": 10, "dynamics": "surrogate"}},
+                 {"chip": {"card": "rram_gong2018", "scheme": "sign"}}]}))
+    rows = {r["run"]: r for r in run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)["table"]}
+    assert set(rows) == {"exact", "surrogate", "rram_gong2018/sign"} and not any(r.get("diverged") for r in rows.values())
+    assert rows["rram_gong2018/sign"]["pulses_per_synapse"] > 0 and rows["exact"]["pulses_per_synapse"] == 0

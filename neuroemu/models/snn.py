@@ -17,8 +17,9 @@ to a chip:
 * ``encode`` turns a batch of images (batch, pixels) into input spikes (T, batch, pixels), so that
   classification tasks of images serve (without it the input is already a spike sequence).
 
-:func:`deploy` programs a trained chip's layers one by one onto other hardware (the trained float
-network on PCM, RRAM or an analog chip's synapses).
+:meth:`Chip.deploy <neuroemu.chip.Chip.deploy>` programs a trained chip's layers onto other hardware
+(the trained float network on PCM, RRAM or an analog chip's synapses). :func:`spiking_network`
+builds one from config values (the ``snn`` model of a config).
 """
 
 from __future__ import annotations
@@ -102,3 +103,24 @@ class SNN(Model):
 def with_model(chip: Chip, model: Model) -> Chip:
     """The same layers behind another model (e.g. the network's units on a neuron substrate)."""
     return Chip(model, list(chip), chip.hardware)
+
+
+def spiking_network(sizes: Sequence[int], *, dynamics: str = "sparse", t_steps: int = 100, tau_eff: float = 20.0,
+                    theta: float = 0.2, rng: Any = None, **options: Any) -> SNN:
+    """An :class:`SNN` from config values: layer ``sizes`` (inputs, hidden..., classes), the
+    ``dynamics`` of :class:`~neuroemu.rules.sparse.SparseSNN` (``sparse``: for the dense and the
+    sparse backward) or :class:`~neuroemu.rules.surrogate.SpikingMLP` (``surrogate``), further
+    ``options`` of that network (e.g. ``tau_mem``), its initial weights from ``rng``; images are
+    latency-coded (:func:`neuroemu.data.encoders.latency_encode` with ``t_steps``, ``tau_eff``,
+    ``theta``)."""
+    import functools
+
+    from ..data.encoders import latency_encode
+    from ..rules.sparse import SparseSNN
+    from ..rules.surrogate import SpikingMLP
+
+    kinds = {"sparse": SparseSNN, "surrogate": SpikingMLP}
+    if dynamics not in kinds:
+        raise ValueError(f"dynamics: expected one of {', '.join(kinds)}, got {dynamics!r}")
+    net = kinds[dynamics](tuple(sizes), rng=rng, **options)
+    return SNN(net, encode=functools.partial(latency_encode, t_steps=t_steps, tau_eff=tau_eff, theta=theta))

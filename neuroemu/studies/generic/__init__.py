@@ -110,11 +110,12 @@ def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
 
 
 def _accepts(factory: Any, name: str) -> bool:
+    """Whether ``factory`` names the parameter ``name`` (a ``**kwargs`` catch-all does not count:
+    it may pass everything on to something that does not take it)."""
     try:
-        params = inspect.signature(factory).parameters
+        return name in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _load(kind: str, spec: dict[str, Any], where: str) -> Any:
