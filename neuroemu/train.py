@@ -24,7 +24,8 @@ the data of a task, following a :class:`Protocol`:
 
 A task is any object with ``batches(epoch)`` (epoch protocols) or ``batch(step)`` (update
 protocols) and ``evaluate(chip, stage, last) -> dict``; optionally ``observe(batch, measured)``
-(called after every update), ``check_final(final, watch, at)`` (returns a ``diverged`` record
+(called after every update), ``stop`` (an attribute: set true, e.g. by ``evaluate``, it ends the
+training after that evaluation), ``check_final(final, watch, at)`` (returns a ``diverged`` record
 for a final evaluation that shows divergence, or None) and ``restore(fresh)`` (after a checkpoint
 is loaded: take from the task built anew what the checkpoint left out, e.g. the data).
 """
@@ -278,6 +279,8 @@ class Trainer:
                 shown += [f"{k.replace('_', ' ')} {100 * v:.2f} %" if k.endswith("_acc") else
                           f"{k.replace('_', ' ')} {v:.4g}" for k, v in scores.items() if isinstance(v, float)]
                 self._progress.log(f"epoch {epoch}/{p.epochs}  " + "  ".join(shown))
+            if getattr(self.task, "stop", False):
+                break
 
     def _updates(self) -> None:
         p = self.protocol
@@ -295,3 +298,5 @@ class Trainer:
             if evaluation:
                 self._clock()
                 self._save()
+                if getattr(self.task, "stop", False):
+                    break

@@ -260,3 +260,21 @@ def test_deploy_per_layer_hardware_and_generators():
         np.testing.assert_array_equal(on[name].tile.conductances(), again[name].tile.conductances())
     one_seed = chip.deploy(hardware, 7)  # one generator from the seed, not a fresh copy of it per layer
     assert one_seed["layer1"].tile.rng.random() != one_seed["layer2"].tile.rng.random()
+
+
+def test_a_task_can_end_training_after_an_evaluation():
+    class StopAtTwo(ClassificationTask):
+        stop = False
+
+        def evaluate(self, chip, stage, last=None):
+            out = super().evaluate(chip, stage, last)
+            self.stop = self.stop or (stage == "epoch" and len(self.seen) == 1)
+            self.seen.append(stage)
+            return out
+
+    x, y = _data()
+    task = StopAtTwo(x[:160], y[:160], batch_size=20, rng=2, held_out={"test": (x[160:], y[160:])})
+    task.seen = []
+    result = Trainer(MLP([12, 8, 2]).build(_hw(), rng=0), Backprop(0.2), task, Protocol(epochs=5, delays=[10.0]),
+                     progress=False).run()
+    assert [r["epoch"] for r in result.rows] == [1, 2] and task.seen == ["epoch", "epoch", "final", "delay"]

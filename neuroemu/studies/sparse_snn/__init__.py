@@ -169,9 +169,10 @@ class _Task(ClassificationTask):
     training-batch-sized slice of the test set) and the per-layer statistics of the epoch's
     batches. With ``stop_when_dead`` the run ends at the first epoch with a dead layer."""
 
-    def __init__(self, *args, dead_images: int, protocol: Protocol, stop_when_dead: bool, **kwargs):
+    def __init__(self, *args, dead_images: int, stop_when_dead: bool, **kwargs):
         super().__init__(*args, **kwargs)
-        self.dead_images, self.protocol, self.stop_when_dead = dead_images, protocol, stop_when_dead
+        self.dead_images, self.stop_when_dead = dead_images, stop_when_dead
+        self.stop = False
         self.epoch = 0
         self.agg: dict[str, list] = {}
 
@@ -195,7 +196,7 @@ class _Task(ClassificationTask):
             row[f"{name}_backward_MB"] = float(np.max([b[k] for b in agg["bytes"]]) / 1e6)
             row[f"{name}_spikes_per_neuron"] = float(np.mean([c[k] for c in agg["counts"]]))
         if dead and self.stop_when_dead:  # the trainer ends after this epoch
-            self.protocol.epochs = self.epoch
+            self.stop = True
         return row
 
 
@@ -224,8 +225,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     bs = tr["batch_size"]
     protocol = Protocol(epochs=tr["epochs"], diverge_factor=job["diverge_factor"])
     task = _Task(xtr, ytr, batch_size=bs, rng=rng_data, held_out={"test": (xte, yte)},
-                 eval_batch=job["eval"]["batch_size"], dead_images=bs, protocol=protocol,
-                 stop_when_dead=m["dead_guard"])
+                 eval_batch=job["eval"]["batch_size"], dead_images=bs, stop_when_dead=m["dead_guard"])
     rule = SparseBPTT(LearningRate(tr, tr["epochs"] * (len(xtr) // bs)), backward=m["backward"])
     trainer = Trainer(chip, rule, task, protocol, job_id=job["id"], observe_start=False, device=_no_device,
                       device_stats=False, checkpoint=checkpoint_path(job["id"]), key=job)
