@@ -30,9 +30,10 @@ import numpy as np
 
 from .errors import ConfigError, NeuroemuError, did_you_mean
 from .hardware.cards import Card, load_card
-from .hardware.crossbar import Periphery, Tile, as_rng
+from .hardware.crossbar import Periphery, Tile
 from .hardware.factory import make_tile
 from .hardware.schemes import SCHEMES, Scheme, make_scheme
+from .rng import as_rng
 
 
 #: The scheme name of an exact float chip (:meth:`Hardware.exact`): plain weight arrays, no tiles.

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from neuroemu.rules.surrogate import Adam
+from .rng import as_rng
 
 __all__ = [
     "AvgPool2d",
@@ -66,10 +67,6 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ----------------------------------------------------------------------------- helpers
-def _as_rng(rng: Any) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
 def _int(name: str, val: Any, minimum: int) -> int:
     if isinstance(val, (bool, np.bool_)) or not isinstance(val, numbers.Integral) or val < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {val!r}")
@@ -155,7 +152,7 @@ INITS = ("he", "fan_in")
 def _init(rng: Any, shape: tuple, fan_in: int, dtype: np.dtype, init: str, bias: bool):
     """Weights and bias: ``he`` U(±√(6/fan_in)), bias 0; ``fan_in`` U(±1/√fan_in) for both (PyTorch's
     default, which keeps units near their linear range at the start)."""
-    g = _as_rng(rng)
+    g = as_rng(rng)
     if init == "he":
         bound = math.sqrt(6.0 / fan_in)
         return g.uniform(-bound, bound, shape).astype(dtype), (np.zeros(shape[0], dtype) if bias else None)
@@ -486,7 +483,7 @@ class Dropout(_NoParams):
         p = float(p)
         if not (0.0 <= p < 1.0):
             raise ValueError(f"p: expected a dropout probability in [0, 1), got {p}")
-        self.p, self.rng = p, _as_rng(rng)
+        self.p, self.rng = p, as_rng(rng)
         super().__init__()
 
     def __repr__(self) -> str:
@@ -689,7 +686,7 @@ def train_classifier(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, b
         optimizer = Adam(lr=lr)
     elif lr is not None:
         optimizer.lr = lr
-    rng = _as_rng(rng)
+    rng = as_rng(rng)
     history = []
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
@@ -793,7 +790,7 @@ def linear_probe(ftr: np.ndarray, ytr: np.ndarray, fte: np.ndarray, yte: np.ndar
         if validation >= len(xtr):
             raise ValueError(f"validation: expected fewer held-out samples than the {len(xtr)} training ones, "
                              f"got {validation}")
-        order = _as_rng(rng).permutation(len(xtr))
+        order = as_rng(rng).permutation(len(xtr))
         fit_i, val_i = order[validation:], order[:validation]
         fits = {}
         for v in reversed(grid):  # strongest first: each fit warm-starts the next

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from ..rng import as_rng
 
 __all__ = ["latency_encode", "latency_times", "rate_encode"]
 
@@ -127,6 +128,6 @@ def rate_encode(x, *, t_steps: int = 100, max_prob: float = 0.2, rng=None, dtype
     max_prob = float(max_prob)
     if not 0.0 <= max_prob <= 1.0:
         raise ValueError(f"max_prob: expected a spike probability per step in [0, 1], got {max_prob}")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = as_rng(rng)
     p = xs * max_prob
     return (gen.random((t_steps,) + xs.shape) < p).astype(dt)

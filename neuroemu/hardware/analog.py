@@ -26,7 +26,8 @@ import numpy as np
 
 from .._kernels import analog as _K
 from .cards import Card, load_card
-from .crossbar import Periphery, Tile, as_rng, draw_seed
+from ..rng import as_rng, draw_seed
+from .crossbar import Periphery, Tile
 from ..errors import ConfigError
 
 

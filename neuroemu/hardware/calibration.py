@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .crossbar import as_rng
+from ..rng import as_rng
 from ..errors import ConfigError
 from .substrate import PARAMETERS, VOLTAGES, AnalogNeurons
 

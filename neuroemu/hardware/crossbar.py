@@ -45,18 +45,9 @@ from .._kernels import periphery as P
 from .._kernels.rng import normals
 from .cards import Card, load_card
 from ..errors import ConfigError
+from ..rng import as_rng, draw_seed
 
 _LAWS = {"constant": K.CONSTANT, "soft_bounds": K.SOFT_BOUNDS, "exp_step": K.EXP_STEP}
-
-
-def as_rng(rng: Any) -> np.random.Generator:
-    """A numpy Generator from a Generator, a seed or None."""
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-def draw_seed(rng: np.random.Generator) -> int:
-    """A kernel seed drawn from a Generator (kernels key their random numbers by it)."""
-    return int(rng.integers(0, 2**63 - 1))
 
 
 #: aihwkit's limits of iterative bound management (``IOParameters.max_bm_factor`` and

@@ -87,7 +87,8 @@ from .._kernels import device as _K
 from .._kernels import periphery as _P
 from .._kernels import update as _U
 from .cards import Card, load_card
-from .crossbar import Periphery, Tile, as_rng, draw_seed
+from ..rng import as_rng, draw_seed
+from .crossbar import Periphery, Tile
 from ..errors import CardError, ConfigError, did_you_mean
 from .response import pulse_response
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from .._kernels import analog as _A
 from .cards import Card, load_card
-from .crossbar import as_rng, draw_seed
+from ..rng import as_rng, draw_seed
 from ..errors import ConfigError, did_you_mean
 from .neurons import CubaParams, cuba_sequence, decay
 

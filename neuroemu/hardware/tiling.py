@@ -36,7 +36,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .cards import Card, load_card
-from .crossbar import Tile, as_rng
+from ..rng import as_rng
+from .crossbar import Tile
 from .factory import make_tile
 from ..errors import ConfigError
 from .schemes import Scheme, make_scheme

@@ -22,6 +22,7 @@ import numpy as np
 from .. import nn
 from ..chip import Chip, Hardware, LayerSpec
 from . import Model
+from ..rng import as_rng
 
 CNN_FEATURES = 128 * 7 * 7
 
@@ -128,7 +129,7 @@ def sdt_cnn(n_out: int, *, prune: float = 0.0, train_conv: bool = True, input_dr
     3×3 (pad 1), ReLU, the same pooling, flatten (128·7·7), dropout ``input_dropout``, a linear layer
     of ``n_out`` (weights and biases U(±1/√fan_in)). A random fraction ``prune`` of the conv weights
     is held at 0; with ``train_conv`` false the conv layers are a fixed feature extractor."""
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rng = as_rng(rng)
     convs = [nn.Conv2d(1, 32, 5, pad=2, rng=rng, init="fan_in"), nn.Conv2d(32, 128, 3, pad=1, rng=rng, init="fan_in")]
     masks = {f"conv{i + 1}": (rng.random(c.w.shape) >= prune).astype(c.w.dtype)
              for i, c in enumerate(convs)} if prune else {}

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..chip import Chip, Hardware, LayerSpec, build_chip
-from ..hardware.crossbar import as_rng, draw_seed
+from ..rng import as_rng, draw_seed
 from ..rules.eprop import EpropConfig, Trace, initial_weight, readout, simulate
 from . import Model
 

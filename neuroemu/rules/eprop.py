@@ -102,6 +102,7 @@ from neuroemu._kernels import neurons as _NK
 from ..chip import Update
 from ..data.sequences import nmse
 from .base import Rule, RuleError, Step, check_traits
+from ..rng import as_rng
 
 __all__ = [
     "Eprop",
@@ -623,7 +624,7 @@ class EpropNetwork:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {val!r}")
         if feedback not in _FEEDBACK:
             raise ValueError(f"feedback: expected one of {_FEEDBACK}, got {feedback!r}")
-        g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        g = as_rng(rng)
         w = initial_weights(n_in, n_rec, n_out, g, in_gain=gains["in_gain"], rec_gain=gains["rec_gain"],
                             out_gain=gains["out_gain"])
         b_fb = None if feedback == "symmetric" else random_feedback(n_rec, n_out, gains["fb_gain"], g)

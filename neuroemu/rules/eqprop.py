@@ -65,6 +65,7 @@ from neuroemu._kernels import eqprop as _K
 from neuroemu.chip import Chip, Update
 from neuroemu.errors import ConfigError
 from neuroemu.rules.base import Rule, Step
+from ..rng import as_rng
 
 __all__ = [
     "NUDGES",
@@ -141,10 +142,6 @@ def _check_sizes(sizes, output: str) -> tuple[int, ...]:
         raise ConfigError(f"sizes: expected at least {least} integers >= 1 ({parts}) for output {output!r}, "
                           f"got {sizes!r}")
     return tuple(int(n) for n in out)
-
-
-def _generator(rng) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
@@ -246,7 +243,7 @@ def init_params(sizes, *, output: str = "mse", rng: Any = None, dtype=np.float32
     defaults, as in Laborieux's code). For ``"xent"`` the last pair is the read-out (sizes[-1]
     classes). rng: a Generator, a seed or None."""
     sizes = _check_sizes(sizes, _check_output(output))
-    g = _generator(rng)
+    g = as_rng(rng)
     ws, bs = [], []
     for n_in, n_out in itertools.pairwise(sizes):
         a = 1.0 / math.sqrt(n_in)
@@ -401,7 +398,7 @@ class EqPropNetwork:
         self.config = config
         self.sizes = _check_sizes(sizes, config.output)
         self.dtype = np.dtype(dtype)
-        self._rng = _generator(rng)
+        self._rng = as_rng(rng)
         self.weights, self.biases = init_params(self.sizes, output=config.output, rng=self._rng, dtype=self.dtype)
         self.lr = _rates(lr, len(self.weights))
 
@@ -481,7 +478,7 @@ class EqPropNetwork:
         else:
             sign = 1.0
             if cfg.nudge == "random_sign":
-                g = self._rng if rng is None else _generator(rng)
+                g = self._rng if rng is None else as_rng(rng)
                 sign = 1.0 if g.random() < 0.5 else -1.0
             beta = sign * cfg.beta
             sb = self._nudged(ws, bs, nl, drive, s0, d, beta)

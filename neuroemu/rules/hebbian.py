@@ -43,6 +43,7 @@ import numpy as np
 
 from ..chip import Chip, Update
 from ..errors import ConfigError
+from ..rng import as_rng
 from .base import Rule, RuleError, Step, check_traits
 
 __all__ = ["Hebbian", "HebbianRule", "Unlabelled", "RULES", "SIMILARITIES",
@@ -301,8 +302,6 @@ class Unlabelled:
     checkpoint keeps the order generator, not the images (:meth:`restore`)."""
 
     def __init__(self, x: np.ndarray, batch_size: int, rng: Any = None):
-        from ..hardware.crossbar import as_rng
-
         self.x, self.batch_size, self.rng = x, int(batch_size), as_rng(rng)
 
     def batches(self, epoch: int) -> list[np.ndarray]:

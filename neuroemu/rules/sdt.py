@@ -32,6 +32,7 @@ import numpy as np
 
 from ..chip import Chip, Update
 from ..errors import ConfigError
+from ..rng import as_rng
 from .base import Rule, Step
 
 __all__ = ["SelfDefinedTarget", "DirectAssociation", "SelfDefinedTargets", "TargetBackprop", "TargetBatch"]
@@ -63,7 +64,7 @@ class SelfDefinedTarget:
         """An output dropout mask (batch, N), 1 = present, or None without output dropout."""
         if self.output_dropout == 0.0:
             return None
-        g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        g = as_rng(rng)
         m = (g.random((batch, self.n_out)) >= self.output_dropout).astype(np.float64)
         # at least k units compete in every sample
         short = np.flatnonzero(m.sum(axis=1) < self.k)
@@ -256,8 +257,6 @@ class SelfDefinedTargets(Rule):
     epoch."""
 
     def __init__(self, inner: Rule, target: SelfDefinedTarget, *, rng: Any = None):
-        from ..hardware.crossbar import as_rng
-
         self.inner, self.target, self.rng = inner, target, as_rng(rng)  # one stream for every batch's mask
         self.requires = inner.requires
         self._epoch: int | None = None

@@ -59,6 +59,7 @@ import numpy as np
 
 from neuroemu._kernels import sparse as K
 from neuroemu.hardware.neurons import decay
+from neuroemu.rng import as_rng
 from neuroemu.rules.surrogate import (
     PAPER_INIT_GAIN,
     PAPER_REG,
@@ -343,7 +344,7 @@ class SparseSNN(SpikingNet):
         self.dead_rate = _positive("dead_rate", dead_rate, allow_zero=True)
         self.theta = THETA
 
-        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        gen = as_rng(rng)
         self.weights: list[np.ndarray] = []
         for layer, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             b = self.beta_out if layer == len(self.sizes) - 2 else self.beta

@@ -50,6 +50,7 @@ from neuroemu._kernels.optim import adam_step
 from neuroemu.chip import Chip, Update
 from neuroemu.hardware.neurons import CubaParams, cuba_sequence, decay
 from neuroemu.rules.base import Rule, RuleError, Step
+from ..rng import as_rng
 
 __all__ = [
     "Adam",
@@ -352,7 +353,7 @@ class SpikingMLP(SpikingNet):
         self.readout_params = CubaParams(decay(dt, tau_out), decay(dt, tau_out_syn), READOUT_V_TH, 0.0,
                                          reset_mode=1.0, refractory_steps=0.0)
 
-        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        gen = as_rng(rng)
         self.weights: list[np.ndarray] = []
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             std = self._init_std(init, len(self.weights) == len(self.sizes) - 2) / math.sqrt(n_in)
