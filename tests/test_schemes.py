@@ -582,6 +582,9 @@ def _state(t):
 ])
 @pytest.mark.parametrize("cap", [2**62, 3])  # no limit; a limit that clips many synapses
 def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, bl_manage, dtype, cap):
+    """Both branches of ``coincidence_apply`` against the twin: with the limit, rows over it pulse
+    through ``_coincidence_pulse``; without it, through its body written out (and the short path of
+    one bidirectional device)."""
     if card == "stuck":
         card = load_card("rram_gong2018").with_params(p_stuck_off=0.2, p_stuck_on=0.1)
     elif card == "write_noise":

@@ -12,6 +12,7 @@ from ..chip import EXACT, Hardware
 from ..config import Opt, check_seeds, validate
 from ..errors import ConfigError, NeuroemuError
 from ..hardware.cards import Card, load_card
+from ..hardware.crossbar import Periphery
 from ..io import write_csv
 
 
@@ -76,6 +77,16 @@ def tiles_only(run: dict[str, Any], where: str) -> None:
                           "weights use card 'ideal' with scheme 'ideal'")
 
 
+def tile_hardware(run: dict[str, Any], *, n_devices: int = 1, w_max: float = 1.0, periphery: Periphery | None = None,
+                  card: Card | str | None = None) -> Hardware:
+    """The chip of a run on tiles of one card (:data:`TILE_RUN`): its card (or ``card``, e.g. with
+    its levels set), scheme and parameters; its n_devices and w_max, or these defaults; ``periphery``
+    (default: exact reads)."""
+    return Hardware(card=run["card"] if card is None else card, scheme=run["scheme"],
+                    scheme_params=run["scheme_params"], n_devices=run["n_devices"] or n_devices,
+                    w_max=run.get("w_max") or w_max, periphery=Periphery.ideal() if periphery is None else periphery)
+
+
 def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> Card:
     """A run on tiles of one card through one scheme: build its card, a 2×2 tile and the scheme once
     (:meth:`Hardware.check`: a typo fails now, not minutes later in a worker) and keep the card's
@@ -85,8 +96,7 @@ def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> Ca
         card = load_card(run["card"])
     except NeuroemuError as exc:
         raise ConfigError(f"{where}.card: {exc}") from None
-    Hardware(card=card, scheme=run["scheme"], scheme_params=run["scheme_params"],
-             n_devices=run["n_devices"] or n_devices, w_max=run.get("w_max") or 1.0).check(where)
+    tile_hardware(run, n_devices=n_devices, card=card).check(where)
     run["card_data"] = card.to_dict()
     return card
 

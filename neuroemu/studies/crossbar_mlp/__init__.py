@@ -42,7 +42,7 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, start_report, tiles_only  # noqa: F401 - prepare: this study's
+from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, start_report, tile_hardware, tiles_only  # noqa: F401 - prepare: this study's
 
 NAME = "crossbar_mlp"
 
@@ -251,9 +251,8 @@ def _card(run: dict[str, Any]):
 def hardware(job: dict[str, Any]) -> Hardware:
     """The run's chip: its card, scheme, devices per synapse, weight range, periphery."""
     run, hw = job["run"], job["hardware"]
-    return Hardware(card=_card(run), scheme=run["scheme"], scheme_params=run["scheme_params"],
-                    n_devices=run["n_devices"] or hw["n_devices"], w_max=run["w_max"] or hw["w_max"],
-                    periphery=_periphery(job), tile_options=_tile_options(run))
+    return tile_hardware(run, n_devices=hw["n_devices"], w_max=hw["w_max"], periphery=_periphery(job),
+                         card=_card(run)).replace(tile_options=_tile_options(run))
 
 
 # ---------------------------------------------------------------------------------------- one job

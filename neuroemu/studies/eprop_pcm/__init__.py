@@ -64,7 +64,7 @@ from ...progress import job_messages
 from ...hardware.schemes import SCHEMES, PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import TILE_RUN, check_tile_run, each_run, header, start_report
+from ..common import TILE_RUN, check_tile_run, each_run, header, start_report, tile_hardware
 
 NAME = "eprop_pcm"
 
@@ -273,8 +273,7 @@ def hardware(job: dict[str, Any]) -> Hardware:
     run, hw = job["run"], job["hardware"]
     per = Periphery(dac_bits=0, adc_bits=0, adc_range=0.0, out_noise=0.0,
                     read_noise=hw["read_noise"] and not run["exact_reads"], noise_management=False)
-    return Hardware(card=load_card(run["card"]), scheme=run["scheme"], scheme_params=run["scheme_params"],
-                    n_devices=run["n_devices"] or hw["n_devices"], w_max=run["w_max"] or hw["w_max"], periphery=per)
+    return tile_hardware(run, n_devices=hw["n_devices"], w_max=hw["w_max"], periphery=per)
 
 
 def network(job: dict[str, Any], n_in: int, n_out: int, rng: np.random.Generator,

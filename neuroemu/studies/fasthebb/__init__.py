@@ -42,7 +42,7 @@ from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
 from ...models.hebbian import LAYER
-from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare  # noqa: F401 - prepare: this study's
+from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, tile_hardware  # noqa: F401 - prepare: this study's
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")
@@ -308,11 +308,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def _chip(model, run, seed, weights):
     """The Hebbian layer's initial ``weights`` written on a tile of the run's card (ideal periphery:
     the devices' own read noise), behind the run's update scheme."""
-    from ...chip import Hardware
     from ...hardware.crossbar import Periphery
 
-    hw = Hardware(card=run["card"], scheme=run["scheme"], scheme_params=run["scheme_params"],
-                  n_devices=run["n_devices"] or 1, w_max=run["w_max"], periphery=Periphery.device_reads())
+    hw = tile_hardware(run, periphery=Periphery.device_reads())
     rng = np.random.default_rng([seed, zlib.crc32(run["name"].encode())])
     return model.build(hw, rng, weights={k: np.asarray(v, np.float64) for k, v in weights.items()})
 

@@ -57,7 +57,7 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare  # noqa: F401 - prepare: this study's
+from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, tile_hardware  # noqa: F401 - prepare: this study's
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -265,8 +265,7 @@ def _hardware(run: dict[str, Any]):
 
     if run["card"] is None:
         return Hardware.exact()
-    return Hardware(card=run["card"], scheme=run["scheme"], scheme_params=run["scheme_params"],
-                    n_devices=run["n_devices"] or 1, w_max=run["w_max"], periphery=Periphery.device_reads())
+    return tile_hardware(run, periphery=Periphery.device_reads())
 
 
 def outputs(chip, x: np.ndarray, batch: int) -> np.ndarray:
