@@ -14,6 +14,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (batch, classes) scores."""
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

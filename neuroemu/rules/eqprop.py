@@ -64,6 +64,7 @@ from numba.typed import List
 from neuroemu._kernels import eqprop as _K
 from neuroemu.chip import Chip, Update
 from neuroemu.errors import ConfigError
+from neuroemu.rules.backprop import softmax
 from neuroemu.rules.base import Rule, Step
 from ..rng import as_rng
 
@@ -232,11 +233,6 @@ def _rates(lr, n: int) -> list[float]:
     return out
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 # ----------------------------------------------------------------------------- functional core
 def init_params(sizes, *, output: str = "mse", rng: Any = None, dtype=np.float32) -> tuple[list, list]:
     """Weights W_l (n_l, n_{l−1}) and biases b_l, uniform in ±1/√n_{l−1} (PyTorch ``nn.Linear``
@@ -327,7 +323,7 @@ def readout(weights, biases, states, *, output: str = "mse") -> np.ndarray:
     if output == "mse":
         return top.copy()
     w, b = np.asarray(weights[-1]), np.asarray(biases[-1])
-    return _softmax(top @ w.T.astype(top.dtype, copy=False) + b.astype(top.dtype, copy=False))
+    return softmax(top @ w.T.astype(top.dtype, copy=False) + b.astype(top.dtype, copy=False))
 
 
 def cost(out, target, *, output: str = "mse") -> np.ndarray:
