@@ -72,11 +72,12 @@ def dkl(p, q) -> float:
 
 def sampled_dkl(p, z) -> float:
     """D_KL(p ‖ q) for the distribution q of samples z (n_samples, K): a state never visited counts
-    as half a visit (q = 0.5/n_samples), so that the distance stays finite and is not biased low
+    as half a visit (then q is normalised), so that the distance stays finite and is not biased low
     by leaving such states out."""
     z = np.asarray(z)
     counts = np.bincount(state_index(z), minlength=2 ** z.shape[-1]).astype(np.float64)
-    return dkl(p, np.where(counts > 0, counts, 0.5) / len(z))
+    q = np.where(counts > 0, counts, 0.5)
+    return dkl(p, q / q.sum())
 
 
 def sample_moments(z) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ KINDS = ("rule", "model", "task")
 REGISTRY: dict[str, dict[str, str]] = {
     "rule": {
         "backprop": "neuroemu.rules.backprop:Backprop",
+        "boltzmann": "neuroemu.rules.boltzmann:Boltzmann",
         "eprop": "neuroemu.rules.eprop:Eprop",
         "eqprop": "neuroemu.rules.eqprop:EqProp",
         "hebbian": "neuroemu.rules.hebbian:Hebbian",
@@ -39,11 +40,13 @@ REGISTRY: dict[str, dict[str, str]] = {
         "hebbian_dense": "neuroemu.models.hebbian:DenseLayer",
         "mlp": "neuroemu.models.mlp:MLP",
         "rsnn": "neuroemu.models.rsnn:RSNN",
+        "sampling_bm": "neuroemu.models.sampling:sampling_network",
         "sdt_cnn": "neuroemu.models.convnet:sdt_cnn",
         "sdt_mlp": "neuroemu.models.convnet:clip_mlp",
         "snn": "neuroemu.models.snn:spiking_network",
     },
     "task": {
+        "boltzmann_target": "neuroemu.data.boltzmann:boltzmann_target",
         "evidence_accumulation": "neuroemu.data.sequences:evidence_accumulation_task",
         "fashion_mnist": "neuroemu.data.classification:fashion_mnist_task",
         "pattern_generation": "neuroemu.data.sequences:pattern_generation_task",

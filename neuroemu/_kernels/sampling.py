@@ -10,11 +10,15 @@ every ``every`` steps.
 Parameters per neuron (rows of ``par``, see the ``P_*`` indices): leak conductance g_l, membrane
 capacitance C, threshold, reset, reversal potentials E_e and E_i (conductance-based only), the
 per-step decay factors of the two synaptic channels and of the free membrane, the background's
-mean events per step λ_e, λ_i and exp(−λ) of each, its weights, and the standard deviation of the
-membrane noise added per step. Per step t, for every chain b and neuron k:
+mean events per step λ_e, λ_i and exp(−λ) of each, its weights, the standard deviation of the
+membrane noise added per step, and the logarithms of the two channels' decay factors. Per step t, for every chain b and neuron k:
 
 1. last step's spikes arrive: a spike of j adds W[k, j] to channel e of k when positive, −W[k, j]
-   to channel i when negative (``wt`` is Wᵀ: row j holds j's outgoing weights);
+   to channel i when negative (``wt`` is Wᵀ: row j holds j's outgoing weights); where ``renew[j]``
+   is set, j's synapses are renewing (short-term depression with U = 1 and a recovery time equal to the receiving channel's
+   τ_syn: the reference code's "saturating synapses") the change is scaled by
+   1 − exp(−Δ/τ_syn) = 1 − decay^Δ, Δ the steps between j's last two spikes, so that a burst keeps the
+   synaptic conductance at W instead of summing its post-synaptic potentials;
 2. background: n_e ~ Poisson(λ_e), n_i ~ Poisson(λ_i) events add n·w_bg to their channel;
 3. refractory (a counter r > 0 after its decrement): the membrane is held at the reset; otherwise
    it moves exactly for a step of constant input,
@@ -38,8 +42,9 @@ from numba import njit
 
 from .rng import key, normal_k, uniform_k
 
-P_GL, P_C, P_TH, P_RESET, P_EE, P_EI, P_DE, P_DI, P_DM, P_LE, P_LI, P_XE, P_XI, P_WE, P_WI, P_NOISE = range(16)
-N_PAR = 16
+(P_GL, P_C, P_TH, P_RESET, P_EE, P_EI, P_DE, P_DI, P_DM, P_LE, P_LI, P_XE, P_XI, P_WE, P_WI, P_NOISE, P_LDE,
+ P_LDI) = range(18)
+N_PAR = 18
 
 
 @njit(cache=True, inline="always")
@@ -57,12 +62,14 @@ def poisson_k(k, b, lam, exp_minus_lam):
 
 
 @njit(cache=True)
-def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, v_hi, n_ref, seed,
-                 v, ge, gi, r, fired, rec, counts):
+def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, v_hi, n_ref, seed, renew,
+                 v, ge, gi, r, fired, since, gap, rec, counts):
     """Run ``steps`` steps from step ``t0`` (module docstring). State v, ge, gi (batch, n) float64,
-    r (batch, n) int32 and fired (batch, n) uint8 (spikes of the last step, still to arrive) are
-    updated in place; rec (steps // every, batch, n) uint8 receives the states after steps
-    every−1, 2·every−1, ...; counts (batch, n) int64 adds the spikes."""
+    r (batch, n) int32, fired (batch, n) uint8 (spikes of the last step, still to arrive), since
+    (steps since each neuron's last spike) and gap (steps between its last two spikes), both
+    (batch, n) int64, are updated in place; rec (steps // every, batch, n) uint8 receives the
+    states after steps every−1, 2·every−1, ...; counts (batch, n) int64 adds the spikes. renew
+    (n,) uint8: which neurons' outgoing synapses are renewing."""
     nb, n = v.shape
     for s in range(steps):
         t = t0 + s
@@ -71,12 +78,14 @@ def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, 
         for b in range(nb):
             for j in range(n):
                 if fired[b, j]:
+                    g = float(gap[b, j])
+                    renewing = renew[j] != 0
                     for k in range(n):
                         w = wt[j, k]
                         if w > 0.0:
-                            ge[b, k] += w
+                            ge[b, k] += w * (1.0 - math.exp(g * par[P_LDE, k])) if renewing else w
                         elif w < 0.0:
-                            gi[b, k] -= w
+                            gi[b, k] -= w * (1.0 - math.exp(g * par[P_LDI, k])) if renewing else w
                     fired[b, j] = 0
             for k in range(n):
                 idx = b * n + k
@@ -106,7 +115,10 @@ def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, 
                         r[b, k] = n_ref
                         fired[b, k] = 1
                         counts[b, k] += 1
+                        gap[b, k] = since[b, k]
+                        since[b, k] = 0
                     v[b, k] = vv
+                since[b, k] += 1
                 ge[b, k] *= par[P_DE, k]
                 gi[b, k] *= par[P_DI, k]
         if (s + 1) % every == 0:

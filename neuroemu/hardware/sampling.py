@@ -30,7 +30,7 @@ set from (W, b) by the activation function of each neuron:
 from __future__ import annotations
 
 import dataclasses
-import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -58,8 +58,12 @@ IDEAL = {
 }
 
 #: Calibration targets of an analog chip run as samplers (chip time, s; potentials in LSB): τ_ref =
-#: τ_syn as LIF sampling asks, a membrane faster than both, the reset below the threshold.
-ANALOG_TARGETS = {"tau_mem": 5e-6, "tau_syn": 10e-6, "refractory": 10e-6, "v_reset": 100.0}
+#: τ_syn as LIF sampling asks, a membrane about three times faster (3.5 µs: near the fastest the
+#: card's cells reach on most neurons), the reset 3 LSB under the threshold (as the reference code's
+#: sampler resets just under its threshold: a neuron driven above threshold bursts, so that its
+#: on-fraction follows a logistic curve up to 1). Uncalibrated, the 6 LSB mismatch of reset and
+#: threshold puts some resets above their thresholds: those neurons fire on and on.
+ANALOG_TARGETS = {"tau_mem": 3.5e-6, "tau_syn": 10e-6, "refractory": 10e-6, "v_reset": 122.0}
 #: Background of the analog chip's samplers: 3 kHz (biological) each way, 0.18 LSB/ms per event (our
 #: choice: a free-membrane spread of about 4 LSB of the 45 LSB from leak to threshold).
 ANALOG_BACKGROUND = {"rate": 3.0, "w_bg": 0.18}
@@ -81,16 +85,19 @@ class NoiseNetwork:
     """Background from ``size`` further neurons of the same substrate, without external noise
     (Kungl et al. 2019): each is driven above threshold (leak ``drive`` above its threshold) and
     inhibited by ``recurrent`` random others with weight ``w_rec`` (× the background weight), which
-    makes their firing irregular; each sampler receives ``in_degree`` excitatory and ``in_degree``
+    makes their firing irregular; the drives differ from neuron to neuron (normal, std
+    ``drive_spread``), without which identical deterministic neurons lock into regular firing; each
+    sampler receives ``in_degree`` excitatory and ``in_degree``
     inhibitory connections from random noise neurons, with the background weight × ``w_in``. The
     wiring is drawn from ``seed``."""
 
     size: int = 200
-    in_degree: int = 30
-    recurrent: int = 20
-    w_rec: float = 4.0
-    w_in: float = 1.0
-    drive: float = 20.0
+    in_degree: int = 60
+    recurrent: int = 30
+    w_rec: float = 80.0
+    w_in: float = 3.0
+    drive: float = 5.0
+    drive_spread: float = 10.0
     seed: int = 0
 
     kind = "network"
@@ -195,16 +202,16 @@ class SamplingNeurons:
         self._gain = np.asarray(value, np.float64)
 
     # ------------------------------------------------------------------ parameters
-    def leak(self, requested) -> np.ndarray:
+    def leak(self, requested, index: slice = slice(None)) -> np.ndarray:
         """The leak potentials that requests (…, n) realise: the values themselves on ideal neurons;
         on a chip, each goes through its neuron's 10-bit cell (rounded code, clipped to the cell's
-        range, with the cell's offset and slope mismatch)."""
+        range, with the cell's offset and slope mismatch); ``index``: the neurons the requests are for."""
         e = np.asarray(requested, np.float64)
         c = self.leak_cells
         if c is None:
             return e
-        code = np.clip(np.rint(c["zero"] + e / c["volt_per_code"]), 0, c["max"])
-        return c["offset"] + c["slope"] * c["volt_per_code"] * code
+        code = np.clip(np.rint(c["zero"][index] + e / c["volt_per_code"]), 0, c["max"])
+        return c["offset"][index] + c["slope"][index] * c["volt_per_code"] * code
 
     def par(self, rate: float, w_bg: np.ndarray) -> np.ndarray:
         """The kernel's parameter rows with Poisson background ``rate`` (kHz) and weights ``w_bg``."""
@@ -212,6 +219,7 @@ class SamplingNeurons:
         p[_K.P_GL], p[_K.P_C], p[_K.P_TH], p[_K.P_RESET] = self.g_l, self.c_m, self.v_th, self.v_reset
         p[_K.P_EE], p[_K.P_EI] = self.e_exc, self.e_inh
         p[_K.P_DE] = p[_K.P_DI] = np.exp(-self.dt / self.tau_syn)
+        p[_K.P_LDE] = p[_K.P_LDI] = -self.dt / self.tau_syn
         tau_m = self.c_m / self.g_l
         p[_K.P_DM] = np.exp(-self.dt / tau_m)
         lam = np.broadcast_to(rate * self.dt, (self.n,))
@@ -249,10 +257,17 @@ class Sampler:
     """``n`` samplers on ``neurons`` with a background (:class:`Poisson` or :class:`NoiseNetwork`).
 
     With a noise network, ``neurons`` must hold ``n + size`` neurons: the first ``n`` sample, the
-    others make the noise (on a chip, they are further neurons of the same chip)."""
+    others make the noise (on a chip, they are further neurons of the same chip). ``renewing``:
+    the synapses between neurons saturate (short-term depression with U = 1 and recovery time
+    τ_syn, the reference code's "saturating synapses"; the synapse circuits of both BrainScaleS
+    generations have short-term plasticity): a burst of spikes holds the conductance at its weight
+    instead of adding up post-synaptic potentials, which brings the interaction closer to the
+    rectangle the Boltzmann machine assumes (the samplers' synapses only: a noise network's stay
+    additive). False: plain additive exponential synapses."""
 
-    def __init__(self, neurons: SamplingNeurons, n: int, background: Poisson | NoiseNetwork | None = None):
-        self.neurons, self.n = neurons, int(n)
+    def __init__(self, neurons: SamplingNeurons, n: int, background: Poisson | NoiseNetwork | None = None, *,
+                 renewing: bool = True):
+        self.neurons, self.n, self.renewing = neurons, int(n), bool(renewing)
         self.background = Poisson() if background is None else background
         bg = self.background
         extra = bg.size if isinstance(bg, NoiseNetwork) else 0
@@ -285,7 +300,7 @@ class Sampler:
         for k in range(m):
             src = g.choice(np.delete(np.arange(m), k), bg.recurrent, replace=False)
             within[src, k] -= bg.w_rec * nb.nominal["w_bg"] * nb.gain[n + k]
-        leak = nb.leak(nb.v_th[n:] * 0 + nb.nominal["v_th"] + bg.drive)
+        leak = nb.leak(nb.nominal["v_th"] + bg.drive + bg.drive_spread * g.standard_normal(m), slice(n, None))
         return {"to_samplers": to_samplers, "within": within, "leak": leak}
 
     def weights(self, w_syn: np.ndarray) -> np.ndarray:
@@ -328,7 +343,7 @@ class Sampler:
         steps = int(round(duration_ms / nb_.dt)) // every * every
         if steps < every:
             raise ValueError(f"Sampler.sample: duration {duration_ms} ms is shorter than one sample ({every * nb_.dt} ms)")
-        e_l = nb_.leak(leak)
+        e_l = nb_.leak(leak, slice(0, self.n))
         total = nb_.n
         if self._noise is not None:
             m = total - self.n
@@ -343,14 +358,18 @@ class Sampler:
         ge, gi = np.zeros((chains, total)), np.zeros((chains, total))
         r = np.zeros((chains, total), np.int32)
         fired = np.zeros((chains, total), np.uint8)
+        since, gap = np.full((chains, total), 10 ** 9, np.int64), np.full((chains, total), 10 ** 9, np.int64)
         counts = np.zeros((chains, total), np.int64)
         scratch = np.zeros((0, chains, total), np.uint8)
-        args = (nb_.dt, nb_.conductance, self._par, e_l, wt, clamp_, nb_.v_lo, nb_.v_hi, nb_.n_ref, seed)
+        renew = np.zeros(total, np.uint8)
+        renew[:self.n] = self.renewing  # the noise network's synapses stay additive
+        args = (nb_.dt, nb_.conductance, self._par, e_l, wt, clamp_, nb_.v_lo, nb_.v_hi, nb_.n_ref, seed, renew)
+        state = (v, ge, gi, r, fired, since, gap)
         if burn:
-            _K.sampling_run(burn, 0, burn + 1, *args, v, ge, gi, r, fired, scratch, counts)
+            _K.sampling_run(burn, 0, burn + 1, *args, *state, scratch, counts)
             counts[:] = 0
         rec = np.zeros((steps // every, chains, total), np.uint8)
-        _K.sampling_run(steps, burn, every, *args, v, ge, gi, r, fired, rec, counts)
+        _K.sampling_run(steps, burn, every, *args, *state, rec, counts)
         ms = steps * nb_.dt
         keep = slice(None) if record_all else slice(0, self.n)
         return SampleRun(rec[:, :, keep], counts[:, keep], every * nb_.dt, ms,
@@ -428,13 +447,15 @@ def calibrate_activation(sampler: Sampler, *, points: int = 20, duration_ms: flo
 
 
 def _logistic(x, v, a):
-    return 1.0 / (1.0 + np.exp(-(x - v) / a))
+    from scipy.special import expit
+
+    return expit((x - v) / a)
 
 
 def fit_activation(leaks, p_on) -> Activation:
     """Least-squares fit of σ((E_l − v_p05)/α) to each neuron's measured curve: columns of
     ``p_on`` (m, n) against ``leaks`` (m,) or (m, n)."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     p_on = np.asarray(p_on, np.float64)
     leaks = np.broadcast_to(np.asarray(leaks, np.float64).reshape(len(p_on), -1), p_on.shape)
@@ -444,7 +465,9 @@ def fit_activation(leaks, p_on) -> Activation:
         span = float(x.max() - x.min()) or 1.0
         guess = float(x[np.argmin(np.abs(p - 0.5))])
         try:
-            (v, a), _ = curve_fit(_logistic, x, p, p0=(guess, span / 8), maxfev=5000)
+            with warnings.catch_warnings():  # a step-like curve has no covariance estimate; the fit stands
+                warnings.simplefilter("ignore", OptimizeWarning)
+                (v, a), _ = curve_fit(_logistic, x, p, p0=(guess, span / 8), maxfev=5000)
         except RuntimeError:
             v, a = guess, span / 8
         v05[k], alpha[k] = v, abs(a)

@@ -117,14 +117,16 @@ def sampling_network(n: int, *, neurons: str = "coba", card: str = "brainscales2
                      mapping: str = "theory", background: str | dict[str, Any] = "poisson", seed: int = 0,
                      dt: float = 0.1, mask=None, duration_ms: float = 1000.0, burn_in_ms: float = 50.0,
                      every_ms: float = 1.0, calibration_ms: float = 10000.0, neuron_params: dict | None = None,
-                     rng: Any = None) -> SamplingBM:
+                     nominal: bool = False, renewing: bool = True, rng: Any = None) -> SamplingBM:
     """A :class:`SamplingBM` of ``n`` units from config values.
 
     neurons: ``coba`` | ``cuba`` | ``analog`` (the chip ``card``'s neurons, mismatch drawn from
     ``seed``; ``calibrated``: its parameter cells calibrated first). mapping: ``theory`` (the
     activation of the nominal neuron: the ideal neuron, or the chip's neuron without mismatch) or
     ``calibrated`` (each neuron's activation measured on this chip). background: ``poisson`` or
-    ``network`` / a mapping of :class:`NoiseNetwork` fields. ``rng``: the sampling noise."""
+    ``network`` / a mapping of :class:`NoiseNetwork` fields. ``nominal``: the chip's neuron without
+    mismatch in place of the chip (its ideal twin). ``renewing``: saturating synapses
+    (:class:`~neuroemu.hardware.sampling.Sampler`). ``rng``: the sampling noise."""
     if mapping not in ("theory", "calibrated"):
         raise ConfigError(f"mapping: expected 'theory' or 'calibrated', got {mapping!r}")
     if isinstance(background, str):
@@ -142,17 +144,20 @@ def sampling_network(n: int, *, neurons: str = "coba", card: str = "brainscales2
     extra = bg.size if isinstance(bg, NoiseNetwork) else 0
     cal_rng = np.random.default_rng([seed, 7])
     chip_neurons = build_neurons(neurons, n + extra, card=card, calibrated=calibrated, seed=seed, dt=dt,
-                                 params=neuron_params)
-    sampler = Sampler(chip_neurons, n, bg)
+                                 params=neuron_params, nominal=nominal)
+    sampler = Sampler(chip_neurons, n, bg, renewing=renewing)
     if mapping == "calibrated":
         activation, _ = calibrate_activation(sampler, duration_ms=calibration_ms, rng=cal_rng)
     else:  # the nominal neuron's activation, measured once on an ideal twin with the same background
         twin = Sampler(build_neurons(neurons, n + extra, card=card, seed=seed, dt=dt, params=neuron_params,
-                                     nominal=True), n, bg)
+                                     nominal=True), n, bg, renewing=renewing)
         activation = calibrate_activation(twin, duration_ms=calibration_ms, rng=cal_rng)[0].mean(n)
     noise = sampler.noise_activity(rng=np.random.default_rng([seed, 8]))
     rate = noise["rate_hz"] * 1e-3 * (bg.in_degree if isinstance(bg, NoiseNetwork) else 1)
-    info = {"neurons": neurons, "calibrated": calibrated, "mapping": mapping, "background": bg.kind,
+    info = {"neurons": neurons, "calibrated": calibrated, "mapping": mapping, "background": bg.kind, "nominal": nominal,
+            "renewing": renewing,
+            # samplers whose reset lies above their threshold fire again at once after every τ_ref
+            "reset_above_threshold": int(np.sum(chip_neurons.v_reset[:n] >= chip_neurons.v_th[:n])),
             "noise_rate_hz": noise["rate_hz"], "noise_cv": noise["cv"]}
     return SamplingBM(sampler, activation, rate, mask=None if mask is None else np.asarray(mask, bool),
                       duration_ms=duration_ms, burn_in_ms=burn_in_ms, every_ms=every_ms, noise=as_rng(rng), info=info)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from neuroemu._kernels.sampling import (P_C, P_DE, P_DI, P_DM, P_EE, P_EI, P_GL, P_LE, P_LI, P_NOISE, P_RESET,
-                                        P_TH, P_WE, P_WI)
+from neuroemu._kernels.sampling import (P_C, P_DE, P_DI, P_DM, P_EE, P_EI, P_GL, P_LDE, P_LDI, P_LE, P_LI, P_NOISE,
+                                        P_RESET, P_TH, P_WE, P_WI)
 
 from . import rng as R
 
@@ -25,10 +25,11 @@ def poisson(k, b, lam):
     return n
 
 
-def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, v_hi, n_ref, seed, v, ge, gi, r,
-                 fired):
-    """Returns (v, ge, gi, r, fired, rec, counts) after ``steps`` steps; inputs are not changed."""
-    v, ge, gi, r, fired = (np.array(a, copy=True) for a in (v, ge, gi, r, fired))
+def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, v_hi, n_ref, seed, renew, v, ge,
+                 gi, r, fired, since, gap):
+    """Returns (v, ge, gi, r, fired, since, gap, rec, counts) after ``steps`` steps; inputs are not
+    changed."""
+    v, ge, gi, r, fired, since, gap = (np.array(a, copy=True) for a in (v, ge, gi, r, fired, since, gap))
     nb, n = v.shape
     idx = np.arange(nb)[:, None] * n + np.arange(n)[None, :]
     rec = np.zeros((steps // every, nb, n), np.uint8)
@@ -39,8 +40,11 @@ def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, 
         kb, kn = R.key(seed, 2 * t), R.key(seed, 2 * t + 1)
         for j in range(n):  # the kernel's order of arrival: presynaptic index ascending
             f = fired[:, j:j + 1] > 0
-            ge = np.where(f & (wt[j] > 0), ge + pos[j], ge)
-            gi = np.where(f & (wt[j] < 0), gi + neg[j], gi)
+            g = gap[:, j:j + 1].astype(np.float64)
+            scale_e = 1.0 - np.exp(g * par[P_LDE]) if renew[j] else 1.0
+            scale_i = 1.0 - np.exp(g * par[P_LDI]) if renew[j] else 1.0
+            ge = np.where(f & (wt[j] > 0), ge + pos[j] * scale_e, ge)
+            gi = np.where(f & (wt[j] < 0), gi + neg[j] * scale_i, gi)
         fired[:] = 0
         on_e, on_i = par[P_LE] > 0, par[P_LI] > 0
         ne = np.where(on_e, poisson(kb, 2 * idx, par[P_LE]), 0)
@@ -64,8 +68,10 @@ def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, 
         r = np.where(spike, n_ref, r).astype(np.int32)
         fired = spike.astype(np.uint8)
         counts += spike
+        gap = np.where(spike, since, gap)
+        since = np.where(spike, 0, since) + 1
         ge = ge * par[P_DE]
         gi = gi * par[P_DI]
         if (s + 1) % every == 0:
             rec[(s + 1) // every - 1] = r > 0
-    return v, ge, gi, r, fired, rec, counts
+    return v, ge, gi, r, fired, since, gap, rec, counts
