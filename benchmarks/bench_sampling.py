@@ -15,7 +15,7 @@ by a warm-up run before timing).
 
 The baseline, measured in the same run on the same network, is a numpy loop over time,
 vectorised over (chains, neurons), doing the kernel's update: last step's spikes arrive through W
-(excitatory and inhibitory channels), Poisson background drawn by ``Generator.poisson``, the exact
+(excitatory and inhibitory channels; renewing synapses, as ``Sampler``'s default), Poisson background drawn by ``Generator.poisson``, the exact
 exponential membrane step (conductance- or current-based), membrane noise, rails, refractory
 hold at the reset, threshold, channel decay, and the states z = (refractory) recorded every step.
 It draws its own random numbers (not the kernel's keyed ones).
@@ -53,6 +53,7 @@ def numpy_sampler(neurons: SamplingNeurons, wt, e_l, steps: int, rng: np.random.
     nb = neurons
     dt, n_ref = nb.dt, nb.n_ref
     decay = np.exp(-dt / nb.tau_syn)
+    log_decay = -dt / nb.tau_syn
     decay_m = np.exp(-dt * nb.g_l / nb.c_m)
     lam = nb.rate * dt  # background events per step and channel
     noise = nb.noise * np.sqrt(1.0 - np.exp(-2.0 * dt * nb.g_l / nb.c_m))
@@ -62,12 +63,17 @@ def numpy_sampler(neurons: SamplingNeurons, wt, e_l, steps: int, rng: np.random.
     v = e_l + (nb.v_th - e_l) * rng.random((chains, n))
     ge, gi = np.zeros((chains, n)), np.zeros((chains, n))
     r = np.zeros((chains, n), np.int32)
-    fired = np.zeros((chains, n))
+    fired = np.zeros((chains, n), bool)
+    since = np.full((chains, n), 10 ** 9, np.int64)
+    gap = np.full((chains, n), 10 ** 9, np.int64)
     counts = np.zeros((chains, n), np.int64)
     rec = np.empty((steps, chains, n), np.uint8)
     for t in range(steps):
-        ge += fired @ w_exc
-        gi += fired @ w_inh
+        c, j = np.nonzero(fired)  # renewing synapses: each arrival scaled by 1 − decay^(gap between its spikes)
+        if len(c):
+            scale = -np.expm1(gap[c, j][:, None] * log_decay[None, :])
+            np.add.at(ge, c, w_exc[j] * scale)
+            np.add.at(gi, c, w_inh[j] * scale)
         ge += nb.w_bg * rng.poisson(lam, (chains, n))
         gi += nb.w_bg * rng.poisson(lam, (chains, n))
         np.subtract(r, 1, out=r, where=r > 0)
@@ -85,8 +91,11 @@ def numpy_sampler(neurons: SamplingNeurons, wt, e_l, steps: int, rng: np.random.
         spike = ~held & (v > nb.v_th)
         v = np.where(held | spike, nb.v_reset, v)
         r[spike] = n_ref
-        fired = spike.astype(np.float64)
+        fired = spike
         counts += spike
+        gap[spike] = since[spike]
+        since[spike] = 0
+        since += 1
         ge *= decay
         gi *= decay
         rec[t] = r > 0

@@ -59,6 +59,8 @@ def test_a_tiny_sampling_study_runs_end_to_end(tmp_path):
     ({"neurons": "coba", "synapses": "no_such_card"}, "no_such_card"),
     ({"neurons": "coba", "background": {"size": 4, "bogus": 1}}, "bogus"),
     ({"neurons": "ideal"}, "neurons"),
+    ({"neurons": "coba", "card_params": {"membrane_noise": 0.0}}, "only analog neurons come from a chip card"),
+    ({"neurons": "analog", "card_params": {"membrane_noise": -1.0}}, "membrane_noise"),
 ])
 def test_bad_runs_are_refused_with_the_field(run, match):
     with pytest.raises(ConfigError, match=match):
@@ -115,3 +117,23 @@ def test_an_interrupted_image_job_resumes_mid_run(tmp_path, monkeypatch, tiny_im
     job = lif_images.jobs(images_config(tiny_images))[0]
     resumes_identically(monkeypatch, tmp_path, lif_images.run_job, job, done=2,
                         clean=lambda r: {k: v for k, v in r.items() if k != "train_time_s"})
+
+
+def test_the_rule_trains_a_sampled_machine_from_a_config_on_any_card(tmp_path):
+    """The registered model, rule and task through the generic train experiment, on a float chip and
+    on PCM tiles written by a pulsed scheme."""
+    from neuroemu.studies import generic
+
+    _, cfg = resolve_data({
+        "experiment": "train", "seeds": [0], "workers": 1,
+        "model": {"name": "sampling_bm", "n": 3, "neurons": "cuba", "calibration_ms": 200.0},
+        "rule": {"name": "boltzmann", "lr": 1.0, "chains": 2, "duration_ms": 100.0},
+        "task": {"name": "boltzmann_target", "k": 3, "eval_ms": 500.0},
+        "protocol": {"updates": 4, "eval_every": 2},
+        "runs": [{"name": "float"},
+                 {"name": "pcm", "chip": {"card": "pcm_nandakumar2018", "scheme": "mixed_precision", "w_max": 2.0}}],
+    }, "test:")
+    results = {r["run"]: r for r in map(generic.run_job, generic.jobs(cfg))}
+    for r in results.values():
+        assert np.isfinite(r["final"]["dkl"]) and r["final"]["dkl"] >= 0
+    assert results["pcm"]["pulses"] > 0 and results["float"]["pulses"] == 0

@@ -86,10 +86,11 @@ class NoiseNetwork:
     (Kungl et al. 2019): each is driven above threshold (leak ``drive`` above its threshold) and
     inhibited by ``recurrent`` random others with weight ``w_rec`` (× the background weight), which
     makes their firing irregular; the drives differ from neuron to neuron (normal, std
-    ``drive_spread``), without which identical deterministic neurons lock into regular firing; each
-    sampler receives ``in_degree`` excitatory and ``in_degree``
-    inhibitory connections from random noise neurons, with the background weight × ``w_in``. The
-    wiring is drawn from ``seed``."""
+    ``drive_spread``), without which identical neurons lock into regular firing. Each sampler
+    receives ``in_degree`` excitatory and ``in_degree`` inhibitory connections from random noise
+    neurons, with the background weight × ``w_in``. The wiring is drawn from ``seed``. Ideal
+    neurons have no noise of their own: a network of them is deterministic, and its chains settle
+    onto one trajectory; on an analog chip the membrane noise keeps it stochastic."""
 
     size: int = 200
     in_degree: int = 60
@@ -106,21 +107,24 @@ class NoiseNetwork:
 class SamplingNeurons:
     """``n`` sampling neurons: per-neuron parameters in biological units (see the module docstring).
 
-    Build with :meth:`ideal` or :meth:`analog`. ``par`` holds the kernel's parameter rows
-    (:mod:`neuroemu._kernels.sampling`), without the background; ``leak(requested)`` gives the leak
-    potentials a request realises (exact on ideal neurons; through the parameter cells on a chip).
+    Build with :meth:`ideal` or :meth:`analog`. ``par`` gives the kernel's parameter rows
+    (:mod:`neuroemu._kernels.sampling`) for a background; ``leak(requested)`` the leak potentials a
+    request realises (exact on ideal neurons; through the parameter cells on a chip); ``gain`` the
+    per-neuron synaptic gain (analog mismatch; 1 on ideal neurons) that multiplies every weight onto
+    a neuron; ``nominal`` the parameters a user of the chip knows (its targets), which the mapping
+    uses.
     """
 
     def __init__(self, kind: str, *, conductance: bool, c_m, g_l, v_th, v_reset, e_exc, e_inh, tau_syn, tau_ref: float,
                  noise, w_bg, rate: float, dt: float = 0.1, v_lo: float = -1e9, v_hi: float = 1e9,
                  chip: dict[str, Any] | None = None, leak_cells: dict[str, Any] | None = None,
-                 nominal: dict[str, float] | None = None):
+                 nominal: dict[str, float] | None = None, gain=1.0):
         n = np.size(v_th)
         self.kind, self.n, self.conductance, self.dt = kind, int(n), bool(conductance), float(dt)
         arr = lambda x: np.broadcast_to(np.asarray(x, np.float64), (self.n,)).copy()  # noqa: E731
         self.c_m, self.g_l, self.v_th, self.v_reset = arr(c_m), arr(g_l), arr(v_th), arr(v_reset)
         self.e_exc, self.e_inh, self.tau_syn, self.noise = arr(e_exc), arr(e_inh), arr(tau_syn), arr(noise)
-        self.w_bg, self.rate = arr(w_bg), float(rate)
+        self.w_bg, self.rate, self.gain = arr(w_bg), float(rate), arr(gain)
         self.tau_ref = float(tau_ref)
         self.n_ref = int(round(self.tau_ref / self.dt))
         if self.n_ref < 1:
@@ -170,7 +174,7 @@ class SamplingNeurons:
         to_ms = p["acceleration"] * 1e3  # chip seconds -> biological ms
         tau_m = vals["tau_mem"] * to_ms
         leak_code = chip.codes["v_leak"].astype(np.float64)
-        cells = {"codes": chip.codes["v_leak"].copy(), "offset": chip.mismatch.offset["v_leak"].copy(),
+        cells = {"offset": chip.mismatch.offset["v_leak"].copy(),
                  "slope": chip.mismatch.slope["v_leak"].copy(), "volt_per_code": float(p["volt_per_code"]),
                  "max": int(p["capmem_max"]),
                  # the code that realises a requested leak: the cell's code for the target (nominal, or
@@ -187,19 +191,8 @@ class SamplingNeurons:
                   noise=p["membrane_noise"], w_bg=w, rate=rate, dt=dt, v_lo=p["v_min"], v_hi=p["v_max"],
                   chip={"name": chip.card.name, "acceleration": float(p["acceleration"]),
                         "weight_bits": int(p["weight_bits"]), "calibrated": bool(calibrate)},
-                  leak_cells=cells, nominal=nominal)
-        out.gain = vals["gain"]
+                  leak_cells=cells, nominal=nominal, gain=vals["gain"])
         return out
-
-    @property
-    def gain(self) -> np.ndarray:
-        """Per-neuron synaptic gain (analog mismatch; 1 on ideal neurons): every synaptic weight
-        onto neuron k is multiplied by it."""
-        return getattr(self, "_gain", np.ones(self.n))
-
-    @gain.setter
-    def gain(self, value) -> None:
-        self._gain = np.asarray(value, np.float64)
 
     # ------------------------------------------------------------------ parameters
     def leak(self, requested, index: slice = slice(None)) -> np.ndarray:
@@ -287,9 +280,9 @@ class Sampler:
         """The noise network's connections (Wᵀ blocks) and its neurons' leak potentials."""
         g = np.random.default_rng(bg.seed)
         n, m, nb = self.n, bg.size, self.neurons
-        if not 1 <= bg.in_degree <= m or not 0 <= bg.recurrent < m:
-            raise ConfigError(f"NoiseNetwork: in_degree must be in 1..size ({m}) and recurrent in 0..size-1; got "
-                              f"{bg.in_degree}, {bg.recurrent}")
+        if not 1 <= 2 * bg.in_degree <= m or not 0 <= bg.recurrent < m:
+            raise ConfigError(f"NoiseNetwork: in_degree must be in 1..size/2 ({m // 2}: an excitatory and an inhibitory "
+                              f"source each) and recurrent in 0..size-1 ({m - 1}); got {bg.in_degree}, {bg.recurrent}")
         w_in = bg.w_in * nb.nominal["w_bg"]
         to_samplers = np.zeros((m, n))  # Wᵀ: row = presynaptic noise neuron
         for k in range(n):

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..chip import Chip, LayerSpec
 from ..errors import ConfigError
+from ..hardware.cards import Card
 from ..hardware.sampling import (Activation, NoiseNetwork, Poisson, Sampler, SampleRun, SamplingNeurons,
                                  calibrate_activation, synaptic_weights)
 from ..rng import as_rng
@@ -93,18 +94,20 @@ BACKGROUNDS = ("poisson", "network")
 
 def _quiet(card):
     """The card without fixed-pattern mismatch: the neuron its chip is calibrated to."""
-    from ..hardware.cards import load_card
     from ..hardware.substrate import _MISMATCH
 
-    card = load_card(card)
     return card.with_params(**{k: 0.0 for k in (*_MISMATCH.values(), "volt_slope_mismatch")})
 
 
-def build_neurons(kind: str, total: int, *, card: str = "brainscales2", calibrated: bool = False, seed: int = 0,
+def build_neurons(kind: str, total: int, *, card: Any = "brainscales2", calibrated: bool = False, seed: int = 0,
                   dt: float = 0.1, params: dict[str, float] | None = None, nominal: bool = False) -> SamplingNeurons:
-    """``total`` neurons of a kind (``coba``, ``cuba``, ``analog``); an analog chip drawn from ``seed``
-    (calibrated when asked), or with ``nominal`` the chip's neuron without mismatch."""
+    """``total`` neurons of a kind (``coba``, ``cuba``, ``analog``); an analog chip (a card or its
+    name) drawn from ``seed`` (calibrated when asked), or with ``nominal`` the chip's neuron without
+    mismatch."""
     if kind == "analog":
+        from ..hardware.cards import load_card
+
+        card = card if isinstance(card, Card) else load_card(card)
         chip_card = _quiet(card) if nominal else card
         return SamplingNeurons.analog(total, chip_card, rng=seed, calibrate=calibrated and not nominal,
                                       calibration_rng=seed + 1, dt=dt, **(params or {}))
@@ -113,17 +116,17 @@ def build_neurons(kind: str, total: int, *, card: str = "brainscales2", calibrat
     return SamplingNeurons.ideal(total, kind, dt=dt, **(params or {}))
 
 
-def sampling_network(n: int, *, neurons: str = "coba", card: str = "brainscales2", calibrated: bool = False,
+def sampling_network(n: int, *, neurons: str = "coba", card: Any = "brainscales2", calibrated: bool = False,
                      mapping: str = "theory", background: str | dict[str, Any] = "poisson", seed: int = 0,
                      dt: float = 0.1, mask=None, duration_ms: float = 1000.0, burn_in_ms: float = 50.0,
                      every_ms: float = 1.0, calibration_ms: float = 10000.0, neuron_params: dict | None = None,
                      nominal: bool = False, renewing: bool = True, rng: Any = None) -> SamplingBM:
     """A :class:`SamplingBM` of ``n`` units from config values.
 
-    neurons: ``coba`` | ``cuba`` | ``analog`` (the chip ``card``'s neurons, mismatch drawn from
-    ``seed``; ``calibrated``: its parameter cells calibrated first). mapping: ``theory`` (the
-    activation of the nominal neuron: the ideal neuron, or the chip's neuron without mismatch) or
-    ``calibrated`` (each neuron's activation measured on this chip). background: ``poisson`` or
+    neurons: ``coba`` | ``cuba`` | ``analog`` (the neurons of the chip ``card``, a card or its name,
+    mismatch drawn from ``seed``; ``calibrated``: its parameter cells calibrated first). mapping:
+    ``theory`` (the activation of the nominal neuron: the ideal neuron, or the chip's neuron
+    without mismatch) or ``calibrated`` (each neuron's activation measured on this chip). background: ``poisson`` or
     ``network`` / a mapping of :class:`NoiseNetwork` fields. ``nominal``: the chip's neuron without
     mismatch in place of the chip (its ideal twin). ``renewing``: saturating synapses
     (:class:`~neuroemu.hardware.sampling.Sampler`). ``rng``: the sampling noise."""
@@ -153,7 +156,8 @@ def sampling_network(n: int, *, neurons: str = "coba", card: str = "brainscales2
                                      nominal=True), n, bg, renewing=renewing)
         activation = calibrate_activation(twin, duration_ms=calibration_ms, rng=cal_rng)[0].mean(n)
     noise = sampler.noise_activity(rng=np.random.default_rng([seed, 8]))
-    rate = noise["rate_hz"] * 1e-3 * (bg.in_degree if isinstance(bg, NoiseNetwork) else 1)
+    # background events per ms and channel, in events of the nominal background weight (for g_tot)
+    rate = noise["rate_hz"] * 1e-3 * (bg.in_degree * bg.w_in if isinstance(bg, NoiseNetwork) else 1)
     info = {"neurons": neurons, "calibrated": calibrated, "mapping": mapping, "background": bg.kind, "nominal": nominal,
             "renewing": renewing,
             # samplers whose reset lies above their threshold fire again at once after every τ_ref

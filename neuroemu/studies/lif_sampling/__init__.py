@@ -84,6 +84,7 @@ RUN = {
     "name": Opt("str", None, nullable=True),
     "neurons": Opt("str", "coba", choices=("coba", "cuba", "analog")),
     "card": Opt("str", "brainscales2", doc="analog_chip card of the analog neurons"),
+    "card_params": Opt("dict", {}, doc="parameters of that card changed for this run, e.g. {membrane_noise: 0}"),
     "calibrated": Opt("bool", False, doc="calibrate the analog neurons' parameter cells first"),
     "mapping": Opt("str", "theory", choices=("theory", "calibrated"),
                    doc="theory: the nominal neuron's activation; calibrated: each neuron's, measured"),
@@ -115,10 +116,16 @@ def check_runs(cfg: dict[str, Any], where: str) -> list[dict[str, Any]]:
         if run["compare_deploy"] and run["neurons"] != "analog":
             raise ConfigError(f"{w}.compare_deploy: ideal neurons are their own nominal neurons; use it with analog "
                               "neurons")
+        if run["card_params"] and run["neurons"] != "analog":
+            raise ConfigError(f"{w}.card_params: only analog neurons come from a chip card; got neurons "
+                              f"{run['neurons']!r}")
         try:
-            sampling_network(2, neurons=run["neurons"], card=run["card"], calibrated=False, mapping="theory",
+            sampling_network(2, neurons=run["neurons"], card=_card(run), calibrated=False, mapping="theory",
                              background=_background(run["background"], small=True), calibration_ms=20.0)
-            _hardware(run).check(f"{w}")
+            hw = _hardware(run).check(f"{w}")
+            # the cards' numbers are part of the job: an edited card reruns
+            run["card_data"] = {"neurons": _card(run).to_dict() if run["neurons"] == "analog" else None,
+                                "synapses": hw.card.to_dict() if run["synapses"] != "float" else None}
         except NeuroemuError as exc:
             raise ConfigError(f"{w}: {exc}") from None
         if run["name"] is None:
@@ -127,6 +134,14 @@ def check_runs(cfg: dict[str, Any], where: str) -> list[dict[str, Any]]:
         runs.append(run)
     check_run_names(runs, where)
     return runs
+
+
+def _card(run: dict[str, Any]):
+    """The run's chip card with its ``card_params``."""
+    from ...hardware.cards import load_card
+
+    card = load_card(run["card"])
+    return card.with_params(**run["card_params"]) if run["card_params"] else card
 
 
 def _background(bg: Any, small: bool = False):
@@ -168,7 +183,7 @@ def _network(job: dict[str, Any], *, nominal: bool = False):
     from ...models.sampling import sampling_network
 
     run, s = job["spec"], job["sampling"]
-    return sampling_network(job["k"], neurons=run["neurons"], card=run["card"], calibrated=run["calibrated"],
+    return sampling_network(job["k"], neurons=run["neurons"], card=_card(run), calibrated=run["calibrated"],
                             mapping=run["mapping"], background=run["background"], seed=job["seed"], dt=s["dt"],
                             burn_in_ms=s["burn_in_ms"], calibration_ms=s["calibration_ms"], nominal=nominal,
                             renewing=run["renewing"],
@@ -295,7 +310,9 @@ def results_head(title: str, cfg: dict[str, Any], meta: dict[str, Any]) -> str:
     background, synapses)."""
     lines = [f"# {title}", "", cfg["description"] or "", "", "Produced by:", "", "```", meta["command"], "```", ""]
     for r in cfg["runs"]:
-        chip = f" ({r['card']}, {'calibrated' if r['calibrated'] else 'uncalibrated'})" if r["neurons"] == "analog" else ""
+        changed = "".join(f", {k} {v:g}" for k, v in r["card_params"].items())
+        chip = (f" ({r['card']}{changed}, {'calibrated' if r['calibrated'] else 'uncalibrated'})"
+                if r["neurons"] == "analog" else "")
         tiles = f" ({r['scheme']}, w_max {r['w_max']:g})" if r["synapses"] != "float" else ""
         lines.append(f"* `{r['name']}`: neurons {r['neurons']}{chip}, {r['mapping']} mapping, background "
                      f"{r['background']}, synapses {r['synapses']}{tiles}"

@@ -28,7 +28,7 @@ from ...config import Opt
 from ...errors import ConfigError
 from .. import tables
 from ..common import DATA, header, prepare  # noqa: F401 - prepare: this study's
-from . import _hardware, check_runs, results_head
+from . import _card, _hardware, check_runs, results_head
 
 NAME = "lif_images"
 
@@ -136,7 +136,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     task = ImageTask(tx, ty, ex, ey, side=job["images"]["side"], classes=job["images"]["classes"], hidden=net["hidden"],
                      batch_size=tr["batch_size"], eval_ms=ev["duration_ms"], eval_images=tr["eval_images"],
                      occlusions=ev["occlusions"], rng=np.random.default_rng([seed, 21]))
-    model = sampling_network(task.n, neurons=run["neurons"], card=run["card"], calibrated=run["calibrated"],
+    model = sampling_network(task.n, neurons=run["neurons"], card=_card(run), calibrated=run["calibrated"],
                              mapping=run["mapping"], background=run["background"], seed=seed, dt=net["dt"],
                              mask=task.mask(), duration_ms=tr["duration_ms"], burn_in_ms=net["burn_in_ms"],
                              calibration_ms=net["calibration_ms"], renewing=run["renewing"],
@@ -197,7 +197,11 @@ def _draw_completions(ax, result, kind, side):
         filled = np.where(hide, done[i], true[i])
         for r, a in enumerate((true[i], occluded, filled)):
             img[r * (side + 1):r * (side + 1) + side, i * (side + 1):i * (side + 1) + side] = a.reshape(side, side)
-    ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gray"].copy()
+    cmap.set_bad("#4a78b0")  # the gaps between images
+    ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{result['run']} (seed {result['seed']}), {kind.replace('_', ' ')}: true / occluded / completed "
                  "(grey: on-probability)", fontsize="small")
