@@ -39,6 +39,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "hebbian_conv": "neuroemu.models.hebbian:ConvLayer",
         "hebbian_dense": "neuroemu.models.hebbian:DenseLayer",
         "mlp": "neuroemu.models.mlp:MLP",
+        "nir": "neuroemu.interop.nir:from_nir",
         "rsnn": "neuroemu.models.rsnn:RSNN",
         "sampling_bm": "neuroemu.models.sampling:sampling_network",
         "sdt_cnn": "neuroemu.models.convnet:sdt_cnn",

@@ -40,7 +40,7 @@ from ..rng import as_rng, draw_seed
 from ..errors import ConfigError, did_you_mean
 from .neurons import CubaParams, cuba_sequence, decay
 
-__all__ = ["IdealNeurons", "AnalogNeurons", "SpikingLayer", "chip_targets", "PARAMETERS"]
+__all__ = ["IdealNeurons", "AnalogNeurons", "AnalogState", "SpikingLayer", "chip_targets", "PARAMETERS"]
 
 #: Neuron parameters of an analog chip, each held in one 10-bit cell per neuron.
 PARAMETERS = ("v_leak", "v_reset", "v_th", "tau_mem", "tau_syn", "gain")
@@ -132,6 +132,20 @@ class IdealNeurons:
 
     def __repr__(self) -> str:
         return f"IdealNeurons(n={self.n}, {self.params})"
+
+
+@dataclasses.dataclass
+class AnalogState:
+    """Running state of an analog chip's neurons (:meth:`AnalogNeurons.start`): membranes v (LSB),
+    synaptic currents i, refractory counters r, this trial's thresholds th, each (batch, n); the
+    generator of the temporal noise; whether that noise is on."""
+
+    v: np.ndarray
+    i: np.ndarray
+    r: np.ndarray
+    th: np.ndarray
+    rng: np.random.Generator
+    noise: bool
 
 
 @dataclasses.dataclass
@@ -229,38 +243,54 @@ class AnalogNeurons:
         return self.chip_time(steps) * self.card.params["acceleration"]
 
     # ------------------------------------------------------------------ dynamics
+    def start(self, batch: int, *, rng: Any = None, v0=None, noise: bool = True) -> "AnalogState":
+        """The state of ``batch`` runs of the chip about to start: membranes at ``v0`` (LSB; default
+        each neuron's leak), no synaptic current, nothing refractory, and this trial's thresholds
+        (the card's threshold noise drawn from ``rng`` unless ``noise`` is False), which
+        :meth:`advance` keeps using."""
+        p = self.card.params
+        g = as_rng(rng)
+        vals = self.values()
+        th = np.broadcast_to(vals["v_th"], (batch, self.n)).copy()
+        if noise and p["threshold_noise"] > 0:
+            th += p["threshold_noise"] * g.standard_normal((batch, self.n))
+        v = np.broadcast_to(vals["v_leak"] if v0 is None else np.asarray(v0, np.float64), (batch, self.n)).copy()
+        return AnalogState(v, np.zeros((batch, self.n)), np.zeros((batch, self.n), np.int32), th, g, bool(noise))
+
+    def advance(self, state: "AnalogState", currents, *, spiking: bool = True, refractory_steps=None,
+                record_current: bool = False):
+        """Run ``state`` on through input currents (T, batch, n) in chip units, updating it in
+        place: spikes, membranes (LSB) and, with ``record_current``, synaptic currents, (T, batch, n)."""
+        p = self.card.params
+        x = _check_currents(currents, self.n, "AnalogNeurons.run")
+        vals = self.values()
+        dt = p["dt"]
+        alpha = np.exp(-dt / vals["tau_mem"])
+        beta = np.exp(-dt / vals["tau_syn"])
+        gscale = vals["gain"] * self.gap
+        noise_std = p["membrane_noise"] * np.sqrt(1.0 - alpha**2) if state.noise else np.zeros(self.n)
+        nref = self.refractory_steps if refractory_steps is None else int(refractory_steps)
+        zs = np.empty(x.shape, x.dtype)
+        vs = np.empty(x.shape)
+        is_ = np.empty(x.shape) if record_current else np.empty((0, 0, 0))
+        _A.neuron_sequence(x, vals["v_leak"], vals["v_reset"], state.th, alpha, beta, gscale, noise_std, nref,
+                           float(p["v_min"]), float(p["v_max"]), bool(spiking), draw_seed(state.rng), state.v,
+                           state.i, state.r, zs, vs, is_)
+        self.steps_run += x.shape[0]
+        return (zs, vs, is_) if record_current else (zs, vs)
+
     def simulate(self, currents, *, spiking: bool = True, rng: Any = None, v0=None, refractory_steps=None,
                  record_current: bool = False, noise: bool = True):
         """Run in chip units: spikes, membranes (LSB) and optionally synaptic currents, (T, batch, n).
 
         v0: initial membrane (LSB; default the neuron's leak). refractory_steps overrides the
         card's counter (measurements hold a neuron in reset with it). noise False switches the
-        temporal noise off (membrane and threshold).
+        temporal noise off (membrane and threshold). One :meth:`start` and one :meth:`advance`.
         """
-        p = self.card.params
         x = _check_currents(currents, self.n, "AnalogNeurons.run")
-        nt, nb, _ = x.shape
-        g = as_rng(rng)
-        vals = self.values()
-        dt = p["dt"]
-        alpha = np.exp(-dt / vals["tau_mem"])
-        beta = np.exp(-dt / vals["tau_syn"])
-        gscale = vals["gain"] * self.gap
-        noise_std = p["membrane_noise"] * np.sqrt(1.0 - alpha**2) if noise else np.zeros(self.n)
-        th = np.broadcast_to(vals["v_th"], (nb, self.n)).copy()
-        if noise and p["threshold_noise"] > 0:
-            th += p["threshold_noise"] * g.standard_normal((nb, self.n))
-        v = np.broadcast_to(vals["v_leak"] if v0 is None else np.asarray(v0, np.float64), (nb, self.n)).copy()
-        i = np.zeros((nb, self.n))
-        r = np.zeros((nb, self.n), np.int32)
-        nref = self.refractory_steps if refractory_steps is None else int(refractory_steps)
-        zs = np.empty(x.shape, x.dtype)
-        vs = np.empty(x.shape)
-        is_ = np.empty(x.shape) if record_current else np.empty((0, 0, 0))
-        _A.neuron_sequence(x, vals["v_leak"], vals["v_reset"], th, alpha, beta, gscale, noise_std, nref,
-                           float(p["v_min"]), float(p["v_max"]), bool(spiking), draw_seed(g), v, i, r, zs, vs, is_)
-        self.steps_run += nt
-        return (zs, vs, is_) if record_current else (zs, vs)
+        state = self.start(x.shape[1], rng=rng, v0=v0, noise=noise)
+        return self.advance(state, x, spiking=spiking, refractory_steps=refractory_steps,
+                            record_current=record_current)
 
     def run(self, currents, *, spiking: bool = True, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Spikes and normalised membranes (T, batch, n) for normalised input currents."""

@@ -79,10 +79,14 @@ class RSNN(Model):
         t_steps, batch, n_in = x.shape
         i_in = chip["input"].forward(x.reshape(-1, n_in) > 0).reshape(t_steps, batch, -1)
         rec = chip["recurrent"].tile
-        w_rec, var_rec = rec.weights_and_variance()
-        rng = rec.rng if self.noise_rng is None else self.noise_rng
-        trace = simulate(self.cfg, i_in, w_rec, var_rec=var_rec if rec.periphery.read_noise else None,
-                         seed=draw_seed(rng))
+        if rec is None:  # an exact float chip: the layer's own array, no read noise
+            w_rec, var_rec = chip["recurrent"].weights(), None
+            seed = 0 if self.noise_rng is None else draw_seed(self.noise_rng)
+        else:
+            w_rec, var_rec = rec.weights_and_variance()
+            var_rec = var_rec if rec.periphery.read_noise else None
+            seed = draw_seed(rec.rng if self.noise_rng is None else self.noise_rng)
+        trace = simulate(self.cfg, i_in, w_rec, var_rec=var_rec, seed=seed)
         out = chip["output"].forward(trace.z.reshape(t_steps * batch, -1) > 0).reshape(t_steps, batch, -1)
         return trace, readout(self.cfg, out, b_out=chip["output"].bias)
 
