@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import ConfigError, NeuroemuError, did_you_mean
 from .hardware.cards import Card, load_card
-from .hardware.crossbar import Periphery, Tile
+from .hardware.crossbar import READ_OPS, Periphery, Tile
 from .hardware.factory import make_tile
 from .hardware.schemes import SCHEMES, Scheme, make_scheme
 from .rng import as_rng
@@ -50,24 +50,38 @@ class FloatWeights:
 
     def __init__(self, w: np.ndarray):
         self.w = np.array(w)
+        self.ops = dict.fromkeys(READ_OPS, 0)
+        self.digital_ops = 0
+
+    def _count(self, x: np.ndarray, n_out: int) -> None:
+        x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
+        nnz = int(np.count_nonzero(x2))
+        binary = x2.dtype == np.bool_ or bool(np.all(np.abs(x2[x2 != 0]) == 1))
+        self.ops["vectors"] += x2.shape[0]
+        self.ops["macs"] += x2.size * n_out
+        self.ops["effective_acs" if binary else "effective_macs"] += nnz * n_out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self._count(x, self.w.shape[0])
         return x @ self.w.T
 
     def backward(self, d: np.ndarray) -> np.ndarray:
+        self._count(d, self.w.shape[1])
         return d @ self.w
 
     def weights(self) -> np.ndarray:
         return self.w
 
     def apply(self, dw: np.ndarray) -> None:
+        self.digital_ops += self.w.size
         self.w += dw
 
     def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
+        self.digital_ops += d.shape[0] * self.w.size + self.w.size  # the outer products, then the sum
         self.w -= (lr * (d.T @ x)).astype(self.w.dtype)
 
     def stats(self) -> dict[str, Any]:
-        return {}
+        return {"digital_ops": self.digital_ops}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +296,7 @@ class Chip:
                 raise ValueError(f"Chip: two layers named {layer.name!r}")
             self.layers[layer.name] = layer
         self.time = 0.0
+        self.unit_ops = {"neuron_updates": 0, "synaptic_events": 0}  # what the network's units did
 
     def __getitem__(self, name: str) -> Layer:
         try:
@@ -319,6 +334,33 @@ class Chip:
         for layer in self:
             if layer.tile is not None:
                 layer.tile.compensate_drift()
+
+    def add_ops(self, **counts: int) -> None:
+        """Count what the network's units did (a model's forward calls it): ``neuron_updates``
+        (neurons × steps × samples), ``synaptic_events`` (spikes × fan-out delivered inside a
+        kernel rather than through a tile read)."""
+        for k, v in counts.items():
+            self.unit_ops[k] = self.unit_ops.get(k, 0) + int(v)
+
+    def ops(self) -> dict[str, Any]:
+        """Operation counts so far: ``{"layers": {name: counts}, "units": ...}``. Per layer the reads
+        of its tiles (:data:`~neuroemu.hardware.crossbar.READ_OPS`; a float layer's own MACs),
+        ``pulses`` and ``resets`` applied to its devices, ``writes`` (synapses programmed by target)
+        and ``digital_ops`` of its scheme; :mod:`neuroemu.energy` turns them into energy."""
+        layers = {}
+        for name, layer in self.layers.items():
+            sch = layer.scheme
+            tiles = list(sch.tiles)
+            counts = dict.fromkeys(READ_OPS, 0)
+            for ops in ([t.ops for t in tiles] if tiles else [sch.ops]):
+                for k, v in ops.items():
+                    counts[k] += int(v)
+            counts["pulses"] = int(sum(t.npulse.sum() for t in tiles))
+            counts["resets"] = int(sum(t.nreset.sum() for t in tiles))
+            counts["writes"] = int(sum(t.nwrite for t in tiles))
+            counts["digital_ops"] = int(getattr(sch, "n_digital", getattr(sch, "digital_ops", 0)))
+            layers[name] = counts
+        return {"layers": layers, "units": dict(self.unit_ops)}
 
     def tiles(self) -> dict[str, Tile]:
         """{layer name: its tile}, for :meth:`neuroemu.record.Recorder.observe` (exact float layers

@@ -20,10 +20,15 @@ the data of a task, following a :class:`Protocol`:
   rows so far) is saved atomically at every epoch end (every evaluation in an update protocol); a run
   started again with the same path and ``key`` resumes there and ends with the result it would have
   had, bit for bit. The file is removed when the run ends;
-* **progress** — a line now and then from inside the run (:class:`neuroemu.progress.JobProgress`).
+* **progress** — a line now and then from inside the run (:class:`neuroemu.progress.JobProgress`);
+* **operations and energy** — the chip's counts (:meth:`~neuroemu.chip.Chip.ops`) split into
+  training (every update, evaluations left out) and evaluation, and, when the task has
+  ``inference_batch()``, one inference of that batch on the final chip; with the energy and
+  latency of each (:mod:`neuroemu.energy`) in :attr:`Result.ops`.
 
 A task is any object with ``batches(epoch)`` (epoch protocols) or ``batch(step)`` (update
-protocols) and ``evaluate(chip, stage, last) -> dict``; optionally ``observe(batch, measured)``
+protocols) and ``evaluate(chip, stage, last) -> dict``; optionally ``inference_batch()`` (inputs
+and their number of samples, for the per-inference counts), ``observe(batch, measured)``
 (called after every update), ``stop`` (an attribute: set true, e.g. by ``evaluate``, it ends the
 training after that evaluation), ``check_final(final, watch, at)`` (returns a ``diverged`` record
 for a final evaluation that shows divergence, or None) and ``restore(fresh)`` (after a checkpoint
@@ -32,6 +37,7 @@ is loaded: take from the task built anew what the checkpoint left out, e.g. the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import pickle
@@ -42,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import divergence
+from . import divergence, energy
 from .chip import Chip, Hardware
 from .io import atomic_write_bytes
 from .progress import JobProgress
@@ -101,6 +107,7 @@ class Result:
     last: dict[str, Any]
     rule: Any = None
     task: Any = None
+    ops: dict[str, Any] | None = None
 
 
 def checkpoint_path(job_id: str) -> Path | None:
@@ -137,6 +144,9 @@ class Trainer:
         self.watch = divergence.Watch(protocol.watch_label or protocol.watch, protocol.diverge_factor)
         self.rows: list[dict[str, Any]] = []
         self.done = 0  # epochs (epoch protocol) or updates finished
+        self.n_updates = 0
+        self._ops0 = chip.ops()  # counts before training, and those of the evaluations since
+        self._eval_ops: dict[str, Any] = {}
         self.train_time = 0.0
         self.last: dict[str, Any] = {}
         rule.bind(chip)
@@ -192,6 +202,7 @@ class Trainer:
                 self.watch.check(at, measured[watched], bound=bound)
 
         measured = run_step(self.rule, self.chip, batch, check)
+        self.n_updates += 1
         self.chip.advance(self.protocol.seconds_per_update)
         observe = getattr(self.task, "observe", None)
         if observe is not None:
@@ -206,7 +217,9 @@ class Trainer:
 
     def _row(self, unit: str, n: int, stage: str, means: dict[str, float]) -> dict[str, Any]:
         """Evaluate, record the tiles, append the row; returns the evaluation."""
+        before = self.chip.ops()
         scores = self.task.evaluate(self.chip, stage, self.last)
+        self._eval_ops = energy.add(self._eval_ops, energy.diff(self.chip.ops(), before))
         row: dict[str, Any] = {unit: n, **means, **scores}
         if self.device_stats:
             row.update({k: v for k, v in self.chip.stats().items() if k != "pulse_limit_hits"})
@@ -230,6 +243,7 @@ class Trainer:
         self._clock()
         final: dict[str, Any] = {}
         after: dict[float, dict[str, Any]] = {}
+        ops = self._training_ops()
         if diverged is None:
             if p.deploy is not None:
                 self.chip = self.chip.deploy(p.deploy, self.deploy_rng)
@@ -248,8 +262,35 @@ class Trainer:
                 if p.drift_compensation:
                     self.chip.compensate_drift()
                 after[delay] = self.task.evaluate(self.chip, "delay", self.last)
+            ops.update(self._inference_ops())
         return Result(self.rows, final, after, diverged, self.train_time, self.chip, self.recorder, self.last,
-                      self.rule, self.task)
+                      self.rule, self.task, ops)
+
+    def _training_ops(self) -> dict[str, Any]:
+        """The training's counts (evaluations left out), per update, with energy and latency."""
+        train = energy.diff(energy.diff(self.chip.ops(), self._ops0), self._eval_ops)
+        out: dict[str, Any] = {"updates": self.n_updates, "train": train}
+        if self.n_updates:
+            per = energy.scale(train, 1.0 / self.n_updates)
+            out.update(per_update=per, energy_per_update_pJ=energy.account(per, self.chip))
+        return out
+
+    def _inference_ops(self) -> dict[str, Any]:
+        """One inference of the task's ``inference_batch()`` (inputs, number of samples) on a copy
+        of the final chip, per sample (the copy draws its own read noise: the run's chip and its
+        random streams are untouched)."""
+        make = getattr(self.task, "inference_batch", None)
+        batch = make() if make is not None else None
+        if batch is None:
+            return {}
+        x, n = batch
+        chip = copy.deepcopy(self.chip)  # its own random streams: the run's chip reads on untouched
+        before = chip.ops()
+        chip.forward(x)
+        total = energy.diff(chip.ops(), before)
+        per = energy.scale(total, 1.0 / n)
+        return {"per_inference": per, "energy_per_inference_pJ": energy.account(per, chip),
+                "latency_per_inference_s": energy.latency(total, chip) / n}
 
     def _epochs(self) -> None:
         p = self.protocol

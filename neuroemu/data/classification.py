@@ -78,6 +78,12 @@ class ClassificationTask:
         return {f"{name}_acc": accuracy(chip, *self.held_out[name], self.eval_batch)
                 for name in STAGES.get(stage, ("test", "val")) if name in self.held_out}
 
+    def inference_batch(self, n: int = 100) -> tuple[np.ndarray, int]:
+        """The first ``n`` test images (training images without a test set), for the per-inference
+        operation counts."""
+        x = self.held_out["test"][0] if "test" in self.held_out else self.x
+        return x[:n], len(x[:n])
+
     _DATA = ("x", "y", "held_out")
 
     def __getstate__(self):

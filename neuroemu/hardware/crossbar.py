@@ -57,6 +57,14 @@ _LAWS = {"constant": K.CONSTANT, "soft_bounds": K.SOFT_BOUNDS, "exp_step": K.EXP
 AIHWKIT_MAX_BM_FACTOR = 1000
 AIHWKIT_MAX_BM_RES = 0.25
 
+#: Counters of a tile's reads (``Tile.ops``), forward and backward alike: ``vectors`` read through
+#: the array, ``macs`` (dense: every input times every output, NeuroBench's dense synaptic
+#: operations), ``effective_macs`` / ``effective_acs`` (only the non-zero inputs; accumulates when
+#: the inputs are spikes or ±1, multiply-accumulates otherwise: NeuroBench's effective operations),
+#: ``dac`` and ``adc`` conversions (bound-management re-reads included), ``device_reads`` (devices
+#: of the driven rows, both sides of a pair and every device of a synapse).
+READ_OPS = ("vectors", "macs", "effective_macs", "effective_acs", "dac", "adc", "device_reads")
+
 #: How the per-device read noise is drawn (see :class:`Periphery`).
 READ_NOISE_DRAWS = ("per_read", "frozen")
 
@@ -224,6 +232,7 @@ class Tile:
         self.npulse = np.zeros(size, dtype=np.int64)
         self.nreset = np.zeros(size, dtype=np.int64)
         self.nwrite = 0
+        self.ops = dict.fromkeys(READ_OPS, 0)  # what the reads did (see :data:`READ_OPS`)
         self.n_refresh = 0
         self._draw_variation(size)
         self.alpha: float | np.ndarray = 1.0  # drift compensation: a global factor or one per output
@@ -385,6 +394,7 @@ class Tile:
             x2 = x2 * self.alpha.astype(np.float32)
         n = x2.shape[0]
         spikes = x2.dtype == np.bool_
+        self._count(x2, spikes, n_in, forward)
         if spikes:
             nm = np.ones(n, np.float32)
             y = P.spike_mvm(x2, w_rows, np.empty((n, w_rows.shape[1]), np.float32))
@@ -402,6 +412,19 @@ class Tile:
         if per_output and forward:
             y *= self.alpha.astype(np.float32)
         return y[0] if squeeze else y
+
+    def _count(self, x, spikes, n_in, forward):
+        """Add a read of the batch ``x`` to :attr:`ops`."""
+        n, n_out = x.shape[0], self.shape[0] if forward else self.shape[1]
+        nnz = int(np.count_nonzero(x))
+        binary = spikes or bool(np.all(np.abs(x[x != 0]) == 1))
+        ops, per = self.ops, self.periphery
+        ops["vectors"] += n
+        ops["macs"] += n * n_in * n_out
+        ops["effective_acs" if binary else "effective_macs"] += nnz * n_out
+        ops["dac"] += 0 if spikes or not per.dac_bits else n * n_in
+        ops["adc"] += n * n_out if per.adc_bits else 0
+        ops["device_reads"] += nnz * n_out * self.n_side * self.n_devices
 
     def _dac(self, x, noise_management):
         """Inputs on the DAC grid (noise-managed when asked) and the noise-management scale of each row."""
@@ -431,6 +454,7 @@ class Tile:
                 break
             factor *= np.float32(2.0)
             s = nm[rows] * factor
+            self._count(x[rows], False, x.shape[1], True)  # a re-read: its conversions and device reads
             xs, _ = self._dac(x[rows] / s[:, None], False)
             ys = xs @ w_rows
             var = (xs * xs) @ var_rows if self._has_var else np.empty((0, 0), np.float32)

@@ -260,6 +260,7 @@ class Scheme:
         self.n_refreshes = 0
         self.n_refresh_checks = 0
         self.n_limit_hits = 0
+        self.n_digital = 0  # digital operations of the scheme (outer products, accumulator adds)
         self._nwrite0 = tile.nwrite
 
     # ------------------------------------------------------------------ public API
@@ -291,6 +292,7 @@ class Scheme:
     def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
         """Apply the wanted change ΔW = -lr · dᵀx (x: (batch, in), d: (batch, out))."""
         x2, d2, lr = self._batch(x, d, lr)
+        self.n_digital += d2.shape[0] * d2.shape[1] * x2.shape[1]  # the outer products, formed digitally
         self.apply(-lr * (d2.astype(np.float64).T @ x2.astype(np.float64)))
 
     def apply(self, dw: np.ndarray) -> None:
@@ -324,6 +326,7 @@ class Scheme:
             "refresh_checks": self.n_refresh_checks,
             "writes": int(sum(t.nwrite for t in self.tiles) - self._nwrite0),
             "energy_pJ": float(sum(t.energy() for t in self.tiles)),
+            "digital_ops": int(self.n_digital),
         }
         if self.pulsed:
             out["pulse_limit_hits"] = self.n_limit_hits
@@ -549,6 +552,7 @@ class DigitalScheme(Scheme):
 
     def _apply(self, dw):
         eps = self.params["epsilon"]
+        self.n_digital += 2 * dw.size  # accumulate, then the transfer test
         self.chi += dw
         q = np.trunc(self.chi / eps) * eps
         self.chi -= q
@@ -675,6 +679,7 @@ class MixedPrecisionScheme(_PulseScheme):
         x2, d2, lr = self._batch(x, d, lr)
         if x2.dtype != d2.dtype:
             x2, d2 = x2.astype(np.float64), d2.astype(np.float64)
+        self.n_digital += d2.shape[0] * d2.shape[1] * x2.shape[1]  # the outer products
         self._accumulate(d2.T @ x2, -lr, lr)
         self._after_update()
 
@@ -684,6 +689,7 @@ class MixedPrecisionScheme(_PulseScheme):
     def _accumulate(self, g: np.ndarray, alpha: float, lr: float | None = None) -> None:
         t = self.tile
         g = np.ascontiguousarray(g).reshape(-1)
+        self.n_digital += 2 * g.size  # accumulate into χ, then the transfer test
         eps = float(self.epsilon)
         n, n_over, most = _U.accumulate_pulse(self.chi, g, float(alpha), eps, self.params["max_pulses"], self._arb,
                                               t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu,

@@ -675,6 +675,8 @@ class NIRNetwork(Model):
                     else:
                         vals[name][t], mem[name][t], states[name] = c.neurons.step(states[name], inp)
         y = vals[self.output_name].reshape(nt, nb, -1)
+        if hasattr(chip, "add_ops"):
+            chip.add_ops(neuron_updates=sum(vals[n].size for n, c in self.nodes.items() if c.neurons is not None))
         return (y, Recording(vals, mem)) if record else y
 
     def _gather(self, c: _Node, vals: dict, t: int | None) -> np.ndarray:
@@ -689,6 +691,11 @@ class NIRNetwork(Model):
                 v = vals[src][t]
             total = v.copy() if total is None else total + v
         return total
+
+    @property
+    def analog_units(self) -> bool:
+        """Whether neuron nodes run on an analog chip (their energy is not costed)."""
+        return any(c.neurons is not None and c.neurons.analog is not None for c in self.nodes.values())
 
     def logits(self, chip: Chip, x: np.ndarray) -> np.ndarray:
         """The maximum over time of the output (batch, n_out): the read-out convention of neuroemu's

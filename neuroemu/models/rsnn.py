@@ -88,6 +88,9 @@ class RSNN(Model):
             seed = draw_seed(rec.rng if self.noise_rng is None else self.noise_rng)
         trace = simulate(self.cfg, i_in, w_rec, var_rec=var_rec, seed=seed)
         out = chip["output"].forward(trace.z.reshape(t_steps * batch, -1) > 0).reshape(t_steps, batch, -1)
+        # the recurrent currents are summed inside the neuron kernel: each spike reaches n_rec neurons
+        chip.add_ops(neuron_updates=t_steps * batch * (self.n_rec + self.n_out),
+                     synaptic_events=int(trace.z.sum()) * self.n_rec)
         return trace, readout(self.cfg, out, b_out=chip["output"].bias)
 
     def __repr__(self) -> str:

@@ -77,9 +77,19 @@ class SamplingBM(Model):
         w_syn = synaptic_weights(w, self.activation, self.sampler.neurons, self.rate)
         if self.noise is None:
             self.noise = np.random.default_rng(0)
-        return self.sampler.sample(w_syn, self.activation.leak(b), duration_ms or self.duration_ms, clamp=clamp,
-                                   chains=chains, burn_in_ms=self.burn_in_ms if burn_in_ms is None else burn_in_ms,
-                                   every_ms=self.every_ms, rng=self.noise)
+        burn = self.burn_in_ms if burn_in_ms is None else burn_in_ms
+        run = self.sampler.sample(w_syn, self.activation.leak(b), duration_ms or self.duration_ms, clamp=clamp,
+                                  chains=chains, burn_in_ms=burn, every_ms=self.every_ms, rng=self.noise)
+        # the synapses between the samplers act inside the kernel: each spike reaches the other n - 1
+        steps = round((run.duration_ms + burn) / self.sampler.neurons.dt)
+        chip.add_ops(neuron_updates=steps * run.counts.shape[0] * self.sampler.neurons.n,
+                     synaptic_events=int(run.counts.sum()) * (self.n - 1))
+        return run
+
+    @property
+    def analog_units(self) -> bool:
+        """Whether the samplers are an analog chip's neurons (their energy is not costed)."""
+        return self.sampler.neurons.kind == "analog"
 
     def forward(self, chip: Chip, x: Any = None, **options: Any) -> SampleRun:
         """Sample with ``x`` as the clamp (see :meth:`sample`)."""

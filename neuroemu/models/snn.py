@@ -89,7 +89,15 @@ class SNN(Model):
 
     def run(self, chip: Chip, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """(logits (batch, classes), spike counts (batch, n) of every hidden layer) of a batch."""
-        return self.net.run(self.input(x), **self.hooks(chip))
+        spikes = self.input(x)
+        out = self.net.run(spikes, **self.hooks(chip))
+        chip.add_ops(neuron_updates=spikes.shape[0] * spikes.shape[1] * sum(self.net.sizes[1:]))
+        return out
+
+    @property
+    def analog_units(self) -> bool:
+        """Whether the units sit on an analog chip (their energy is not costed)."""
+        return any(getattr(n, "kind", "") == "analog" for n in self.neurons or ())
 
     def forward(self, chip: Chip, x: np.ndarray) -> np.ndarray:
         """Logits (batch, classes) of a batch (images with ``encode``, else spikes (T, batch, n_in))."""
