@@ -39,7 +39,7 @@ import numpy as np
 
 from .hardware.crossbar import READ_OPS
 
-__all__ = ["COSTS", "OPS", "account", "latency", "diff", "add", "scale", "components"]
+__all__ = ["COSTS", "OPS", "account", "latency", "diff", "add", "scale", "components", "measure_inference"]
 
 #: Counters of :meth:`neuroemu.chip.Chip.ops` (per layer, plus the network's own ``units``).
 OPS = (*READ_OPS, "pulses", "resets", "writes", "digital_ops")
@@ -172,3 +172,18 @@ def latency(ops: Mapping[str, Any], chip) -> float:
         t_out = (bits_out + 1) * COSTS["adc_time_per_bit"].value if bits_out else 0.0
         total += counts["vectors"] * (t_in + t_out) * 1e-9
     return total
+
+
+def measure_inference(chip, x, n: int) -> dict[str, Any]:
+    """Counts, energy and latency per sample of one forward of ``x`` (``n`` samples) on a copy of
+    ``chip`` (the copy draws its own read noise: ``chip`` and its random streams are untouched):
+    ``per_inference``, ``energy_per_inference_pJ``, ``latency_per_inference_s``."""
+    import copy
+
+    twin = copy.deepcopy(chip)
+    before = twin.ops()
+    twin.forward(x)
+    total = diff(twin.ops(), before)
+    per = scale(total, 1.0 / n)
+    return {"per_inference": per, "energy_per_inference_pJ": account(per, twin),
+            "latency_per_inference_s": latency(total, twin) / n}

@@ -37,7 +37,6 @@ is loaded: take from the task built anew what the checkpoint left out, e.g. the 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import pickle
@@ -283,14 +282,7 @@ class Trainer:
         batch = make() if make is not None else None
         if batch is None:
             return {}
-        x, n = batch
-        chip = copy.deepcopy(self.chip)  # its own random streams: the run's chip reads on untouched
-        before = chip.ops()
-        chip.forward(x)
-        total = energy.diff(chip.ops(), before)
-        per = energy.scale(total, 1.0 / n)
-        return {"per_inference": per, "energy_per_inference_pJ": energy.account(per, chip),
-                "latency_per_inference_s": energy.latency(total, chip) / n}
+        return energy.measure_inference(self.chip, *batch)
 
     def _epochs(self) -> None:
         p = self.protocol

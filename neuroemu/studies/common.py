@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from .. import divergence
 from ..chip import EXACT, Hardware
 from ..config import Opt, check_seeds, validate
@@ -110,3 +112,100 @@ def start_report(out: str | Path, metrics: list[dict[str, Any]], *, make_figures
     if make_figures:
         figs.mkdir(exist_ok=True)
     return out, figs
+
+
+# ---------------------------------------------------------------------------------------- energy
+def ops_summary(ops: dict[str, Any] | None) -> dict[str, Any]:
+    """What a job keeps of a trainer's :attr:`~neuroemu.train.Result.ops`: the counts and energy per
+    update and per inference, the latency per inference (JSON-ready; empty without counts)."""
+    if not ops:
+        return {}
+    keep = ("updates", "per_update", "energy_per_update_pJ", "per_inference", "energy_per_inference_pJ",
+            "latency_per_inference_s")
+    return {k: ops[k] for k in keep if k in ops}
+
+
+def _mean_energy(results: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    from ..energy import COMPONENTS
+
+    have = [r["ops"][key] for r in results if r.get("ops", {}).get(key)]
+    if not have:
+        return None
+    out = {c: float(np.mean([h[c] for h in have])) for c in (*COMPONENTS, "total")}
+    out["not_costed"] = sorted({s for h in have for s in h.get("not_costed", [])})
+    return out
+
+
+def energy_rows(results: list[dict[str, Any]], key: str = "run") -> list[dict[str, Any]]:
+    """One row per run: mean energy per update and per inference (pJ, per component and total),
+    mean latency per inference (s), over the seeds that have counts."""
+    rows = []
+    for name in dict.fromkeys(r[key] for r in results):
+        rs = [r for r in results if r[key] == name and r.get("ops")]
+        if not rs:
+            continue
+        lat = [r["ops"]["latency_per_inference_s"] for r in rs if "latency_per_inference_s" in r["ops"]]
+        per_inf = [r["ops"]["per_inference"] for r in rs if r["ops"].get("per_inference")]
+        rows.append({"run": name, "update": _mean_energy(rs, "energy_per_update_pJ"),
+                     "inference": _mean_energy(rs, "energy_per_inference_pJ"),
+                     "latency_s": float(np.mean(lat)) if lat else None,
+                     "macs_per_inference": float(np.mean([sum(l["macs"] for l in p["layers"].values())
+                                                          for p in per_inf])) if per_inf else None,
+                     "effective_per_inference": float(np.mean([sum(l["effective_macs"] + l["effective_acs"]
+                                                                   for l in p["layers"].values())
+                                                               for p in per_inf])) if per_inf else None})
+    return rows
+
+
+def _energy_cell(e: dict[str, float] | None) -> str:
+    if not e:
+        return "–"
+    parts = [f"{c} {e[c] / 1e3:.3g}" for c in ("adc", "dac", "device_reads", "pulses", "resets", "digital", "neurons")
+             if e[c] > 0]
+    return f"**{e['total'] / 1e3:.3g}** ({', '.join(parts)})" if parts else "0"
+
+
+def energy_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The RESULTS.md section of :func:`energy_rows` (nJ), with where the costs come from."""
+    if not rows:
+        return []
+    lines = ["## Operations and energy", "",
+             "Energy in nJ (total, then by component) per training update and per inference of one sample, "
+             "from the chip's operation counts and the per-operation costs of `neuroemu.energy` (each cost and "
+             "its source: [docs/energy.md](../../../docs/energy.md)); synaptic operations per inference (dense "
+             "MACs and NeuroBench's effective MACs + ACs); latency: array reads only.", "",
+             "| run | per update (nJ) | per inference (nJ) | MACs / inference (dense, effective) | latency / inference |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ops = ("–" if r["macs_per_inference"] is None
+               else f"{r['macs_per_inference']:.3g}, {r['effective_per_inference']:.3g}")
+        lat = "–" if r["latency_s"] is None else f"{r['latency_s'] * 1e6:.3g} µs"
+        lines.append(f"| {r['run']} | {_energy_cell(r['update'])} | {_energy_cell(r['inference'])} | {ops} | {lat} |")
+    missing = sorted({s for r in rows for k in ("update", "inference") if r[k] for s in r[k]["not_costed"]})
+    if missing:
+        lines += ["", "Counted but not costed (no published per-operation energy): " + "; ".join(missing) + "."]
+    return lines + [""]
+
+
+def energy_figure(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Stacked bars of the energy per component, per run: per update and per inference."""
+    from .. import plot
+    from ..energy import COMPONENTS
+
+    have = [r for r in rows if r["update"] or r["inference"]]
+    if not have:
+        return None
+    fig = plot._file_figure(figsize=(max(6.0, 0.9 * len(have) + 3), 4.4), layout="constrained")
+    for i, key in enumerate(("update", "inference")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        bottom = np.zeros(len(have))
+        for j, c in enumerate(COMPONENTS):
+            vals = np.array([(r[key] or {}).get(c, 0.0) / 1e3 for r in have])
+            if vals.any():
+                ax.bar(range(len(have)), vals, bottom=bottom, label=c.replace("_", " "), color=f"C{j}")
+                bottom += vals
+        ax.set_xticks(range(len(have)), [r["run"] for r in have], rotation=40, ha="right", fontsize="x-small")
+        ax.set_ylabel(f"energy per {key} (nJ)")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.legend(fontsize="x-small")
+    return plot._save(fig, Path(path), 110)
