@@ -395,3 +395,33 @@ def test_cuba_k_equal_time_constants_limit():
     k_eq = D.cuba_k(1e-3, np.float64(1e-2), np.float64(1e-2))
     assert abs(k_eq - 0.1 * math.exp(-0.1)) < 1e-15
     assert abs(D.cuba_k(1e-3, np.float64(1e-2), np.float64(1e-2 * (1 + 1e-10))) - k_eq) < 1e-12
+
+
+def test_a_spiking_layer_stack_round_trips(tmp_path):
+    """SpikingLayer stacks (any tile, ideal neurons) export as Linear + CubaLIF pairs that import
+    back to the same spikes and read-out on an exact chip."""
+    from neuroemu.hardware.crossbar import Periphery, Tile
+    from neuroemu.hardware.substrate import IdealNeurons, SpikingLayer
+
+    nir = pytest.importorskip("nir")
+    g = np.random.default_rng(3)
+    dt = 1e-6
+    layers = []
+    for n_out, n_in, spiking in ((7, 5, True), (3, 7, False)):
+        tile = Tile(n_out, n_in, "ideal", w_max=4.0, periphery=Periphery.ideal(), rng=0)
+        tile.write(g.normal(0, 1.2, (n_out, n_in)))
+        neurons = IdealNeurons(n_out, dt=dt, tau_mem=10e-6, tau_syn=5e-6, v_reset=-0.1, refractory=2e-6)
+        layers.append(SpikingLayer(tile, neurons, spiking=spiking))
+    x = (g.random((40, 4, 5)) < 0.3).astype(np.float64)
+    z1, _ = layers[0](x)
+    _, v2 = layers[1](z1)
+    path = tmp_path / "stack.nir"
+    nir.write(str(path), to_nir(layers, dt=dt))
+    model = from_nir(str(path), dt=dt)
+    chip = model.build(Hardware.exact(), rng=0)
+    y, rec = model.forward(chip, x, record=True)
+    np.testing.assert_array_equal(rec.outputs["neurons1"], z1)
+    # the tile reads and the substrate run in float32, the import in float64
+    np.testing.assert_allclose(rec.membranes["neurons2"], v2, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="SpikingLayer"):
+        to_nir([object()], dt=dt)

@@ -762,6 +762,9 @@ def to_nir(model_or_chip: Any, *, dt: float) -> Any:
       1/(1 − κ), v_leak = the read-out bias) → ``out``. ALIF neurons (cfg.n_alif > 0) have no NIR
       node: ConfigError.
     * :class:`NIRNetwork`: its graph with the chip's weights and biases.
+    * a list of :class:`~neuroemu.hardware.substrate.SpikingLayer` (tile + neurons): per layer a
+      Linear node of the tile's weights and a CubaLIF node (CubaLI for a non-spiking read-out) in
+      the same conventions as the SpikingMLP; analog neurons as the neuron their chip is calibrated to.
 
     The Linear/Affine/Conv2d nodes carry the chip's hardware in their metadata, the graph ``dt``,
     ``method`` ("exact") and ``source``. Decays become time constants τ = −dt/ln(decay)."""
@@ -772,6 +775,12 @@ def to_nir(model_or_chip: Any, *, dt: float) -> Any:
     dt = float(dt)
     if not (math.isfinite(dt) and dt > 0):
         raise ConfigError(f"to_nir: dt: expected a finite step > 0, got {dt!r}")
+    if isinstance(model_or_chip, (list, tuple)):
+        from ..hardware.substrate import SpikingLayer
+
+        if not model_or_chip or not all(isinstance(layer, SpikingLayer) for layer in model_or_chip):
+            raise ConfigError("to_nir: a list to export must hold SpikingLayer objects (tile + neurons), at least one")
+        return _layers_graph(nir, list(model_or_chip), dt, {"dt": dt, "method": "exact"})
     chip = model_or_chip if isinstance(model_or_chip, Chip) else None
     model = chip.model if chip is not None else model_or_chip
     hw_meta = _hw_meta(chip.hardware if chip is not None else None)
@@ -843,18 +852,7 @@ def _snn_graph(nir, model, weights, dt, hw_meta, meta) -> Any:
                                        v_reset=_vec(0, n), metadata={_META: {"reset": "subtract"}})
         elif isinstance(net, SpikingMLP):
             p = net.readout_params if last else net.hidden_params
-            tm = D.decay_to_tau(dt, p.alpha, f"{uname} membrane decay")
-            ts = D.decay_to_tau(dt, p.beta_syn, f"{uname} synaptic decay")
-            k_ = float(D.cuba_k(dt, np.float64(tm), np.float64(ts)))
-            common = dict(tau_syn=_vec(ts, n), tau_mem=_vec(tm, n), r=_vec(1.0 / k_, n), v_leak=_vec(0, n),
-                          w_in=_vec(ts / dt, n))
-            if last:
-                nodes[uname] = nir.CubaLI(**common, metadata={_META: {"synapse_input": "impulse", **readout_meta}})
-            else:
-                m = {"synapse_input": "impulse", "reset": "to_value", "refractory": float(p.refractory_steps) * dt,
-                     "refractory_mode": "ignore_input"}
-                nodes[uname] = nir.CubaLIF(**common, v_threshold=_vec(p.v_th, n), v_reset=_vec(p.v_reset, n),
-                                           metadata={_META: m})
+            nodes[uname] = _cuba_node(nir, p, n, dt, uname, spiking=not last, meta=readout_meta if last else {})
         else:
             raise ConfigError(f"to_nir: cannot export an SNN of {type(net).__name__}; expected SparseSNN or SpikingMLP")
         edges += [(prev, lname), (lname, uname)]
@@ -863,6 +861,49 @@ def _snn_graph(nir, model, weights, dt, hw_meta, meta) -> Any:
     edges.append((prev, "output"))
     meta["source"] = f"SNN({type(net).__name__})"
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={_META: meta})
+
+
+def _cuba_node(nir, p: Any, n: int, dt: float, name: str, *, spiking: bool, meta: dict) -> Any:
+    """A current-based LIF population (:class:`~neuroemu.hardware.neurons.CubaParams` ``p``) as a
+    CubaLIF node (CubaLI when not spiking) that, read with ``synapse_input="impulse"`` and the
+    exact method, is neuroemu's CUBA kernel: w_in = τ_syn/dt, r = 1/k."""
+    tm = D.decay_to_tau(dt, p.alpha, f"{name} membrane decay")
+    ts = D.decay_to_tau(dt, p.beta_syn, f"{name} synaptic decay")
+    k_ = float(D.cuba_k(dt, np.float64(tm), np.float64(ts)))
+    common = dict(tau_syn=_vec(ts, n), tau_mem=_vec(tm, n), r=_vec(1.0 / k_, n), v_leak=_vec(0, n),
+                  w_in=_vec(ts / dt, n))
+    if not spiking:
+        return nir.CubaLI(**common, metadata={_META: {"synapse_input": "impulse", **meta}})
+    m = {"synapse_input": "impulse", "reset": "to_value", "refractory": float(p.refractory_steps) * dt,
+         "refractory_mode": "ignore_input", **meta}
+    return nir.CubaLIF(**common, v_threshold=_vec(p.v_th, n), v_reset=_vec(p.v_reset, n), metadata={_META: m})
+
+
+def _layers_graph(nir, layers: list, dt: float, meta: dict) -> Any:
+    """A stack of :class:`~neuroemu.hardware.substrate.SpikingLayer`: per layer its tile's weights
+    (Linear ``layer<k>``) and its neurons (CubaLIF ``neurons<k>``, or CubaLI for an integrating
+    read-out); analog neurons are exported as the neuron their chip is calibrated to."""
+    from ..hardware.substrate import AnalogNeurons, IdealNeurons
+
+    nodes = {"input": nir.Input(input_type=np.array([layers[0].tile.shape[1]]))}
+    edges, prev = [], "input"
+    for k, layer in enumerate(layers, 1):
+        neurons = layer.neurons
+        if isinstance(neurons, AnalogNeurons):
+            t = neurons.targets
+            neurons = IdealNeurons(neurons.n, dt=neurons.card.params["dt"], tau_mem=t["tau_mem"], tau_syn=t["tau_syn"],
+                                   v_reset=(t["v_reset"] - t["v_leak"]) / neurons.gap, refractory=neurons.refractory)
+        if not isinstance(neurons, IdealNeurons):
+            raise ConfigError(f"to_nir: layer {k}: cannot export neurons of {type(neurons).__name__}")
+        w = np.asarray(layer.tile.weights(), np.float64)
+        nodes[f"layer{k}"] = nir.Linear(weight=w, metadata={_META: {"card": str(layer.tile.card.name)}})
+        nodes[f"neurons{k}"] = _cuba_node(nir, neurons.params, w.shape[0], dt, f"neurons{k}", spiking=layer.spiking,
+                                          meta={})
+        edges += [(prev, f"layer{k}"), (f"layer{k}", f"neurons{k}")]
+        prev = f"neurons{k}"
+    nodes["output"] = nir.Output(output_type=np.array([layers[-1].tile.shape[0]]))
+    edges.append((prev, "output"))
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={_META: {**meta, "source": "SpikingLayer stack"}})
 
 
 def _rsnn_graph(nir, model, weights, biases, dt, hw_meta, meta) -> Any:
