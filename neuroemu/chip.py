@@ -279,6 +279,23 @@ class Layer:
     def stats(self) -> dict[str, Any]:
         return self.scheme.stats()
 
+    def count(self, vectors: int, nnz: int, *, binary: bool = False) -> None:
+        """Count reads a model makes outside :meth:`forward` (it reads the weights once and forms
+        the products itself, e.g. a convolution): ``vectors`` input vectors of the layer's n_in
+        entries, ``nnz`` of all their entries non-zero, ``binary`` when those are spikes or ±1."""
+        n_out, n_in = self.shape
+        counts = {"vectors": vectors, "macs": vectors * n_in * n_out,
+                  "effective_acs" if binary else "effective_macs": nnz * n_out}
+        tile = self.tile
+        if tile is not None:
+            per = tile.periphery
+            counts.update(dac=vectors * n_in if per.dac_bits and not binary else 0,
+                          adc=vectors * n_out if per.adc_bits else 0,
+                          device_reads=nnz * n_out * tile.n_side * tile.n_devices)
+        ops = tile.ops if tile is not None else self.scheme.ops
+        for k, v in counts.items():
+            ops[k] += int(v)
+
 
 #: Counters of :meth:`Chip.stats` (summed over layers; ints except the energy).
 STATS = ("pulses", "refreshes", "energy_pJ", "pulse_limit_hits")

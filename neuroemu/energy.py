@@ -39,7 +39,7 @@ import numpy as np
 
 from .hardware.crossbar import READ_OPS
 
-__all__ = ["COSTS", "OPS", "account", "latency", "diff", "add", "scale", "components", "measure_inference"]
+__all__ = ["COSTS", "OPS", "account", "latency", "diff", "add", "scale", "components", "measure_inference", "per_sample"]
 
 #: Counters of :meth:`neuroemu.chip.Chip.ops` (per layer, plus the network's own ``units``).
 OPS = (*READ_OPS, "pulses", "resets", "writes", "digital_ops")
@@ -174,6 +174,15 @@ def latency(ops: Mapping[str, Any], chip) -> float:
     return total
 
 
+def per_sample(chip, counts: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """Counts (per sample), energy and latency of ``n`` inferences on ``chip`` that counted
+    ``counts`` (a :func:`diff` of :meth:`~neuroemu.chip.Chip.ops`): ``per_inference``,
+    ``energy_per_inference_pJ``, ``latency_per_inference_s``."""
+    per = scale(counts, 1.0 / n)
+    return {"per_inference": per, "energy_per_inference_pJ": account(per, chip),
+            "latency_per_inference_s": latency(counts, chip) / n}
+
+
 def measure_inference(chip, x, n: int) -> dict[str, Any]:
     """Counts, energy and latency per sample of one forward of ``x`` (``n`` samples) on a copy of
     ``chip`` (the copy draws its own read noise: ``chip`` and its random streams are untouched):
@@ -183,7 +192,4 @@ def measure_inference(chip, x, n: int) -> dict[str, Any]:
     twin = copy.deepcopy(chip)
     before = twin.ops()
     twin.forward(x)
-    total = diff(twin.ops(), before)
-    per = scale(total, 1.0 / n)
-    return {"per_inference": per, "energy_per_inference_pJ": account(per, twin),
-            "latency_per_inference_s": latency(total, twin) / n}
+    return per_sample(twin, diff(twin.ops(), before), n)

@@ -46,6 +46,11 @@ def test_eprop_pcm_end_to_end_and_reproducible(tmp_path, capsys):
     runs = {p.stem: json.loads(p.read_text())["result"] for p in (out / "runs").glob("*.json")}
     fp = runs["fp32_seed0"]
     assert fp["final"] < fp["curve"][0]["nmse"]
+    # operations per update (a sequence task: no per-inference batch)
+    pcm = runs["pcm_nandakumar2018_mixed_precision_seed0"]["ops"]
+    assert pcm["updates"] == 30 and pcm["energy_per_update_pJ"]["total"] > 0 and "per_inference" not in pcm
+    assert pcm["energy_per_update_pJ"]["pulses"] > 0 and fp["ops"]["energy_per_update_pJ"]["pulses"] == 0
+    assert "## Operations and energy" in text and len(summary["energy"]) == 3
     assert [len(t) for t in fp["target"]] == [200] * 3 and len(fp["curve"]) == 3  # three patterns
     # same seed, same chip, same numbers: the whole study again from scratch
     again = tmp_path / "again"

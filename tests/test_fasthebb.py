@@ -46,6 +46,12 @@ def test_fasthebb_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert chip["g_hist"]["steps"] == [0, 2]  # as written, and after the last Hebbian epoch
     text = (out / "RESULTS.md").read_text()
     assert "| hebbian/pcm_nandakumar2018/stochastic | pcm_nandakumar2018 | stochastic |" in text
+    # operations: Hebbian updates on the chip, and the feature layer's inference per test image
+    assert chip["ops"]["energy_per_update_pJ"]["pulses"] > 0 and chip["ops"]["energy_per_inference_pJ"]["total"] > 0
+    energy = {r["run"]: r for r in summary["energy"]}
+    assert set(energy) == {"hebbian", "random", "hebbian/pcm_nandakumar2018/stochastic"}  # backprop: no chip
+    assert energy["random"]["update"] is None and energy["random"]["inference"]["total"] > 0
+    assert "## Operations and energy" in text
     for name in ("accuracy_vs_labels", "filters", "conductances", "pulses_per_device"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
 

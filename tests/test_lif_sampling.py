@@ -49,6 +49,11 @@ def test_a_tiny_sampling_study_runs_end_to_end(tmp_path):
     assert "dkl_deployed" in rows["chip"] and "dkl_deployed" not in rows["coba/theory mapping"]
     text = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "| chip | 3 | 1 |" in text
+    # operations per update of the training in the loop (no per-inference batch)
+    energy = {r["run"]: r for r in summary["energy"]}
+    assert energy["coba/theory mapping K=3"]["update"]["neurons"] > 0 and energy["chip K=3"]["inference"] is None
+    assert "neuron updates of the analog chip" in energy["chip K=3"]["update"]["not_costed"]
+    assert "## Operations and energy" in text
     for name in ("dkl_vs_time", "training", "joint_states"):
         assert (tmp_path / "out" / "figures" / f"{name}.png").is_file()
 
@@ -102,6 +107,7 @@ def test_an_image_job_classifies_and_completes(tiny_images):
         assert 0 <= r[f"completion_error_{kind}"] <= 1 and 0 <= r[f"occluded_accuracy_{kind}"] <= 1
         assert len(r["completions"][kind]["completed"]) == 8
     assert 0 <= r["accuracy"] <= 1
+    assert r["ops"]["updates"] == 4 and r["ops"]["energy_per_update_pJ"]["total"] > 0 and "per_inference" not in r["ops"]
 
 
 def test_image_runs_must_fit_the_chip(tiny_images):

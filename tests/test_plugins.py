@@ -100,6 +100,10 @@ def test_the_example_rule_trains_on_pcm_and_rram_under_three_schemes(tmp_path):
     assert [m["epoch"] for m in result["result"]["metrics"]] == [1]
     text = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "node_perturbation.py:NodePerturbation" in text and "(figures/learning_curves.png)" in text
+    ops = json.loads((tmp_path / "out" / "runs" / "float_seed0.json").read_text())["result"]["ops"]
+    # per update and, a classification task, per inference
+    assert ops["energy_per_update_pJ"]["total"] > 0 and ops["energy_per_inference_pJ"]["total"] > 0
+    assert "## Operations and energy" in text and summary["energy"][0]["run"] == "float"
 
 
 def test_node_perturbation_estimates_the_gradient_of_the_loss():
@@ -231,11 +235,21 @@ def test_a_paper_study_written_as_a_train_config_gives_the_same_numbers(tmp_path
         "chip": {"periphery": periphery},
         "runs": [{"name": f"r{i}", "chip": {"card": c, "scheme": s}, "protocol": {"deploy": d}}
                  for i, (c, s, d) in enumerate(runs)]}, "config:")
-    for a, b in zip(map(crossbar_mlp.run_job, crossbar_mlp.jobs(study)), map(generic.run_job, generic.jobs(config))):
+    studied = list(map(crossbar_mlp.run_job, crossbar_mlp.jobs(study)))
+    for a, b in zip(studied, map(generic.run_job, generic.jobs(config))):
         assert (a["test_acc"], a["val_acc"]) == (b["final"]["test_acc"], b["final"]["val_acc"])
         assert a["test_acc_after"]["3600"] == b["after"]["3600"]["test_acc"]
         assert (a["pulses"], a["energy_pJ"]) == (b["pulses"], b["energy_pJ"])
         assert [m["val_acc"] for m in a["metrics"]] == [m["val_acc"] for m in b["metrics"]]
+        # the same operations: per update (training) and per inference (the trained chip)
+        for key in ("energy_per_update_pJ", "energy_per_inference_pJ"):
+            assert a["ops"][key]["total"] > 0 and a["ops"][key]["total"] == pytest.approx(b["ops"][key]["total"])
+        assert a["ops"]["updates"] == b["ops"]["updates"] == 2 * 200 // 20
+        assert a["ops"]["per_inference"]["layers"]["layer1"]["macs"] == 784 * 16
+    summary = crossbar_mlp.report(study, studied, tmp_path / "out", {"command": "test", "versions": {}})
+    assert [r["run"] for r in summary["energy"]] == ["r0", "r1"] and summary["energy"][0]["latency_s"] > 0
+    assert "## Operations and energy" in (tmp_path / "out" / "RESULTS.md").read_text()
+    assert (tmp_path / "out" / "figures" / "energy.png").stat().st_size > 1000
 
 
 def test_a_rule_from_a_file_pickles_across_processes(tmp_path):

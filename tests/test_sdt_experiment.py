@@ -51,6 +51,11 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys, monkeypatch):  # noqa: F811
     assert "direct_association" in rows["none/784-20/unsupervised"] and "pretrain_acc" in rows["eqprop/784-20/semi"]
     assert rows["eqprop/784-20/unsupervised/rram_gong2018/stochastic"]["pulses_per_synapse"] > 0
     assert "| eqprop/784-20/semi | semi |" in (out / "RESULTS.md").read_text()
+    # operations per update (over all the phases' epochs); none trained: no updates
+    energy = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["energy"]}
+    assert energy["eqprop/784-20/unsupervised/rram_gong2018/stochastic"]["update"]["pulses"] > 0
+    assert energy["bp/784-20/semi"]["update"]["total"] > 0 and energy["none/784-20/unsupervised"]["update"] is None
+    assert "## Operations and energy" in (out / "RESULTS.md").read_text()
     assert all((out / "figures" / f).stat().st_size > 1000
                for f in ("training_loss.png", "readouts.png", "semi_test_accuracy.png"))
     rows_csv = list(csv.DictReader(open(out / "metrics.csv")))

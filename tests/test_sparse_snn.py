@@ -48,6 +48,13 @@ def test_sparse_snn_end_to_end(tmp_path, tiny_data, capsys):  # noqa: F811
     assert set(k for k in rows["dense/N24"] if k.startswith("chip_")) == {"chip_0s", "chip_3600s"}
     text = (out / "RESULTS.md").read_text()
     assert "81.9 % dense" in text and "chip" in text
+    # operations: training per update and per inference (float chip), then per inference on each deployed chip
+    job = json.loads((out / "runs" / "dense_N24_seed0.json").read_text())["result"]
+    assert job["ops"]["energy_per_update_pJ"]["total"] > 0 and job["ops"]["energy_per_inference_pJ"]["total"] > 0
+    assert job["ops_deployed"]["chip"]["energy_per_inference_pJ"]["device_reads"] > 0
+    energy = {r["run"]: r for r in summary["energy"]}
+    assert energy["dense/N24"]["update"]["total"] > 0 and energy["dense/N24 on pcm_joshi2020"]["update"] is None
+    assert "## Operations and energy" in text and (out / "figures" / "energy.png").stat().st_size > 1000
     for name in ("learning_curves", "chip_drift"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
 

@@ -64,6 +64,13 @@ def test_spiking_experiment_end_to_end(tmp_path, tiny_data, capsys):
     cal = [r for r in job["runs"] if r["run"] == "chip/calibrated"][0]["calibration"][0]
     assert all(row["ratio"] <= 0.3 for row in cal)
     assert len(job["metrics"]) == 3 and 0 < job["readout_scale"] <= 1
+    # operations: the float training per update, then the test set's inferences on every run's chip
+    assert job["ops"]["energy_per_update_pJ"]["total"] > 0 and job["ops"]["updates"] == 3 * 240 // 40
+    assert all(r["ops"]["per_inference"]["units"]["neuron_updates"] > 0 for r in job["runs"])
+    assert job["runs"][0]["ops"]["energy_per_inference_pJ"]["total"] > 0  # the float run's digital neurons
+    assert all("neuron updates of the analog chip" in r["ops"]["energy_per_inference_pJ"]["not_costed"]
+               for r in job["runs"][1:])
+    assert [r["run"] for r in summary["energy"]] == list(rows) and "## Operations and energy" in text
 
 
 @pytest.mark.parametrize("run, fragment", [

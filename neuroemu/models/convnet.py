@@ -77,8 +77,22 @@ class SequentialNet(Model):
         and every layer keeps what :meth:`backward` needs."""
         self._read(chip, self.trained)
         for layer in list(self.net)[self.start:]:
-            x = layer.forward(x, cache=train)
+            x = self._counted(chip, layer, x, layer.forward(x, cache=train))
         return x
+
+    def _counted(self, chip: Chip, layer: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Count a weight layer's products (y from x) on its chip layer: one input vector per output
+        position, the non-zero entries at x's density (exact for dense layers)."""
+        name = self._layer_names.get(id(layer))
+        if name is not None:
+            vectors = y.size // layer.w.shape[0]
+            nnz = round(np.count_nonzero(x) / max(x.size, 1) * vectors * layer.w.shape[1])
+            chip[name].count(vectors, nnz)
+        return y
+
+    @property
+    def _layer_names(self) -> dict[int, str]:
+        return {id(layer): name for name, layer in self.names.items()}
 
     def backward(self, grad: np.ndarray) -> dict[str, list[np.ndarray]]:
         """The gradients {name: [∂L/∂w, ∂L/∂b]} of the trained layers, from ∂L/∂outputs of the last
@@ -92,7 +106,14 @@ class SequentialNet(Model):
         if not self.start:
             return x
         self._read(chip, [n for n in self.names if n not in self.trained])
-        return nn.Sequential(*list(self.net)[:self.start]).predict(x, batch_size=batch)
+        fixed = list(self.net)[:self.start]
+        out = nn.Sequential(*fixed).predict(x, batch_size=batch)
+        for name, layer in self.names.items():  # their products, counted once per image
+            if layer in fixed and name not in self.trained:
+                probe = nn.Sequential(*fixed[:fixed.index(layer) + 1]).predict(x[:1], batch_size=1)
+                chip[name].count(len(x) * (probe.size // layer.w.shape[0]),
+                                 len(x) * (probe.size // layer.w.shape[0]) * layer.w.shape[1])
+        return out
 
     def __repr__(self) -> str:
         return f"SequentialNet({', '.join(f'{n} {l.w.shape[1]}->{l.w.shape[0]}' for n, l in self.names.items())})"

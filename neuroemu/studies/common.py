@@ -137,8 +137,9 @@ def _mean_energy(results: list[dict[str, Any]], key: str) -> dict[str, float] | 
 
 
 def energy_rows(results: list[dict[str, Any]], key: str = "run") -> list[dict[str, Any]]:
-    """One row per run: mean energy per update and per inference (pJ, per component and total),
-    mean latency per inference (s), over the seeds that have counts."""
+    """One row per run that has counts (runs without, e.g. recorded before counting, are left
+    out): mean energy per update and per inference (pJ, per component and total), mean latency
+    per inference (s), over the seeds that have counts."""
     rows = []
     for name in dict.fromkeys(r[key] for r in results):
         rs = [r for r in results if r[key] == name and r.get("ops")]
@@ -207,5 +208,8 @@ def energy_figure(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_xticks(range(len(have)), [r["run"] for r in have], rotation=40, ha="right", fontsize="x-small")
         ax.set_ylabel(f"energy per {key} (nJ)")
         ax.set_yscale("symlog", linthresh=1e-3)
-        ax.legend(fontsize="x-small")
+        if bottom.any():
+            ax.legend(fontsize="x-small")
+        else:
+            ax.set_title(f"no counts per {key}", fontsize="small")
     return plot._save(fig, Path(path), 110)

@@ -42,7 +42,8 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, start_report, tile_hardware, tiles_only  # noqa: F401 - prepare: this study's
+from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown, energy_rows,  # noqa: F401
+                      header, ops_summary, prepare, start_report, tile_hardware, tiles_only)  # prepare: this study's
 
 NAME = "crossbar_mlp"
 
@@ -291,7 +292,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     metrics = [{"run": run["name"], "seed": job["seed"], **row} for row in result.rows]
     if result.diverged is not None:
         return {**head, "diverged": result.diverged, "pulse_limit_hits": stats["pulse_limit_hits"],
-                "train_time_s": result.train_time_s, "metrics": metrics}
+                "train_time_s": result.train_time_s, "metrics": metrics, "ops": ops_summary(result.ops)}
     final = dict(result.final)
     if result.after:
         final["test_acc_after"] = {delay_key(d): v["test_acc"] for d, v in result.after.items()}
@@ -304,6 +305,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "g_hist": {"edges": np.asarray(edges).tolist(), "steps": np.asarray(steps).tolist(),
                    "counts": np.asarray(counts).tolist()},
         "pulse_hist": pulse_histogram(chip["layer1"].tile),
+        "ops": ops_summary(result.ops),
     }
 
 
@@ -368,6 +370,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     test = cfg["eval"]["test"]
     figures = experiment_figures(kept, [m for r in ok for m in r["metrics"]], ok, delays, figs) \
         if kept and test else []
+    energy = energy_rows(ok)
+    if (path := energy_figure(energy, figs / "energy.png")) is not None:
+        figures.append(path)
     seeds = ", ".join(map(str, cfg["seeds"]))
     n_val, limit = cfg["data"]["validation"], cfg["data"]["train_limit"] or 60000
     images = f"{limit - n_val} training ({n_val} more held out for validation, drawn with seed " \
@@ -404,9 +409,9 @@ Pulses per synapse count every device pulse (programming and refresh) over all l
 the number of synapses; write energy uses the card's energy per pulse and per RESET (0 where the
 card gives none).
 
-""" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
+""" + "\n".join([*energy_markdown(energy), ""]) + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in figures], "diverged": divergence.jobs(results)}
+    return {"table": rows, "figures": [str(p) for p in figures], "diverged": divergence.jobs(results), "energy": energy}
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -64,7 +64,8 @@ from ...progress import job_messages
 from ...hardware.schemes import SCHEMES, PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import TILE_RUN, check_tile_run, each_run, header, start_report, tile_hardware
+from ..common import (TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown, energy_rows, header,
+                      ops_summary, start_report, tile_hardware)
 
 NAME = "eprop_pcm"
 
@@ -344,7 +345,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / chip.n_synapses,
                 "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"],
                 "pulse_limit_hits": stats["pulse_limit_hits"], "train_time_s": result.train_time_s,
-                "clip_updates": int(last.get("clip_updates", 0)), "clipped_entries": int(last.get("clipped_entries", 0))}
+                "clip_updates": int(last.get("clip_updates", 0)), "clipped_entries": int(last.get("clipped_entries", 0)),
+                "ops": ops_summary(result.ops)}  # per update (a sequence task: no per-inference batch)
     curve = [{"run": run["name"], "seed": job["seed"], **row} for row in result.rows]
     if result.diverged is not None:
         return {**counters, "diverged": result.diverged, "curve": curve}
@@ -608,6 +610,11 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     rows = table(results, delays)
     kept = [r for r in rows if tables.kept(r)]
     paths = figures(kept, divergence.split(results)[0], delays, figs) if kept else []
+    energy_table = energy_rows(divergence.split(results)[0])
+    if energy_table:
+        figs.mkdir(exist_ok=True)
+        if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
+            paths.append(path)
     metric = rows[0]["metric"]
     head = ["run", "final NMSE" if metric == "nmse" else "accuracy"] + \
         [f"after {delay_label(d)}" for d in delays] + ["pulses / synapse", "refreshes", "write energy (µJ)",
@@ -620,6 +627,10 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
              tables.number(r, "energy_uJ", ".3g"), tables.number(r, "train_time_s", ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += tables.markdown_notes(rows, "update")
+    if energy_table:
+        lines += ["", *energy_markdown(energy_table),
+                  "Per update: what the chip counted during one e-prop update (the reads of the sequence, the neuron "
+                  "updates, the scheme's digital work, the writes); the sequence tasks give no per-inference batch."]
     t, m, hw, tr = cfg["task"], cfg["model"], cfg["hardware"], cfg["train"]
     if t["name"] == "pattern_generation":
         task_line = (f"{t['name']} ({t['patterns']} frozen pattern(s), one per update in a new order each epoch; "
@@ -677,4 +688,5 @@ matrices.
 """ + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n\n" + \
         "\n".join(differences_markdown(cfg)) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results),
+            "energy": energy_table}

@@ -39,10 +39,11 @@ from ...config import Opt, check_seeds
 from ...errors import ConfigError
 from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
-from ... import divergence
+from ... import divergence, energy
 from .. import tables
 from ...models.hebbian import LAYER
-from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, tile_hardware  # noqa: F401 - prepare: this study's
+from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown,  # noqa: F401
+                      energy_rows, header, ops_summary, prepare, tile_hardware)  # prepare: this study's
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")
@@ -285,13 +286,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     chip = model.build(Hardware.exact(), weights=w0) if run["card"] is None else _chip(model, run, seed, w0)
     if run["features"] == "hebbian":
         chip, rec, trained = _learn(chip, job, xtr, rng_order)
+        out["ops"] = ops_summary(trained.ops)  # per update; the features' inferences are added below
         if trained.diverged is not None:
             return diverged(trained.diverged)
         out["images_per_s"] = job["hebbian"]["epochs"] * len(xtr) / max(trained.train_time_s, 1e-12)
     out["hebbian_time_s"] = time.perf_counter() - t0
     try:
         ftr = features(chip, xtr, job["layer"]["pool"], batch=job["eval"]["batch_size"])
+        before = chip.ops()
         fte = features(chip, xte, job["layer"]["pool"], batch=job["eval"]["batch_size"])
+        # the test images' features
+        out["ops"] = {**out.get("ops", {}), **energy.per_sample(chip, energy.diff(chip.ops(), before), len(xte))}
         for f, idx in subsets.items():
             rng = np.random.default_rng([seed, int(f * 1e6)])
             out["accuracy"][str(f)] = _readout_accuracy(ftr[idx], ytr[idx], fte, yte, job["readout"], rng,
@@ -453,6 +458,13 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                         f"{r['pulses_per_synapse']:.1f}" if "pulses_per_synapse" in r else "-",
                                         tables.number(r, "train_time_s", ".0f")]) + " |")
     lines += tables.markdown_notes(rows, "epoch")
+    energy_table = energy_rows(divergence.split(results)[0])
+    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
+        paths.append(path)
+    if energy_table:
+        lines += ["", *energy_markdown(energy_table),
+                  "Per update: a Hebbian batch on the feature layer; per inference: the feature layer's response to "
+                  "one test image (the read-out is off-chip); the backprop control has no chip."]
     lay, h, ro, bp = cfg["layer"], cfg["hebbian"], cfg["readout"], cfg["backprop"]
     arch = (f"conv {lay['units']} filters {lay['kernel']}×{lay['kernel']}, ReLU, max-pool {lay['pool']}"
             if lay["kind"] == "conv" else f"dense 784→{lay['units']}, ReLU")
@@ -487,4 +499,5 @@ Test accuracy (%, full 10 000-image test set unless data.test_limit is set):
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results),
+            "energy": energy_table}

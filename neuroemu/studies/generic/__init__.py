@@ -40,7 +40,7 @@ from ...hardware.schemes import PulseLimitWarning
 from ...plot import delay_key, delay_label
 from ...progress import job_messages
 from .. import tables
-from ..common import each_run, header, start_report
+from ..common import each_run, energy_figure, energy_markdown, energy_rows, header, ops_summary, start_report
 
 NAME = "train"
 
@@ -233,7 +233,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
            "pulses": stats["pulses"], "pulses_per_synapse": stats["pulses"] / chip.n_synapses,
            "refreshes": stats["refreshes"], "energy_pJ": stats["energy_pJ"],
            "pulse_limit_hits": stats["pulse_limit_hits"], "train_time_s": result.train_time_s,
-           "metrics": [{"run": run["name"], "seed": job["seed"], **_scalars(r)} for r in result.rows]}
+           "metrics": [{"run": run["name"], "seed": job["seed"], **_scalars(r)} for r in result.rows],
+           "ops": ops_summary(result.ops)}
     if result.diverged is not None:
         out["diverged"] = result.diverged
     else:
@@ -338,6 +339,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     out, figs = start_report(out, [m for r in results for m in r["metrics"]])
     rows = table(results)
     figures = _figures(rows, results, figs)
+    energy = energy_rows(divergence.split(results)[0])
+    if (path := energy_figure(energy, figs / "energy.png")) is not None:
+        figures.append(path)
     unit = results[0]["unit"]
     delays = sorted({float(d) for run in cfg["runs"] for d in run["protocol"]["delays"]})
 
@@ -367,9 +371,9 @@ Produced by:
 
 {markdown_table(rows, unit)}
 
-""" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
+""" + "\n".join([*energy_markdown(energy), ""]) + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in figures], "diverged": divergence.jobs(results)}
+    return {"table": rows, "figures": [str(p) for p in figures], "diverged": divergence.jobs(results), "energy": energy}
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from ... import divergence
 from ...config import Opt
 from ...errors import ConfigError
 from .. import tables
-from ..common import DATA, header, prepare  # noqa: F401 - prepare: this study's
+from ..common import DATA, energy_figure, energy_markdown, energy_rows, header, ops_summary, prepare  # noqa: F401
 from . import _card, _hardware, check_runs, results_head
 
 NAME = "lif_images"
@@ -155,7 +155,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return {"run": job["run"], "seed": seed, "units": list(task.sizes), "train_images": len(tx), "test_images": len(ex),
             "curve": [[r["update"], r["accuracy"]] for r in result.rows], **final, "completions": task.samples,
             "pixel_mean": float(tx.mean()), "reset_above_threshold": model.info["reset_above_threshold"],
-            "train_time_s": time.perf_counter() - t0}
+            "train_time_s": time.perf_counter() - t0,
+            "ops": ops_summary(result.ops)}  # per update (the image task has no per-inference batch)
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -248,6 +249,13 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
             cells += [tables.value_cell(r, f"{k}_{o}", ".1f")
                       for k in ("completion_error", "mean_image_error", "occluded_accuracy")]
         lines.append("| " + " | ".join([r["run"], str(r["seeds"]), *cells, f"{r['train_time_s']:.0f}"]) + " |")
+    energy_table = energy_rows(divergence.split(results)[0])
+    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
+        paths.append(path)
+    if energy_table:
+        lines += ["", *energy_markdown(energy_table),
+                  "Per update: one update of the training in the loop (the data and model phases' chains on the "
+                  "chip, the write of the update); the image task has no per-inference batch."]
     im, net, tr, ev = cfg["images"], cfg["network"], cfg["training"], cfg["eval"]
     r0 = results[0]
     text = results_head("LIF sampling on images: a hierarchical Boltzmann machine on binarised Fashion-MNIST", cfg,
@@ -268,4 +276,5 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results),
+            "energy": energy_table}

@@ -55,9 +55,10 @@ from ...config import Opt, validate
 from ...errors import ConfigError
 from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
-from ... import divergence
+from ... import divergence, energy
 from .. import tables
-from ..common import DATA, TILE_RUN, check_tile_run, each_run, header, prepare, tile_hardware  # noqa: F401 - prepare: this study's
+from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown,  # noqa: F401
+                      energy_rows, header, ops_summary, prepare, tile_hardware)  # prepare: this study's
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -402,8 +403,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     batch, epochs = sec["batch_size"], sec["epochs"]
     ev = job["eval"]["batch_size"]
     t0 = time.perf_counter()
+    test_ops: dict[str, Any] = {}  # the test images' counts: their conv features (cnn) and outputs
     if hasattr(model, "features"):  # the cnn's fixed conv layers: their features, once
-        xtr, xte = model.features(chip, xtr, ev), model.features(chip, xte, ev)
+        xtr = model.features(chip, xtr, ev)
+        before = chip.ops()
+        xte = model.features(chip, xte, ev)
+        test_ops = energy.diff(chip.ops(), before)
     base_lrs = list(inner.lrs)
 
     # the schedule: one phase of epochs, or (semi) pre-training, then rounds of one epoch each way
@@ -435,6 +440,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                              for k in ("supervised", "unsupervised")}, plan)
         out = tr.run()
         chip, task = out.chip, out.task
+        res["ops"] = ops_summary(out.ops)  # per update, over all the phases' epochs
         for row in out.rows:
             curve.append({"run": run["name"], "seed": seed, "epoch": row["epoch"], "phase": plan[row["epoch"] - 1].kind,
                           "loss": row["train_loss"],
@@ -453,7 +459,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         res["pulse_limit_hits"] = st["pulse_limit_hits"]
     if "diverged" in res:
         return res
+    before = chip.ops()
     out_te = outputs(chip, xte, ev)
+    res["ops"] = {**res.get("ops", {}),
+                  **energy.per_sample(chip, energy.add(test_ops, energy.diff(chip.ops(), before)), len(xte))}
     if mode == "unsupervised":
         out_tr = outputs(chip, xtr, ev)
         da = DirectAssociation(10).fit(out_tr, ytr)
@@ -567,6 +576,18 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                         f"{r['seeds']}" + (f" ({tables.status(r)})" if r["diverged"] else ""),
                                         tables.number(r, "train_time_s", ".0f")]) + " |")
     lines += tables.markdown_notes(rows, "epoch")
+    energy_table = energy_rows(divergence.split(results)[0])
+    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
+        paths.append(path)
+    if energy_table:
+        lines += ["", *energy_markdown(energy_table),
+                  "Per update: the mean over every epoch of the run's schedule (semi-supervised runs: pre-training, "
+                  "unsupervised and supervised epochs together); per inference: the network's output for one test "
+                  "image (the linear read-out of unsupervised runs is off-chip)."]
+        if any(r["inference"] is not None and r["inference"]["total"] == 0 for r in energy_table):
+            lines += ["", "The networks of this study read their weights from the chip and compute in float off its "
+                      "counters: their array reads are not counted yet (0 per inference; per update counts the "
+                      "weight updates only)."]
     s, bp, ep, sem = cfg["sdt"], cfg["bp"], cfg["eqprop"], cfg["semi"]
     sched = "" if bp["lr_end"] == 1 else \
         f" (linear schedule to ×{bp['lr_end']:g} over {bp['lr_decay_epochs'] or bp['epochs']} epochs)"
@@ -622,4 +643,5 @@ Produced by:
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results),
+            "energy": energy_table}

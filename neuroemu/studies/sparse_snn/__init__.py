@@ -45,9 +45,10 @@ from ...train import Protocol
 from ...errors import ConfigError
 from ...plot import delay_key, delay_label
 from ...runner import ARRAYS
-from ... import divergence
+from ... import divergence, energy
 from .. import tables
-from ..common import DATA, each_run, header, prepare, start_report  # noqa: F401 - prepare: this study's
+from ..common import (DATA, each_run, energy_figure, energy_markdown, energy_rows, header, ops_summary,  # noqa: F401
+                      prepare, start_report)  # prepare: this study's
 
 NAME = "sparse_snn"
 
@@ -235,19 +236,22 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     head = {"run": job["run"]["name"], "backward": m["backward"], "hidden": n, "b_th": m["b_th"], "seed": seed}
     if result.diverged is not None:
         return {**head, "diverged": {**result.diverged, "metric": "train_loss"}, "dead_at_epoch": dead_at,
-                "train_time_s": result.train_time_s, "metrics": metrics}
+                "train_time_s": result.train_time_s, "metrics": metrics, "ops": ops_summary(result.ops)}
     chip = result.chip
     n_eval = job["eval"]["chip_images"]
     xc, yc = xte[:n_eval], yte[:n_eval]
-    on_chip = _on_chip(chip, job, xc, yc)
-    neurons = _on_neurons(chip, job, xc, yc, xtr[:job["eval"]["batch_size"]])
+    deployed: dict[str, Any] = {}  # per inference on each chip the network is deployed on
+    on_chip = _on_chip(chip, job, xc, yc, deployed)
+    neurons = _on_neurons(chip, job, xc, yc, xtr[:job["eval"]["batch_size"]], deployed)
     return {**head, "test_acc": metrics[-1]["test_acc"], "dead_at_epoch": dead_at,
             "train_time_s": result.train_time_s, "metrics": metrics, "chip": on_chip, "neurons": neurons,
-            ARRAYS: {f"w{k}": w for k, w in enumerate(chip.model.weights(chip))}}
+            ARRAYS: {f"w{k}": w for k, w in enumerate(chip.model.weights(chip))},
+            "ops": ops_summary(result.ops), "ops_deployed": deployed}
 
 
-def _on_chip(chip, job, xte, yte) -> dict[str, float]:
-    """Program the trained weights once on the chip card and measure test accuracy after each delay."""
+def _on_chip(chip, job, xte, yte, ops: dict[str, Any]) -> dict[str, float]:
+    """Program the trained weights once on the chip card and measure test accuracy after each delay;
+    ``ops["chip"]``: the inferences of the first (at 0 s)."""
     from ...hardware.crossbar import Periphery
     from ...models.snn import with_model
 
@@ -262,7 +266,9 @@ def _on_chip(chip, job, xte, yte) -> dict[str, float]:
         elapsed = d
         if c["drift_compensation"]:
             on.compensate_drift()
+        before = on.ops()
         out[delay_key(d)] = accuracy(on, xte, yte, job["eval"]["batch_size"])
+        ops.setdefault("chip", energy.per_sample(on, energy.diff(on.ops(), before), len(xte)))
     return out
 
 
@@ -280,8 +286,9 @@ def psp_peak(neurons) -> float:
     return float(neurons.run(x, spiking=False)[1].max())
 
 
-def _on_neurons(chip, job, xte, yte, xcal) -> dict[str, Any] | None:
-    """Test accuracy with the neuron layers on the chip's neurons (weights ideal); see the module doc."""
+def _on_neurons(chip, job, xte, yte, xcal, ops: dict[str, Any]) -> dict[str, Any] | None:
+    """Test accuracy with the neuron layers on the chip's neurons (weights ideal); see the module doc.
+    ``ops[substrate]``: the inferences on each of the chip's substrates."""
     from ...hardware.cards import load_card
     from ...hardware.factory import make_substrate
     from ...hardware.substrate import chip_targets
@@ -312,7 +319,10 @@ def _on_neurons(chip, job, xte, yte, xcal) -> dict[str, Any] | None:
                                    calibration_rng=np.random.default_rng([seed, 200 + layer]))
                     for layer, k in enumerate(sizes)]
         noise = np.random.default_rng([seed, 300, zlib.crc32(name.encode())])
-        out[name] = accuracy(with_model(chip, model.replace(neurons=subs, gains=scale, noise=noise)), xte, yte, batch)
+        on = with_model(chip, model.replace(neurons=subs, gains=scale, noise=noise))
+        before = on.ops()
+        out[name] = accuracy(on, xte, yte, batch)
+        ops[name] = energy.per_sample(on, energy.diff(on.ops(), before), len(xte))
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -414,6 +424,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
             cells += ["–"] * (4 + len(xs))
         lines.append("| " + " | ".join(cells) + " |")
     lines += tables.markdown_notes(rows, "epoch")
+    energy_table = energy_rows(run_ops(results, cfg))
+    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
+        paths.append(path)
     if on_neurons:
         head = ["run"] + [SUBSTRATE_LABELS[k] for k in SUBSTRATE_RUNS]
         lines += ["", f"On the neurons of `{cfg['neurons']['card']}` (targets overridden: "
@@ -448,6 +461,27 @@ Produced by:
   first batch's, stops and is left out of the means ("diverged k/n")
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
 
-""" + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
+""" + "\n".join(lines) + "\n\n" + "\n".join([*energy_markdown(energy_table), ""]) + \
+        "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
-    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results)}
+    return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results),
+            "energy": energy_table}
+
+
+_INFERENCE = ("per_inference", "energy_per_inference_pJ", "latency_per_inference_s")
+
+
+def run_ops(results: list[dict[str, Any]], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Entries (``run``, ``seed``, ``ops``) of the seeds that did not diverge: each run as trained (the
+    float chip: per update and per inference), then per inference on each chip it was deployed on (the
+    chip card as programmed, the chip's neuron substrates)."""
+    labels = {"chip": f"on {cfg['chip']['card']}",
+              **{k: f"on the neurons of {cfg['neurons']['card']} ({SUBSTRATE_LABELS[k]})" for k in SUBSTRATE_RUNS[1:]}}
+    entries = []
+    for name in dict.fromkeys(r["run"] for r in results):
+        rs = [r for r in results if r["run"] == name and not divergence.is_diverged(r)]
+        entries += [{"run": name, "seed": r["seed"], "ops": r["ops"]} for r in rs if r.get("ops")]
+        for key, label in labels.items():
+            entries += [{"run": f"{name} {label}", "seed": r["seed"], "ops": r["ops_deployed"][key]}
+                        for r in rs if key in r.get("ops_deployed", {})]
+    return entries

@@ -42,9 +42,10 @@ from ...hardware.cards import load_card
 from ...config import Opt, check_layers
 from ...data.classification import ClassificationTask
 from ...errors import ConfigError
-from ... import divergence
+from ... import divergence, energy
 from .. import tables
-from ..common import DATA, each_run, header, prepare, start_report  # noqa: F401 - prepare: this study's
+from ..common import (DATA, each_run, energy_figure, energy_markdown, energy_rows, header, ops_summary,  # noqa: F401
+                      prepare, start_report)  # prepare: this study's
 
 NAME = "spiking_fmnist"
 
@@ -245,7 +246,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         runs = [{"run": r["name"], "synapses": r["synapses"], "neurons": r["neurons"], "calibrated": r["calibrated"],
                  "diverged": diverged} for r in job["runs"]]
         return {"seed": seed, "diverged": diverged, "train_time_s": result.train_time_s, "metrics": metrics,
-                "runs": runs}
+                "runs": runs, "ops": ops_summary(result.ops)}
     chip = result.chip
 
     p = load_card(job["model"]["card"]).params
@@ -263,8 +264,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         on, reports = _deploy(chip, run, job)
         cal_time = time.perf_counter() - t1
         t2 = time.perf_counter()
+        before = on.ops()
         acc, rate = _evaluate(on, xte, yte, ev["batch_size"])
         wall = time.perf_counter() - t2
+        ops = energy.per_sample(on, energy.diff(on.ops(), before), len(xte))  # the test set's inferences on this run's chip
         steps = len(xte) * enc["t_steps"]
         entry = {"run": run["name"], "synapses": run["synapses"], "neurons": run["neurons"],
                  "calibrated": run["calibrated"], "test_acc": acc, "hidden_spikes_per_neuron": rate,
@@ -272,9 +275,28 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                  "chip_time_s": steps * p["dt"], "biological_time_s": steps * p["dt"] * p["acceleration"]}
         if reports:
             entry["calibration"] = [r.rows() for r in reports]
+        entry["ops"] = ops
         runs.append(entry)
     return {"seed": seed, "train_time_s": result.train_time_s, "readout_scale": scale, "metrics": metrics,
-            "runs": runs, "weights_max": [float(np.abs(w).max()) for w in chip.model.weights(chip)]}
+            "runs": runs, "weights_max": [float(np.abs(w).max()) for w in chip.model.weights(chip)],
+            "ops": ops_summary(result.ops)}
+
+
+_INFERENCE = ("per_inference", "energy_per_inference_pJ", "latency_per_inference_s")
+
+
+def run_ops(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (run, seed) that did not diverge, with ``ops``: the seed's training (per update,
+    off-chip on the float chip) and the inferences of the test set on the run's chip."""
+    entries = []
+    for res in results:
+        if divergence.is_diverged(res):
+            continue
+        train = {k: v for k, v in res.get("ops", {}).items() if k not in _INFERENCE}
+        for r in res["runs"]:
+            ops = {**train, **r.get("ops", {})}
+            entries.append({"run": r["run"], "seed": res["seed"], **({"ops": ops} if ops else {})})
+    return entries
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -334,6 +356,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         plot.plot_learning_curves([m for r in ok for m in r["metrics"]], ax=fig.add_subplot(), x="epoch",
                                   y="test_acc", run="seed")
         figures.append(plot._save(fig, figs / "learning_curves.png", 120))
+    energy_table = energy_rows(run_ops(results))
+    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
+        figures.append(path)
     chip = load_card(cfg["model"]["card"])
     p = chip.params
     seeds = ", ".join(map(str, cfg["seeds"]))
@@ -386,10 +411,14 @@ what this machine took to emulate it.
     if cal:
         text += ("Calibration of the hidden layer's neurons (true parameters of the emulated chip, spread across "
                  "neurons, mean over seeds):\n\n" + cal + "\n\n")
+    if energy_table:
+        text += "\n".join([*energy_markdown(energy_table), ""]) + (
+            "Per update: the off-chip training on the float chip (the same network for every run of a seed); per "
+            "inference: the test set on the run's chip.\n\n")
     text += "\n".join(f"![{q.stem}](figures/{q.name})" for q in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(q) for q in figures],
-            "diverged": divergence.jobs(results, job_id=lambda r: f"seed{r['seed']}")}
+            "diverged": divergence.jobs(results, job_id=lambda r: f"seed{r['seed']}"), "energy": energy_table}
 
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
