@@ -697,10 +697,10 @@ class NIRNetwork(Model):
         """Whether neuron nodes run on an analog chip (their energy is not costed)."""
         return any(c.neurons is not None and c.neurons.analog is not None for c in self.nodes.values())
 
-    def logits(self, chip: Chip, x: np.ndarray) -> np.ndarray:
+    def logits(self, chip: Chip, x: np.ndarray, *, rng: Any = None) -> np.ndarray:
         """The maximum over time of the output (batch, n_out): the read-out convention of neuroemu's
         spiking networks (metadata ``readout: max_over_time``)."""
-        return self.forward(chip, x).max(axis=0)
+        return self.forward(chip, x, rng=rng).max(axis=0)
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{n}:{c.kind}" for n, c in self.nodes.items())

@@ -23,11 +23,11 @@ from ..config import apply_overrides, dump_yaml, load_yaml, validate
 from ..errors import ConfigError, did_you_mean
 from ..io import atomic_write_json, versions
 from ..runner import JobsFailed, load_results, run_jobs
-from . import crossbar_mlp, eprop_pcm, fasthebb, generic, lif_sampling, sdt, sparse_snn, spiking_fmnist
+from . import crossbar_mlp, eprop_pcm, fasthebb, generic, lif_sampling, nir_deploy, sdt, sparse_snn, spiking_fmnist
 from .lif_sampling import images as lif_images
 
 EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist, eprop_pcm, sparse_snn, fasthebb, sdt, lif_sampling,
-                                   lif_images, generic)}
+                                   lif_images, nir_deploy, generic)}
 
 
 def resolve(config_path: str | Path, overrides: list[str] | None = None) -> tuple[Any, dict[str, Any]]:

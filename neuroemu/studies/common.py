@@ -213,3 +213,30 @@ def energy_figure(rows: list[dict[str, Any]], path: Path) -> Path | None:
         else:
             ax.set_title(f"no counts per {key}", fontsize="small")
     return plot._save(fig, Path(path), 110)
+
+
+def energy_section(results: list[dict[str, Any]], figs: Path, paths: list, note: str = "") -> tuple[list, list]:
+    """The energy rows of ``results`` (:func:`energy_rows`), their figure appended to ``paths``
+    (``figs/energy.png``), and the RESULTS.md lines (:func:`energy_markdown` and ``note``; none
+    when no result has counts)."""
+    rows = energy_rows(results)
+    if (path := energy_figure(rows, Path(figs) / "energy.png")) is not None:
+        paths.append(path)
+    return rows, ([*energy_markdown(rows), note] if rows and note else energy_markdown(rows))
+
+
+def deploy_hardware(card: Any, periphery: str):
+    """The hardware of a trained layer programmed once onto ``card``, as a function of its weights
+    w: max|w| at the card's full scale; ``periphery`` "ideal" (exact reads) or "default" (the
+    default periphery, its output noise and ADC range relative to that full-scale weight, as in
+    aihwkit)."""
+    import dataclasses
+
+    def hardware(w: np.ndarray) -> Hardware:
+        top = max(float(np.abs(w).max()), 1e-12)
+        per = Periphery.ideal()
+        if periphery == "default":
+            per = dataclasses.replace(Periphery(), out_noise=Periphery.out_noise * top,
+                                      adc_range=Periphery.adc_range * top)
+        return Hardware(card=card, w_max=top, periphery=per)
+    return hardware

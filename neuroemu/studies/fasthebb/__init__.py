@@ -42,8 +42,8 @@ from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
 from .. import tables
 from ...models.hebbian import LAYER
-from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown,  # noqa: F401
-                      energy_rows, header, ops_summary, prepare, tile_hardware)  # prepare: this study's
+from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section, header,  # noqa: F401
+                      ops_summary, prepare, tile_hardware)  # prepare: this study's
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")
@@ -458,13 +458,10 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                         f"{r['pulses_per_synapse']:.1f}" if "pulses_per_synapse" in r else "-",
                                         tables.number(r, "train_time_s", ".0f")]) + " |")
     lines += tables.markdown_notes(rows, "epoch")
-    energy_table = energy_rows(divergence.split(results)[0])
-    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
-        paths.append(path)
-    if energy_table:
-        lines += ["", *energy_markdown(energy_table),
-                  "Per update: a Hebbian batch on the feature layer; per inference: the feature layer's response to "
-                  "one test image (the read-out is off-chip); the backprop control has no chip."]
+    energy_table, elines = energy_section(divergence.split(results)[0], figs, paths,
+                                          "Per update: a Hebbian batch on the feature layer; per inference: the feature layer's response to "
+                                          "one test image (the read-out is off-chip); the backprop control has no chip.")
+    lines += ["", *elines] if energy_table else []
     lay, h, ro, bp = cfg["layer"], cfg["hebbian"], cfg["readout"], cfg["backprop"]
     arch = (f"conv {lay['units']} filters {lay['kernel']}×{lay['kernel']}, ReLU, max-pool {lay['pool']}"
             if lay["kind"] == "conv" else f"dense 784→{lay['units']}, ReLU")

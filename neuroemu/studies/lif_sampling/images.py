@@ -27,7 +27,7 @@ from ... import divergence
 from ...config import Opt
 from ...errors import ConfigError
 from .. import tables
-from ..common import DATA, energy_figure, energy_markdown, energy_rows, header, ops_summary, prepare  # noqa: F401
+from ..common import DATA, energy_section, header, ops_summary, prepare  # noqa: F401
 from . import _card, _hardware, check_runs, results_head
 
 NAME = "lif_images"
@@ -249,13 +249,10 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
             cells += [tables.value_cell(r, f"{k}_{o}", ".1f")
                       for k in ("completion_error", "mean_image_error", "occluded_accuracy")]
         lines.append("| " + " | ".join([r["run"], str(r["seeds"]), *cells, f"{r['train_time_s']:.0f}"]) + " |")
-    energy_table = energy_rows(divergence.split(results)[0])
-    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
-        paths.append(path)
-    if energy_table:
-        lines += ["", *energy_markdown(energy_table),
-                  "Per update: one update of the training in the loop (the data and model phases' chains on the "
-                  "chip, the write of the update); the image task has no per-inference batch."]
+    energy_table, elines = energy_section(divergence.split(results)[0], figs, paths,
+                                          "Per update: one update of the training in the loop (the data and model phases' chains on the "
+                                          "chip, the write of the update); the image task has no per-inference batch.")
+    lines += ["", *elines] if energy_table else []
     im, net, tr, ev = cfg["images"], cfg["network"], cfg["training"], cfg["eval"]
     r0 = results[0]
     text = results_head("LIF sampling on images: a hierarchical Boltzmann machine on binarised Fashion-MNIST", cfg,

@@ -57,8 +57,8 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
 from .. import tables
-from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown,  # noqa: F401
-                      energy_rows, header, ops_summary, prepare, tile_hardware)  # prepare: this study's
+from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section, header,  # noqa: F401
+                      ops_summary, prepare, tile_hardware)  # prepare: this study's
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -576,18 +576,13 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                         f"{r['seeds']}" + (f" ({tables.status(r)})" if r["diverged"] else ""),
                                         tables.number(r, "train_time_s", ".0f")]) + " |")
     lines += tables.markdown_notes(rows, "epoch")
-    energy_table = energy_rows(divergence.split(results)[0])
-    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
-        paths.append(path)
-    if energy_table:
-        lines += ["", *energy_markdown(energy_table),
-                  "Per update: the mean over every epoch of the run's schedule (semi-supervised runs: pre-training, "
-                  "unsupervised and supervised epochs together); per inference: the network's output for one test "
-                  "image (the linear read-out of unsupervised runs is off-chip)."]
-        if any(r["inference"] is not None and r["inference"]["total"] == 0 for r in energy_table):
-            lines += ["", "The networks of this study read their weights from the chip and compute in float off its "
-                      "counters: their array reads are not counted yet (0 per inference; per update counts the "
-                      "weight updates only)."]
+    energy_table, elines = energy_section(divergence.split(results)[0], figs, paths,
+                                          "Per update: the mean over every epoch of the run's schedule (semi-supervised runs: pre-training, "
+                                          "unsupervised and supervised epochs together); per inference: the network's output for one test "
+                                          "image (the linear read-out of unsupervised runs is off-chip). The equilibrium-"
+                                          "propagation network's relaxation is not counted yet (its runs count their "
+                                          "weight updates only).")
+    lines += ["", *elines] if energy_table else []
     s, bp, ep, sem = cfg["sdt"], cfg["bp"], cfg["eqprop"], cfg["semi"]
     sched = "" if bp["lr_end"] == 1 else \
         f" (linear schedule to ×{bp['lr_end']:g} over {bp['lr_decay_epochs'] or bp['epochs']} epochs)"

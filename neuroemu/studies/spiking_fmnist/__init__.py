@@ -30,7 +30,6 @@ progress lines from inside (:class:`neuroemu.progress.JobProgress`).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 import zlib
@@ -44,8 +43,8 @@ from ...data.classification import ClassificationTask
 from ...errors import ConfigError
 from ... import divergence, energy
 from .. import tables
-from ..common import (DATA, each_run, energy_figure, energy_markdown, energy_rows, header, ops_summary,  # noqa: F401
-                      prepare, start_report)  # prepare: this study's
+from ..common import (DATA, deploy_hardware, each_run, energy_figure, energy_markdown, energy_rows, header,  # noqa: F401
+                      ops_summary, prepare, start_report)  # prepare: this study's
 
 NAME = "spiking_fmnist"
 
@@ -186,8 +185,6 @@ def _no_device(column: str) -> bool:
 def _deploy(chip, run: dict[str, Any], job: dict[str, Any]):
     """The trained chip on one run's synapses and neurons (the seed's chip); returns (chip, calibration
     reports)."""
-    from ...chip import Hardware
-    from ...hardware.crossbar import Periphery
     from ...hardware.factory import make_substrate
     from ...hardware.calibration import calibrate
     from ...models.snn import with_model
@@ -196,13 +193,7 @@ def _deploy(chip, run: dict[str, Any], job: dict[str, Any]):
     card = load_card(job["model"]["card"])
     synapses = load_card(run["synapses"])
 
-    def hardware(w):
-        top = max(float(np.abs(w).max()), 1e-12)
-        per = Periphery.ideal()
-        if run["periphery"] == "default":  # output noise and ADC range relative to the full-scale weight
-            per = dataclasses.replace(Periphery(), out_noise=Periphery.out_noise * top,
-                                      adc_range=Periphery.adc_range * top)
-        return Hardware(card=synapses, w_max=top, periphery=per)
+    hardware = deploy_hardware(synapses, run["periphery"])
 
     rngs = [np.random.default_rng([seed, 1 + layer, zlib.crc32(synapses.name.encode())]) for layer in range(len(chip))]
     on = chip.deploy(hardware, rngs)
