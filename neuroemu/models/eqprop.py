@@ -59,7 +59,18 @@ class EqPropModel(Model):
 
     def forward(self, chip: Chip, x: np.ndarray) -> np.ndarray:
         """The free-phase output (B, n_out) of a batch x (B, n_0)."""
-        return self.network(chip).predict(x)
+        out = self.network(chip).predict(x)
+        self.count(chip, len(x), self.config.t_free)
+        return out
+
+    def count(self, chip: Chip, batch: int, steps: int) -> None:
+        """Count a relaxation of ``steps`` steps on ``batch`` samples on the chip's layers: the
+        input's drive through the first layer once, then per step every other layer read forward
+        (its lower state) and backward (its upper state), the states dense."""
+        layers = list(chip)
+        layers[0].count(batch, batch * layers[0].shape[1])
+        for layer in layers[1:]:
+            layer.count(2 * steps * batch, 2 * steps * batch * layer.shape[1])
 
     def __repr__(self) -> str:
         return f"EqPropModel({'-'.join(map(str, self.net.sizes))}, {self.config.output})"

@@ -536,6 +536,9 @@ class EqProp(Rule):
         net = chip.model.network(chip)
         lr = None if self.lr is None else _rates(self.lr, len(net.weights))
         dws, dbs, info = net.wanted_update(x, target, self.rng, lr=lr)
+        cfg = net.config
+        if hasattr(chip.model, "count"):  # the free and nudged relaxations on the chip's layers
+            chip.model.count(chip, len(x), cfg.t_free + (2 if cfg.nudge == "symmetric" else 1) * cfg.t_nudge)
         yield {"loss": info["loss"]}
         if not np.isfinite(info["loss"]):
             return

@@ -580,8 +580,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                           "Per update: the mean over every epoch of the run's schedule (semi-supervised runs: pre-training, "
                                           "unsupervised and supervised epochs together); per inference: the network's output for one test "
                                           "image (the linear read-out of unsupervised runs is off-chip). The equilibrium-"
-                                          "propagation network's relaxation is not counted yet (its runs count their "
-                                          "weight updates only).")
+                                          "propagation network's relaxations count as two dense reads of every layer but "
+                                          "the first per step (its drive is read once).")
     lines += ["", *elines] if energy_table else []
     s, bp, ep, sem = cfg["sdt"], cfg["bp"], cfg["eqprop"], cfg["semi"]
     sched = "" if bp["lr_end"] == 1 else \
