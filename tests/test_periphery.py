@@ -135,3 +135,15 @@ def test_dac_denormal_row_gives_no_nan():
     ref_out, ref_scale = R.dac(x, 126, True)
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(scale, ref_scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.bool_])
+def test_nonzero_binary_kernel_matches_twin(dtype):
+    from neuroemu._kernels.periphery import nonzero_binary
+    from tests.reference.periphery import nonzero_binary as twin
+
+    g = np.random.default_rng(0)
+    for x in (g.normal(size=(5, 7)) * (g.random((5, 7)) < 0.3), np.sign(g.normal(size=(4, 6))) * (g.random((4, 6)) < 0.5),
+              np.zeros((3, 2)), np.eye(4)[:, ::-1]):
+        x = x.astype(dtype)
+        assert nonzero_binary(x) == twin(x)

@@ -95,3 +95,19 @@ def spike_mvm(active, w_rows, out):
                 for j in range(k):
                     out[b, j] += w_rows[i, j]
     return out
+
+
+@njit(cache=True)
+def nonzero_binary(x):
+    """(number of non-zero entries of the 2-d array x, whether all of them are ±1): one pass, for
+    the operation counts of a read (spikes and ±1 inputs are accumulates, others multiply-accumulates)."""
+    nnz = 0
+    binary = True
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            if v != 0:
+                nnz += 1
+                if binary and v != 1 and v != -1:
+                    binary = False
+    return nnz, binary

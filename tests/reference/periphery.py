@@ -65,3 +65,10 @@ def spike_mvm(active, w_rows):
     for i in range(active.shape[1]):
         out = out + np.where(active[:, i, None], w_rows[i][None, :], w_rows.dtype.type(0))
     return out
+
+
+def nonzero_binary(x):
+    """Twin of the kernel: (non-zero entries, all of them ±1)."""
+    x = np.asarray(x)
+    nz = x[x != 0]
+    return int(nz.size), bool(np.all(np.abs(nz) == 1))
