@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import ConfigError, NeuroemuError, did_you_mean
 from .hardware.cards import Card, load_card
-from ._kernels.periphery import nonzero_binary
+from ._kernels.periphery import count_nonzero, only_pm_one
 from .hardware.crossbar import READ_OPS, Periphery, Tile
 from .hardware.factory import make_tile
 from .hardware.schemes import SCHEMES, Scheme, make_scheme
@@ -56,7 +56,7 @@ class FloatWeights:
 
     def _count(self, x: np.ndarray, n_out: int) -> None:
         x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
-        nnz, binary = nonzero_binary(x2)
+        nnz, binary = int(count_nonzero(x2)), only_pm_one(x2)
         self.ops["vectors"] += x2.shape[0]
         self.ops["macs"] += x2.size * n_out
         self.ops["effective_acs" if binary else "effective_macs"] += nnz * n_out

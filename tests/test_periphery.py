@@ -138,12 +138,13 @@ def test_dac_denormal_row_gives_no_nan():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.bool_])
-def test_nonzero_binary_kernel_matches_twin(dtype):
-    from neuroemu._kernels.periphery import nonzero_binary
-    from tests.reference.periphery import nonzero_binary as twin
+def test_read_count_kernels_match_twins(dtype):
+    from neuroemu._kernels.periphery import count_nonzero, only_pm_one
+    from tests.reference import periphery as twin
 
     g = np.random.default_rng(0)
     for x in (g.normal(size=(5, 7)) * (g.random((5, 7)) < 0.3), np.sign(g.normal(size=(4, 6))) * (g.random((4, 6)) < 0.5),
               np.zeros((3, 2)), np.eye(4)[:, ::-1]):
         x = x.astype(dtype)
-        assert nonzero_binary(x) == twin(x)
+        assert only_pm_one(x) == twin.only_pm_one(x)
+        assert count_nonzero(x) == twin.count_nonzero(x)

@@ -98,16 +98,22 @@ def spike_mvm(active, w_rows, out):
 
 
 @njit(cache=True)
-def nonzero_binary(x):
-    """(number of non-zero entries of the 2-d array x, whether all of them are ±1): one pass, for
-    the operation counts of a read (spikes and ±1 inputs are accumulates, others multiply-accumulates)."""
-    nnz = 0
-    binary = True
+def count_nonzero(x):
+    """Non-zero entries of the 2-d array x (a branch-free loop: several times numpy's speed on floats)."""
+    n = 0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            n += x[i, j] != 0
+    return n
+
+
+@njit(cache=True)
+def only_pm_one(x):
+    """Whether every non-zero entry of the 2-d array x is ±1 (spikes and signs are accumulates in the
+    operation counts of a read, other inputs multiply-accumulates); stops at the first other value."""
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             v = x[i, j]
-            if v != 0:
-                nnz += 1
-                if binary and v != 1 and v != -1:
-                    binary = False
-    return nnz, binary
+            if v != 0 and v != 1 and v != -1:
+                return False
+    return True

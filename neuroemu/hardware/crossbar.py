@@ -416,8 +416,8 @@ class Tile:
     def _count(self, x, spikes, n_in, forward):
         """Add a read of the batch ``x`` to :attr:`ops`."""
         n, n_out = x.shape[0], self.shape[0] if forward else self.shape[1]
-        nnz, binary = P.nonzero_binary(x)
-        binary = spikes or binary
+        nnz = int(P.count_nonzero(x))
+        binary = spikes or P.only_pm_one(x)
         ops, per = self.ops, self.periphery
         ops["vectors"] += n
         ops["macs"] += n * n_in * n_out

@@ -67,8 +67,12 @@ def spike_mvm(active, w_rows):
     return out
 
 
-def nonzero_binary(x):
-    """Twin of the kernel: (non-zero entries, all of them ±1)."""
+def count_nonzero(x):
+    """Twin of the kernel."""
+    return int(np.count_nonzero(np.asarray(x)))
+
+
+def only_pm_one(x):
+    """Twin of the kernel: every non-zero entry is ±1."""
     x = np.asarray(x)
-    nz = x[x != 0]
-    return int(nz.size), bool(np.all(np.abs(nz) == 1))
+    return bool(np.all(np.abs(x[x != 0]) == 1))
