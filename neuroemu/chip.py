@@ -30,8 +30,7 @@ import numpy as np
 
 from .errors import ConfigError, NeuroemuError, did_you_mean
 from .hardware.cards import Card, load_card
-from ._kernels.periphery import count_nonzero, only_pm_one
-from .hardware.crossbar import READ_OPS, Periphery, Tile
+from .hardware.crossbar import READ_OPS, Periphery, Tile, nonzero_and_kind
 from .hardware.factory import make_tile
 from .hardware.schemes import SCHEMES, Scheme, make_scheme
 from .rng import as_rng
@@ -52,13 +51,17 @@ class FloatWeights:
     def __init__(self, w: np.ndarray):
         self.w = np.array(w)
         self.ops = dict.fromkeys(READ_OPS, 0)
-        self.digital_ops = 0
+        self.n_digital = 0  # the updates' digital operations
 
     def _count(self, x: np.ndarray, n_out: int) -> None:
         x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
-        nnz, binary = int(count_nonzero(x2)), only_pm_one(x2)
-        self.ops["vectors"] += x2.shape[0]
-        self.ops["macs"] += x2.size * n_out
+        self.count_reads(x2.shape[0], *nonzero_and_kind(x2, x2.dtype == np.bool_), x2.shape[1], n_out)
+
+    def count_reads(self, vectors: int, nnz: int, binary: bool, n_in: int, n_out: int, **_: Any) -> None:
+        """Add products to :attr:`ops` (digital: no converters, no devices); see
+        :meth:`Tile.count_reads <neuroemu.hardware.crossbar.Tile.count_reads>`."""
+        self.ops["vectors"] += vectors
+        self.ops["macs"] += vectors * n_in * n_out
         self.ops["effective_acs" if binary else "effective_macs"] += nnz * n_out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -73,15 +76,15 @@ class FloatWeights:
         return self.w
 
     def apply(self, dw: np.ndarray) -> None:
-        self.digital_ops += self.w.size
+        self.n_digital += self.w.size
         self.w += dw
 
     def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
-        self.digital_ops += d.shape[0] * self.w.size + self.w.size  # the outer products, then the sum
+        self.n_digital += d.shape[0] * self.w.size + self.w.size  # the outer products, then the sum
         self.w -= (lr * (d.T @ x)).astype(self.w.dtype)
 
     def stats(self) -> dict[str, Any]:
-        return {"digital_ops": self.digital_ops}
+        return {"digital_ops": self.n_digital}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,17 +287,8 @@ class Layer:
         the products itself, e.g. a convolution): ``vectors`` input vectors of the layer's n_in
         entries, ``nnz`` of all their entries non-zero, ``binary`` when those are spikes or ±1."""
         n_out, n_in = self.shape
-        counts = {"vectors": vectors, "macs": vectors * n_in * n_out,
-                  "effective_acs" if binary else "effective_macs": nnz * n_out}
-        tile = self.tile
-        if tile is not None:
-            per = tile.periphery
-            counts.update(dac=vectors * n_in if per.dac_bits and not binary else 0,
-                          adc=vectors * n_out if per.adc_bits else 0,
-                          device_reads=nnz * n_out * tile.n_side * tile.n_devices)
-        ops = tile.ops if tile is not None else self.scheme.ops
-        for k, v in counts.items():
-            ops[k] += int(v)
+        counter = self.tile if self.tile is not None else self.scheme
+        counter.count_reads(vectors, nnz, binary, n_in, n_out, spikes=binary)
 
 
 #: Counters of :meth:`Chip.stats` (summed over layers; ints except the energy).
@@ -375,7 +369,7 @@ class Chip:
             counts["pulses"] = int(sum(t.npulse.sum() for t in tiles))
             counts["resets"] = int(sum(t.nreset.sum() for t in tiles))
             counts["writes"] = int(sum(t.nwrite for t in tiles))
-            counts["digital_ops"] = int(getattr(sch, "n_digital", getattr(sch, "digital_ops", 0)))
+            counts["digital_ops"] = int(sch.n_digital)
             layers[name] = counts
         return {"layers": layers, "units": dict(self.unit_ops)}
 

@@ -37,13 +37,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .hardware.crossbar import READ_OPS
-
-__all__ = ["COSTS", "OPS", "account", "latency", "diff", "add", "scale", "components", "measure_inference", "per_sample"]
-
-#: Counters of :meth:`neuroemu.chip.Chip.ops` (per layer, plus the network's own ``units``).
-OPS = (*READ_OPS, "pulses", "resets", "writes", "digital_ops")
-UNIT_OPS = ("neuron_updates", "synaptic_events")
+__all__ = ["COSTS", "COMPONENTS", "account", "latency", "diff", "add", "scale", "measure_inference", "per_sample"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +67,6 @@ COSTS: dict[str, Cost] = {
 
 #: Energy components of an account, in this order.
 COMPONENTS = ("adc", "dac", "device_reads", "pulses", "resets", "digital", "neurons")
-
-
-def components() -> tuple[str, ...]:
-    return COMPONENTS
 
 
 def diff(after: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:

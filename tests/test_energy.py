@@ -74,7 +74,7 @@ def test_account_costs_each_component_and_says_what_it_cannot_cost():
     adc_9 = energy.COSTS["adc_fom"].value * 2 ** 9
     assert e["adc"] == pytest.approx((4 * 5 + 4 * 2) * adc_9)
     assert e["dac"] == pytest.approx((4 * 6 + 4 * 5) * energy.COSTS["dac"].value)
-    assert e["total"] == pytest.approx(sum(e[k] for k in energy.components()))
+    assert e["total"] == pytest.approx(sum(e[k] for k in energy.COMPONENTS))
     assert energy.latency(ops, chip) == pytest.approx(2 * 4 * (127 + 10) * 1e-9)
     half = energy.account(energy.scale(ops, 0.5), chip)
     assert half["total"] == pytest.approx(e["total"] / 2)

@@ -27,7 +27,7 @@ import numpy as np
 from .._kernels import analog as _K
 from .cards import Card, load_card
 from ..rng import as_rng, draw_seed
-from .crossbar import Periphery, Tile
+from .crossbar import Periphery, Tile, nonzero_and_kind
 from ..errors import ConfigError
 
 
@@ -160,12 +160,12 @@ class MACTile(Tile):
             raise ValueError(f"tile read: expected input of shape (batch, {self.shape[1]}), got {x.shape}")
         if np.any(x2 < 0):
             raise ValueError("MACTile.forward: the analog MAC takes non-negative inputs (e.g. ReLU activations)")
-        n, nnz = x2.shape[0], int(np.count_nonzero(x2))
-        blocks = -(-self.shape[1] // self.mac.block)
-        for key, value in (("vectors", n), ("macs", n * self.shape[0] * self.shape[1]),
-                           ("effective_macs", nnz * self.shape[0]), ("dac", n * self.shape[1] * self.num_sends),
-                           ("adc", n * self.shape[0] * blocks), ("device_reads", 2 * nnz * self.shape[0])):
-            self.ops[key] += value  # one 8-bit conversion per 128-row block; a row pair per weight
+        n, (nnz, _) = x2.shape[0], nonzero_and_kind(x2)
+        self.count_reads(n, nnz, False, *self.shape[::-1])  # products and device reads (ideal periphery)
+        ops = self.ops  # the MAC's own converters: 5-bit inputs, one 8-bit conversion per 128-row block
+        ops["dac"] += n * self.shape[1] * self.num_sends
+        ops["adc"] += n * self.shape[0] * -(-self.shape[1] // self.mac.block)
+        ops["device_reads"] += nnz * self.shape[0]  # the second row of each weight's pair
         top = x2.max(axis=1, keepdims=True).astype(np.float64)
         top[top == 0] = 1.0
         xq = np.rint(x2 * (self.mac.x_max / top))

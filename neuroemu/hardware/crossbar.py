@@ -65,6 +65,12 @@ AIHWKIT_MAX_BM_RES = 0.25
 #: of the driven rows, both sides of a pair and every device of a synapse).
 READ_OPS = ("vectors", "macs", "effective_macs", "effective_acs", "dac", "adc", "device_reads")
 
+def nonzero_and_kind(x: np.ndarray, spikes: bool = False) -> tuple[int, bool]:
+    """(non-zero entries of the 2-d input x, whether they are all ±1: accumulates, not
+    multiply-accumulates, in the counts of :data:`READ_OPS`); ``spikes``: x is known to be binary."""
+    return int(P.count_nonzero(x)), bool(spikes or P.only_pm_one(x))
+
+
 #: How the per-device read noise is drawn (see :class:`Periphery`).
 READ_NOISE_DRAWS = ("per_read", "frozen")
 
@@ -415,15 +421,18 @@ class Tile:
 
     def _count(self, x, spikes, n_in, forward):
         """Add a read of the batch ``x`` to :attr:`ops`."""
-        n, n_out = x.shape[0], self.shape[0] if forward else self.shape[1]
-        nnz = int(P.count_nonzero(x))
-        binary = spikes or P.only_pm_one(x)
+        self.count_reads(x.shape[0], *nonzero_and_kind(x, spikes), n_in,
+                         self.shape[0] if forward else self.shape[1], spikes=spikes)
+
+    def count_reads(self, vectors: int, nnz: int, binary: bool, n_in: int, n_out: int, *, spikes: bool = False) -> None:
+        """Add reads to :attr:`ops`: ``vectors`` inputs of ``n_in`` entries, ``nnz`` of them non-zero,
+        ``binary`` when those are ±1, ``spikes`` when they bypass the DAC, onto ``n_out`` outputs."""
         ops, per = self.ops, self.periphery
-        ops["vectors"] += n
-        ops["macs"] += n * n_in * n_out
+        ops["vectors"] += vectors
+        ops["macs"] += vectors * n_in * n_out
         ops["effective_acs" if binary else "effective_macs"] += nnz * n_out
-        ops["dac"] += 0 if spikes or not per.dac_bits else n * n_in
-        ops["adc"] += n * n_out if per.adc_bits else 0
+        ops["dac"] += 0 if spikes or not per.dac_bits else vectors * n_in
+        ops["adc"] += vectors * n_out if per.adc_bits else 0
         ops["device_reads"] += nnz * n_out * self.n_side * self.n_devices
 
     def _dac(self, x, noise_management):

@@ -107,13 +107,15 @@ class SequentialNet(Model):
             return x
         self._read(chip, [n for n in self.names if n not in self.trained])
         fixed = list(self.net)[:self.start]
-        out = nn.Sequential(*fixed).predict(x, batch_size=batch)
-        for name, layer in self.names.items():  # their products, counted once per image
-            if layer in fixed and name not in self.trained:
-                probe = nn.Sequential(*fixed[:fixed.index(layer) + 1]).predict(x[:1], batch_size=1)
-                chip[name].count(len(x) * (probe.size // layer.w.shape[0]),
-                                 len(x) * (probe.size // layer.w.shape[0]) * layer.w.shape[1])
-        return out
+        h = x[:1]  # one image through the fixed layers: each weight layer's outputs per image
+        for layer in fixed:
+            y = nn.Sequential(layer).predict(h, batch_size=1)
+            name = self._layer_names.get(id(layer))
+            if name is not None:  # its products for every image, counted dense
+                vectors = len(x) * (y.size // layer.w.shape[0])
+                chip[name].count(vectors, vectors * layer.w.shape[1])
+            h = y
+        return nn.Sequential(*fixed).predict(x, batch_size=batch)
 
     def __repr__(self) -> str:
         return f"SequentialNet({', '.join(f'{n} {l.w.shape[1]}->{l.w.shape[0]}' for n, l in self.names.items())})"

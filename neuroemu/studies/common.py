@@ -196,6 +196,7 @@ def energy_figure(rows: list[dict[str, Any]], path: Path) -> Path | None:
     have = [r for r in rows if r["update"] or r["inference"]]
     if not have:
         return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig = plot._file_figure(figsize=(max(6.0, 0.9 * len(have) + 3), 4.4), layout="constrained")
     for i, key in enumerate(("update", "inference")):
         ax = fig.add_subplot(1, 2, i + 1)

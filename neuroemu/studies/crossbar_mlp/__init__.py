@@ -42,7 +42,7 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown, energy_rows,  # noqa: F401
+from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section,  # noqa: F401
                       header, ops_summary, prepare, start_report, tile_hardware, tiles_only)  # prepare: this study's
 
 NAME = "crossbar_mlp"
@@ -370,9 +370,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     test = cfg["eval"]["test"]
     figures = experiment_figures(kept, [m for r in ok for m in r["metrics"]], ok, delays, figs) \
         if kept and test else []
-    energy = energy_rows(ok)
-    if (path := energy_figure(energy, figs / "energy.png")) is not None:
-        figures.append(path)
+    energy, elines = energy_section(ok, figs, figures)
     seeds = ", ".join(map(str, cfg["seeds"]))
     n_val, limit = cfg["data"]["validation"], cfg["data"]["train_limit"] or 60000
     images = f"{limit - n_val} training ({n_val} more held out for validation, drawn with seed " \
@@ -409,7 +407,7 @@ Pulses per synapse count every device pulse (programming and refresh) over all l
 the number of synapses; write energy uses the card's energy per pulse and per RESET (0 where the
 card gives none).
 
-""" + "\n".join([*energy_markdown(energy), ""]) + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
+""" + "\n".join([*elines, ""]) + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(p) for p in figures], "diverged": divergence.jobs(results), "energy": energy}
 

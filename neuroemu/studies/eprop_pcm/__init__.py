@@ -64,7 +64,7 @@ from ...progress import job_messages
 from ...hardware.schemes import SCHEMES, PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import (TILE_RUN, check_tile_run, each_run, energy_figure, energy_markdown, energy_rows, header,
+from ..common import (TILE_RUN, check_tile_run, each_run, energy_section, header,
                       ops_summary, start_report, tile_hardware)
 
 NAME = "eprop_pcm"
@@ -610,11 +610,10 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     rows = table(results, delays)
     kept = [r for r in rows if tables.kept(r)]
     paths = figures(kept, divergence.split(results)[0], delays, figs) if kept else []
-    energy_table = energy_rows(divergence.split(results)[0])
-    if energy_table:
-        figs.mkdir(exist_ok=True)
-        if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
-            paths.append(path)
+    energy_table, elines = energy_section(
+        divergence.split(results)[0], figs, paths,
+        "Per update: what the chip counted during one e-prop update (the reads of the sequence, the neuron updates, "
+        "the scheme's digital work, the writes); the sequence tasks give no per-inference batch.")
     metric = rows[0]["metric"]
     head = ["run", "final NMSE" if metric == "nmse" else "accuracy"] + \
         [f"after {delay_label(d)}" for d in delays] + ["pulses / synapse", "refreshes", "write energy (µJ)",
@@ -627,10 +626,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
              tables.number(r, "energy_uJ", ".3g"), tables.number(r, "train_time_s", ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += tables.markdown_notes(rows, "update")
-    if energy_table:
-        lines += ["", *energy_markdown(energy_table),
-                  "Per update: what the chip counted during one e-prop update (the reads of the sequence, the neuron "
-                  "updates, the scheme's digital work, the writes); the sequence tasks give no per-inference batch."]
+    lines += ["", *elines] if energy_table else []
     t, m, hw, tr = cfg["task"], cfg["model"], cfg["hardware"], cfg["train"]
     if t["name"] == "pattern_generation":
         task_line = (f"{t['name']} ({t['patterns']} frozen pattern(s), one per update in a new order each epoch; "

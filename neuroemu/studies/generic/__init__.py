@@ -40,7 +40,7 @@ from ...hardware.schemes import PulseLimitWarning
 from ...plot import delay_key, delay_label
 from ...progress import job_messages
 from .. import tables
-from ..common import each_run, energy_figure, energy_markdown, energy_rows, header, ops_summary, start_report
+from ..common import each_run, energy_section, header, ops_summary, start_report
 
 NAME = "train"
 
@@ -339,9 +339,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     out, figs = start_report(out, [m for r in results for m in r["metrics"]])
     rows = table(results)
     figures = _figures(rows, results, figs)
-    energy = energy_rows(divergence.split(results)[0])
-    if (path := energy_figure(energy, figs / "energy.png")) is not None:
-        figures.append(path)
+    energy, elines = energy_section(divergence.split(results)[0], figs, figures)
     unit = results[0]["unit"]
     delays = sorted({float(d) for run in cfg["runs"] for d in run["protocol"]["delays"]})
 
@@ -371,7 +369,7 @@ Produced by:
 
 {markdown_table(rows, unit)}
 
-""" + "\n".join([*energy_markdown(energy), ""]) + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
+""" + "\n".join([*elines, ""]) + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(p) for p in figures], "diverged": divergence.jobs(results), "energy": energy}
 

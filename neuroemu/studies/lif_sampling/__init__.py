@@ -35,7 +35,7 @@ from ... import divergence
 from ...config import Opt
 from ...errors import ConfigError, NeuroemuError
 from .. import tables
-from ..common import each_run, energy_figure, energy_markdown, energy_rows, header, ops_summary
+from ..common import each_run, energy_section, header, ops_summary
 
 NAME = "lif_sampling"
 
@@ -400,10 +400,10 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     paths = _figures(results, rows, figs)
-    energy_table = energy_rows([{"run": f"{r['run']} K={r['k']}", "ops": r["ops"]}
-                                for r in divergence.split(results)[0] if r.get("ops")])
-    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
-        paths.append(path)
+    energy_table, elines = energy_section(
+        [{"run": f"{r['run']} K={r['k']}", "ops": r["ops"]} for r in divergence.split(results)[0] if r.get("ops")],
+        figs, paths, "Per update: one update of the training in the loop (the model phase's chains on the chip, the "
+        "write of the update); the sampling task has no per-inference batch.")
     times = cfg["sampling"]["times_ms"]
     head = ["run", "K", "seeds"] + [f"{t:g} ms" for t in times] + ["trained, " + f"{times[-1]:g} ms",
                                                                     "nominal training deployed", "wall s", "chip s",
@@ -415,10 +415,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                         _cell(r, "dkl_trained", len(times) - 1), _cell(r, "dkl_deployed", len(times) - 1),
                                         f"{r['wall_s']:.2f}", f"{r['chip_s']:.3g}",
                                         f"{r['reset_above_threshold']:.1f}"]) + " |")
-    if energy_table:
-        lines += ["", *energy_markdown(energy_table),
-                  "Per update: one update of the training in the loop (the model phase's chains on the chip, the "
-                  "write of the update); the sampling task has no per-inference batch."]
+    lines += ["", *elines] if energy_table else []
     tr, s = cfg["training"], cfg["sampling"]
     text = results_head("LIF sampling: Boltzmann distributions on ideal and emulated analog neurons", cfg, meta) + f"""
 * machines: K ∈ {cfg['machines']['sizes']}, W and b drawn from 2·(Beta(0.5, 0.5) − ½)·scale (scale_w

@@ -49,7 +49,7 @@ from ...config import Opt, check_delays
 from ...errors import ConfigError
 from ...plot import delay_key, delay_label
 from .. import tables
-from ..common import (DATA, deploy_hardware, each_run, energy_figure, energy_markdown, energy_rows, header,  # noqa: F401
+from ..common import (DATA, deploy_hardware, each_run, energy_section, header,  # noqa: F401
                       prepare, start_report)
 
 NAME = "nir_deploy"
@@ -432,9 +432,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     rows = table(results)
     delays = cfg["eval"]["delays"]
     paths = _figures(rows, figs, delays)
-    erows = energy_rows(results)
-    efig = energy_figure(erows, figs / "energy.png")
-    paths += [efig] if efig is not None else []
+    erows, elines = energy_section(results, figs, paths)
     net, enc, ev = cfg["network"], cfg["encoding"], cfg["eval"]
     n_test = results[0]["n_test"]
     drift_cols = [d for d in delays] if any(r["drifts"] for r in rows) else []
@@ -477,6 +475,6 @@ Spikes are counted over every spiking node (IF, LIF, CubaLIF). Chip time: what t
 analog chip ({n_test} images × {enc['t_steps']} chip steps); eval wall time: what this machine took to
 emulate one pass over the test set (per seed, right after programming).
 
-""" + "\n".join(energy_markdown(erows)) + "\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
+""" + "\n".join(elines) + "\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(p) for p in paths], "energy": erows}

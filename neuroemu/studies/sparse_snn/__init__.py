@@ -47,7 +47,7 @@ from ...plot import delay_key, delay_label
 from ...runner import ARRAYS
 from ... import divergence, energy
 from .. import tables
-from ..common import (DATA, each_run, energy_figure, energy_markdown, energy_rows, header, ops_summary,  # noqa: F401
+from ..common import (DATA, each_run, energy_section, header, ops_summary,  # noqa: F401
                       prepare, start_report)  # prepare: this study's
 
 NAME = "sparse_snn"
@@ -424,9 +424,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
             cells += ["–"] * (4 + len(xs))
         lines.append("| " + " | ".join(cells) + " |")
     lines += tables.markdown_notes(rows, "epoch")
-    energy_table = energy_rows(run_ops(results, cfg))
-    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
-        paths.append(path)
+    energy_table, elines = energy_section(run_ops(results, cfg), figs, paths)
     if on_neurons:
         head = ["run"] + [SUBSTRATE_LABELS[k] for k in SUBSTRATE_RUNS]
         lines += ["", f"On the neurons of `{cfg['neurons']['card']}` (targets overridden: "
@@ -461,7 +459,7 @@ Produced by:
   first batch's, stops and is left out of the means ("diverged k/n")
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
 
-""" + "\n".join(lines) + "\n\n" + "\n".join([*energy_markdown(energy_table), ""]) + \
+""" + "\n".join(lines) + "\n\n" + "\n".join([*elines, ""]) + \
         "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(p) for p in paths], "diverged": divergence.jobs(results),

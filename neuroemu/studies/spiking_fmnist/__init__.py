@@ -43,7 +43,7 @@ from ...data.classification import ClassificationTask
 from ...errors import ConfigError
 from ... import divergence, energy
 from .. import tables
-from ..common import (DATA, deploy_hardware, each_run, energy_figure, energy_markdown, energy_rows, header,  # noqa: F401
+from ..common import (DATA, deploy_hardware, each_run, energy_section, header,  # noqa: F401
                       ops_summary, prepare, start_report)  # prepare: this study's
 
 NAME = "spiking_fmnist"
@@ -347,9 +347,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         plot.plot_learning_curves([m for r in ok for m in r["metrics"]], ax=fig.add_subplot(), x="epoch",
                                   y="test_acc", run="seed")
         figures.append(plot._save(fig, figs / "learning_curves.png", 120))
-    energy_table = energy_rows(run_ops(results))
-    if (path := energy_figure(energy_table, figs / "energy.png")) is not None:
-        figures.append(path)
+    energy_table, elines = energy_section(
+        run_ops(results), figs, figures, "Per update: the off-chip training on the float chip (the same network for "
+        "every run of a seed); per inference: the test set on the run's chip.")
     chip = load_card(cfg["model"]["card"])
     p = chip.params
     seeds = ", ".join(map(str, cfg["seeds"]))
@@ -403,9 +403,7 @@ what this machine took to emulate it.
         text += ("Calibration of the hidden layer's neurons (true parameters of the emulated chip, spread across "
                  "neurons, mean over seeds):\n\n" + cal + "\n\n")
     if energy_table:
-        text += "\n".join([*energy_markdown(energy_table), ""]) + (
-            "Per update: the off-chip training on the float chip (the same network for every run of a seed); per "
-            "inference: the test set on the run's chip.\n\n")
+        text += "\n".join(elines) + "\n\n"
     text += "\n".join(f"![{q.stem}](figures/{q.name})" for q in figures) + "\n"
     atomic_write_text(out / "RESULTS.md", text)
     return {"table": rows, "figures": [str(q) for q in figures],
