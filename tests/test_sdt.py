@@ -67,6 +67,24 @@ def test_direct_association():
         DirectAssociation(3).fit(out, labels + 5)
     with pytest.raises(ValueError, match="not fitted"):
         DirectAssociation(3).predict(out)
+    with pytest.raises(ValueError, match="mode"):
+        DirectAssociation(3, mode="mean")
+
+
+def test_direct_association_modes():
+    """wins: labels by wins, the most active unit decides; av / max (the authors' read-outs): labels by
+    the highest mean response, silent units unlabelled; av averages each class's units."""
+    out = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]], float)
+    labels = np.array([0, 0, 1, 1])
+    sample = np.array([[0.9, 0.0, 0.5, 2.0]])
+    wins, av, mx = (DirectAssociation(2, mode=m).fit(out, labels) for m in ("wins", "av", "max"))
+    assert wins.unit_class.tolist() == [0, 0, 1, 0]
+    assert av.unit_class.tolist() == mx.unit_class.tolist() == [0, 0, 1, -1]
+    assert wins.predict(sample).tolist() == [0]  # unit 3 is the most active, labelled 0
+    assert av.predict(sample).tolist() == [1]  # class 0: mean(0.9, 0) = 0.45 < class 1: 0.5
+    assert mx.predict(sample).tolist() == [0]  # the silent unit 3 is left out; unit 0 wins
+    for da in (wins, av, mx):
+        assert da.accuracy(out, labels) == 1.0
 
 
 # ----------------------------------------------------------------------------- the rules on a chip

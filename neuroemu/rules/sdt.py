@@ -107,12 +107,27 @@ class SelfDefinedTarget:
 
 
 class DirectAssociation:
-    """Each output unit labelled with the class it wins most often (is the most active unit) on a
-    labelled subset; a sample's class is the label of its most active unit. A unit that never wins
-    there takes the class to which its mean response is highest above its mean over the classes."""
+    """Direct association: each output unit labelled with a class on a labelled subset, and a sample
+    classified from its outputs through those labels. Three modes:
 
-    def __init__(self, n_classes: int = 10):
-        self.n_classes = int(n_classes)
+    * ``wins``: a unit is labelled with the class it wins most often (is the most active unit) on
+      the labelled subset; a sample's class is the label of its most active unit. A unit that never
+      wins there takes the class to which its mean response is highest above its mean over the
+      classes.
+    * ``av`` (the authors' headline read-out, Liu et al. 2024, ``One2one.average_predict``): a unit
+      is labelled with the class of its highest mean response; a unit whose highest mean response
+      is 0 (it never answers) stays unlabelled. A sample's class is the class whose labelled units
+      have the highest mean output; a class without units is never chosen.
+    * ``max`` (the authors' ``max_predict``): the same labels; a sample's class is the label of its
+      most active labelled unit.
+    """
+
+    MODES = ("wins", "av", "max")
+
+    def __init__(self, n_classes: int = 10, mode: str = "wins"):
+        if mode not in self.MODES:
+            raise ValueError(f"mode: expected one of {self.MODES}, got {mode!r}")
+        self.n_classes, self.mode = int(n_classes), mode
         self.unit_class: np.ndarray | None = None
 
     def fit(self, outputs, labels) -> "DirectAssociation":
@@ -123,12 +138,15 @@ class DirectAssociation:
         if lab.dtype.kind not in "iu" or lab.min() < 0 or lab.max() >= self.n_classes:
             raise ValueError(f"labels: expected integers in [0, {self.n_classes}), got {lab.dtype} "
                              f"{lab.min() if len(lab) else ''}..{lab.max() if len(lab) else ''}")
-        wins = np.zeros((y.shape[1], self.n_classes))
-        np.add.at(wins, (y.argmax(axis=1), lab), 1.0)
-        present = [c for c in range(self.n_classes) if np.any(lab == c)]
-        means = np.stack([y[lab == c].mean(axis=0) for c in present], axis=1)
-        fallback = np.asarray(present)[(means - means.mean(axis=1, keepdims=True)).argmax(axis=1)]
-        self.unit_class = np.where(wins.sum(axis=1) > 0, wins.argmax(axis=1), fallback)
+        present = np.asarray([c for c in range(self.n_classes) if np.any(lab == c)])
+        means = np.stack([y[lab == c].mean(axis=0) for c in present], axis=1)  # (units, classes present)
+        if self.mode == "wins":
+            wins = np.zeros((y.shape[1], self.n_classes))
+            np.add.at(wins, (y.argmax(axis=1), lab), 1.0)
+            fallback = present[(means - means.mean(axis=1, keepdims=True)).argmax(axis=1)]
+            self.unit_class = np.where(wins.sum(axis=1) > 0, wins.argmax(axis=1), fallback)
+        else:
+            self.unit_class = np.where(means.max(axis=1) == 0, -1, present[means.argmax(axis=1)])
         return self
 
     def predict(self, outputs) -> np.ndarray:
@@ -137,6 +155,14 @@ class DirectAssociation:
         y = np.asarray(outputs)
         if y.ndim != 2 or y.shape[1] != len(self.unit_class):
             raise ValueError(f"outputs: expected shape (N, {len(self.unit_class)}), got {y.shape}")
+        labelled = self.unit_class >= 0
+        if self.mode == "av":
+            score = np.full((len(y), self.n_classes), -np.inf)
+            for c in np.unique(self.unit_class[labelled]):
+                score[:, c] = y[:, self.unit_class == c].mean(axis=1)
+            return score.argmax(axis=1)
+        if self.mode == "max" and not labelled.all():
+            y = np.where(labelled, y, -np.inf)
         return self.unit_class[y.argmax(axis=1)]
 
     def accuracy(self, outputs, labels) -> float:
