@@ -171,6 +171,45 @@ def test_eqprop_on_an_exact_chip_is_the_network_step():
             np.testing.assert_array_equal(chip[name].bias, b)
 
 
+def test_eqprop_with_adam_steps_the_contrastive_estimate():
+    """optimizer adam: the rate-1 contrastive estimate is the negative gradient of an Adam step per
+    weight matrix (its first step is lr·sign of the estimate), and the rates can change between steps."""
+    from neuroemu.chip import Hardware
+    from neuroemu.models.eqprop import EqPropModel
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.eqprop import EqProp, EqPropConfig, EqPropNetwork
+    from neuroemu.rules.sdt import TargetBatch
+    from neuroemu.rules.surrogate import Adam
+
+    cfg = EqPropConfig(t_free=8, t_nudge=3)
+    chip = EqPropModel([784, 16, 10], config=cfg, rng=0).build(Hardware.exact(), 1)
+    ref = EqPropNetwork([784, 16, 10], config=cfg, rng=0)
+    rule = EqProp([1e-3, 2e-3], rng=3, optimizer="adam")
+    rule.bind(chip)
+    adams = [Adam(lr=1e-3), Adam(lr=2e-3)]
+    for step in range(3):
+        if step == 2:
+            rule.lrs = [5e-4, 1e-3]
+            for a, r in zip(adams, rule.lrs):
+                a.lr = r
+        x, d = _batch(seed=step).x, np.eye(10, dtype=np.float32)[(np.arange(12) + step) % 10]
+        w_before = [w.copy() for w in ref.weights]
+        run_step(rule, chip, TargetBatch(x, d, 1))
+        dws, dbs, _ = ref.wanted_update(x, d, 3, lr=1.0)
+        for i, (a, dw, db) in enumerate(zip(adams, dws, dbs)):
+            cw, cb = a.change([-dw, -db], like=[dw, db])
+            if step == 0:
+                big = np.abs(dw) > 1e-4
+                np.testing.assert_allclose(cw[big], 1e-3 * (i + 1) * np.sign(dw[big]), rtol=1e-3)
+            ref.weights[i], ref.biases[i] = ref.weights[i] + cw, ref.biases[i] + cb
+        for name, w, b, w0 in zip(("layer1", "layer2"), ref.weights, ref.biases, w_before):
+            np.testing.assert_allclose(chip[name].weights(), w, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(chip[name].bias, b, rtol=1e-5, atol=1e-7)
+            assert not np.array_equal(w, w0)
+    with pytest.raises(ConfigError, match="optimizer"):
+        EqProp(0.1, optimizer="rmsprop")
+
+
 @pytest.mark.parametrize("card,scheme", [("pcm_nandakumar2018", "sign"), ("pcm_nandakumar2018", "mixed_precision"),
                                          ("rram_gong2018", "stochastic"), ("ideal", "ideal")])
 def test_self_defined_targets_run_on_device_chips(card, scheme):

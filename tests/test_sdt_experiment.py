@@ -17,16 +17,19 @@ def config(path, data_dir, **extra):
         "sdt": {"k": 2, "gamma": 0.3},
         "bp": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 1.0e-3, "pretrain_lr": 2e-3},
         "eqprop": {"epochs": 2, "batch_size": 16, "t_free": 10, "t_nudge": 4},
-        "semi": {"labels": 40, "pretrain_epochs": 2, "rounds": 1, "batch_size": 8, "unsupervised_lr_factor": 0.5},
+        "semi": {"labels": 40, "pretrain_epochs": 2, "rounds": 1, "batch_size": 8, "unsupervised_lr_factor": 0.5,
+                 "unsupervised_lr_start": 0.01, "ramp_rounds": 3},
         "readout": {"epochs": 5, "batch_size": 32},
         "eval": {"batch_size": 40},
         "runs": [{"trainer": "bp", "hidden": [20]}, {"trainer": "eqprop", "hidden": [20]},
                  {"trainer": "none", "hidden": [20]}, {"trainer": "bp", "hidden": [20], "mode": "supervised"},
-                 {"trainer": "eqprop", "hidden": [20], "mode": "semi", "sdt": {"k": 1}},
+                 {"trainer": "eqprop", "hidden": [20], "mode": "semi", "sdt": {"k": 1},
+                  "eqprop": {"optimizer": "adam", "lr": 1e-3, "pretrain_lr": 2e-3}},
                  {"trainer": "bp", "hidden": [20], "mode": "semi", "sdt": {"k": 1}},
                  {"trainer": "eqprop", "hidden": [20], "card": "rram_gong2018", "scheme": "stochastic"},
                  {"trainer": "bp", "arch": "cnn", "outputs": 30,
-                  "bp": {"train_conv": False, "lr": [1e-3, 1e-3, 2e-3], "lr_end": 0.5, "input_dropout": 0.2}}],
+                  "bp": {"train_conv": False, "lr": [1e-3, 1e-3, 2e-3], "lr_end": 0.5, "input_dropout": 0.2}},
+                 {"trainer": "none", "arch": "cnn", "outputs": 30, "probe": "features", "bp": {"train_conv": False}}],
         **extra,
     }
     path.write_text(yaml.safe_dump(cfg))
@@ -46,11 +49,16 @@ def test_sdt_end_to_end(tmp_path, tiny_data, capsys, monkeypatch):  # noqa: F811
     rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["table"]}
     assert list(rows) == ["bp/784-20/unsupervised", "eqprop/784-20/unsupervised", "none/784-20/unsupervised",
                           "bp/784-20/supervised", "eqprop/784-20/semi", "bp/784-20/semi",
-                          "eqprop/784-20/unsupervised/rram_gong2018/stochastic", "bp/cnn/unsupervised"]
+                          "eqprop/784-20/unsupervised/rram_gong2018/stochastic", "bp/cnn/unsupervised",
+                          "none/cnn/unsupervised/conv-features"]
+    assert rows["none/cnn/unsupervised/conv-features"]["linear_readout"] > 30
     assert rows["bp/784-20/supervised"]["test_acc"] > 30  # ten classes, chance 10 %
-    assert "direct_association" in rows["none/784-20/unsupervised"] and "pretrain_acc" in rows["eqprop/784-20/semi"]
+    assert {"direct_association", "direct_association_av"} <= set(rows["none/784-20/unsupervised"]) and "pretrain_acc" in rows["eqprop/784-20/semi"]
     assert rows["eqprop/784-20/unsupervised/rram_gong2018/stochastic"]["pulses_per_synapse"] > 0
-    assert "| eqprop/784-20/semi | semi |" in (out / "RESULTS.md").read_text()
+    text = (out / "RESULTS.md").read_text()
+    assert "| eqprop/784-20/semi | semi |" in text and "direct association (av)" in text
+    assert "* eqprop/784-20/semi: 40 labels, 2 pre-training epochs (batch 8,\n  lr 0.002), then 1 rounds of one " \
+           "unsupervised epoch (lr 0.001 ×\n  0.01, ramped linearly to 0.5 over 3 rounds)" in text
     # operations per update (over all the phases' epochs); none trained: no updates
     energy = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["energy"]}
     assert energy["eqprop/784-20/unsupervised/rram_gong2018/stochastic"]["update"]["pulses"] > 0
@@ -89,6 +97,7 @@ def test_sdt_lbfgs_readout(tmp_path, tiny_data, capsys):  # noqa: F811
 @pytest.mark.parametrize("runs,message", [
     ([{"trainer": "eqprop", "arch": "cnn"}], "the cnn is trained by backprop only"),
     ([{"trainer": "none", "mode": "semi"}], "expected mode unsupervised"),
+    ([{"trainer": "bp", "probe": "features"}], "expected arch cnn and trainer none, got mlp and bp"),
     ([{"trainer": "bp", "hidden": [3], "sdt": {"k": 5}}], "sdt.k: expected at most the 3 output units"),
     ([{"trainer": "bp", "mode": "semi", "sdt": {"k": 2}}], "expected k 1"),
     ([{"trainer": "bp", "card": "rram_gong2018"}], "only EqProp runs are trained on a chip"),
@@ -122,3 +131,15 @@ def test_a_diverged_run_is_marked_and_the_others_are_not(tmp_path, tiny_data, ca
     assert printed[1].split()[1] == "diverged" and printed[1].split()[-1] == "diverged"
     text = (out / "RESULTS.md").read_text()
     assert "| bp/784-20/supervised | supervised | diverged |" in text and "| 1 (diverged) |" in text
+
+
+def test_unsupervised_factor_ramps_linearly():
+    import numpy as np
+
+    from neuroemu.studies.sdt import unsupervised_factor
+
+    flat = {"unsupervised_lr_factor": 0.5, "unsupervised_lr_start": None, "ramp_rounds": 1}
+    assert [unsupervised_factor(flat, r) for r in (1, 7)] == [0.5, 0.5]
+    ramp = {"unsupervised_lr_factor": 1.0, "unsupervised_lr_start": 0.001, "ramp_rounds": 4}
+    got = [unsupervised_factor(ramp, r) for r in (1, 2, 4, 9)]
+    np.testing.assert_allclose(got, [0.001, 0.001 + 0.999 / 3, 1.0, 1.0])

@@ -517,10 +517,15 @@ class EqProp(Rule):
     requires = frozenset({"energy"})
     #: EqProp's energy has no output dropout: a self-defined target of it is drawn without a mask.
     output_mask = False
+    OPTIMIZERS = ("sgd", "adam")
 
-    def __init__(self, lr=None, *, rng: Any = None):
+    def __init__(self, lr=None, *, rng: Any = None, optimizer: str = "sgd"):
+        if optimizer not in self.OPTIMIZERS:
+            raise ConfigError(f"optimizer: expected one of {', '.join(self.OPTIMIZERS)}, got {optimizer!r}")
         self.lr = lr
         self.rng = rng
+        self.optimizer = optimizer
+        self.adams: list[Any] = []  # optimizer "adam": one per weight matrix (its weights and bias)
 
     @property
     def lrs(self):
@@ -535,12 +540,23 @@ class EqProp(Rule):
         x, target = batch[0], batch[1]
         net = chip.model.network(chip)
         lr = None if self.lr is None else _rates(self.lr, len(net.weights))
-        dws, dbs, info = net.wanted_update(x, target, self.rng, lr=lr)
+        adam = self.optimizer == "adam"
+        dws, dbs, info = net.wanted_update(x, target, self.rng, lr=1.0 if adam else lr)
         cfg = net.config
         if hasattr(chip.model, "count"):  # the free and nudged relaxations on the chip's layers
             chip.model.count(chip, len(x), cfg.t_free + (2 if cfg.nudge == "symmetric" else 1) * cfg.t_nudge)
         yield {"loss": info["loss"]}
         if not np.isfinite(info["loss"]):
             return
+        if adam:  # the contrastive estimate (at rate 1) is the negative gradient; Adam makes the step
+            from .surrogate import Adam
+
+            rates = lr or net.lr
+            if not self.adams:
+                self.adams = [Adam(lr=r) for r in rates]
+            for opt, r in zip(self.adams, rates):
+                opt.lr = r
+            steps = [opt.change([-dw, -db], like=[dw, db]) for opt, dw, db in zip(self.adams, dws, dbs)]
+            dws, dbs = [st[0] for st in steps], [st[1] for st in steps]
         for layer, dw, db in zip(chip, dws, dbs):
             yield Update(layer.name, dw=dw, db=db)

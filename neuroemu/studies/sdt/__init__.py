@@ -95,6 +95,20 @@ EQPROP = {
     "batch_size": Opt("int", 16, 1, 60000),
     "epochs": Opt("int", 10, 0, 10000),
     "pretrain_lr": Opt("any", None, nullable=True, doc="semi: pre-training learning rate(s); null: lr"),
+    "optimizer": Opt("str", "sgd", choices=("sgd", "adam"),
+                     doc="sgd: the contrastive update × lr; adam: Adam on the contrastive estimate, at lr"),
+}
+
+SEMI = {
+    "labels": Opt("int", 600, 10, 60000, doc="labelled training images (class-balanced)"),
+    "pretrain_epochs": Opt("int", 20, 0, 10000),
+    "rounds": Opt("int", 10, 0, 10000, doc="unsupervised epoch + supervised epoch, this many times"),
+    "batch_size": Opt("int", 32, 1, 60000, doc="batch of the supervised epochs on the labelled images"),
+    "unsupervised_lr_factor": Opt("float", 1.0, 1e-9, 1e3, doc="rounds: lr factor of the unsupervised epochs"),
+    "unsupervised_lr_start": Opt("float", None, 1e-12, 1e3, nullable=True,
+                                 doc="rounds: the factor of round 1, ramped linearly to unsupervised_lr_factor "
+                                     "over ramp_rounds (null: no ramp)"),
+    "ramp_rounds": Opt("int", 1, 1, 100000, doc="rounds of the linear ramp of the unsupervised factor"),
 }
 
 
@@ -115,13 +129,7 @@ SCHEMA: dict[str, Any] = {
     "sdt": SDT,
     "bp": BP,
     "eqprop": EQPROP,
-    "semi": {
-        "labels": Opt("int", 600, 10, 60000, doc="labelled training images (class-balanced)"),
-        "pretrain_epochs": Opt("int", 20, 0, 10000),
-        "rounds": Opt("int", 10, 0, 10000, doc="unsupervised epoch + supervised epoch, this many times"),
-        "batch_size": Opt("int", 32, 1, 60000, doc="batch of the supervised epochs on the labelled images"),
-        "unsupervised_lr_factor": Opt("float", 1.0, 1e-9, 1e3, doc="rounds: lr factor of the unsupervised epochs"),
-    },
+    "semi": SEMI,
     "readout": {
         "method": Opt("str", "adam", choices=("adam", "lbfgs"),
                       doc="adam: minibatch Adam (epochs, batch_size, lr); lbfgs: full-batch L-BFGS logistic "
@@ -135,7 +143,7 @@ SCHEMA: dict[str, Any] = {
         "max_iter": Opt("int", 500, 1, 100000, doc="lbfgs: iterations"),
     },
     "eval": {"batch_size": Opt("int", 1000, 1, 100000)},
-    "runs": Opt("list", doc="runs: {trainer, arch, hidden, mode, card, scheme, ...; sdt/bp/eqprop overrides}"),
+    "runs": Opt("list", doc="runs: {trainer, arch, hidden, mode, card, scheme, ...; sdt/bp/eqprop/semi overrides}"),
 }
 
 RUN = {
@@ -144,6 +152,8 @@ RUN = {
     "arch": Opt("str", "mlp", choices=("mlp", "cnn")),
     "hidden": Opt("list", [2000], doc="mlp: layer sizes above the input; unsupervised: the last is the output"),
     "outputs": Opt("int", 3000, 1, 100000, doc="cnn, unsupervised: output units"),
+    "probe": Opt("str", "outputs", choices=("outputs", "features"),
+                 doc="cnn, trainer none: read out the outputs, or the linear read-out of the conv features themselves"),
     "mode": Opt("str", "unsupervised", choices=MODES),
     **{k: TILE_RUN[k] for k in ("scheme_params", "n_devices")},
     "card": Opt("str", None, nullable=True),
@@ -152,6 +162,7 @@ RUN = {
     "sdt": Opt("dict", {}),
     "bp": Opt("dict", {}),
     "eqprop": Opt("dict", {}),
+    "semi": Opt("dict", {}),
 }
 
 
@@ -161,7 +172,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
     runs = []
     for w, run in each_run(cfg, where, RUN):
-        for sec, schema in (("sdt", SDT), ("bp", BP), ("eqprop", EQPROP)):
+        for sec, schema in (("sdt", SDT), ("bp", BP), ("eqprop", EQPROP), ("semi", SEMI)):
             run[sec] = validate({**cfg[sec], **run[sec]}, schema, f"{w}.{sec}")
         if not run["hidden"] or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
                                         for h in run["hidden"]):
@@ -178,6 +189,9 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
                     raise ConfigError(f"{w}.{sec}.{key}: expected learning rates > 0, got {run[sec][key]!r}")
         if run["arch"] == "cnn" and run["trainer"] == "eqprop":
             raise ConfigError(f"{w}.arch: the cnn is trained by backprop only; expected trainer bp or none")
+        if run["probe"] == "features" and (run["arch"], run["trainer"]) != ("cnn", "none"):
+            raise ConfigError(f"{w}.probe: 'features' reads out the random conv features; expected arch cnn and "
+                              f"trainer none, got {run['arch']} and {run['trainer']}")
         if run["trainer"] == "none" and run["mode"] != "unsupervised":
             raise ConfigError(f"{w}.trainer: 'none' (the random control) is read out as an unsupervised network; "
                               f"expected mode unsupervised, got {run['mode']!r}")
@@ -194,7 +208,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         if run["name"] is None:
             arch = "cnn" if run["arch"] == "cnn" else "784-" + "-".join(map(str, run["hidden"]))
             run["name"] = f"{run['trainer']}/{arch}/{run['mode']}" + \
-                (f"/{run['card']}/{run['scheme']}" if run["card"] else "")
+                (f"/{run['card']}/{run['scheme']}" if run["card"] else "") + \
+                ("/conv-features" if run["probe"] == "features" else "")
         runs.append(run)
     check_run_names(runs, where)
     cfg["runs"] = runs
@@ -205,7 +220,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from ..._version import __version__
 
-    common = {k: cfg[k] for k in ("data", "semi", "readout", "eval", "diverge_factor")}
+    common = {k: cfg[k] for k in ("data", "readout", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
 
@@ -240,7 +255,7 @@ def _network(run: dict[str, Any], rng: np.random.Generator, rng_mask: np.random.
         cfg = EqPropConfig(dt=ep["dt"], t_free=ep["t_free"], t_nudge=ep["t_nudge"], beta=ep["beta"],
                            nudge=ep["nudge"], output="mse" if unsup else "xent")
         model = EqPropModel([784, *run["hidden"]] + ([] if unsup else [10]), config=cfg, rng=rng)
-        inner = EqProp(_rates(ep["lr"], _weight_layers(run)), rng=rng)
+        inner = EqProp(_rates(ep["lr"], _weight_layers(run)), rng=rng, optimizer=ep["optimizer"])
     else:
         bp = run["bp"]
         if run["arch"] == "cnn":
@@ -363,6 +378,17 @@ class _Epoch:
             yield TargetBatch(x[idx], onehot[y[idx]] if p.kind == "supervised" else None, self.epoch)
 
 
+def unsupervised_factor(semi: dict[str, Any], round_: int) -> float:
+    """The learning-rate factor of the unsupervised epoch of round ``round_`` (1, 2, ...): the
+    section's ``unsupervised_lr_factor``, or, with ``unsupervised_lr_start``, a linear ramp from it
+    (round 1) to the factor (round ``ramp_rounds`` and after)."""
+    end, start = semi["unsupervised_lr_factor"], semi.get("unsupervised_lr_start")
+    if start is None:
+        return end
+    n = semi["ramp_rounds"]
+    return start + (end - start) * min(round_ - 1, n - 1) / max(n - 1, 1)
+
+
 def _no_device(column: str) -> bool:
     return False
 
@@ -413,7 +439,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     # the schedule: one phase of epochs, or (semi) pre-training, then rounds of one epoch each way
     plan = [_Phase(mode, None, batch)] * epochs if trainer != "none" and mode != "semi" else []
     if trainer != "none" and mode == "semi":
-        sem = job["semi"]
+        sem = run["semi"]
         idx = label_subset(ytr, sem["labels"] / len(ytr), rng_labels)
         pre_lr = sec["pretrain_lr"]
         plan = [_Phase("supervised", idx, sem["batch_size"], base_lrs if pre_lr is None else _rates(pre_lr, len(base_lrs)))
@@ -422,8 +448,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             plan[-1] = plan[-1]._replace(test=True)
         else:  # the untrained network's
             pre_acc = float(np.mean(outputs(chip, xte, ev).argmax(axis=1) == yte))
-        for _ in range(sem["rounds"]):
-            plan += [_Phase("unsupervised", None, batch, [lr * sem["unsupervised_lr_factor"] for lr in base_lrs]),
+        for r in range(sem["rounds"]):
+            plan += [_Phase("unsupervised", None, batch, [lr * unsupervised_factor(sem, r + 1) for lr in base_lrs]),
                      _Phase("supervised", idx, sem["batch_size"], base_lrs, test=True)]
     curve: list[dict[str, Any]] = []
     res: dict[str, Any] = {"run": run["name"], "trainer": trainer, "mode": mode, "card": run["card"],
@@ -462,7 +488,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     out_te = outputs(chip, xte, ev)
     res["ops"] = {**res.get("ops", {}),
                   **energy.per_sample(chip, energy.add(test_ops, energy.diff(chip.ops(), before)), len(xte))}
-    if mode == "unsupervised":
+    if run["probe"] == "features":  # the random conv features themselves, read out linearly
+        res.update(_linear(xtr, ytr, xte, yte, job["readout"], np.random.default_rng([seed, 1])))
+        res["test_acc"] = res["linear_readout"]
+    elif mode == "unsupervised":
         out_tr = outputs(chip, xtr, ev)
         res.update(direct_association(out_tr, ytr, out_te, yte))
         res.update(_linear(out_tr, ytr, out_te, yte, job["readout"], np.random.default_rng([seed, 1])))
@@ -484,6 +513,13 @@ def direct_association(out_tr, ytr, out_te, yte) -> dict[str, float]:
     from ...rules.sdt import DirectAssociation
 
     return {k: DirectAssociation(10, mode=m).fit(out_tr, ytr).accuracy(out_te, yte) for k, m in DA_MODES.items()}
+
+
+def _factor_text(semi: dict[str, Any]) -> str:
+    if semi.get("unsupervised_lr_start") is None:
+        return f"{semi['unsupervised_lr_factor']:g}"
+    return (f"{semi['unsupervised_lr_start']:g}, ramped linearly to {semi['unsupervised_lr_factor']:g} over "
+            f"{semi['ramp_rounds']} rounds")
 
 
 def _linear(ftr, ytr, fte, yte, opts, rng) -> dict[str, Any]:
@@ -556,9 +592,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         fig = plot._file_figure(figsize=(8.5, 1.4 + 0.45 * len(unsup)), layout="constrained")
         plot.plot_run_bars({"runs": [r["run"] for r in unsup], "value": [r["linear_readout"] for r in unsup],
                             "std": [r["linear_readout_std"] for r in unsup], "metric": "linear read-out",
-                            "extra": {"direct association (wins)": [r["direct_association"] for r in unsup],
-                                      **({"direct association (av)": [r["direct_association_av"] for r in unsup]}
-                                         if all("direct_association_av" in r for r in unsup) else {})}},
+                            "extra": {f"direct association ({m})": [r.get(k, math.nan) for r in unsup]
+                                      for k, m in DA_MODES.items() if any(k in r for r in unsup)}},
                            ax=fig.add_subplot(), xlabel="test accuracy (%)")
         paths.append(plot._save(fig, figs / "readouts.png", 120))
     das = [c for c in curve if c.get("direct_association") is not None]
@@ -597,7 +632,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                           "propagation network's relaxations count as two dense reads of every layer but "
                                           "the first per step (its drive is read once).")
     lines += ["", *elines] if energy_table else []
-    s, bp, ep, sem = cfg["sdt"], cfg["bp"], cfg["eqprop"], cfg["semi"]
+    s, bp, ep = cfg["sdt"], cfg["bp"], cfg["eqprop"]
     sched = "" if bp["lr_end"] == 1 else \
         f" (linear schedule to ×{bp['lr_end']:g} over {bp['lr_decay_epochs'] or bp['epochs']} epochs)"
     used = {r["trainer"] for r in cfg["runs"]} | {r["mode"] for r in cfg["runs"]}
@@ -610,12 +645,15 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                         + "\n")
     if "eqprop" in used:
         settings.append(f"""* EqProp: dt {ep['dt']:g}, {ep['t_free']} free + {ep['t_nudge']} nudged steps, β {ep['beta']:g} ({ep['nudge']}),
-  lr {ep['lr']}, batch {ep['batch_size']}, {ep['epochs']} epochs (unsupervised and supervised runs)
+  lr {ep['lr']} ({ep['optimizer']}), batch {ep['batch_size']}, {ep['epochs']} epochs (unsupervised and supervised runs)
 """)
-    if "semi" in used:
-        settings.append(f"""* semi-supervised: {sem['labels']} labels, {sem['pretrain_epochs']} pre-training epochs (batch {sem['batch_size']}),
-  then {sem['rounds']} rounds of one unsupervised epoch (lr × {sem['unsupervised_lr_factor']:g}) and one supervised
-  epoch; pre-training lr: backprop {bp['pretrain_lr'] or bp['lr']}, EqProp {ep['pretrain_lr'] or ep['lr']}
+    for r in cfg["runs"]:
+        if r["mode"] != "semi":
+            continue
+        sem, sec = r["semi"], r["eqprop" if r["trainer"] == "eqprop" else "bp"]
+        settings.append(f"""* {r['name']}: {sem['labels']} labels, {sem['pretrain_epochs']} pre-training epochs (batch {sem['batch_size']},
+  lr {sec['pretrain_lr'] or sec['lr']}), then {sem['rounds']} rounds of one unsupervised epoch (lr {sec['lr']} ×
+  {_factor_text(sem)}) and one supervised epoch (lr {sec['lr']})
 """)
     ro = cfg["readout"]
     if ro["method"] == "lbfgs":
