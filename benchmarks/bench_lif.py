@@ -1,6 +1,6 @@
 """LIF forward over a sequence: numba sequence kernel against a plain-numpy loop over time.
 
-    python benchmarks/bench_lif.py [--quick]
+    python benchmarks/bench_lif.py [--quick] [--threads 1,2]
 
 Shape (Perez-Nieves & Goodman 2021 hidden layer): 784 inputs -> 200 LIF neurons, 100 steps,
 batch 256, float32. Input currents = (spike inputs @ W), computed once by a numpy matmul and
@@ -8,7 +8,10 @@ shared by both; only the neuron update is timed. The baseline, measured in the s
 over time in numpy doing the same update (v = α v + I − z v_th, z = v > v_th) and stores the spike
 and voltage traces. ratio = numpy time / kernel time (higher is better). For scale, the last row
 times the emulated analog neurons of the ``brainscales2`` card on the same currents (current-based,
-per-neuron parameters, membrane noise: more work than the baseline, not the same update).
+per-neuron parameters, membrane noise: more work than the baseline, not the same update);
+``vs lif_sequence`` is the kernel's time over the analog neurons' (higher is better). Tables at every
+``--threads`` count (kernels and BLAS; default 1 and 2): the analog neurons run the samples of the
+batch in parallel, with the same results at any count.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import median_times  # noqa: E402
+from benchmarks.timing import add_threads_option, at_threads, median_times  # noqa: E402
 
 from neuroemu.hardware.neurons import LIFParams, lif_sequence  # noqa: E402
 from neuroemu.hardware.substrate import AnalogNeurons  # noqa: E402
@@ -45,6 +48,7 @@ def numpy_lif(cur, alpha, v_th):
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
     repeat = 3 if args.quick else 20
     rng = np.random.default_rng(0)
@@ -59,20 +63,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     same = bool(np.array_equal(zk, zn) and np.array_equal(vk, vn))
 
     chip = AnalogNeurons(n, "brainscales2", rng=0)
-    t_np, t_k, t_a = median_times([lambda: numpy_lif(cur, p.alpha, p.v_th), lambda: lif_sequence(cur, p),
-                                   lambda: chip.simulate(cur, rng=1)], repeat)
     work = T * batch * n
-    rows = [
-        {"case": "numpy loop over time", "ms": t_np * 1e3, "updates_per_s": work / t_np, "ratio": 1.0},
-        {"case": "numba lif_sequence", "ms": t_k * 1e3, "updates_per_s": work / t_k, "ratio": t_np / t_k},
-        # not the same work: CUBA neurons with per-neuron parameters, membrane noise and rails
-        {"case": "analog chip neurons", "ms": t_a * 1e3, "updates_per_s": work / t_a, "ratio": t_np / t_a},
-    ]
+
+    def measure(k):
+        t_np, t_k, t_a = median_times([lambda: numpy_lif(cur, p.alpha, p.v_th), lambda: lif_sequence(cur, p),
+                                       lambda: chip.simulate(cur, rng=1)], repeat)
+        return [
+            {"case": "numpy loop over time", "ms": t_np * 1e3, "updates_per_s": work / t_np, "ratio": 1.0},
+            {"case": "numba lif_sequence", "ms": t_k * 1e3, "updates_per_s": work / t_k, "ratio": t_np / t_k,
+             "vs_lif": 1.0},
+            # not the same work: CUBA neurons with per-neuron parameters, membrane noise and rails
+            {"case": "analog chip neurons", "ms": t_a * 1e3, "updates_per_s": work / t_a, "ratio": t_np / t_a,
+             "vs_lif": t_k / t_a},
+        ]
+
+    rows = at_threads(args.threads, measure)
     print(f"LIF forward, {n_in}->{n} neurons, {T} steps, batch {batch}, float32; "
           f"median of {repeat}; spike rate {zk.mean():.3f}; traces identical: {same}")
-    print(f"{'case':<24} {'ms':>9} {'steps*neurons*batch/s':>22} {'speed-up':>9}")
-    for r in rows:
-        print(f"{r['case']:<24} {r['ms']:>9.3f} {r['updates_per_s']:>22.3e} {r['ratio']:>9.2f}")
+    for k in sorted({r["threads"] for r in rows}):
+        print(f"threads: {k}")
+        print(f"{'case':<24} {'ms':>9} {'steps*neurons*batch/s':>22} {'speed-up':>9} {'vs lif_sequence':>16}")
+        for r in rows:
+            if r["threads"] == k:
+                vs = f"{r['vs_lif']:.2f}" if "vs_lif" in r else ""
+                print(f"{r['case']:<24} {r['ms']:>9.3f} {r['updates_per_s']:>22.3e} {r['ratio']:>9.2f} {vs:>16}")
     return rows
 
 

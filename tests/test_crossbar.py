@@ -13,6 +13,7 @@ from neuroemu.hardware.crossbar import aihwkit_bm_reads
 from neuroemu.errors import ConfigError
 from tests.reference import device as RD
 from tests.reference import periphery as RP
+from tests.reference import verify as RV
 
 SHIPPED = ["ideal", "linear_step", "pcm_joshi2020", "pcm_nandakumar2018", "quantized", "rram_gong2018"]
 PULSABLE = [c for c in SHIPPED if c != "pcm_joshi2020"]
@@ -409,6 +410,117 @@ def test_refresh_preserves_weights_and_lowers_common_mode(n_dev, rng):
     assert np.median(err) < 2.0 and err.max() < 8.0
     assert np.corrcoef(t.weights().reshape(-1)[mask], w0[mask])[0, 1] > 0.9
     assert Tile(2, 2, "linear_step").refresh(0.5) == 0  # one-sided tiles need none
+
+
+def _state(t):
+    return {name: getattr(t, name).copy() for name in ("g", "p", "tprog", "npulse", "nreset")} | {
+        "n_refresh": t.n_refresh, "version": t._version, "next": t.rng.integers(2**62)}
+
+
+def _assert_same_state(a, b):
+    sa, sb = _state(a), _state(b)
+    for name in sa:
+        np.testing.assert_array_equal(sa[name], sb[name], err_msg=name)
+
+
+def _common_mode_tile(card, n_dev, seed=5):
+    t = Tile(9, 7, card, n_devices=n_dev, rng=seed)
+    r = np.random.default_rng(seed)
+    t.write(r.uniform(-0.3, 0.3, t.shape))
+    for _ in range(5):
+        t.pulse(r.integers(0, 3, t.shape).astype(np.int32))
+        t.pulse(-r.integers(0, 3, t.shape).astype(np.int32))
+    t.advance(30.0)  # drift between the pulses and the refresh
+    return t
+
+
+@pytest.mark.parametrize("n_dev", [1, 3])
+@pytest.mark.parametrize("high", [3.0, 6.0, 30.0])
+def test_refresh_touches_only_refreshed_synapses_and_equals_whole_tile_code(n_dev, high):
+    """The gathered refresh (reads and pulses only the refreshed synapses' devices) leaves the tile
+    and its generator exactly as the whole-tile code of tests/reference/verify.py does."""
+    a, b = _common_mode_tile("pcm_nandakumar2018", n_dev), _common_mode_tile("pcm_nandakumar2018", n_dev)
+    _assert_same_state(a, b)
+    a2, b2 = _common_mode_tile("pcm_nandakumar2018", n_dev), _common_mode_tile("pcm_nandakumar2018", n_dev)
+    count = a2.refresh(high)
+    assert count == RV.refresh_full(b2, high)
+    _assert_same_state(a2, b2)
+    if high == 6.0:
+        assert 0 < count < a2.n_synapses  # some synapses refreshed, not all
+
+
+@pytest.mark.parametrize("card,n_dev", [("pcm_nandakumar2018", 1), ("pcm_nandakumar2018", 2), ("rram_gong2018", 2),
+                                        ("linear_step", 1)])
+def test_program_verify_equals_whole_tile_code(card, n_dev):
+    a, b = (Tile(6, 5, card, n_devices=n_dev, rng=3) for _ in range(2))
+    r = np.random.default_rng(1)
+    target = r.uniform(-0.5, 0.5, a.shape)
+    mask = r.random(a.shape) < 0.4
+    for t in (a, b):
+        t.advance(10.0)
+    a.program_verify(target, mask, max_pulses=30)
+    RV.program_verify_full(b, target, mask, max_pulses=30)
+    _assert_same_state(a, b)
+    a.program_verify(target[mask], mask, max_pulses=5, tol=0.0)  # one target per masked synapse
+    RV.program_verify_full(b, target[mask], mask, max_pulses=5, tol=0.0)
+    _assert_same_state(a, b)
+    assert np.any(a.npulse.reshape(-1, a.n_synapses)[:, mask.reshape(-1)] > 0)
+    assert not np.any(a.npulse.reshape(-1, a.n_synapses)[:, ~mask.reshape(-1)])  # nothing else pulsed
+
+
+@pytest.mark.parametrize("n_side,n_dev,bidir", [(2, 1, False), (2, 3, False), (1, 2, True)])
+def test_verify_kernels_match_twin(n_side, n_dev, bidir):
+    """read_synapses == read_devices at the synapses' devices; pulse_synapses == pulse_tile with
+    counts elsewhere zero; both == their numpy twins."""
+    from neuroemu._kernels import device as KD
+    from neuroemu._kernels import verify as KV
+
+    t = Tile(4, 6, "pcm_nandakumar2018" if not bidir else "rram_gong2018", n_devices=n_dev, rng=2)
+    t.write(np.random.default_rng(0).uniform(-0.5, 0.5, t.shape))
+    t.advance(100.0)
+    m = t.n_synapses
+    ks = np.array([0, 3, 4, 11, 23], np.int64)
+    for noisy in (False, True):
+        out = np.empty((n_side, n_dev, ks.size))
+        KV.read_synapses(t.g, t.tprog, t.nu, t.t, ks, m, n_side, n_dev, t.read_law, t.prm, 77, noisy, out)
+        full = np.empty_like(t.g)
+        KD.read_devices(t.g, t.tprog, t.nu, t.t, t.read_law, t.prm, 77, noisy, full)
+        np.testing.assert_array_equal(out, full.reshape(n_side, n_dev, m)[:, :, ks])
+        ref = RV.read_synapses(t.g, t.tprog, t.nu, t.t, ks, m, n_side, n_dev, t.read_law, t.prm, 77, noisy)
+        np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    counts = np.array([2, -1, 0, 3, -2], np.int32)
+    start = np.array([1, 0, 2, 1, 0], np.int32) % n_dev
+    arrs = [a.copy() for a in (t.g, t.p, t.tprog, t.npulse)]
+    KV.pulse_synapses(*arrs, t.up, t.down, t.lo, t.hi, t.stuck, t.nu, ks, counts, start, m, n_dev, bidir, t.law,
+                      t.prm, 99, t.t + 1.0)
+    whole = [a.copy() for a in (t.g, t.p, t.tprog, t.npulse)]
+    full_counts, full_start = np.zeros(m, np.int32), np.zeros(m, np.int32)
+    full_counts[ks], full_start[ks] = counts, start
+    KD.pulse_tile(*whole, t.up, t.down, t.lo, t.hi, t.stuck, t.nu, full_counts, full_start, n_dev, bidir, t.law,
+                  t.prm, 99, t.t + 1.0)
+    ref = RV.pulse_synapses(t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu, ks, counts, start,
+                            m, n_dev, bidir, t.law, t.prm, 99, t.t + 1.0)
+    for got, w, r in zip(arrs, whole, ref):
+        np.testing.assert_array_equal(got, w)
+        np.testing.assert_allclose(got, r, rtol=1e-12, atol=1e-12)
+    assert np.any(arrs[3] != t.npulse)
+
+
+@pytest.mark.parametrize("n_dev", [1, 3])
+def test_refresh_candidates_match_twin_and_whole_tile_read(n_dev):
+    from neuroemu._kernels import verify as KV
+
+    t = _common_mode_tile("pcm_nandakumar2018", n_dev)
+    m = t.n_synapses
+    for high in (3.0, 6.0):
+        mask = np.empty(m, np.bool_)
+        count = KV.refresh_candidates(t.g, t.tprog, t.nu, t.t, m, n_dev, high, t.card.nominal_step, t.prm, mask)
+        g = t.conductances().reshape(2, n_dev, -1).mean(axis=1)  # what the whole-tile refresh computed
+        want = (np.maximum(g[0], g[1]) >= high) & (np.minimum(g[0], g[1]) - t.prm.g_min >= t.card.nominal_step)
+        np.testing.assert_array_equal(mask, want)
+        ref_mask, ref_count = RV.refresh_candidates(t.g, t.tprog, t.nu, t.t, m, n_dev, high, t.card.nominal_step, t.prm)
+        np.testing.assert_array_equal(mask, ref_mask)
+        assert count == ref_count == want.sum() and 0 < count < m
 
 
 # ---------------------------------------------------------------------------- reproducibility

@@ -1,4 +1,5 @@
-"""Analog matrix-multiply kernel of a BrainScaleS-2-like chip ("hagen" mode).
+"""Kernels of a BrainScaleS-2-like analog chip: its matrix multiply ("hagen" mode) and its neurons
+(:func:`neuron_sequence`, analog current-based LIF neurons with per-neuron parameters and noise).
 
 The model is the mock of the MAC mode published with the chip's software (hxtorch,
 ``mac_mock_forward``): the input dimension is split into blocks of ``block`` rows (128 on
@@ -13,9 +14,18 @@ the block index, so results do not depend on visiting order.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .rng import key, normal_k
+from .rng import ZIG_K, ZIG_W, _normal_slow, _split, hash_k, key, normal_k
+
+
+@njit(cache=True, inline="always")
+def normal_from_hash(k, b, h):
+    """``normal_k(k, b)`` given its hash ``h = hash_k(k, b)`` (computed ahead, in a loop that vectorises)."""
+    iz, hz = _split(h)
+    if abs(hz) < ZIG_K[iz]:
+        return hz * ZIG_W[iz]
+    return _normal_slow(k, b, iz, hz)
 
 
 @njit(cache=True)
@@ -47,7 +57,7 @@ def hagen_mac(x, w_rows, gain, noise_std, block, lo, hi, seed, out):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo, v_hi, spiking, seed,
                     v, i, r, zs, vs, is_):
     """Analog current-based LIF neurons with per-neuron parameters, T steps.
@@ -65,34 +75,52 @@ def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo,
     zs records spikes; vs (size 0 to skip) the membrane before any reset, so a spike shows as its
     suprathreshold value; is_ (size 0 to skip) the synaptic current. The noise draw of element
     (b, j) at step t is keyed by (seed, t) and b·n + j.
+
+    The samples of the batch are independent: they run in parallel (``prange``), each sample's T
+    steps in turn, and every step in three passes over its neurons (the deterministic update, which
+    vectorises; the noise draws; clip, threshold and refractory counter). The results do not depend
+    on the number of threads.
     """
     nt, nb, n = xs.shape
     rec_v = vs.size > 0
     rec_i = is_.size > 0
-    for t in range(nt):
-        k = key(seed, t)
-        for b in range(nb):
+    any_noise = False
+    for j in range(n):
+        if noise[j] > 0.0:
+            any_noise = True
+    for b in prange(nb):
+        free = np.empty(n)
+        h = np.empty(n, np.uint64)
+        vb, ib, rb, thb = v[b], i[b], r[b], th[b]
+        for t in range(nt):
+            xt = xs[t, b]
+            zt = zs[t, b]
             for j in range(n):
-                ii = beta[j] * i[b, j] + gscale[j] * xs[t, b, j]
-                i[b, j] = ii
-                z = 0.0
-                if r[b, j] > 0:
-                    vv = reset[j]
-                    r[b, j] -= 1
-                    out = vv
-                else:
-                    vv = leak[j] + alpha[j] * (v[b, j] - leak[j]) + ii
-                    if noise[j] > 0.0:
-                        vv += noise[j] * normal_k(k, b * n + j)
-                    vv = min(max(vv, v_lo), v_hi)
-                    out = vv
-                    if spiking and vv > th[b, j]:
-                        z = 1.0
-                        vv = reset[j]
-                        r[b, j] = nref
-                v[b, j] = vv
-                zs[t, b, j] = z
-                if rec_v:
-                    vs[t, b, j] = out
-                if rec_i:
-                    is_[t, b, j] = ii
+                ii = beta[j] * ib[j] + gscale[j] * xt[j]
+                ib[j] = ii
+                free[j] = leak[j] + alpha[j] * (vb[j] - leak[j]) + ii
+            if rec_i:
+                it = is_[t, b]
+                for j in range(n):
+                    it[j] = ib[j]
+            if any_noise:
+                k = key(seed, t)
+                base = b * n
+                for j in range(n):  # the hashes first: this loop vectorises
+                    h[j] = hash_k(k, base + j)
+                for j in range(n):  # drawn for every element (refractory ones discard it): no branch
+                    x = noise[j] * normal_from_hash(k, base + j, h[j])
+                    free[j] = free[j] + x if noise[j] > 0.0 else free[j]
+            for j in range(n):
+                refr = rb[j] > 0
+                vv = min(max(free[j], v_lo), v_hi)
+                spike = spiking and (not refr) and vv > thb[j]
+                out = reset[j] if refr else vv
+                vb[j] = reset[j] if (refr or spike) else vv
+                rb[j] = rb[j] - 1 if refr else (nref if spike else rb[j])
+                zt[j] = 1.0 if spike else 0.0
+                free[j] = out
+            if rec_v:
+                vt = vs[t, b]
+                for j in range(n):
+                    vt[j] = free[j]

@@ -42,6 +42,7 @@ import numpy as np
 
 from .._kernels import device as K
 from .._kernels import periphery as P
+from .._kernels import verify as V
 from .._kernels.rng import normals
 from .cards import Card, load_card
 from ..errors import ConfigError
@@ -603,23 +604,23 @@ class Tile:
         — i.e. when a common-mode conductance can be removed. Its weight is read (noisy), both sides
         are RESET, and the weight is programmed back onto one side by SET pulses with read-verify
         (at most ``max_pulses`` rounds). The weight is never lost: the read value is what gets
-        re-programmed. One-sided (bidirectional) tiles need no refresh and return 0.
+        re-programmed. One-sided (bidirectional) tiles need no refresh and return 0. Finding the
+        synapses is one noiseless pass over the devices; the read, RESET and program-and-verify touch
+        only the devices of the refreshed synapses.
         """
         if not self.differential or not self.card.pulsable:
             return 0
         if min_common is None:
             min_common = self.card.nominal_step
-        g = self.conductances().reshape(2, self.n_devices, -1).mean(axis=1)
-        hi_side = np.maximum(g[0], g[1])
-        lo_side = np.minimum(g[0], g[1]) - self.prm.g_min
-        mask = (hi_side >= high) & (lo_side >= min_common)
-        count = int(mask.sum())
+        mask = np.empty(self.n_synapses, np.bool_)
+        count = int(V.refresh_candidates(self.g, self.tprog, self.nu, self.t, self.n_synapses, self.n_devices,
+                                         float(high), float(min_common), self.prm, mask))
         if count == 0:
             return 0
-        target = self.read_weights().reshape(-1)[mask]
-        m2 = mask.reshape(self.shape)
-        self.reset(m2)
-        self.program_verify(target, m2, max_pulses=max_pulses)
+        k = np.flatnonzero(mask)
+        target = self._read_synapses(k, draw_seed(self.rng))  # one noisy read, of these synapses only
+        self.reset(mask.reshape(self.shape))
+        self._program_verify(k, target, max_pulses, 0.5 * self.card.nominal_step / self.scale)
         self.n_refresh += count
         return count
 
@@ -629,27 +630,51 @@ class Tile:
         (out, in) array) by single pulses, each round followed by
         a noisy read. A synapse stops once its read is within ``tol`` (default half a nominal pulse)
         or once its error changes sign (it overshot: more pulses would only chase read noise and
-        pile conductance onto both sides). At most ``max_pulses`` rounds."""
+        pile conductance onto both sides). At most ``max_pulses`` rounds.
+
+        Only the devices of the masked synapses are read and pulsed; their reads and pulses draw the
+        same random numbers as a read of every device (:meth:`read_weights`) and a :meth:`pulse` with
+        zero counts elsewhere would (the numbers are keyed by device), so the result is the same."""
+        if not self.card.pulsable:
+            raise ConfigError(f"card {self.card.name} (kind {self.card.kind}) is programmed by target "
+                              "and cannot take pulses; use the 'ideal' update scheme")
         k = np.flatnonzero(np.asarray(mask).reshape(-1))
         target = np.asarray(target, dtype=np.float64).reshape(-1)
         if target.size == self.n_synapses and k.size != self.n_synapses:
             target = target[k]
         tol = 0.5 * self.card.nominal_step / self.scale if tol is None else tol
-        start = np.zeros(self.n_synapses, np.int32)
+        self._program_verify(k, target, max_pulses, tol)
+
+    def _read_synapses(self, k: np.ndarray, seed: int) -> np.ndarray:
+        """Weights of the synapses ``k`` (flat indices) from one noisy read of their devices, keyed by
+        ``seed``: the values :meth:`read_weights` reads for them with that seed."""
+        out = np.empty((self.n_side, self.n_devices, k.size))
+        V.read_synapses(self.g, self.tprog, self.nu, self.t, k, self.n_synapses, self.n_side, self.n_devices,
+                        self.read_law, self.prm, seed, True, out)
+        g = out.sum(axis=1)
+        w = g[0] - (g[1] if self.differential else self.n_devices * self.prm.g_mid)
+        return w / self.scale
+
+    def _program_verify(self, k: np.ndarray, target: np.ndarray, max_pulses: int, tol: float) -> None:
+        """:meth:`program_verify` on the synapses ``k`` (flat indices, increasing) with one target each."""
+        k = np.ascontiguousarray(k, dtype=np.int64)
         active = np.ones(k.size, bool)
         first_sign = None
         for i in range(max_pulses):
-            err = target - self.read_weights().reshape(-1)[k]
+            err = target - self._read_synapses(k, draw_seed(self.rng))
             sign = np.sign(err)
             if first_sign is None:
                 first_sign = sign
             active &= (np.abs(err) > tol) & (sign == first_sign)
             if not active.any():
                 break
-            counts = np.zeros(self.n_synapses, np.int32)
-            counts[k[active]] = sign[active].astype(np.int32)
-            start[:] = i % self.n_devices
-            self.pulse(counts, start)
+            ka = np.ascontiguousarray(k[active])
+            counts = sign[active].astype(np.int32)
+            start = np.full(ka.size, i % self.n_devices, np.int32)
+            V.pulse_synapses(self.g, self.p, self.tprog, self.npulse, self.up, self.down, self.lo, self.hi,
+                             self.stuck, self.nu, ka, counts, start, self.n_synapses, self.n_devices,
+                             not self.differential, self.law, self.prm, draw_seed(self.rng), self.t)
+            self.mark_changed()
 
     def energy(self) -> float:
         """Write energy spent so far (pJ) from the card's energy per pulse and per RESET."""
