@@ -382,14 +382,22 @@ def test_hooks_default_equivalent_and_called_in_order():
         return (z if spiking else None), v
 
     ref = net.forward(s)
+    assert ref.events is not None and all(ev.binary for ev in ref.events)  # event-driven without a hook
     out = net.forward(s, matmul=matmul, neurons=neurons)
-    np.testing.assert_array_equal(out.logits, ref.logits)
+    assert out.events is None
+    # the event-driven products equal the dense ones up to the order of the float sums
+    np.testing.assert_allclose(out.logits, ref.logits, rtol=1e-5, atol=1e-6)
+    for a, b in zip(out.spikes, ref.spikes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(net.forward(s, matmul=net.ideal_matmul).logits, out.logits)
     assert calls == [("mm", 0), ("n", 0, True), ("mm", 1), ("n", 1, True), ("mm", 2), ("n", 2, False)]
     labels = np.array([0, 1])
     g_ref = net.loss_and_grads(s, labels)[2]
     g_hook = net.loss_and_grads(s, labels, matmul=matmul, neurons=neurons)[2]
-    for a, b in zip(g_ref, g_hook):
-        np.testing.assert_array_equal(a, b)
+    g_ideal = net.loss_and_grads(s, labels, matmul=net.ideal_matmul)[2]
+    for a, b, c in zip(g_ref, g_hook, g_ideal):
+        np.testing.assert_array_equal(b, c)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
     # a different current function changes the result: readout currents doubled → logits doubled
     doubled = net.predict(s, matmul=lambda layer, x: net.ideal_matmul(layer, x) * (2 if layer == 2 else 1))
     np.testing.assert_allclose(doubled, 2 * ref.logits, rtol=1e-6)
@@ -544,7 +552,9 @@ def test_the_rule_on_an_exact_chip_takes_the_float_networks_adam_step_exactly():
     rule, opt = SurrogateBPTT(1e-2), Adam(1e-2)
     rule.bind(chip)
     for _ in range(3):
-        want = ref.train_step(s, y, opt)[0]
+        # the chip's tiles compute the dense product, so the float network takes it too (its own
+        # event-driven product differs in the order of the float sums)
+        want = ref.train_step(s, y, opt, matmul=ref.ideal_matmul)[0]
         assert run_step(rule, chip, (s, y))["loss"] == want
     for layer, w in zip(chip, ref.weights):
         assert layer.weights().dtype == w.dtype and layer.weights().tobytes() == w.tobytes()
@@ -582,3 +592,93 @@ def test_the_rule_refuses_a_network_without_a_surrogate_gradient():
         SurrogateBPTT().bind(MLP([4, 3]).build(rng=0))
     with pytest.raises(RuleError, match="needs a SparseSNN"):
         SparseBPTT().bind(SNN(SpikingMLP([20, 3], rng=0)).build(Hardware.exact(), rng=0))
+
+
+# ----------------------------------------------------------------------------- event-driven products
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.bool_, np.uint8])
+def test_spike_events_matches_twin(dtype):
+    from neuroemu._kernels import events as K
+    from tests.reference import events as R
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((37, 29)) < 0.1).astype(dtype)
+    x[5] = 0  # an empty row
+    got, want = K.spike_events(x), R.spike_events(x)
+    assert all(np.array_equal(a, b) for a, b in zip(got[:2], want[:2])) and got[2] is want[2] is True
+    assert got[0].dtype == np.int64 and got[1].dtype == np.int32
+    if dtype in (np.float32, np.float64):
+        y = x * rng.random(x.shape).astype(dtype)
+        got, want = K.spike_events(y), R.spike_events(y)
+        assert all(np.array_equal(a, b) for a, b in zip(got[:2], want[:2])) and got[2] is want[2] is False
+    big = (rng.random((300, 40)) < 0.9).astype(dtype)  # past the first capacity of the index buffer
+    assert np.array_equal(K.spike_events(big)[1], R.spike_events(big)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_event_kernels_match_twins_and_the_dense_products(dtype):
+    from neuroemu import threads
+    from neuroemu._kernels import events as K
+    from tests.reference import events as R
+
+    rng = np.random.default_rng(4)
+    s = (rng.random((50, 23)) < 0.15).astype(dtype)
+    ptr, idx, _ = K.spike_events(s)
+    w = rng.normal(0, 1, (9, 23)).astype(dtype)
+    wt = np.ascontiguousarray(w.T)
+    out = np.empty((50, 9), dtype)
+    K.event_currents(ptr, idx, wt, out)
+    assert np.array_equal(out, R.event_currents(ptr, idx, wt))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, s @ w.T, **tol)
+    g = rng.normal(0, 1, (50, 9)).astype(dtype)
+    for val in (np.empty(0, dtype), rng.random(len(idx)).astype(dtype)):
+        res = []
+        for n in (1, threads.available()):
+            with threads.limit(n):
+                res.append(K.event_outer(ptr, idx, val, g, 23))
+        assert np.array_equal(res[0], res[1])  # the same at any thread count
+        assert np.array_equal(res[0], R.event_outer(ptr, idx, val, g, 23))
+        sv = s.copy()
+        if len(val):
+            sv[np.repeat(np.arange(50), np.diff(ptr)), idx] = val
+        np.testing.assert_allclose(res[0], sv.T @ g, **tol)
+
+
+def test_events_wrappers():
+    from neuroemu.rules.surrogate import Events, event_currents, event_weight_grad, spike_events
+
+    rng = np.random.default_rng(5)
+    s = (rng.random((6, 4, 10)) < 0.3)
+    ev = spike_events(s)
+    assert isinstance(ev, Events) and ev.binary and ev.shape == s.shape and ev.nnz == s.sum()
+    assert ev.nbytes == ev.ptr.nbytes + ev.idx.nbytes and np.array_equal(ev.to_dense(np.float64), s)
+    w = rng.normal(0, 1, (3, 10))
+    np.testing.assert_allclose(event_currents(ev, w), (s.reshape(24, 10) @ w.T).reshape(6, 4, 3), rtol=1e-12)
+    g = rng.normal(0, 1, (24, 3))
+    np.testing.assert_allclose(event_weight_grad(ev, g), g.T @ s.reshape(24, 10), rtol=1e-12)
+    half = spike_events(s * 0.5)
+    assert not half.binary and np.all(half.val == 0.5) and half.nbytes == ev.nbytes + half.val.nbytes
+    np.testing.assert_allclose(event_weight_grad(half, g), 0.5 * g.T @ s.reshape(24, 10), rtol=1e-12)
+    with pytest.raises(ValueError, match="spikes"):
+        event_currents(half, w)
+    with pytest.raises(ValueError, match="T, batch, n"):
+        spike_events(s[0])
+
+
+def test_forward_is_event_driven_and_agrees_with_the_dense_products():
+    """A 0/1 input takes the event-driven products, another input the dense ones; both agree."""
+    rng = np.random.default_rng(6)
+    net = SpikingMLP([30, 20, 4], rng=1, dtype=np.float64)
+    s = (rng.random((25, 5, 30)) < 0.2).astype(np.float64)
+    labels = rng.integers(0, 4, 5)
+    ev_fwd, dense_fwd = net.forward(s), net.forward(s, matmul=net.ideal_matmul)
+    assert [e.binary for e in ev_fwd.events] == [True, True] and dense_fwd.events is None
+    np.testing.assert_allclose(ev_fwd.logits, dense_fwd.logits, rtol=1e-12, atol=1e-12)
+    for a, b in zip(net.loss_and_grads(s, labels)[2], net.loss_and_grads(s, labels, matmul=net.ideal_matmul)[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    graded = s * 0.7  # not spikes: the first layer takes the dense product, its gradient the values
+    fwd = net.forward(graded)
+    assert not fwd.events[0].binary and fwd.events[1].binary
+    for a, b in zip(net.loss_and_grads(graded, labels)[2],
+                    net.loss_and_grads(graded, labels, matmul=net.ideal_matmul)[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

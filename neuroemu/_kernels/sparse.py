@@ -17,7 +17,9 @@ stay in float32. The dot products of :func:`gather_rows_dot` use eight partial s
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from .events import BLOCKS, _block
 
 
 @njit(cache=True)
@@ -273,3 +275,134 @@ def sparse_input_grad(ptr, idx, ds, nt, nb, beta, ptr_lo, idx_lo, w):
             for kk in range(ptr_lo[r], ptr_lo[r + 1]):
                 out[kk] = hb[idx_lo[kk]]
     return out
+
+
+@njit(cache=True)
+def lif_forward_events(cur, beta, theta, b_th, scale, counts):
+    """LIF over cur (T, B, n) like :func:`lif_forward_active`, without a dense spike array: returns
+    the active set (ptr, idx, sg) and the spike events (eptr, eidx) (an event list over the same
+    rows t·B + b, see :mod:`neuroemu._kernels.events`), and adds the spikes of each sample to
+    counts (B, n).
+
+    Per row the LIF update (a loop that vectorises) also writes |v − θ| and a flag byte per neuron
+    (1: active, 2: spike) into scratch vectors; the flags are then read eight at a time as one
+    64-bit word, and only words with a flag set are looked into (few entries are kept)."""
+    k = _cast(cur, beta, theta, scale, b_th)
+    bt, th, sc, zero, one, bth = k[0], k[1], k[2], k[3], k[4], k[5]
+    nt, nb, n = cur.shape
+    v = np.zeros((nb, n), cur.dtype)
+    z = np.zeros((nb, n), cur.dtype)
+    nw = (n + 7) // 8
+    fl = np.zeros(8 * nw, np.uint8)
+    fw = fl.view(np.uint64)
+    ad = np.empty(n, cur.dtype)
+    cap = max(1024, (nt * nb * n) // 32, 2 * n)
+    idx = np.empty(cap, np.int32)
+    sg = np.empty(cap, cur.dtype)
+    ptr = np.empty(nt * nb + 1, np.int64)
+    ecap = max(1024, (nt * nb * n) // 32, 2 * n)
+    eidx = np.empty(ecap, np.int32)
+    eptr = np.empty(nt * nb + 1, np.int64)
+    ptr[0] = 0
+    eptr[0] = 0
+    m = 0
+    me = 0
+    for t in range(nt):
+        for b in range(nb):
+            if m + n > cap:
+                cap = max(2 * cap, m + n)
+                idx2 = np.empty(cap, np.int32)
+                sg2 = np.empty(cap, cur.dtype)
+                idx2[:m] = idx[:m]
+                sg2[:m] = sg[:m]
+                idx = idx2
+                sg = sg2
+            if me + n > ecap:
+                ecap = max(2 * ecap, me + n)
+                eidx2 = np.empty(ecap, np.int32)
+                eidx2[:me] = eidx[:me]
+                eidx = eidx2
+            vb = v[b]
+            zb = z[b]
+            cb = counts[b]
+            ct = cur[t, b]
+            for j in range(n):
+                vv = (bt * vb[j] + ct[j]) - zb[j] * th
+                zz = one if vv > th else zero
+                vb[j] = vv
+                zb[j] = zz
+                cb[j] += zz
+                a = abs(vv - th)
+                ad[j] = a
+                fl[j] = np.uint8(a < bth) + np.uint8(2) * np.uint8(vv > th)
+            for w in range(nw):
+                if fw[w] != 0:
+                    for j in range(8 * w, min(8 * w + 8, n)):
+                        f = fl[j]
+                        if f & 1:
+                            idx[m] = j
+                            sg[m] = ad[j]
+                            m += 1
+                        if f & 2:
+                            eidx[me] = j
+                            me += 1
+            ptr[t * nb + b + 1] = m
+            eptr[t * nb + b + 1] = me
+    out = np.empty(m, cur.dtype)
+    for i in range(m):
+        q = sc * sg[i] + one
+        out[i] = one / (q * q)
+    return ptr, idx[:m].copy(), out, eptr, eidx[:me].copy()
+
+
+@njit(cache=True, parallel=True)
+def active_backward(ptr, idx, ds, nt, nb, beta, eptr, eidx, eval_, ptr_lo, idx_lo, wt):
+    """The sparse backward of one hidden layer from its active entries and its input's events.
+
+    gv_t = β gv_{t+1} + ds_t (ds = 0 outside the active set) is run backwards in time, one sample
+    at a time, as one vector h (n) per sample. At step t of sample b:
+
+    * every input event (t, b, i) (value eval_[k], or 1 when eval_ is empty) adds val · h to
+      row i of dWᵀ: ∂L/∂W[j, i] = Σ_{t,b} gv_{t,b,j} S_{t,b,i}, which equals the sum of ds times
+      the presynaptic trace over the active entries (module docstring of the rule) without
+      keeping the trace;
+    * every active entry (t, b, i) of the layer below (ptr_lo, idx_lo) reads ∂L/∂S = (gv_t W)[i]
+      = Σ_j h[j] wt[i, j] (:func:`_dot`).
+
+    wt = Wᵀ (n_in, n). The samples are cut into :data:`~neuroemu._kernels.events.BLOCKS` blocks run
+    in parallel, each adding into its own dWᵀ; the blocks are added in order. Returns (dWᵀ (n_in,
+    n), ∂L/∂S at the lower layer's active entries (nnz_lo,))."""
+    k = _cast(ds, beta, 0.0, 0.0)
+    bt, zero = k[0], k[3]
+    n_in, n = wt.shape
+    nk = BLOCKS
+    acc = np.zeros((nk, n_in, n), ds.dtype)
+    out = np.empty(idx_lo.shape[0], ds.dtype)
+    ones = eval_.shape[0] == 0
+    for c in prange(nk):
+        a = acc[c]
+        h = np.empty(n, ds.dtype)
+        for b in range(_block(c, nk, nb), _block(c + 1, nk, nb)):
+            for j in range(n):
+                h[j] = zero
+            for t in range(nt - 1, -1, -1):
+                r = t * nb + b
+                for j in range(n):
+                    h[j] = bt * h[j]
+                for kk in range(ptr[r], ptr[r + 1]):
+                    h[idx[kk]] += ds[kk]
+                for kk in range(eptr[r], eptr[r + 1]):
+                    ai = a[eidx[kk]]
+                    if ones:
+                        for j in range(n):
+                            ai[j] += h[j]
+                    else:
+                        v = eval_[kk]
+                        for j in range(n):
+                            ai[j] += v * h[j]
+                for kk in range(ptr_lo[r], ptr_lo[r + 1]):
+                    out[kk] = _dot(h, wt, idx_lo[kk], n, zero)
+    dwt = acc[0].copy()
+    for c in range(1, nk):
+        dwt += acc[c]
+    return dwt, out

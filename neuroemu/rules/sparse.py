@@ -19,23 +19,34 @@ where gz is the gradient from the layer above plus ∂R/∂count (the same at ev
 gradient enters y only at the argmax step t* (first maximum): gy_t = ∂L/∂logits · [t = t*] +
 β_out gy_{t+1}.
 
+Forward: the spikes of every layer (and spike inputs) are binary and sparse, so without a
+``matmul`` hook the currents I_t = S_t Wᵀ are event-driven: each row t·B + b adds the rows of Wᵀ of
+its spikes (:func:`~neuroemu.rules.surrogate.event_currents`, from the spikes' event list
+:class:`~neuroemu.rules.surrogate.Events`); an input with other values than 0 and 1 takes the
+dense product. With a hook the hook computes every layer's currents from the dense spikes.
+
 ``backward="dense"`` runs this recursion on every entry (numba) and the two matmuls in BLAS; it
 keeps v (T, B, n) and the layer's input spikes S (T, B, n_in). ``backward="sparse"`` is the
 paper's algorithm: the surrogate is kept only on the active set A = {(t, b, j): |v_t − θ| < b_th}
 (b_th = 0.2), stored as CSR over the rows t·B + b (int64 row pointers, int32 neuron indices,
-σ'(v) at each entry; see :class:`ActiveSet`), plus the dense presynaptic trace
-tr_t = β tr_{t−1} + S_t. With ds = gz σ' on A:
+σ'(v) at each entry; see :class:`ActiveSet`), plus the presynaptic trace
+tr_t = β tr_{t−1} + S_t, kept as the event list of S (the trace is never formed: see the first
+point below; no dense array of the layer's spikes or voltages is kept either). With ds = gz σ' on A:
 
 * ∂L/∂W[j, i] = Σ_{(t,b,j) ∈ A} ds_{t,b,j} tr_{t,b,i}, because gv_t = Σ_{t' ≥ t} β^{t'−t} ds_{t'}
-  and Σ_{t ≤ t'} β^{t'−t} S_t = tr_{t'} (a scatter over the active entries, no dense matmul);
+  and Σ_{t ≤ t'} β^{t'−t} S_t = tr_{t'}. Read the other way round, this is Σ over the input
+  events (t, b, i) of gv_{t,b,j}: a reverse-time scan per sample carries gv (n) from the active
+  entries (gv_t = β gv_{t+1} + ds_t) and adds it to column i of dW at every input event
+  (O(T·B·n + events · n), no trace and no dense matmul);
 * the gradient to the layer below, gS_t = gv_t W, is needed only at the lower layer's active
   entries (its σ' is zero elsewhere). Since gv_t = β gv_{t+1} + ds_t, gS obeys the same
-  recursion in the input space, gS_t = β gS_{t+1} + Σ_{j active at (t, b)} ds_{t,b,j} W[j, :]: a
-  reverse-time scan keeps one vector per sample (n_in), decays it by β, adds ds · W[j, :] per
-  active entry and is read at the lower layer's active entries (O(nnz · n_in + T·B·n_in)
-  vectorised work instead of the dense O(T·B·n·n_in) matmul);
+  recursion in the input space, gS_t = β gS_{t+1} + Σ_{j active at (t, b)} ds_{t,b,j} W[j, :]; in
+  the same reverse scan as dW it is read as (gv_t W)[i] = Σ_j gv_{t,b,j} W[j, i] at each of the
+  lower layer's active entries (O(nnz_below · n) instead of the dense O(T·B·n·n_in) matmul);
+  the samples are independent and run in parallel;
 * the readout's gradient to the last hidden layer, gy_t W_out, is likewise computed only at that
-  layer's active entries, and ∂R/∂count is added only there.
+  layer's active entries, and ∂R/∂count is added only there; the readout's dW is scattered from
+  the last layer's spike events (:func:`~neuroemu.rules.surrogate.event_weight_grad`).
 
 So the sparse backward equals the dense one with σ' multiplied by [|v − θ| < b_th]; with b_th =
 inf it equals the dense backward. Weight init: W_l ~ N(0, std²) with std = gain (1 − β)/√n_{l−1},
@@ -64,14 +75,18 @@ from neuroemu.rules.surrogate import (
     PAPER_INIT_GAIN,
     PAPER_REG,
     Adam,
+    Events,
     MatmulHook,
     NeuronsHook,
     SpikeCountReg,
     SpikingNet,
     SurrogateBPTT,
     _check_reg,
+    event_currents,
+    event_weight_grad,
     fast_sigmoid_grad,
     spike_count_reg,
+    spike_events,
 )
 
 __all__ = [
@@ -87,6 +102,7 @@ __all__ = [
     "leaky_readout",
     "lif_layer",
     "lif_layer_active",
+    "lif_layer_events",
     "masked_surrogate",
     "presynaptic_trace",
     "sparse_layer_backward",
@@ -149,15 +165,16 @@ class DenseSaved(NamedTuple):
 
 
 class SparseSaved(NamedTuple):
-    """What the sparse backward of a hidden layer keeps: the active set and the presynaptic trace
-    tr (T, B, n_in) of its input."""
+    """What the sparse backward of a hidden layer keeps: the active set and the event list of its
+    input (:class:`~neuroemu.rules.surrogate.Events`), which stands for the presynaptic trace
+    tr (T, B, n_in) (the trace is a decaying sum of the events; it is never stored)."""
 
     active: ActiveSet
-    trace: np.ndarray
+    events: Events
 
     @property
     def nbytes(self) -> int:
-        return int(self.active.nbytes + self.trace.nbytes)
+        return int(self.active.nbytes + self.events.nbytes)
 
 
 class SparseForward(NamedTuple):
@@ -166,7 +183,9 @@ class SparseForward(NamedTuple):
     logits: (B, K) max over time of the readout; spike_counts: per hidden layer (B, n_l);
     active_fraction: per hidden layer, fraction of entries with |v − θ| < b_th; saved: per hidden
     layer a :class:`DenseSaved` or :class:`SparseSaved`; s_last: spikes of the last hidden layer
-    (T, B, n) (input of the readout); t_star: (B, K) int argmax step of the readout."""
+    (input of the readout), a dense (T, B, n) array (dense backward) or their event list
+    (:class:`~neuroemu.rules.surrogate.Events`, sparse backward); t_star: (B, K) int argmax step
+    of the readout."""
 
     logits: np.ndarray
     spike_counts: list
@@ -202,6 +221,17 @@ def lif_layer_active(cur, beta: float, theta: float = THETA, b_th: float = 0.2,
     z = np.empty_like(cur)
     ptr, idx, sg = K.lif_forward_active(cur, float(beta), float(theta), float(b_th), float(scale), z)
     return z, ActiveSet(ptr, idx, sg, cur.shape)
+
+
+def lif_layer_events(cur, beta: float, theta: float = THETA, b_th: float = 0.2,
+                     scale: float = 100.0) -> tuple[ActiveSet, Events, np.ndarray]:
+    """LIF over cur (T, B, n) keeping only the active set and the spikes' event list (no dense
+    array of spikes or voltages). Returns (ActiveSet, Events, spike counts (B, n))."""
+    cur = _float_array(cur, "cur", 3)
+    counts = np.zeros(cur.shape[1:], cur.dtype)
+    ptr, idx, sg, eptr, eidx = K.lif_forward_events(cur, float(beta), float(theta), float(b_th), float(scale),
+                                                    counts)
+    return ActiveSet(ptr, idx, sg, cur.shape), Events(eptr, eidx, None, cur.shape), counts
 
 
 def leaky_readout(cur, beta: float) -> np.ndarray:
@@ -243,19 +273,34 @@ def dense_layer_backward(gz, v, s, w, *, beta: float, theta: float = THETA, scal
     return dw, gs
 
 
-def sparse_layer_backward(active: ActiveSet, gz, dcount, trace, w, *, beta: float,
+def sparse_layer_backward(active: ActiveSet, gz, dcount, inputs, w, *, beta: float,
                           below: ActiveSet | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Sparse backward of one hidden layer.
 
     active: this layer's active set; gz (nnz,): gradient from the layer above at the active
-    entries; dcount (B, n): ∂R/∂count of this layer; trace (T, B, n_in): presynaptic trace of the
-    layer's input; w (n, n_in). Returns dW (n, n_in) and, when ``below`` (the lower layer's
-    active set) is given, the gradient ∂L/∂S at the lower layer's active entries (nnz_below,),
-    else None."""
+    entries; dcount (B, n): ∂R/∂count of this layer; inputs: the event list of the layer's input
+    (:class:`~neuroemu.rules.surrogate.Events`; what :meth:`SparseSNN.forward` keeps), or its
+    presynaptic trace (T, B, n_in) as a dense array; w (n, n_in). Returns dW (n, n_in) and, when
+    ``below`` (the lower layer's active set) is given, the gradient ∂L/∂S at the lower layer's
+    active entries (nnz_below,), else None.
+
+    With the event list, one reverse-time scan per sample (``active_backward``, samples in
+    parallel) carries gv_t = β gv_{t+1} + ds_t over the layer's neurons, adds it to dW at the
+    input events and reads gv_t W at the lower layer's active entries. With a dense trace, dW is
+    the scatter of ds times the trace over the active entries and the gradient below a scan in
+    the input space (the paper's formulation, kept for comparison)."""
     nt, nb, n = active.shape
     dtype = active.sg.dtype
     ds = K.active_ds(active.ptr, active.idx, np.ascontiguousarray(gz, dtype), np.ascontiguousarray(dcount, dtype),
                      active.sg, nb)
+    if isinstance(inputs, Events):
+        lo_ptr = np.zeros(nt * nb + 1, np.int64) if below is None else below.ptr
+        lo_idx = np.zeros(0, np.int32) if below is None else below.idx
+        val = np.empty(0, dtype) if inputs.val is None else np.ascontiguousarray(inputs.val, dtype)
+        dwt, gz_below = K.active_backward(active.ptr, active.idx, ds, nt, nb, float(beta), inputs.ptr, inputs.idx,
+                                          val, lo_ptr, lo_idx, np.ascontiguousarray(w.T, dtype))
+        return np.ascontiguousarray(dwt.T), (None if below is None else gz_below)
+    trace = inputs
     dw = np.zeros(w.shape, dtype)
     K.sparse_weight_grad(active.ptr, active.idx, ds, trace.reshape(nt * nb, -1), dw)
     if below is None:
@@ -397,25 +442,39 @@ class SparseSNN(SpikingNet):
     def forward(self, s_in, *, matmul: MatmulHook | None = None) -> SparseForward:
         """Forward pass on input spikes s_in (T, B, n_in), recording what the configured backward
         needs (see :class:`SparseForward`); ``matmul`` as in :meth:`predict`."""
-        x = self._check_input(s_in)
-        mm = self.ideal_matmul if matmul is None else matmul
         sparse = self.backward_mode == "sparse"
+        # the dense backward keeps the dense input spikes; the sparse one only their event list
+        x = self._check_input(s_in, convert=not sparse)
+        ev = spike_events(x)
+        event_driven = matmul is None and ev.binary
+        x = None if sparse and event_driven else np.ascontiguousarray(x, dtype=self.dtype)
+        mm = self.ideal_matmul if matmul is None else matmul
         counts, fractions, saved = [], [], []
-        for layer in range(self.n_layers - 1):
-            cur = self._currents(mm, layer, x)
-            if sparse:
-                trace = presynaptic_trace(x, self.beta)
-                z, act = lif_layer_active(cur, self.beta, self.theta, self.b_th, self.surrogate_scale)
-                saved.append(SparseSaved(act, trace))
-                fractions.append(act.fraction)
+        for layer in range(self.n_layers):
+            if matmul is None and ev.binary:
+                cur = event_currents(ev, self.weights[layer])
             else:
-                z, v, count = lif_layer(cur, self.beta, self.theta, self.b_th, with_count=True)
+                cur = self._currents(mm, layer, ev.to_dense(self.dtype) if x is None else x)
+            if layer == self.n_layers - 1:
+                break
+            if sparse and matmul is None:
+                act, ev_out, count = lif_layer_events(cur, self.beta, self.theta, self.b_th, self.surrogate_scale)
+                x = None
+            elif sparse:
+                x, act = lif_layer_active(cur, self.beta, self.theta, self.b_th, self.surrogate_scale)
+                count, ev_out = x.sum(axis=0), spike_events(x)
+            else:
+                z, v, n_act = lif_layer(cur, self.beta, self.theta, self.b_th, with_count=True)
                 saved.append(DenseSaved(v, x))
-                fractions.append(count / v.size)
-            counts.append(z.sum(axis=0))
-            x = z
-        y = leaky_readout(self._currents(mm, self.n_layers - 1, x), self.beta_out)
-        return SparseForward(y.max(axis=0), counts, fractions, saved, x, np.argmax(y, axis=0))
+                fractions.append(n_act / v.size)
+                count, ev_out, x = z.sum(axis=0), (spike_events(z) if matmul is None else ev), z
+            if sparse:
+                saved.append(SparseSaved(act, ev))
+                fractions.append(act.fraction)
+            counts.append(count)
+            ev = ev_out
+        y = leaky_readout(cur, self.beta_out)
+        return SparseForward(y.max(axis=0), counts, fractions, saved, ev if sparse else x, np.argmax(y, axis=0))
 
     def ideal_matmul(self, layer: int, s_flat: np.ndarray) -> np.ndarray:
         """Default current function: I = S Wᵀ for S of shape (T·B, n_in) → (T·B, n_out)."""
@@ -447,8 +506,12 @@ class SparseSNN(SpikingNet):
         x, counts = s, []
         for layer, w in enumerate(self.weights):
             shape = (nt, nb, w.shape[0])
-            cur = self._hook_array(mm(layer, x.reshape(nt * nb, -1)), (nt * nb, w.shape[0]),
-                                   f"matmul output (layer {layer})")
+            ev = spike_events(x) if matmul is None else None
+            if ev is not None and ev.binary:
+                cur = event_currents(ev, w).reshape(nt * nb, -1)
+            else:
+                cur = self._hook_array(mm(layer, x.reshape(nt * nb, -1)), (nt * nb, w.shape[0]),
+                                       f"matmul output (layer {layer})")
             spiking = layer < self.n_layers - 1
             out = nf(layer, np.ascontiguousarray(cur.reshape(shape)), spiking)
             if not (isinstance(out, tuple) and len(out) == 2):
@@ -469,7 +532,7 @@ class SparseSNN(SpikingNet):
     def backward(self, fwd: SparseForward, labels) -> tuple[float, float, list[np.ndarray], dict]:
         """Loss, accuracy, gradients ∂L/∂W_l and statistics from a recorded forward pass."""
         dt = self.dtype
-        nt, nb, _ = fwd.s_last.shape
+        nt, nb = fwd.s_last.shape[:2]
         lab = self._check_labels(labels, nb)
         logits = fwd.logits.astype(np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -496,7 +559,10 @@ class SparseSNN(SpikingNet):
         K.leaky_backward(g, self.beta_out, gy)
         gy_flat = gy.reshape(nt * nb, -1)
         w_out = self.weights[-1]
-        grads[-1] = gy_flat.T @ fwd.s_last.reshape(nt * nb, -1)
+        if isinstance(fwd.s_last, Events):
+            grads[-1] = event_weight_grad(fwd.s_last, gy_flat)
+        else:
+            grads[-1] = gy_flat.T @ fwd.s_last.reshape(nt * nb, -1)
         if sparse:
             top = fwd.saved[-1].active
             gz = K.gather_rows_dot(top.ptr, top.idx, gy_flat, np.ascontiguousarray(w_out.T))
@@ -509,7 +575,7 @@ class SparseSNN(SpikingNet):
             saved = fwd.saved[h]
             if sparse:
                 below = fwd.saved[h - 1].active if h > 0 else None
-                grads[h], gz = sparse_layer_backward(saved.active, gz, dcounts[h], saved.trace, self.weights[h],
+                grads[h], gz = sparse_layer_backward(saved.active, gz, dcounts[h], saved.events, self.weights[h],
                                                      beta=self.beta, below=below)
             else:
                 gz += dcounts[h][None]

@@ -32,6 +32,13 @@ where gz_t is what layer l+1 sends back plus the regulariser gradient. Readout: 
 gradient reaches y only at the argmax step t*_{b,k} (first maximum),
 gy_t = ∂L/∂logits · [t = t*] + α_out gy_{t+1}, gI_t = gi_t = gy_t + β_out gi_{t+1}.
 
+Event-driven products: the spikes S of every layer are binary and sparse (a few per cent of the
+entries), so without a ``matmul`` hook the currents S Wᵀ are computed from the spikes' event list
+(:class:`Events`): each row adds the rows of Wᵀ of its events (:func:`event_currents`), and the
+weight gradient gᵀ S adds each event's row of g (:func:`event_weight_grad`). Inputs with a value
+other than 0 or 1 take the dense products (BLAS). The results equal the dense products up to the
+order of the float sums.
+
 Hardware in the loop: :meth:`SpikingMLP.forward` takes a ``matmul`` hook (crossbar tiles) and a
 ``neurons`` hook (analog neurons); :meth:`SpikingMLP.loss_and_grads` accepts the same hooks and
 then differentiates the *recorded* traces (spikes, membrane voltages, readout) with the ideal
@@ -46,6 +53,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from neuroemu._kernels import events as EK
 from neuroemu._kernels.optim import adam_step
 from neuroemu.chip import Chip, Update
 from neuroemu.hardware.neurons import CubaParams, cuba_sequence, decay
@@ -54,14 +62,18 @@ from ..rng import as_rng
 
 __all__ = [
     "Adam",
+    "Events",
     "SurrogateBPTT",
     "ForwardResult",
     "SpikeCountReg",
     "SpikingMLP",
     "SpikingNet",
+    "event_currents",
+    "event_weight_grad",
     "fast_sigmoid_grad",
     "psp_peak",
     "spike_count_reg",
+    "spike_events",
 ]
 
 #: Threshold given to the readout's CUBA kernel so that it never spikes (y stays far below it).
@@ -165,12 +177,81 @@ def spike_count_reg(counts: Sequence[np.ndarray], reg: SpikeCountReg | None) -> 
     return float(total), grads
 
 
+# ----------------------------------------------------------------------------- event lists
+class Events(NamedTuple):
+    """Event list of a train x (T, B, n): its non-zero entries in CSR over the rows r = t·B + b.
+
+    ptr: (T·B + 1,) int64, the entries of row r are ptr[r] .. ptr[r+1]−1; idx: (nnz,) int32 the
+    column (neuron) of each, ascending within a row; val: (nnz,) their values, or None for spikes
+    (every value 1: ``binary``); shape: (T, B, n)."""
+
+    ptr: np.ndarray
+    idx: np.ndarray
+    val: np.ndarray | None
+    shape: tuple
+
+    @property
+    def binary(self) -> bool:
+        return self.val is None
+
+    @property
+    def nnz(self) -> int:
+        return int(self.idx.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ptr.nbytes + self.idx.nbytes + (0 if self.val is None else self.val.nbytes))
+
+    def rows(self) -> np.ndarray:
+        """Row index t·B + b of every event."""
+        return np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr))
+
+    def to_dense(self, dtype=np.float32) -> np.ndarray:
+        """The train as a dense (T, B, n) array."""
+        out = np.zeros((len(self.ptr) - 1, self.shape[2]), dtype)
+        out[self.rows(), self.idx] = 1 if self.val is None else self.val
+        return out.reshape(self.shape)
+
+
+def spike_events(x) -> Events:
+    """Event list of a train x (T, B, n) (any numeric or boolean dtype; one pass over x). Values
+    are kept (``val``) only when some non-zero entry is not 1."""
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a (T, batch, n) train, got shape {x.shape}")
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[2])
+    ptr, idx, binary = EK.spike_events(x2)
+    ev = Events(ptr, idx, None, x.shape)
+    return ev if binary else ev._replace(val=x2[ev.rows(), idx])
+
+
+def event_currents(ev: Events, w: np.ndarray) -> np.ndarray:
+    """S Wᵀ of a spike train (binary ``ev``) for W (n_out, n_in): (T, B, n_out) in W's dtype, each
+    row the sum of the rows of Wᵀ of its events (O(events · n_out))."""
+    if not ev.binary:
+        raise ValueError("ev: expected spikes (values 0 and 1); take the dense product for other inputs")
+    nt, nb, _ = ev.shape
+    out = np.empty((nt * nb, w.shape[0]), w.dtype)
+    EK.event_currents(ev.ptr, ev.idx, np.ascontiguousarray(w.T), out)
+    return out.reshape(nt, nb, -1)
+
+
+def event_weight_grad(ev: Events, g: np.ndarray) -> np.ndarray:
+    """gᵀ S (n_out, n_in) for g (T·B, n_out) and the train S with the event list ``ev``: each event
+    (r, i) adds its value times g[r] to column i (O(events · n_out))."""
+    g = np.ascontiguousarray(g)
+    val = np.empty(0, g.dtype) if ev.val is None else np.ascontiguousarray(ev.val, g.dtype)
+    return np.ascontiguousarray(EK.event_outer(ev.ptr, ev.idx, val, g, ev.shape[2]).T)
+
+
 class ForwardResult(NamedTuple):
     """What :meth:`SpikingMLP.forward` records.
 
     logits: (B, K) max over time of the readout; spike_counts: per hidden layer, (B, n_l) spikes
     per sample and neuron; s_in: the input spikes (T, B, n_0) in the model dtype; spikes and
-    voltages: per hidden layer, z and v traces (T, B, n_l); readout: y trace (T, B, K)."""
+    voltages: per hidden layer, z and v traces (T, B, n_l); readout: y trace (T, B, K); events:
+    the event list (:class:`Events`) of every layer's input (s_in, then the hidden spikes) when
+    the forward was event-driven (no ``matmul`` hook), else None."""
 
     logits: np.ndarray
     spike_counts: list
@@ -178,6 +259,7 @@ class ForwardResult(NamedTuple):
     spikes: list
     voltages: list
     readout: np.ndarray
+    events: list | None = None
 
 
 class Adam:
@@ -258,7 +340,8 @@ class SpikingNet:
         """The weight arrays (updated in place by optimisers)."""
         return self.weights
 
-    def _check_input(self, s_in) -> np.ndarray:
+    def _check_input(self, s_in, convert: bool = True) -> np.ndarray:
+        """s_in checked, as a C-contiguous array in the model dtype (``convert``) or in its own."""
         s = np.asarray(s_in)
         if s.ndim != 3 or s.shape[2] != self.sizes[0]:
             raise ValueError(f"s_in: expected input spikes of shape (T, batch, {self.sizes[0]}), got {s.shape}")
@@ -266,7 +349,7 @@ class SpikingNet:
             raise ValueError(f"s_in: expected numeric 0/1 spikes, got dtype {s.dtype}")
         if s.shape[0] < 1 or s.shape[1] < 1:
             raise ValueError(f"s_in: expected at least one step and one sample, got shape {s.shape}")
-        return np.ascontiguousarray(s, dtype=self.dtype)
+        return np.ascontiguousarray(s, dtype=self.dtype if convert else None)
 
     def _hook_array(self, arr, shape, what) -> np.ndarray:
         arr = np.asarray(arr)
@@ -397,7 +480,8 @@ class SpikingMLP(SpikingNet):
         (T·B, n_l) (default :meth:`ideal_matmul`); ``neurons(l, currents (T, B, n_l), spiking)``
         returns (z, v) traces (default :meth:`ideal_neurons`); spiking is False for the readout,
         whose z is ignored (may be None) and whose v is the readout trace y.
-        Returns a :class:`ForwardResult` (logits = max over time of y).
+        Returns a :class:`ForwardResult` (logits = max over time of y). Without a ``matmul`` hook
+        the currents of spike inputs are event-driven (:func:`event_currents`; module docstring).
         """
         s = self._check_input(s_in)
         t_steps, batch, _ = s.shape
@@ -405,11 +489,18 @@ class SpikingMLP(SpikingNet):
         nf = self.ideal_neurons if neurons is None else neurons
         x = s
         spikes, volts, counts = [], [], []
+        events = None if matmul is not None else []
         y = None
         for layer, w in enumerate(self.weights):
             n_out = w.shape[0]
-            cur = self._hook_array(mm(layer, x.reshape(t_steps * batch, -1)), (t_steps * batch, n_out),
-                                   f"matmul output (layer {layer})")
+            if events is not None:
+                ev = spike_events(x)
+                events.append(ev)
+            if events is not None and ev.binary:
+                cur = event_currents(ev, w)
+            else:
+                cur = self._hook_array(mm(layer, x.reshape(t_steps * batch, -1)), (t_steps * batch, n_out),
+                                       f"matmul output (layer {layer})")
             spiking = layer < self.n_layers - 1
             out = nf(layer, cur.reshape(t_steps, batch, n_out), spiking)
             if not (isinstance(out, tuple) and len(out) == 2):
@@ -424,7 +515,7 @@ class SpikingMLP(SpikingNet):
                 x = z
             else:
                 y = v
-        return ForwardResult(y.max(axis=0), counts, s, spikes, volts, y)
+        return ForwardResult(y.max(axis=0), counts, s, spikes, volts, y, events)
 
     def predict(self, s_in, *, matmul: MatmulHook | None = None, neurons: NeuronsHook | None = None) -> np.ndarray:
         """Logits (B, n_classes) of :meth:`forward`."""
@@ -487,9 +578,11 @@ class SpikingMLP(SpikingNet):
         alpha, beta = dt.type(self.hidden_params.alpha), dt.type(self.hidden_params.beta_syn)
         v_th = self.hidden_params.v_th
         for layer in range(self.n_layers - 1, -1, -1):
-            s_prev = inputs[layer].reshape(t_steps * batch, -1)
             g_flat = g_cur.reshape(t_steps * batch, -1)
-            grads[layer] = g_flat.T @ s_prev
+            if fwd.events is not None:
+                grads[layer] = event_weight_grad(fwd.events[layer], g_flat)
+            else:
+                grads[layer] = g_flat.T @ inputs[layer].reshape(t_steps * batch, -1)
             if layer == 0:
                 break
             # gradient reaching the spikes of hidden layer `layer − 1`

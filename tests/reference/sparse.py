@@ -185,3 +185,49 @@ def dense_network_grads(weights, s_in, labels, *, beta, beta_out, theta=1.0, sca
         gz = (gflat @ weights[layer]).reshape(nt, nb, -1) + dcounts[layer - 1].astype(dtype)[None]
         gv = dense_bptt(gz, volts[layer - 1], beta, theta, scale, np.inf)
     return ce + reg_loss, grads, y.max(axis=0)
+
+
+def lif_forward_events(cur, beta, theta, b_th, scale):
+    """Returns ((ptr, idx, sg), (eptr, eidx), counts): the active set, the spikes' event list and
+    the spike counts per sample (summed over t in order)."""
+    zs, (ptr, idx, sg) = lif_forward_active(cur, beta, theta, b_th, scale)
+    nt, nb, n = zs.shape
+    rows, eidx = np.nonzero(zs.reshape(nt * nb, n))
+    eptr = np.zeros(nt * nb + 1, np.int64)
+    eptr[1:] = np.cumsum(np.bincount(rows, minlength=nt * nb))
+    counts = np.zeros((nb, n), zs.dtype)
+    for t in range(nt):
+        counts += zs[t]
+    return (ptr, idx, sg), (eptr, eidx.astype(np.int32)), counts
+
+
+def active_backward(ptr, idx, ds, nt, nb, beta, eptr, eidx, eval_, ptr_lo, idx_lo, wt):
+    """Per block of samples (the kernel's), per sample: h = β h, then h[j] += ds at the active
+    entries of step t, then row i of that block's dWᵀ += val · h for each input event (t, b, i),
+    and ∂L/∂S = _dot(h, wt[i]) for each lower active entry (t, b, i); blocks added in order."""
+    from tests.reference.events import _blocks
+
+    from neuroemu._kernels.events import BLOCKS
+
+    dt = ds.dtype
+    bt = dt.type(beta)
+    n_in, n = wt.shape
+    out = np.empty(len(idx_lo), dt)
+    lim = _blocks(nb)
+    dwt = None
+    for c in range(BLOCKS):
+        a = np.zeros((n_in, n), dt)
+        for b in range(lim[c], lim[c + 1]):
+            h = np.zeros(n, dt)
+            for t in range(nt - 1, -1, -1):
+                r = t * nb + b
+                h = bt * h
+                sl = slice(ptr[r], ptr[r + 1])
+                h[idx[sl]] += ds[sl]  # distinct neurons within a row
+                for k in range(eptr[r], eptr[r + 1]):
+                    a[eidx[k]] += h if len(eval_) == 0 else eval_[k] * h
+                sl = slice(ptr_lo[r], ptr_lo[r + 1])
+                if sl.stop > sl.start:
+                    out[sl] = _dot(np.broadcast_to(h, (sl.stop - sl.start, n)), wt[idx_lo[sl]])
+        dwt = a if dwt is None else dwt + a
+    return dwt, out
