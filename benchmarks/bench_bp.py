@@ -1,6 +1,6 @@
 """Backprop training throughput of the self-defined-target networks against a plain-numpy step.
 
-    python benchmarks/bench_bp.py [--quick] [--batch B]
+    python benchmarks/bench_bp.py [--quick] [--threads 1,2] [--batch B]
 
 Networks (those of ``examples/sdt``, built by the experiment, float32, seed 0), each trained one
 step on a batch of random images towards its self-defined target (k-WTA of y − H, homeostasis):
@@ -16,13 +16,13 @@ rule (:class:`neuroemu.rules.sdt.SelfDefinedTargets` around
 (``Hardware.exact()``: every step reads the chip's float32 weights and writes the optimiser's change
 back; the backward stops at the lowest weights; Adam is one fused numba pass per array). Both start from the
 same weights and the benchmark checks that one step of each gives the same weights. Ratio = baseline
-time / our time (higher is better); throughput = training samples per second.
+time / our time (higher is better); throughput = training samples per second. Each network is built,
+checked and timed at each thread count of ``--threads`` (BLAS and numba together).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import median_times  # noqa: E402
+from benchmarks.timing import add_threads_option, at_threads, median_times  # noqa: E402
 from tests.reference.optim import adam_step as numpy_adam  # noqa: E402
 
 from neuroemu.chip import Hardware  # noqa: E402
@@ -84,42 +84,46 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
     ap.add_argument("--batch", type=int, default=16)
+    add_threads_option(ap)
     args = ap.parse_args(argv)
     repeat, nb = (3 if args.quick else 10), args.batch
-    rows = []
-    for name, run_opts, bp, shape, k in CASES:
-        run = validate({"trainer": "bp", **run_opts}, sdt.RUN, "run")
-        run["bp"] = validate(bp, sdt.BP, "bp")
-        run["sdt"] = {**validate({}, sdt.SDT, "sdt"), "k": k, "gamma": 0.3}
-        model, inner, rule = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
-        chip = model.build(Hardware.exact(), 0)
-        rule.bind(chip)
-        twin, _, _ = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
-        plain = PlainStep(twin, inner.lrs, bp["optimizer"] == "sgd")
-        x = np.random.default_rng(1).random((nb, *shape), dtype=np.float32)
-        x, x_twin = model.features(chip, x, nb), twin.features(chip, x, nb)
-        target = SelfDefinedTarget(sdt._n_out(run), k=k, gamma=0.3)
 
-        def ours():
-            return run_step(rule, chip, TargetBatch(x, None, 1))["loss"]
+    def measure(_n):
+        rows = []
+        for name, run_opts, bp, shape, k in CASES:
+            run = validate({"trainer": "bp", **run_opts}, sdt.RUN, "run")
+            run["bp"] = validate(bp, sdt.BP, "bp")
+            run["sdt"] = {**validate({}, sdt.SDT, "sdt"), "k": k, "gamma": 0.3}
+            model, inner, rule = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
+            chip = model.build(Hardware.exact(), 0)
+            rule.bind(chip)
+            twin, _, _ = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
+            plain = PlainStep(twin, inner.lrs, bp["optimizer"] == "sgd")
+            x = np.random.default_rng(1).random((nb, *shape), dtype=np.float32)
+            x, x_twin = model.features(chip, x, nb), twin.features(chip, x, nb)
+            target = SelfDefinedTarget(sdt._n_out(run), k=k, gamma=0.3)
 
-        def baseline():
-            return plain(x_twin, target)
+            def ours():
+                return run_step(rule, chip, TargetBatch(x, None, 1))["loss"]
 
-        ours(), baseline()  # one step each from the same weights: the same result
-        for layer in model.trained:
-            np.testing.assert_allclose(chip[layer].weights(), twin.names[layer].w, rtol=1e-4, atol=1e-6)
-        times = median_times([baseline, ours], repeat)
-        for case, t in zip(("plain numpy step", "ours"), times):
-            rows.append({"network": name, "case": case, "ms": t * 1e3, "samples_per_s": nb / t,
-                         "ratio": times[0] / t})
+            def baseline():
+                return plain(x_twin, target)
 
-    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
-    print(f"backprop training step to the self-defined target, batch {nb}, float32; median of {repeat}; "
-          f"OPENBLAS_NUM_THREADS={threads}")
-    print(f"{'network':<34} {'case':<17} {'ms':>9} {'samples/s':>11} {'ratio':>7}")
+            ours(), baseline()  # one step each from the same weights: the same result
+            for layer in model.trained:
+                np.testing.assert_allclose(chip[layer].weights(), twin.names[layer].w, rtol=1e-4, atol=1e-6)
+            times = median_times([baseline, ours], repeat)
+            for case, t in zip(("plain numpy step", "ours"), times):
+                rows.append({"network": name, "case": case, "ms": t * 1e3, "samples_per_s": nb / t,
+                             "ratio": times[0] / t})
+        return rows
+
+    rows = at_threads(args.threads, measure)
+    print(f"backprop training step to the self-defined target, batch {nb}, float32; median of {repeat}")
+    print(f"{'threads':>7} {'network':<34} {'case':<17} {'ms':>9} {'samples/s':>11} {'ratio':>7}")
     for r in rows:
-        print(f"{r['network']:<34} {r['case']:<17} {r['ms']:>9.2f} {r['samples_per_s']:>11.0f} {r['ratio']:>7.2f}")
+        print(f"{r['threads']:>7} {r['network']:<34} {r['case']:<17} {r['ms']:>9.2f} {r['samples_per_s']:>11.0f} "
+              f"{r['ratio']:>7.2f}")
     return rows
 
 

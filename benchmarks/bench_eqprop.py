@@ -1,6 +1,6 @@
 """Equilibrium propagation: relaxation throughput of the numba phase kernel against plain numpy.
 
-    python benchmarks/bench_eqprop.py [--quick] [--batch B] [--hidden N] [--free T] [--nudge K]
+    python benchmarks/bench_eqprop.py [--quick] [--threads 1,2] [--batch B] [--hidden N] [--free T] [--nudge K]
 
 Shape (the one-layer EP network of Liu et al. 2024, papers.md §6): 784 inputs -> 2000 state units
 -> 10 output state units ("mse" output), float32, batch 64, random images in [0, 1), weights from
@@ -18,14 +18,14 @@ baselines measured in the same run:
   both phases): the twin's phases with the same update formula as the baseline against
   :meth:`EqPropNetwork.train_step`.
 
-Multi-threaded BLAS on a loaded machine stalls on the small per-step products (each waits for a
-descheduled thread): there, run with OPENBLAS_NUM_THREADS=1 (the header shows the setting).
+Both tables are measured at each thread count of ``--threads`` (BLAS and numba together). On a
+loaded machine, multi-threaded BLAS stalls on the small per-step products (each waits for a
+descheduled thread): compare the 1-thread rows there.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import median_times  # noqa: E402
+from benchmarks.timing import add_threads_option, at_threads, median_times  # noqa: E402
 from tests.reference import eqprop as R  # noqa: E402
 
 from neuroemu.rules.eqprop import (  # noqa: E402
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--hidden", type=int, default=2000)
     ap.add_argument("--free", type=int, default=40, help="free-phase steps T")
     ap.add_argument("--nudge", type=int, default=10, help="nudged-phase steps K")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
     repeat = 3 if args.quick else 15
     nb, n, t_free, t_nudge = args.batch, args.hidden, args.free, args.nudge
@@ -92,24 +93,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def ours_train():
         net.train_step(x, d, lr)
 
-    rows = []
     cases = [("plain numpy twin", numpy_relax), ("numpy, W_1 x every step", lambda: numpy_relax(False)),
              ("numba phase kernel", ours_relax)]
-    times = median_times([f for _, f in cases], repeat)
-    for (name, _), t in zip(cases, times):
-        rows.append({"what": "relaxation", "case": name, "ms": t * 1e3, "samples_per_s": nb / t,
-                     "ratio": times[0] / t})
-    times = median_times([numpy_train, ours_train], repeat)
-    for name, t in zip(("plain numpy twin + update", "EqPropNetwork.train_step"), times):
-        rows.append({"what": "training step", "case": name, "ms": t * 1e3, "samples_per_s": nb / t,
-                     "ratio": times[0] / t})
 
-    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    def measure(_n):
+        rows = []
+        times = median_times([f for _, f in cases], repeat)
+        for (name, _), t in zip(cases, times):
+            rows.append({"what": "relaxation", "case": name, "ms": t * 1e3, "samples_per_s": nb / t,
+                         "ratio": times[0] / t})
+        times = median_times([numpy_train, ours_train], repeat)
+        for name, t in zip(("plain numpy twin + update", "EqPropNetwork.train_step"), times):
+            rows.append({"what": "training step", "case": name, "ms": t * 1e3, "samples_per_s": nb / t,
+                         "ratio": times[0] / t})
+        return rows
+
+    rows = at_threads(args.threads, measure)
     print(f"equilibrium propagation, 784-{n}-10 (mse), batch {nb}, float32, T = {t_free} free + "
-          f"K = {t_nudge} nudged steps; median of {repeat}; OPENBLAS_NUM_THREADS={threads}")
-    print(f"{'timed':<15} {'case':<27} {'ms':>9} {'samples/s':>11} {'ratio':>7}")
+          f"K = {t_nudge} nudged steps; median of {repeat}")
+    print(f"{'threads':>7} {'timed':<15} {'case':<27} {'ms':>9} {'samples/s':>11} {'ratio':>7}")
     for r in rows:
-        print(f"{r['what']:<15} {r['case']:<27} {r['ms']:>9.2f} {r['samples_per_s']:>11.0f} {r['ratio']:>7.2f}")
+        print(f"{r['threads']:>7} {r['what']:<15} {r['case']:<27} {r['ms']:>9.2f} {r['samples_per_s']:>11.0f} "
+              f"{r['ratio']:>7.2f}")
     return rows
 
 

@@ -1,6 +1,6 @@
 """LIF sampling: the numba sampling kernel against a plain-numpy LIF sampler on the same network.
 
-    python benchmarks/bench_sampling.py [--quick]
+    python benchmarks/bench_sampling.py [--quick] [--threads 1,2]
 
 Network: a random Boltzmann machine (``random_bm``, K = 10 and K = 100 units) mapped onto K
 sampling neurons with ``synaptic_weights`` and ``Activation.leak`` (each neuron's activation
@@ -11,7 +11,8 @@ kinds of neuron: ideal conductance-based (``SamplingNeurons.ideal(K, 'coba')``),
 current-based (``'cuba'``) and the current-based analog neurons of the ``brainscales2`` card
 (``SamplingNeurons.analog(K, 'brainscales2', rng=0)``: per-neuron parameters, membrane noise,
 rails). neuroemu's side is ``Sampler.sample`` (kernel :mod:`neuroemu._kernels.sampling`, compiled
-by a warm-up run before timing).
+by a warm-up run before timing; its chains are spread over the threads). Every case is
+timed at each thread count of ``--threads`` (numba and BLAS together; the networks are built once).
 
 The baseline, measured in the same run on the same network, is a numpy loop over time,
 vectorised over (chains, neurons), doing the kernel's update: last step's spikes arrive through W
@@ -38,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import median_times  # noqa: E402
+from benchmarks.timing import add_threads_option, at_threads, median_times  # noqa: E402
 
 from neuroemu.boltzmann import random_bm  # noqa: E402
 from neuroemu.hardware.sampling import Sampler, SamplingNeurons, calibrate_activation, synaptic_weights  # noqa: E402
@@ -116,39 +117,45 @@ def network(kind: str, k: int, chains: int, quick: bool):
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs, one repetition (smoke test)")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
     repeat = 1 if args.quick else 3
     bio_ms = 200.0 if args.quick else 2000.0
     cases = [(kind, k, c) for kind in ("coba", "cuba", "analog") for k in (10, 100) for c in (1, 16)]
+    networks = [network(kind, k, chains, args.quick) for kind, k, chains in cases]
 
-    rows = []
-    for kind, k, chains in cases:
-        sampler, w_syn, leak = network(kind, k, chains, args.quick)
-        nb = sampler.neurons
-        steps = int(round(bio_ms / nb.dt))
-        wt = sampler.weights(w_syn)
-        e_l = np.ascontiguousarray(nb.leak(leak))
-        out = {}
-        sample = lambda: out.update(kernel=sampler.sample(w_syn, leak, bio_ms, burn_in_ms=0.0, rng=3))  # noqa: E731
-        baseline = lambda: out.update(numpy=numpy_sampler(nb, wt, e_l, steps, np.random.default_rng(3)))  # noqa: E731
-        sampler.sample(w_syn, leak, 10 * nb.dt, burn_in_ms=0.0, rng=3)  # warm-up: numba compile / cache load
-        t_np, t_k = median_times([baseline, sample], repeat, warmup=0)
-        run, (z_np, _) = out["kernel"], out["numpy"]
-        rows.append({"kind": kind, "K": k, "chains": chains, "ms": t_k * 1e3,
-                     "updates_per_s": chains * k * steps / t_k, "numpy_updates_per_s": chains * k * steps / t_np,
-                     "samples_per_s": chains * bio_ms / nb.tau_ref / t_k, "bio_ms_per_s": bio_ms / t_k,
-                     **{f"vs_{name}": t_k / (bio_ms * 1e-3 / acc) for name, acc in ACCELERATIONS.items()},
-                     "on": float(run.states.mean()), "on_numpy": float(z_np.mean()), "ratio": t_np / t_k})
+    def measure(_n):
+        rows = []
+        for (kind, k, chains), (sampler, w_syn, leak) in zip(cases, networks):
+            nb = sampler.neurons
+            steps = int(round(bio_ms / nb.dt))
+            wt = sampler.weights(w_syn)
+            e_l = np.ascontiguousarray(nb.leak(leak))
+            out = {}
+            sample = lambda: out.update(kernel=sampler.sample(w_syn, leak, bio_ms, burn_in_ms=0.0, rng=3))  # noqa: E731
+            baseline = lambda: out.update(  # noqa: E731
+                numpy=numpy_sampler(nb, wt, e_l, steps, np.random.default_rng(3)))
+            sampler.sample(w_syn, leak, 10 * nb.dt, burn_in_ms=0.0, rng=3)  # warm-up: numba compile / cache load
+            t_np, t_k = median_times([baseline, sample], repeat, warmup=0)
+            run, (z_np, _) = out["kernel"], out["numpy"]
+            rows.append({"kind": kind, "K": k, "chains": chains, "ms": t_k * 1e3,
+                         "updates_per_s": chains * k * steps / t_k, "numpy_updates_per_s": chains * k * steps / t_np,
+                         "samples_per_s": chains * bio_ms / nb.tau_ref / t_k, "bio_ms_per_s": bio_ms / t_k,
+                         **{f"vs_{name}": t_k / (bio_ms * 1e-3 / acc) for name, acc in ACCELERATIONS.items()},
+                         "on": float(run.states.mean()), "on_numpy": float(z_np.mean()), "ratio": t_np / t_k})
+        return rows
+
+    rows = at_threads(args.threads, measure)
 
     print(f"LIF sampling, random Boltzmann machines, Poisson background, dt 0.1 ms, {bio_ms:g} ms of biological "
           f"time per run, every step recorded; median of {repeat}. Chip time for {bio_ms:g} ms: "
           + ", ".join(f"{name} {bio_ms / acc * 1e3:g} µs" for name, acc in ACCELERATIONS.items()))
-    print(f"{'neurons':<8} {'K':>4} {'chains':>6} {'ms':>9} {'neuron-steps/s':>15} {'numpy n-s/s':>12} "
+    print(f"{'threads':>7} {'neurons':<8} {'K':>4} {'chains':>6} {'ms':>9} {'neuron-steps/s':>15} {'numpy n-s/s':>12} "
           f"{'samples/s':>10} {'bio ms/s':>9} {'x BSS-2':>8} {'x BSS-1':>8} {'on':>5} {'ratio':>6}")
     for r in rows:
-        print(f"{r['kind']:<8} {r['K']:>4} {r['chains']:>6} {r['ms']:>9.1f} {r['updates_per_s']:>15.3e} "
-              f"{r['numpy_updates_per_s']:>12.3e} {r['samples_per_s']:>10.3g} {r['bio_ms_per_s']:>9.3g} "
-              f"{r['vs_BSS-2']:>8.3g} {r['vs_BSS-1']:>8.3g} {r['on']:>5.2f} {r['ratio']:>6.1f}")
+        print(f"{r['threads']:>7} {r['kind']:<8} {r['K']:>4} {r['chains']:>6} {r['ms']:>9.1f} "
+              f"{r['updates_per_s']:>15.3e} {r['numpy_updates_per_s']:>12.3e} {r['samples_per_s']:>10.3g} "
+              f"{r['bio_ms_per_s']:>9.3g} {r['vs_BSS-2']:>8.3g} {r['vs_BSS-1']:>8.3g} {r['on']:>5.2f} {r['ratio']:>6.1f}")
     print("samples/s: one independent sample per chain every tau_ref (10 ms); x BSS-2 / x BSS-1: the "
           "emulation's wall time over the chip's time; on: mean state (kernel), a check that both sample "
           "(numpy: " + ", ".join(f"{r['on_numpy']:.2f}" for r in rows) + ")")

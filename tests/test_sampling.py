@@ -112,6 +112,56 @@ def test_kernel_split_run_is_the_whole_run(conductance):
     assert not np.array_equal(other[0], whole[0])
 
 
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_kernel_result_does_not_depend_on_the_thread_count(n_threads):
+    """The chains run in parallel (prange); each chain's result is the serial one bit for bit."""
+    from neuroemu import threads
+
+    for conductance in (True, False):
+        args, state = kernel_case(conductance, 5)
+        with threads.limit(1):
+            want = run_kernel(201, 17, 3, args, state)
+        with threads.limit(n_threads):
+            got = run_kernel(201, 17, 3, args, state)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+# The serial kernel's spikes for two cases (sha256 of r, fired, since, gap, rec, counts; 16 hex digits),
+# recorded before the kernel ran its chains in parallel: the parallel kernel reproduces them.
+SERIAL_DIGESTS = {(True, 0, True): "94423377963731ea", (False, 2**62 + 7, False): "e8d532652195369e"}
+
+
+@pytest.mark.parametrize("case", list(SERIAL_DIGESTS), ids=["coba", "cuba-mixed"])
+def test_kernel_reproduces_the_serial_kernel(case):
+    import hashlib
+
+    from neuroemu import threads
+
+    args, state = kernel_case(*case)
+    with threads.limit(threads.available()):
+        out = run_kernel(201, 17, 3, args, state)
+    h = hashlib.sha256()
+    for a in out[3:]:
+        h.update(np.ascontiguousarray(a).tobytes())
+    assert h.hexdigest()[:16] == SERIAL_DIGESTS[case]
+
+
+def test_sampler_runs_are_the_same_at_one_and_two_threads():
+    from neuroemu import threads
+
+    neurons = SamplingNeurons.analog(8, "brainscales2", rng=0)
+    sampler = Sampler(neurons, 8)
+    w, b = B.random_bm(8, rng=2)
+    runs = []
+    for n in (1, 2):
+        with threads.limit(n):
+            runs.append(sampler.sample(0.2 * w, -52.0 + b, 100.0, chains=5, burn_in_ms=10.0, rng=3))
+    np.testing.assert_array_equal(runs[0].states, runs[1].states)
+    np.testing.assert_array_equal(runs[0].counts, runs[1].counts)
+
+
 # ------------------------------------------------------------------------------------ activation
 # A single sampling neuron, calibrated with a short sweep, then sampled at three leak potentials.
 # Tolerance: the on-fraction of a run of total length T has a binomial error with an effective

@@ -38,7 +38,7 @@ pieces (``t0``) draws what the whole run would.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .rng import key, normal_k, uniform_k
 
@@ -61,7 +61,7 @@ def poisson_k(k, b, lam, exp_minus_lam):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, v_hi, n_ref, seed, renew,
                  v, ge, gi, r, fired, since, gap, rec, counts):
     """Run ``steps`` steps from step ``t0`` (module docstring). State v, ge, gi (batch, n) float64,
@@ -69,60 +69,72 @@ def sampling_run(steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, 
     (steps since each neuron's last spike) and gap (steps between its last two spikes), both
     (batch, n) int64, are updated in place; rec (steps // every, batch, n) uint8 receives the
     states after steps every−1, 2·every−1, ...; counts (batch, n) int64 adds the spikes. renew
-    (n,) uint8: which neurons' outgoing synapses are renewing."""
-    nb, n = v.shape
+    (n,) uint8: which neurons' outgoing synapses are renewing.
+
+    The chains are independent, so they are spread over the threads (``prange``), each running all
+    its steps; a chain does the same operations in the same order as in a serial run and its random
+    numbers are keyed, so the result is the same bit for bit at any thread count."""
+    nb = v.shape[0]
+    for b in prange(nb):
+        _chain_run(b, steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, v_hi, n_ref, seed, renew,
+                   v, ge, gi, r, fired, since, gap, rec, counts)
+
+
+@njit(cache=True)
+def _chain_run(b, steps, t0, every, dt, conductance, par, leak, wt, clamp, v_lo, v_hi, n_ref, seed, renew,
+               v, ge, gi, r, fired, since, gap, rec, counts):
+    """All ``steps`` steps of chain ``b`` (:func:`sampling_run`)."""
+    n = v.shape[1]
     for s in range(steps):
         t = t0 + s
         kb = key(seed, 2 * t)
         kn = key(seed, 2 * t + 1)
-        for b in range(nb):
-            for j in range(n):
-                if fired[b, j]:
-                    g = float(gap[b, j])
-                    renewing = renew[j] != 0
-                    for k in range(n):
-                        w = wt[j, k]
-                        if w > 0.0:
-                            ge[b, k] += w * (1.0 - math.exp(g * par[P_LDE, k])) if renewing else w
-                        elif w < 0.0:
-                            gi[b, k] -= w * (1.0 - math.exp(g * par[P_LDI, k])) if renewing else w
-                    fired[b, j] = 0
-            for k in range(n):
-                idx = b * n + k
-                if par[P_LE, k] > 0.0:
-                    ge[b, k] += par[P_WE, k] * poisson_k(kb, 2 * idx, par[P_LE, k], par[P_XE, k])
-                if par[P_LI, k] > 0.0:
-                    gi[b, k] += par[P_WI, k] * poisson_k(kb, 2 * idx + 1, par[P_LI, k], par[P_XI, k])
-                if r[b, k] > 0:
-                    r[b, k] -= 1
-                if r[b, k] > 0:
-                    v[b, k] = par[P_RESET, k]
+        for j in range(n):
+            if fired[b, j]:
+                g = float(gap[b, j])
+                renewing = renew[j] != 0
+                for k in range(n):
+                    w = wt[j, k]
+                    if w > 0.0:
+                        ge[b, k] += w * (1.0 - math.exp(g * par[P_LDE, k])) if renewing else w
+                    elif w < 0.0:
+                        gi[b, k] -= w * (1.0 - math.exp(g * par[P_LDI, k])) if renewing else w
+                fired[b, j] = 0
+        for k in range(n):
+            idx = b * n + k
+            if par[P_LE, k] > 0.0:
+                ge[b, k] += par[P_WE, k] * poisson_k(kb, 2 * idx, par[P_LE, k], par[P_XE, k])
+            if par[P_LI, k] > 0.0:
+                gi[b, k] += par[P_WI, k] * poisson_k(kb, 2 * idx + 1, par[P_LI, k], par[P_XI, k])
+            if r[b, k] > 0:
+                r[b, k] -= 1
+            if r[b, k] > 0:
+                v[b, k] = par[P_RESET, k]
+            else:
+                vv = v[b, k]
+                if conductance:
+                    g = par[P_GL, k] + ge[b, k] + gi[b, k]
+                    vinf = (par[P_GL, k] * leak[b, k] + ge[b, k] * par[P_EE, k] + gi[b, k] * par[P_EI, k]) / g
+                    vv = vinf + (vv - vinf) * math.exp(-dt * g / par[P_C, k])
                 else:
-                    vv = v[b, k]
-                    if conductance:
-                        g = par[P_GL, k] + ge[b, k] + gi[b, k]
-                        vinf = (par[P_GL, k] * leak[b, k] + ge[b, k] * par[P_EE, k] + gi[b, k] * par[P_EI, k]) / g
-                        vv = vinf + (vv - vinf) * math.exp(-dt * g / par[P_C, k])
-                    else:
-                        vinf = leak[b, k] + (ge[b, k] - gi[b, k]) / par[P_GL, k]
-                        vv = vinf + (vv - vinf) * par[P_DM, k]
-                    if par[P_NOISE, k] > 0.0:
-                        vv += par[P_NOISE, k] * normal_k(kn, idx)
-                    vv = min(max(vv, v_lo), v_hi)
-                    c = clamp[b, k]
-                    if c == 1 or (c < 0 and vv > par[P_TH, k]):
-                        vv = par[P_RESET, k]
-                        r[b, k] = n_ref
-                        fired[b, k] = 1
-                        counts[b, k] += 1
-                        gap[b, k] = since[b, k]
-                        since[b, k] = 0
-                    v[b, k] = vv
-                since[b, k] += 1
-                ge[b, k] *= par[P_DE, k]
-                gi[b, k] *= par[P_DI, k]
+                    vinf = leak[b, k] + (ge[b, k] - gi[b, k]) / par[P_GL, k]
+                    vv = vinf + (vv - vinf) * par[P_DM, k]
+                if par[P_NOISE, k] > 0.0:
+                    vv += par[P_NOISE, k] * normal_k(kn, idx)
+                vv = min(max(vv, v_lo), v_hi)
+                c = clamp[b, k]
+                if c == 1 or (c < 0 and vv > par[P_TH, k]):
+                    vv = par[P_RESET, k]
+                    r[b, k] = n_ref
+                    fired[b, k] = 1
+                    counts[b, k] += 1
+                    gap[b, k] = since[b, k]
+                    since[b, k] = 0
+                v[b, k] = vv
+            since[b, k] += 1
+            ge[b, k] *= par[P_DE, k]
+            gi[b, k] *= par[P_DI, k]
         if (s + 1) % every == 0:
             i = (s + 1) // every - 1
-            for b in range(nb):
-                for k in range(n):
-                    rec[i, b, k] = 1 if r[b, k] > 0 else 0
+            for k in range(n):
+                rec[i, b, k] = 1 if r[b, k] > 0 else 0
