@@ -6,9 +6,11 @@ Shape (Perez-Nieves & Goodman 2021 hidden layer): 784 inputs -> 200 LIF neurons,
 batch 256, float32. Input currents = (spike inputs @ W), computed once by a numpy matmul and
 shared by both; only the neuron update is timed. The baseline, measured in the same run, loops
 over time in numpy doing the same update (v = α v + I − z v_th, z = v > v_th) and stores the spike
-and voltage traces. ratio = numpy time / kernel time (higher is better). For scale, the last row
-times the emulated analog neurons of the ``brainscales2`` card on the same currents (current-based,
-per-neuron parameters, membrane noise: more work than the baseline, not the same update);
+and voltage traces. ratio = numpy time / kernel time (higher is better). For scale, the last rows
+time the emulated analog neurons of the ``brainscales2`` card on the same currents (current-based,
+per-neuron parameters, membrane noise: more work than the baseline, not the same update):
+``AnalogNeurons.run`` (spikes and normalised float32 membranes, the outputs lif_sequence has),
+``simulate`` (membranes in LSB, float64) and ``simulate(membranes=False)`` (spikes only);
 ``vs lif_sequence`` is the kernel's time over the analog neurons' (higher is better). Tables at every
 ``--threads`` count (kernels and BLAS; default 1 and 2): the analog neurons run the samples of the
 batch in parallel, with the same results at any count.
@@ -66,16 +68,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     work = T * batch * n
 
     def measure(k):
-        t_np, t_k, t_a = median_times([lambda: numpy_lif(cur, p.alpha, p.v_th), lambda: lif_sequence(cur, p),
-                                       lambda: chip.simulate(cur, rng=1)], repeat)
-        return [
+        t_np, t_k, *t_a = median_times([lambda: numpy_lif(cur, p.alpha, p.v_th), lambda: lif_sequence(cur, p),
+                                        lambda: chip.run(cur, rng=1), lambda: chip.simulate(cur, rng=1),
+                                        lambda: chip.simulate(cur, rng=1, membranes=False)], repeat)
+        rows = [
             {"case": "numpy loop over time", "ms": t_np * 1e3, "updates_per_s": work / t_np, "ratio": 1.0},
             {"case": "numba lif_sequence", "ms": t_k * 1e3, "updates_per_s": work / t_k, "ratio": t_np / t_k,
              "vs_lif": 1.0},
-            # not the same work: CUBA neurons with per-neuron parameters, membrane noise and rails
-            {"case": "analog chip neurons", "ms": t_a * 1e3, "updates_per_s": work / t_a, "ratio": t_np / t_a,
-             "vs_lif": t_k / t_a},
         ]
+        # not the same work: CUBA neurons with per-neuron parameters, membrane noise and rails
+        for case, t in zip(("analog chip neurons, run", "analog, simulate (f64 v)", "analog, spikes only"), t_a):
+            rows.append({"case": case, "ms": t * 1e3, "updates_per_s": work / t, "ratio": t_np / t,
+                         "vs_lif": t_k / t})
+        return rows
 
     rows = at_threads(args.threads, measure)
     print(f"LIF forward, {n_in}->{n} neurons, {T} steps, batch {batch}, float32; "

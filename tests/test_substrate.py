@@ -42,24 +42,40 @@ def test_neuron_kernel_matches_twin(spiking, dtype):
     for got, want in zip((zs, vs, is_, v, i, r), ref):
         np.testing.assert_array_equal(got, want)  # the same arithmetic in the same order: bit for bit
     assert zs.sum() > 0 if spiking else zs.sum() == 0
+    # membranes written normalised, in float32: the twin's float64 values rounded
+    v, i, r = v0.copy(), i0.copy(), r0.copy()
+    vs32 = np.empty(xs.shape, np.float32)
+    K.neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, 2, 0.0, 255.0, spiking, 42, v, i, r, zs,
+                      vs32, np.empty((0, 0, 0)), 80.0, 45.0)
+    ref = R.neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, 2, 0.0, 255.0, spiking, 42, v0, i0, r0,
+                            80.0, 45.0)
+    np.testing.assert_array_equal(vs32, ref[1].astype(np.float32))
+    np.testing.assert_array_equal(v, ref[3])
 
 
-def test_normal_from_hash_is_normal_k():
-    from numba import njit
-
-    from neuroemu._kernels.rng import hash_k, key, normal_k
-
-    @njit
-    def both(seed, m):
-        k = key(seed, 3)
-        a, b = np.empty(m), np.empty(m)
-        for j in range(m):
-            a[j] = normal_k(k, j)
-            b[j] = K.normal_from_hash(k, j, hash_k(k, j))
-        return a, b
-
-    a, b = both(11, 20000)  # ~1 % of the draws take the ziggurat's slow path
-    np.testing.assert_array_equal(a, b)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_run_membranes_are_the_normalised_simulate_membranes(dtype):
+    """run() has the kernel write (v − leak) / gap in the currents' dtype: the same numbers as
+    normalising simulate()'s float64 membranes afterwards; membranes=False records none and changes
+    nothing else."""
+    chip = AnalogNeurons(37, "brainscales2", rng=3)
+    x = np.random.default_rng(2).uniform(0, 0.4, (25, 5, 37)).astype(dtype)
+    z, v = chip.simulate(x, rng=9)
+    zr, vr = chip.run(x, rng=9)
+    assert z.sum() > 0 and zr.dtype == vr.dtype == dtype and v.dtype == np.float64
+    np.testing.assert_array_equal(zr, z)
+    np.testing.assert_array_equal(vr, ((v - chip.targets["v_leak"]) / chip.gap).astype(dtype))
+    z2, none = chip.simulate(x, rng=9, membranes=False)
+    z3, none3, i3 = chip.simulate(x, rng=9, membranes=False, record_current=True)
+    zr2, none2 = chip.run(x, rng=9, membranes=False)
+    assert none is None and none2 is None and none3 is None and i3.shape == x.shape
+    for a in (z2, z3, zr2):
+        np.testing.assert_array_equal(a, z)
+    ideal = IdealNeurons.from_card(37)
+    zi, vi = ideal.run(x)
+    zi2, vi2 = ideal.run(x, membranes=False)
+    assert vi2 is None
+    np.testing.assert_array_equal(zi2, zi)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -59,7 +59,7 @@ def hagen_mac(x, w_rows, gain, noise_std, block, lo, hi, seed, out):
 
 @njit(cache=True, parallel=True)
 def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo, v_hi, spiking, seed,
-                    v, i, r, zs, vs, is_):
+                    v, i, r, zs, vs, is_, v_off=0.0, v_scale=1.0):
     """Analog current-based LIF neurons with per-neuron parameters, T steps.
 
     xs (T, batch, n): input per step in normalised units; ``gscale`` (n,) turns it into synaptic
@@ -72,9 +72,10 @@ def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo,
         otherwise:           v = clip(leak + alpha·(v − leak) + i + noise·N(0, 1), v_lo, v_hi)
                              spike if spiking and v > th: v = reset, r = nref
 
-    zs records spikes; vs (size 0 to skip) the membrane before any reset, so a spike shows as its
-    suprathreshold value; is_ (size 0 to skip) the synaptic current. The noise draw of element
-    (b, j) at step t is keyed by (seed, t) and b·n + j.
+    zs records spikes; vs (size 0 to skip; float64 or float32) the membrane before any reset, so a
+    spike shows as its suprathreshold value, stored as (v − v_off) / v_scale (computed in float64,
+    then rounded to vs's type; the defaults store v itself); is_ (size 0 to skip) the synaptic
+    current. The noise draw of element (b, j) at step t is keyed by (seed, t) and b·n + j.
 
     The samples of the batch are independent: they run in parallel (``prange``), each sample's T
     steps in turn, and every step in three passes over its neurons (the deterministic update, which
@@ -123,4 +124,4 @@ def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo,
             if rec_v:
                 vt = vs[t, b]
                 for j in range(n):
-                    vt[j] = free[j]
+                    vt[j] = (free[j] - v_off) / v_scale

@@ -3,7 +3,7 @@
 A substrate holds ``n`` current-based LIF neurons and runs them over a sequence of input currents
 in *normalised units*: 0 is the rest (leak) potential, 1 the threshold, and an input x raises the
 synaptic current by x. Both substrates answer ``run(currents, spiking=...) -> (z, v)`` with spikes
-z and membranes v of shape (T, batch, n):
+z and membranes v of shape (T, batch, n) (``membranes=False``: None for v, not recorded):
 
 * :class:`IdealNeurons` — the float model of :mod:`neuroemu.hardware.neurons` (CUBA, reset to a value,
   refractory steps).
@@ -122,13 +122,15 @@ class IdealNeurons:
         return cls(n, dt=_chip_card(card).params["dt"], tau_mem=t["tau_mem"], tau_syn=t["tau_syn"],
                    v_reset=(t["v_reset"] - t["v_leak"]) / (t["v_th"] - t["v_leak"]), refractory=t["refractory"])
 
-    def run(self, currents, *, spiking: bool = True, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, currents, *, spiking: bool = True, rng: Any = None,
+            membranes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Spikes and membranes (T, batch, n) for input currents (T, batch, n). ``rng`` is unused
-        (the ideal substrate is deterministic); non-spiking neurons integrate without threshold."""
+        (the ideal substrate is deterministic); non-spiking neurons integrate without threshold.
+        ``membranes`` False: None for the membranes (the interface of :meth:`AnalogNeurons.run`)."""
         x = _check_currents(currents, self.n, "IdealNeurons.run")
         p = self.params if spiking else self.params._replace(v_th=_NO_SPIKE)
         z, v, _ = cuba_sequence(x, p)
-        return z, v
+        return z, (v if membranes else None)
 
     def __repr__(self) -> str:
         return f"IdealNeurons(n={self.n}, {self.params})"
@@ -258,11 +260,17 @@ class AnalogNeurons:
         return AnalogState(v, np.zeros((batch, self.n)), np.zeros((batch, self.n), np.int32), th, g, bool(noise))
 
     def advance(self, state: "AnalogState", currents, *, spiking: bool = True, refractory_steps=None,
-                record_current: bool = False):
+                record_current: bool = False, membranes: bool = True):
         """Run ``state`` on through input currents (T, batch, n) in chip units, updating it in
-        place: spikes, membranes (LSB) and, with ``record_current``, synaptic currents, (T, batch, n)."""
-        p = self.card.params
+        place: spikes, membranes (LSB, float64) and, with ``record_current``, synaptic currents,
+        (T, batch, n). With ``membranes`` False the membranes are not recorded (None in their place)."""
         x = _check_currents(currents, self.n, "AnalogNeurons.run")
+        return self._advance(state, x, spiking, refractory_steps, record_current, "lsb" if membranes else None)
+
+    def _advance(self, state, x, spiking, refractory_steps, record_current, membranes):
+        """:meth:`advance` on checked currents; membranes: "lsb" (float64), "normalised" ((v − leak
+        target) / gap, in the currents' dtype, written by the kernel) or None (not recorded)."""
+        p = self.card.params
         vals = self.values()
         dt = p["dt"]
         alpha = np.exp(-dt / vals["tau_mem"])
@@ -271,32 +279,43 @@ class AnalogNeurons:
         noise_std = p["membrane_noise"] * np.sqrt(1.0 - alpha**2) if state.noise else np.zeros(self.n)
         nref = self.refractory_steps if refractory_steps is None else int(refractory_steps)
         zs = np.empty(x.shape, x.dtype)
-        vs = np.empty(x.shape)
+        v_off, v_scale = 0.0, 1.0
+        if membranes == "lsb":
+            vs = np.empty(x.shape)
+        elif membranes == "normalised":
+            vs = np.empty(x.shape, x.dtype)
+            v_off, v_scale = float(self.targets["v_leak"]), float(self.gap)
+        else:
+            vs = np.empty((0, 0, 0))
         is_ = np.empty(x.shape) if record_current else np.empty((0, 0, 0))
         _A.neuron_sequence(x, vals["v_leak"], vals["v_reset"], state.th, alpha, beta, gscale, noise_std, nref,
                            float(p["v_min"]), float(p["v_max"]), bool(spiking), draw_seed(state.rng), state.v,
-                           state.i, state.r, zs, vs, is_)
+                           state.i, state.r, zs, vs, is_, v_off, v_scale)
         self.steps_run += x.shape[0]
-        return (zs, vs, is_) if record_current else (zs, vs)
+        v_rec = vs if membranes else None
+        return (zs, v_rec, is_) if record_current else (zs, v_rec)
 
     def simulate(self, currents, *, spiking: bool = True, rng: Any = None, v0=None, refractory_steps=None,
-                 record_current: bool = False, noise: bool = True):
-        """Run in chip units: spikes, membranes (LSB) and optionally synaptic currents, (T, batch, n).
+                 record_current: bool = False, noise: bool = True, membranes: bool = True):
+        """Run in chip units: spikes, membranes (LSB, float64) and optionally synaptic currents, (T, batch, n).
 
         v0: initial membrane (LSB; default the neuron's leak). refractory_steps overrides the
         card's counter (measurements hold a neuron in reset with it). noise False switches the
-        temporal noise off (membrane and threshold). One :meth:`start` and one :meth:`advance`.
+        temporal noise off (membrane and threshold). membranes False skips recording the
+        membranes (None in their place; spikes and currents are the same). One :meth:`start` and
+        one :meth:`advance`.
         """
         x = _check_currents(currents, self.n, "AnalogNeurons.run")
         state = self.start(x.shape[1], rng=rng, v0=v0, noise=noise)
-        return self.advance(state, x, spiking=spiking, refractory_steps=refractory_steps,
-                            record_current=record_current)
+        return self._advance(state, x, spiking, refractory_steps, record_current, "lsb" if membranes else None)
 
-    def run(self, currents, *, spiking: bool = True, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Spikes and normalised membranes (T, batch, n) for normalised input currents."""
-        z, v = self.simulate(currents, spiking=spiking, rng=rng)
-        vn = ((v - self.targets["v_leak"]) / self.gap).astype(z.dtype)
-        return z, vn
+    def run(self, currents, *, spiking: bool = True, rng: Any = None,
+            membranes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Spikes and normalised membranes (T, batch, n), both in the currents' dtype (float32 or
+        float64), for normalised input currents; ``membranes`` False: None for the membranes."""
+        x = _check_currents(currents, self.n, "AnalogNeurons.run")
+        state = self.start(x.shape[1], rng=rng)
+        return self._advance(state, x, spiking, None, False, "normalised" if membranes else None)
 
     def __repr__(self) -> str:
         state = "calibrated" if self.calibrated else "uncalibrated"

@@ -25,8 +25,10 @@ def hagen_mac(x, w_rows, gain, noise_std, block, lo, hi, seed):
     return np.clip(out, lo, hi)
 
 
-def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo, v_hi, spiking, seed, v, i, r):
-    """Vectorised over (batch, n); returns (zs, vs, is_, v, i, r)."""
+def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo, v_hi, spiking, seed, v, i, r,
+                    v_off=0.0, v_scale=1.0):
+    """Vectorised over (batch, n); returns (zs, vs, is_, v, i, r), vs = (membrane − v_off) / v_scale
+    in float64 (the kernel rounds it to its output's type)."""
     xs = np.asarray(xs, dtype=np.float64)
     v, i, r = np.array(v, dtype=np.float64), np.array(i, dtype=np.float64), np.array(r, dtype=np.int64)
     nt, nb, n = xs.shape
@@ -40,7 +42,7 @@ def neuron_sequence(xs, leak, reset, th, alpha, beta, gscale, noise, nref, v_lo,
             free = free + np.where(noise > 0, noise * R.normal(seed, t, idx), 0.0)
         free = np.clip(free, v_lo, v_hi)
         spike = ~refr & (free > th) if spiking else np.zeros_like(refr)
-        vs[t] = np.where(refr, reset, free)
+        vs[t] = (np.where(refr, reset, free) - v_off) / v_scale
         zs[t] = spike
         is_[t] = i
         v = np.where(refr | spike, reset, free)
