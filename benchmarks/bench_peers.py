@@ -95,7 +95,7 @@ def snn_data(seed: int = 0, t: int = T, batch: int = BATCH):
     return s, rng.integers(0, N_OUT, batch)
 
 
-def _torch_snn(torch, w1, w2, beta, beta_out):
+def _torch_snn(torch, w1, w2, beta, beta_out, r_out):
     """Plain PyTorch: the LIF recursion of neuroemu.rules.sparse with a surrogate autograd Function."""
 
     class Spike(torch.autograd.Function):
@@ -126,7 +126,7 @@ def _torch_snn(torch, w1, w2, beta, beta_out):
         y = torch.zeros(nb, W2.shape[0])
         ys = []
         for t in range(nt):
-            y = beta_out * y + cur2[t]
+            y = beta_out * y + r_out * cur2[t]  # the read-out of Perez-Nieves & Goodman: r_out = 1 − β_out
             ys.append(y)
         logits = torch.stack(ys).max(dim=0).values
         loss = torch.nn.functional.cross_entropy(logits, labels)
@@ -137,7 +137,7 @@ def _torch_snn(torch, w1, w2, beta, beta_out):
     return loss_and_grads
 
 
-def _snntorch_snn(torch, snn, w1, w2, beta, beta_out):
+def _snntorch_snn(torch, snn, w1, w2, beta, beta_out, r_out):
     from snntorch import surrogate
 
     fc1 = torch.nn.Linear(N_IN, N_HID, bias=False)
@@ -157,7 +157,7 @@ def _snntorch_snn(torch, snn, w1, w2, beta, beta_out):
         for t in range(nt):
             z, mem = lif1(cur[t], mem)
             spk.append(z)
-        cur2 = fc2(torch.stack(spk))
+        cur2 = r_out * fc2(torch.stack(spk))  # Leaky adds its whole input: scaled as the read-out's
         mem2 = out.reset_mem()
         ys = []
         for t in range(nt):
@@ -184,10 +184,10 @@ def snn_sides(peers: dict, s: np.ndarray, labels: np.ndarray) -> dict:
     if torch is not None:
         w1, w2 = dense.weights
         ts, tl = torch.from_numpy(s), torch.from_numpy(labels.astype(np.int64))
-        fn = _torch_snn(torch, w1, w2, dense.beta, dense.beta_out)
+        fn = _torch_snn(torch, w1, w2, dense.beta, dense.beta_out, dense.readout_scale)
         sides[SNN_SIDES[3]] = lambda: fn(ts, tl)
         if peers.get("snntorch") is not None:
-            fs = _snntorch_snn(torch, peers["snntorch"], w1, w2, dense.beta, dense.beta_out)
+            fs = _snntorch_snn(torch, peers["snntorch"], w1, w2, dense.beta, dense.beta_out, dense.readout_scale)
             sides[SNN_SIDES[4]] = lambda: fs(ts, tl)
     sides["_nets"] = (dense, sparse)
     return sides

@@ -191,7 +191,7 @@ def test_sparse_snn_roundtrip(tmp_path):
         np.testing.assert_allclose(rec.membranes[f"lif{k + 1}"], v, rtol=0, atol=1e-12)
         s = z
     assert s.sum() > 0
-    ro = leaky_readout(s @ net.weights[-1].T, net.beta_out)
+    ro = leaky_readout(net.readout_scale * (s @ net.weights[-1].T), net.beta_out)  # the authors' read-out
     np.testing.assert_allclose(y, ro, rtol=0, atol=1e-12)
     np.testing.assert_allclose(y.max(axis=0), chip.forward(x), rtol=0, atol=1e-12)
 

@@ -224,10 +224,11 @@ def test_wrappers_agree_with_kernels(rng):
 
 
 # ----------------------------------------------------------------------------- scalar reference BPTT
-def _loop_loss_and_grads(ws, s, labels, beta, beta_out, reg, band=math.inf, theta=1.0, scale=100.0):
+def _loop_loss_and_grads(ws, s, labels, beta, beta_out, reg, band=math.inf, theta=1.0, scale=100.0, r_scale=None):
     """Plain python over t, b, j: forward, CE on the max-over-time readout, spike-count
     regularisers, and BPTT with the surrogate 1/(scale|v − θ| + 1)² kept where |v − θ| < band."""
     T, B, _ = s.shape
+    r_scale = 1.0 - beta_out if r_scale is None else r_scale  # the read-out's factor on its input
     xs = [np.asarray(s, dtype=np.float64)]
     vs = []
     for w in ws[:-1]:
@@ -251,7 +252,7 @@ def _loop_loss_and_grads(ws, s, labels, beta, beta_out, reg, band=math.inf, thet
         for k in range(n_cls):
             yy = 0.0
             for t in range(T):
-                yy = beta_out * yy + sum(w_out[k, j] * xs[-1][t, b, j] for j in range(w_out.shape[1]))
+                yy = beta_out * yy + r_scale * sum(w_out[k, j] * xs[-1][t, b, j] for j in range(w_out.shape[1]))
                 y[t, b, k] = yy
     # loss
     loss, dlog = 0.0, np.zeros((B, n_cls))
@@ -287,7 +288,7 @@ def _loop_loss_and_grads(ws, s, labels, beta, beta_out, reg, band=math.inf, thet
             acc = 0.0
             for t in range(T - 1, -1, -1):
                 acc = beta_out * acc + (dlog[b, k] if t == t_star else 0.0)
-                g[t, b, k] = acc
+                g[t, b, k] = r_scale * acc
     w_above = w_out
     for layer in range(len(ws) - 1, -1, -1):
         x = xs[layer]
@@ -323,6 +324,28 @@ def _tiny(backward, b_th=0.2, reg=REG, seed=7):
     net.set_weights([rng.normal(0.35, 0.7, w.shape) for w in net.weights])
     s = (rng.random((20, 2, 6)) < 0.35).astype(np.float64)
     return net, s, np.array([0, 2])
+
+
+@pytest.mark.parametrize("backward", ["dense", "sparse"])
+def test_readout_scale(backward):
+    """The authors' read-out y_t = β_out y_{t−1} + (1 − β_out) I_t by default; readout_scale 1 gives
+    y_t = β_out y_{t−1} + I_t, logits (1 − β_out)^−1 times larger; both backwards match the loop."""
+    net, s, labels = _tiny(backward)
+    assert net.readout_scale == pytest.approx(1.0 - net.beta_out)
+    unit = SparseSNN((6, 5, 5, 3), dt=DT, tau_mem=_tau(0.85), tau_out=_tau(0.9), backward=backward, reg=REG,
+                     dtype=np.float64, readout_scale=1.0)
+    unit.set_weights(net.weights)
+    np.testing.assert_allclose(net.forward(s).logits, (1.0 - net.beta_out) * unit.forward(s).logits, rtol=1e-12)
+    band = 0.2 if backward == "sparse" else math.inf
+    for model, r in ((net, None), (unit, 1.0)):
+        loss, _, grads, _ = model.loss_and_grads(s, labels)
+        ref_loss, ref_grads, _, _ = _loop_loss_and_grads(model.weights, s, labels, model.beta, model.beta_out, REG,
+                                                         band=band, r_scale=r)
+        assert loss == pytest.approx(ref_loss, rel=1e-12)
+        for g, ref in zip(grads, ref_grads):
+            np.testing.assert_allclose(g, ref, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="readout_scale"):
+        SparseSNN((6, 5, 5, 3), readout_scale=0.0)
 
 
 def test_dense_backward_matches_scalar_bptt():
@@ -416,7 +439,7 @@ def test_numpy_baseline_matches_network():
     net, s, labels = _tiny("dense")
     loss, _, grads, _ = net.loss_and_grads(s, labels)
     ref_loss, ref_grads, _ = R.dense_network_grads(net.weights, s, labels, beta=net.beta, beta_out=net.beta_out,
-                                                   reg=REG)
+                                                   reg=REG, readout_scale=net.readout_scale)
     assert abs(loss - ref_loss) < 1e-12
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-13)

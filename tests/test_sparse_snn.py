@@ -22,7 +22,7 @@ def config(path, data_dir, **extra):
         "data": {"dir": str(data_dir), "download": False},
         "encoding": {"t_steps": 30},
         "model": {"hidden": 24},
-        "train": {"epochs": 2, "batch_size": 40, "lr": 0.01},
+        "train": {"epochs": 2, "batch_size": 40, "lr": 0.1},
         "chip": {"delays": [3600]},
         "eval": {"batch_size": 40},
         "runs": [{"backward": "dense"}, {"backward": "sparse"}, {"backward": "sparse", "b_th": 1.0e9, "name": "all"}],

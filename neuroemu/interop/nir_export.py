@@ -129,7 +129,7 @@ def _snn_graph(nir, model, weights, dt, hw_meta, meta) -> Any:
         if isinstance(net, SparseSNN):
             beta = net.beta_out if last else net.beta
             tau = D.decay_to_tau(dt, beta, f"{lname} decay")
-            r = 1.0 / (1.0 - beta)
+            r = (net.readout_scale if last else 1.0) / (1.0 - beta)
             if last:
                 nodes[uname] = nir.LI(tau=_vec(tau, n), r=_vec(r, n), v_leak=_vec(0, n), metadata={_META: readout_meta})
             else:

@@ -7,7 +7,8 @@ at t = −1), with β = exp(−dt/τ_mem) and θ = 1:
     I_t = S_{l−1,t} W_lᵀ,   v_t = β v_{t−1} + I_t − z_{t−1} θ   (reset by subtraction),
     z_t = H(v_t − θ)        (H(0) = 0; v_t is recorded before the reset)
 
-Readout: y_t = β_out y_{t−1} + I_t and logits_{b,k} = max_t y_{t,b,k}. Loss = mean softmax
+Readout (the authors'): y_t = β_out y_{t−1} + (1 − β_out) I_t and logits_{b,k} = max_t y_{t,b,k}
+(``readout_scale`` sets the factor on I_t; 1 gives y_t = β_out y_{t−1} + I_t). Loss = mean softmax
 cross-entropy + the paper's spike-count regularisers on every hidden layer
 (:func:`neuroemu.rules.surrogate.spike_count_reg`, default :data:`PAPER_REG`).
 
@@ -17,7 +18,7 @@ Backward (reset not differentiated), surrogate σ'(v) = 1 / (scale · |v − θ|
 
 where gz is the gradient from the layer above plus ∂R/∂count (the same at every t). The readout
 gradient enters y only at the argmax step t* (first maximum): gy_t = ∂L/∂logits · [t = t*] +
-β_out gy_{t+1}.
+β_out gy_{t+1}, and reaches I_t times the readout scale.
 
 Forward: the spikes of every layer (and spike inputs) are binary and sparse, so without a
 ``matmul`` hook the currents I_t = S_t Wᵀ are event-driven: each row t·B + b adds the rows of Wᵀ of
@@ -357,13 +358,15 @@ class SparseSNN(SpikingNet):
         Threshold of the dead-layer test.
     rng : numpy Generator, int seed or None
     dtype : float32 or float64
+    readout_scale : float or None
+        Factor on the read-out's input currents; None: 1 − β_out, the authors' read-out.
     """
 
     def __init__(self, sizes: Sequence[int] = (784, 200, 200, 10), *, dt: float = 1e-3, tau_mem: float = 10e-3,
                  tau_out: float = 10e-3, b_th: float = 0.2, backward: str = "dense",
                  reg: SpikeCountReg | None = PAPER_REG, surrogate_scale: float = 100.0,
                  init_gain: float = PAPER_INIT_GAIN, guard: str = "flag", dead_rate: float = DEAD_RATE, rng=None,
-                 dtype=np.float32):
+                 dtype=np.float32, readout_scale: float | None = None):
         sizes = tuple(sizes)
         if len(sizes) < 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
                                      for n in sizes):
@@ -376,6 +379,7 @@ class SparseSNN(SpikingNet):
         dt = _positive("dt", dt)
         self.beta = decay(dt, _positive("tau_mem", tau_mem))
         self.beta_out = decay(dt, _positive("tau_out", tau_out))
+        self.readout_scale = 1.0 - self.beta_out if readout_scale is None else _positive("readout_scale", readout_scale)
         self.b_th = _positive("b_th", b_th, allow_inf=True, allow_zero=True)
         if backward not in ("dense", "sparse"):
             raise ValueError(f"backward: expected 'dense' or 'sparse', got {backward!r}")
@@ -473,7 +477,7 @@ class SparseSNN(SpikingNet):
                 fractions.append(act.fraction)
             counts.append(count)
             ev = ev_out
-        y = leaky_readout(cur, self.beta_out)
+        y = leaky_readout(self.readout_scale * cur, self.beta_out)
         return SparseForward(y.max(axis=0), counts, fractions, saved, ev if sparse else x, np.argmax(y, axis=0))
 
     def ideal_matmul(self, layer: int, s_flat: np.ndarray) -> np.ndarray:
@@ -485,7 +489,7 @@ class SparseSNN(SpikingNet):
         the leaky readout when spiking is False."""
         if spiking:
             return lif_layer(currents, self.beta, self.theta)
-        return None, leaky_readout(currents, self.beta_out)
+        return None, leaky_readout(self.readout_scale * currents, self.beta_out)
 
     def predict(self, s_in, *, matmul: MatmulHook | None = None, neurons: NeuronsHook | None = None) -> np.ndarray:
         """Logits (B, n_classes) on input spikes s_in (T, B, n_in).
@@ -557,6 +561,7 @@ class SparseSNN(SpikingNet):
         g[fwd.t_star, bb, kk] = dlogits
         gy = np.empty_like(g)
         K.leaky_backward(g, self.beta_out, gy)
+        gy *= dt.type(self.readout_scale)  # the gradient to the read-out's input currents
         gy_flat = gy.reshape(nt * nb, -1)
         w_out = self.weights[-1]
         if isinstance(fwd.s_last, Events):

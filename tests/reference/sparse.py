@@ -148,7 +148,7 @@ def sparse_input_grad(ptr, idx, ds, nt, nb, beta, ptr_lo, idx_lo, w):
     return out
 
 
-def dense_network_grads(weights, s_in, labels, *, beta, beta_out, theta=1.0, scale=100.0, reg=None):
+def dense_network_grads(weights, s_in, labels, *, beta, beta_out, theta=1.0, scale=100.0, reg=None, readout_scale=1.0):
     """Whole dense forward + backward of the network from the twins above and numpy matmuls.
 
     weights: [W_1, ..., W_L] (hidden layers then the readout); s_in (T, B, n_0); returns
@@ -162,7 +162,7 @@ def dense_network_grads(weights, s_in, labels, *, beta, beta_out, theta=1.0, sca
         inputs.append(z)
         volts.append(v)
         x = z
-    y = leaky_forward((x.reshape(nt * nb, -1) @ weights[-1].T).reshape(nt, nb, -1), beta_out)
+    y = leaky_forward(readout_scale * (x.reshape(nt * nb, -1) @ weights[-1].T).reshape(nt, nb, -1), beta_out)
     logits = y.max(axis=0).astype(np.float64)
     lab = np.asarray(labels)
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -175,7 +175,7 @@ def dense_network_grads(weights, s_in, labels, *, beta, beta_out, theta=1.0, sca
     g = np.zeros(y.shape, dtype)
     bb, kk = np.indices(logits.shape)
     g[np.argmax(y, axis=0), bb, kk] = dlogits
-    gv = leaky_backward(g, beta_out)
+    gv = readout_scale * leaky_backward(g, beta_out)
     grads = [None] * len(weights)
     for layer in range(len(weights) - 1, -1, -1):
         gflat = gv.reshape(nt * nb, -1)
