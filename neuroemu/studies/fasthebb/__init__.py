@@ -70,6 +70,9 @@ SCHEMA: dict[str, Any] = {
         "kernel": Opt("int", 5, 1, 28, doc="conv: filter size"),
         "pool": Opt("int", 3, 1, 28, doc="conv: max-pooling size and stride"),
     },
+    "layers": Opt("list", None, nullable=True,
+                  doc="a deep stack of Hebbian layers in place of `layer` (float only): a list of "
+                      "{kind, units, kernel, pool, norm, readout}, trained greedily one layer at a time"),
     "hebbian": {
         "rule": Opt("str", "swta", choices=("swta", "kwta", "hpca", "oja")),
         "lr": Opt("float", 0.1, 1e-12, 1e6),
@@ -99,6 +102,18 @@ SCHEMA: dict[str, Any] = {
                 doc="runs: {features, card, scheme, scheme_params, n_devices, w_max}"),
 }
 
+#: One layer of the deep stack (``layers``; :class:`neuroemu.models.hebbian.StackLayer`).
+STACK_LAYER: dict[str, Any] = {
+    "kind": Opt("str", "conv", choices=("conv", "dense")),
+    "units": Opt("int", doc="filters (conv) or units (dense)"),
+    "kernel": Opt("int", 3, 1, 28, doc="conv: filter size (no padding, stride 1)"),
+    "pool": Opt("int", 1, 1, 28, doc="conv: max-pooling size and stride after the rectifier (1: none)"),
+    "norm": Opt("str", "bn", choices=("none", "bn", "bn_relative"),
+                doc="per-channel normalisation of the output, at its statistics over the training images"),
+    "readout": Opt("bool", False, doc="also train and test read-outs on this layer's output (the top layer's "
+                                     "always are)"),
+}
+
 RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
        "seeds": Opt("list", None, nullable=True, check=check_seeds, doc="this run's seeds (default: seeds)"),
        "card": Opt("str", None, nullable=True), "scheme": Opt("str", "ideal"),
@@ -114,6 +129,8 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         _rule(h)
     except ConfigError as exc:
         raise ConfigError(f"{where} hebbian: {exc}") from None
+    if cfg["layers"] is not None:
+        return _check_stack(cfg, where)
     if h["rule"] == "kwta" and h["k"] > lay["units"]:
         raise ConfigError(f"{where} hebbian.k: expected at most layer.units ({lay['units']}) winners, got {h['k']}")
     if lay["kind"] == "conv" and lay["kernel"] > 28:
@@ -136,11 +153,51 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return cfg
 
 
+def _check_stack(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """check() of a config with a deep stack (``layers``)."""
+    from ...config import validate
+    from ...runner import check_run_names
+
+    default_layer = validate(None, SCHEMA["layer"], f"{where} layer")
+    if cfg["layer"] != default_layer:
+        raise ConfigError(f"{where} layer: leave the single-layer section out when `layers` is given "
+                          "(the stack's layers say their own sizes)")
+    if not cfg["layers"]:
+        raise ConfigError(f"{where} layers: expected a non-empty list of layers, e.g. [{{units: 96, kernel: 5, pool: 2}}]")
+    layers = [validate(raw, STACK_LAYER, f"{where} layers[{i}]") for i, raw in enumerate(cfg["layers"])]
+    for i, lay in enumerate(layers):
+        if lay["kind"] == "dense" and lay["pool"] != 1:
+            raise ConfigError(f"{where} layers[{i}].pool: a dense layer has no pooling (leave pool out), got {lay['pool']}")
+    try:
+        _stack(layers)
+    except ValueError as exc:  # the geometry: names the layer and the field
+        raise ConfigError(f"{where} {str(exc).removeprefix('HebbianStack ')}") from None
+    h = cfg["hebbian"]
+    if h["rule"] == "kwta":
+        for i, lay in enumerate(layers):
+            if h["k"] > lay["units"]:
+                raise ConfigError(f"{where} hebbian.k: expected at most layers[{i}].units ({lay['units']}) winners, "
+                                  f"got {h['k']}")
+    cfg["layers"] = layers
+    runs = []
+    for w, run in each_run(cfg, where, RUN):
+        if run["card"] is not None:
+            raise ConfigError(f"{w}.card: the deep stack (`layers`) learns with float weights only; on a chip, use "
+                              "the single `layer`")
+        if run["name"] is None:
+            run["name"] = run["features"]
+        runs.append(run)
+    check_run_names(runs, where)
+    cfg["runs"] = runs
+    return cfg
+
+
 
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from ..._version import __version__
 
-    common = {k: cfg[k] for k in ("data", "zca", "layer", "hebbian", "readout", "backprop", "labels", "eval",
+    arch = "layer" if cfg.get("layers") is None else "layers"  # a single-layer job is as it was before stacks
+    common = {k: cfg[k] for k in ("data", "zca", arch, "hebbian", "readout", "backprop", "labels", "eval",
                                   "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": {k: v for k, v in run.items() if k != "seeds"}, "seed": seed,
              "neuroemu": __version__, **common}
@@ -160,6 +217,19 @@ def _model(job: dict[str, Any]):
 
     lay = job["layer"]
     return ConvLayer(1, lay["units"], lay["kernel"]) if lay["kind"] == "conv" else DenseLayer(784, lay["units"])
+
+
+def _stack(layers: list[dict[str, Any]]):
+    """The deep stack of the ``layers`` section over Fashion-MNIST images (1, 28, 28), float32."""
+    from ...models.hebbian import HebbianStack, StackLayer
+
+    return HebbianStack((1, 28, 28), [StackLayer(lay["kind"], lay["units"], lay["kernel"], lay["pool"], lay["norm"])
+                                      for lay in layers])
+
+
+def readout_layers(layers: list[dict[str, Any]]) -> list[int]:
+    """The stack layers (0-based) whose outputs get read-outs: those marked ``readout`` and the top one."""
+    return sorted({i for i, lay in enumerate(layers) if lay["readout"]} | {len(layers) - 1})
 
 
 def label_subset(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -213,7 +283,13 @@ def _backprop_accuracy(job, xtr, ytr, xte, yte, rng, on_epoch=None) -> float:
     layer and Adam, which the chip's models and rules do not have)."""
     from ...nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, accuracy, out_size, train_classifier
 
-    lay, opts = job["layer"], job["backprop"]
+    opts = job["backprop"]
+    if "layers" in job:
+        model = _backprop_stack(job["layers"], rng)
+        train_classifier(model, xtr, ytr, epochs=_steps_epochs(len(xtr), opts), batch_size=opts["batch_size"],
+                         lr=opts["lr"], rng=rng, progress=on_epoch)
+        return accuracy(model, xte, yte, batch_size=job["eval"]["batch_size"])
+    lay = job["layer"]
     if lay["kind"] == "conv":
         side = out_size(28, lay["kernel"]) // lay["pool"]
         model = Sequential(Conv2d(1, lay["units"], lay["kernel"], rng=rng), ReLU(), MaxPool2d(lay["pool"]), Flatten(),
@@ -223,6 +299,30 @@ def _backprop_accuracy(job, xtr, ytr, xte, yte, rng, on_epoch=None) -> float:
     train_classifier(model, xtr, ytr, epochs=_steps_epochs(len(xtr), opts), batch_size=opts["batch_size"],
                      lr=opts["lr"], rng=rng, progress=on_epoch)
     return accuracy(model, xte, yte, batch_size=job["eval"]["batch_size"])
+
+
+def _backprop_stack(layers: list[dict[str, Any]], rng):
+    """The deep stack's architecture as a :mod:`neuroemu.nn` network for end-to-end backprop: each
+    layer linear (with a bias), rectified and max-pooled as in the stack, then a linear read-out of the
+    top layer. :mod:`neuroemu.nn` has no batch norm: the normalisations are left out."""
+    from ...nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+
+    stack = _stack(layers)
+    parts: list[Any] = []
+    for i, lay in enumerate(layers):
+        c_in = stack.shapes[i][0]
+        if lay["kind"] == "conv":
+            parts += [Conv2d(c_in, lay["units"], lay["kernel"], rng=rng), ReLU()]
+            if lay["pool"] > 1:
+                parts.append(MaxPool2d(lay["pool"]))
+        else:
+            if len(stack.shapes[i]) == 3:
+                parts.append(Flatten())
+            parts += [Linear(int(np.prod(stack.shapes[i])), lay["units"], rng=rng), ReLU()]
+    if len(stack.shapes[-1]) == 3:
+        parts.append(Flatten())
+    parts.append(Linear(int(np.prod(stack.shapes[-1])), 10, rng=rng))
+    return Sequential(*parts)
 
 
 # ---------------------------------------------------------------------------------------- one job
@@ -238,7 +338,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     run, data, seed = job["run"], job["data"], job["seed"]
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
     xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
-    shape = (-1, 1, 28, 28) if job["layer"]["kind"] == "conv" else (-1, 784)
+    shape = (-1, 1, 28, 28) if "layers" in job or job["layer"]["kind"] == "conv" else (-1, 784)
     if run["features"] != "backprop":  # backprop learns its own filters: raw pixels serve it better than whitened
         zca = ZCA(job["zca"]["eps"]).fit(xtr, max_samples=job["zca"]["fit_images"])
         xtr, xte = zca.transform(xtr), zca.transform(xte)
@@ -281,6 +381,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             return diverged(exc.record)
         out["train_time_s"] = time.perf_counter() - t0
         return out
+    if "layers" in job:
+        return _run_stack(job, out, xtr, ytr, xte, yte, subsets, rng_init, rng_order, progress, check_epochs, t0)
     model = _model(job)
     w0 = {LAYER: model.init_weights(model.layers()[0], rng_init)}
     chip = model.build(Hardware.exact(), weights=w0) if run["card"] is None else _chip(model, run, seed, w0)
@@ -310,6 +412,66 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _run_stack(job, out, xtr, ytr, xte, yte, subsets, rng_init, rng_order, progress, check_epochs, t0):
+    """run_job for a deep stack: its layers learned greedily (``hebbian``) or left random (``random``),
+    each normalised at its statistics over the training images; then the read-outs on the top layer
+    (``accuracy``) and on every layer marked ``readout`` (``accuracy_by_layer``, keyed by the layer's
+    number from 1)."""
+    run, h, batch = job["run"], job["hebbian"], job["eval"]["batch_size"]
+    stack = _stack(job["layers"])
+    w0 = stack.init_weights(rng_init)
+    rng_orders = [np.random.default_rng(s) for s in np.random.SeedSequence(int(rng_order.integers(2**63))).spawn(
+        len(stack))]
+    learn_time = 0.0
+    for i in range(len(stack)):
+        if run["features"] == "hebbian":
+            progress.log(f"Hebbian layer {i + 1}/{len(stack)} ({stack.specs[i].kind} {stack.specs[i].units})")
+            chip, _, trained = _learn(_exact_chip(stack.trainable(i), w0[i]), job, xtr, rng_orders[i],
+                                      part=f"layer{i + 1}")
+            if trained.diverged is not None:
+                return _stack_diverged(out, dict(trained.diverged, layer=i + 1), t0)
+            learn_time += trained.train_time_s
+            stack.set_layer(i, chip[LAYER].weights(), xtr, batch=batch)
+        else:
+            stack.set_layer(i, w0[i], xtr, batch=batch)
+    if run["features"] == "hebbian":
+        out["images_per_s"] = h["epochs"] * len(xtr) / max(learn_time, 1e-12)  # images through the whole stack
+    out["hebbian_time_s"] = time.perf_counter() - t0
+    read = readout_layers(job["layers"])
+    ftr, fte = stack.features(xtr, read, batch=batch), stack.features(xte, read, batch=batch)
+    by_layer: dict[str, dict[str, float]] = {}
+    try:
+        for i in read:
+            acc = by_layer.setdefault(str(i + 1), {})
+            what = "read-out" if i == read[-1] else f"read-out (layer {i + 1})"
+            for f, idx in subsets.items():
+                rng = np.random.default_rng([job["seed"], int(f * 1e6), i])
+                acc[str(f)] = _readout_accuracy(ftr[i][idx], ytr[idx], fte[i], yte, job["readout"], rng,
+                                                check_epochs(what, f))
+            del ftr[i], fte[i]
+    except divergence.Diverged as exc:
+        return _stack_diverged(out, exc.record, t0)
+    out["accuracy"] = by_layer[str(read[-1] + 1)]
+    out["accuracy_by_layer"] = by_layer
+    out["train_time_s"] = time.perf_counter() - t0
+    out["filters"] = np.asarray(stack.weights[0], np.float32).tolist()
+    out["shapes"] = [list(shape) for shape in stack.shapes]  # every layer's input, then the top's output
+    return out
+
+
+def _stack_diverged(out, record, t0):
+    del out["accuracy"]
+    out["diverged"] = record
+    out["train_time_s"] = time.perf_counter() - t0
+    return out
+
+
+def _exact_chip(model, w0):
+    from ...chip import Hardware
+
+    return model.build(Hardware.exact(), weights={LAYER: w0})
+
+
 def _chip(model, run, seed, weights):
     """The Hebbian layer's initial ``weights`` written on a tile of the run's card (ideal periphery:
     the devices' own read noise), behind the run's update scheme."""
@@ -320,7 +482,7 @@ def _chip(model, run, seed, weights):
     return model.build(hw, rng, weights={k: np.asarray(v, np.float64) for k, v in weights.items()})
 
 
-def _learn(chip, job, x, rng):
+def _learn(chip, job, x, rng, part: str | None = None):
     """The unsupervised phase: the Hebbian rule on ``chip`` over the images ``x`` (``hebbian.epochs``
     epochs, shuffled by ``rng``), through the trainer (checkpointed when the runner asks). A job
     stops, marked diverged, when the weights become NaN/inf. Returns (the trained chip, a recorder
@@ -334,8 +496,10 @@ def _learn(chip, job, x, rng):
     rec.observe(0, chip.tiles())
     protocol = Protocol(epochs=h["epochs"], watch="max_w", watch_label="hebbian weights (max |w|)",
                         diverge_factor=math.inf)  # NaN/inf only: the weights have no divergence bound
-    result = Trainer(chip, Hebbian(core=_rule(h)), Unlabelled(x, h["batch_size"], rng), protocol, job_id=job["id"],
-                     observe_start=False, device_stats=False, checkpoint=checkpoint_path(job["id"]), key=job).run()
+    job_id = job["id"] if part is None else f"{job['id']}/{part}"  # part: one layer of a stack
+    result = Trainer(chip, Hebbian(core=_rule(h)), Unlabelled(x, h["batch_size"], rng), protocol, job_id=job_id,
+                     observe_start=False, device_stats=False, checkpoint=checkpoint_path(job_id),
+                     key=job if part is None else {**job, "part": part}).run()
     if result.diverged is None:
         rec.observe(h["epochs"], result.chip.tiles())
     return result.chip, rec, result
@@ -375,6 +539,37 @@ def table(results: list[dict[str, Any]], fractions: list[float]) -> list[dict[st
                 row["pulses_per_synapse"] = float(np.mean([r["pulses_per_synapse"] for r in ok]))
         rows.append(row)
     return rows
+
+
+def describe_stack(layers: list[dict[str, Any]]) -> str:
+    """The deep stack in words, e.g. ``conv 96 5×5 → ReLU → max-pool 2 → bn; ...``."""
+    parts = []
+    for lay in layers:
+        p = (f"conv {lay['units']} {lay['kernel']}×{lay['kernel']}" if lay["kind"] == "conv" else f"dense {lay['units']}")
+        p += " → ReLU" + (f" → max-pool {lay['pool']}" if lay["pool"] > 1 else "")
+        p += "" if lay["norm"] == "none" else f" → {lay['norm']}"
+        parts.append(p)
+    return "; ".join(parts) + f"; read-outs on layer(s) {', '.join(str(i + 1) for i in readout_layers(layers))}"
+
+
+def _layer_lines(results: list[dict[str, Any]], fractions: list[float]) -> list[str]:
+    """RESULTS.md lines: the read-outs on every read-out layer of a stack (mean ± std over the seeds that
+    did not diverge); none for a single layer, or when only the top layer is read out."""
+    ok = [r for r in divergence.split(results)[0] if len(r.get("accuracy_by_layer", {})) > 1]
+    if not ok:
+        return []
+    head = ["run", "layer"] + [f"{100 * f:g} % labels" for f in fractions]
+    lines = ["", "Read-outs on each read-out layer of the stack (test accuracy, %):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in dict.fromkeys(r["run"] for r in ok):
+        rs = [r for r in ok if r["run"] == name]
+        for layer in rs[0]["accuracy_by_layer"]:
+            cells = []
+            for f in fractions:
+                m, sd = tables.mean_std([r["accuracy_by_layer"][layer][str(f)] for r in rs], 100)
+                cells.append(f"{m:.2f} ± {sd:.2f}" if len(rs) > 1 else f"{m:.2f}")
+            lines.append("| " + " | ".join([name, layer, *cells]) + " |")
+    return lines
 
 
 def console_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -439,7 +634,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         ax.legend(fontsize="small")
         paths.append(plot._save(fig, figs / "accuracy_vs_labels.png", 120))
     learned = [r for r in results if "filters" in r and len(np.asarray(r["filters"][0])) <= 121]
-    if learned and cfg["layer"]["kind"] == "conv":
+    first = cfg["layer"] if cfg.get("layers") is None else cfg["layers"][0]
+    if learned and first["kind"] == "conv" and first.get("kernel", 5) ** 2 == len(np.asarray(learned[0]["filters"][0])):
         paths.append(plot.run_panels(learned, "filters (first 64)", _draw_filters, figs / "filters.png"))
     chip = [r for r in results if "g_hist" in r]
     if chip:
@@ -462,9 +658,20 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
                                           "Per update: a Hebbian batch on the feature layer; per inference: the feature layer's response to "
                                           "one test image (the read-out is off-chip); the backprop control has no chip.")
     lines += ["", *elines] if energy_table else []
+    lines += _layer_lines(results, fractions)
     lay, h, ro, bp = cfg["layer"], cfg["hebbian"], cfg["readout"], cfg["backprop"]
     arch = (f"conv {lay['units']} filters {lay['kernel']}×{lay['kernel']}, ReLU, max-pool {lay['pool']}"
             if lay["kind"] == "conv" else f"dense 784→{lay['units']}, ReLU")
+    stacked = cfg.get("layers") is not None
+    per_layer, what = (" per layer", "stack") if stacked else ("", "layer")
+    fitted = "; its normalisations fitted on their outputs" if stacked else ""
+    no_bn = " without the normalisations" if stacked else ""
+    chip_line = ("* float weights only (the stack is not run on a chip)\n" if stacked else
+                 "* on a chip: the Hebbian layer's weights on a tile of the card (ideal periphery, the devices' read\n"
+                 "  noise); its products and the features are read from the array; the wanted ΔW is applied by the scheme\n")
+    if stacked:
+        arch = describe_stack(cfg["layers"]) + (" (trained greedily, one layer at a time, each on the output of the "
+                                                "trained layers below; float weights)")
     text = f"""# FastHebb: semi-supervised Fashion-MNIST with Hebbian features
 
 {cfg['description'] or ''}
@@ -478,16 +685,14 @@ Produced by:
 * features: {arch}; ZCA whitening (ε = {cfg['zca']['eps']:g} × mean eigenvalue, fitted on
   {cfg['zca']['fit_images']} training images)
 * Hebbian rule: {h['rule']} (lr {h['lr']:g}, temperature {h['temperature']:g}, k {h['k']}, similarity
-  {h['similarity']}, weighting {h['weighting']}), batched (FastHebb) form, {h['epochs']} epoch(s), batch {h['batch_size']},
+  {h['similarity']}, weighting {h['weighting']}), batched (FastHebb) form, {h['epochs']} epoch(s){per_layer}, batch {h['batch_size']},
   no labels
 * read-out: linear softmax classifier on standardised features, Adam lr {ro['lr']:g}, batch {ro['batch_size']},
   {ro['epochs']} epochs over the labelled images (at least {ro['min_steps']} batches); class-balanced label subsets
-* controls: `random` = the same layer at its random initial weights (unit-norm Gaussian filters);
-  `backprop` = the same architecture trained end to end on the labelled raw images (Adam lr {bp['lr']:g},
+* controls: `random` = the same {what} at its random initial weights (unit-norm Gaussian filters{fitted});
+  `backprop` = the same architecture{no_bn} trained end to end on the labelled raw images (Adam lr {bp['lr']:g},
   {bp['epochs']} epochs, at least {bp['min_steps']} batches)
-* on a chip: the Hebbian layer's weights on a tile of the card (ideal periphery, the devices' read
-  noise); its products and the features are read from the array; the wanted ΔW is applied by the scheme
-* divergence: a job whose Hebbian weights become NaN/inf, or whose read-out loss is NaN/inf or above
+{chip_line}* divergence: a job whose Hebbian weights become NaN/inf, or whose read-out loss is NaN/inf or above
   {cfg['diverge_factor']:g} × ln 10 (chance), stops and is left out of the means ("diverged k/n")
 * seeds {', '.join(map(str, cfg['seeds']))} (a run may name its own); mean ± std over seeds; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
   wall time {meta['wall_time_s']:.0f} s
