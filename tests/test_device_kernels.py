@@ -532,3 +532,64 @@ def test_scheme_pulse_paths_carry_the_write_noise(seed, rng):
                    prm, seed, 3.0)
     np.testing.assert_array_equal(other.g, st.g)
     np.testing.assert_array_equal(other.p, st.p)
+
+
+# ------------------------------------------------------------------------------ aggregated pulses
+def test_steps_add_up_only_for_constant_steps_without_levels():
+    assert K.steps_add_up(K.CONSTANT, params("linear_step"))
+    assert K.steps_add_up(K.CONSTANT, params("linear_step", write_noise=0.1))
+    assert not K.steps_add_up(K.CONSTANT, params("quantized"))  # a level grid: rounding at every pulse
+    assert not K.steps_add_up(K.EXP_STEP, params("rram_gong2018"))
+    assert not K.steps_add_up(K.SOFT_BOUNDS, params("linear_step"))
+    assert not K.steps_add_up(K.PCM_SET, params("pcm_nandakumar2018"))
+
+
+@pytest.mark.parametrize("write_noise", [0.0, 0.02])
+def test_pulse_n_and_walk_clear_match_twin(write_noise, rng):
+    prm = params("linear_step", write_noise=write_noise)
+    for _ in range(400):
+        g, p = rng.uniform(0.0, 1.2, 2)
+        up, down = rng.uniform(0.0005, 0.002, 2)
+        lo, hi = rng.uniform(0.0, 0.3), rng.uniform(0.9, 1.2)
+        n_up, n_dn = (int(v) for v in rng.integers(0, 40, 2))
+        if n_up + n_dn == 0:
+            n_up = 1
+        nu = float(rng.choice([0.0, 0.05]))
+        seed, key, m = (int(v) for v in rng.integers(0, 2**31, 3))
+        got = K.pulse_n(g, p, up, down, lo, hi, n_up, n_dn, prm, seed, key, m)
+        assert got == R.pulse_n(g, p, up, down, lo, hi, n_up, n_dn, prm, seed, key, m)
+        assert K.walk_clear(g, p, up, down, lo, hi, n_up, n_dn, nu, prm) == \
+            R.walk_clear(g, p, up, down, lo, hi, n_up, n_dn, nu, prm)
+
+
+@pytest.mark.parametrize("write_noise", [0.0, 0.02])
+def test_one_aggregated_pulse_is_the_single_pulse(write_noise, rng):
+    """pulse_n of one pulse is pulse_one's arithmetic with the same keys: the same bits, at a bound too."""
+    prm = params("linear_step", write_noise=write_noise)
+    for _ in range(300):
+        g, p = rng.uniform(0.0, 1.2, 2)
+        up, down = rng.uniform(0.0005, 0.3, 2)  # large steps: some pulses clip at a bound
+        lo, hi = 0.1, 1.1
+        seed, key, m = (int(v) for v in rng.integers(0, 2**31, 3))
+        for sign, (a, b) in ((1, (1, 0)), (-1, (0, 1))):
+            assert K.pulse_n(g, p, up, down, lo, hi, a, b, prm, seed, key, m) == \
+                K.pulse_one(K.CONSTANT, g, p, up, down, lo, hi, sign, prm, seed, key, m)
+
+
+def test_walk_clear_margin_and_drift():
+    """The walk must fit with WALK_MARGIN standard deviations of its noise to spare, on both sides; a
+    device drifting already at age 0 (t_offset > t0) never aggregates."""
+    prm = params("linear_step")
+    sd = prm.dw_std * math.sqrt(3 * 0.01**2 + 2 * 0.01**2)
+    need_up = 3 * 0.01 + K.WALK_MARGIN * sd
+    need_dn = 2 * 0.01 + K.WALK_MARGIN * sd
+    lo, hi = 0.0, 1.0
+    assert K.walk_clear(hi - need_up - 1e-9, 0.0, 0.01, 0.01, lo, hi, 3, 2, 0.0, prm)
+    assert not K.walk_clear(hi - need_up + 1e-9, 0.0, 0.01, 0.01, lo, hi, 3, 2, 0.0, prm)
+    assert K.walk_clear(lo + need_dn + 1e-9, 0.0, 0.01, 0.01, lo, hi, 3, 2, 0.0, prm)
+    assert not K.walk_clear(lo + need_dn - 1e-9, 0.0, 0.01, 0.01, lo, hi, 3, 2, 0.0, prm)
+    drifting = prm._replace(t0=1.0, t_offset=2.0)
+    assert K.walk_clear(0.5, 0.0, 0.01, 0.01, lo, hi, 3, 2, 0.0, drifting)  # ν = 0: no drift
+    assert not K.walk_clear(0.5, 0.0, 0.01, 0.01, lo, hi, 3, 2, 0.05, drifting)
+    # the bound on reaching a bound that the margin buys (Lévy's inequality, both sides)
+    assert 4 * stats.norm.sf(K.WALK_MARGIN) < 3e-15

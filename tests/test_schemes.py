@@ -49,7 +49,7 @@ def test_unknown_scheme_name():
 
 def test_unknown_param_names_field_and_choices():
     with pytest.raises(ConfigError, match=r"unknown parameter 'epsilom' \(did you mean 'epsilon'\?\); "
-                                          "expected one of: epsilon"):
+                                          "expected one of: aggregate_pulses, epsilon"):
         make_scheme("mixed_precision", tile(), epsilom=0.1)
     with pytest.raises(ConfigError, match="unknown parameter 'epsilon'.*expected one of: \\(none\\)"):
         make_scheme("ideal", tile(), epsilon=0.1)
@@ -581,10 +581,12 @@ def _state(t):
     ("quantized", 1, 31, True, False, np.float64),
 ])
 @pytest.mark.parametrize("cap", [2**62, 3])  # no limit; a limit that clips many synapses
-def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, bl_manage, dtype, cap):
+@pytest.mark.parametrize("agg", [False, True])
+def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, bl_manage, dtype, cap, agg):
     """Both branches of ``coincidence_apply`` against the twin: with the limit, rows over it pulse
     through ``_coincidence_pulse``; without it, through its body written out (and the short path of
-    one bidirectional device)."""
+    one bidirectional device); with aggregation (linear_step on one device, with and without write
+    noise), the rows within the limit through ``_row_aggregated``."""
     if card == "stuck":
         card = load_card("rram_gong2018").with_params(p_stuck_off=0.2, p_stuck_on=0.1)
     elif card == "write_noise":
@@ -609,8 +611,8 @@ def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, bl_manage, dt
     bidir = not t.differential
     dev = (n_dev, bidir, t.law, t.prm)
     mode = (lr, dw, balance, bl_manage, bl)
-    res_k = U.coincidence_update(x, d, *mode, cap, 77, 78, *sk, arb_k, *dev, t.t)
-    res_r = RU.coincidence_update(x, d, *mode, cap, 77, 78, *sr, arb_r, *dev, t.t)
+    res_k = U.coincidence_update(x, d, *mode, cap, 77, 78, *sk, arb_k, *dev, t.t, agg)
+    res_r = RU.coincidence_update(x, d, *mode, cap, 77, 78, *sr, arb_r, *dev, t.t, agg)
     assert res_k[:3] == res_r[:3] and res_k[0] > 20
     np.testing.assert_array_equal(res_k[3], res_r[3])
     n_k, n_over, most, bls = res_k
@@ -635,8 +637,8 @@ def test_coincidence_kernel_matches_twin(card, n_dev, bl, balance, bl_manage, dt
     np.testing.assert_array_equal(bls_d, bls)
     sa, sb = _state(t), _state(t)
     arb_a, arb_b = np.zeros_like(arb_k), np.zeros_like(arb_k)
-    res_a = U.coincidence_apply(coff, cols, rstart, events, 9, cap, *sa, arb_a, *dev, 78, t.t)
-    res_b = RU.coincidence_apply(*drawn[:4], 9, cap, *sb, arb_b, *dev, 78, t.t)
+    res_a = U.coincidence_apply(coff, cols, rstart, events, 9, cap, *sa, arb_a, *dev, 78, t.t, agg)
+    res_b = RU.coincidence_apply(*drawn[:4], 9, cap, *sb, arb_b, *dev, 78, t.t, agg)
     assert res_a == res_b == res_k[:3]
     for a, b, c in zip(sa + [arb_a], sb + [arb_b], sk + [arb_k]):
         np.testing.assert_array_equal(a, b)
@@ -751,6 +753,206 @@ def test_pulse_sparse_and_accumulate_match_twins():
         np.testing.assert_allclose(chi1, before + dw - np.clip(wanted, -2, 2) * eps, atol=1e-12)
         for a, b in zip(s1 + [a1], s2 + [a2]):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("card, n_dev, write_noise", [("linear_step", 1, 0.0), ("linear_step", 3, 0.0),
+                                                      ("linear_step", 2, 20.0), ("rram_gong2018", 1, None)])
+def test_aggregated_pulse_sparse_and_accumulate_match_twins(card, n_dev, write_noise):
+    """pulse_sparse and accumulate_pulse with aggregation against their twins: round-robin devices take
+    their share of a synapse's pulses as one step each; devices near a bound take them one by one; a
+    card whose steps depend on the state (rram) is the same with and without aggregation."""
+    c = load_card(card) if write_noise is None else load_card(card).with_params(write_noise_std=write_noise)
+    t = tile(c, shape=(4, 6), n_devices=n_dev, seed=8)
+    t.g[:5] = t.hi[:5]  # at the top: several up pulses there must go one by one
+    t.p[:] = t.g
+    rng = np.random.default_rng(9)
+    ks = np.flatnonzero((rng.random(24) < 0.8) | (np.arange(24) < 5))
+    counts = rng.integers(-9, 10, ks.size)
+    counts[:5] = 7  # synapses 0-4: up pulses on the devices near the top
+    arb = np.zeros(24, np.int64) if n_dev > 1 else np.empty(0, np.int64)
+    a1, a2, a3 = arb.copy(), arb.copy(), arb.copy()
+    s1, s2, s3 = _state(t), _state(t), _state(t)
+    bidir = not t.differential
+    n1 = U.pulse_sparse(ks, counts.astype(np.int64), a1, *s1, 24, n_dev, bidir, t.law, t.prm, 3, 1.0, True)
+    n2 = RU.pulse_sparse(ks, counts, a2, *s2, 24, n_dev, bidir, t.law, t.prm, 3, 1.0, True)
+    n3 = U.pulse_sparse(ks, counts.astype(np.int64), a3, *s3, 24, n_dev, bidir, t.law, t.prm, 3, 1.0, False)
+    assert n1 == n2 == n3 == np.abs(counts).sum()
+    for a, b in zip(s1 + [a1], s2 + [a2]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(s1[3], s3[3])  # the same pulse counts per device
+    np.testing.assert_array_equal(a1, a3)
+    if card == "rram_gong2018":
+        np.testing.assert_array_equal(s1[0], s3[0])
+    else:
+        assert not np.array_equal(s1[0], s3[0])  # a different random stream ...
+        one = np.zeros(s1[0].size, bool)  # ... except on devices that took a single pulse (same bits)
+        one[s1[3] - t.npulse == 1] = True
+        np.testing.assert_array_equal(s1[0][one], s3[0][one])
+        near = np.zeros(s1[0].size, bool)  # and on those near the bound, which take them one by one
+        near[:5] = True
+        np.testing.assert_array_equal(s1[0][near], s3[0][near])
+    chi1 = rng.normal(size=24) * 0.1
+    chi2 = chi1.copy()
+    dw = (rng.normal(size=24) * 0.5).astype(np.float32)
+    eps = t.card.nominal_step / t.scale
+    for cap in (2**62, 4):
+        r1 = U.accumulate_pulse(chi1, dw, -0.3, eps, cap, a1, *s1, n_dev, bidir, t.law, t.prm, 4, 2.0, True)
+        r2 = RU.accumulate_pulse(chi2, dw, -0.3, eps, cap, a2, *s2, n_dev, bidir, t.law, t.prm, 4, 2.0, True)
+        assert r1 == r2 and r1[0] > 0
+        np.testing.assert_array_equal(chi1, chi2)
+        for a, b in zip(s1 + [a1], s2 + [a2]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_aggregated_coincidences_near_a_bound_go_one_by_one():
+    """Devices whose walk could reach a bound take their coincidences one at a time: the same bits as
+    without aggregation; the others one step each (the twin decides the same way)."""
+    t = tile("linear_step", shape=(6, 9), seed=4)
+    t.g[::2] = t.hi[::2] - 0.002  # within a few steps of the top
+    rng = np.random.default_rng(5)
+    x = rng.random((6, 9))
+    d = -np.abs(rng.normal(size=(6, 6)))  # ΔW = -lr·dᵀx > 0: up pulses
+    mode = (0.5, 0.01, True, False, 31)
+    res = []
+    states = []
+    for agg, twin in ((True, False), (True, True), (False, False)):
+        st = _state(t)
+        fn = RU.coincidence_update if twin else U.coincidence_update
+        res.append(fn(x, d, *mode, 2**62, 7, 8, *st, np.empty(0, np.int64), 1, True, t.law, t.prm, 1.0, agg)[:3])
+        states.append(st)
+    assert res[0] == res[1] == res[2]
+    for a, b in zip(states[0], states[1]):
+        np.testing.assert_array_equal(a, b)
+    n = states[0][3] - t.npulse
+    assert (n[::2] > 1).sum() > 10  # many pulses on devices near the bound
+    np.testing.assert_array_equal(states[0][0][::2], states[2][0][::2])
+    many = np.flatnonzero(n > 1)
+    many = many[many % 2 == 1]
+    assert many.size > 10 and not np.array_equal(states[0][0][many], states[2][0][many])
+
+
+def _final_states(agg, n_up, n_dn, trials, g0, seed):
+    """Final conductances of ``trials`` identical linear_step devices (one per row, one column) after
+    one update of n_up up and n_dn down coincidence pulses (interleaved), with or without aggregation."""
+    card = load_card("linear_step").with_params(dw_min_dtod=0.0, up_down_dtod=0.0, bounds_dtod=0.0, reset_std=0.0)
+    t = Tile(trials, 1, card, rng=0, periphery=IDEAL)
+    t.g[:] = g0
+    signs = [1] * n_up + [-1] * n_dn
+    signs = signs[::2] + signs[1::2]  # ups and downs mixed
+    # one event per pulse, each with the one column (x > 0): the row's event sign is -sign of the pulse
+    coff = np.arange(len(signs) + 1, dtype=np.int64)
+    cols = np.zeros(len(signs), np.int32)
+    events = np.tile(np.array([e if s < 0 else ~e for e, s in enumerate(signs)], np.int32), trials)
+    rstart = np.arange(trials + 1, dtype=np.int64) * len(signs)
+    st = _state(t)
+    U.coincidence_apply(coff, cols, rstart, events, 1, 2**62, *st, np.empty(0, np.int64), 1, True, t.law, t.prm,
+                        seed, 1.0, agg)
+    assert (st[3] == len(signs)).all()
+    return st[0], t
+
+
+@pytest.mark.parametrize("n_up, n_dn", [(7, 0), (0, 5), (6, 4)])
+def test_aggregated_pulses_have_the_law_of_single_pulses(n_up, n_dn):
+    """The aggregated path against the per-pulse path over 40000 seeded trials: final states with the
+    same mean and variance (tolerances from the sample size: 6 standard errors) and the same
+    distribution (two-sample KS test), both at the exact law n_up·up − n_dn·down ± σ·sqrt(n)·step."""
+    from scipy import stats
+
+    trials = 40000
+    g_agg, t = _final_states(True, n_up, n_dn, trials, 0.6, seed=11)
+    g_one, _ = _final_states(False, n_up, n_dn, trials, 0.6, seed=12)
+    step = t.up[0]
+    assert (t.up == step).all() and (t.down == step).all()
+    mean = 0.6 + (n_up - n_dn) * step
+    sd = t.prm.dw_std * step * math.sqrt(n_up + n_dn)
+    for g in (g_agg, g_one):
+        assert abs(g.mean() - mean) < 6 * sd / math.sqrt(trials)
+        assert abs(g.var() / sd**2 - 1.0) < 6 * math.sqrt(2.0 / trials)
+    se = sd * math.sqrt(2.0 / trials)
+    assert abs(g_agg.mean() - g_one.mean()) < 6 * se
+    assert abs(g_agg.var() / g_one.var() - 1.0) < 6 * 2.0 / math.sqrt(trials)
+    assert stats.ks_2samp(g_agg, g_one).pvalue > 1e-4
+    assert not np.array_equal(g_agg, g_one)
+
+
+#: Digests of (g, p, tprog, npulse) of every tile after six updates of a scheme (see
+#: _stored_run), recorded with the code before aggregated pulses existed: with aggregate_pulses off
+#: every scheme gives these bits; with it on, only the cases marked True (linear_step on one device
+#: per side) change.
+STORED_RUNS = [
+    ("stochastic_coincidence", "linear_step", 1, {}, "68e4165a0e00e5ca", 38666, True),
+    ("stochastic_coincidence", "linear_step", 1, {"update_bl_management": False, "bl": 9}, "96c5a650fb61dae7", 26707,
+     True),
+    ("stochastic_coincidence", "linear_step", 2, {}, "d2b3069cb8e4b9d8", 67136, False),
+    ("stochastic_coincidence", "rram_gong2018", 1, {}, "08661aeab8291ae4", 46778, False),
+    ("tiki_taka", "linear_step", 1, {}, "ec5d16674a2ffcf2", 41103, True),
+    ("mixed_precision", "linear_step", 1, {}, "9c4452aa714d9480", 19979, True),
+    ("mixed_precision", "linear_step", 3, {}, "f3b710b2317dc5cc", 61221, True),
+    ("multi_device", "linear_step", 2, {}, "8c666de7b6e0bab0", 40553, True),
+    ("mixed_precision", "pcm_nandakumar2018", 2, {}, "223e08a838af34ce", 605, False),
+]
+
+
+def _stored_run(name, card, n_dev, **params):
+    import hashlib
+
+    t = Tile(12, 20, card, rng=3, n_devices=n_dev, periphery=IDEAL)
+    s = make_scheme(name, t, rng=4, **params)
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        x = rng.random((8, 20)) * (rng.random((8, 20)) < 0.6)
+        d = rng.normal(size=(8, 12)) * 0.5
+        s.update(x, d, 0.05)
+    h = hashlib.sha256()
+    for tl in s.tiles:
+        for a in (tl.g, tl.p, tl.tprog, tl.npulse):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16], int(s.stats()["pulses"])
+
+
+@pytest.mark.parametrize("name, card, n_dev, params, digest, pulses, changes", STORED_RUNS)
+def test_per_pulse_results_are_those_of_earlier_releases(name, card, n_dev, params, digest, pulses, changes):
+    """aggregate_pulses: false gives the stored bits; on, only aggregating cases differ (a Tiki-Taka
+    run may then issue a few more or fewer transfer pulses: it reads A, which changed)."""
+    assert _stored_run(name, card, n_dev, **params) == (digest, pulses)  # the default: off
+    on = _stored_run(name, card, n_dev, aggregate_pulses=True, **params)
+    assert (on[0] != digest) == changes
+    if name != "tiki_taka":
+        assert on[1] == pulses
+
+
+def test_aggregate_pulses_param():
+    s = make_scheme("mixed_precision", tile("linear_step"))
+    assert s.params["aggregate_pulses"] is False
+    assert "aggregate_pulses" in s.PARAMS or "aggregate_pulses" in s.params
+    with pytest.raises(ConfigError, match="aggregate_pulses: expected true or false"):
+        make_scheme("stochastic_coincidence", tile("linear_step"), aggregate_pulses=1)
+    from neuroemu.hardware.schemes import _PULSED
+
+    doc = _PULSED["aggregate_pulses"].doc
+    assert "exact in distribution" in doc and "aggregate_pulses: false" in doc
+
+
+def test_kernels_do_not_depend_on_the_thread_count():
+    """The update kernels give the same bits at 1 and 2 threads (the setting of neuroemu.threads)."""
+    from neuroemu import threads
+
+    out = []
+    for n in (1, 2):
+        with threads.limit(n):
+            t = tile("linear_step", shape=(30, 40), seed=2)
+            rng = np.random.default_rng(3)
+            x = rng.random((16, 40))
+            d = rng.normal(size=(16, 30))
+            st = _state(t)
+            for agg in (False, True):
+                U.coincidence_update(x, d, 0.05, 0.01, True, True, 31, 1000, 5, 6, *st, np.empty(0, np.int64), 1,
+                                     True, t.law, t.prm, 1.0, agg)
+                U.accumulate_pulse(np.zeros(t.n_synapses), rng.normal(size=t.n_synapses), 0.05, 0.01, 1000,
+                                   np.empty(0, np.int64), *st, 1, True, t.law, t.prm, 7, 2.0, agg)
+            out.append(st)
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("card, n_dev", [("pcm_nandakumar2018", 2), ("linear_step", 1)])

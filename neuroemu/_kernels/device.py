@@ -11,8 +11,25 @@ pulses act on, ``g`` then being the apparent one, ``p`` plus a write-noise offse
 time the device is programmed (aihwkit's ``w_persistent`` and apparent weight). Other devices
 leave ``p`` unused. Write noise and drift are exclusive (the card loader refuses the
 combination): the pulse kernels take the persistent conductance as it is, undrifted.
+
+Aggregated pulses. Where the step law allows it exactly, the update kernels apply the n pulses one
+device receives in one update as one step (:func:`pulse_n`) instead of n steps of :func:`pulse_one`.
+For a constant-step device (``CONSTANT``, no level grid) pulse m of an update moves the device by
+±step·(1 + σ·ξ_m) and clips it to its bounds: a step that depends on neither the state nor the pulse
+history, so away from the bounds n_up up and n_dn down pulses, in any order, add up to
+n_up·up − n_dn·down plus one normal of variance σ²·(n_up·up² + n_dn·down²), the same law as the
+sum of the n draws. Clipping makes the order matter only when the walk of partial sums reaches a
+bound, so :func:`walk_clear` asks the walk's drift plus :data:`WALK_MARGIN` standard deviations of
+its noise to fit between the device and both bounds (compared as squares) (by Lévy's inequality the walk then reaches a
+bound with probability at most 4·Φ(−WALK_MARGIN) ≈ 2.5e-15); otherwise, and for a device whose
+conductance drifts between two pulses (drift already at age 0: t_offset > t0), the pulses are
+applied one by one. A single pulse is the same arithmetic as :func:`pulse_one` (the same bits).
+Write noise does not break the law: pulses act on the persistent conductance and only the last
+write's offset is seen. State-dependent steps (soft bounds, exponential steps, PCM's SET) and level
+grids (stochastic rounding at every pulse) take their pulses one by one.
 """
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -125,6 +142,67 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
     if prm.levels > 0.0:
         g = _round_levels(g, prm, seed, key, m)
     if law != PCM_SET and prm.write_noise > 0.0:
+        p = g
+        g = p + prm.write_noise * normal(seed ^ _WRITE_SALT, key, m)
+    return g, p
+
+
+#: Standard deviations of the walk's noise that :func:`walk_clear` keeps between an aggregated walk
+#: and each bound: the walk of single pulses then reaches a bound with probability at most
+#: 4·Φ(−8) ≈ 2.5e-15 per device and update (a numerical tolerance, not a device property).
+WALK_MARGIN = 8.0
+
+
+@njit(cache=True, inline="always")
+def steps_add_up(law, prm):
+    """Whether the pulses of one device in one update may be applied as one step (:func:`pulse_n`):
+    a constant step (no state or history dependence) on a continuous conductance (no level grid)."""
+    return law == CONSTANT and prm.levels == 0.0
+
+
+@njit(cache=True, inline="always")
+def walk_clear(g, p, up, down, lo, hi, n_up, n_dn, nu, prm):
+    """Whether n_up up and n_dn down pulses of a constant-step device at (drifted) conductance ``g``
+    (with write noise: persistent conductance ``p``) stay clear of its bounds in any order: the drift
+    n_up·up (n_dn·down) plus :data:`WALK_MARGIN` standard deviations of the walk's noise fit below
+    ``hi`` (above ``lo``), and the device does not drift between two pulses (its drift factor at age 0
+    is 1)."""
+    x = p if prm.write_noise > 0.0 else g
+    room_up = hi - x - n_up * up
+    room_dn = x - lo - n_dn * down
+    need = (WALK_MARGIN * prm.dw_std) ** 2 * (n_up * up * up + n_dn * down * down)  # margin², no square root
+    return (room_up >= 0.0 and room_dn >= 0.0 and room_up * room_up >= need and room_dn * room_dn >= need
+            and drift_factor(nu, 0.0, prm) == 1.0)
+
+
+_SQRT_COUNTS = np.sqrt(np.arange(64.0))  # sqrt(n) of small counts (IEEE square roots: math.sqrt's bits)
+
+
+@njit(cache=True, inline="always")
+def _sqrt_count(n):
+    """sqrt(float(n)) for a pulse count n >= 0, from a table below 64 (a library call costs more)."""
+    return _SQRT_COUNTS[n] if n < 64 else math.sqrt(float(n))
+
+
+@njit(cache=True, inline="always")
+def pulse_n(g, p, up, down, lo, hi, n_up, n_dn, prm, seed, key, m):
+    """``n_up`` up and ``n_dn`` down pulses (n_up + n_dn >= 1) on one constant-step device as one
+    step; returns (g, p). The step is n_up·up − n_dn·down plus σ·sqrt(n_up·up² + n_dn·down²)·ξ with
+    one normal ξ keyed by (seed, key, m), clipped to the bounds once; with write noise it acts on the
+    persistent conductance ``p`` and the apparent one gets one fresh offset. Exact in law where
+    :func:`walk_clear` holds (see the module docstring). One pulse is computed as :func:`pulse_one`
+    computes it (same keys, same bits); so is a one-sided run written as step·(n + σ·sqrt(n)·ξ)."""
+    xi = normal(seed, key, m)
+    if prm.write_noise > 0.0:
+        g = p
+    if n_dn == 0:
+        g = g + up * (float(n_up) + prm.dw_std * _sqrt_count(n_up) * xi)
+    elif n_up == 0:
+        g = g - down * (float(n_dn) + prm.dw_std * _sqrt_count(n_dn) * xi)
+    else:
+        g = g + (n_up * up - n_dn * down) + prm.dw_std * math.sqrt(n_up * up * up + n_dn * down * down) * xi
+    g = min(max(g, lo), hi)
+    if prm.write_noise > 0.0:
         p = g
         g = p + prm.write_noise * normal(seed ^ _WRITE_SALT, key, m)
     return g, p

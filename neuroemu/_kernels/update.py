@@ -48,8 +48,18 @@ its first ``cap`` pulses in (sample, slot) order), an accumulator transfers at m
 keeps the rest. Both return (pulses issued, synapses that wanted more than the limit, the largest
 pulse count wanted on one of them — 0 when none did), so the caller can report it.
 
-Cost: every pulse draws its own step noise and updates ~8 device arrays, so a pulsed update costs
-far more than the float SGD step it emulates (benchmarks/bench_update.py measures it).
+Aggregated pulses (``agg``, the schemes' ``aggregate_pulses``): on a card whose pulses add up
+(:func:`.device.steps_add_up`: constant step, no level grid) the pulses one device takes in one call
+are applied as one step (:func:`.device.pulse_n`) where :func:`.device.walk_clear` says the walk of
+single pulses cannot reach a bound, one by one elsewhere; the coincidence kernel does so with one
+device per synapse side (with several, which device a pulse reaches depends on the order of the
+signs) on rows that cannot reach the pulse limit. The step noise is keyed as the device's last
+pulse would be, so a device with one pulse gets the same bits either way.
+
+Cost: every pulse (or aggregated step) draws its own step noise and updates ~8 device arrays, so a
+pulsed update costs far more than the float SGD step it emulates (benchmarks/bench_update.py
+measures it). On the benchmark's coincidence update a device takes about 1.2 pulses per update, so
+aggregation saves few draws there; it pays where a device takes many pulses per update.
 """
 
 import math
@@ -61,7 +71,7 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from .device import PCM_SET, drift_factor, pulse_one, synapse_weight
+from .device import PCM_SET, drift_factor, pulse_n, pulse_one, steps_add_up, synapse_weight, walk_clear
 from .rng import hash_k, key, uniform_k
 
 _ONE = uint64(1)
@@ -69,6 +79,7 @@ _ZERO = uint64(0)
 _FULL = uint64(0xFFFFFFFFFFFFFFFF)
 _M32 = uint64(0xFFFFFFFF)
 _S32 = uint64(32)
+_NO_ARB = np.empty(0, np.int64)  # no arbitration counter (one device per side)
 
 # The typed-pointer name; LLVM versions with opaque pointers re-mangle it when they read the module
 # (tests/test_schemes.py checks that the call reaches the compiled code). The hint is worth keeping:
@@ -417,15 +428,130 @@ def _coincidence_pulse(k, sgn, e, g, p, tprog, npulse, up, down, lo, hi, stuck, 
 
 
 @njit(cache=True)
+def _row_aggregated(i, q0, q1, coff, cols, events, n_in, n_out, cu, cd, lu, ld, fl, g, p, tprog, npulse, up, down, lo,
+                    hi, stuck, nu, bidir, law, prm, dseed, t):
+    """The coincidences of row i (events[q0:q1], at most the limit on any synapse) with one device per
+    synapse side, each device's pulses as one step where that is exact: count every synapse's up and
+    down coincidences and its last event of each direction, sweep the row (:func:`.device.pulse_n`
+    where :func:`.device.walk_clear` holds), and replay one pulse at a time, in order, the devices it
+    refuses. Returns the pulses issued.
+    Scratch (n_in each): cu, cd, fl zero on entry and on return; lu, ld."""
+    m_syn = n_out * n_in
+    base = i * n_in
+    use_p = prm.write_noise > 0.0
+    for q in range(q0, q1):
+        es = events[q]
+        neg = es < 0
+        e = ~es if neg else es
+        for c in range(coff[e], coff[e + 1]):
+            v = cols[c]
+            vneg = v < 0
+            j = ~v if vneg else v
+            if vneg != neg:  # an up pulse (direction -sign(x_j·d_i))
+                cu[j] += 1
+                lu[j] = e
+            else:
+                cd[j] += 1
+                ld[j] = e
+    total = 0
+    n_fall = 0
+    if bidir:  # one device per synapse (the common case, written out without the side loop below)
+        for j in range(n_in):
+            a = cu[j]
+            b = cd[j]
+            if a + b == 0:
+                continue
+            cu[j] = 0
+            cd[j] = 0
+            total += a + b
+            idx = base + j
+            if stuck[idx] == 0:
+                g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                p_now = p[idx] if use_p else 1.0  # p: only the persistent conductance of write noise
+                if a + b > 1 and not walk_clear(g_now, p_now, up[idx], down[idx], lo[idx], hi[idx], a, b, nu[idx], prm):
+                    fl[j] = 1  # one pulse at a time, below
+                    n_fall += 1
+                    continue
+                e = lu[j] if b == 0 or (a > 0 and lu[j] > ld[j]) else ld[j]  # the device's last event
+                gi, pi = pulse_n(g_now, p_now, up[idx], down[idx], lo[idx], hi[idx], a, b, prm, dseed, e, idx)
+                g[idx] = gi
+                if use_p:
+                    p[idx] = pi
+            npulse[idx] += a + b
+            tprog[idx] = t
+    else:
+        for j in range(n_in):
+            n_up = cu[j]
+            n_dn = cd[j]
+            if n_up + n_dn == 0:
+                continue
+            cu[j] = 0
+            cd[j] = 0
+            total += n_up + n_dn
+            f = 0
+            for side in range(2):  # SET-only pair: up pulses on side 0, down pulses on side 1
+                a = n_up if side == 0 else 0
+                b = n_dn if side == 1 else 0
+                if a + b == 0:
+                    continue
+                e = lu[j] if side == 0 else ld[j]
+                idx = side * m_syn + base + j
+                # the device's pulses as one step, noise keyed by (dseed, its last event, idx)
+                if stuck[idx] == 0:
+                    g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                    p_now = p[idx] if use_p else 1.0
+                    if a + b > 1 and not walk_clear(g_now, p_now, up[idx], down[idx], lo[idx], hi[idx], a, b, nu[idx],
+                                                    prm):
+                        f |= 1 << side  # one pulse at a time, below
+                        continue
+                    gi, pi = pulse_n(g_now, p_now, up[idx], down[idx], lo[idx], hi[idx], a, b, prm, dseed, e, idx)
+                    g[idx] = gi
+                    if use_p:
+                        p[idx] = pi
+                npulse[idx] += a + b
+                tprog[idx] = t
+            fl[j] = f
+            n_fall += f != 0
+    if n_fall:  # devices near a bound (or drifting between pulses): their pulses one at a time, in order
+        for q in range(q0, q1):
+            es = events[q]
+            neg = es < 0
+            e = ~es if neg else es
+            for c in range(coff[e], coff[e + 1]):
+                v = cols[c]
+                vneg = v < 0
+                j = ~v if vneg else v
+                sgn = 1 if vneg != neg else -1
+                side = 0 if (bidir or sgn > 0) else 1
+                if (fl[j] >> side) & 1:
+                    _coincidence_pulse(base + j, sgn, e, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, _NO_ARB,
+                                       False, m_syn, 1, bidir, law, prm, dseed, t)
+        fl[:] = 0
+    return total
+
+
+@njit(cache=True)
 def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb,
-                      n_dev, bidir, law, prm, dseed, t):
+                      n_dev, bidir, law, prm, dseed, t, agg=False):
     """Apply drawn coincidences (see :func:`coincidence_draw`) row by row, at most ``cap`` pulses per
     synapse; returns (pulses issued, synapses that wanted more, most coincidences on one of them).
 
-    While a row is processed, the next row's device state is prefetched a slice per event, so its
-    pulses find their (scattered) synapses in cache. Each event gives a synapse at most one pulse, so
-    only a row with more than ``cap`` events can reach the limit: such a row (an update far too large)
-    takes a separate loop that counts pulses per synapse, and the other rows run as without a limit.
+    One pulse at a time (``agg`` false, a card whose pulses do not add up, several devices per side,
+    or a row with more than ``cap`` events): while a row is processed, the next
+    row's device state is prefetched a slice per event, so its pulses find their (scattered) synapses
+    in cache. Each event gives a synapse at most one pulse, so only a row with more than ``cap``
+    events can reach the limit: such a row (an update far too large) counts pulses per synapse, and
+    the other rows run as without a limit.
+
+    Aggregated (``agg``; see :mod:`.device`): each device's pulses of the update as one step
+    (:func:`_row_aggregated`), noise keyed by (dseed, its last event, device index); a device with one
+    pulse gets the bits it gets one pulse at a time.
+
+    Rows are independent (a row's synapses, devices and arbitration counters are its own, and every
+    random number is keyed by event and device), so they could run in parallel without changing the
+    result; a ``prange`` over blocks of rows was measured slower at 2 threads than at 1 on the 2-core
+    reference machine (benchmarks/bench_update.py), so the loop is serial. The one-pulse-at-a-time
+    body is written out here: as a function called per row it measured about 1.3x slower.
     """
     n_out = rstart.size - 1
     m_syn = n_out * n_in
@@ -433,14 +559,24 @@ def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse
     has_arb = arb.size > 0
     use_p = law == PCM_SET or prm.write_noise > 0.0  # p: PCM's pulse history, or the persistent conductance
     simple = bidir and not has_arb and not use_p
+    agg = agg and n_dev == 1 and not has_arb and steps_add_up(law, prm)
     total = 0
     n_over = 0
     most = 0
     used = np.zeros(n_in, np.int64)  # coincidences per synapse of a row over the limit
+    cu = np.zeros(n_in, np.int64)  # scratch of the aggregated rows
+    cd = np.zeros(n_in, np.int64)
+    lu = np.empty(n_in, np.int64)
+    ld = np.empty(n_in, np.int64)
+    fl = np.zeros(n_in, np.int64)
     for i in range(n_out):
         q0 = rstart[i]
         q1 = rstart[i + 1]
         if q0 == q1:
+            continue
+        if agg and q1 - q0 <= cap:
+            total += _row_aggregated(i, q0, q1, coff, cols, events, n_in, n_out, cu, cd, lu, ld, fl, g, p, tprog,
+                                     npulse, up, down, lo, hi, stuck, nu, bidir, law, prm, dseed, t)
             continue
         capped = q1 - q0 > cap
         if capped:
@@ -513,23 +649,30 @@ def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse
 
 @njit(cache=True)
 def coincidence_update(x, d, lr, dw, balance, bl_manage, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi,
-                       stuck, nu, arb, n_dev, bidir, law, prm, t):
-    """Draw and apply a stochastic pulse-coincidence update, at most ``cap`` pulses per synapse;
-    returns (pulses issued, synapses that wanted more, most coincidences on one of them, the slots
-    each sample used)."""
+                       stuck, nu, arb, n_dev, bidir, law, prm, t, agg=False):
+    """Draw and apply a stochastic pulse-coincidence update, at most ``cap`` pulses per synapse
+    (``agg``: aggregated where exact, see :func:`coincidence_apply`); returns (pulses issued, synapses
+    that wanted more, most coincidences on one of them, the slots each sample used)."""
     coff, cols, rstart, events, bls = coincidence_draw(x, d, lr, dw, balance, bl_manage, bl, seed)
     total, n_over, most = coincidence_apply(coff, cols, rstart, events, x.shape[1], cap, g, p, tprog, npulse, up,
-                                            down, lo, hi, stuck, nu, arb, n_dev, bidir, law, prm, dseed, t)
+                                            down, lo, hi, stuck, nu, arb, n_dev, bidir, law, prm, dseed, t, agg)
     return total, n_over, most, bls
 
 
 @njit(cache=True)
 def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law,
-                 prm, seed, t):
+                 prm, seed, t, agg=False):
     """Signed pulse counts ``counts[q]`` on synapses ``ks[q]``: :func:`.device.pulse_tile` restricted
     to the listed synapses (same random keys), with the start device taken from and advanced in
-    ``arb``. Returns pulses issued."""
+    ``arb``. Returns pulses issued.
+
+    With ``agg`` on a card whose pulses add up (:func:`.device.steps_add_up`), the pulses each device
+    takes (pulse m of the synapse goes to device (start + m) mod n_dev) are one step
+    (:func:`.device.pulse_n`) keyed as its last pulse m would be, where :func:`.device.walk_clear`
+    holds; one pulse gives the same bits either way.
+    """
     has_arb = arb.size > 0
+    agg = agg and steps_add_up(law, prm)
     total = 0
     for q in range(ks.size):
         n = counts[q]
@@ -540,17 +683,41 @@ def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, 
         side = 0 if (bidir or n > 0) else 1
         na = abs(n)
         dev = arb[k] if has_arb else 0
-        for m in range(na):
-            idx = (side * n_dev + dev) * m_syn + k
-            npulse[idx] += 1
-            if stuck[idx] == 0:
-                g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
-                g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sign, prm,
-                                           seed, idx, m)
-            tprog[idx] = t
-            dev += 1
-            if dev == n_dev:
-                dev = 0
+        if agg:
+            for r in range(min(na, n_dev)):  # device (dev + r) mod n_dev takes pulses m = r, r + n_dev, ...
+                nd = (na - 1 - r) // n_dev + 1
+                dv = dev + r
+                if dv >= n_dev:
+                    dv -= n_dev
+                idx = (side * n_dev + dv) * m_syn + k
+                if stuck[idx] == 0:
+                    g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                    n_up = nd if sign > 0 else 0
+                    if nd == 1 or walk_clear(g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], n_up, nd - n_up,
+                                             nu[idx], prm):
+                        g[idx], p[idx] = pulse_n(g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], n_up, nd - n_up,
+                                                 prm, seed, idx, r + (nd - 1) * n_dev)
+                    else:
+                        for m in range(r, na, n_dev):
+                            g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                            g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sign,
+                                                       prm, seed, idx, m)
+                            tprog[idx] = t
+                npulse[idx] += nd
+                tprog[idx] = t
+            dev = (dev + na) % n_dev
+        else:
+            for m in range(na):
+                idx = (side * n_dev + dev) * m_syn + k
+                npulse[idx] += 1
+                if stuck[idx] == 0:
+                    g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+                    g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sign, prm,
+                                               seed, idx, m)
+                tprog[idx] = t
+                dev += 1
+                if dev == n_dev:
+                    dev = 0
         if has_arb:
             arb[k] = dev
         total += na
@@ -562,25 +729,29 @@ _BLOCK = 4096  # synapses per accumulate block (their pulse counts stay in L1)
 
 @njit(cache=True, error_model="numpy")
 def accumulate_pulse(chi, dw, alpha, eps, cap, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir,
-                     law, prm, seed, t):
+                     law, prm, seed, t, agg=False):
     """Mixed-precision transfer (Nandakumar et al. 2020).
 
     chi[k] += alpha·dw[k]; n = trunc(chi[k]/eps); chi[k] -= n·eps; where |n| > cap, n becomes ±cap
     and chi[k] += (n ∓ cap)·eps takes back what the limit holds; n pulses go to synapse k (pulse_tile keying;
-    round-robin from ``arb``). ``dw`` may be float32 (it is widened first). Works in blocks: a
-    vectorised pass updates the accumulator and lists the synapses that fire, then their pulses are
-    applied. Returns (pulses issued, synapses that wanted more than the limit, the largest
+    round-robin from ``arb``; ``agg``: as :func:`pulse_sparse`). ``dw`` may be float32 (it is widened
+    first). Works in blocks: a vectorised pass updates the accumulator and lists the synapses that
+    fire, then their pulses are applied. (Blocks touch disjoint synapses and the random numbers are
+    keyed by device and pulse, so they could run in parallel; a ``prange`` over them, right after the
+    scheme's BLAS product, was measured slower at 2 threads than at 1: the loop is serial.) Returns (pulses issued, synapses that wanted more than the limit, the largest
     |trunc(chi/eps)| wanted on one of them, a float).
     """
     m_syn = chi.size
     capf = float(cap)
+    n_blk = (m_syn + _BLOCK - 1) // _BLOCK
+    res_n = np.zeros(n_blk, np.int64)
+    res_over = np.zeros(n_blk, np.int64)
+    res_most = np.zeros(n_blk)
     nbuf = np.empty(_BLOCK)
     ks = np.empty(_BLOCK, np.int64)
     cnt = np.empty(_BLOCK, np.int64)
-    total = 0
-    n_over = 0
-    most = 0.0
-    for k0 in range(0, m_syn, _BLOCK):
+    for blk in range(n_blk):
+        k0 = blk * _BLOCK
         k1 = min(k0 + _BLOCK, m_syn)
         ch = chi[k0:k1]
         d = dw[k0:k1]
@@ -597,7 +768,8 @@ def accumulate_pulse(chi, dw, alpha, eps, cap, arb, g, p, tprog, npulse, up, dow
         for kk in range(k1 - k0):  # vectorised
             over += abs(nbuf[kk]) > capf
         if over:  # the limit: the accumulator takes back what it holds
-            n_over += over
+            res_over[blk] = over
+            most = 0.0
             for kk in range(k1 - k0):
                 n = nbuf[kk]
                 if abs(n) > capf:
@@ -605,13 +777,21 @@ def accumulate_pulse(chi, dw, alpha, eps, cap, arb, g, p, tprog, npulse, up, dow
                     lim = capf if n > 0.0 else -capf
                     ch[kk] += (n - lim) * eps
                     nbuf[kk] = lim
+            res_most[blk] = most
         m = 0
         for kk in range(k1 - k0):  # branch-free compaction
             ks[m] = k0 + kk
             cnt[m] = np.int64(nbuf[kk])
             m += nbuf[kk] != 0.0
-        total += pulse_sparse(ks[:m], cnt[:m], arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir,
-                              law, prm, seed, t)
+        res_n[blk] = pulse_sparse(ks[:m], cnt[:m], arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev,
+                                  bidir, law, prm, seed, t, agg)
+    total = 0
+    n_over = 0
+    most = 0.0
+    for blk in range(n_blk):
+        total += res_n[blk]
+        n_over += res_over[blk]
+        most = max(most, res_most[blk])
     return total, n_over, most
 
 

@@ -69,6 +69,17 @@ limit are not applied; a sample gives at most BL). ``sign`` and ``stochastic`` i
 pulse per synapse and update, and ``digital`` and ``ideal`` write targets instead of pulses, so
 the limit never acts on them.
 
+Aggregated pulses. Every pulse scheme takes ``aggregate_pulses`` (default false): on a card whose
+pulses add up exactly (a constant step without a level grid: ``linear_step``) the pulses one
+device takes in one update are applied as one step with one normal draw of √n spread, the same law
+as n single pulses, wherever the walk of single pulses could not reach a bound (closer to a bound
+they go one by one; see :mod:`neuroemu._kernels.device`). A device that takes one pulse gets the
+same bits either way, so only devices taking two or more pulses in one update see another random
+stream. It pays where devices take many pulses per update; where they take about one (the
+coincidence updates of benchmarks/bench_update.py: 1.2 per device) the extra counting pass makes
+the update slower, hence off by default. Other cards (PCM, ``rram_gong2018``, ``quantized``)
+always take their pulses one at a time.
+
 Randomness comes from the scheme's own generator (``rng``: Generator, seed or None); pulse
 kernels are keyed by seeds drawn from it, so the same seeds give the same result bit for bit.
 """
@@ -214,6 +225,16 @@ _PULSED = {
     "max_pulses": Param("int", MAX_PULSES, 1, 2**62,
                         doc=f"most pulses one synapse receives in one update; more are clipped, with a "
                             f"PulseLimitWarning (default {MAX_PULSES})"),
+    "aggregate_pulses": Param("bool", False,
+                              doc="apply the pulses one device takes in one update as one step where that is "
+                                  "exact in distribution: constant-step cards without a level grid (linear_step), "
+                                  "on one device per synapse side for the coincidence updates, away from the "
+                                  "device's bounds (the walk's drift plus 8 σ of its noise must fit; closer to a "
+                                  "bound the pulses go one by one). The n step draws become one normal with √n "
+                                  "spread: same law, different random stream, so results differ from "
+                                  "aggregate_pulses: false (one pulse at a time, the default) wherever a device "
+                                  "takes two or more pulses in one update. Other cards always take their pulses "
+                                  "one at a time"),
 }
 
 
@@ -450,7 +471,8 @@ class _PulseScheme(Scheme):
             flat = np.clip(flat, -cap, cap)
         n = _U.pulse_sparse(ks, flat.astype(np.int64), arb, tile.g, tile.p, tile.tprog, tile.npulse, tile.up,
                             tile.down, tile.lo, tile.hi, tile.stuck, tile.nu, tile.n_synapses, tile.n_devices,
-                            not tile.differential, tile.law, tile.prm, draw_seed(self.rng), tile.t)
+                            not tile.differential, tile.law, tile.prm, draw_seed(self.rng), tile.t,
+                            self.params["aggregate_pulses"])
         tile.mark_changed()
         return int(n)
 
@@ -491,7 +513,7 @@ class _CoincidenceScheme(_PulseScheme):
             x, d, lr, tile.card.nominal_step / tile.scale, p["update_management"], p["update_bl_management"], p["bl"],
             p["max_pulses"], draw_seed(self.rng), draw_seed(self.rng), tile.g, tile.p, tile.tprog, tile.npulse,
             tile.up, tile.down, tile.lo, tile.hi, tile.stuck, tile.nu, arb, tile.n_devices, not tile.differential,
-            tile.law, tile.prm, tile.t)
+            tile.law, tile.prm, tile.t, p["aggregate_pulses"])
         tile.mark_changed()
         self.n_samples += int(np.count_nonzero(bls))
         self.n_slots += int(bls.sum())
@@ -693,7 +715,8 @@ class MixedPrecisionScheme(_PulseScheme):
         eps = float(self.epsilon)
         n, n_over, most = _U.accumulate_pulse(self.chi, g, float(alpha), eps, self.params["max_pulses"], self._arb,
                                               t.g, t.p, t.tprog, t.npulse, t.up, t.down, t.lo, t.hi, t.stuck, t.nu,
-                                              t.n_devices, not t.differential, t.law, t.prm, draw_seed(self.rng), t.t)
+                                              t.n_devices, not t.differential, t.law, t.prm, draw_seed(self.rng), t.t,
+                                              self.params["aggregate_pulses"])
         if n:
             t.mark_changed()
         self.n_pulses += int(n)

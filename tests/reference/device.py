@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from neuroemu._kernels.device import (CONSTANT, EXP_STEP, PCM_SET, READ_LINEAR, SOFT_BOUNDS,
+import math
+
+from neuroemu._kernels.device import (CONSTANT, EXP_STEP, PCM_SET, READ_LINEAR, SOFT_BOUNDS, WALK_MARGIN,
                                       _ROUND_SALT, _WRITE_SALT)
 
 from . import rng as R
@@ -60,6 +62,42 @@ def pulse_one(law, g, p, up, down, lo, hi, sign, prm, seed, key, m):
     if law != PCM_SET and prm.write_noise > 0.0:  # apparent = persistent + a fresh write-noise offset
         p = g
         g = p + prm.write_noise * R.normal(int(seed) ^ _WRITE_SALT, key, m)
+    return g, p
+
+
+def steps_add_up(law, prm) -> bool:
+    """Whether a device's pulses of one update may be one step: constant step, no level grid."""
+    return law == CONSTANT and prm.levels == 0.0
+
+
+def walk_clear(g, p, up, down, lo, hi, n_up, n_dn, nu, prm) -> bool:
+    """Whether n_up up and n_dn down constant steps from g (with write noise: p) stay WALK_MARGIN
+    standard deviations of their noise clear of both bounds, on a device that does not drift at age 0."""
+    x = float(p if prm.write_noise > 0.0 else g)
+    room_up = hi - x - n_up * up
+    room_dn = x - lo - n_dn * down
+    need = (WALK_MARGIN * prm.dw_std) ** 2 * (n_up * up * up + n_dn * down * down)
+    return bool(room_up >= 0.0 and room_dn >= 0.0 and room_up * room_up >= need and room_dn * room_dn >= need
+                and float(drift_factor(nu, 0.0, prm)) == 1.0)
+
+
+def pulse_n(g, p, up, down, lo, hi, n_up, n_dn, prm, seed, key, m):
+    """n_up up and n_dn down constant-step pulses as one step, one normal keyed by (seed, key, m);
+    one scalar device. Returns (g, p)."""
+    xi = float(R.normal(seed, key, m))
+    g, p = float(g), float(p)
+    if prm.write_noise > 0.0:
+        g = p
+    if n_dn == 0:
+        g = g + up * (float(n_up) + prm.dw_std * (math.sqrt(n_up) if n_up > 1 else 1.0) * xi)
+    elif n_up == 0:
+        g = g - down * (float(n_dn) + prm.dw_std * (math.sqrt(n_dn) if n_dn > 1 else 1.0) * xi)
+    else:
+        g = g + (n_up * up - n_dn * down) + prm.dw_std * math.sqrt(n_up * up * up + n_dn * down * down) * xi
+    g = min(max(g, lo), hi)
+    if prm.write_noise > 0.0:
+        p = g
+        g = p + prm.write_noise * float(R.normal(int(seed) ^ _WRITE_SALT, key, m))
     return g, p
 
 

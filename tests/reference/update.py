@@ -141,13 +141,82 @@ def _limit_report(wanted: np.ndarray, cap) -> tuple[int, int]:
     return int(over.sum()), (np.abs(wanted).max().item() if over.any() else 0)
 
 
+def _device_run(idx, pulses, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, prm, dseed, t) -> bool:
+    """The (event, sign) pulses of one device in one update as one step (``pulse_n``, keyed by the last
+    event); False, touching nothing, where they must go one by one (``walk_clear`` fails)."""
+    n_up = sum(1 for _, s in pulses if s > 0)
+    n_dn = len(pulses) - n_up
+    if stuck[idx] == 0:
+        g_now = float(g[idx] * D.drift_factor(nu[idx], t - tprog[idx], prm)[()])
+        if len(pulses) > 1 and not D.walk_clear(g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], n_up, n_dn,
+                                                nu[idx], prm):
+            return False
+        g[idx], p[idx] = D.pulse_n(g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], n_up, n_dn, prm, dseed,
+                                   pulses[-1][0], idx)
+    npulse[idx] += len(pulses)
+    tprog[idx] = t
+    return True
+
+
+def _apply_aggregated(lists, row_events, n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb, n_dev, bidir,
+                      law, prm, dseed, t) -> tuple[int, int, int]:
+    """The coincidences ``lists[k]`` ((event, sign) in order) of every synapse k with aggregation on:
+    synapses of a row with at most ``cap`` events, on one device per side of an aggregating card, take
+    each device's pulses as one step where exact (else one by one); the others one pulse at a time,
+    at most ``cap`` per synapse."""
+    m_syn = len(lists)
+    agg = n_dev == 1 and arb.size == 0 and D.steps_add_up(law, prm)
+    used = np.zeros(m_syn, np.int64)
+    total = 0
+    for k, lst in enumerate(lists):
+        if agg and row_events[k // n_in] <= cap:
+            total += len(lst)
+            for side in (0, 1):
+                mine = [(e, s) for e, s in lst if (0 if (bidir or s > 0) else 1) == side]
+                if not mine:
+                    continue
+                if not _device_run(side * m_syn + k, mine, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, prm,
+                                   dseed, t):
+                    for e, s in mine:
+                        _pulse_synapse(k, s, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev,
+                                       bidir, law, prm, dseed, t)
+            continue
+        for e, s in lst:
+            used[k] += 1
+            if used[k] > cap:
+                continue
+            _pulse_synapse(k, s, e, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law,
+                           prm, dseed, t)
+            total += 1
+    return (total, *_limit_report(used, cap))
+
+
 def coincidence_update(x, d, lr, dw, balance, bl_manage, bl, cap, seed, dseed, g, p, tprog, npulse, up, down, lo, hi,
-                       stuck, nu, arb, n_dev, bidir, law, prm, t) -> tuple[int, int, int, np.ndarray]:
+                       stuck, nu, arb, n_dev, bidir, law, prm, t, agg=False) -> tuple[int, int, int, np.ndarray]:
     """Twin of ``coincidence_update``: same arguments, same effect on the arrays, (pulses issued,
     synapses over the limit, most coincidences on one synapse among them, slots used per sample)."""
     nb, n_in = x.shape
     n_out = d.shape[1]
     m_syn = n_in * n_out
+    if agg:
+        lists = [[] for _ in range(m_syn)]
+        row_events = np.zeros(n_out, np.int64)
+        bls = np.zeros(nb, np.int64)
+        for b in range(nb):
+            cm, rm, bls[b] = sample_masks(x, d, lr, dw, balance, bl_manage, bl, seed, b)
+            any_col = 0
+            for m in cm:
+                any_col |= m
+            for i in range(n_out):
+                row_events[i] += bin(rm[i] & any_col).count("1")
+                for j in range(n_in):
+                    both = rm[i] & cm[j]
+                    sgn = -1 if (x[b, j] > 0) == (d[b, i] > 0) else 1
+                    for s in range(bl):
+                        if (both >> s) & 1:
+                            lists[i * n_in + j].append((b * bl + s, sgn))
+        return (*_apply_aggregated(lists, row_events, n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb,
+                                   n_dev, bidir, law, prm, dseed, t), bls)
     used = np.zeros(m_syn, np.int64)  # coincidences drawn per synapse; the first cap are applied
     bls = np.zeros(nb, np.int64)
     total = 0
@@ -198,10 +267,20 @@ def coincidence_draw(x, d, lr, dw, balance, bl_manage, bl, seed):
 
 
 def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, arb,
-                      n_dev, bidir, law, prm, dseed, t) -> tuple[int, int, int]:
+                      n_dev, bidir, law, prm, dseed, t, agg=False) -> tuple[int, int, int]:
     """Twin of ``coincidence_apply``: every listed (row, event, column) in turn, one pulse each, up to
-    cap per synapse."""
+    cap per synapse (with ``agg``: each synapse's list through the aggregated twin)."""
     n_out = rstart.size - 1
+    if agg:
+        lists = [[] for _ in range(n_out * n_in)]
+        for i in range(n_out):
+            for es in events[rstart[i]:rstart[i + 1]]:
+                e, sdn = (int(es), 1) if es >= 0 else (~int(es), -1)
+                for v in cols[coff[e]:coff[e + 1]]:
+                    j, sgn = (int(v), -sdn) if v >= 0 else (~int(v), sdn)
+                    lists[i * n_in + j].append((e, sgn))
+        return _apply_aggregated(lists, np.diff(rstart), n_in, cap, g, p, tprog, npulse, up, down, lo, hi, stuck, nu,
+                                 arb, n_dev, bidir, law, prm, dseed, t)
     used = np.zeros(n_out * n_in, np.int64)
     total = 0
     for i in range(n_out):
@@ -219,8 +298,42 @@ def coincidence_apply(coff, cols, rstart, events, n_in, cap, g, p, tprog, npulse
 
 
 def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, m_syn, n_dev, bidir, law, prm,
-                 seed, t) -> int:
-    """Twin of ``pulse_sparse``: dense counts through the ``pulse_tile`` twin, then the counter."""
+                 seed, t, agg=False) -> int:
+    """Twin of ``pulse_sparse``: dense counts through the ``pulse_tile`` twin, then the counter. With
+    ``agg`` on an aggregating card, synapse by synapse: device (start + r) mod n_dev takes pulses
+    m = r, r + n_dev, ... as one step keyed by its last m (``walk_clear``), else one by one."""
+    if agg and D.steps_add_up(law, prm):
+        total = 0
+        for k, n in zip(np.asarray(ks), np.asarray(counts)):
+            k, n = int(k), int(n)
+            if n == 0:
+                continue
+            side = 0 if (bidir or n > 0) else 1
+            sign = 1 if n > 0 else -1
+            start = int(arb[k]) if arb.size else 0
+            for r in range(min(abs(n), n_dev)):
+                ms = list(range(r, abs(n), n_dev))
+                idx = (side * n_dev + (start + r) % n_dev) * m_syn + k
+                if stuck[idx] == 0:
+                    g_now = float(g[idx] * D.drift_factor(nu[idx], t - tprog[idx], prm)[()])
+                    a, b = (len(ms), 0) if sign > 0 else (0, len(ms))
+                    if len(ms) == 1 or D.walk_clear(g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], a, b, nu[idx],
+                                                    prm):
+                        g[idx], p[idx] = D.pulse_n(g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], a, b, prm,
+                                                   seed, idx, ms[-1])
+                    else:
+                        for m in ms:
+                            g_now = g[idx] * D.drift_factor(nu[idx], t - tprog[idx], prm)[()]
+                            gi, pi = D.pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx], sign, prm,
+                                                 seed, idx, m)
+                            g[idx], p[idx] = float(gi), float(pi)
+                            tprog[idx] = t
+                npulse[idx] += len(ms)
+                tprog[idx] = t
+            if arb.size:
+                arb[k] = (start + abs(n)) % n_dev
+            total += abs(n)
+        return total
     dense = np.zeros(m_syn, np.int64)
     dense[ks] = counts
     start = arb if arb.size else np.empty(0, np.int64)
@@ -232,7 +345,7 @@ def pulse_sparse(ks, counts, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, 
 
 
 def accumulate_pulse(chi, dw, alpha, eps, cap, arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, n_dev, bidir,
-                     law, prm, seed, t) -> tuple[int, int, float]:
+                     law, prm, seed, t, agg=False) -> tuple[int, int, float]:
     """Twin of ``accumulate_pulse``: the accumulator in numpy (transfers limited to ±cap), the pulses
     through ``pulse_tile``."""
     c = chi + alpha * np.asarray(dw, dtype=np.float64)
@@ -243,7 +356,7 @@ def accumulate_pulse(chi, dw, alpha, eps, cap, arb, g, p, tprog, npulse, up, dow
     chi[over] += (wanted[over] - n[over]) * eps  # what the limit holds back stays in the accumulator
     ks = np.flatnonzero(n)
     total = pulse_sparse(ks, n[ks].astype(np.int64), arb, g, p, tprog, npulse, up, down, lo, hi, stuck, nu, chi.size,
-                         n_dev, bidir, law, prm, seed, t)
+                         n_dev, bidir, law, prm, seed, t, agg)
     return (total, *_limit_report(wanted, cap))
 
 
