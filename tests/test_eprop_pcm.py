@@ -1,6 +1,7 @@
 """The e-prop-on-PCM experiment end to end on a tiny network, its reproducibility and its errors."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -135,6 +136,38 @@ def test_evidence_accumulation_with_alif_runs(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert all(0.0 <= r["final"] <= 1.0 and r["metric"] == "accuracy" for r in summary["table"])
+    # the report explains accuracy, and lists only the chip-side differences from Demirag et al.'s code
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "Accuracy = the fraction of the test trials" in text and "NMSE =" not in text
+    assert "Bellec et al.'s evidence-accumulation code" in text and "**Read noise**" in text
+    assert "**Initial weights**" not in text and "This configuration" not in text
+
+
+def test_the_evidence_config_follows_bellec_et_al():
+    """examples/eprop_pcm/evidence.yaml: the network, time constants and adaptation of Bellec et al.'s
+    evidence-accumulation code, every run tuned by the same search on seeds it is not scored on."""
+    from pathlib import Path
+
+    from neuroemu.studies import resolve
+
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "examples/eprop_pcm/evidence.yaml").read_text())
+    _, cfg = resolve(root / "examples/eprop_pcm/evidence.yaml")
+    t, m = cfg["task"], cfg["model"]
+    assert (t["name"], t["n_in"], m["n_rec"], m["n_alif"], m["n_ref"]) == ("evidence_accumulation", 40, 100, 50, 5)
+    assert (m["tau_m"], m["tau_out"], m["tau_a"], m["v_th"], m["f_target"]) == (0.02, 0.02, 2.0, 0.6, 10.0)
+    rule = eprop_pcm._config(eprop_pcm.jobs(cfg)[0])
+    # their beta_a = 1.7 (1 − ρ)/(1 − α) on the threshold, in absolute units
+    assert rule.beta == pytest.approx(1.7 * (1 - math.exp(-1 / 2000)) / (1 - math.exp(-1 / 20)), rel=0.01)
+    assert rule.loss == "ce" and rule.reg_form == "loss" and math.isinf(rule.grad_clip)
+    # Bellec's W ~ randn/√fan_in: Kaiming-normal × 1/√2
+    gains = eprop_pcm.initial_gains(m, 40, 100, cfg["hardware"]["w_max"])
+    assert gains["in_gain"] == pytest.approx(1.0, rel=1e-3) and gains["rec_gain"] == pytest.approx(1.0, rel=1e-3)
+    assert [r["name"] for r in cfg["runs"]] == ["fp32", "pcm_nandakumar2018/mixed_precision"]
+    assert not set(raw["tune"]["seeds"]) & set(cfg["seeds"]) and len(cfg["seeds"]) >= 3
+    lines = eprop_pcm.differences_markdown(cfg)
+    assert [ln for ln in lines if ln.startswith("* **")] == \
+        [f"* **{k}**: {v}" for k, v in eprop_pcm.DIFFERENCES if k in eprop_pcm.CHIP_DIFFERENCES]
 
 
 def test_eprop_sweep_same_numbers_on_processes_and_dask(tmp_path, capsys):

@@ -466,9 +466,25 @@ def departures(cfg: dict[str, Any]) -> list[str]:
     return out
 
 
+#: The titles of :data:`DIFFERENCES` about the chip and the update schemes (not about Demirag et al.'s
+#: pattern-generation task): what still applies when the task and network follow another setup.
+CHIP_DIFFERENCES = ("Read noise", "Drift clock", "Refresh", "Stochastic scheme", "Sign threshold",
+                    "Mixed-precision step", "Multi-device scale", "Added references", "Eligibility traces")
+
+
 def differences_markdown(cfg: dict[str, Any]) -> list[str]:
     """The "differences from the authors' setup" list of RESULTS.md: this config's departures from
-    :data:`AUTHORS`, then :data:`DIFFERENCES`."""
+    :data:`AUTHORS`, then :data:`DIFFERENCES`. Evidence accumulation is not Demirag et al.'s task:
+    its task and network follow Bellec et al.'s code (the config says how and where it departs), and
+    only the chip-side differences (:data:`CHIP_DIFFERENCES`) are listed."""
+    if cfg["task"]["name"] != "pattern_generation":
+        lines = ["## Differences from the authors' setup", "",
+                 "The task and the network follow Bellec et al.'s evidence-accumulation code (Nat. Commun. 2020, "
+                 "Fig. 3; github.com/IGITUGraz/eligibility_propagation); the comments of the config list every "
+                 "difference from it. Demirag et al. (whose e-prop-on-PCM code this study follows for the chip and "
+                 "the update schemes) train pattern generation only; of the study's differences from their code, "
+                 "these concern the chip and still apply:", ""]
+        return lines + [f"* **{title}**: {text}" for title, text in DIFFERENCES if title in CHIP_DIFFERENCES]
     lines = ["## Differences from the authors' setup", "",
              "Demirag et al.'s code (srnn-pcm) and its README's tuned set for mixed precision, as recorded in "
              "`neuroemu.studies.eprop_pcm.AUTHORS`; units converted as the module docstring says.", ""]
@@ -601,6 +617,18 @@ def _draw_pattern(ax, result) -> None:
     ax.legend(fontsize="xx-small")
 
 
+def _metric_note(metric: str) -> str:
+    """What the main column of RESULTS.md's table measures."""
+    what = ("NMSE = mean (y − y*)² / variance of y* on one final pass with noisy reads (1 = predicting the\n"
+            "mean), averaged over the patterns" if metric == "nmse" else
+            "Accuracy = the fraction of the test trials (fresh trials of the run's seed, the same for every run) whose\n"
+            "decision, the argmax of the read-out averaged over the recall window, is the side with more cues\n"
+            "(0.5 = chance), on one pass with noisy reads")
+    return (what + '; "after" columns: the same after the trained chip has drifted\n'
+            "for that long. Pulses per synapse count all device pulses (programming, refresh) over the three\n"
+            "matrices.")
+
+
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv (learning curves), RESULTS.md and figures; return the summary."""
     from ...io import atomic_write_text
@@ -674,12 +702,7 @@ Produced by:
   network's, stops and is left out of the means ("diverged k/n"); pulse schemes clip an update to
   their max_pulses per synapse and say so below the table
 
-""" + "\n".join(lines) + """
-
-NMSE = mean (y − y*)² / variance of y* on one final pass with noisy reads (1 = predicting the
-mean), averaged over the patterns; "after" columns: the same after the trained chip has drifted
-for that long. Pulses per synapse count all device pulses (programming, refresh) over the three
-matrices.
+""" + "\n".join(lines) + "\n\n" + _metric_note(metric) + """
 
 """ + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n\n" + \
         "\n".join(differences_markdown(cfg)) + "\n"
