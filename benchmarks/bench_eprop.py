@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import neuroemu  # noqa: F401 - before numpy: it sets the thread pools' idle policy (neuroemu/__init__.py)
 import numpy as np
 import yaml
 

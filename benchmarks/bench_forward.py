@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import neuroemu  # noqa: F401 - before numpy: it sets the thread pools' idle policy (neuroemu/__init__.py)
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import neuroemu  # noqa: F401 - before numpy: it sets the thread pools' idle policy (neuroemu/__init__.py)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,17 @@ chip: ideal LIF neurons or an emulated analog chip with mismatch, noise and cali
 (:mod:`neuroemu.hardware.calibration`); :mod:`neuroemu.hardware.analog` holds the analog chip's matrix-multiply mode.
 """
 
-from .errors import CardError, ConfigError, DataError, NeuroemuError
+import os as _os
+
+# Thread pools that sleep when idle. OpenBLAS's threads and numba's OpenMP workers otherwise spin
+# for a while after each call and take the cores from the other pool's next call (on 2 cores a
+# 2-thread kernel right after a BLAS product ran at 1-thread speed; with these, at 2-thread speed,
+# and BLAS products were no slower). Read when the libraries load: effective when neuroemu is
+# imported before numpy (as by the command line); a value set by the user wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import CardError, ConfigError, DataError, NeuroemuError  # noqa: E402
 from .hardware import (MAX_PULSES, MAX_TILE, SCHEMES, AnalogNeurons, Card, IdealNeurons, MACTile, Periphery,
                        PulseLimitWarning, SpikingLayer, Tile, TiledLayer, calibrate, list_cards, load_card, make_scheme,
                        make_substrate, make_tile)

@@ -5,8 +5,11 @@ Randomness inside kernels comes from the counter-based generator in :mod:`.rng`,
 that the caller draws from a ``numpy.random.Generator``: results do not depend on the order in
 which elements are visited, so the same seed gives the same result bit for bit.
 
-Kernels are single-threaded on purpose: they run between BLAS matrix products, and a numba
-thread pool started right after an OpenBLAS call fights its spinning threads for the cores (a
-0.1 ms kernel was measured at 8 ms that way on a 2-core machine). The matrix products use the
-cores through BLAS; sweeps use them through processes.
+Kernels whose work splits into independent parts run them in parallel (``prange``: the samples of
+a batch, the chains of a sampler, fixed blocks of rows), each part computing exactly what it would
+alone, so the results do not depend on the number of threads (tested). The count is set with the
+BLAS library's by :func:`neuroemu.threads.limit`. A numba thread pool started right after an
+OpenBLAS call used to fight OpenBLAS's spinning threads for the cores (a 5 ms kernel ran at
+1-thread speed after a matrix product on 2 cores): ``neuroemu/__init__.py`` makes both pools sleep
+when idle. Sweeps use the cores through processes, one thread each.
 """
