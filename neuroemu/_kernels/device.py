@@ -232,20 +232,25 @@ def pulse_tile(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, counts, start, 
     """
     m_syn = counts.size
     for k in range(m_syn):
-        n = counts[k]
-        if n == 0:
-            continue
-        sign = 1 if n > 0 else -1
-        side = 0 if (bidir or n > 0) else 1
-        s0 = start[k] if start.size > 0 else 0
-        for m in range(abs(n)):
-            idx = (side * n_dev + (s0 + m) % n_dev) * m_syn + k
-            npulse[idx] += 1
-            if stuck[idx] == 0:
-                g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
-                g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx],
-                                           sign, prm, seed, idx, m)
-            tprog[idx] = t
+        if counts[k] != 0:
+            pulse_synapse(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, k, counts[k],
+                          start[k] if start.size > 0 else 0, m_syn, n_dev, bidir, law, prm, seed, t)
+
+
+@njit(cache=True, inline="always")
+def pulse_synapse(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, k, n, s0, m_syn, n_dev, bidir, law, prm, seed, t):
+    """n signed pulses to synapse k, round-robin over its side's devices from device s0 (the rules
+    of :func:`pulse_tile`)."""
+    sign = 1 if n > 0 else -1
+    side = 0 if (bidir or n > 0) else 1
+    for m in range(abs(n)):
+        idx = (side * n_dev + (s0 + m) % n_dev) * m_syn + k
+        npulse[idx] += 1
+        if stuck[idx] == 0:
+            g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
+            g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx],
+                                       sign, prm, seed, idx, m)
+        tprog[idx] = t
 
 
 @njit(cache=True)

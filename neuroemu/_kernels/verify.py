@@ -11,7 +11,7 @@ those devices, :func:`pulse_synapses` equals ``pulse_tile`` with counts that are
 
 from numba import njit
 
-from .device import drift_factor, pulse_one, read_std
+from .device import drift_factor, pulse_synapse, read_std
 from .rng import normal
 
 
@@ -39,21 +39,9 @@ def pulse_synapses(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, ks, counts,
     n > 0 pulses on side 0 and n < 0 on side 1; round-robin over the side's devices from
     ``start[j]``, or from device 0 when ``start`` is empty)."""
     for j in range(ks.size):
-        n = counts[j]
-        if n == 0:
-            continue
-        k = ks[j]
-        sign = 1 if n > 0 else -1
-        side = 0 if (bidir or n > 0) else 1
-        s0 = start[j] if start.size > 0 else 0
-        for m in range(abs(n)):
-            idx = (side * n_dev + (s0 + m) % n_dev) * m_syn + k
-            npulse[idx] += 1
-            if stuck[idx] == 0:
-                g_now = g[idx] * drift_factor(nu[idx], t - tprog[idx], prm)
-                g[idx], p[idx] = pulse_one(law, g_now, p[idx], up[idx], down[idx], lo[idx], hi[idx],
-                                           sign, prm, seed, idx, m)
-            tprog[idx] = t
+        if counts[j] != 0:
+            pulse_synapse(g, p, tprog, npulse, up, down, lo, hi, stuck, nu, ks[j], counts[j],
+                          start[j] if start.size > 0 else 0, m_syn, n_dev, bidir, law, prm, seed, t)
 
 
 @njit(cache=True)
