@@ -25,6 +25,14 @@ BLOCKS = 8
 
 
 @njit(cache=True, inline="always")
+def grown(a, m, cap):
+    """A copy of a with room for ``cap`` entries, its first ``m`` kept (the growing event lists)."""
+    b = np.empty(cap, a.dtype)
+    b[:m] = a[:m]
+    return b
+
+
+@njit(cache=True, inline="always")
 def _block(k, nk, n):
     """Start of block k of nk equal blocks over range(n)."""
     return (k * n) // nk
@@ -46,9 +54,7 @@ def spike_events(x):
     for r in range(rows):
         if k + n > cap:
             cap = max(2 * cap, k + n)
-            idx2 = np.empty(cap, np.int32)
-            idx2[:k] = idx[:k]
-            idx = idx2
+            idx = grown(idx, k, cap)
         xr = x[r]
         c = 0
         for i in range(n):

@@ -19,7 +19,7 @@ stay in float32. The dot products of :func:`gather_rows_dot` use eight partial s
 import numpy as np
 from numba import njit, prange
 
-from .events import BLOCKS, _block
+from .events import BLOCKS, _block, grown
 
 
 @njit(cache=True)
@@ -82,12 +82,8 @@ def lif_forward_active(cur, beta, theta, b_th, scale, zs):
         for b in range(nb):
             if m + n > cap:
                 cap = max(2 * cap, m + n)
-                idx2 = np.empty(cap, np.int32)
-                sg2 = np.empty(cap, cur.dtype)
-                idx2[:m] = idx[:m]
-                sg2[:m] = sg[:m]
-                idx = idx2
-                sg = sg2
+                idx = grown(idx, m, cap)
+                sg = grown(sg, m, cap)
             vb = v[b]
             zb = z[b]
             zt = zs[t, b]
@@ -311,17 +307,11 @@ def lif_forward_events(cur, beta, theta, b_th, scale, counts):
         for b in range(nb):
             if m + n > cap:
                 cap = max(2 * cap, m + n)
-                idx2 = np.empty(cap, np.int32)
-                sg2 = np.empty(cap, cur.dtype)
-                idx2[:m] = idx[:m]
-                sg2[:m] = sg[:m]
-                idx = idx2
-                sg = sg2
+                idx = grown(idx, m, cap)
+                sg = grown(sg, m, cap)
             if me + n > ecap:
                 ecap = max(2 * ecap, me + n)
-                eidx2 = np.empty(ecap, np.int32)
-                eidx2[:me] = eidx[:me]
-                eidx = eidx2
+                eidx = grown(eidx, me, ecap)
             vb = v[b]
             zb = z[b]
             cb = counts[b]
