@@ -50,6 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_update import cycle, make_data  # noqa: E402
 from benchmarks.timing import add_threads_option, at_threads, median_times  # noqa: E402
 
 from neuroemu.hardware.crossbar import Periphery, Tile  # noqa: E402
@@ -317,26 +318,9 @@ NEUROEMU_UPDATES = [  # (row, scheme, card)
 ]
 
 
-def update_data(n_sets: int = 4):
+def update_data():
     n_out, n_in, batch = UPD
-    rng = np.random.default_rng(0)
-    sets = []
-    for _ in range(n_sets):
-        x = rng.random((batch, n_in), dtype=np.float32)
-        x[rng.random((batch, n_in)) < 0.5] = 0.0
-        d = (0.01 * rng.standard_normal((batch, n_out))).astype(np.float32)
-        sets.append((x, d))
-    return sets
-
-
-def _cycle(data, fn):
-    state = {"i": 0}
-
-    def step():
-        x, d = data[state["i"] % len(data)]
-        state["i"] += 1
-        fn(x, d)
-    return step
+    return make_data(n_out, n_in, batch, 0.01)
 
 
 def _aihwkit_update_configs():
@@ -368,16 +352,16 @@ def update_sides(peers: dict, data) -> tuple[dict, list[str]]:
     def sgd(x, d):
         np.subtract(w, LR * (d.T @ x), out=w)
 
-    sides = {"numpy float32 SGD": _cycle(data, sgd)}
+    sides = {"numpy float32 SGD": cycle(data, sgd)}
     notes = []
     torch = peers.get("torch")
     if torch is not None:
         tw = torch.zeros(n_out, n_in)
         tdata = [(torch.from_numpy(x), torch.from_numpy(d)) for x, d in data]
-        sides["PyTorch float32 SGD"] = _cycle(tdata, lambda x, d: tw.addmm_(d.T, x, alpha=-LR))
+        sides["PyTorch float32 SGD"] = cycle(tdata, lambda x, d: tw.addmm_(d.T, x, alpha=-LR))
     for row, scheme, card in NEUROEMU_UPDATES:
         sch = make_scheme(scheme, Tile(n_out, n_in, card, rng=1), rng=2)
-        sides[f"neuroemu {row}"] = _cycle(data, lambda x, d, sch=sch: sch.update(x, d, LR))
+        sides[f"neuroemu {row}"] = cycle(data, lambda x, d, sch=sch: sch.update(x, d, LR))
     if peers.get("aihwkit") is not None and torch is not None:
         try:
             cfgs = _aihwkit_update_configs()
@@ -390,7 +374,7 @@ def update_sides(peers: dict, data) -> tuple[dict, list[str]]:
                 layer = _aihwkit_linear(peers["aihwkit"], torch, w, make())
                 tile = next(layer.analog_tiles())
                 tile.set_learning_rate(LR)
-                fn = _cycle(tdata, lambda x, d, tile=tile: tile.update(x, d))
+                fn = cycle(tdata, lambda x, d, tile=tile: tile.update(x, d))
                 fn()
                 sides[row] = fn
             except Exception as exc:  # noqa: BLE001 - API differences between aihwkit versions

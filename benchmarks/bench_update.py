@@ -64,6 +64,17 @@ def make_data(n_out: int, n_in: int, batch: int, d_std: float, n_sets: int = 4, 
     return sets
 
 
+def cycle(data, fn):
+    """A call of fn(x, d) on the next data set of ``data`` (in turn), as one timed function."""
+    state = {"i": 0}
+
+    def step():
+        x, d = data[state["i"] % len(data)]
+        state["i"] += 1
+        fn(x, d)
+    return step
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
@@ -79,15 +90,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lr = 0.01
     data = make_data(n_out, n_in, args.batch, args.d_std)
 
-    def cycle(fn):
-        state = {"i": 0}
-
-        def step():
-            x, d = data[state["i"] % len(data)]
-            state["i"] += 1
-            fn(x, d)
-        return step
-
     def measure(n_threads: int) -> list[dict]:
         w = np.zeros((n_out, n_in), np.float32)
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             scheme = make_scheme(name, tile, rng=2, **params)
             p0 = scheme.stats()["pulses"]
             n0 = scheme.n_updates
-            base, t = median_times([cycle(sgd), cycle(lambda x, d: scheme.update(x, d, lr))], repeat)
+            base, t = median_times([cycle(data, sgd), cycle(data, lambda x, d: scheme.update(x, d, lr))], repeat)
             pulses = (scheme.stats()["pulses"] - p0) / max(scheme.n_updates - n0, 1)
             rows.append({"scheme": name, "variant": variant, "card": card, "ms": t * 1e3, "baseline_ms": base * 1e3,
                          "ratio": base / t, "pulses_per_update": pulses})
