@@ -199,13 +199,14 @@ def test_backward_kernels_do_not_depend_on_the_thread_count(rng):
 
     nt, nb, n, n_in = 20, 11, 9, 7
     ptr, idx, _ = _active(rng, (nt, nb, n), np.float64)
+    ptr_lo, idx_lo, _ = _active(rng, (nt, nb, n_in), np.float64)  # the layer below has n_in neurons
     ds = rng.normal(0, 1, idx.shape)
     eptr, eidx, _ = K_ev.spike_events((rng.random((nt * nb, n_in)) < 0.2).astype(np.float64))
     wt = rng.normal(0, 1, (n_in, n))
     res = []
     for k in (1, threads.available()):
         with threads.limit(k):
-            res.append(K.active_backward(ptr, idx, ds, nt, nb, 0.85, eptr, eidx, np.empty(0), ptr, idx, wt))
+            res.append(K.active_backward(ptr, idx, ds, nt, nb, 0.85, eptr, eidx, np.empty(0), ptr_lo, idx_lo, wt))
     assert all(np.array_equal(a, b) for a, b in zip(*res))
 
 
