@@ -603,6 +603,49 @@ def test_rsnn_on_a_float_chip_is_the_float_network_and_eprop_takes_its_step():
     np.testing.assert_allclose(chip["output"].bias, net.b_out, rtol=1e-4, atol=1e-6)
 
 
+def test_eprop_with_adam_takes_adams_steps_on_the_eprop_gradients():
+    """optimizer="adam": each update is Adam's step (written out here) on EpropNetwork's gradient, one
+    Adam at lr for the input and recurrent weights and one at lr_out for the read-out; the moments
+    carry over from step to step and through a pickled (checkpointed) rule."""
+    import pickle
+
+    from neuroemu.chip import Hardware
+    from neuroemu.rules.base import run_step
+    from neuroemu.rules.eprop import Eprop
+
+    model = _rsnn()
+    chip = model.build(Hardware.ideal(w_max=10.0), rng=0)
+    rule = Eprop(2e-3, 5e-3, optimizer="adam")
+    rule.bind(chip)
+    w = chip.weights()
+    params = {"w_in": w["input"], "w_rec": w["recurrent"], "w_out": w["output"], "b_out": chip["output"].bias.copy()}
+    lrs = {"w_in": 2e-3, "w_rec": 2e-3, "w_out": 5e-3, "b_out": 5e-3}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    s = {k: np.zeros_like(v) for k, v in params.items()}
+    task = _sequences()
+    for t in (1, 2, 3):
+        if t == 3:
+            rule = pickle.loads(pickle.dumps(rule))
+        net = EpropNetwork(model.cfg, *(chip.weights()[k] for k in ("input", "recurrent", "output")),
+                           b_out=chip["output"].bias.copy())
+        grads = net.gradients(task.x, task.target, task.mask)
+        run_step(rule, chip, task)
+        for k in params:
+            m[k] = 0.9 * m[k] + 0.1 * grads[k]
+            s[k] = 0.999 * s[k] + 0.001 * grads[k] ** 2
+            step = -lrs[k] * (m[k] / (1 - 0.9 ** t)) / (np.sqrt(s[k] / (1 - 0.999 ** t)) + 1e-8)
+            if k == "w_rec":
+                np.fill_diagonal(step, 0.0)
+            params[k] = params[k] + step
+        after = chip.weights()
+        for name, k in (("input", "w_in"), ("recurrent", "w_rec"), ("output", "w_out")):
+            np.testing.assert_allclose(after[name], params[k], rtol=1e-4, atol=2e-5)
+        np.testing.assert_allclose(chip["output"].bias, params["b_out"], rtol=1e-4, atol=2e-5)
+    assert np.abs(after["input"] - w["input"]).max() > 3e-3  # three real steps
+    with pytest.raises(ValueError, match="Eprop.optimizer"):
+        Eprop(1e-3, optimizer="rmsprop")
+
+
 @pytest.mark.parametrize("card", ["pcm_nandakumar2018", "rram_gong2018"])
 @pytest.mark.parametrize("scheme", ["ideal", "sign", "mixed_precision"])
 def test_eprop_trains_a_pulsed_chip_through_its_scheme(card, scheme):

@@ -399,6 +399,13 @@ def test_a_run_can_have_its_own_training_values(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     text = (out / "RESULTS.md").read_text()
     assert "runs with their own training values: fp32: lr 1e-06" in text
+    assert "ΔW = −lr·g through each run's scheme" in text
+    # optimizer: a plain-SGD job leaves the field out (it keeps the hash it had before the field existed)
+    adam, _ = _job(tmp_path, seeds=[0], train={"updates": 2, "lr": 1e-3, "optimizer": "adam"},
+                   runs=[{"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
+                         {"name": "sgd", "card": "ideal", "scheme": "ideal", "train": {"optimizer": "sgd"}}])
+    assert [j["train"].get("optimizer") for j in eprop_pcm.jobs(adam)] == ["adam", None]
+    assert all("optimizer" not in j["train"] for j in eprop_pcm.jobs(cfg))
     assert "## Differences from the authors' setup" in text and "**Initial weights**" in text
     assert "model.init kaiming (the authors': devices)" in text  # the test config departs, and says so
     bad = config(tmp_path / "bad.yaml", runs=[{"card": "ideal", "scheme": "ideal", "train": {"lr": -1.0}}])
@@ -410,18 +417,22 @@ def test_a_run_can_have_its_own_training_values(tmp_path, capsys):
     assert "lrr" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [
-    {},
-    {"task": {"name": "evidence_accumulation", "n_in": 8, "batch": 2}, "model": {"n_rec": 12, "n_alif": 6},
-     "eval": {"delays": [3600], "trials": 4}},
-], ids=["pattern_generation", "evidence_accumulation"])
-def test_an_interrupted_job_resumes_from_its_checkpoint_with_the_same_result(tmp_path, monkeypatch, extra):
-    """The trainer checkpoints the whole job at every evaluation; a job run again after an
-    interruption resumes there and ends with the result of an uninterrupted run, bit for bit."""
+@pytest.mark.parametrize("extra, optimizer", [
+    ({}, "sgd"),
+    ({"task": {"name": "evidence_accumulation", "n_in": 8, "batch": 2}, "model": {"n_rec": 12, "n_alif": 6},
+      "eval": {"delays": [3600], "trials": 4}}, "sgd"),
+    ({"task": {"name": "evidence_accumulation", "n_in": 8, "batch": 2}, "model": {"n_rec": 12, "n_alif": 6},
+      "eval": {"delays": [3600], "trials": 4}}, "adam"),
+], ids=["pattern_generation", "evidence_accumulation", "evidence_accumulation_adam"])
+def test_an_interrupted_job_resumes_from_its_checkpoint_with_the_same_result(tmp_path, monkeypatch, extra, optimizer):
+    """The trainer checkpoints the whole job at every evaluation (Adam's moments included); a job run
+    again after an interruption resumes there and ends with the result of an uninterrupted run, bit for bit."""
     from tests.checkpoints import resumes_identically
 
     _, job = _job(tmp_path, run={"card": "pcm_nandakumar2018", "scheme": "mixed_precision"},
-                  train={"updates": 6, "lr": 1e-3, "eval_every": 2}, **extra)
+                  train={"updates": 6, "lr": 1e-3 if optimizer == "sgd" else 0.05, "eval_every": 2,
+                         "optimizer": optimizer}, **extra)  # Adam's lr: the step size, pulses within 6 steps
+    assert job["train"].get("optimizer", "sgd") == optimizer
 
     straight = resumes_identically(monkeypatch, tmp_path, eprop_pcm.run_job, job, done=4,
                                    clean=lambda r: {k: v for k, v in r.items() if k != "train_time_s"})

@@ -102,6 +102,7 @@ from neuroemu._kernels import neurons as _NK
 from ..chip import Update
 from ..data.sequences import nmse
 from .base import Rule, RuleError, Step, check_traits
+from .surrogate import Adam
 from ..rng import as_rng
 
 __all__ = [
@@ -122,6 +123,8 @@ __all__ = [
 
 _LOSSES = ("mse", "ce")
 _FEEDBACK = ("symmetric", "random", "adaptive")
+#: How :class:`Eprop` turns a gradient into ΔW: plain steps −lr·g, or Adam's steps.
+OPTIMIZERS = ("sgd", "adam")
 _REG_FORMS = ("loss", "signal")
 
 
@@ -478,7 +481,11 @@ class Eprop(Rule):
       and ``clip_updates`` (updates with any clamped entry);
     * then the updates ΔW = −lr·g of ``input`` and ``recurrent`` (the diagonal never written: no
       autapses) and ΔW = −lr_out·g of ``output`` (``lr_out`` default ``lr``), with its bias when the
-      layer has one (−lr_out·db, digital).
+      layer has one (−lr_out·db, digital). With ``optimizer="adam"`` each ΔW is instead the step of
+      Adam (Kingma & Ba 2015; β 0.9, 0.999, eps 1e-8, as the authors' TensorFlow code) on g: one Adam
+      at ``lr`` for the input and recurrent weights, one at ``lr_out`` for the read-out; the chip
+      applies that ΔW through the layer's scheme like any other. Its moments live on the rule (and
+      so in a trainer checkpoint).
 
     The weights change through each layer's update scheme as a dense ΔW (e-prop's gradient is a
     sum over time, not one outer product), so any scheme applies. ``loss``, ``c_reg``, ``f_target``,
@@ -493,11 +500,13 @@ class Eprop(Rule):
     requires = frozenset({"recurrent", "spiking", "sequence"})
 
     def __init__(self, lr: float, lr_out: float | None = None, *, feedback: str = "symmetric", b_feedback=None,
-                 fb_gain: float = 1.0, rng=None, **learning):
+                 fb_gain: float = 1.0, rng=None, optimizer: str = "sgd", **learning):
         unknown = sorted(set(learning) - set(LEARNING))
         if unknown:
             raise TypeError(f"Eprop: unknown option {unknown[0]!r}; expected lr, lr_out, feedback, b_feedback, "
-                            f"fb_gain, rng or one of {', '.join(LEARNING)}")
+                            f"fb_gain, rng, optimizer or one of {', '.join(LEARNING)}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"Eprop.optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
         EpropConfig(**learning)  # bad values fail here, not when the rule is bound
         for name, val in (("lr", lr), ("lr_out", lr if lr_out is None else lr_out)):
             if not (isinstance(val, (int, float, np.floating, np.integer)) and math.isfinite(val) and val > 0):
@@ -508,6 +517,8 @@ class Eprop(Rule):
             raise ValueError("Eprop.b_feedback: expected None for feedback='symmetric' (B = W_out transposed)")
         self.lr = lr
         self.lr_out = lr if lr_out is None else lr_out
+        self.optimizer = optimizer
+        self._adam = None if optimizer == "sgd" else (Adam(float(self.lr)), Adam(float(self.lr_out)))
         self.learning = dict(learning)
         self.feedback_mode, self.fb_gain, self.rng = feedback, fb_gain, rng
         self.feedback = None if b_feedback is None else _array("b_feedback", b_feedback, 2).copy()
@@ -552,13 +563,18 @@ class Eprop(Rule):
         self.clipped_entries += g["clipped"]
         self.clip_updates += g["clipped"] > 0
         yield {"clipped": g["clipped"], "clipped_entries": self.clipped_entries, "clip_updates": self.clip_updates}
-        yield Update("input", dw=-self.lr * g["w_in"])
-        dw = -self.lr * g["w_rec"]
-        np.fill_diagonal(dw, 0.0)  # no autapses
-        yield Update("recurrent", dw=dw)
         out = chip["output"]
-        yield Update("output", dw=-self.lr_out * g["w_out"],
-                     db=None if out.bias is None else -self.lr_out * g["b_out"])
+        if self._adam is None:
+            dw_in, dw_rec, dw_out = -self.lr * g["w_in"], -self.lr * g["w_rec"], -self.lr_out * g["w_out"]
+            db = None if out.bias is None else -self.lr_out * g["b_out"]
+        else:
+            dw_in, dw_rec = self._adam[0].change([g["w_in"], g["w_rec"]])
+            dw_out, *db = self._adam[1].change([g["w_out"]] + ([] if out.bias is None else [g["b_out"]]))
+            db = db[0] if db else None
+        yield Update("input", dw=dw_in)
+        np.fill_diagonal(dw_rec, 0.0)  # no autapses
+        yield Update("recurrent", dw=dw_rec)
+        yield Update("output", dw=dw_out, db=db)
         if self.feedback_mode == "adaptive":
             self.feedback = adapt_feedback(self.feedback, g["w_out"], self.lr_out)
 

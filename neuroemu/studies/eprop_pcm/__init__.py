@@ -122,6 +122,9 @@ SCHEMA: dict[str, Any] = {
         "lr": Opt("float", 7e-5, 1e-12, 1e6, doc="input and recurrent weights: ΔW = −lr·g, g summed over the steps "
                   "(the authors' η is η·v_th here)"),
         "lr_out": Opt("float", 1.66e-5, 1e-12, 1e6, doc="read-out weights and bias"),
+        "optimizer": Opt("str", "sgd", choices=("sgd", "adam"),
+                         doc="sgd: ΔW = −lr·g (the authors of the PCM study); adam: ΔW = Adam's step on g, lr and "
+                             "lr_out its step sizes (Bellec et al.'s code); either way the scheme applies ΔW"),
         "grad_clamp": Opt("float", 100.0, nullable=True, check=_positive,
                           doc="clamp on each entry of one sequence's gradient in the authors' units: ±grad_clamp/v_th "
                               "on the input and recurrent gradients, ±grad_clamp on the read-out's (null: none)"),
@@ -201,8 +204,17 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
     common = {k: cfg[k] for k in ("task", "model", "hardware", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__,
-             "train": {**cfg["train"], **run.get("train", {})}, **common}
+             "train": _train(cfg, run), **common}
             for run in cfg["runs"] for seed in cfg["seeds"]]
+
+
+def _train(cfg: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A job's train values: the config's, then the run's own. Plain-SGD jobs leave ``optimizer`` out, so
+    that they keep the hash (and the recorded results) they had before the field existed."""
+    tr = {**cfg["train"], **run.get("train", {})}
+    if tr.get("optimizer") == "sgd":
+        del tr["optimizer"]
+    return tr
 
 
 def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
@@ -294,7 +306,7 @@ def network(job: dict[str, Any], n_in: int, n_out: int, rng: np.random.Generator
     weights = model.initial_weights(rng)
     fb = None if m["feedback"] == "symmetric" else random_feedback(m["n_rec"], n_out, gains["fb_gain"], rng)
     chip = model.build(hardware(job), rng, scheme_rng=run_rng, weights=weights)
-    rule = Eprop(tr["lr"], tr["lr_out"], feedback=m["feedback"], b_feedback=fb,
+    rule = Eprop(tr["lr"], tr["lr_out"], feedback=m["feedback"], b_feedback=fb, optimizer=tr.get("optimizer", "sgd"),
                  **{k: getattr(cfg, k) for k in LEARNING})
     return chip, rule
 
@@ -672,6 +684,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
              f"each sequence's gradient clamped to ±{tr['grad_clamp']:g} in the authors' units "
              f"(±{tr['grad_clamp'] / m['v_th']:.4g} on input and recurrent gradients here)")
     interval = "the sequence length" if tr["update_interval"] is None else f"{tr['update_interval']:g} s"
+    step_line = "ΔW = Adam's step on g (lr, lr_out its step sizes)" if tr["optimizer"] == "adam" else "ΔW = −lr·g"
     own = [f"{r['name']}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["train"].items())
            for r in cfg["runs"] if r.get("train")]
     own_line = ("\n* runs with their own training values: " + "; ".join(own)) if own else ""
@@ -691,7 +704,7 @@ Produced by:
   e-prop with {m['feedback']} feedback{fb_line}, firing-rate regulariser {m['c_reg']:g} toward {m['f_target']:g} Hz
   ({m['reg_form']} form); {'a digital read-out bias' if m['readout_bias'] else 'no read-out bias'}; no autapses
 * training: {tr['updates']} updates, lr {tr['lr']:g} (input, recurrent) and {tr['lr_out']:g}
-  (read-out): ΔW = −lr·g through each run's scheme; {clamp}{own_line}
+  (read-out): {step_line} through each run's scheme; {clamp}{own_line}
 * chip: weight {hw['w_max']:g} = a full conductance side{_scale_note(cfg)}, {hw['n_devices']} device(s) per side
   unless a run says otherwise; every read with per-device read noise:
   {hw['read_noise']}; {interval} of chip time from one update to the next (drift)
