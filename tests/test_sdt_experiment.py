@@ -143,3 +143,26 @@ def test_unsupervised_factor_ramps_linearly():
     ramp = {"unsupervised_lr_factor": 1.0, "unsupervised_lr_start": 0.001, "ramp_rounds": 4}
     got = [unsupervised_factor(ramp, r) for r in (1, 2, 4, 9)]
     np.testing.assert_allclose(got, [0.001, 0.001 + 0.999 / 3, 1.0, 1.0])
+
+
+def test_a_run_may_take_some_of_the_seeds(tmp_path, tiny_data, capsys):  # noqa: F811
+    """A run of which one seed takes hours runs on some of the seeds; the others keep their jobs."""
+    from neuroemu.config import validate
+    from neuroemu.studies import sdt
+
+    runs = [{"trainer": "bp", "hidden": [20]}, {"trainer": "none", "hidden": [20], "seeds": [1]}]
+    path = config(tmp_path / "cfg.yaml", tiny_data, seeds=[0, 1], runs=runs)
+    cfg = sdt.check(validate(yaml.safe_load(path.read_text()), sdt.SCHEMA, "t"), "t")
+    jobs = sdt.jobs(cfg)
+    assert [j["id"] for j in jobs] == ["bp/784-20/unsupervised@seed0", "bp/784-20/unsupervised@seed1",
+                                       "none/784-20/unsupervised@seed1"]
+    assert "seeds" not in jobs[0]["run"] and jobs[2]["run"]["seeds"] == [1]
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["table"]}
+    assert (rows["bp/784-20/unsupervised"]["seeds"], rows["none/784-20/unsupervised"]["seeds"]) == (2, 1)
+    assert "* seeds 0, 1 (none/784-20/unsupervised on seed 1: one seed takes hours)" in (out / "RESULTS.md").read_text()
+    bad = config(tmp_path / "bad.yaml", tiny_data, runs=[{"trainer": "none", "hidden": [20], "seeds": [3]}])
+    capsys.readouterr()
+    assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    assert "runs[0].seeds: expected some of the config's seeds [0], got [3]" in capsys.readouterr().err

@@ -163,6 +163,9 @@ RUN = {
     "bp": Opt("dict", {}),
     "eqprop": Opt("dict", {}),
     "semi": Opt("dict", {}),
+    "seeds": Opt("list", None, nullable=True,
+                 doc="this run's seeds, some of the config's (default: all of them): for a run of which one seed "
+                     "takes hours"),
 }
 
 
@@ -205,6 +208,10 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             if run["trainer"] != "eqprop":
                 raise ConfigError(f"{w}.card: only EqProp runs are trained on a chip; got trainer {run['trainer']!r}")
             check_tile_run(run, w)
+        if run["seeds"] is None:
+            del run["seeds"]  # a run on every seed keeps the job (and hash) it had before the field existed
+        elif not run["seeds"] or not set(run["seeds"]) <= set(cfg["seeds"]):
+            raise ConfigError(f"{w}.seeds: expected some of the config's seeds {cfg['seeds']}, got {run['seeds']!r}")
         if run["name"] is None:
             arch = "cnn" if run["arch"] == "cnn" else "784-" + "-".join(map(str, run["hidden"]))
             run["name"] = f"{run['trainer']}/{arch}/{run['mode']}" + \
@@ -222,7 +229,7 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
     common = {k: cfg[k] for k in ("data", "readout", "eval", "diverge_factor")}
     return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
-            for run in cfg["runs"] for seed in cfg["seeds"]]
+            for run in cfg["runs"] for seed in run.get("seeds", cfg["seeds"])]
 
 
 # ---------------------------------------------------------------------------------------- networks
@@ -580,6 +587,9 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         write_csv(out / "metrics.csv", [c for r in results for c in r["curve"]])
     curve = [c for r in divergence.split(results)[0] for c in r["curve"]]  # figures: the seeds kept
     rows = table(results)
+    own = [f"{r['name']} on seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}"
+           for r in cfg["runs"] if "seeds" in r]
+    own_seeds = f" ({'; '.join(own)}: one seed takes hours)" if own else ""
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     paths = []
@@ -686,7 +696,7 @@ Produced by:
   600 labels: 96.6 % EP / 94.9 % BP (pre-training only 91.8 / 90.3 %)
 * divergence: a run whose training loss is NaN/inf, or whose epoch-mean loss is above {cfg['diverge_factor']:g} × the first
   batch's of that phase, stops and is left out of the means ("diverged k/n")
-* seeds {', '.join(map(str, cfg['seeds']))}; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
+* seeds {', '.join(map(str, cfg['seeds']))}{own_seeds}; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
   {meta['wall_time_s']:.0f} s of wall time (jobs finished before are loaded, not rerun; the table gives
   each run's training time)
 
