@@ -37,6 +37,7 @@ from benchmarks.timing import add_threads_option, at_threads, median_times  # no
 
 from neuroemu.hardware.crossbar import Tile  # noqa: E402
 from neuroemu.hardware.schemes import make_scheme  # noqa: E402
+from neuroemu.threads import limit  # noqa: E402
 
 TARGET = 0.4
 CASES = [  # (scheme, card, scheme parameters, what the parameters say)
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return rows
 
     rows = at_threads(args.threads, measure)
+    with limit(1):
+        parts = breakdown(n_out, n_in, data, lr, repeat)
     print(f"pulsed update, {n_in}->{n_out}, batch {args.batch}: x ~ U[0,1) with ~50 % zeros, "
           f"d ~ N(0, {args.d_std:g}^2), "
           f"lr {lr}, float32")
@@ -129,7 +132,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"target: ratio >= {TARGET}: met by {len(met)} of {len(table) - 1} pulsed cases"
               + (f" ({', '.join(r['scheme'] + '/' + r['card'] + (' ' + r['variant'] if r['variant'] else '') for r in met)})"
                  if met else ""))
+    pulses = parts[0]["pulses_per_update"]
+    print(f"\nwhere the time of one stochastic_coincidence update on linear_step goes (1 thread; {pulses:.0f} pulses):")
+    print(f"{'part':<58} {'ms/update':>10} {'share':>7} {'ns/pulse':>9}")
+    for r in parts:
+        print(f"{r['part']:<58} {r['ms']:>10.3f} {r['share']:>7.0%} {r['ms'] * 1e6 / max(pulses, 1):>9.2f}")
     return rows
+
+
+def breakdown(n_out: int, n_in: int, data, lr: float, repeat: int) -> list[dict]:
+    """The default coincidence update split into its parts, each timed on its own with the kernels
+    the scheme calls: drawing the coincidences (``coincidence_draw``), drawing one normal per pulse
+    (``rng.normals``, the step noise's cost), and the rest of the update (reading and writing the
+    device state and its bookkeeping), as the difference."""
+    from neuroemu._kernels import rng as R
+    from neuroemu._kernels import update as U
+
+    tile = Tile(n_out, n_in, "linear_step", rng=1)
+    scheme = make_scheme("stochastic_coincidence", tile, rng=2)
+    p, dw = scheme.params, tile.card.nominal_step / tile.scale
+    p0, n0 = scheme.stats()["pulses"], scheme.n_updates
+    update = cycle(data, lambda x, d: scheme.update(x, d, lr))
+    update()
+    pulses = (scheme.stats()["pulses"] - p0) / (scheme.n_updates - n0)
+    draw = cycle(data, lambda x, d: U.coincidence_draw(x, d, lr, dw, p["update_management"],
+                                                       p["update_bl_management"], p["bl"], 7))
+    noise = np.empty(int(round(pulses)))
+    t_update, t_draw, t_noise = median_times([update, draw, lambda: R.normals(7, 1, noise)], repeat)
+    rest = max(t_update - t_draw - t_noise, 0.0)
+    return [{"part": part, "ms": t * 1e3, "share": t / t_update, "pulses_per_update": pulses, "threads": 1}
+            for part, t in (("whole update", t_update), ("drawing the coincidences", t_draw),
+                            ("one normal per pulse (the step noise)", t_noise),
+                            ("the rest: device state and its bookkeeping", rest))]
 
 
 if __name__ == "__main__":

@@ -994,7 +994,7 @@ def test_column_read_matches_forward(card):
 
 
 # ------------------------------------------------------------------------------------------ benchmark
-def test_benchmark_smoke():
+def test_benchmark_smoke(capsys):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_update.py"
     spec = importlib.util.spec_from_file_location("bench_update", path)
     mod = importlib.util.module_from_spec(spec)
@@ -1003,6 +1003,9 @@ def test_benchmark_smoke():
     assert {r["scheme"] for r in rows} >= {"float32 SGD", "stochastic_coincidence", "mixed_precision", "tiki_taka"}
     for r in rows:
         assert r["ms"] > 0 and r["ratio"] > 0
+    printed = capsys.readouterr().out
+    assert "where the time of one stochastic_coincidence update on linear_step goes" in printed
+    assert "one normal per pulse (the step noise)" in printed
 
 
 def test_bad_card_param_is_config_error():
