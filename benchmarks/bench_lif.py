@@ -10,7 +10,8 @@ and voltage traces. ratio = numpy time / kernel time (higher is better). For sca
 time the emulated analog neurons of the ``brainscales2`` card on the same currents (current-based,
 per-neuron parameters, membrane noise: more work than the baseline, not the same update):
 ``AnalogNeurons.run`` (spikes and normalised float32 membranes, the outputs lif_sequence has),
-``simulate`` (membranes in LSB, float64) and ``simulate(membranes=False)`` (spikes only);
+``simulate`` (membranes in LSB, float64), ``simulate(membranes=False)`` (spikes only) and the same
+without temporal noise (the rest is the noise draws' share);
 ``vs lif_sequence`` is the kernel's time over the analog neurons' (higher is better). Tables at every
 ``--threads`` count (kernels and BLAS; default 1 and 2): the analog neurons run the samples of the
 batch in parallel, with the same results at any count.
@@ -71,14 +72,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def measure(k):
         t_np, t_k, *t_a = median_times([lambda: numpy_lif(cur, p.alpha, p.v_th), lambda: lif_sequence(cur, p),
                                         lambda: chip.run(cur, rng=1), lambda: chip.simulate(cur, rng=1),
-                                        lambda: chip.simulate(cur, rng=1, membranes=False)], repeat)
+                                        lambda: chip.simulate(cur, rng=1, membranes=False),
+                                        lambda: chip.simulate(cur, rng=1, membranes=False, noise=False)], repeat)
         rows = [
             {"case": "numpy loop over time", "ms": t_np * 1e3, "updates_per_s": work / t_np, "ratio": 1.0},
             {"case": "numba lif_sequence", "ms": t_k * 1e3, "updates_per_s": work / t_k, "ratio": t_np / t_k,
              "vs_lif": 1.0},
         ]
         # not the same work: CUBA neurons with per-neuron parameters, membrane noise and rails
-        for case, t in zip(("analog chip neurons, run", "analog, simulate (f64 v)", "analog, spikes only"), t_a):
+        for case, t in zip(("analog chip neurons, run", "analog, simulate (f64 v)", "analog, spikes only",
+                            "analog, spikes only, no noise"), t_a):
             rows.append({"case": case, "ms": t * 1e3, "updates_per_s": work / t, "ratio": t_np / t,
                          "vs_lif": t_k / t})
         return rows
@@ -88,11 +91,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"median of {repeat}; spike rate {zk.mean():.3f}; traces identical: {same}")
     for k in sorted({r["threads"] for r in rows}):
         print(f"threads: {k}")
-        print(f"{'case':<24} {'ms':>9} {'steps*neurons*batch/s':>22} {'speed-up':>9} {'vs lif_sequence':>16}")
+        print(f"{'case':<30} {'ms':>9} {'steps*neurons*batch/s':>22} {'speed-up':>9} {'vs lif_sequence':>16}")
         for r in rows:
             if r["threads"] == k:
                 vs = f"{r['vs_lif']:.2f}" if "vs_lif" in r else ""
-                print(f"{r['case']:<24} {r['ms']:>9.3f} {r['updates_per_s']:>22.3e} {r['ratio']:>9.2f} {vs:>16}")
+                print(f"{r['case']:<30} {r['ms']:>9.3f} {r['updates_per_s']:>22.3e} {r['ratio']:>9.2f} {vs:>16}")
     return rows
 
 
