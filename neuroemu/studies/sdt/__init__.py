@@ -208,9 +208,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
             if run["trainer"] != "eqprop":
                 raise ConfigError(f"{w}.card: only EqProp runs are trained on a chip; got trainer {run['trainer']!r}")
             check_tile_run(run, w)
-        if run["seeds"] is None:
-            del run["seeds"]  # a run on every seed keeps the job (and hash) it had before the field existed
-        elif not run["seeds"] or not set(run["seeds"]) <= set(cfg["seeds"]):
+        if run["seeds"] is not None and (not run["seeds"] or not set(run["seeds"]) <= set(cfg["seeds"])):
             raise ConfigError(f"{w}.seeds: expected some of the config's seeds {cfg['seeds']}, got {run['seeds']!r}")
         if run["name"] is None:
             arch = "cnn" if run["arch"] == "cnn" else "784-" + "-".join(map(str, run["hidden"]))
@@ -228,8 +226,10 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from ..._version import __version__
 
     common = {k: cfg[k] for k in ("data", "readout", "eval", "diverge_factor")}
-    return [{"id": f"{run['name']}@seed{seed}", "run": run, "seed": seed, "neuroemu": __version__, **common}
-            for run in cfg["runs"] for seed in run.get("seeds", cfg["seeds"])]
+    # a job is one run on one seed: which seeds the run has is not part of it (nor of its hash)
+    return [{"id": f"{run['name']}@seed{seed}", "run": {k: v for k, v in run.items() if k != "seeds"}, "seed": seed,
+             "neuroemu": __version__, **common}
+            for run in cfg["runs"] for seed in run["seeds"] or cfg["seeds"]]
 
 
 # ---------------------------------------------------------------------------------------- networks
@@ -588,8 +588,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     curve = [c for r in divergence.split(results)[0] for c in r["curve"]]  # figures: the seeds kept
     rows = table(results)
     own = [f"{r['name']} on seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}"
-           for r in cfg["runs"] if "seeds" in r]
-    own_seeds = f" ({'; '.join(own)}: one seed takes hours)" if own else ""
+           for r in cfg["runs"] if r["seeds"]]
+    own_seeds = f" ({'; '.join(own)} only)" if own else ""
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     paths = []
