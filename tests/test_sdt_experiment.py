@@ -166,3 +166,66 @@ def test_a_run_may_take_some_of_the_seeds(tmp_path, tiny_data, capsys):  # noqa:
     capsys.readouterr()
     assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "runs[0].seeds: expected some of the config's seeds [0], got [3]" in capsys.readouterr().err
+
+
+def test_sdt_trials_are_scored_on_held_out_training_images(tmp_path, tiny_data, capsys, monkeypatch):  # noqa: F811
+    """Each trained run gets its own learning rate from the same search; a trial never loads the test
+    set, trains on the training images less the held-out ones and is scored on those."""
+    import neuroemu.data
+    from neuroemu.data import load_fashion_mnist
+    from neuroemu.tune import run_tune
+
+    loaded = []
+    monkeypatch.setattr(neuroemu.data, "load_fashion_mnist",
+                        lambda split, **kw: loaded.append(split) or load_fashion_mnist(split, **kw))
+    runs = [{"trainer": "eqprop", "hidden": [20]}, {"trainer": "none", "hidden": [20]},
+            {"trainer": "eqprop", "hidden": [20], "card": "rram_gong2018", "scheme": "sign"}]
+    tune = {"budget": 2, "seeds": [100, 101], "space": {"eqprop.lr": [1e-3, 1e-2]},
+            "runs": {"none/784-20/unsupervised": None}, "set": {"data.validation": 40}}
+    path = config(tmp_path / "cfg.yaml", tiny_data, runs=runs, tune=tune, eqprop={"epochs": 1, "batch_size": 16,
+                                                                                 "t_free": 10, "t_nudge": 4, "lr": 0.03})
+    out = tmp_path / "tune"
+    summary = run_tune(path, out, workers=1, quiet=True)
+    assert set(loaded) == {"train"}  # the test set was never loaded
+    assert set(summary["chosen"]) == {"eqprop/784-20/unsupervised", "eqprop/784-20/unsupervised/rram_gong2018/sign"}
+    assert all(v["eqprop.lr"] in (1e-3, 1e-2) for v in summary["chosen"].values())
+    stored = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert len(stored) == 2 * 2 + 2  # 2 runs x 2 rates on seed 100, each run's best again on seed 101
+    assert all(s["job"]["data"]["validation"] == 40 and s["job"]["seed"] in (100, 101) for s in stored)
+    assert all("test_acc" not in s["result"] and 0 <= s["result"]["val_acc"] <= 1 for s in stored)
+    # the held-out images are a fixed draw: the trials' read-outs are fitted on the other 200
+    assert all(s["result"]["val_acc"] == s["result"]["linear_readout"] for s in stored)
+
+    # the tuned config: each trained run at its own rate, on the reported seed and the test set
+    tuned = yaml.safe_load((out / "tuned.yaml").read_text())
+    assert "tune" not in tuned and {r.get("eqprop", {}).get("lr") for r in tuned["runs"] if r["trainer"] == "eqprop"} \
+        <= {1e-3, 1e-2}
+    loaded.clear()
+    assert main(["run", str(out / "tuned.yaml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "test" in loaded
+    text = (tmp_path / "run" / "RESULTS.md").read_text()
+    assert "* runs with learning rates of their own: eqprop/784-20/unsupervised 0.0" in text
+
+    # tuning needs held-out images, and says so before anything runs
+    tune.pop("set")
+    bad = config(tmp_path / "bad.yaml", tiny_data, runs=runs, tune=tune)
+    capsys.readouterr()
+    assert main(["tune", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    assert "data.validation: tuning scores its trials on held-out training images" in capsys.readouterr().err
+
+
+def test_a_run_scored_on_held_out_images_says_so(tmp_path, tiny_data, capsys):  # noqa: F811
+    runs = [{"trainer": "bp", "hidden": [20], "mode": "supervised"}, {"trainer": "none", "hidden": [20]}]
+    path = config(tmp_path / "cfg.yaml", tiny_data, runs=runs, data={"dir": str(tiny_data), "download": False,
+                                                                     "validation": 40})
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    rows = {r["run"]: r for r in json.loads((out / "summary.json").read_text())["table"]}
+    assert "test_acc" not in rows["bp/784-20/supervised"] and rows["bp/784-20/supervised"]["val_acc"] > 0
+    text = (out / "RESULTS.md").read_text()
+    assert "validation accuracy (%)" in text and "* evaluated on 40 training images held out of training" in text
+    big = config(tmp_path / "big.yaml", tiny_data, runs=runs, data={"dir": str(tiny_data), "download": False,
+                                                                    "train_limit": 100, "validation": 100})
+    capsys.readouterr()
+    assert main(["run", str(big), "--out", str(tmp_path / "o2")]) == 2
+    assert "data.validation: expected fewer than the 100 training images, got 100" in capsys.readouterr().err

@@ -125,7 +125,12 @@ def _check_l2(value: Any, where: str) -> list[float]:
 
 SCHEMA: dict[str, Any] = {
     **header(NAME, divergence.LOSS_FACTOR),
-    "data": DATA,
+    "data": {
+        **DATA,
+        "validation": Opt("int", 0, 0, 59999, doc="training images held out of training and scored in place of the "
+                          "test set (0 = none; the test set is then not loaded); the same images for every run and seed"),
+        "validation_seed": Opt("int", 0, 0, doc="seed of the draw of the validation images"),
+    },
     "sdt": SDT,
     "bp": BP,
     "eqprop": EQPROP,
@@ -173,6 +178,9 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ...rules.eqprop import _rates
     from ...runner import check_run_names
 
+    n_val, limit = cfg["data"]["validation"], cfg["data"]["train_limit"] or 60000
+    if n_val >= limit:
+        raise ConfigError(f"{where} data.validation: expected fewer than the {limit} training images, got {n_val}")
     runs = []
     for w, run in each_run(cfg, where, RUN):
         for sec, schema in (("sdt", SDT), ("bp", BP), ("eqprop", EQPROP), ("semi", SEMI)):
@@ -222,10 +230,33 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 
+def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config as a tuning trial (:mod:`neuroemu.tune`): scored on held-out training images, the
+    test set is not loaded."""
+    if not cfg["data"]["validation"]:
+        raise ConfigError(f"{where} data.validation: tuning scores its trials on held-out training images, never "
+                          "on the test set; hold some out, e.g. data.validation: 10000 (in tune.set, for the trials "
+                          "only)")
+    return cfg
+
+
+#: How ``neuroemu tune`` searches this experiment (see :mod:`neuroemu.tune`): a trial is scored by its
+#: accuracy on held-out training images (the linear read-out for unsupervised runs; higher is better),
+#: the rungs of successive halving ration the validation seeds (every trial trains in full), and a
+#: run can have its own ``sdt``, ``bp``, ``eqprop`` and ``semi`` values (so each run its own rates).
+TUNE = {"metric": "val_acc", "mode": "max", "resource": "seeds", "sections": ("sdt", "bp", "eqprop", "semi"),
+        "trial": tune_trial,
+        "about": "trials are scored on training images held out of training (data.validation); the test set is not "
+                 "loaded"}
+
+
 def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from ..._version import __version__
 
     common = {k: cfg[k] for k in ("data", "readout", "eval", "diverge_factor")}
+    # options at their defaults are left out of the jobs: results recorded before they existed stay valid
+    if not common["data"]["validation"]:
+        common["data"] = {k: v for k, v in common["data"].items() if k not in ("validation", "validation_seed")}
     # a job is one run on one seed: which seeds the run has is not part of it (nor of its hash)
     return [{"id": f"{run['name']}@seed{seed}", "run": {k: v for k, v in run.items() if k != "seeds"}, "seed": seed,
              "neuroemu": __version__, **common}
@@ -416,13 +447,18 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (run, seed) and evaluate it. A run that diverges stops there and returns what it
     recorded, with ``diverged``."""
     from ...data import load_fashion_mnist
+    from ...data.classification import validation_split
     from ...rules.eqprop import _rates
     from ...train import Protocol, Trainer, checkpoint_path
     from ..fasthebb import label_subset
 
     run, data, seed = job["run"], job["data"], job["seed"]
     xtr, ytr = load_fashion_mnist("train", data_dir=data["dir"], download=data["download"], limit=data["train_limit"])
-    xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
+    if data.get("validation"):  # held-out training images in place of the test set, which is not loaded
+        keep, val = validation_split(len(xtr), data["validation"], data["validation_seed"])
+        xtr, ytr, xte, yte = xtr[keep], ytr[keep], xtr[val], ytr[val]
+    else:
+        xte, yte = load_fashion_mnist("test", data_dir=data["dir"], download=data["download"], limit=data["test_limit"])
     if run["arch"] == "cnn":
         xtr, xte = xtr.reshape(-1, 1, 28, 28), xte.reshape(-1, 1, 28, 28)
     base = np.random.SeedSequence([seed, zlib.crc32(b"sdt")])
@@ -508,6 +544,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         res["test_acc"] = float(np.mean(out_te.argmax(axis=1) == yte))
         if mode == "semi":
             res["pretrain_acc"] = curve[sem["pretrain_epochs"] - 1]["test_acc"] if sem["pretrain_epochs"] else pre_acc
+    if data.get("validation"):
+        res["val_acc"] = res.pop("test_acc")  # scored on the held-out training images, not the test set
     return res
 
 
@@ -554,7 +592,7 @@ def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["pulse_limit_hits"] = sum(r["pulse_limit_hits"] for r in rs)
         if ok:
             row["train_time_s"] = float(np.mean([r["train_time_s"] for r in ok]))
-            for k in ("test_acc", *DA_MODES, "linear_readout", "pretrain_acc"):
+            for k in ("test_acc", "val_acc", *DA_MODES, "linear_readout", "pretrain_acc"):
                 if k in ok[0]:
                     row[k], row[f"{k}_std"] = tables.mean_std([r[k] for r in ok], 100)
             if "pulses_per_synapse" in ok[0]:
@@ -571,7 +609,7 @@ def console_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def tidy(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One flat row per job (for sweeps); a diverged job gives where and how instead of its results."""
-    keys = ("test_acc", *DA_MODES, "linear_readout", "pretrain_acc", "train_time_s")
+    keys = ("test_acc", "val_acc", *DA_MODES, "linear_readout", "pretrain_acc", "train_time_s")
     return [{"run": result["run"], "seed": result["seed"], **{k: result[k] for k in keys if k in result},
              **divergence.tidy(result)}]
 
@@ -623,12 +661,13 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     def cell(r, k):
         return tables.value_cell(r, k, note=False)
 
-    head = ["run", "mode", "test accuracy (%)", "direct association (wins)", "direct association (av)",
-            "linear read-out", "pre-training only",
+    acc = "val_acc" if cfg["data"]["validation"] else "test_acc"
+    head = ["run", "mode", "validation accuracy (%)" if cfg["data"]["validation"] else "test accuracy (%)",
+            "direct association (wins)", "direct association (av)", "linear read-out", "pre-training only",
             "pulses/synapse", "seeds", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([r["run"], r["mode"], cell(r, "test_acc"), cell(r, "direct_association"),
+        lines.append("| " + " | ".join([r["run"], r["mode"], cell(r, acc), cell(r, "direct_association"),
                                         cell(r, "direct_association_av"),
                                         cell(r, "linear_readout"), cell(r, "pretrain_acc"),
                                         tables.number(r, "pulses_per_synapse", ".2f"),
@@ -665,6 +704,13 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
   lr {sec['pretrain_lr'] or sec['lr']}), then {sem['rounds']} rounds of one unsupervised epoch (lr {sec['lr']} ×
   {_factor_text(sem)}) and one supervised epoch (lr {sec['lr']})
 """)
+    own = [f"{r['name']} {r[sec]['lr']}" for r in cfg["runs"] if r["trainer"] != "none" and r["mode"] != "semi"
+           for sec in ["eqprop" if r["trainer"] == "eqprop" else "bp"] if r[sec]["lr"] != cfg[sec]["lr"]]
+    if own:
+        settings.append(f"* runs with learning rates of their own: {'; '.join(own)}\n")
+    if cfg["data"]["validation"]:
+        settings.append(f"* evaluated on {cfg['data']['validation']} training images held out of training (drawn with "
+                        f"seed {cfg['data']['validation_seed']}), not on the test set, which is not loaded\n")
     ro = cfg["readout"]
     if ro["method"] == "lbfgs":
         chosen = ", ".join(f"{r['run']} {r['readout_l2']:g}" for r in results if "readout_l2" in r)
