@@ -424,7 +424,10 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
             cells += ["–"] * (4 + len(xs))
         lines.append("| " + " | ".join(cells) + " |")
     lines += tables.markdown_notes(rows, "epoch")
-    energy_table, elines = energy_section(run_ops(results, cfg), figs, paths)
+    energy_table, elines = energy_section(
+        run_ops(results, cfg), figs, paths,
+        "Per update: the forward pass's reads of the layers only, the same for the dense and the sparse "
+        "backward; the backward pass runs off the chip, and its cost is the backward ms and MB columns above.")
     if on_neurons:
         head = ["run"] + [SUBSTRATE_LABELS[k] for k in SUBSTRATE_RUNS]
         lines += ["", f"On the neurons of `{cfg['neurons']['card']}` (targets overridden: "
