@@ -160,9 +160,10 @@ def test_the_evidence_config_follows_bellec_et_al():
     # their beta_a = 1.7 (1 − ρ)/(1 − α) on the threshold, in absolute units
     assert rule.beta == pytest.approx(1.7 * (1 - math.exp(-1 / 2000)) / (1 - math.exp(-1 / 20)), rel=0.01)
     assert rule.loss == "ce" and rule.reg_form == "loss" and math.isinf(rule.grad_clip)
-    # their Adam on batches of 64 trials; their reg_f 1 in this loss scale (× 64 × 150 × 2e-6) and feedback scale (× 0.1)
+    # their Adam on batches of 64 trials; their reg_f 1 in this loss scale (× 64 × 150 × 2e-6), feedback scale
+    # (× 0.1) and read-out filter (the task gradient passes F_κ without their (1 − κ): × 1/(1 − κ))
     assert (t["batch"], cfg["train"]["optimizer"], cfg["train"]["lr"]) == (64, "adam", 5e-3)
-    assert m["c_reg"] == pytest.approx(2 * 150 * 64 * 1e-6 * 0.1)
+    assert m["c_reg"] == pytest.approx(2 * 150 * 64 * 1e-6 * 0.1 / (1 - math.exp(-1e-3 / m["tau_out"])), rel=1e-3)
     # Bellec's W ~ randn/√fan_in: Kaiming-normal × 1/√2
     gains = eprop_pcm.initial_gains(m, 40, 100, cfg["hardware"]["w_max"])
     assert gains["in_gain"] == pytest.approx(1.0, rel=1e-3) and gains["rec_gain"] == pytest.approx(1.0, rel=1e-3)
