@@ -229,7 +229,6 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return cfg
 
 
-
 def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """A config as a tuning trial (:mod:`neuroemu.tune`): scored on held-out training images, the
     test set is not loaded."""
