@@ -187,6 +187,8 @@ def test_sdt_trials_are_scored_on_held_out_training_images(tmp_path, tiny_data, 
     out = tmp_path / "tune"
     summary = run_tune(path, out, workers=1, quiet=True)
     assert set(loaded) == {"train"}  # the test set was never loaded
+    # every run unsupervised: scored by the authors' measure, not the linear read-out
+    assert json.loads((out / "tune.json").read_text())["metric"] == "direct_association_av"
     assert set(summary["chosen"]) == {"eqprop/784-20/unsupervised", "eqprop/784-20/unsupervised/rram_gong2018/sign"}
     assert all(v["eqprop.lr"] in (1e-3, 1e-2) for v in summary["chosen"].values())
     stored = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]

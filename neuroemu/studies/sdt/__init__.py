@@ -239,11 +239,18 @@ def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return cfg
 
 
-#: How ``neuroemu tune`` searches this experiment (see :mod:`neuroemu.tune`): a trial is scored by its
-#: accuracy on held-out training images (the linear read-out for unsupervised runs; higher is better),
-#: the rungs of successive halving ration the validation seeds (every trial trains in full), and a
-#: run can have its own ``sdt``, ``bp``, ``eqprop`` and ``semi`` values (so each run its own rates).
-TUNE = {"metric": "val_acc", "mode": "max", "resource": "seeds", "sections": ("sdt", "bp", "eqprop", "semi"),
+def tune_metric(cfg: dict[str, Any]) -> str:
+    """What scores a trial: direct association ("av", the authors' measure) where every run is
+    unsupervised, since the linear read-out of the untrained random network's outputs already scores
+    high and would favour the rate at which a network changes least; else the accuracy."""
+    return "direct_association_av" if all(r["mode"] == "unsupervised" for r in cfg["runs"]) else "val_acc"
+
+
+#: How ``neuroemu tune`` searches this experiment (see :mod:`neuroemu.tune`): a trial is scored on
+#: held-out training images (:func:`tune_metric`; higher is better), the rungs of successive halving
+#: ration the validation seeds (every trial trains in full), and a run can have its own ``sdt``,
+#: ``bp``, ``eqprop`` and ``semi`` values (so each run its own rates).
+TUNE = {"metric": tune_metric, "mode": "max", "resource": "seeds", "sections": ("sdt", "bp", "eqprop", "semi"),
         "trial": tune_trial,
         "about": "trials are scored on training images held out of training (data.validation); the test set is not "
                  "loaded"}
