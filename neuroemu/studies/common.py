@@ -226,6 +226,15 @@ def energy_section(results: list[dict[str, Any]], figs: Path, paths: list, note:
     return rows, ([*energy_markdown(rows), note] if rows and note else energy_markdown(rows))
 
 
+def require_validation(cfg: dict[str, Any], where: str) -> None:
+    """A tuning trial (:mod:`neuroemu.tune`) is scored on held-out training images: ``data.validation``
+    must hold some out."""
+    if not cfg["data"]["validation"]:
+        raise ConfigError(f"{where} data.validation: tuning scores its trials on held-out training images, never "
+                          "on the test set; hold some out, e.g. data.validation: 10000 (in the config, or only "
+                          "for the trials in tune.set)")
+
+
 def deploy_hardware(card: Any, periphery: str):
     """The hardware of a trained layer programmed once onto ``card``, as a function of its weights
     w: max|w| at the card's full scale; ``periphery`` "ideal" (exact reads) or "default" (the

@@ -43,7 +43,8 @@ from ...hardware.schemes import PulseLimitWarning
 from ... import divergence
 from .. import tables
 from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section,  # noqa: F401
-                      header, ops_summary, prepare, start_report, tile_hardware, tiles_only)  # prepare: this study's
+                      header, ops_summary, prepare, require_validation, start_report, tile_hardware,
+                      tiles_only)  # prepare: this study's
 
 NAME = "crossbar_mlp"
 
@@ -193,10 +194,7 @@ def _check_data(data: dict[str, Any], bs: int, where: str) -> None:
 def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """A config as a tuning trial (:mod:`neuroemu.tune`): scored on the held-out validation images
     only; the test set is not loaded and the drift delays (test-set evaluations) are skipped."""
-    if not cfg["data"]["validation"]:
-        raise ConfigError(f"{where} data.validation: tuning scores its trials on held-out training images, never "
-                          "on the test set; hold some out, e.g. data.validation: 10000 (in the config, or only "
-                          "for the trials in tune.set)")
+    require_validation(cfg, where)
     cfg["eval"] = {**cfg["eval"], "test": False, "delays": []}
     return cfg
 

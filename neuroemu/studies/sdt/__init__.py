@@ -60,7 +60,7 @@ from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
 from .. import tables
 from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section, header,  # noqa: F401
-                      ops_summary, prepare, tile_hardware)  # prepare: this study's
+                      ops_summary, prepare, require_validation, tile_hardware)  # prepare: this study's
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")
@@ -232,10 +232,7 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 def tune_trial(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """A config as a tuning trial (:mod:`neuroemu.tune`): scored on held-out training images, the
     test set is not loaded."""
-    if not cfg["data"]["validation"]:
-        raise ConfigError(f"{where} data.validation: tuning scores its trials on held-out training images, never "
-                          "on the test set; hold some out, e.g. data.validation: 10000 (in tune.set, for the trials "
-                          "only)")
+    require_validation(cfg, where)
     return cfg
 
 
@@ -667,9 +664,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     def cell(r, k):
         return tables.value_cell(r, k, note=False)
 
-    acc = "val_acc" if cfg["data"]["validation"] else "test_acc"
-    head = ["run", "mode", "validation accuracy (%)" if cfg["data"]["validation"] else "test accuracy (%)",
-            "direct association (wins)", "direct association (av)", "linear read-out", "pre-training only",
+    acc, acc_head = ("val_acc", "validation") if cfg["data"]["validation"] else ("test_acc", "test")
+    head = ["run", "mode", f"{acc_head} accuracy (%)", "direct association (wins)", "direct association (av)", "linear read-out", "pre-training only",
             "pulses/synapse", "seeds", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
