@@ -117,6 +117,38 @@ def checkpoint_path(job_id: str) -> Path | None:
     return Path(root) / f"{slug(job_id)}.ckpt"
 
 
+class Stages:
+    """What a job of several stages has finished, kept between runs: a dict saved atomically at
+    ``checkpoint_path(job_id + "/stages")`` with the job's ``key`` after every finished stage, so that
+    a job interrupted between stages (a layer learned, a read-out trained) goes on after its last
+    finished one. Inside a stage, a :class:`Trainer` keeps its own checkpoint. Without
+    ``$NEUROEMU_CHECKPOINTS`` nothing is kept."""
+
+    def __init__(self, job_id: str, key: Any):
+        self.path, self.key = checkpoint_path(f"{job_id}/stages"), key
+
+    def load(self) -> dict[str, Any]:
+        """The stages saved for this key (a checkpoint of another key or an unreadable one: {})."""
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            saved = pickle.loads(self.path.read_bytes())
+        except Exception as exc:  # a torn file or another version: start afresh
+            warnings.warn(f"{self.path} cannot be read ({type(exc).__name__}: {exc}); the job starts from the "
+                          "beginning", stacklevel=2)
+            return {}
+        return saved["state"] if isinstance(saved, dict) and saved.get("key") == self.key else {}
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.path is not None:
+            atomic_write_bytes(self.path, pickle.dumps({"key": self.key, "state": state},
+                                                       protocol=pickle.HIGHEST_PROTOCOL))
+
+    def clear(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 class Trainer:
     """Train ``rule`` on ``chip`` over ``task`` following ``protocol`` (module docstring).
 

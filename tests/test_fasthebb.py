@@ -288,3 +288,52 @@ def test_deep_stack_config_errors(tmp_path, tiny_data, capsys, extra, message): 
     cfg = stack_config(tmp_path / "cfg.yaml", tiny_data, **extra)
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop_in,calls_before", [("_learn", 1), ("_readout_accuracy", 2)])
+def test_an_interrupted_deep_stack_job_goes_on_after_its_last_finished_stage(tmp_path, tiny_data, monkeypatch,
+                                                                           stop_in, calls_before):  # noqa: F811
+    """Killed after its first learned layer, or after two read-outs, a deep-stack job run again
+    learns and reads out only what it had not finished, and ends with the result of a run never
+    interrupted; its stage file is gone at the end."""
+    from neuroemu import train
+    from neuroemu.runner import CHECKPOINT_ENV
+    from neuroemu.studies import fasthebb, resolve
+    from tests.checkpoints import Interrupted
+
+    _, resolved = resolve(stack_config(tmp_path / "cfg.yaml", tiny_data, runs=[{"features": "hebbian"}]))
+    job = fasthebb.jobs(resolved)[0]
+
+    def clean(r):
+        return {k: v for k, v in r.items() if k not in ("train_time_s", "hebbian_time_s", "images_per_s")}
+
+    straight = clean(fasthebb.run_job(job))
+    calls = {"_learn": 0, "_readout_accuracy": 0}
+    originals = {name: getattr(fasthebb, name) for name in calls}
+
+    def counted(name, stop_at=None):
+        def call(*args, **kwargs):
+            if calls[name] == stop_at:
+                raise Interrupted
+            calls[name] += 1
+            return originals[name](*args, **kwargs)
+        return call
+
+    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "checkpoints"))
+    for name in calls:
+        monkeypatch.setattr(fasthebb, name, counted(name, stop_at=calls_before if name == stop_in else None))
+    with pytest.raises(Interrupted):
+        fasthebb.run_job(job)
+    stages = train.Stages(job["id"], job)
+    assert stages.path.is_file() and stages.load()["layers"]
+    assert train.Stages(job["id"], {**job, "seed": 1}).load() == {}  # another job's stages are not taken
+    first = dict(calls)
+    for name in calls:
+        calls[name] = 0
+        monkeypatch.setattr(fasthebb, name, counted(name))
+    resumed = fasthebb.run_job(job)
+    assert clean(resumed) == straight
+    n_layers, n_readouts = len(job["layers"]), 2 * len(job["labels"])  # read-outs on layers 2 and 3
+    assert calls["_learn"] == n_layers - first["_learn"]
+    assert calls["_readout_accuracy"] == n_readouts - first["_readout_accuracy"]
+    assert not stages.path.exists() and stages.load() == {}

@@ -417,40 +417,60 @@ def _run_stack(job, out, xtr, ytr, xte, yte, subsets, rng_init, rng_order, progr
     each normalised at its statistics over the training images; then the read-outs on the top layer
     (``accuracy``) and on every layer marked ``readout`` (``accuracy_by_layer``, keyed by the layer's
     number from 1)."""
+    from ...train import Stages
+
     run, h, batch = job["run"], job["hebbian"], job["eval"]["batch_size"]
     stack = _stack(job["layers"])
     w0 = stack.init_weights(rng_init)
     rng_orders = [np.random.default_rng(s) for s in np.random.SeedSequence(int(rng_order.integers(2**63))).spawn(
         len(stack))]
-    learn_time = 0.0
+    # every learned layer and every read-out is kept as it finishes: an interrupted job goes on from there
+    stages = Stages(job["id"], job)
+    state = stages.load()
+    learned, by_layer = state.setdefault("layers", []), state.setdefault("accuracy_by_layer", {})
+    t0 -= state.get("elapsed", 0.0)
+
+    def keep() -> None:
+        state["elapsed"] = time.perf_counter() - t0
+        stages.save(state)
+
+    def diverged(record):
+        stages.clear()
+        return _stack_diverged(out, record, t0)
+
     for i in range(len(stack)):
-        if run["features"] == "hebbian":
+        if run["features"] == "hebbian" and i >= len(learned):
             progress.log(f"Hebbian layer {i + 1}/{len(stack)} ({stack.specs[i].kind} {stack.specs[i].units})")
             chip, _, trained = _learn(_exact_chip(stack.trainable(i), w0[i]), job, xtr, rng_orders[i],
                                       part=f"layer{i + 1}")
             if trained.diverged is not None:
-                return _stack_diverged(out, dict(trained.diverged, layer=i + 1), t0)
-            learn_time += trained.train_time_s
-            stack.set_layer(i, chip[LAYER].weights(), xtr, batch=batch)
+                return diverged(dict(trained.diverged, layer=i + 1))
+            state["learn_time"] = state.get("learn_time", 0.0) + trained.train_time_s
+            learned.append(chip[LAYER].weights())
+            stack.set_layer(i, learned[i], xtr, batch=batch)
+            keep()
         else:
-            stack.set_layer(i, w0[i], xtr, batch=batch)
-    if run["features"] == "hebbian":
-        out["images_per_s"] = h["epochs"] * len(xtr) / max(learn_time, 1e-12)  # images through the whole stack
-    out["hebbian_time_s"] = time.perf_counter() - t0
+            stack.set_layer(i, learned[i] if run["features"] == "hebbian" else w0[i], xtr, batch=batch)
+    if run["features"] == "hebbian":  # images through the whole stack
+        out["images_per_s"] = h["epochs"] * len(xtr) / max(state["learn_time"], 1e-12)
+    out["hebbian_time_s"] = state.setdefault("hebbian_time_s", time.perf_counter() - t0)
     read = readout_layers(job["layers"])
     ftr, fte = stack.features(xtr, read, batch=batch), stack.features(xte, read, batch=batch)
-    by_layer: dict[str, dict[str, float]] = {}
     try:
         for i in read:
             acc = by_layer.setdefault(str(i + 1), {})
             what = "read-out" if i == read[-1] else f"read-out (layer {i + 1})"
             for f, idx in subsets.items():
+                if str(f) in acc:
+                    continue
                 rng = np.random.default_rng([job["seed"], int(f * 1e6), i])
                 acc[str(f)] = _readout_accuracy(ftr[i][idx], ytr[idx], fte[i], yte, job["readout"], rng,
                                                 check_epochs(what, f))
+                keep()
             del ftr[i], fte[i]
     except divergence.Diverged as exc:
-        return _stack_diverged(out, exc.record, t0)
+        return diverged(exc.record)
+    stages.clear()
     out["accuracy"] = by_layer[str(read[-1] + 1)]
     out["accuracy_by_layer"] = by_layer
     out["train_time_s"] = time.perf_counter() - t0
