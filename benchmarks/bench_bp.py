@@ -18,6 +18,11 @@ back; the backward stops at the lowest weights; Adam is one fused numba pass per
 same weights and the benchmark checks that one step of each gives the same weights. Ratio = baseline
 time / our time (higher is better); throughput = training samples per second. Each network is built,
 checked and timed at each thread count of ``--threads`` (BLAS and numba together).
+
+A second table times the CNN's max pooling (4×4 windows, stride 2, padding 1, after each conv layer
+on a batch of 16), forward and backward: the numba kernels of ``nn.MaxPool2d`` against their numpy
+twin (``tests/reference/pool.py``, one strided comparison or add per window offset), checked to give
+the same bits.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import add_threads_option, at_threads, median_times  # noqa: E402
+from tests.reference import pool as numpy_pool  # noqa: E402
 from tests.reference.optim import adam_step as numpy_adam  # noqa: E402
 
 from neuroemu.chip import Hardware  # noqa: E402
@@ -125,6 +131,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         print(f"{r['threads']:>7} {r['network']:<34} {r['case']:<17} {r['ms']:>9.2f} {r['samples_per_s']:>11.0f} "
               f"{r['ratio']:>7.2f}")
+    pools = pooling(nb, 10 * repeat)
+    print(f"\nthe CNN's max pooling (4×4, stride 2, padding 1), forward + backward, batch {nb}, float32, 1 thread; "
+          f"median of {10 * repeat}")
+    print(f"{'input':<18} {'numpy twin ms':>14} {'kernel ms':>10} {'ratio':>7}")
+    for r in pools:
+        print(f"{r['input']:<18} {r['numpy_ms']:>14.2f} {r['kernel_ms']:>10.2f} {r['ratio']:>7.2f}")
+    return rows + pools
+
+
+def pooling(nb: int, repeat: int) -> list[dict]:
+    """The CNN's two poolings, forward + backward: nn.MaxPool2d's kernels against the numpy twin."""
+    from neuroemu._kernels import pool as kernel
+    from neuroemu.nn import MaxPool2d
+
+    rows = []
+    for shape in ((nb, 32, 28, 28), (nb, 128, 14, 14)):
+        layer = MaxPool2d(4, 2, 1)
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        xp = layer._padded(x, -np.inf)
+        ho, wo = layer._sizes(x)
+        gy = np.random.default_rng(1).standard_normal((*shape[:2], ho, wo)).astype(np.float32)
+        out = {}
+
+        def step(impl):
+            def run():
+                arg = np.empty(gy.shape, np.int16)
+                y = impl.max_pool_forward(xp, 4, 2, ho, wo, arg)
+                gx = np.zeros(xp.shape, np.float32)
+                impl.max_pool_backward(arg, gy, 4, 2, gx)
+                out[impl.__name__] = (y, gx)
+            return run
+
+        fns = [step(numpy_pool), step(kernel)]
+        times = median_times(fns, repeat)
+        (y0, g0), (y1, g1) = out[numpy_pool.__name__], out[kernel.__name__]
+        assert y0.tobytes() == y1.tobytes() and g0.tobytes() == g1.tobytes()
+        rows.append({"input": "×".join(map(str, shape)), "numpy_ms": times[0] * 1e3, "kernel_ms": times[1] * 1e3,
+                     "ratio": times[0] / times[1]})
     return rows
 
 

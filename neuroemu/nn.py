@@ -38,6 +38,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from neuroemu.rules.surrogate import Adam
+from ._kernels import pool as _pool
 from .rng import as_rng
 
 __all__ = [
@@ -328,15 +329,10 @@ class MaxPool2d(_Pool2d):
         shape = x.shape
         if self.pad:
             x = self._padded(x if x.dtype in _FLOATS else x.astype(np.float64), -np.inf)
-        y = np.array(x[_window(0, 0, ho, wo, self.stride)])
-        arg = np.zeros(y.shape, np.int16 if self.k * self.k < 2**15 else np.int32) if cache else None
-        for o, (ki, kj) in self._offsets():
-            if o:
-                v = x[_window(ki, kj, ho, wo, self.stride)]
-                larger = v > y
-                np.copyto(y, v, where=larger)
-                if cache:
-                    arg[larger] = o
+        arg = np.empty((x.shape[0], x.shape[1], ho, wo) if cache else (0, 0, 0, 0),
+                       np.int16 if self.k * self.k < 2**15 else np.int32)
+        y = _pool.max_pool_forward(x, self.k, self.stride, ho, wo, arg)
+        arg = arg if cache else None
         dtype = x.dtype if x.dtype in _FLOATS else np.dtype(np.float64)
         self._cache = (arg, shape, dtype) if cache else None
         return y
@@ -346,11 +342,8 @@ class MaxPool2d(_Pool2d):
             raise _no_cache(self)
         arg, x_shape, dtype = self._cache
         gy = _check_grad(gy, arg.shape, dtype)
-        ho, wo = arg.shape[2:]
         gx = self._padded_zeros(x_shape, dtype)
-        zero = dtype.type(0)
-        for o, (ki, kj) in self._offsets():
-            gx[_window(ki, kj, ho, wo, self.stride)] += np.where(arg == o, gy, zero)
+        _pool.max_pool_backward(arg, gy, self.k, self.stride, gx)
         return self._crop(gx)
 
 

@@ -432,3 +432,41 @@ def test_softmax_cross_entropy_target_rows():
     np.testing.assert_allclose(g, (np.exp(logp) - smooth) / 4)
     with pytest.raises(ValueError, match="sum to 1"):
         softmax_cross_entropy(z, onehot * 2)
+
+
+# ------------------------------------------------------------------ max pooling: kernel and numpy twin
+@pytest.mark.parametrize("k, s, pad", [(2, 2, 0), (3, 2, 0), (4, 2, 1), (3, 1, 1), (2, 1, 0), (5, 3, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_kernels_match_their_numpy_twin_bit_for_bit(k, s, pad, dtype):
+    """Ties, NaN, −∞ and overlapping windows; gradients whose sums depend on the order of the adds
+    (1e8, 1, −1e8), so only the twin's order of offsets gives the same bits."""
+    from neuroemu._kernels import pool as K
+    from tests.reference import pool as R
+
+    rng = np.random.default_rng(k * 100 + s * 10 + pad)
+    x = rng.integers(0, 4, (3, 2, 11, 9)).astype(dtype)  # many ties
+    x[0, 0, 2, 3], x[1, 1, 0, 0], x[2, 0, 5, :] = np.nan, np.nan, -np.inf
+    pool = MaxPool2d(k, s, pad)
+    xp = pool._padded(x, -np.inf)
+    ho, wo = pool._sizes(x)
+    arg_k, arg_r = np.empty((3, 2, ho, wo), np.int16), np.empty((3, 2, ho, wo), np.int16)
+    y_k, y_r = K.max_pool_forward(xp, k, s, ho, wo, arg_k), R.max_pool_forward(xp, k, s, ho, wo, arg_r)
+    assert y_k.dtype == dtype and y_k.tobytes() == y_r.tobytes() and np.array_equal(arg_k, arg_r)
+    assert K.max_pool_forward(xp, k, s, ho, wo, np.empty((0, 0, 0, 0), np.int16)).tobytes() == y_k.tobytes()
+    gy = rng.choice(np.array([1e8, 1.0, -1e8, 0.5, -3.0], dtype), (3, 2, ho, wo))
+    gx_k, gx_r = np.zeros(xp.shape, dtype), np.zeros(xp.shape, dtype)
+    K.max_pool_backward(arg_k, gy, k, s, gx_k)
+    R.max_pool_backward(arg_r, gy, k, s, gx_r)
+    assert gx_k.tobytes() == gx_r.tobytes()
+    ones = np.zeros(xp.shape, dtype)
+    K.max_pool_backward(arg_k, np.ones_like(gy), k, s, ones)
+    assert ones.sum() == gy.size  # every output's gradient lands once
+
+
+def test_max_pool_keeps_integer_and_boolean_inputs():
+    x = np.random.default_rng(3).integers(0, 9, (2, 3, 6, 6))
+    np.testing.assert_array_equal(MaxPool2d(2).forward(x), x.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5)))
+    assert MaxPool2d(2).forward(x).dtype == x.dtype
+    b = x > 6
+    np.testing.assert_array_equal(MaxPool2d(3, 3).forward(b), b.reshape(2, 3, 2, 3, 2, 3).any(axis=(3, 5)))
+    assert MaxPool2d(2, pad=1).forward(x).dtype == np.float64  # −∞ padding needs a float
