@@ -441,3 +441,26 @@ def test_an_interrupted_job_resumes_from_its_checkpoint_with_the_same_result(tmp
     straight = resumes_identically(monkeypatch, tmp_path, eprop_pcm.run_job, job, done=4,
                                    clean=lambda r: {k: v for k, v in r.items() if k != "train_time_s"})
     assert [row["update"] for row in straight["curve"]] == [2, 4, 6] and straight["pulses"] > 0
+
+
+def test_differences_of_the_config_and_of_its_learning_rates_reach_results_md():
+    """The config's own differences come first, once; the rates line says whether the runs carry
+    tuned rates of their own (examples/eprop_pcm/tuned.yaml) or share the config's."""
+    from pathlib import Path
+
+    from neuroemu.studies import resolve
+
+    root = Path(__file__).resolve().parents[1]
+    _, ev = resolve(root / "examples/eprop_pcm/evidence.yaml")
+    text = "\n".join(eprop_pcm.differences_markdown(ev))
+    assert text.count("## Differences from the authors' setup") == 1 and ev["differences"]
+    assert all(text.count(f"* {d}") == 1 for d in ev["differences"])
+    assert text.index(ev["differences"][-1]) < text.index("**Read noise**")
+    _, tuned = resolve(root / "examples/eprop_pcm/tuned.yaml")
+    rates = [ln for ln in eprop_pcm.differences_markdown(tuned) if ln.startswith("* **Its learning rates**")]
+    assert rates == ["* **Its learning rates**: each run its own (lr 1e-07 to 0.001, lr_out 1.66e-05 to 0.000166), "
+                     "from a search with the same budget per run (`neuroemu tune`) on validation seeds. Where the "
+                     "command above changes the training with `--set`, the rates are those searched for the config "
+                     "without the change."]
+    _, plain = resolve(root / "examples/eprop_pcm/schemes.yaml")
+    assert "not searched per scheme" in "\n".join(eprop_pcm.differences_markdown(plain))

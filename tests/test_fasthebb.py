@@ -337,3 +337,23 @@ def test_an_interrupted_deep_stack_job_goes_on_after_its_last_finished_stage(tmp
     assert calls["_learn"] == n_layers - first["_learn"]
     assert calls["_readout_accuracy"] == n_readouts - first["_readout_accuracy"]
     assert not stages.path.exists() and stages.load() == {}
+
+
+def test_differences_end_results_md_and_are_no_part_of_a_job(tmp_path, tiny_data, capsys):  # noqa: F811
+    from neuroemu.runner import job_hash
+    from neuroemu.studies import fasthebb, resolve
+
+    items = ["Data: tiny synthetic images, for speed.", "Read-out:   three epochs\n  only."]
+    plain = config(tmp_path / "plain.yaml", tiny_data, runs=[{"features": "random"}])
+    cfg = config(tmp_path / "cfg.yaml", tiny_data, runs=[{"features": "random"}], differences=items)
+    assert [job_hash(j) for j in fasthebb.jobs(resolve(cfg)[1])] == [job_hash(j) for j in fasthebb.jobs(resolve(plain)[1])]
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert text.rstrip().endswith("## Differences from the authors' setup\n\n* Data: tiny synthetic images, for "
+                                  "speed.\n* Read-out: three epochs only.")
+    assert main(["run", str(plain), "--out", str(tmp_path / "o2"), "--quiet"]) == 0
+    assert "Differences from the authors' setup" not in (tmp_path / "o2" / "RESULTS.md").read_text()
+    bad = config(tmp_path / "bad.yaml", tiny_data, differences=["fine", 3])
+    assert main(["run", str(bad), "--out", str(tmp_path / "o3")]) == 2
+    assert "differences: expected a list of non-empty strings" in capsys.readouterr().err

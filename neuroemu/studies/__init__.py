@@ -21,9 +21,10 @@ from typing import Any
 
 from ..config import apply_overrides, dump_yaml, load_yaml, validate
 from ..errors import ConfigError, did_you_mean
-from ..io import atomic_write_json, versions
+from ..io import atomic_write_json, atomic_write_text, versions
 from ..runner import JobsFailed, load_results, run_jobs
 from . import crossbar_mlp, eprop_pcm, fasthebb, generic, lif_sampling, nir_deploy, sdt, sparse_snn, spiking_fmnist
+from .common import differences_markdown
 from .lif_sampling import images as lif_images
 
 EXPERIMENTS = {m.NAME: m for m in (crossbar_mlp, spiking_fmnist, eprop_pcm, sparse_snn, fasthebb, sdt, lif_sampling,
@@ -103,6 +104,9 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     meta = {"command": command, "config": str(config_path), "versions": versions(),
             "wall_time_s": time.perf_counter() - start}
     summary = module.report(cfg, results, out, meta) if results else {"table": []}
+    if results and cfg.get("differences") and not getattr(module, "REPORTS_DIFFERENCES", False):
+        text = (out / "RESULTS.md").read_text().rstrip("\n")
+        atomic_write_text(out / "RESULTS.md", "\n".join([text, "", *differences_markdown(cfg["differences"])]))
     atomic_write_json(out / "summary.json", {"meta": meta, "failed": failure.failed if failure else {}, **summary})
     if failure is not None:
         raise failure

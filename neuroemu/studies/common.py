@@ -26,7 +26,25 @@ def header(name: str, diverge_factor: float, *, seeds: list[int] | None = None, 
         "seeds": Opt("list", [0] if seeds is None else seeds, check=check_seeds, doc=seeds_doc),
         "workers": Opt("int", 2, 1, 256, doc="local worker processes (1 = serial)"),
         "diverge_factor": divergence.option(diverge_factor),
+        "differences": Opt("list", [], check=check_differences,
+                           doc="how this config departs from the setup it reproduces, each with why: RESULTS.md "
+                               "lists them under \"Differences from the authors' setup\""),
     }
+
+
+def check_differences(value: Any, where: str) -> list[str]:
+    """A list of non-empty strings (an ``Opt`` check)."""
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: expected a list of non-empty strings (one difference from the authors' setup "
+                          f"each, with why), got {value!r}")
+    return [" ".join(v.split()) for v in value]
+
+
+def differences_markdown(items: list[str], intro: str = "") -> list[str]:
+    """The RESULTS.md section "Differences from the authors' setup": ``intro`` (if any), then one
+    bullet per item."""
+    return ["## Differences from the authors' setup", "", *([intro, ""] if intro else []),
+            *(f"* {item}" for item in items), ""]
 
 
 def each_run(cfg: dict[str, Any], where: str, schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

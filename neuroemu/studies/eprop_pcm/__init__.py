@@ -412,9 +412,10 @@ DIFFERENCES: tuple[tuple[str, str], ...] = (
      "Kaiming-normal × 0.237 (std 0.034): every scheme trains the same initial network."),
     ("Learning rates",
      "their README says each scheme needs its own hyperparameters and gives a tuned set for mixed precision only "
-     "(η_in 3.3e-4, η_rec 3.9e-4, η_out 1.66e-5). Here input and recurrent weights share one rate: lr 7e-5 ≈ their "
-     "η·v_th (6.4e-5, 7.6e-5), lr_out 1.66e-5. These are the untuned defaults for every scheme; the study is meant "
-     "to be tuned per scheme (same budget for each) before its results are read."),
+     "(η_in 3.3e-4, η_rec 3.9e-4, η_out 1.66e-5). Here input and recurrent weights share one rate. The config's "
+     "defaults are lr 7e-5 ≈ their η·v_th (6.4e-5, 7.6e-5) and lr_out 1.66e-5; `neuroemu tune` gives each scheme "
+     "its own (the same search budget for each), and a tuned config's runs carry them (the line above says "
+     "whether this one's do)."),
     ("Read noise",
      "their code clamps every noisy device read to [0.1, 12] µS, which biases reads of low-conductance devices "
      "upward; here the per-device Gaussian read noise is applied in its exact output-referred form (one normal per "
@@ -483,27 +484,49 @@ def departures(cfg: dict[str, Any]) -> list[str]:
 CHIP_DIFFERENCES = ("Read noise", "Drift clock", "Refresh", "Stochastic scheme", "Sign threshold",
                     "Mixed-precision step", "Multi-device scale", "Added references", "Eligibility traces")
 
+#: This study writes the config's ``differences`` into its own section (:func:`differences_markdown`).
+REPORTS_DIFFERENCES = True
+
 
 def differences_markdown(cfg: dict[str, Any]) -> list[str]:
-    """The "differences from the authors' setup" list of RESULTS.md: this config's departures from
-    :data:`AUTHORS`, then :data:`DIFFERENCES`. Evidence accumulation is not Demirag et al.'s task:
-    its task and network follow Bellec et al.'s code (the config says how and where it departs), and
-    only the chip-side differences (:data:`CHIP_DIFFERENCES`) are listed."""
+    """The "differences from the authors' setup" list of RESULTS.md: the config's own ``differences``,
+    this config's departures from :data:`AUTHORS`, then :data:`DIFFERENCES`. Evidence accumulation is
+    not Demirag et al.'s task: its task and network follow Bellec et al.'s code (the config's
+    ``differences`` say how and where it departs), and only the chip-side differences
+    (:data:`CHIP_DIFFERENCES`) are added."""
+    own = [f"* {item}" for item in cfg["differences"]]
     if cfg["task"]["name"] != "pattern_generation":
         lines = ["## Differences from the authors' setup", "",
                  "The task and the network follow Bellec et al.'s evidence-accumulation code (Nat. Commun. 2020, "
-                 "Fig. 3; github.com/IGITUGraz/eligibility_propagation); the comments of the config list every "
-                 "difference from it. Demirag et al. (whose e-prop-on-PCM code this study follows for the chip and "
-                 "the update schemes) train pattern generation only; of the study's differences from their code, "
-                 "these concern the chip and still apply:", ""]
+                 "Fig. 3; github.com/IGITUGraz/eligibility_propagation); "
+                 + ("this config departs from it as follows:" if own else "this config states no difference from it."),
+                 "", *own, *([""] if own else []),
+                 "Demirag et al. (whose e-prop-on-PCM code this study follows for the chip and the update schemes) "
+                 "train pattern generation only; of the study's differences from their code, these concern the chip "
+                 "and still apply:", ""]
         return lines + [f"* **{title}**: {text}" for title, text in DIFFERENCES if title in CHIP_DIFFERENCES]
     lines = ["## Differences from the authors' setup", "",
              "Demirag et al.'s code (srnn-pcm) and its README's tuned set for mixed precision, as recorded in "
-             "`neuroemu.studies.eprop_pcm.AUTHORS`; units converted as the module docstring says.", ""]
+             "`neuroemu.studies.eprop_pcm.AUTHORS`; units converted as the module docstring says.", "", *own]
     gone = departures(cfg)
     lines.append("* **This configuration**: " + ("; ".join(gone) if gone else "follows every setting listed there") + ".")
+    lines.append("* **Its learning rates**: " + _rates_note(cfg))
     lines += [f"* **{title}**: {text}" for title, text in DIFFERENCES]
     return lines
+
+
+def _rates_note(cfg: dict[str, Any]) -> str:
+    """Whether the runs share the config's rates or carry their own (a tuned config), and their range."""
+    def span(key):
+        vals = sorted({r.get("train", {}).get(key, cfg["train"][key]) for r in cfg["runs"]})
+        return f"{vals[0]:g}" if len(vals) == 1 else f"{vals[0]:g} to {vals[-1]:g}"
+
+    if not any({"lr", "lr_out"} & set(r.get("train", {})) for r in cfg["runs"]):
+        return (f"every run at the config's lr {cfg['train']['lr']:g} and lr_out {cfg['train']['lr_out']:g}, not "
+                "searched per scheme.")
+    return (f"each run its own (lr {span('lr')}, lr_out {span('lr_out')}), from a search with the same budget per "
+            "run (`neuroemu tune`) on validation seeds. Where the command above changes the training with `--set`, "
+            "the rates are those searched for the config without the change.")
 
 
 def _scale_note(cfg: dict[str, Any]) -> str:
