@@ -34,6 +34,7 @@ class Opt:
     nullable: bool = False
     doc: str = ""
     check: Callable[[Any, str], Any] | None = None  # extra validation, returns the value
+    allow_inf: bool = False  # a float may be +inf (when hi is inf): "never", "no limit"
 
     def validate(self, value: Any, where: str) -> Any:
         if value is None:
@@ -45,7 +46,8 @@ class Opt:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{where}: expected {self.expect()}, got {value!r}")
         elif k == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) or (self.allow_inf and value == math.inf)):
                 raise ConfigError(f"{where}: expected {self.expect()}, got {value!r}")
             value = float(value)
         elif k == "bool":

@@ -36,9 +36,9 @@ NMSE_FACTOR = 1000.0
 
 def option(default: float) -> Opt:
     """The ``diverge_factor`` config field (top level of every experiment config)."""
-    return Opt("float", default, 1.0, 1e300,
+    return Opt("float", default, 1.0, math.inf, allow_inf=True,
                doc="a run whose training loss (e-prop: its error) is NaN/inf or above this many times the "
-                   "untrained network's is stopped, marked diverged and left out of the means")
+                   "untrained network's is stopped, marked diverged and left out of the means (.inf: never)")
 
 
 def plain(value: float) -> float | str:

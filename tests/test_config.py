@@ -54,3 +54,36 @@ def test_suggestions_ignore_case_underscores_and_dashes():
         validate({"scheme": "tikitaka"}, schema, "cfg:")
     with pytest.raises(ConfigError, match=r"cfg: Train: unknown field \(did you mean 'train'\?\)"):
         validate({"scheme": "sign", "Train": {}}, schema, "cfg:")
+
+
+def _example_configs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    return sorted(p.relative_to(root.parent) for p in root.glob("**/*.yaml")
+                  if not any(part.startswith("results") for part in p.parts))
+
+
+@pytest.mark.parametrize("path", _example_configs(), ids=str)
+def test_the_written_config_yaml_runs_as_it_is_and_gives_the_same_jobs(path, tmp_path, monkeypatch):
+    """config.yaml in a results directory (as `neuroemu run` writes it) resolves, from another working
+    directory too, to the jobs of the config it came from: nothing derived by a study's check, no
+    file named relative to the wrong directory, no value the schema refuses (e.g. an infinite
+    diverge_factor)."""
+    from pathlib import Path
+
+    from neuroemu.config import dump_yaml
+    from neuroemu.runner import job_hash
+    from neuroemu.studies import _as_written, resolve
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    module, cfg = resolve(path)
+    if not hasattr(module, "jobs"):
+        pytest.skip(f"{path}: not an experiment config")
+    expected = [job_hash(j) for j in module.jobs(cfg)]
+    out = tmp_path / "results"
+    out.mkdir()
+    dump_yaml(_as_written(cfg, module, out), out / "config.yaml")
+    again_module, again = resolve(out / "config.yaml")
+    assert again_module is module and [job_hash(j) for j in module.jobs(again)] == expected

@@ -61,15 +61,28 @@ def resolve_data(raw: dict[str, Any], where: str, base_dir: Path | None = None) 
     return module, module.check(cfg, where)
 
 
-def _as_written(cfg: Any) -> Any:
-    """The resolved config as a user would write it: without the device cards' content that
-    ``check`` copies into the runs (``card_data``, so that an edited card invalidates finished jobs;
-    each ``runs/*.json`` keeps it). ``config.yaml`` then runs as it is and gives the same jobs."""
-    if isinstance(cfg, dict):
-        return {k: _as_written(v) for k, v in cfg.items() if k != "card_data"}
-    if isinstance(cfg, list):
-        return [_as_written(v) for v in cfg]
-    return cfg
+def _as_written(cfg: Any, module: Any = None, out: Path | None = None) -> Any:
+    """The resolved config as a user would write it into the directory ``out``: without the device
+    cards' content that ``check`` copies into the runs (``card_data``, so that an edited card
+    invalidates finished jobs; each ``runs/*.json`` keeps it) and without what a study's ``check``
+    derives into each run (its ``DERIVED_RUN_KEYS``); files it names (kept relative to the working
+    directory) named relative to ``out`` (the study's ``relocate``). ``config.yaml`` then runs as it
+    is, from any directory, and gives the same jobs."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "card_data"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    written = strip(cfg)
+    derived = getattr(module, "DERIVED_RUN_KEYS", ())
+    if derived and isinstance(written.get("runs"), list):
+        written["runs"] = [{k: v for k, v in r.items() if k not in derived} for r in written["runs"]]
+    relocate = getattr(module, "relocate", None)
+    if relocate is not None and out is not None:
+        written = relocate(written, Path.cwd(), out.resolve())
+    return written
 
 
 def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list[str] | None = None, *,
@@ -88,7 +101,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     job_list = module.jobs(cfg)
     load_results(out, job_list, overwrite=overwrite)  # refuse before config.yaml is replaced
     out.mkdir(parents=True, exist_ok=True)
-    dump_yaml(_as_written(cfg), out / "config.yaml")
+    dump_yaml(_as_written(cfg, module, out), out / "config.yaml")
     start = time.perf_counter()
     module.prepare(cfg)
     if not quiet:

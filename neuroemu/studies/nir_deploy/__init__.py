@@ -141,6 +141,15 @@ def drifts(card: Any) -> bool:
     return card.kind == "pcm_inference" or p.get("drift_nu", 0.0) > 0 or p.get("drift_nu_std", 0.0) > 0
 
 
+def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """A config written in ``old`` as it reads from ``new``: a relative ``network.file`` is named
+    relative to ``new`` (config.yaml in a results directory, tuned.yaml in a search's)."""
+    file = raw["network"]["file"]
+    if Path(file).is_absolute():
+        return raw
+    return {**raw, "network": {**raw["network"], "file": os.path.relpath(old / file, new)}}
+
+
 def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict[str, Any]:
     """Resolve the network file (relative to the config's directory; kept relative to the working
     directory, where the workers start, with its SHA-256), build the network and every run's

@@ -101,6 +101,10 @@ RUN = {
 }
 
 
+#: What ``check`` derives into every run (the merged model), left out of the written config.yaml.
+DERIVED_RUN_KEYS = ("model",)
+
+
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     from ...hardware.cards import load_card
     from ...errors import NeuroemuError

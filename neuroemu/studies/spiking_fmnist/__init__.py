@@ -86,6 +86,10 @@ RUN = {
 }
 
 
+#: What ``check`` derives into every run (its synapse card's numbers), left out of the written config.yaml.
+DERIVED_RUN_KEYS = ("synapses_card",)
+
+
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate the runs and build each one's tile and substrate once on a tiny chip."""
     from ...hardware.crossbar import Periphery
