@@ -357,3 +357,35 @@ def test_differences_end_results_md_and_are_no_part_of_a_job(tmp_path, tiny_data
     bad = config(tmp_path / "bad.yaml", tiny_data, differences=["fine", 3])
     assert main(["run", str(bad), "--out", str(tmp_path / "o3")]) == 2
     assert "differences: expected a list of non-empty strings" in capsys.readouterr().err
+
+
+def test_an_interrupted_backprop_control_goes_on_after_its_last_finished_label_fraction(tmp_path, tiny_data,
+                                                                                       monkeypatch):  # noqa: F811
+    """The backprop control trains one network per label fraction: killed after the first, it trains
+    only the others when run again, with the result of a run never interrupted."""
+    from neuroemu import train
+    from neuroemu.runner import CHECKPOINT_ENV
+    from neuroemu.studies import fasthebb, resolve
+    from tests.checkpoints import Interrupted
+
+    _, resolved = resolve(config(tmp_path / "cfg.yaml", tiny_data, runs=[{"features": "backprop"}]))
+    job = fasthebb.jobs(resolved)[0]
+    straight = {k: v for k, v in fasthebb.run_job(job).items() if k != "train_time_s"}
+    original, calls = fasthebb._backprop_accuracy, []
+
+    def counted(*args, stop_at=None, **kwargs):
+        if len(calls) == stop_at:
+            raise Interrupted
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setenv(CHECKPOINT_ENV, str(tmp_path / "checkpoints"))
+    monkeypatch.setattr(fasthebb, "_backprop_accuracy", lambda *a, **k: counted(*a, stop_at=1, **k))
+    with pytest.raises(Interrupted):
+        fasthebb.run_job(job)
+    assert train.Stages(job["id"], job).load()["accuracy"]
+    calls.clear()
+    monkeypatch.setattr(fasthebb, "_backprop_accuracy", counted)
+    resumed = {k: v for k, v in fasthebb.run_job(job).items() if k != "train_time_s"}
+    assert resumed == straight and len(calls) == len(job["labels"]) - 1
+    assert not train.Stages(job["id"], job).path.exists()

@@ -371,14 +371,26 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             out["pulse_limit_hits"] = chip[LAYER].stats().get("pulse_limit_hits", 0)
         return out
 
-    if run["features"] == "backprop":
+    if run["features"] == "backprop":  # one network per label fraction, each kept as it finishes
+        from ...train import Stages
+
+        stages = Stages(job["id"], job)
+        state = stages.load()
+        done = state.setdefault("accuracy", {})
+        t0 -= state.get("elapsed", 0.0)
         try:
             for f, idx in subsets.items():
+                if str(f) in done:
+                    continue
                 rng = np.random.default_rng([seed, int(f * 1e6)])
-                out["accuracy"][str(f)] = _backprop_accuracy(job, xtr[idx], ytr[idx], xte, yte, rng,
-                                                             check_epochs("backprop", f))
+                done[str(f)] = _backprop_accuracy(job, xtr[idx], ytr[idx], xte, yte, rng, check_epochs("backprop", f))
+                state["elapsed"] = time.perf_counter() - t0
+                stages.save(state)
         except divergence.Diverged as exc:
+            stages.clear()
             return diverged(exc.record)
+        stages.clear()
+        out["accuracy"] = {str(f): done[str(f)] for f in subsets}
         out["train_time_s"] = time.perf_counter() - t0
         return out
     if "layers" in job:
