@@ -136,6 +136,13 @@ def _fold(win: np.ndarray, shape: tuple, stride: int) -> np.ndarray:
     return out
 
 
+def _for_kernel(x: np.ndarray) -> np.ndarray:
+    """x in a dtype the numba kernels take: native byte order, float16 as float32 (exact)."""
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    return x.astype(np.float32) if x.dtype == np.float16 else x
+
+
 def _no_cache(layer: Any) -> RuntimeError:
     return RuntimeError(f"{type(layer).__name__}.backward: call forward(x) with cache=True first")
 
@@ -331,7 +338,7 @@ class MaxPool2d(_Pool2d):
             x = self._padded(x if x.dtype in _FLOATS else x.astype(np.float64), -np.inf)
         arg = np.empty((x.shape[0], x.shape[1], ho, wo) if cache else (0, 0, 0, 0),
                        np.int16 if self.k * self.k < 2**15 else np.int32)
-        y = _pool.max_pool_forward(x, self.k, self.stride, ho, wo, arg)
+        y = _pool.max_pool_forward(_for_kernel(x), self.k, self.stride, ho, wo, arg).astype(x.dtype, copy=False)
         arg = arg if cache else None
         dtype = x.dtype if x.dtype in _FLOATS else np.dtype(np.float64)
         self._cache = (arg, shape, dtype) if cache else None

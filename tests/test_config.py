@@ -66,10 +66,9 @@ def _example_configs():
 
 @pytest.mark.parametrize("path", _example_configs(), ids=str)
 def test_the_written_config_yaml_runs_as_it_is_and_gives_the_same_jobs(path, tmp_path, monkeypatch):
-    """config.yaml in a results directory (as `neuroemu run` writes it) resolves, from another working
-    directory too, to the jobs of the config it came from: nothing derived by a study's check, no
-    file named relative to the wrong directory, no value the schema refuses (e.g. an infinite
-    diverge_factor)."""
+    """config.yaml in a results directory (as `neuroemu run` writes it) resolves to the jobs of the
+    config it came from: nothing derived by a study's check, no file named relative to the wrong
+    directory, no value the schema refuses (e.g. an infinite diverge_factor)."""
     from pathlib import Path
 
     from neuroemu.config import dump_yaml

@@ -459,8 +459,8 @@ def test_differences_of_the_config_and_of_its_learning_rates_reach_results_md():
     _, tuned = resolve(root / "examples/eprop_pcm/tuned.yaml")
     rates = [ln for ln in eprop_pcm.differences_markdown(tuned) if ln.startswith("* **Its learning rates**")]
     assert rates == ["* **Its learning rates**: each run its own (lr 1e-07 to 0.001, lr_out 1.66e-05 to 0.000166), "
-                     "from a search with the same budget per run (`neuroemu tune`) on validation seeds. Where the "
-                     "command above changes the training with `--set`, the rates are those searched for the config "
-                     "without the change."]
+                     "as its run in the config sets them (`neuroemu tune` writes them there: a search with the same "
+                     "budget per run on validation seeds). Where the command above changes the training with `--set`, "
+                     "the rates are those set for the config without the change."]
     _, plain = resolve(root / "examples/eprop_pcm/schemes.yaml")
     assert "not searched per scheme" in "\n".join(eprop_pcm.differences_markdown(plain))

@@ -470,3 +470,8 @@ def test_max_pool_keeps_integer_and_boolean_inputs():
     b = x > 6
     np.testing.assert_array_equal(MaxPool2d(3, 3).forward(b), b.reshape(2, 3, 2, 3, 2, 3).any(axis=(3, 5)))
     assert MaxPool2d(2, pad=1).forward(x).dtype == np.float64  # −∞ padding needs a float
+    f = np.random.default_rng(4).standard_normal((2, 3, 6, 6))
+    for dtype in (np.float16, ">f4", ">f8"):  # dtypes numba does not take: computed exactly, given back as they came
+        y = MaxPool2d(2).forward(f.astype(dtype))
+        assert y.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(y, f.astype(dtype).reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5)))

@@ -67,7 +67,7 @@ def _as_written(cfg: Any, module: Any = None, out: Path | None = None) -> Any:
     invalidates finished jobs; each ``runs/*.json`` keeps it) and without what a study's ``check``
     derives into each run (its ``DERIVED_RUN_KEYS``); files it names (kept relative to the working
     directory) named relative to ``out`` (the study's ``relocate``). ``config.yaml`` then runs as it
-    is, from any directory, and gives the same jobs."""
+    is and, from the same working directory, gives the same jobs."""
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k != "card_data"}
@@ -118,7 +118,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
             "wall_time_s": time.perf_counter() - start}
     summary = module.report(cfg, results, out, meta) if results else {"table": []}
     if results and cfg.get("differences") and not getattr(module, "REPORTS_DIFFERENCES", False):
-        text = (out / "RESULTS.md").read_text().rstrip("\n")
+        text = (out / "RESULTS.md").read_text(encoding="utf-8").rstrip("\n")
         atomic_write_text(out / "RESULTS.md", "\n".join([text, "", *differences_markdown(cfg["differences"])]))
     atomic_write_json(out / "summary.json", {"meta": meta, "failed": failure.failed if failure else {}, **summary})
     if failure is not None:

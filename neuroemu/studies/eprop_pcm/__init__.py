@@ -524,9 +524,10 @@ def _rates_note(cfg: dict[str, Any]) -> str:
     if not any({"lr", "lr_out"} & set(r.get("train", {})) for r in cfg["runs"]):
         return (f"every run at the config's lr {cfg['train']['lr']:g} and lr_out {cfg['train']['lr_out']:g}, not "
                 "searched per scheme.")
-    return (f"each run its own (lr {span('lr')}, lr_out {span('lr_out')}), from a search with the same budget per "
-            "run (`neuroemu tune`) on validation seeds. Where the command above changes the training with `--set`, "
-            "the rates are those searched for the config without the change.")
+    return (f"each run its own (lr {span('lr')}, lr_out {span('lr_out')}), as its run in the config sets them "
+            "(`neuroemu tune` writes them there: a search with the same budget per run on validation seeds). Where "
+            "the command above changes the training with `--set`, the rates are those set for the config without "
+            "the change.")
 
 
 def _scale_note(cfg: dict[str, Any]) -> str:
