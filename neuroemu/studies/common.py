@@ -40,11 +40,9 @@ def check_differences(value: Any, where: str) -> list[str]:
     return [" ".join(v.split()) for v in value]
 
 
-def differences_markdown(items: list[str], intro: str = "") -> list[str]:
-    """The RESULTS.md section "Differences from the authors' setup": ``intro`` (if any), then one
-    bullet per item."""
-    return ["## Differences from the authors' setup", "", *([intro, ""] if intro else []),
-            *(f"* {item}" for item in items), ""]
+def differences_markdown(items: list[str]) -> list[str]:
+    """The RESULTS.md section "Differences from the authors' setup": one bullet per item."""
+    return ["## Differences from the authors' setup", "", *(f"* {item}" for item in items), ""]
 
 
 def each_run(cfg: dict[str, Any], where: str, schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
