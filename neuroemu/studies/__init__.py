@@ -61,7 +61,7 @@ def resolve_data(raw: dict[str, Any], where: str, base_dir: Path | None = None) 
     return module, module.check(cfg, where)
 
 
-def _as_written(cfg: Any, module: Any = None, out: Path | None = None) -> Any:
+def _as_written(cfg: Any, module: Any, out: Path) -> Any:
     """The resolved config as a user would write it into the directory ``out``: without the device
     cards' content that ``check`` copies into the runs (``card_data``, so that an edited card
     invalidates finished jobs; each ``runs/*.json`` keeps it) and without what a study's ``check``
@@ -80,7 +80,7 @@ def _as_written(cfg: Any, module: Any = None, out: Path | None = None) -> Any:
     if derived and isinstance(written.get("runs"), list):
         written["runs"] = [{k: v for k, v in r.items() if k not in derived} for r in written["runs"]]
     relocate = getattr(module, "relocate", None)
-    if relocate is not None and out is not None:
+    if relocate is not None:
         written = relocate(written, Path.cwd(), out.resolve())
     return written
 

@@ -665,8 +665,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
         return tables.value_cell(r, k, note=False)
 
     acc, acc_head = ("val_acc", "validation") if cfg["data"]["validation"] else ("test_acc", "test")
-    head = ["run", "mode", f"{acc_head} accuracy (%)", "direct association (wins)", "direct association (av)", "linear read-out", "pre-training only",
-            "pulses/synapse", "seeds", "train time (s)"]
+    head = ["run", "mode", f"{acc_head} accuracy (%)", "direct association (wins)", "direct association (av)",
+            "linear read-out", "pre-training only", "pulses/synapse", "seeds", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([r["run"], r["mode"], cell(r, acc), cell(r, "direct_association"),
