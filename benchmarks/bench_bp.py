@@ -23,11 +23,16 @@ A second table times the CNN's max pooling (4×4 windows, stride 2, padding 1, a
 on a batch of 16), forward and backward: the numba kernels of ``nn.MaxPool2d`` against their numpy
 twin (``tests/reference/pool.py``, one strided comparison or add per window offset), checked to give
 the same bits.
+
+A third table times our CNN step (end to end, 1 thread) in two fresh processes: with glibc's own
+malloc thresholds, and with freed large blocks kept for reuse as the command line has it
+(:mod:`neuroemu.alloc`; the first two tables run with the latter, ``--malloc default`` for the former).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,12 +46,14 @@ from benchmarks.timing import add_threads_option, at_threads, median_times  # no
 from tests.reference import pool as numpy_pool  # noqa: E402
 from tests.reference.optim import adam_step as numpy_adam  # noqa: E402
 
+from neuroemu.alloc import keep_freed_memory  # noqa: E402
 from neuroemu.chip import Hardware  # noqa: E402
 from neuroemu.config import validate  # noqa: E402
 from neuroemu.nn import mse_loss  # noqa: E402
 from neuroemu.rules.base import run_step  # noqa: E402
 from neuroemu.rules.sdt import SelfDefinedTarget, TargetBatch  # noqa: E402
 from neuroemu.studies import sdt  # noqa: E402
+from neuroemu.threads import limit  # noqa: E402
 
 CASES = [
     ("MLP 784-2000, SGD", {"hidden": [2000]}, {"optimizer": "sgd", "lr": 0.008}, (784,), 6),
@@ -87,41 +94,60 @@ class PlainStep:
         return loss
 
 
+def steps(case: tuple, nb: int):
+    """(ours, baseline) for one network of CASES, on a batch of nb random images: two step functions
+    that start from the same weights and are checked to give the same weights after one step."""
+    name, run_opts, bp, shape, k = case
+    run = validate({"trainer": "bp", **run_opts}, sdt.RUN, "run")
+    run["bp"] = validate(bp, sdt.BP, "bp")
+    run["sdt"] = {**validate({}, sdt.SDT, "sdt"), "k": k, "gamma": 0.3}
+    model, inner, rule = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
+    chip = model.build(Hardware.exact(), 0)
+    rule.bind(chip)
+    twin, _, _ = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
+    plain = PlainStep(twin, inner.lrs, bp["optimizer"] == "sgd")
+    x = np.random.default_rng(1).random((nb, *shape), dtype=np.float32)
+    x, x_twin = model.features(chip, x, nb), twin.features(chip, x, nb)
+    target = SelfDefinedTarget(sdt._n_out(run), k=k, gamma=0.3)
+
+    def ours():
+        return run_step(rule, chip, TargetBatch(x, None, 1))["loss"]
+
+    def baseline():
+        return plain(x_twin, target)
+
+    ours(), baseline()  # one step each from the same weights: the same result
+    for layer in model.trained:
+        np.testing.assert_allclose(chip[layer].weights(), twin.names[layer].w, rtol=1e-4, atol=1e-6)
+    return ours, baseline
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep: glibc keeps freed large blocks, as the command line has it (neuroemu.alloc); "
+                         "default: glibc's own thresholds")
+    ap.add_argument("--cnn-step-ms", type=int, metavar="REPEAT", help=argparse.SUPPRESS)  # the allocator table's child
     add_threads_option(ap)
     args = ap.parse_args(argv)
     repeat, nb = (3 if args.quick else 10), args.batch
+    if args.malloc == "keep":
+        keep_freed_memory()
+    if args.cnn_step_ms:
+        with limit(1):
+            ours, _ = steps(CASES[-1], nb)
+            print(median_times([ours], args.cnn_step_ms)[0] * 1e3)
+        return []
 
     def measure(_n):
         rows = []
-        for name, run_opts, bp, shape, k in CASES:
-            run = validate({"trainer": "bp", **run_opts}, sdt.RUN, "run")
-            run["bp"] = validate(bp, sdt.BP, "bp")
-            run["sdt"] = {**validate({}, sdt.SDT, "sdt"), "k": k, "gamma": 0.3}
-            model, inner, rule = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
-            chip = model.build(Hardware.exact(), 0)
-            rule.bind(chip)
-            twin, _, _ = sdt._network(run, np.random.default_rng(0), np.random.default_rng(2))
-            plain = PlainStep(twin, inner.lrs, bp["optimizer"] == "sgd")
-            x = np.random.default_rng(1).random((nb, *shape), dtype=np.float32)
-            x, x_twin = model.features(chip, x, nb), twin.features(chip, x, nb)
-            target = SelfDefinedTarget(sdt._n_out(run), k=k, gamma=0.3)
-
-            def ours():
-                return run_step(rule, chip, TargetBatch(x, None, 1))["loss"]
-
-            def baseline():
-                return plain(x_twin, target)
-
-            ours(), baseline()  # one step each from the same weights: the same result
-            for layer in model.trained:
-                np.testing.assert_allclose(chip[layer].weights(), twin.names[layer].w, rtol=1e-4, atol=1e-6)
+        for case in CASES:
+            ours, baseline = steps(case, nb)
             times = median_times([baseline, ours], repeat)
-            for case, t in zip(("plain numpy step", "ours"), times):
-                rows.append({"network": name, "case": case, "ms": t * 1e3, "samples_per_s": nb / t,
+            for what, t in zip(("plain numpy step", "ours"), times):
+                rows.append({"network": case[0], "case": what, "ms": t * 1e3, "samples_per_s": nb / t,
                              "ratio": times[0] / t})
         return rows
 
@@ -131,13 +157,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         print(f"{r['threads']:>7} {r['network']:<34} {r['case']:<17} {r['ms']:>9.2f} {r['samples_per_s']:>11.0f} "
               f"{r['ratio']:>7.2f}")
+    print(f"\nthe CNN end to end (ours), batch {nb}, 1 thread, in a fresh process per allocator; median of "
+          f"{3 * repeat}")
+    mallocs = allocator(nb, 3 * repeat)
+    print(f"{'allocator':<46} {'ms':>9} {'ratio':>7}")
+    for r in mallocs:
+        print(f"{r['allocator']:<46} {r['ms']:>9.2f} {r['ratio']:>7.2f}")
     pools = pooling(nb, 10 * repeat)
     print(f"\nthe CNN's max pooling (4×4, stride 2, padding 1), forward + backward, batch {nb}, float32, 1 thread; "
           f"median of {10 * repeat}")
     print(f"{'input':<18} {'numpy twin ms':>14} {'kernel ms':>10} {'ratio':>7}")
     for r in pools:
         print(f"{r['input']:<18} {r['numpy_ms']:>14.2f} {r['kernel_ms']:>10.2f} {r['ratio']:>7.2f}")
-    return rows + pools
+    return rows + mallocs + pools
+
+
+def allocator(nb: int, repeat: int) -> list[dict]:
+    """Our CNN step under glibc's own malloc thresholds and with freed large blocks kept
+    (:func:`neuroemu.alloc.keep_freed_memory`), each in a fresh process of this script."""
+    ms = {}
+    for malloc in ("default", "keep"):
+        out = subprocess.run([sys.executable, __file__, "--malloc", malloc, "--batch", str(nb), "--cnn-step-ms",
+                              str(repeat)], capture_output=True, text=True, check=True)
+        ms[malloc] = float(out.stdout.split()[-1])
+    return [{"allocator": text, "ms": ms[m], "ratio": ms["default"] / ms[m]}
+            for m, text in (("default", "glibc's thresholds"), ("keep", "freed large blocks kept (the command line)"))]
 
 
 def pooling(nb: int, repeat: int) -> list[dict]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from . import alloc
 from .errors import NeuroemuError
 
 OVERWRITE_HELP = "replace finished runs in --out that were computed with a different configuration"
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if not exc.code:
             raise
         return exc.code
+    alloc.keep_freed_memory()
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush

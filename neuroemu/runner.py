@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import alloc
 from .errors import NeuroemuError
 from .io import atomic_write_json, atomic_write_npz, atomic_write_text
 from .progress import QUIET_ENV, Progress
@@ -202,7 +203,8 @@ def _worker_init(parent: int) -> None:
     and checks once a second that os.getppid() is still the parent (the orphan is re-parented), in
     case a fork of the parent inherited that pipe. That thread needs the GIL, so on macOS a worker
     inside a long compiled call exits when the call returns to Python. The getppid check right after
-    prctl covers a parent that died before it."""
+    prctl covers a parent that died before it. Freed large blocks are kept for reuse
+    (:func:`neuroemu.alloc.keep_freed_memory`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -210,6 +212,7 @@ def _worker_init(parent: int) -> None:
     if os.getppid() != parent:
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+    alloc.keep_freed_memory()
 
 
 def _watch_parent(parent: int) -> None:
