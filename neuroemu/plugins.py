@@ -117,6 +117,22 @@ def load(kind: str, name: str, *, base_dir: str | Path | None = None, where: str
                       f"entry point of the group {_group(kind)}")
 
 
+def source_digest(obj: Any) -> str | None:
+    """The SHA-256 of the file that defines ``obj`` (a rule, model or task :func:`load` returned) when
+    it comes from outside the package; a study puts it into each job, so that runs finished with an
+    earlier version of the file are redone, not served. None for the package's own (every job holds
+    the package's version) and for an object without a source file. Only that file counts, not the
+    modules it imports."""
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    name, path = getattr(module, "__name__", ""), getattr(module, "__file__", None)
+    if module is None or not path or name == "neuroemu" or name.startswith("neuroemu."):
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def make(kind: str, spec: str | Mapping[str, Any], *, base_dir: str | Path | None = None, where: str | None = None,
          **extra: Any) -> Any:
     """Build the ``kind`` a config describes: ``spec`` is its name, or a mapping with ``name`` and

@@ -179,6 +179,31 @@ def test_config_errors_name_the_field(tmp_path, change, message):
         resolve(cfg)
 
 
+def test_an_edited_plugin_file_reruns_instead_of_serving_old_results(tmp_path):
+    """Each job holds the SHA-256 of its plug-in's file: after an edit the finished runs no longer
+    match (ResultsDiffer names the field); the package's own rules add nothing to the jobs."""
+    from neuroemu.runner import ResultsDiffer, job_hash
+    from neuroemu.studies import resolve, run_experiment
+
+    cfg = _example(tmp_path, runs=[{"name": "float", "chip": {"card": "ideal"}}])
+    run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)
+    module, resolved = resolve(cfg)
+    before = job_hash(module.jobs(resolved)[0])
+    assert "sources" not in (tmp_path / "out" / "config.yaml").read_text()  # derived, not written
+    run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)  # unchanged: loaded
+    plugin = tmp_path / "node_perturbation.py"
+    plugin.write_text(plugin.read_text() + "\n# edited\n")
+    module, resolved = resolve(cfg)
+    assert job_hash(module.jobs(resolved)[0]) != before
+    with pytest.raises(ResultsDiffer, match="run.sources"):
+        run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)
+    own = yaml.safe_load(cfg.read_text()) | {"rule": {"name": "backprop", "lr": 0.1}}
+    cfg.write_text(yaml.safe_dump(own))
+    module, resolved = resolve(cfg)
+    assert "sources" not in resolved["runs"][0]
+    assert plugins.source_digest(plugins.load("rule", "backprop")) is None
+
+
 def test_relocate_keeps_plugin_files_found_from_another_directory(tmp_path):
     from neuroemu.studies import generic
 

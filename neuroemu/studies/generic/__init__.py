@@ -43,6 +43,8 @@ from .. import tables
 from ..common import each_run, energy_section, header, ops_summary, start_report
 
 NAME = "train"
+#: What ``check`` adds to each run: the SHA-256 of each plug-in's file (left out of config.yaml).
+DERIVED_RUN_KEYS = ("sources",)
 
 PROTOCOL = {
     "epochs": Opt("int", None, 1, 10**6, nullable=True, doc="passes over the task's batches"),
@@ -136,6 +138,7 @@ def _make(kind: str, spec: dict[str, Any], where: str, **optional: Any) -> Any:
 def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict[str, Any]:
     """Merge every run's changes into the config's model, rule, task, protocol and chip; check that
     the parts load, the chip builds and the protocol is whole; keep each card's numbers in its run."""
+    from ... import plugins
     from ...config import validate
     from ...runner import check_run_names
     from ...train import Protocol
@@ -156,8 +159,13 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
         hw = Hardware.from_config(chip, f"{w}.chip")
         run["chip"] = chip
         run["card_data"] = hw.card.to_dict()  # an edited card reruns
+        sources = {}
         for k in PARTS:  # the parts load now, not in a worker
-            _load(k, run[k], f"{w}.{k}")
+            digest = plugins.source_digest(_load(k, run[k], f"{w}.{k}"))
+            if digest is not None:
+                sources[k] = digest
+        if sources:  # an edited plug-in file reruns
+            run["sources"] = sources
         if run["name"] is None:
             run["name"] = f"{hw.card.name}/{hw.scheme}" + ("/deploy" if run["protocol"]["deploy"] else "")
         runs.append(run)
