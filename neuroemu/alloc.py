@@ -1,8 +1,9 @@
-"""Large arrays without a page fault per page: glibc keeps freed large blocks for the next allocation.
+"""Large arrays without fresh pages each time: glibc keeps freed large blocks for the next allocation.
 
 glibc's ``malloc`` serves each request above its mmap threshold (128 KiB at start, raised as blocks
 are freed, to at most 32 MiB on 64-bit) with fresh pages from the kernel and gives them back on
-``free``, so every new array of that size costs one page fault per 4 KiB page when first written. A
+``free``, so every new array of that size gets fresh pages that the kernel faults in and zeroes when
+they are first written. A
 training step that allocates arrays the size of a large layer pays it at every step: the CNN of
 ``examples/sdt`` (a 6272 × 3000 float32 output layer, 75 MB per gradient and per change) spent about
 a fifth of its step there. :func:`keep_freed_memory` raises both thresholds so that freed blocks stay
