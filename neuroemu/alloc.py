@@ -5,8 +5,9 @@ are freed, to at most 32 MiB on 64-bit) with fresh pages from the kernel and giv
 ``free``, so every new array of that size gets pages that the kernel faults in and zeroes when they
 are first written. A training step that allocates arrays the size of a large layer pays it at every
 step: the CNN of ``examples/sdt`` (a 6272 × 3000 float32 output layer, 75 MB per gradient and per
-change) spent about a fifth of its step there. :func:`keep_freed_memory` raises both thresholds so that freed blocks stay
-in the process and the next step reuses them; the numbers computed do not change.
+change) spent about a fifth of its step there. :func:`keep_freed_memory` raises both thresholds so
+that freed blocks stay in the process and the next step reuses them; the numbers computed do not
+change.
 
 The command line calls it at start, and so does every worker process of
 :func:`neuroemu.runner.run_jobs`. It does nothing on other C libraries (macOS, musl), nor where the
