@@ -204,6 +204,17 @@ def test_an_edited_plugin_file_reruns_instead_of_serving_old_results(tmp_path):
     assert plugins.source_digest(plugins.load("rule", "backprop")) is None
 
 
+def test_the_digest_is_that_of_the_defining_file_for_files_and_import_paths(tmp_path, monkeypatch):
+    import hashlib
+
+    (tmp_path / "mymod.py").write_text("class Rule:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digest = hashlib.sha256((tmp_path / "mymod.py").read_bytes()).hexdigest()
+    assert plugins.source_digest(plugins.load("rule", "mymod:Rule")) == digest
+    assert plugins.source_digest(plugins.load("rule", "mymod.py:Rule", base_dir=tmp_path)) == digest
+    assert plugins.source_digest(Backprop) is None
+
+
 def test_relocate_keeps_plugin_files_found_from_another_directory(tmp_path):
     from neuroemu.studies import generic
 
