@@ -96,7 +96,8 @@ def _interval() -> float:
 class JobProgress:
     """Throttled progress lines from inside one job (see the module docstring).
 
-    ``due()`` says whether a line would be printed now (so a loop builds its message only then);
+    ``due()`` says whether a line would be printed now (so a loop builds its message only then;
+    ``due(since=t)`` whether ``interval`` has passed since the time ``t`` of :meth:`now`);
     ``log(message)`` prints it when due, or always with ``force=True``, and returns whether it did.
     ``enabled`` (default: not :func:`quiet`) and ``interval`` (default :data:`INTERVAL_S`, or
     ``NEUROEMU_PROGRESS_S``) are read when the object is made; ``clock`` and ``stream`` are for tests.
@@ -111,8 +112,13 @@ class JobProgress:
         self._stream = stream
         self.start = self._last = clock()
 
-    def due(self) -> bool:
-        return self.enabled and self._clock() - self._last >= self.interval
+    def now(self) -> float:
+        """The clock's time, for :meth:`due` ``since``."""
+        return self._clock()
+
+    def due(self, since: float | None = None) -> bool:
+        """Whether ``interval`` has passed since the last line, or since ``since`` (a :meth:`now`)."""
+        return self.enabled and self._clock() - (self._last if since is None else since) >= self.interval
 
     def log(self, message: str, *, force: bool = False) -> bool:
         if not (self.due() or (force and self.enabled)):

@@ -320,6 +320,7 @@ class Trainer:
         p = self.protocol
         while self.done < p.epochs:
             epoch = self.done + 1
+            began = self._progress.now()
             sums: dict[str, list[float]] = {}
             batches = self.task.batches(epoch)
             total = len(batches) if hasattr(batches, "__len__") else None
@@ -339,11 +340,11 @@ class Trainer:
             scores = self._row("epoch", epoch, "epoch", means)
             self._clock()
             self._save()
-            if self._progress.due():
+            if self._progress.due() or self._progress.due(since=began):  # a long epoch always gets its line
                 shown = [f"{p.watch} {means[f'train_{p.watch}']:.3g}"] if f"train_{p.watch}" in means else []
                 shown += [f"{k.replace('_', ' ')} {100 * v:.2f} %" if k.endswith("_acc") else
                           f"{k.replace('_', ' ')} {v:.4g}" for k, v in scores.items() if isinstance(v, float)]
-                self._progress.log(f"epoch {epoch}/{p.epochs}  " + "  ".join(shown))
+                self._progress.log(f"epoch {epoch}/{p.epochs}  " + "  ".join(shown), force=True)
             if getattr(self.task, "stop", False):
                 break
 

@@ -125,6 +125,40 @@ def test_job_progress_is_throttled_and_silenced():
                                               "[run@seed0] epoch 1/1  (20 s)"]
     off = JobProgress("x", enabled=False, interval=0.0, stream=stream)
     assert not off.due() and not off.log("y", force=True)
+    assert p.now() == 20.0 and not p.due(since=10.0) and p.due(since=5.0)
+
+
+def test_an_epoch_longer_than_the_interval_always_gets_its_line(monkeypatch):
+    """A batch line printed just before an epoch ends does not swallow the epoch's summary line;
+    short epochs stay throttled. The clock is a counter: 4 s per reading."""
+    from neuroemu import Hardware, Protocol, Trainer, train
+    from neuroemu.data.classification import ClassificationTask
+    from neuroemu.models.mlp import MLP
+    from neuroemu.rules.backprop import Backprop
+
+    t = [0.0]
+
+    def clock():
+        t[0] += 4.0
+        return t[0]
+
+    stream = io.StringIO()
+    monkeypatch.setattr(train, "JobProgress", lambda job_id, enabled: JobProgress(
+        job_id, enabled=True, interval=15.0, clock=clock, stream=stream))
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 8)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(int)
+
+    def lines(batch_size):
+        stream.truncate(0)
+        stream.seek(0)
+        task = ClassificationTask(x, y, batch_size=batch_size, rng=1)
+        chip = MLP([8, 4, 2]).build(Hardware.exact(), rng=0)
+        Trainer(chip, Backprop(lr=0.1), task, Protocol(epochs=3), job_id="j").run()
+        return [ln for ln in stream.getvalue().splitlines() if "batch" not in ln and "epoch" in ln]
+
+    assert len(lines(10)) == 3  # 12 batches an epoch: each epoch is long, and batch lines are printed in it
+    assert len(lines(120)) < 3  # one batch an epoch: short epochs are throttled
 
 
 def test_job_progress_reads_the_environment(monkeypatch):
