@@ -219,3 +219,13 @@ def test_run_experiment_takes_the_workers_it_is_given(tmp_path, monkeypatch):
         with pytest.raises(ConfigError, match=f"workers: expected an integer >= 1, got {bad}"):
             run_experiment(cfg, tmp_path / "c", quiet=True, workers=bad)
     assert not (tmp_path / "c").exists()  # refused before anything is written
+
+
+def test_the_report_says_how_many_jobs_an_invocation_loaded_instead_of_computing():
+    from neuroemu.studies.common import wall_time
+
+    assert wall_time({"wall_time_s": 0.2, "jobs": 9, "jobs_loaded": 9}) == \
+        "wall time 0 s (all 9 jobs loaded from an earlier run, not recomputed)"
+    assert wall_time({"wall_time_s": 523.4, "jobs": 9, "jobs_loaded": 2}) == \
+        "wall time 523 s (2 of 9 jobs loaded from an earlier run, not recomputed)"
+    assert wall_time({"wall_time_s": 5.0, "jobs": 3, "jobs_loaded": 0}) == "wall time 5 s"

@@ -99,7 +99,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     module, cfg = resolve(config_path, overrides)
     out = Path(out_dir)
     job_list = module.jobs(cfg)
-    load_results(out, job_list, overwrite=overwrite)  # refuse before config.yaml is replaced
+    loaded = load_results(out, job_list, overwrite=overwrite)  # refuse before config.yaml is replaced
     out.mkdir(parents=True, exist_ok=True)
     dump_yaml(_as_written(cfg, module, out), out / "config.yaml")
     start = time.perf_counter()
@@ -115,7 +115,7 @@ def run_experiment(config_path: str | Path, out_dir: str | Path, overrides: list
     command = "neuroemu run " + " ".join(shlex.quote(a) for a in [str(config_path), "--out", str(out_dir)] +
                                          [x for o in (overrides or []) for x in ("--set", o)])
     meta = {"command": command, "config": str(config_path), "versions": versions(),
-            "wall_time_s": time.perf_counter() - start}
+            "wall_time_s": time.perf_counter() - start, "jobs": len(job_list), "jobs_loaded": len(loaded)}
     summary = module.report(cfg, results, out, meta) if results else {"table": []}
     if results and cfg.get("differences") and not getattr(module, "REPORTS_DIFFERENCES", False):
         text = (out / "RESULTS.md").read_text(encoding="utf-8").rstrip("\n")

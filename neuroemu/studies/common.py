@@ -119,6 +119,17 @@ def check_tile_run(run: dict[str, Any], where: str, *, n_devices: int = 1) -> Ca
     return card
 
 
+def wall_time(meta: dict[str, Any]) -> str:
+    """"wall time N s" of this invocation, and how many of its jobs it loaded from an earlier run
+    instead of computing them (each job's own time stays in its ``runs/*.json``)."""
+    text = f"wall time {meta.get('wall_time_s', 0.0):.0f} s"
+    loaded, total = meta.get("jobs_loaded", 0), meta.get("jobs", 0)
+    if loaded:
+        text += f" ({'all ' if loaded == total else ''}{loaded}{'' if loaded == total else f' of {total}'} jobs loaded " \
+                "from an earlier run, not recomputed)"
+    return text
+
+
 def start_report(out: str | Path, metrics: list[dict[str, Any]], *, make_figures: bool = True) -> tuple[Path, Path]:
     """Write ``metrics.csv`` into ``out`` and (``make_figures``) make ``out/figures``; returns (out,
     the figures folder)."""

@@ -64,6 +64,7 @@ from ...progress import job_messages
 from ...hardware.schemes import SCHEMES, PulseLimitWarning
 from ... import divergence
 from .. import tables
+from ..common import wall_time
 from ..common import (TILE_RUN, check_tile_run, each_run, energy_section, header,
                       ops_summary, start_report, tile_hardware)
 
@@ -733,8 +734,8 @@ Produced by:
   unless a run says otherwise; every read with per-device read noise:
   {hw['read_noise']}; {interval} of chip time from one update to the next (drift)
 * versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
-* compute: {sum(r['train_time_s'] for r in results):.0f} s of training over all jobs (this invocation took
-  {meta['wall_time_s']:.0f} s of wall time; jobs finished before are loaded, not rerun)
+* compute: {sum(r['train_time_s'] for r in results):.0f} s of training over all jobs (this invocation:
+  {wall_time(meta)})
 * divergence: a run whose error is NaN/inf, or at an evaluation above {cfg['diverge_factor']:g} × the untrained
   network's, stops and is left out of the means ("diverged k/n"); pulse schemes clip an update to
   their max_pulses per synapse and say so below the table

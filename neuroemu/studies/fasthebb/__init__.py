@@ -42,6 +42,7 @@ from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
 from .. import tables
 from ...models.hebbian import LAYER
+from ..common import wall_time
 from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section, header,  # noqa: F401
                       ops_summary, prepare, tile_hardware)  # prepare: this study's
 
@@ -727,7 +728,7 @@ Produced by:
 {chip_line}* divergence: a job whose Hebbian weights become NaN/inf, or whose read-out loss is NaN/inf or above
   {cfg['diverge_factor']:g} × ln 10 (chance), stops and is left out of the means ("diverged k/n")
 * seeds {', '.join(map(str, cfg['seeds']))} (a run may name its own); mean ± std over seeds; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
-  wall time {meta['wall_time_s']:.0f} s
+  {wall_time(meta)}
 
 Test accuracy (%, full 10 000-image test set unless data.test_limit is set):
 

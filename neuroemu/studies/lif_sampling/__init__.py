@@ -35,6 +35,7 @@ from ... import divergence
 from ...config import Opt
 from ...errors import ConfigError, NeuroemuError
 from .. import tables
+from ..common import wall_time
 from ..common import each_run, energy_section, header, ops_summary
 
 NAME = "lif_sampling"
@@ -427,7 +428,7 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
   model phase {tr['chains']} chains × {tr['duration_ms']:g} ms per update, exact data moments, starting
   from the target's own parameters; D_KL during training over {tr['eval_ms']:g} ms
 * seeds {', '.join(map(str, cfg['seeds']))}; mean ± std over seeds; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
-  wall time {meta['wall_time_s']:.0f} s. "wall s": emulation time of the longest free run; "chip s":
+  {wall_time(meta)}. "wall s": emulation time of the longest free run; "chip s":
   the time the chip itself would take for it (biological time / acceleration); "resets ≥ threshold":
   samplers per chip whose reset potential lies at or above their threshold (they fire again as soon
   as their refractory time ends), mean over seeds

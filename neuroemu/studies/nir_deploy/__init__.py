@@ -49,6 +49,7 @@ from ...config import Opt, check_delays
 from ...errors import ConfigError
 from ...plot import delay_key, delay_label
 from .. import tables
+from ..common import wall_time
 from ..common import (DATA, deploy_hardware, each_run, energy_section, header,  # noqa: F401
                       prepare, start_report)
 
@@ -476,7 +477,7 @@ Produced by:
   {ev['drift_compensation']}), other runs right after programming
 * seeds {', '.join(map(str, cfg['seeds']))} (each seed one emulated chip: devices, neuron mismatch, noise);
   "vs ideal" is the difference from the reference run (float synapses, ideal neurons), in percentage points
-* versions: {', '.join(f'{k} {v}' for k, v in versions.items())}; wall time {meta['wall_time_s']:.0f} s
+* versions: {', '.join(f'{k} {v}' for k, v in versions.items())}; {wall_time(meta)}
 
 """ + "\n".join(lines) + f"""
 

@@ -59,6 +59,7 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
 from .. import tables
+from ..common import wall_time
 from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section, header,  # noqa: F401
                       ops_summary, prepare, require_validation, tile_hardware)  # prepare: this study's
 
@@ -745,8 +746,7 @@ Produced by:
 * divergence: a run whose training loss is NaN/inf, or whose epoch-mean loss is above {cfg['diverge_factor']:g} × the first
   batch's of that phase, stops and is left out of the means ("diverged k/n")
 * seeds {', '.join(map(str, cfg['seeds']))}{own_seeds}; versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())};
-  {meta['wall_time_s']:.0f} s of wall time (jobs finished before are loaded, not rerun; the table gives
-  each run's training time)
+  {wall_time(meta)}; the table gives each run's training time
 
 """ + "\n".join(lines) + "\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
     atomic_write_text(out / "RESULTS.md", text)

@@ -47,6 +47,7 @@ from ...plot import delay_key, delay_label
 from ...runner import ARRAYS
 from ... import divergence, energy
 from .. import tables
+from ..common import wall_time
 from ..common import (DATA, each_run, energy_section, header, ops_summary,  # noqa: F401
                       prepare, start_report)  # prepare: this study's
 
@@ -464,7 +465,7 @@ Produced by:
 * trained weights: `runs/<run>_seed<seed>.npz` (arrays w0, w1, w2; `SparseSNN.load_weights`)
 * divergence: a seed whose training loss is NaN/inf, or whose epoch-mean loss is above {cfg['diverge_factor']:g} × its
   first batch's, stops and is left out of the means ("diverged k/n")
-* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; wall time {meta['wall_time_s']:.0f} s
+* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; {wall_time(meta)}
 
 """ + "\n".join(lines) + "\n\n" + "\n".join([*elines, ""]) + \
         "\n".join(f"![{p.stem}](figures/{p.name})" for p in paths) + "\n"
