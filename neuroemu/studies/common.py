@@ -125,8 +125,8 @@ def wall_time(meta: dict[str, Any]) -> str:
     text = f"wall time {meta.get('wall_time_s', 0.0):.0f} s"
     loaded, total = meta.get("jobs_loaded", 0), meta.get("jobs", 0)
     if loaded:
-        text += f" ({'all ' if loaded == total else ''}{loaded}{'' if loaded == total else f' of {total}'} jobs loaded " \
-                "from an earlier run, not recomputed)"
+        count = f"all {total}" if loaded == total else f"{loaded} of {total}"
+        text += f" ({count} jobs loaded from an earlier run, not recomputed)"
     return text
 
 

@@ -64,9 +64,8 @@ from ...progress import job_messages
 from ...hardware.schemes import SCHEMES, PulseLimitWarning
 from ... import divergence
 from .. import tables
-from ..common import wall_time
 from ..common import (TILE_RUN, check_tile_run, each_run, energy_section, header,
-                      ops_summary, start_report, tile_hardware)
+                      ops_summary, start_report, tile_hardware, wall_time)
 
 NAME = "eprop_pcm"
 

@@ -42,9 +42,8 @@ from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
 from .. import tables
 from ...models.hebbian import LAYER
-from ..common import wall_time
 from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section, header,  # noqa: F401
-                      ops_summary, prepare, tile_hardware)  # prepare: this study's
+                      ops_summary, prepare, tile_hardware, wall_time)  # prepare: this study's
 
 NAME = "fasthebb"
 FEATURES = ("hebbian", "random", "backprop")

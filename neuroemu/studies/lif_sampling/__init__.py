@@ -35,8 +35,7 @@ from ... import divergence
 from ...config import Opt
 from ...errors import ConfigError, NeuroemuError
 from .. import tables
-from ..common import wall_time
-from ..common import each_run, energy_section, header, ops_summary
+from ..common import each_run, energy_section, header, ops_summary, wall_time
 
 NAME = "lif_sampling"
 

@@ -49,9 +49,8 @@ from ...config import Opt, check_delays
 from ...errors import ConfigError
 from ...plot import delay_key, delay_label
 from .. import tables
-from ..common import wall_time
 from ..common import (DATA, deploy_hardware, each_run, energy_section, header,  # noqa: F401
-                      prepare, start_report)
+                      prepare, start_report, wall_time)
 
 NAME = "nir_deploy"
 FLOAT = "float"  #: ``synapses`` of the exact float chip (no tiles)

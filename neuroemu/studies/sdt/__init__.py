@@ -59,9 +59,8 @@ from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
 from .. import tables
-from ..common import wall_time
 from ..common import (DATA, TILE_RUN, check_tile_run, each_run, energy_section, header,  # noqa: F401
-                      ops_summary, prepare, require_validation, tile_hardware)  # prepare: this study's
+                      ops_summary, prepare, require_validation, tile_hardware, wall_time)  # prepare: this study's
 
 NAME = "sdt"
 TRAINERS = ("bp", "eqprop", "none")

@@ -47,9 +47,8 @@ from ...plot import delay_key, delay_label
 from ...runner import ARRAYS
 from ... import divergence, energy
 from .. import tables
-from ..common import wall_time
 from ..common import (DATA, each_run, energy_section, header, ops_summary,  # noqa: F401
-                      prepare, start_report)  # prepare: this study's
+                      prepare, start_report, wall_time)  # prepare: this study's
 
 NAME = "sparse_snn"
 
