@@ -9,6 +9,11 @@ version): nothing runs and :class:`ResultsDiffer` names the first differing sett
 ``overwrite=True``, which recomputes those jobs and replaces their results. New ids (another run,
 another grid value) simply run.
 
+A key starting with ``_``, at any depth of a job, is local: where something is on this machine
+(e.g. the directory of a plug-in file, whose content the job identifies by its SHA-256). It is not
+part of the job's identity (:func:`identity`): not hashed, not stored, so the same job run from
+another working directory or checkout loads the same results.
+
 Jobs run serially, in local worker processes (BLAS and numba pinned to one thread per worker so
 that workers do not oversubscribe the cores) or on any :class:`concurrent.futures.Executor` the
 caller provides (e.g. a Dask cluster's ``Client.get_executor()``).
@@ -49,8 +54,18 @@ from .errors import NeuroemuError
 from .io import atomic_write_json, atomic_write_npz, atomic_write_text
 from .progress import QUIET_ENV, Progress
 
+def identity(job: Any) -> Any:
+    """``job`` without its local keys (those starting with ``_``, at any depth): what its hash, its
+    stored copy and its checkpoints are keyed on."""
+    if isinstance(job, dict):
+        return {k: identity(v) for k, v in job.items() if not (isinstance(k, str) and k.startswith("_"))}
+    if isinstance(job, (list, tuple)):
+        return [identity(v) for v in job]
+    return job
+
+
 def job_hash(job: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(identity(job), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def slug(text: str) -> str:
@@ -148,7 +163,7 @@ def load_results(out_dir: str | Path, jobs: list[dict[str, Any]], *, overwrite: 
             differ.append((job, data))
     if differ and not overwrite:
         job, data = differ[0]
-        new = json.loads(json.dumps(job, default=str))  # as stored
+        new = json.loads(json.dumps(identity(job), default=str))  # as stored
         where = _first_difference(new, data.get("job")) if isinstance(data.get("job"), dict) else None
         raise ResultsDiffer(out_dir, [j["id"] for j, _ in differ], where)
     return results
@@ -271,7 +286,7 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
         if arrays:  # large arrays (e.g. trained weights) go to an .npz beside the JSON, named in it
             atomic_write_npz(npz, arrays)
             res[ARRAYS] = npz.name
-        atomic_write_json(result_path(out_dir, job), {"job": job, "hash": job_hash(job), "result": res})
+        atomic_write_json(result_path(out_dir, job), {"job": identity(job), "hash": job_hash(job), "result": res})
         if not arrays:
             npz.unlink(missing_ok=True)  # left by an overwritten result
         result_path(out_dir, job).with_suffix(".error.txt").unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from neuroemu.interop.nir import to_nir  # noqa: E402
 from neuroemu.models.snn import SNN  # noqa: E402
 from neuroemu.rules.sparse import SparseSNN  # noqa: E402
 from neuroemu.rules.surrogate import Adam  # noqa: E402
-from neuroemu.runner import ResultsDiffer, load_results, run_jobs  # noqa: E402
+from neuroemu.runner import ResultsDiffer, job_hash, load_results, run_jobs  # noqa: E402
 from neuroemu.studies import nir_deploy  # noqa: E402
 from tests.synthetic import write_tiny_fashion_mnist  # noqa: E402
 
@@ -106,16 +106,19 @@ def test_end_to_end_and_the_reference_reproduces_the_exporting_network(tmp_path,
     assert again_module.jobs(again) == module.jobs(resolved)
 
 
-def test_the_network_file_is_relative_to_the_config_and_hashed(tmp_path, tiny):
+def test_the_network_file_is_relative_to_the_config_and_hashed(tmp_path, tiny, monkeypatch):
     data, net_file, _ = tiny
     cfg = config(net_file.parent / "cfg.yaml", data, net_file.name, runs=[{"synapses": "float"}])
     try:
-        _, resolved = studies.resolve(cfg)
+        module, resolved = studies.resolve(cfg)
+        monkeypatch.chdir(tmp_path)  # another working directory: the same jobs
+        _, elsewhere = studies.resolve(cfg)
     finally:
         cfg.unlink()
     assert resolved["network"]["sha256"] == nir_deploy.file_hash(net_file)
-    assert (Path.cwd() / resolved["network"]["file"]).resolve() == net_file.resolve()
+    assert nir_deploy.located(resolved["network"]) == net_file.resolve()
     assert [r["name"] for r in resolved["runs"]] == ["float/ideal"]  # the one run is the reference
+    assert [job_hash(j) for j in module.jobs(elsewhere)] == [job_hash(j) for j in module.jobs(resolved)]
 
 
 @pytest.mark.parametrize("change, fragment", [

@@ -161,6 +161,7 @@ def test_a_rule_on_a_network_it_has_no_meaning_on_fails_with_a_clear_error(tmp_p
     ({"runs": [{"chip": {}, "rules": {}}]}, r"runs\[0\].rules: unknown field.*did you mean 'rule'"),
     ({"protocol": {"epochs": 1, "updates": 3}}, r"runs\[0\].protocol: Protocol: give epochs or updates"),
     ({"rule": {"name": "backprop", "lrate": 1}}, None),  # a bad parameter fails when the rule is built
+    ({"runs": [{"rule": {"_from": "/elsewhere"}}]}, r"runs\[0\].rule._from: names starting with '_' are reserved"),
 ])
 def test_config_errors_name_the_field(tmp_path, change, message):
     from neuroemu.studies import resolve
@@ -213,6 +214,34 @@ def test_the_digest_is_that_of_the_defining_file_for_files_and_import_paths(tmp_
     assert plugins.source_digest(plugins.load("rule", "mymod:Rule")) == digest
     assert plugins.source_digest(plugins.load("rule", "mymod.py:Rule", base_dir=tmp_path)) == digest
     assert plugins.source_digest(Backprop) is None
+
+
+def test_the_same_config_loads_the_same_results_from_any_working_directory(tmp_path, monkeypatch):
+    """A job names a plug-in file by its file name and SHA-256; where it is stays local (``_from``:
+    not hashed, not stored), so another working directory, or the written config.yaml, finds the
+    finished runs."""
+    from neuroemu.studies import run_experiment
+
+    cfg = _example(tmp_path, runs=[{"name": "float", "chip": {"card": "ideal"}}])
+    out = tmp_path / "out"
+    run_experiment(cfg, out, workers=1, quiet=True)
+    stored = (out / "runs" / "float_seed0.json").read_text()
+    assert "_from" not in stored and f"\"{tmp_path}\"" not in stored  # the plug-in's directory
+    assert json.loads(stored)["job"]["run"]["rule"]["name"] == "node_perturbation.py:NodePerturbation"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run_experiment(cfg, out, workers=1, quiet=True)
+
+    def loaded():
+        meta = json.loads((out / "summary.json").read_text())["meta"]
+        return meta["jobs_loaded"], meta["jobs"]
+
+    assert loaded() == (1, 1)
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["rule"]["name"] == "../node_perturbation.py:NodePerturbation"  # relative to out/
+    monkeypatch.chdir(out)
+    run_experiment("config.yaml", out, workers=1, quiet=True)
+    assert loaded() == (1, 1)
 
 
 def test_relocate_keeps_plugin_files_found_from_another_directory(tmp_path):

@@ -37,6 +37,16 @@ def test_finished_jobs_are_not_recomputed(tmp_path, capsys):
     assert "[done before] a" in capsys.readouterr().err
 
 
+def test_local_keys_are_not_part_of_a_jobs_identity(tmp_path):
+    """Keys starting with '_' say where things are on this machine: not hashed, not stored."""
+    here = {"id": "a", "x": 2, "spec": {"name": "f.py:F", "_from": "/one/place"}}
+    there = {"id": "a", "x": 2, "spec": {"name": "f.py:F", "_from": "/another"}}
+    assert job_hash(here) == job_hash(there) != job_hash({**here, "x": 3})
+    run_jobs([here], square, tmp_path, quiet=True)
+    assert json.loads(result_path(tmp_path, here).read_text())["job"] == {"id": "a", "x": 2, "spec": {"name": "f.py:F"}}
+    assert run_jobs([{**there, "x": 2}], lambda job: {"value": -1}, tmp_path, quiet=True)[0]["value"] == 4  # loaded
+
+
 def maybe_diverged(job):
     if job.get("diverge"):
         return {"diverged": {"at": 3, "metric": "nmse", "value": job["diverge"], "bound": 1000.0}}

@@ -64,10 +64,15 @@ def resolve_data(raw: dict[str, Any], where: str, base_dir: Path | None = None) 
 def _as_written(cfg: Any, module: Any, out: Path) -> Any:
     """The resolved config as a user would write it into the directory ``out``: without the device
     cards' content that ``check`` copies into the runs (``card_data``, so that an edited card
-    invalidates finished jobs; each ``runs/*.json`` keeps it) and without what a study's ``check``
-    derives into each run (its ``DERIVED_RUN_KEYS``); files it names (kept relative to the working
-    directory) named relative to ``out`` (the study's ``relocate``). ``config.yaml`` then runs as it
-    is and, from the same working directory, gives the same jobs."""
+    invalidates finished jobs; each ``runs/*.json`` keeps it), without what a study's ``check``
+    derives into each run (its ``DERIVED_RUN_KEYS``) and without local keys (``_from``: where a file
+    is on this machine); files it names are named relative to ``out`` (the study's ``relocate``).
+    ``config.yaml`` then runs as it is and gives the same jobs."""
+    from ..runner import identity
+
+    relocate = getattr(module, "relocate", None)
+    written = relocate(cfg, Path.cwd(), out.resolve()) if relocate is not None else cfg
+
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k != "card_data"}
@@ -75,13 +80,10 @@ def _as_written(cfg: Any, module: Any, out: Path) -> Any:
             return [strip(v) for v in value]
         return value
 
-    written = strip(cfg)
+    written = strip(identity(written))
     derived = getattr(module, "DERIVED_RUN_KEYS", ())
     if derived and isinstance(written.get("runs"), list):
         written["runs"] = [{k: v for k, v in r.items() if k not in derived} for r in written["runs"]]
-    relocate = getattr(module, "relocate", None)
-    if relocate is not None:
-        written = relocate(written, Path.cwd(), out.resolve())
     return written
 
 

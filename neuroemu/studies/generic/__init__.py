@@ -76,34 +76,52 @@ def _spec(value: Any, where: str) -> dict[str, Any]:
     if isinstance(value, str):
         return {"name": value}
     if isinstance(value, dict) and isinstance(value.get("name"), str):
-        return dict(value)
+        return _unreserved(value, where)
     raise ConfigError(f"{where}: expected a name or a mapping with 'name' and its parameters, got {value!r}")
 
 
-def _from_here(spec: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
-    """A file named relative to the config is named relative to the working directory (where the
-    workers start too): ``examples/plugin_rule/rule.py:Rule`` for a run from the repository, the same
-    job on every machine."""
-    import os
+def _unreserved(params: dict[str, Any], where: str) -> dict[str, Any]:
+    local = [k for k in params if isinstance(k, str) and k.startswith("_")]
+    if local:
+        raise ConfigError(f"{where}.{local[0]}: names starting with '_' are reserved (left out of a job's identity); "
+                          "rename the parameter")
+    return dict(params)
 
-    source, sep, attr = spec["name"].rpartition(":")
-    if sep and (source.endswith(".py") or "/" in source) and not Path(source).is_absolute() and base_dir:
-        spec["name"] = f"{Path(os.path.relpath((base_dir / source).resolve()))}:{attr}"
+
+def _file_source(name: str) -> tuple[str, str] | None:
+    """(file, attribute) of a plug-in named by its file (``path/rule.py:Rule``), else None."""
+    source, sep, attr = name.rpartition(":")
+    return (source, attr) if sep and (source.endswith(".py") or "/" in source) else None
+
+
+def _from_here(spec: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """A plug-in file (named relative to the config's directory, or absolute) is named by its file
+    name, its directory kept apart in ``_from``: a local key, left out of the job's identity, which
+    holds the file's SHA-256 instead (``sources``). The same job from any working directory,
+    checkout or machine."""
+    file = _file_source(spec["name"])
+    if file is not None:
+        path = Path(file[0])
+        path = (path if path.is_absolute() else (base_dir or Path.cwd()) / path).resolve()
+        spec["name"], spec["_from"] = f"{path.name}:{file[1]}", str(path.parent)
     return spec
 
 
 def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
-    """A config written in ``old`` as it reads from ``new``: files named relative to the config are
-    named relative to ``new`` (``neuroemu tune`` writes tuned.yaml into its output directory)."""
+    """A config written in ``old`` as it reads from ``new``: files named relative to the config (or,
+    in a resolved config, by their ``_from`` directory) are named relative to ``new`` (config.yaml
+    in a results directory, tuned.yaml in a search's)."""
     import os
 
     def moved(spec: Any) -> Any:
         if isinstance(spec, str):
             return moved({"name": spec})["name"]
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
-            source, sep, attr = spec["name"].rpartition(":")
-            if sep and (source.endswith(".py") or "/" in source) and not Path(source).is_absolute():
-                return {**spec, "name": f"{os.path.relpath(old / source, new)}:{attr}"}
+            spec = dict(spec)
+            where = Path(spec.pop("_from", old))
+            file = _file_source(spec["name"])
+            if file is not None and not Path(file[0]).is_absolute():
+                spec["name"] = f"{os.path.relpath(where / file[0], new)}:{file[1]}"
         return spec
 
     out = {**raw, **{k: moved(raw[k]) for k in PARTS if k in raw}}
@@ -123,7 +141,7 @@ def _accepts(factory: Any, name: str) -> bool:
 def _load(kind: str, spec: dict[str, Any], where: str) -> Any:
     from ... import plugins
 
-    return plugins.load(kind, spec["name"], where=f"{where}.name")
+    return plugins.load(kind, spec["name"], base_dir=spec.get("_from"), where=f"{where}.name")
 
 
 def _make(kind: str, spec: dict[str, Any], where: str, **optional: Any) -> Any:
@@ -132,7 +150,8 @@ def _make(kind: str, spec: dict[str, Any], where: str, **optional: Any) -> Any:
 
     factory = _load(kind, spec, where)
     extra = {k: v for k, v in optional.items() if _accepts(factory, k) and k not in spec}
-    return plugins.make(kind, spec, where=where, **extra)
+    params = {k: v for k, v in spec.items() if k != "_from"}
+    return plugins.make(kind, params, base_dir=spec.get("_from"), where=where, **extra)
 
 
 def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict[str, Any]:
@@ -148,8 +167,8 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     for w, raw in each_run(cfg, where, RUN):
         run: dict[str, Any] = {"name": raw["name"]}
         for k in PARTS:
-            change = raw[k]
-            run[k] = _from_here(dict(change), base_dir) if "name" in change else {**base[k], **change}  # a new name: its own parameters
+            change = _unreserved(raw[k], f"{w}.{k}")
+            run[k] = _from_here(change, base_dir) if "name" in change else {**base[k], **change}  # a new name: its own parameters
         run["protocol"] = validate({**cfg["protocol"], **raw["protocol"]}, PROTOCOL, f"{w}.protocol")
         try:
             Protocol(**{k: v for k, v in run["protocol"].items() if k != "deploy"})
@@ -215,6 +234,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Build the run's chip, rule and task, train them with the :class:`~neuroemu.train.Trainer`,
     and return the final metrics, the delays, the chip's counters and the learning curve."""
     from ...record import pulse_histogram
+    from ...runner import identity
     from ...train import Protocol, Trainer, checkpoint_path
 
     run = job["run"]
@@ -232,7 +252,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     except NeuroemuError as exc:
         raise ConfigError(f"{run['name']}: {exc}") from None
     result = Trainer(chip, rule, task, protocol, job_id=job["id"], deploy_rng=rng_chip,
-                     checkpoint=checkpoint_path(job["id"]), key=job).run()
+                     checkpoint=checkpoint_path(job["id"]), key=identity(job)).run()
     chip, stats = result.chip, result.chip.stats()
     unit = "epoch" if protocol.epochs is not None else "update"
     out = {"run": run["name"], "seed": job["seed"], "card": hw.card.name, "scheme": "ideal" if deploy else hw.scheme,

@@ -103,6 +103,11 @@ def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def located(net: dict[str, Any]) -> Path:
+    """Where a ``network`` section's file is: in its ``_from`` directory when the config was resolved."""
+    return Path(net.get("_from", "")) / net["file"]
+
+
 def network(net: dict[str, Any], run: dict[str, Any], rng: Any = None, *, calibrated: bool | None = None):
     """The :class:`~neuroemu.interop.nir.NIRNetwork` of a resolved ``network`` section with a run's
     neurons (``calibrated`` overrides the run's; ``rng``: the analog neurons' mismatch and
@@ -110,7 +115,7 @@ def network(net: dict[str, Any], run: dict[str, Any], rng: Any = None, *, calibr
     from ...interop.nir import from_nir, require_nir
 
     nir = require_nir()
-    graph = nir.read(net["file"])
+    graph = nir.read(located(net))
     if run["reset"] == "to_value":
         _reset_to_value(graph)
     return from_nir(graph, dt=net["dt"], method=net["method"], synapse_input=net["synapse_input"],
@@ -142,17 +147,19 @@ def drifts(card: Any) -> bool:
 
 
 def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
-    """A config written in ``old`` as it reads from ``new``: a relative ``network.file`` is named
-    relative to ``new`` (config.yaml in a results directory, tuned.yaml in a search's)."""
-    file = raw["network"]["file"]
-    if Path(file).is_absolute():
-        return raw
-    return {**raw, "network": {**raw["network"], "file": os.path.relpath(old / file, new)}}
+    """A config written in ``old`` (or resolved: ``network._from``) as it reads from ``new``: a
+    relative ``network.file`` is named relative to ``new`` (config.yaml in a results directory,
+    tuned.yaml in a search's)."""
+    net = dict(raw["network"])
+    where = Path(net.pop("_from", old))
+    if not Path(net["file"]).is_absolute():
+        net["file"] = os.path.relpath(where / net["file"], new)
+    return {**raw, "network": net}
 
 
 def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict[str, Any]:
-    """Resolve the network file (relative to the config's directory; kept relative to the working
-    directory, where the workers start, with its SHA-256), build the network and every run's
+    """Resolve the network file (relative to the config's directory; named in the jobs by its file
+    name and SHA-256, its directory kept in the local key ``_from``), build the network and every run's
     hardware and neurons once on the real graph (a mistake fails now, not in a worker), add the
     reference run when it is missing."""
     from ...chip import Hardware
@@ -176,7 +183,8 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     if net["sha256"] is not None and net["sha256"] != digest:
         raise ConfigError(f"{where} network.sha256: {path} has SHA-256 {digest}, not the {net['sha256']} the "
                           "config pins (the file changed)")
-    net["file"] = str(path) if Path(net["file"]).is_absolute() else os.path.relpath(path.resolve())
+    path = path.resolve()  # named by its file name and SHA-256; the directory is local (not in the jobs' identity)
+    net["file"], net["_from"] = path.name, str(path.parent)
     net["sha256"] = digest
 
     ideal = {"synapses": FLOAT, "neurons": "ideal", "neuron_card": "brainscales2", "calibrated": False, "reset": None}
