@@ -489,6 +489,8 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
             print(text, file=sys.stderr, flush=True)
 
     trials: list[dict[str, Any]] = []
+    loaded: set[str] = set()  # jobs loaded from an earlier invocation, not computed
+    train_s: dict[str, float] = {}  # each finished job's training time, where its study records one
     active = {r.name: list(range(len(r.points))) for r in tuned}
     failure: JobsFailed | None = None
     with (dask_executor(scheduler) if scheduler else contextlib.nullcontext()) as executor:
@@ -505,6 +507,7 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
             what = "validation seeds" if p.resource == "seeds" else p.resource
             say(f"rung {rung + 1}/{len(p.sizes)}: {len(rung_trials)} configuration(s) ({len(tuned)} run(s)), "
                 f"{what} {p.resources[rung]}, {len(unique)} job(s) -> {out} ({how})")
+            loaded.update(load_results(out, unique, overwrite=overwrite))
             try:
                 results = run_jobs(unique, p.module.run_job, out, workers=n_workers, quiet=quiet, executor=executor,
                                    overwrite=overwrite)
@@ -513,6 +516,8 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
                 failure = exc
                 done = {j["id"]: res for j, res in
                         zip([j for j in unique if j["id"] not in exc.failed], exc.results)}
+            train_s.update({i: float(r["train_time_s"]) for i, r in done.items()
+                            if isinstance(r.get("train_time_s"), (int, float))})
             for t in rung_trials:
                 if all(j in done for j in t["jobs"]):
                     _scores(p, done, t)
@@ -533,6 +538,8 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
     trials.sort(key=lambda t: (order[t["run"]], t["rung"], t["point"]))
     chosen = {t["run"]: t["values"] for t in trials if t["chosen"]}
     meta = _meta(p, out, overrides, workers, scheduler, then_run, n_workers, start, failure)
+    meta.update(jobs=len({j for t in trials for j in t["jobs"]}), jobs_loaded=len(loaded),
+                train_time_s=sum(train_s.values()) if train_s else None)
     _write(p, out, trials, chosen, meta)
     if failure is not None:
         raise failure
@@ -642,6 +649,8 @@ def _cell(value: Any) -> Any:
 
 
 def _markdown(p: Plan, out: Path, trials, chosen, meta, keys, res_col, figure: Path | None, done: bool) -> str:
+    from .studies.common import wall_time
+
     sec = p.section
     better = "lower" if p.mode == "min" else "higher"
     tuned = [r for r in p.runs if r.tuned]
@@ -665,9 +674,9 @@ def _markdown(p: Plan, out: Path, trials, chosen, meta, keys, res_col, figure: P
              *([f"* reported data kept out: {'; '.join(trials_line)}"] if trials_line else []),
              f"* score: {p.metric} ({better} is better), the mean over a trial's seeds; a configuration that diverged "
              "on any seed scores worst; ties go to the earlier grid point",
-             f"* compute: {len(trials)} trial(s), {len({j for t in trials for j in t['jobs']})} job(s); this "
-             f"invocation took {meta['wall_time_s']:.0f} s "
-             "(jobs finished before are loaded, not rerun)",
+             f"* compute: {len(trials)} trial(s), {meta['jobs']} job(s)"
+             + (f", {meta['train_time_s']:.0f} s of training over all jobs" if meta.get("train_time_s") else "")
+             + f"; this invocation: {wall_time(meta)}",
              f"* versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}", ""]
     if meta["failed"]:
         lines += [f"**Unfinished**: {len(meta['failed'])} job(s) failed (first: {next(iter(meta['failed']))}); "

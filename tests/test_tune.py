@@ -194,9 +194,12 @@ def test_a_second_invocation_recomputes_nothing(toy, tmp_path, capsys):
     before = mtimes(out)
     trials = (out / "trials.csv").read_text()
     assert len(before) == 2 * (9 + 3 + 1) * 2  # runs x trials x validation seeds
+    meta = json.loads((out / "tune.json").read_text())
+    assert meta["jobs_loaded"] == 0 and meta["jobs"] == 52
     code, _, err = run_cli(["tune", str(cfg), "--out", str(out)], capsys)
     assert code == 0 and err.count("[done before]") == len(before) and "finished" not in err
     assert mtimes(out) == before and (out / "trials.csv").read_text() == trials
+    assert "(all 52 jobs loaded from an earlier run, not recomputed)" in (out / "RESULTS.md").read_text()
     # another budget: only the new configurations run (a point and length trained before is loaded)
     code, _, err = run_cli(["tune", str(cfg), "--out", str(out), "--set", "tune.budget=3"], capsys)
     assert code == 0 and "finished" in err and "[done before]" in err
