@@ -117,6 +117,11 @@ def load(kind: str, name: str, *, base_dir: str | Path | None = None, where: str
                       f"entry point of the group {_group(kind)}")
 
 
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def source_digest(obj: Any) -> str | None:
     """The SHA-256 of the file that defines ``obj`` (a rule, model or task :func:`load` returned) when
     it comes from outside the package; a study puts it into each job, so that runs finished with an
@@ -128,7 +133,7 @@ def source_digest(obj: Any) -> str | None:
     if module is None or not path or name == "neuroemu" or name.startswith("neuroemu."):
         return None
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_digest(path)
     except OSError:
         return None
 

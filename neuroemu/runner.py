@@ -9,10 +9,10 @@ version): nothing runs and :class:`ResultsDiffer` names the first differing sett
 ``overwrite=True``, which recomputes those jobs and replaces their results. New ids (another run,
 another grid value) simply run.
 
-A key starting with ``_``, at any depth of a job, is local: where something is on this machine
-(e.g. the directory of a plug-in file, whose content the job identifies by its SHA-256). It is not
-part of the job's identity (:func:`identity`): not hashed, not stored, so the same job run from
-another working directory or checkout loads the same results.
+The keys in :data:`LOCAL_KEYS`, at any depth of a job, are local: where a file is on this machine
+(the directory of a plug-in or network file, whose content the job identifies by its SHA-256).
+They are not part of the job's identity (:func:`identity`): not hashed, not stored, so the same job
+run from another working directory or checkout loads the same results.
 
 Jobs run serially, in local worker processes (BLAS and numba pinned to one thread per worker so
 that workers do not oversubscribe the cores) or on any :class:`concurrent.futures.Executor` the
@@ -54,11 +54,15 @@ from .errors import NeuroemuError
 from .io import atomic_write_json, atomic_write_npz, atomic_write_text
 from .progress import QUIET_ENV, Progress
 
+#: Keys of a job that say where its files are on this machine, not what the job is.
+LOCAL_KEYS = frozenset({"_from", "_absolute"})
+
+
 def identity(job: Any) -> Any:
-    """``job`` without its local keys (those starting with ``_``, at any depth): what its hash, its
-    stored copy and its checkpoints are keyed on."""
+    """``job`` without its :data:`LOCAL_KEYS` (at any depth): what its hash, its stored copy and its
+    checkpoints are keyed on."""
     if isinstance(job, dict):
-        return {k: identity(v) for k, v in job.items() if not (isinstance(k, str) and k.startswith("_"))}
+        return {k: identity(v) for k, v in job.items() if k not in LOCAL_KEYS}
     if isinstance(job, (list, tuple)):
         return [identity(v) for v in job]
     return job

@@ -490,6 +490,7 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
 
     trials: list[dict[str, Any]] = []
     loaded: set[str] = set()  # jobs loaded from an earlier invocation, not computed
+    finished: set[str] = set()  # jobs finished in any rung so far (a later rung may reuse them)
     train_s: dict[str, float] = {}  # each finished job's training time, where its study records one
     active = {r.name: list(range(len(r.points))) for r in tuned}
     failure: JobsFailed | None = None
@@ -507,7 +508,7 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
             what = "validation seeds" if p.resource == "seeds" else p.resource
             say(f"rung {rung + 1}/{len(p.sizes)}: {len(rung_trials)} configuration(s) ({len(tuned)} run(s)), "
                 f"{what} {p.resources[rung]}, {len(unique)} job(s) -> {out} ({how})")
-            loaded.update(load_results(out, unique, overwrite=overwrite))
+            loaded.update(set(load_results(out, unique, overwrite=overwrite)) - finished)
             try:
                 results = run_jobs(unique, p.module.run_job, out, workers=n_workers, quiet=quiet, executor=executor,
                                    overwrite=overwrite)
@@ -516,6 +517,7 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
                 failure = exc
                 done = {j["id"]: res for j, res in
                         zip([j for j in unique if j["id"] not in exc.failed], exc.results)}
+            finished.update(done)
             train_s.update({i: float(r["train_time_s"]) for i, r in done.items()
                             if isinstance(r.get("train_time_s"), (int, float))})
             for t in rung_trials:

@@ -20,6 +20,7 @@ from neuroemu.data.classification import accuracy  # noqa: E402
 from neuroemu.errors import ConfigError  # noqa: E402
 from neuroemu.interop.nir import to_nir  # noqa: E402
 from neuroemu.models.snn import SNN  # noqa: E402
+from neuroemu.plugins import file_digest  # noqa: E402
 from neuroemu.rules.sparse import SparseSNN  # noqa: E402
 from neuroemu.rules.surrogate import Adam  # noqa: E402
 from neuroemu.runner import ResultsDiffer, job_hash, load_results, run_jobs  # noqa: E402
@@ -115,7 +116,7 @@ def test_the_network_file_is_relative_to_the_config_and_hashed(tmp_path, tiny, m
         _, elsewhere = studies.resolve(cfg)
     finally:
         cfg.unlink()
-    assert resolved["network"]["sha256"] == nir_deploy.file_hash(net_file)
+    assert resolved["network"]["sha256"] == file_digest(net_file)
     assert nir_deploy.located(resolved["network"]) == net_file.resolve()
     assert [r["name"] for r in resolved["runs"]] == ["float/ideal"]  # the one run is the reference
     assert [job_hash(j) for j in module.jobs(elsewhere)] == [job_hash(j) for j in module.jobs(resolved)]

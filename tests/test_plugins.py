@@ -161,7 +161,8 @@ def test_a_rule_on_a_network_it_has_no_meaning_on_fails_with_a_clear_error(tmp_p
     ({"runs": [{"chip": {}, "rules": {}}]}, r"runs\[0\].rules: unknown field.*did you mean 'rule'"),
     ({"protocol": {"epochs": 1, "updates": 3}}, r"runs\[0\].protocol: Protocol: give epochs or updates"),
     ({"rule": {"name": "backprop", "lrate": 1}}, None),  # a bad parameter fails when the rule is built
-    ({"runs": [{"rule": {"_from": "/elsewhere"}}]}, r"runs\[0\].rule._from: names starting with '_' are reserved"),
+    ({"runs": [{"rule": {"_from": "/elsewhere"}}]}, r"runs\[0\].rule._from: the name '_from' is reserved"),
+    ({"rule": {"name": "backprop", "opts": [{"_absolute": 1}]}}, r"rule.opts\[0\]._absolute: the name '_absolute' is reserved"),
 ])
 def test_config_errors_name_the_field(tmp_path, change, message):
     from neuroemu.studies import resolve
@@ -242,6 +243,43 @@ def test_the_same_config_loads_the_same_results_from_any_working_directory(tmp_p
     monkeypatch.chdir(out)
     run_experiment("config.yaml", out, workers=1, quiet=True)
     assert loaded() == (1, 1)
+    assert "_from" not in (out / "RESULTS.md").read_text()  # the parameters shown, not where the file is
+
+
+def test_a_plugin_file_is_identified_by_its_content_and_its_name(tmp_path):
+    """Two files of the same name with other content are two jobs; a link is named as written; the
+    digest is of the file the config names even when the object is defined in another module."""
+    from neuroemu.runner import job_hash
+    from neuroemu.studies import resolve
+
+    def hashes(cfg):
+        module, resolved = resolve(cfg)
+        return [job_hash(j) for j in module.jobs(resolved)]
+
+    text = "import functools\nfrom neuroemu.data.classification import fashion_mnist_task\n" \
+           "Task = functools.partial(fashion_mnist_task, train_limit={})\n"
+    found = []
+    for name, limit in (("a", 100), ("b", 200), ("c", 100)):
+        (tmp_path / name).mkdir()
+        cfg = _example(tmp_path / name, task={"name": "task.py:Task", "batch_size": 10})
+        (tmp_path / name / "task.py").write_text(text.format(limit))
+        found.append(hashes(cfg))
+    assert found[0] != found[1] and found[0] == found[2]  # same content in another folder: the same jobs
+    (tmp_path / "d").mkdir()
+    cfg = _example(tmp_path / "d", task={"name": "task.py:Task", "batch_size": 10})
+    (tmp_path / "d" / "impl_v2.py").write_text(text.format(100))
+    (tmp_path / "d" / "task.py").symlink_to(tmp_path / "d" / "impl_v2.py")
+    assert hashes(cfg) == found[0]  # the link's name, not its target's
+
+
+def test_an_absolute_plugin_path_stays_absolute_in_the_written_config(tmp_path):
+    from neuroemu.studies import run_experiment
+
+    cfg = _example(tmp_path, rule={"name": f"{tmp_path}/node_perturbation.py:NodePerturbation", "lr": 0.01},
+                   runs=[{"name": "float", "chip": {"card": "ideal"}}])
+    run_experiment(cfg, tmp_path / "out", workers=1, quiet=True)
+    written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert written["rule"]["name"] == f"{tmp_path.resolve()}/node_perturbation.py:NodePerturbation"
 
 
 def test_relocate_keeps_plugin_files_found_from_another_directory(tmp_path):

@@ -213,6 +213,7 @@ def test_validation_seeds_as_the_resource_reuse_the_jobs_of_lower_rungs(toy, tmp
     assert [len(t["seeds"]) for t in rows if t["chosen"]] == [9]
     assert {len(t["seeds"]) for t in rows if t["rung"] == 0} == {1}
     assert {t["resource"] for t in rows} == {1, 3, 9}
+    assert json.loads((out / "tune.json").read_text())["jobs_loaded"] == 0  # reused from a lower rung, not loaded
     assert all(j.endswith("@seed100") or "train.steps" not in j for t in rows for j in t["jobs"])
     # 9 configurations x 1 seed, then 3 x 3 and 1 x 9, minus the seeds each already had
     assert len([p for p in (out / "runs").glob("*.json") if "_a_seed" in p.name]) == 9 + 6 + 6

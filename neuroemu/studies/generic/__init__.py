@@ -81,10 +81,22 @@ def _spec(value: Any, where: str) -> dict[str, Any]:
 
 
 def _unreserved(params: dict[str, Any], where: str) -> dict[str, Any]:
-    local = [k for k in params if isinstance(k, str) and k.startswith("_")]
-    if local:
-        raise ConfigError(f"{where}.{local[0]}: names starting with '_' are reserved (left out of a job's identity); "
-                          "rename the parameter")
+    """``params``, refused when a key at any depth is one of the runner's local keys (they say where
+    a file is and are left out of a job's identity)."""
+    from ...runner import LOCAL_KEYS
+
+    def check(value: Any, at: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k in LOCAL_KEYS:
+                    raise ConfigError(f"{at}.{k}: the name {k!r} is reserved (where a file is on this machine, left "
+                                      "out of a job's identity); rename the parameter")
+                check(v, f"{at}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                check(v, f"{at}[{i}]")
+
+    check(params, where)
     return dict(params)
 
 
@@ -99,11 +111,15 @@ def _from_here(spec: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
     name, its directory kept apart in ``_from``: a local key, left out of the job's identity, which
     holds the file's SHA-256 instead (``sources``). The same job from any working directory,
     checkout or machine."""
+    import os
+
     file = _file_source(spec["name"])
     if file is not None:
-        path = Path(file[0])
-        path = (path if path.is_absolute() else (base_dir or Path.cwd()) / path).resolve()
-        spec["name"], spec["_from"] = f"{path.name}:{file[1]}", str(path.parent)
+        written = Path(file[0])
+        path = Path(os.path.abspath(written if written.is_absolute() else (base_dir or Path.cwd()) / written))
+        spec["name"], spec["_from"] = f"{path.name}:{file[1]}", str(path.parent.resolve())
+        if written.is_absolute():
+            spec["_absolute"] = True  # written back as an absolute path (config.yaml, tuned.yaml)
     return spec
 
 
@@ -118,10 +134,11 @@ def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
             return moved({"name": spec})["name"]
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
             spec = dict(spec)
-            where = Path(spec.pop("_from", old))
+            where, absolute = Path(spec.pop("_from", old)), spec.pop("_absolute", False)
             file = _file_source(spec["name"])
             if file is not None and not Path(file[0]).is_absolute():
-                spec["name"] = f"{os.path.relpath(where / file[0], new)}:{file[1]}"
+                path = where / file[0]
+                spec["name"] = f"{path if absolute else os.path.relpath(path, new)}:{file[1]}"
         return spec
 
     out = {**raw, **{k: moved(raw[k]) for k in PARTS if k in raw}}
@@ -150,7 +167,7 @@ def _make(kind: str, spec: dict[str, Any], where: str, **optional: Any) -> Any:
 
     factory = _load(kind, spec, where)
     extra = {k: v for k, v in optional.items() if _accepts(factory, k) and k not in spec}
-    params = {k: v for k, v in spec.items() if k != "_from"}
+    params = {k: v for k, v in spec.items() if k not in ("_from", "_absolute")}
     return plugins.make(kind, params, base_dir=spec.get("_from"), where=where, **extra)
 
 
@@ -181,6 +198,11 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
         sources = {}
         for k in PARTS:  # the parts load now, not in a worker
             digest = plugins.source_digest(_load(k, run[k], f"{w}.{k}"))
+            if "_from" in run[k]:  # the file the config names; and the module defining the object, when another
+                named = plugins.file_digest(Path(run[k]["_from"]) / _file_source(run[k]["name"])[0])
+                if digest is not None and digest != named:
+                    sources[f"{k}_module"] = digest
+                digest = named
             if digest is not None:
                 sources[k] = digest
         if sources:  # an edited plug-in file reruns
@@ -363,6 +385,7 @@ def _figures(rows, results, figs: Path) -> list[Path]:
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv, RESULTS.md and figures; return the summary (for summary.json)."""
     from ...io import atomic_write_text
+    from ...runner import identity
 
     out, figs = start_report(out, [m for r in results for m in r["metrics"]])
     rows = table(results)
@@ -372,7 +395,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     delays = sorted({float(d) for run in cfg["runs"] for d in run["protocol"]["delays"]})
 
     def part(spec, base=None):
-        shown = ", ".join(f"{a} {b}" for a, b in spec.items() if a != "name" and (base is None or base.get(a) != b))
+        shown = ", ".join(f"{a} {b}" for a, b in identity(spec).items()  # not where its file is
+                          if a != "name" and (base is None or base.get(a) != b))
         return f" ({shown})" if shown else ""
 
     described = "\n".join(

@@ -35,7 +35,6 @@ finished results of the old file are refused (:class:`~neuroemu.runner.ResultsDi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import zlib
@@ -98,11 +97,6 @@ RUN = {
 
 
 # ---------------------------------------------------------------------------------------- config
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def located(net: dict[str, Any]) -> Path:
     """Where a ``network`` section's file is: in its ``_from`` directory when the config was resolved."""
     return Path(net.get("_from", "")) / net["file"]
@@ -151,9 +145,9 @@ def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     relative ``network.file`` is named relative to ``new`` (config.yaml in a results directory,
     tuned.yaml in a search's)."""
     net = dict(raw["network"])
-    where = Path(net.pop("_from", old))
+    where, absolute = Path(net.pop("_from", old)), net.pop("_absolute", False)
     if not Path(net["file"]).is_absolute():
-        net["file"] = os.path.relpath(where / net["file"], new)
+        net["file"] = str(where / net["file"]) if absolute else os.path.relpath(where / net["file"], new)
     return {**raw, "network": net}
 
 
@@ -166,6 +160,7 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     from ...errors import NeuroemuError
     from ...hardware.cards import load_card
     from ...interop.nir import require_nir
+    from ...plugins import file_digest
     from ...runner import check_run_names
 
     net = cfg["network"]
@@ -174,17 +169,20 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
         require_nir()
     except ImportError as exc:
         raise ConfigError(f"{where} network: {exc}") from None
-    path = Path(net["file"])
+    written = net["file"]
+    path = Path(written)
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
     if not path.is_file():
         raise ConfigError(f"{w}: no such NIR file {path}")
-    digest = file_hash(path)
+    digest = file_digest(path)
     if net["sha256"] is not None and net["sha256"] != digest:
         raise ConfigError(f"{where} network.sha256: {path} has SHA-256 {digest}, not the {net['sha256']} the "
                           "config pins (the file changed)")
-    path = path.resolve()  # named by its file name and SHA-256; the directory is local (not in the jobs' identity)
-    net["file"], net["_from"] = path.name, str(path.parent)
+    path = Path(os.path.abspath(path))  # named by its file name and SHA-256; where it is stays local
+    net["file"], net["_from"] = path.name, str(path.parent.resolve())
+    if Path(written).is_absolute():
+        net["_absolute"] = True  # written back as an absolute path (config.yaml)
     net["sha256"] = digest
 
     ideal = {"synapses": FLOAT, "neurons": "ideal", "neuron_card": "brainscales2", "calibrated": False, "reset": None}
