@@ -164,11 +164,11 @@ def _load(kind: str, spec: dict[str, Any], where: str) -> Any:
 def _make(kind: str, spec: dict[str, Any], where: str, **optional: Any) -> Any:
     """Build a part, passing each of ``optional`` only when its factory takes it."""
     from ... import plugins
+    from ...runner import identity
 
     factory = _load(kind, spec, where)
     extra = {k: v for k, v in optional.items() if _accepts(factory, k) and k not in spec}
-    params = {k: v for k, v in spec.items() if k not in ("_from", "_absolute")}
-    return plugins.make(kind, params, base_dir=spec.get("_from"), where=where, **extra)
+    return plugins.make(kind, identity(spec), base_dir=spec.get("_from"), where=where, **extra)
 
 
 def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict[str, Any]:
