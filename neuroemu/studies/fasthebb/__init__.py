@@ -698,7 +698,8 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     per_layer, what = (" per layer", "stack") if stacked else ("", "layer")
     fitted = "; its normalisations fitted on their outputs" if stacked else ""
     no_bn = " without the normalisations" if stacked else ""
-    chip_line = ("* float weights only (the stack is not run on a chip)\n" if stacked else
+    chip_line = ("* float weights only: the stack is not run on a chip, so no operations or energy are counted (the chip "
+                 "model counts them; see the one-layer runs for the feature layer on devices)\n" if stacked else
                  "* on a chip: the Hebbian layer's weights on a tile of the card (ideal periphery, the devices' read\n"
                  "  noise); its products and the features are read from the array; the wanted ΔW is applied by the scheme\n")
     if stacked:
