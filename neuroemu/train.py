@@ -318,7 +318,7 @@ class Trainer:
 
     def _epochs(self) -> None:
         p = self.protocol
-        while self.done < p.epochs:
+        while self.done < p.epochs and not getattr(self.task, "stop", False):  # stopped: also after a resume
             epoch = self.done + 1
             began = self._progress.now()
             sums: dict[str, list[float]] = {}
@@ -350,7 +350,7 @@ class Trainer:
 
     def _updates(self) -> None:
         p = self.protocol
-        while self.done < p.updates:
+        while self.done < p.updates and not getattr(self.task, "stop", False):  # stopped: also after a resume
             step = self.done + 1
             evaluation = step % p.eval_every == 0 or step == p.updates
             measured = self._update(step, self.task.batch(step), bound=evaluation)

@@ -370,6 +370,8 @@ def test_gradient_clamp_and_update_interval_reach_the_chip(tmp_path, monkeypatch
     ("train", {"grad_clamp": 0}, "train.grad_clamp: expected a number > 0 (or null)"),
     ("train", {"grad_clamp": -100}, "train.grad_clamp: expected a number > 0"),
     ("train", {"update_interval": 0}, "train.update_interval: expected a number > 0"),
+    ("train", {"stop_accuracy": 0.93}, "train.stop_accuracy: pattern_generation is scored by its NMSE"),
+    ("train", {"stop_accuracy": 1.5}, "train.stop_accuracy: expected"),
     ("model", {"init": "zero"}, "model.init: expected one of devices, kaiming"),
     ("model", {"reg_form": "filter"}, "model.reg_form: expected one of signal, loss"),
     ("model", {"feedback": "fixed"}, "model.feedback: expected one of symmetric, random, adaptive"),
@@ -441,6 +443,42 @@ def test_an_interrupted_job_resumes_from_its_checkpoint_with_the_same_result(tmp
     straight = resumes_identically(monkeypatch, tmp_path, eprop_pcm.run_job, job, done=4,
                                    clean=lambda r: {k: v for k, v in r.items() if k != "train_time_s"})
     assert [row["update"] for row in straight["curve"]] == [2, 4, 6] and straight["pulses"] > 0
+
+
+def test_the_stopping_rule_ends_training_at_the_first_batch_that_reaches_the_accuracy(tmp_path):
+    """train.stop_accuracy (Bellec et al.'s rule): training ends at the first learning-curve point
+    whose batch, scored before its update, reaches it; jobs without it keep their key set (hash)."""
+    ev = {"task": {"name": "evidence_accumulation", "n_in": 8, "batch": 2}, "model": {"n_rec": 12, "n_alif": 6},
+          "eval": {"delays": [], "trials": 4}}
+    run = {"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True}
+    _, plain = _job(tmp_path, run=run, train={"updates": 6, "lr": 1e-4, "eval_every": 2}, **ev)
+    assert "stop_accuracy" not in plain["train"] and "updates_trained" not in eprop_pcm.run_job(plain)
+    _, always = _job(tmp_path, run=run, train={"updates": 6, "lr": 1e-4, "eval_every": 2, "stop_accuracy": 0.0}, **ev)
+    done = eprop_pcm.run_job(always)  # every batch scores >= 0: stops at the first point
+    assert done["updates_trained"] == 2 and [row["update"] for row in done["curve"]] == [2]
+    _, never = _job(tmp_path, run=run, train={"updates": 6, "lr": 1e-4, "eval_every": 2, "stop_accuracy": 1.0}, **ev)
+    full = eprop_pcm.run_job(never)  # stops at the first point where both trials of the batch were right, if any
+    first = next((row["update"] for row in full["curve"] if row["accuracy"] >= 1.0), 6)
+    assert full["updates_trained"] == first == full["curve"][-1]["update"]
+    cfg = config(tmp_path / "stop.yaml", seeds=[0], runs=[run], train={"updates": 6, "lr": 1e-4, "eval_every": 2,
+                                                                       "stop_accuracy": 0.0}, **ev)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "6 updates at most (stopping at accuracy 0)" in text and "updates trained: fp32: 2 (seed 0)" in text
+
+
+def test_a_stopped_run_stays_stopped_after_a_resume(tmp_path):
+    """A task that set ``stop`` (kept in the checkpoint with it) trains no further update."""
+    from neuroemu.train import Protocol, Trainer
+
+    _, job = _job(tmp_path, run={"name": "fp32", "card": "ideal", "scheme": "ideal", "exact_reads": True},
+                  task={"name": "evidence_accumulation", "n_in": 8, "batch": 2}, model={"n_rec": 12, "n_alif": 6},
+                  train={"updates": 4, "lr": 1e-4, "eval_every": 2}, eval={"delays": [], "trials": 4})
+    task = eprop_pcm.task(job, np.random.default_rng(0), np.random.default_rng(1))
+    chip, rule = eprop_pcm.network(job, 8, 2, np.random.default_rng(2))
+    task.stop = True  # as a checkpoint saved at the evaluation that stopped the run
+    result = Trainer(chip, rule, task, Protocol(updates=4, eval_every=2)).run()
+    assert result.rows == [] and result.ops["updates"] == 0
 
 
 def test_differences_of_the_config_and_of_its_learning_rates_reach_results_md():

@@ -97,11 +97,17 @@ class FreshTrials:
     (:func:`sequence_accuracy`) — during training on the latest training batch, after training
     (stages ``final``, ``delay``) on ``test``, with the read-out ``y``. ``check_final``: a
     non-finite read-out after training marks the run diverged. A checkpoint keeps the generator,
-    not the test set (:meth:`restore`)."""
+    not the test set (:meth:`restore`).
 
-    def __init__(self, draw: Callable[..., Task], rng: np.random.Generator, test: Task):
+    ``stop_accuracy``: end the training at the first evaluation whose training batch scored at
+    least this (``stop``, read by the trainer). The batch is scored before its own update, on
+    trials the network has not seen: Bellec et al.'s stopping rule on a validation batch."""
+
+    def __init__(self, draw: Callable[..., Task], rng: np.random.Generator, test: Task, *,
+                 stop_accuracy: float | None = None):
         self.draw, self.rng, self.test = draw, rng, test
         self.latest_accuracy = float("nan")
+        self.stop_accuracy, self.stop = stop_accuracy, False
 
     def batch(self, step: int) -> Task:
         return self.draw(rng=self.rng)
@@ -111,6 +117,9 @@ class FreshTrials:
 
     def evaluate(self, chip: Any, stage: str, last: dict[str, Any]) -> dict[str, Any]:
         if stage == "update":
+            limit = getattr(self, "stop_accuracy", None)  # None in a checkpoint of an earlier version
+            if limit is not None and self.latest_accuracy >= limit:
+                self.stop = True
             return {"rate_hz": last["rate_hz"], "accuracy": self.latest_accuracy}
         _, y = chip.forward(self.test.x)
         return {"accuracy": sequence_accuracy(y, self.test), "y": y}
@@ -138,12 +147,12 @@ def pattern_generation_task(*, n_in: int = 100, t_steps: int = 1000, patterns: i
 
 
 def evidence_accumulation_task(*, batch: int = 1, n_in: int = 40, trials: int = 256, rng: np.random.Generator,
-                               **options: Any) -> FreshTrials:
+                               stop_accuracy: float | None = None, **options: Any) -> FreshTrials:
     """:func:`neuroemu.data.tasks.evidence_accumulation` as :class:`FreshTrials`, drawn from ``rng``
     in this order: one batch that is dropped (the e-prop study drew it for the shapes, and its
     recorded runs keep that stream), the test set of ``trials`` trials, then a fresh batch of
-    ``batch`` trials at every update."""
+    ``batch`` trials at every update; ``stop_accuracy``: see :class:`FreshTrials`."""
     draw = functools.partial(tasks.evidence_accumulation, batch, n_in=n_in, **options)
     draw(rng=rng)
     test = tasks.evidence_accumulation(trials, n_in=n_in, rng=rng, **options)
-    return FreshTrials(draw, rng, test)
+    return FreshTrials(draw, rng, test, stop_accuracy=stop_accuracy)

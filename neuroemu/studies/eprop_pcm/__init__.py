@@ -132,6 +132,11 @@ SCHEMA: dict[str, Any] = {
                                doc="chip time from one update to the next, s (the authors' code: T0 = 38.6 s; null: "
                                    "the sequence length)"),
         "eval_every": Opt("int", 10, 1, 10**7, doc="record the learning curve every this many updates"),
+        "stop_accuracy": Opt("float", None, 0, 1, nullable=True,
+                             doc="classification tasks: stop at the first learning-curve point (every eval_every "
+                                 "updates) whose training batch, scored before its own update on unseen trials, "
+                                 "reaches this accuracy; updates is then the most (Bellec et al. stop at 0.93 on a "
+                                 "validation batch, up to 2000 iterations); null: always train all updates"),
     },
     "hardware": {
         "w_max": Opt("float", 1.0, 1e-9, 1e9, doc="weight mapped to a full conductance side"),
@@ -173,12 +178,19 @@ def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
                           f"draws new trials every update); expected null, got {cfg['task']['patterns']}")
     if cfg["task"]["name"] == "pattern_generation" and cfg["task"]["patterns"] is None:
         cfg["task"]["patterns"] = AUTHORS_PATTERNS
+    regression = cfg["task"]["name"] == "pattern_generation"
+    if regression and cfg["train"]["stop_accuracy"] is not None:
+        raise ConfigError(f"{where} train.stop_accuracy: pattern_generation is scored by its NMSE, not an accuracy; "
+                          "expected null")
     runs = []
     for w, run in each_run(cfg, where, RUN):
         given = run.pop("train") or {}
         if given:  # checked like the config's train section; a run without any keeps the job it had
             checked = validate(given, SCHEMA["train"], f"{w}.train")
             run["train"] = {k: checked[k] for k in given}
+            if regression and run["train"].get("stop_accuracy") is not None:
+                raise ConfigError(f"{w}.train.stop_accuracy: pattern_generation is scored by its NMSE, not an "
+                                  "accuracy; expected null")
         if run["scheme"] in SCHEMES and run["scheme"] not in _DENSE:
             raise ConfigError(f"{w}.scheme: e-prop's gradient is a sum over time, not one outer product; expected "
                               f"one of {', '.join(_DENSE)}, got {run['scheme']!r}")
@@ -209,11 +221,14 @@ def jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _train(cfg: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-    """A job's train values: the config's, then the run's own. Plain-SGD jobs leave ``optimizer`` out, so
-    that they keep the hash (and the recorded results) they had before the field existed."""
+    """A job's train values: the config's, then the run's own. Plain-SGD jobs leave ``optimizer`` out, and
+    jobs that train all their updates ``stop_accuracy``, so that they keep the hash (and the recorded
+    results) they had before the fields existed."""
     tr = {**cfg["train"], **run.get("train", {})}
     if tr.get("optimizer") == "sgd":
         del tr["optimizer"]
+    if tr.get("stop_accuracy", 0) is None:
+        del tr["stop_accuracy"]
     return tr
 
 
@@ -321,7 +336,8 @@ def task(job: dict[str, Any], rng: np.random.Generator, order_rng: np.random.Gen
     if t["name"] == "pattern_generation":
         return sequences.pattern_generation_task(n_in=t["n_in"], t_steps=t["t_steps"], patterns=t.get("patterns") or 1,
                                                  updates=job["train"]["updates"], rng=rng, order_rng=order_rng)
-    return sequences.evidence_accumulation_task(batch=t["batch"], n_in=t["n_in"], trials=job["eval"]["trials"], rng=rng)
+    return sequences.evidence_accumulation_task(batch=t["batch"], n_in=t["n_in"], trials=job["eval"]["trials"], rng=rng,
+                                                stop_accuracy=job["train"].get("stop_accuracy"))
 
 
 def _g_mean(column: str) -> bool:
@@ -359,6 +375,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 "pulse_limit_hits": stats["pulse_limit_hits"], "train_time_s": result.train_time_s,
                 "clip_updates": int(last.get("clip_updates", 0)), "clipped_entries": int(last.get("clipped_entries", 0)),
                 "ops": ops_summary(result.ops)}  # per update (a sequence task: no per-inference batch)
+    if tr.get("stop_accuracy") is not None:  # the updates it trained: all of them unless it reached the accuracy
+        counters["updates_trained"] = result.ops["updates"]
     curve = [{"run": run["name"], "seed": job["seed"], **row} for row in result.rows]
     if result.diverged is not None:
         return {**counters, "diverged": result.diverged, "curve": curve}
@@ -712,6 +730,15 @@ def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[s
     own = [f"{r['name']}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["train"].items())
            for r in cfg["runs"] if r.get("train")]
     own_line = ("\n* runs with their own training values: " + "; ".join(own)) if own else ""
+    at_most = "" if tr["stop_accuracy"] is None else f" at most (stopping at accuracy {tr['stop_accuracy']:g})"
+    stopped = {}  # run -> updates trained per seed, for runs with a stopping accuracy
+    for r in results:
+        if "updates_trained" in r:
+            stopped.setdefault(r["run"], []).append(f"{r['updates_trained']} (seed {r['seed']})")
+    if stopped:
+        own_line += ("\n* stopping rule (train.stop_accuracy): a run ends at the first learning-curve point whose training "
+                     "batch, scored before its own update, reaches the accuracy; updates trained: " +
+                     "; ".join(f"{run}: {', '.join(n)}" for run, n in stopped.items()))
     text = f"""# e-prop on an emulated PCM chip: weight-update schemes compared
 
 {cfg['description'] or ''}
@@ -727,7 +754,7 @@ Produced by:
   v_th {m['v_th']:g}, refractory {m['n_ref']} steps; initial weights: {init_line};
   e-prop with {m['feedback']} feedback{fb_line}, firing-rate regulariser {m['c_reg']:g} toward {m['f_target']:g} Hz
   ({m['reg_form']} form); {'a digital read-out bias' if m['readout_bias'] else 'no read-out bias'}; no autapses
-* training: {tr['updates']} updates, lr {tr['lr']:g} (input, recurrent) and {tr['lr_out']:g}
+* training: {tr['updates']} updates{at_most}, lr {tr['lr']:g} (input, recurrent) and {tr['lr_out']:g}
   (read-out): {step_line} through each run's scheme; {clamp}{own_line}
 * chip: weight {hw['w_max']:g} = a full conductance side{_scale_note(cfg)}, {hw['n_devices']} device(s) per side
   unless a run says otherwise; every read with per-device read noise:
