@@ -30,7 +30,8 @@ A task is any object with ``batches(epoch)`` (epoch protocols) or ``batch(step)`
 protocols) and ``evaluate(chip, stage, last) -> dict``; optionally ``inference_batch()`` (inputs
 and their number of samples, for the per-inference counts), ``observe(batch, measured)``
 (called after every update), ``stop`` (an attribute: set true, e.g. by ``evaluate``, it ends the
-training after that evaluation), ``check_final(final, watch, at)`` (returns a ``diverged`` record
+training after that evaluation; a run resumed from a checkpoint saved then trains no further),
+``check_final(final, watch, at)`` (returns a ``diverged`` record
 for a final evaluation that shows divergence, or None) and ``restore(fresh)`` (after a checkpoint
 is loaded: take from the task built anew what the checkpoint left out, e.g. the data).
 """
