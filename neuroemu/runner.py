@@ -68,6 +68,25 @@ def identity(job: Any) -> Any:
     return job
 
 
+def local_file(written: str | Path, base_dir: Path | None) -> tuple[str, dict[str, Any]]:
+    """A file a config names (relative to ``base_dir``, the config's directory, or absolute) as a job
+    names it: (its file name, its :data:`LOCAL_KEYS`: ``_from`` its directory, ``_absolute`` when it
+    was written as an absolute path). The job then reads the same from any working directory."""
+    written = Path(written)
+    path = Path(os.path.abspath(written if written.is_absolute() else (base_dir or Path.cwd()) / written))
+    return path.name, {"_from": str(path.parent.resolve()), **({"_absolute": True} if written.is_absolute() else {})}
+
+
+def written_file(file: str, local: dict[str, Any], old: Path, new: Path) -> str:
+    """The inverse of :func:`local_file` for a config written in ``new``: ``file`` as named from there
+    (relative to ``new``, or absolute where it was written so). ``local`` (a spec holding the local keys,
+    or none: the file is relative to ``old``, the directory of an unresolved config) loses its local keys."""
+    where, absolute = Path(local.pop("_from", old)), local.pop("_absolute", False)
+    if Path(file).is_absolute():
+        return file
+    return str(where / file) if absolute else os.path.relpath(where / file, new)
+
+
 def job_hash(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity(job), sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -3,7 +3,6 @@ data; the float reference reproduces the exporting network exactly; config error
 is not served from old results."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

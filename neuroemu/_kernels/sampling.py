@@ -37,7 +37,6 @@ pieces (``t0``) draws what the whole run would.
 
 import math
 
-import numpy as np
 from numba import njit, prange
 
 from .rng import key, normal_k, uniform_k

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..chip import Chip, Hardware, LayerSpec
+from ..chip import Chip, LayerSpec
 from . import Model
 
 

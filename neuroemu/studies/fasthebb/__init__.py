@@ -121,7 +121,6 @@ RUN = {**TILE_RUN, "features": Opt("str", "hebbian", choices=FEATURES),
 
 
 def check(cfg: dict[str, Any], where: str) -> dict[str, Any]:
-    from ...config import validate
     from ...runner import check_run_names
 
     h, lay = cfg["hebbian"], cfg["layer"]

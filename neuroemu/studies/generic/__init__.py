@@ -36,6 +36,7 @@ from ... import divergence
 from ...chip import Hardware, build_chip
 from ...config import Opt
 from ...errors import ConfigError, NeuroemuError
+from ...runner import LOCAL_KEYS, check_run_names, identity, local_file, written_file
 from ...hardware.schemes import PulseLimitWarning
 from ...plot import delay_key, delay_label
 from ...progress import job_messages
@@ -83,7 +84,6 @@ def _spec(value: Any, where: str) -> dict[str, Any]:
 def _unreserved(params: dict[str, Any], where: str) -> dict[str, Any]:
     """``params``, refused when a key at any depth is one of the runner's local keys (they say where
     a file is and are left out of a job's identity)."""
-    from ...runner import LOCAL_KEYS
 
     def check(value: Any, at: str) -> None:
         if isinstance(value, dict):
@@ -111,15 +111,10 @@ def _from_here(spec: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
     name, its directory kept apart in ``_from``: a local key, left out of the job's identity, which
     holds the file's SHA-256 instead (``sources``). The same job from any working directory,
     checkout or machine."""
-    import os
-
     file = _file_source(spec["name"])
     if file is not None:
-        written = Path(file[0])
-        path = Path(os.path.abspath(written if written.is_absolute() else (base_dir or Path.cwd()) / written))
-        spec["name"], spec["_from"] = f"{path.name}:{file[1]}", str(path.parent.resolve())
-        if written.is_absolute():
-            spec["_absolute"] = True  # written back as an absolute path (config.yaml, tuned.yaml)
+        name, local = local_file(file[0], base_dir)
+        spec.update(name=f"{name}:{file[1]}", **local)
     return spec
 
 
@@ -127,18 +122,14 @@ def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     """A config written in ``old`` as it reads from ``new``: files named relative to the config (or,
     in a resolved config, by their ``_from`` directory) are named relative to ``new`` (config.yaml
     in a results directory, tuned.yaml in a search's)."""
-    import os
-
     def moved(spec: Any) -> Any:
         if isinstance(spec, str):
             return moved({"name": spec})["name"]
         if isinstance(spec, dict) and isinstance(spec.get("name"), str):
             spec = dict(spec)
-            where, absolute = Path(spec.pop("_from", old)), spec.pop("_absolute", False)
             file = _file_source(spec["name"])
-            if file is not None and not Path(file[0]).is_absolute():
-                path = where / file[0]
-                spec["name"] = f"{path if absolute else os.path.relpath(path, new)}:{file[1]}"
+            if file is not None:
+                spec["name"] = f"{written_file(file[0], spec, old, new)}:{file[1]}"
         return spec
 
     out = {**raw, **{k: moved(raw[k]) for k in PARTS if k in raw}}
@@ -164,7 +155,6 @@ def _load(kind: str, spec: dict[str, Any], where: str) -> Any:
 def _make(kind: str, spec: dict[str, Any], where: str, **optional: Any) -> Any:
     """Build a part, passing each of ``optional`` only when its factory takes it."""
     from ... import plugins
-    from ...runner import identity
 
     factory = _load(kind, spec, where)
     extra = {k: v for k, v in optional.items() if _accepts(factory, k) and k not in spec}
@@ -176,7 +166,6 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     the parts load, the chip builds and the protocol is whole; keep each card's numbers in its run."""
     from ... import plugins
     from ...config import validate
-    from ...runner import check_run_names
     from ...train import Protocol
 
     base = {k: _from_here(_spec(cfg[k], f"{where} {k}"), base_dir) for k in PARTS}
@@ -256,7 +245,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Build the run's chip, rule and task, train them with the :class:`~neuroemu.train.Trainer`,
     and return the final metrics, the delays, the chip's counters and the learning curve."""
     from ...record import pulse_histogram
-    from ...runner import identity
     from ...train import Protocol, Trainer, checkpoint_path
 
     run = job["run"]
@@ -385,7 +373,6 @@ def _figures(rows, results, figs: Path) -> list[Path]:
 def report(cfg: dict[str, Any], results: list[dict[str, Any]], out, meta: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.csv, RESULTS.md and figures; return the summary (for summary.json)."""
     from ...io import atomic_write_text
-    from ...runner import identity
 
     out, figs = start_report(out, [m for r in results for m in r["metrics"]])
     rows = table(results)

@@ -34,7 +34,6 @@ import numpy as np
 from ... import divergence
 from ...config import Opt
 from ...errors import ConfigError, NeuroemuError
-from .. import tables
 from ..common import each_run, energy_section, header, ops_summary, wall_time
 
 NAME = "lif_sampling"

@@ -35,7 +35,6 @@ finished results of the old file are refused (:class:`~neuroemu.runner.ResultsDi
 
 from __future__ import annotations
 
-import os
 import time
 import zlib
 from pathlib import Path
@@ -47,6 +46,7 @@ from ... import energy
 from ...config import Opt, check_delays
 from ...errors import ConfigError
 from ...plot import delay_key, delay_label
+from ...runner import check_run_names, local_file, written_file
 from .. import tables
 from ..common import (DATA, deploy_hardware, each_run, energy_section, header,  # noqa: F401
                       prepare, start_report, wall_time)
@@ -145,9 +145,7 @@ def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     relative ``network.file`` is named relative to ``new`` (config.yaml in a results directory,
     tuned.yaml in a search's)."""
     net = dict(raw["network"])
-    where, absolute = Path(net.pop("_from", old)), net.pop("_absolute", False)
-    if not Path(net["file"]).is_absolute():
-        net["file"] = str(where / net["file"]) if absolute else os.path.relpath(where / net["file"], new)
+    net["file"] = written_file(net["file"], net, old, new)
     return {**raw, "network": net}
 
 
@@ -161,7 +159,6 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     from ...hardware.cards import load_card
     from ...interop.nir import require_nir
     from ...plugins import file_digest
-    from ...runner import check_run_names
 
     net = cfg["network"]
     w = f"{where} network.file"
@@ -179,11 +176,8 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     if net["sha256"] is not None and net["sha256"] != digest:
         raise ConfigError(f"{where} network.sha256: {path} has SHA-256 {digest}, not the {net['sha256']} the "
                           "config pins (the file changed)")
-    path = Path(os.path.abspath(path))  # named by its file name and SHA-256; where it is stays local
-    net["file"], net["_from"] = path.name, str(path.parent.resolve())
-    if Path(written).is_absolute():
-        net["_absolute"] = True  # written back as an absolute path (config.yaml)
-    net["sha256"] = digest
+    name, local = local_file(written, base_dir)  # named by its file name and SHA-256; where it is stays local
+    net.update(file=name, sha256=digest, **local)
 
     ideal = {"synapses": FLOAT, "neurons": "ideal", "neuron_card": "brainscales2", "calibrated": False, "reset": None}
     try:
