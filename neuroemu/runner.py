@@ -279,7 +279,7 @@ def _stop_workers(ex: cf.ProcessPoolExecutor) -> None:
 
 def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], out_dir: str | Path, *,
              workers: int = 1, quiet: bool = False, executor: cf.Executor | None = None,
-             overwrite: bool = False) -> list[dict[str, Any]]:
+             overwrite: bool = False, loaded: set[str] | None = None) -> list[dict[str, Any]]:
     """Run ``fn(job)`` for every job not finished before; return results in job order.
 
     ``fn`` must be a module-level function (it is pickled to worker processes). With ``executor``
@@ -292,9 +292,12 @@ def run_jobs(jobs: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str
     have ended, :class:`JobsFailed` names the failed jobs. Before anything runs, a finished job of
     the same id with other settings raises :class:`ResultsDiffer` unless ``overwrite``. Ctrl-C or
     SIGTERM stops the remaining jobs at once (:class:`KeyboardInterrupt`); finished ones stay on disk.
+    ``loaded``, when given, receives the ids of the jobs whose finished results were loaded.
     """
     out_dir = Path(out_dir)
     results = load_results(out_dir, jobs, overwrite=overwrite)
+    if loaded is not None:
+        loaded.update(results)
     todo = [job for job in jobs if job["id"] not in results]
     bar = Progress(len(todo), "jobs", enabled=not quiet)
     for job in jobs:

@@ -508,15 +508,16 @@ def run_tune(config_path: str | Path, out_dir: str | Path, overrides: list[str] 
             what = "validation seeds" if p.resource == "seeds" else p.resource
             say(f"rung {rung + 1}/{len(p.sizes)}: {len(rung_trials)} configuration(s) ({len(tuned)} run(s)), "
                 f"{what} {p.resources[rung]}, {len(unique)} job(s) -> {out} ({how})")
-            loaded.update(set(load_results(out, unique, overwrite=overwrite)) - finished)
+            rung_loaded: set[str] = set()
             try:
                 results = run_jobs(unique, p.module.run_job, out, workers=n_workers, quiet=quiet, executor=executor,
-                                   overwrite=overwrite)
+                                   overwrite=overwrite, loaded=rung_loaded)
                 done = {j["id"]: res for j, res in zip(unique, results)}
             except JobsFailed as exc:
                 failure = exc
                 done = {j["id"]: res for j, res in
                         zip([j for j in unique if j["id"] not in exc.failed], exc.results)}
+            loaded.update(rung_loaded - finished)
             finished.update(done)
             train_s.update({i: float(r["train_time_s"]) for i, r in done.items()
                             if isinstance(r.get("train_time_s"), (int, float))})

@@ -32,9 +32,11 @@ def test_finished_jobs_are_not_recomputed(tmp_path, capsys):
     data = json.loads(path.read_text())
     data["result"]["value"] = -1  # a recomputation would overwrite this
     path.write_text(json.dumps(data))
-    res = run_jobs(jobs, square, tmp_path)
-    assert res[0]["value"] == -1
+    loaded = set()
+    res = run_jobs(jobs + [{"id": "c", "x": 4}], square, tmp_path, loaded=loaded)
+    assert res[0]["value"] == -1 and res[2]["value"] == 16
     assert "[done before] a" in capsys.readouterr().err
+    assert loaded == {"a", "b"}  # the new job c was computed, not loaded
 
 
 def test_local_keys_are_not_part_of_a_jobs_identity(tmp_path):
@@ -76,8 +78,9 @@ def test_the_same_ids_with_other_settings_are_refused_unless_overwritten(tmp_pat
     assert result_path(tmp_path, jobs[0]).read_text() == before and not result_path(tmp_path, changed[2]).exists()
     # new ids beside the finished ones are fine; overwrite recomputes only the jobs that differ
     assert [r["value"] for r in run_jobs(jobs + [changed[2]], square, tmp_path, quiet=True)] == [4, 9, 1]
-    res = run_jobs(changed, square, tmp_path, quiet=True, overwrite=True)
-    assert [r["value"] for r in res] == [4, 16, 1]
+    loaded = set()
+    res = run_jobs(changed, square, tmp_path, quiet=True, overwrite=True, loaded=loaded)
+    assert [r["value"] for r in res] == [4, 16, 1] and loaded == {"c"}  # a and b differed: recomputed
     assert json.loads(result_path(tmp_path, changed[1]).read_text())["hash"] == job_hash(changed[1])
     assert [r["value"] for r in run_jobs(changed, square, tmp_path, quiet=True)] == [4, 16, 1]  # resumes
     with pytest.raises(ResultsDiffer, match="first: b, x is 3 now, was 4"):
