@@ -208,6 +208,7 @@ def test_the_rule_refuses_a_network_it_has_no_meaning_on():
     assert "conv" in ConvLayer(1, 2, 3).traits and "conv" not in DenseLayer(4, 2).traits
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # the inf input, on purpose
 def test_a_nan_update_stops_the_run_at_that_batch():
     x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
     x[40] = np.inf
