@@ -36,10 +36,10 @@ from ... import divergence
 from ...chip import Hardware, build_chip
 from ...config import Opt
 from ...errors import ConfigError, NeuroemuError
-from ...runner import LOCAL_KEYS, check_run_names, identity, local_file, written_file
 from ...hardware.schemes import PulseLimitWarning
 from ...plot import delay_key, delay_label
 from ...progress import job_messages
+from ...runner import LOCAL_KEYS, check_run_names, identity, local_file, written_file
 from .. import tables
 from ..common import each_run, energy_section, header, ops_summary, start_report
 
