@@ -99,6 +99,8 @@ def load(kind: str, name: str, *, base_dir: str | Path | None = None, where: str
     if ":" in name:
         source, attr = name.rsplit(":", 1)
         if source.endswith(".py") or "/" in source:
+            if not source.endswith(".py"):
+                raise ConfigError(f"{where}: {source}: expected a Python file, a name ending in .py (file.py:Name)")
             path = Path(source)
             if not path.is_absolute() and base_dir is not None:
                 path = Path(base_dir) / path

@@ -41,7 +41,7 @@ def test_layer_step_matches_twin(rng, dtype, mode):
     s = rng.random((5, 7)).astype(dtype)
     fw, bw, aux = (rng.normal(0.5, 1.0, (5, 7)).astype(dtype) for _ in range(3))
     bias = rng.normal(0, 0.3, 7).astype(dtype)
-    for b, w in ((bias, bw), (None, None), (bias, None)):
+    for b, w in ((bias, bw), (None, None), (bias, None), (None, bw)):
         got = s.copy()
         K.layer_step(got, fw, np.empty(0, dtype) if b is None else b, np.empty((0, 0), dtype) if w is None else w,
                      0.3, 0.7, mode, aux)

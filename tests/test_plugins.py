@@ -42,6 +42,7 @@ def test_load_by_entry_point(monkeypatch):
     ("nowhere.mod:X", r"cannot import nowhere.mod"),
     ("neuroemu.rules.backprop:Backprob", r"has no 'Backprob'.*Backprop"),
     ("missing.py:X", r"no such file"),
+    ("plugins/rule:X", r"plugins/rule: expected a Python file, a name ending in .py"),
 ])
 def test_bad_names_say_what_was_expected(name, message):
     with pytest.raises(ConfigError, match=message):
@@ -157,6 +158,8 @@ def test_a_rule_on_a_network_it_has_no_meaning_on_fails_with_a_clear_error(tmp_p
 
 @pytest.mark.parametrize("change, message", [
     ({"rule": {"name": "nope.py:X"}}, r"runs\[0\].rule.name: no such file"),
+    ({"runs": [{"rule": {"name": "plugins/rule:X"}}]}, r"runs\[0\].rule.name: plugins/rule: expected a Python file"),
+    ({"model": {"name": "plugins/model:X"}}, r" model.name: plugins/model: expected a Python file"),
     ({"runs": [{"chip": {"card": "pcm_nandakumar2018", "scheme": "signn"}}]}, r"runs\[0\].chip.scheme: expected one of"),
     ({"runs": [{"chip": {}, "rules": {}}]}, r"runs\[0\].rules: unknown field.*did you mean 'rule'"),
     ({"protocol": {"epochs": 1, "updates": 3}}, r"runs\[0\].protocol: Protocol: give epochs or updates"),

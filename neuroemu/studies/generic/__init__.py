@@ -106,13 +106,15 @@ def _file_source(name: str) -> tuple[str, str] | None:
     return (source, attr) if sep and (source.endswith(".py") or "/" in source) else None
 
 
-def _from_here(spec: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+def _from_here(spec: dict[str, Any], base_dir: Path | None, where: str) -> dict[str, Any]:
     """A plug-in file (named relative to the config's directory, or absolute) is named by its file
     name, its directory kept apart in ``_from``: a local key, left out of the job's identity, which
     holds the file's SHA-256 instead (``sources``). The same job from any working directory,
     checkout or machine."""
     file = _file_source(spec["name"])
     if file is not None:
+        if not file[0].endswith(".py"):
+            raise ConfigError(f"{where}.name: {file[0]}: expected a Python file, a name ending in .py (file.py:Name)")
         name, local = local_file(file[0], base_dir)
         spec.update(name=f"{name}:{file[1]}", **local)
     return spec
@@ -130,6 +132,7 @@ def relocate(raw: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
             file = _file_source(spec["name"])
             if file is not None:
                 spec["name"] = f"{written_file(file[0], spec, old, new)}:{file[1]}"
+            spec = identity(spec)
         return spec
 
     out = {**raw, **{k: moved(raw[k]) for k in PARTS if k in raw}}
@@ -168,13 +171,13 @@ def check(cfg: dict[str, Any], where: str, base_dir: Path | None = None) -> dict
     from ...config import validate
     from ...train import Protocol
 
-    base = {k: _from_here(_spec(cfg[k], f"{where} {k}"), base_dir) for k in PARTS}
+    base = {k: _from_here(_spec(cfg[k], f"{where} {k}"), base_dir, f"{where} {k}") for k in PARTS}
     runs = []
     for w, raw in each_run(cfg, where, RUN):
         run: dict[str, Any] = {"name": raw["name"]}
         for k in PARTS:
             change = _unreserved(raw[k], f"{w}.{k}")
-            run[k] = _from_here(change, base_dir) if "name" in change else {**base[k], **change}  # a new name: its own parameters
+            run[k] = _from_here(change, base_dir, f"{w}.{k}") if "name" in change else {**base[k], **change}  # a new name: its own parameters
         run["protocol"] = validate({**cfg["protocol"], **raw["protocol"]}, PROTOCOL, f"{w}.protocol")
         try:
             Protocol(**{k: v for k, v in run["protocol"].items() if k != "deploy"})
