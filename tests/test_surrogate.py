@@ -527,6 +527,40 @@ def test_adam_kernel_matches_numpy_twin(dtype):
         np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_flushes_subnormal_moments_and_steps_to_zero(dtype):
+    """A gradient that stops (an input that is always 0) leaves m decaying by β₁ a step: the kernel
+    and its twin flush it to zero below the smallest normal number instead of keeping subnormals
+    (slow on x86); the parameters move as the unflushed formula would, to their last bit."""
+    from neuroemu._kernels.optim import adam_step
+    from tests.reference.optim import adam_step as twin
+
+    tiny = np.finfo(dtype).tiny
+    rng = np.random.default_rng(4)
+    p = rng.normal(size=200).astype(dtype)
+    m, s = np.zeros_like(p), np.zeros_like(p)
+    p2, m2, s2, p3, m3, s3 = p.copy(), m.copy(), s.copy(), p.copy(), m.copy(), s.copy()
+    g0 = (rng.normal(size=200) * 10.0 ** rng.uniform(-20, 0, 200)).astype(dtype)
+    steps = 900 if dtype == np.float32 else 7000  # m from ~1e-21 past 1.2e-38 (float32) / 2.2e-308
+    for t in range(1, steps + 1):
+        g = g0 if t == 1 else np.zeros_like(p)
+        a, r = 1e-3 / (1 - 0.9 ** t), 1 / math.sqrt(1 - 0.999 ** t)
+        adam_step(p, g, m, s, a, 0.9, 0.999, r, 1e-8)
+        twin(p2, g, m2, s2, a, 0.9, 0.999, r, 1e-8)
+        m3 *= dtype(0.9)  # unflushed reference, in the kernel's order
+        m3 += (dtype(1) - dtype(0.9)) * g
+        s3 *= dtype(0.999)
+        s3 += (dtype(1) - dtype(0.999)) * (g * g)
+        p3 -= dtype(a) * m3 / (np.sqrt(s3) * dtype(r) + dtype(1e-8))
+    for x in (m, s):
+        assert not np.any((x != 0) & (np.abs(x) < tiny))
+    assert np.any((m3 != 0) & (np.abs(m3) < tiny))  # the unflushed moments did go subnormal
+    assert np.count_nonzero(m == 0) > 100
+    np.testing.assert_array_equal(p, p2)
+    np.testing.assert_array_equal(m, m2)
+    np.testing.assert_array_equal(p, p3)
+
+
 def test_adam_rejects_non_contiguous_params():
     p = np.zeros((4, 4))[:, ::2]
     with pytest.raises(ValueError, match="C-contiguous"):
