@@ -8,9 +8,10 @@ that is about 7× slower than this single pass.
 m, s and the step a·m / (√s·r + ε) flush to zero below the dtype's smallest normal number (as a CPU
 in flush-to-zero mode does). Where a gradient stays zero or nearly so (inputs that are always 0,
 units that never pass gradient), m decays geometrically into the subnormal range and stays there
-for a while; x86 processors take a slow path for every operation on a subnormal, so that, unflushed,
-a quarter of a 784 × 5000 layer's moments were subnormal after 50 000 steps and each step cost about
-5× as long. Nothing above that range changes: the flushed values are below any weight's rounding.
+for a while, and x86 processors take a slow path for each operation on a subnormal: unflushed, a
+quarter of a 784 × 5000 layer's first moments were subnormal after 50 000 steps, and its Adam step
+took 26 ms against 17 ms flushed (measured beside another training run). The flushed values lie far
+below any weight's rounding: on that layer, w + Δw came out the same at every entry.
 """
 
 import numpy as np
