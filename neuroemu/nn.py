@@ -225,7 +225,21 @@ class _NoParams:
         self._cache = None
 
 
-class Conv2d:
+class _Weighted:
+    """A layer with a weight ``w`` and an optional bias ``b``; ``grads`` matches ``params``."""
+
+    def _set_weights(self, rng, shape: tuple, fan_in: int, dtype, init: str, bias: bool) -> None:
+        self.dtype = _float_dtype(dtype)
+        self.w, self.b = _init(rng, shape, fan_in, self.dtype, init, bias)
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self._cache = None
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        return [self.w] if self.b is None else [self.w, self.b]
+
+
+class Conv2d(_Weighted):
     """2-d convolution (cross-correlation) with zero padding: y = patches(x) @ w.T + b, reshaped to
     (N, c_out, Ho, Wo). ``w`` has shape (c_out, c_in·k·k) in the :func:`patches` column order (c, ki, kj);
     ``b`` has shape (c_out,), or is None with ``bias=False``. Forward is one im2col and one matmul;
@@ -235,15 +249,8 @@ class Conv2d:
                  dtype: Any = np.float32, bias: bool = True, init: str = "he"):
         self.c_in, self.c_out, self.k = _int("c_in", c_in, 1), _int("c_out", c_out, 1), _int("k", k, 1)
         self.stride, self.pad = _int("stride", stride, 1), _int("pad", pad, 0)
-        self.dtype = _float_dtype(dtype)
         fan_in = self.c_in * self.k * self.k
-        self.w, self.b = _init(rng, (self.c_out, fan_in), fan_in, self.dtype, init, bias)
-        self.grads = [np.zeros_like(p) for p in self.params]
-        self._cache = None
-
-    @property
-    def params(self) -> list[np.ndarray]:
-        return [self.w] if self.b is None else [self.w, self.b]
+        self._set_weights(rng, (self.c_out, fan_in), fan_in, dtype, init, bias)
 
     def __repr__(self) -> str:
         return (f"Conv2d({self.c_in}, {self.c_out}, k={self.k}, stride={self.stride}, pad={self.pad}, "
@@ -381,21 +388,14 @@ class AvgPool2d(_Pool2d):
         return self._crop(gx)
 
 
-class Linear:
+class Linear(_Weighted):
     """Fully connected layer y = x @ w.T + b with w of shape (n_out, n_in) and b of shape (n_out,) (or None
     with ``bias=False``); x has shape (N, n_in)."""
 
     def __init__(self, n_in: int, n_out: int, *, rng: Any = None, dtype: Any = np.float32, bias: bool = True,
                  init: str = "he"):
         self.n_in, self.n_out = _int("n_in", n_in, 1), _int("n_out", n_out, 1)
-        self.dtype = _float_dtype(dtype)
-        self.w, self.b = _init(rng, (self.n_out, self.n_in), self.n_in, self.dtype, init, bias)
-        self.grads = [np.zeros_like(p) for p in self.params]
-        self._cache = None
-
-    @property
-    def params(self) -> list[np.ndarray]:
-        return [self.w] if self.b is None else [self.w, self.b]
+        self._set_weights(rng, (self.n_out, self.n_in), self.n_in, dtype, init, bias)
 
     def __repr__(self) -> str:
         return f"Linear({self.n_in}, {self.n_out}, bias={self.b is not None}, dtype={self.dtype})"
