@@ -475,3 +475,61 @@ def test_max_pool_keeps_integer_and_boolean_inputs():
         y = MaxPool2d(2).forward(f.astype(dtype))
         assert y.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(y, f.astype(dtype).reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5)))
+
+
+def _with_subnormals(shape, dtype, rng):
+    """Normal values, zeros, and ±subnormals (about a fifth each of the last two)."""
+    a = rng.standard_normal(shape).astype(dtype)
+    tiny = np.finfo(dtype).tiny
+    which = rng.random(shape)
+    a[which < 0.2] = 0
+    sub = (which >= 0.2) & (which < 0.4)
+    a[sub] = (rng.uniform(-0.99, 0.99, shape) * tiny).astype(dtype)[sub]
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_kernels_match_their_numpy_twin(dtype):
+    """count_subnormal counts the nonzero entries below the smallest normal number (not zeros, not
+    ±tiny itself); flush_subnormal zeroes exactly those, like its twin, and keeps the rest to the bit."""
+    from neuroemu._kernels.optim import count_subnormal, flush_subnormal
+    from tests.reference.optim import count_subnormal as count_twin
+    from tests.reference.optim import flush_subnormal as flush_twin
+
+    tiny = np.finfo(dtype).tiny
+    a = _with_subnormals(1000, dtype, np.random.default_rng(3))
+    a[:4] = [tiny, -tiny, np.inf, -0.0]
+    expected = int(np.count_nonzero((a != 0) & (np.abs(a) < tiny)))
+    assert expected > 150 and count_subnormal(a) == count_twin(a) == expected
+    b, c = a.copy(), a.copy()
+    flush_subnormal(b)
+    flush_twin(c)
+    assert b.tobytes() == c.tobytes()
+    assert count_subnormal(b) == 0 and np.all(b[np.abs(a) >= tiny] == a[np.abs(a) >= tiny])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_layers_flush_subnormal_errors_in_a_copy(dtype):
+    """Linear and Conv2d give the gradients of gy with its subnormal entries set to zero, and leave the
+    caller's gy as it was; a gy without subnormals goes in as it is."""
+    from neuroemu.nn import _normal
+
+    rng = np.random.default_rng(5)
+    for layer, x_shape, y_shape in ((Linear(6, 5, rng=1, dtype=dtype), (4, 6), (4, 5)),
+                                    (Conv2d(2, 3, 3, pad=1, rng=2, dtype=dtype), (2, 2, 5, 5), (2, 3, 5, 5))):
+        x = rng.standard_normal(x_shape).astype(dtype)
+        gy = _with_subnormals(y_shape, dtype, rng)
+        gy[0] = np.finfo(dtype).tiny * dtype(0.5)  # a sample whose errors are all subnormal
+        before = gy.copy()
+        flushed = np.where(np.abs(gy) < np.finfo(dtype).tiny, dtype(0), gy)
+        results = []
+        for g in (gy, flushed):
+            layer.forward(x)
+            gx = layer.backward(g)
+            results.append([gx, *layer.grads])
+        assert gy.tobytes() == before.tobytes()
+        for a, b in zip(*results):
+            assert a.tobytes() == b.tobytes()
+        assert np.all(results[0][0][0] == 0)  # that sample's input gradient
+    normal = rng.standard_normal((3, 4)).astype(dtype)
+    assert _normal(normal) is normal

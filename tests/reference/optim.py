@@ -16,3 +16,12 @@ def adam_step(p, g, m, s, a, b1, b2, r, eps):
     d = a * m / (np.sqrt(s) * r + eps)
     d[np.abs(d) < tiny] = 0
     p -= d
+
+
+def count_subnormal(x):
+    v = np.abs(x)
+    return int(np.count_nonzero((v > 0) & (v < np.finfo(x.dtype).tiny)))
+
+
+def flush_subnormal(x):
+    x[np.abs(x) < np.finfo(x.dtype).tiny] = 0
