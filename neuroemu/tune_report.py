@@ -1,6 +1,6 @@
 """What ``neuroemu tune`` writes (see :mod:`neuroemu.tune`): ``trials.csv``, ``tune.json``,
 ``tuned.yaml``, ``RESULTS.md`` and ``figures/score_vs_lr.png``, and the console table; and how values
-read in job ids and tables."""
+read in job ids and tables. ``p`` is the :class:`neuroemu.tune.Plan` of the search."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
 
 from .io import atomic_write_json, atomic_write_text, write_csv
-
-if TYPE_CHECKING:
-    from .tune import Plan, RunSpace
 
 
 def value_text(value: Any) -> str:
@@ -31,7 +28,7 @@ def values_label(values: dict[str, Any]) -> str:
     return ",".join(f"{k}={value_text(v)}" for k, v in values.items())
 
 
-def tuned_config(p: Plan, chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def tuned_config(p: Any, chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The config as written, without its tune section, each run with its chosen values."""
     raw = copy.deepcopy(p.raw)
     for r in p.runs:
@@ -47,7 +44,7 @@ def _space_text(spec: dict[str, Any], values: list[Any]) -> str:
     return f"{spec['scale']} {lo:g} … {hi:g}, {len(values)} points" + (" (integers)" if spec["int"] else "")
 
 
-def _lr_key(run: RunSpace) -> str:
+def _lr_key(run: Any) -> str:
     """The key a run's figure puts on its x axis: the first learning-rate-like key, else the first."""
     keys = list(run.space)
     return next((k for k in keys if "lr" in k.split(".")[-1]), keys[0])
@@ -57,7 +54,7 @@ def _fmt(score: float | None) -> str:
     return "–" if score is None else f"{score:.4g}"
 
 
-def console_table(p: Plan, trials: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> list[str]:
+def console_table(p: Any, trials: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> list[str]:
     """One line per run: its chosen values and their score on the last rung."""
     last = {t["run"]: t for t in trials if t["chosen"]}
     rows = []
@@ -73,7 +70,7 @@ def console_table(p: Plan, trials: list[dict[str, Any]], chosen: dict[str, dict[
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows]]
 
 
-def write(p: Plan, out: Path, trials: list[dict[str, Any]], chosen: dict[str, dict[str, Any]],
+def write(p: Any, out: Path, trials: list[dict[str, Any]], chosen: dict[str, dict[str, Any]],
            meta: dict[str, Any]) -> None:
     keys = list(dict.fromkeys(k for r in p.runs for k in r.space))
     res_col = "validation seeds" if p.resource == "seeds" else p.resource
@@ -111,7 +108,7 @@ def _cell(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 
-def _markdown(p: Plan, out: Path, trials, chosen, meta, keys, res_col, figure: Path | None, done: bool) -> str:
+def _markdown(p: Any, out: Path, trials, chosen, meta, keys, res_col, figure: Path | None, done: bool) -> str:
     from .studies.common import wall_time
 
     sec = p.section
@@ -175,7 +172,7 @@ def _markdown(p: Plan, out: Path, trials, chosen, meta, keys, res_col, figure: P
     return "\n".join(lines) + "\n"
 
 
-def _figure(p: Plan, trials: list[dict[str, Any]], out_dir: Path) -> Path | None:
+def _figure(p: Any, trials: list[dict[str, Any]], out_dir: Path) -> Path | None:
     """Score against each run's learning rate (or first searched key): one panel per tuned run, one
     colour per rung, diverged trials as crosses at the worst edge, the chosen value starred."""
     from . import plot

@@ -63,6 +63,8 @@ from ...plot import delay_key
 from ...progress import job_messages
 from ...hardware.schemes import SCHEMES, PulseLimitWarning
 from ... import divergence
+from .report import (AUTHORS, CHIP_DIFFERENCES, DIFFERENCES, console_table, departures,  # noqa: F401
+                     differences_markdown, figures, report, table, tidy)
 from ..common import TILE_RUN, check_tile_run, each_run, header, ops_summary, tile_hardware
 
 NAME = "eprop_pcm"
@@ -394,7 +396,3 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 #: This study writes the config's ``differences`` into its own section (:func:`differences_markdown`).
 REPORTS_DIFFERENCES = True
-
-# the authors' setup and the report: tables, figures and RESULTS.md
-from .report import (AUTHORS, CHIP_DIFFERENCES, DIFFERENCES, console_table, departures,  # noqa: E402,F401
-                     differences_markdown, figures, report, table, tidy)

@@ -58,6 +58,7 @@ from ...errors import ConfigError
 from ...progress import job_messages
 from ...hardware.schemes import PulseLimitWarning
 from ... import divergence, energy
+from .report import DA_MODES, MONITOR, console_table, report, table, tidy  # noqa: F401
 from ..common import (DATA, TILE_RUN, check_tile_run, each_run, header,  # noqa: F401
                       ops_summary, prepare, require_validation, tile_hardware)  # prepare: this study's
 
@@ -270,9 +271,6 @@ def _n_out(run: dict[str, Any]) -> int:
     if run["mode"] != "unsupervised":
         return 10
     return run["outputs"] if run["arch"] == "cnn" else run["hidden"][-1]
-
-
-MONITOR = (10000, 2000)  # unsupervised runs: direct association after every epoch on these many train/test images
 
 
 def _weight_layers(run: dict[str, Any]) -> int:
@@ -551,9 +549,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-DA_MODES = {"direct_association": "wins", "direct_association_av": "av"}
-
-
 def direct_association(out_tr, ytr, out_te, yte) -> dict[str, float]:
     """Test accuracies of direct association fitted on the training outputs, in each of
     :data:`DA_MODES` (ours: ``wins``; the authors' headline: ``av``)."""
@@ -574,7 +569,3 @@ def _linear(ftr, ytr, fte, yte, opts, rng) -> dict[str, Any]:
     model = Sequential(Linear(ftr.shape[1], 10, rng=rng))
     train_classifier(model, xtr, ytr, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], rng=rng)
     return {"linear_readout": accuracy(model, xte, yte)}
-
-
-# the report: tables, figures and RESULTS.md
-from .report import console_table, report, table, tidy  # noqa: E402,F401
