@@ -120,8 +120,11 @@ def start(tmp_path, command, *, updates=300, seeds=2):
     }))
     out = tmp_path / "out"
     log = open(tmp_path / "stderr.txt", "w")
+    # SIGINT as a terminal gives it, also where the tests themselves run with it ignored (started in
+    # the background by a non-interactive shell, which Python then leaves ignored)
     proc = subprocess.Popen([sys.executable, "-m", "neuroemu", command[0], str(cfg), "--out", str(out), *command[1:]],
-                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log.close()
     return proc, out
 
